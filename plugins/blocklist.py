@@ -1,0 +1,120 @@
+"""``blocklist``: keywords and regular expressions, blocked or redacted in prompts and answers.
+
+Small on purpose, but it exercises every text path of the chain: request hook (prompt),
+response hook (whole answer) and a stream filter with hold-back, so a keyword split across
+two streamed chunks is still caught before any part of it reaches the client.
+
+Streams: a match can be at most ``max_match_chars`` long (keywords: their own length), so the
+filter holds back that many characters and releases everything before them; released text is
+final, which is what makes chunked and unchunked output identical (property-tested).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from proxy.chain import (
+    Deps,
+    HoldBack,
+    Plugin,
+    PluginConfig,
+    RequestContext,
+    StreamFilter,
+    TextStreamFilter,
+    regex_safe,
+)
+from proxy.errors import Rejected
+from proxy.models import ChatRequest, ChatResponse, TextSlot
+
+
+class BlocklistConfig(PluginConfig):
+    type: Literal["blocklist"] = "blocklist"
+    keywords: tuple[str, ...] = Field(default=(), description="literal strings")
+    patterns: tuple[str, ...] = Field(default=(), description="regular expressions (Python syntax)")
+    case_sensitive: bool = False
+    action: Literal["block", "redact"] = "block"
+    replacement: str = "[REDACTED]"
+    scan_request: bool = True
+    scan_response: bool = True
+    roles: tuple[str, ...] = Field(default=("user", "tool", "function"),
+                                   description="request roles scanned (system is trusted by default)")
+    max_match_chars: int = Field(default=64, ge=1, le=4096,
+                                 description="longest possible regex match; the stream hold-back window")
+    message: str = Field(default="The request was blocked by policy.", description="public error message")
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {p!r}: {exc}") from exc
+        return patterns
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> BlocklistConfig:
+        if not self.keywords and not self.patterns:
+            raise ValueError("a blocklist needs at least one keyword or pattern")
+        return self
+
+
+class BlocklistPlugin(Plugin[BlocklistConfig]):
+    Config = BlocklistConfig
+
+    def __init__(self, config: BlocklistConfig, deps: Deps) -> None:
+        super().__init__(config, deps)
+        alternatives = [re.escape(k) for k in config.keywords] + [f"(?:{p})" for p in config.patterns]
+        flags = 0 if config.case_sensitive else re.IGNORECASE
+        self._rx = re.compile("|".join(alternatives), flags)
+        longest_keyword = max((len(k) for k in config.keywords), default=1)
+        self._window = max(longest_keyword, config.max_match_chars if config.patterns else 1)
+        self._roles = frozenset(config.roles)
+
+    def _apply(self, slots: Iterator[TextSlot], ctx: RequestContext, where: str) -> None:
+        hits = 0
+        for slot in slots:
+            if where == "request" and slot.role not in self._roles:
+                continue
+            if self.config.action == "block":
+                if self._rx.search(slot.text):
+                    ctx.record(f"{where}_match", "block", detail={"where": where, "kind": slot.kind})
+                    raise Rejected(self.config.message, code="content_blocked")
+                continue
+            new, n = self._rx.subn(self.config.replacement, slot.text)
+            if n:
+                hits += n
+                slot.set(new)
+        if hits:
+            ctx.record(f"{where}_match", "redact", detail={"where": where, "count": hits})
+
+    async def on_request(self, req: ChatRequest, ctx: RequestContext) -> None:
+        if self.config.scan_request:
+            self._apply(req.text_slots(), ctx, "request")
+
+    async def on_response(self, resp: ChatResponse, ctx: RequestContext) -> None:
+        if self.config.scan_response:
+            self._apply((s for s in resp.text_slots() if s.kind == "message"), ctx, "response")
+
+    def open_stream(self, ctx: RequestContext) -> StreamFilter | None:
+        if not self.config.scan_response:
+            return None
+        rx, cfg = self._rx, self.config
+        split = regex_safe(rx, self._window)
+
+        def transform(text: str) -> str:
+            if cfg.action == "block":
+                if rx.search(text):
+                    ctx.record("stream_match", "block", detail={"where": "stream"})
+                    raise Rejected(cfg.message, code="content_blocked")
+                return text
+            new, n = rx.subn(cfg.replacement, text)
+            if n:
+                ctx.record("stream_match", "redact", detail={"where": "stream", "count": n})
+            return new
+
+        return TextStreamFilter(lambda: HoldBack(split, transform))

@@ -1,0 +1,110 @@
+"""The ``policy-sidecar`` command (also ``python -m proxy``).
+
+    serve --policy PATH [--host H] [--port N] [--admin-port N]   run the sidecar
+    demo [--port N]                                              sidecar + built-in demo upstream
+    check PATH                                                   validate and compile a policy
+    schema                                                       JSON Schema of the policy format
+    fake-upstream [--port N]                                     the scriptable fake provider
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from proxy.settings import Settings, default_policy_path
+
+
+def _serve_args(p: argparse.ArgumentParser, with_policy: bool) -> None:
+    if with_policy:
+        p.add_argument("--policy", type=Path, help="policy YAML (env SIDECAR_POLICY; default: embedded)")
+    p.add_argument("--host", help="bind address (env SIDECAR_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="API port (env SIDECAR_PORT, default 8080)")
+    p.add_argument("--admin-host", help="admin bind address (env SIDECAR_ADMIN_HOST)")
+    p.add_argument("--admin-port", type=int, help="serve admin routes on this port only (env SIDECAR_ADMIN_PORT)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="env SIDECAR_LOG_LEVEL")
+    p.add_argument("--no-watch", action="store_true", help="do not reload when the policy file changes")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    s = Settings.from_env()
+    if getattr(args, "policy", None):
+        s.policy_path = args.policy
+    for name in ("host", "port", "admin_host", "admin_port", "log_level"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(s, name, value)
+    if args.no_watch:
+        s.watch = False
+    return s
+
+
+def _check(path: Path) -> int:
+    from proxy.chain.registry import default_registry
+    from proxy.errors import ConfigError
+    from proxy.policy.store import PolicyStore
+
+    store = PolicyStore(path, default_registry())
+    try:
+        compiled = store.load_initial()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    steps = ", ".join(f"{s.id} ({s.mode})" for s in compiled.chain.steps) or "no plugins"
+    print(f"ok: {path} revision {compiled.revision}: {steps}")
+    return 0
+
+
+def _schema() -> int:
+    from proxy.chain.registry import default_registry
+    from proxy.policy.schema import build_policy_model
+
+    print(json.dumps(build_policy_model(default_registry()).model_json_schema(), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="policy-sidecar", description="LLM policy sidecar")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_args(sub.add_parser("serve", help="run the sidecar"), with_policy=True)
+    _serve_args(sub.add_parser("demo", help="run on the embedded default policy and demo upstream"),
+                with_policy=False)
+    check = sub.add_parser("check", help="validate and compile a policy file")
+    check.add_argument("path", type=Path)
+    sub.add_parser("schema", help="print the policy JSON Schema")
+    fake = sub.add_parser("fake-upstream", help="run the scriptable fake OpenAI-compatible upstream")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=9100)
+    args = parser.parse_args(argv)
+
+    if args.command == "check":
+        return _check(args.path)
+    if args.command == "schema":
+        return _schema()
+    if args.command == "fake-upstream":
+        from proxy.demo.fake_upstream import serve_fake_upstream
+
+        print(f"fake upstream on http://{args.host}:{args.port}/v1", file=sys.stderr)
+        serve_fake_upstream(args.host, args.port)
+        return 0
+
+    from proxy.errors import ConfigError
+    from proxy.server import run
+
+    settings = _settings(args)
+    if args.command == "demo":
+        settings.policy_path = default_policy_path()
+    try:
+        run(settings)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Build the Starlette applications: the API app and, optionally, a separate admin app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as HttpRoute
+
+from proxy.chain.decisions import DecisionSink
+from proxy.chain.registry import Registry, default_registry
+from proxy.errors import InvalidRequest
+from proxy.models.chat import Route
+from proxy.policy.store import PolicyStore
+from proxy.routes.admin import admin_routes
+from proxy.routes.common import error_response
+from proxy.routes.passthrough import PassthroughRoute
+from proxy.routes.pipeline import ChainRoute
+from proxy.runtime import Sidecar
+from proxy.settings import Settings
+
+log = logging.getLogger("policy_sidecar")
+
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+def build_sidecar(settings: Settings, registry: Registry | None = None) -> Sidecar:
+    """Load the policy (fails loudly at startup: there is no old policy to fall back to)."""
+    store = PolicyStore(settings.policy_path, registry or default_registry(), cpu_workers=settings.cpu_workers)
+    store.load_initial()
+    return Sidecar(settings=settings, store=store, sink=DecisionSink())
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    message = {404: f"Unknown path {request.url.path}.", 405: "Method not allowed for this path."}
+    return error_response(InvalidRequest(message.get(status, "Invalid request."), status=status,
+                                         code="not_found" if status == 404 else "method_not_allowed"))
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(sidecar: Sidecar) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[Any]] = []
+    if sidecar.settings.watch:
+        tasks.append(asyncio.create_task(sidecar.store.watch(stop, sidecar.settings.watch_polling)))
+    loop = asyncio.get_running_loop()
+    hup = False
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(sidecar.store.reload("sighup")))
+        hup = True
+    except (RuntimeError, ValueError, NotImplementedError):
+        log.debug("SIGHUP reload unavailable here (not the main thread)")
+    try:
+        yield
+    finally:
+        stop.set()
+        if hup:
+            loop.remove_signal_handler(signal.SIGHUP)
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        await sidecar.store.aclose()
+
+
+def build_app(sidecar: Sidecar, *, include_admin: bool = True) -> Starlette:
+    chain_route = ChainRoute(sidecar)
+    passthrough = PassthroughRoute(sidecar)
+
+    def chain_endpoint(route: Route) -> Any:
+        async def endpoint(request: Request) -> Response:
+            return await chain_route.handle(request, route)
+
+        return endpoint
+
+    routes: list[Any] = [
+        HttpRoute("/v1/chat/completions", chain_endpoint(Route.CHAT), methods=["POST"]),
+        HttpRoute("/v1/responses", chain_endpoint(Route.RESPONSES), methods=["POST"]),
+        HttpRoute("/v1/embeddings", chain_endpoint(Route.EMBEDDINGS), methods=["POST"]),
+        HttpRoute("/v1/{path:path}", passthrough.handle, methods=ALL_METHODS),
+    ]
+    health_routes = admin_routes(sidecar, prefix="")
+    routes += [r for r in health_routes if r.path in ("/health", "/ready")]
+    routes += [HttpRoute("/healthz", health_routes[0].endpoint), HttpRoute("/readyz", health_routes[1].endpoint)]
+    if include_admin:
+        routes += admin_routes(sidecar)
+
+    app = Starlette(
+        routes=routes,
+        exception_handlers={404: _http_error, 405: _http_error},
+        lifespan=lambda _app: _lifespan(sidecar),
+    )
+    app.state.sidecar = sidecar
+    return app
+
+
+def build_admin_app(sidecar: Sidecar) -> Starlette:
+    """The admin routes alone, for ``--admin-port``."""
+    routes = admin_routes(sidecar)
+    health = admin_routes(sidecar, prefix="")
+    routes += [HttpRoute("/healthz", health[0].endpoint), HttpRoute("/readyz", health[1].endpoint)]
+    app = Starlette(routes=routes, exception_handlers={404: _http_error, 405: _http_error})
+    app.state.sidecar = sidecar
+    return app

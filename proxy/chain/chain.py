@@ -1,0 +1,277 @@
+"""The compiled chain: per-phase step tuples, and the one place that applies mode / on_error / when.
+
+Plugins only detect and act; this module decides what their actions mean:
+
+* ``enforce``: the hook runs on the live request; a ``Rejected`` refuses it.
+* ``shadow``: the hook runs on a *copy*; a rejection, an edit, a local reply or a crash
+  becomes a "would have" decision record and the live request goes on untouched.
+* ``off``: the step is not compiled at all.
+* ``on_error``: ``fail_closed`` turns a crash into a ``PluginError`` (500);
+  ``fail_open`` skips the step and records an ``error`` decision. A ``Rejected`` is a
+  decision, never an error, so ``fail_open`` never swallows it.
+
+Request hooks run in policy order; response hooks and stream filters in reverse order, so a
+plugin that redacts on the way in restores on the way out (onion symmetry).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from proxy.chain.context import ActiveStep, RequestContext
+from proxy.chain.plugin import Match, Outcome, Plugin, Reply, StreamFilter
+from proxy.errors import PluginError, ProxyError, Rejected
+from proxy.models.chat import ChatRequest, ChatResponse
+from proxy.models.stream import StreamEvent
+from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
+
+log = logging.getLogger("policy_sidecar.chain")
+
+_IDLE = ActiveStep("sidecar", "enforce")
+
+
+def _glob(patterns: tuple[str, ...] | None) -> re.Pattern[str] | None:
+    if patterns is None:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns) or "(?!)")
+
+
+class Matcher:
+    """A compiled ``when:`` clause; evaluated per request, so tenant set by earlier steps counts."""
+
+    __slots__ = ("_models", "_routes", "_streaming", "_tenants")
+
+    def __init__(self, match: Match) -> None:
+        self._routes = frozenset(match.routes) if match.routes is not None else None
+        self._models = _glob(match.models)
+        self._tenants = _glob(match.tenants)
+        self._streaming = match.streaming
+
+    def matches(self, ctx: RequestContext) -> bool:
+        if self._routes is not None and ctx.route.value not in self._routes:
+            return False
+        if self._models is not None and not self._models.match(ctx.model):
+            return False
+        if self._tenants is not None and not self._tenants.match(ctx.tenant or ""):
+            return False
+        return self._streaming is None or self._streaming == ctx.stream
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One plugin as placed in the policy: its instance plus how the chain must treat it."""
+
+    id: str
+    plugin: Plugin[Any]
+    mode: str
+    on_error: str
+    when: Matcher | None
+    active: ActiveStep
+
+    @property
+    def shadow(self) -> bool:
+        return self.mode == "shadow"
+
+    def applies(self, ctx: RequestContext) -> bool:
+        return self.when is None or self.when.matches(ctx)
+
+
+def _already_blocked(step: Step, ctx: RequestContext) -> bool:
+    return any(d.plugin == step.id and d.action == "block" for d in ctx.decisions)
+
+
+def _record_rejection(step: Step, exc: Rejected, ctx: RequestContext) -> None:
+    if not _already_blocked(step, ctx):
+        ctx.record(exc.code or "rejected", "block", detail={"status": exc.status})
+
+
+def _copy_request(req: ChatRequest) -> ChatRequest:
+    return ChatRequest(orjson.loads(orjson.dumps(req.body)), req.route)
+
+
+def _copy_response(resp: ChatResponse) -> ChatResponse:
+    return ChatResponse(orjson.loads(orjson.dumps(resp.body)), resp.route, None, resp.status)
+
+
+class Chain:
+    """Immutable per-revision chain. Built by the policy compiler, shared by all requests."""
+
+    def __init__(self, steps: Sequence[Step], upstream: Upstream) -> None:
+        from proxy.chain.plugin import overrides
+
+        live = [s for s in steps if s.mode != "off"]
+        self.steps = tuple(live)
+        self.request_steps = tuple(s for s in live if overrides(s.plugin, "on_request"))
+        self.response_steps = tuple(s for s in reversed(live) if overrides(s.plugin, "on_response"))
+        self.stream_steps = tuple(s for s in reversed(live) if overrides(s.plugin, "open_stream"))
+        self.complete_steps = tuple(s for s in live if overrides(s.plugin, "on_complete"))
+        self.upstream = upstream
+
+    # -- failure handling --------------------------------------------------------------
+    def _crashed(self, step: Step, exc: Exception, ctx: RequestContext, hook: str) -> None:
+        """Apply ``on_error``: raise for fail_closed, record and continue for fail_open/shadow."""
+        log.error("plugin %s crashed in %s: %r", step.id, hook, exc, exc_info=exc)
+        ctx.record("plugin_error", "error", detail={"hook": hook, "error": type(exc).__name__})
+        if step.on_error == "fail_closed" and not step.shadow:
+            raise PluginError("A policy step failed while handling the request.", detail=repr(exc)) from exc
+
+    async def _shadow_call(self, step: Step, call: Awaitable[Any], ctx: RequestContext, hook: str) -> None:
+        try:
+            result = await call
+        except Rejected as exc:
+            _record_rejection(step, exc, ctx)
+        except ProxyError as exc:
+            ctx.record(exc.code or "error", "error", detail={"hook": hook})
+        except Exception as exc:
+            self._crashed(step, exc, ctx, hook)
+        else:
+            if isinstance(result, Reply):
+                ctx.record("local_reply", "reply")
+
+    # -- phases ------------------------------------------------------------------------
+    async def run_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
+        for step in self.request_steps:
+            if not step.applies(ctx):
+                continue
+            ctx.active = step.active
+            try:
+                if step.shadow:
+                    await self._shadow_call(step, step.plugin.on_request(_copy_request(req), ctx), ctx,
+                                            "on_request")
+                    continue
+                reply = await step.plugin.on_request(req, ctx)
+            except Rejected as exc:
+                _record_rejection(step, exc, ctx)
+                raise
+            except ProxyError:
+                raise
+            except Exception as exc:
+                self._crashed(step, exc, ctx, "on_request")
+                continue
+            finally:
+                ctx.active = _IDLE
+            if reply is not None:
+                ctx.active = step.active
+                ctx.record("local_reply", "reply")
+                ctx.active = _IDLE
+                return reply
+        return None
+
+    async def run_response(self, resp: ChatResponse, ctx: RequestContext) -> None:
+        for step in self.response_steps:
+            if not step.applies(ctx):
+                continue
+            ctx.active = step.active
+            try:
+                if step.shadow:
+                    await self._shadow_call(step, step.plugin.on_response(_copy_response(resp), ctx), ctx,
+                                            "on_response")
+                    continue
+                await step.plugin.on_response(resp, ctx)
+            except Rejected as exc:
+                _record_rejection(step, exc, ctx)
+                raise
+            except ProxyError:
+                raise
+            except Exception as exc:
+                self._crashed(step, exc, ctx, "on_response")
+            finally:
+                ctx.active = _IDLE
+
+    def open_stream(self, ctx: RequestContext) -> StreamPipeline | None:
+        filters: list[tuple[Step, StreamFilter]] = []
+        for step in self.stream_steps:
+            if not step.applies(ctx):
+                continue
+            ctx.active = step.active
+            try:
+                f = step.plugin.open_stream(ctx)
+            except Exception as exc:
+                self._crashed(step, exc, ctx, "open_stream")
+                continue
+            finally:
+                ctx.active = _IDLE
+            if f is not None:
+                filters.append((step, f))
+        return StreamPipeline(self, filters, ctx) if filters else None
+
+    async def run_complete(self, outcome: Outcome, ctx: RequestContext) -> None:
+        """Always runs; a crash here is logged and recorded, never raised (the answer is sent)."""
+        for step in self.complete_steps:
+            if not step.applies(ctx):
+                continue
+            ctx.active = step.active
+            try:
+                await step.plugin.on_complete(outcome, ctx)
+            except Exception as exc:
+                log.error("plugin %s crashed in on_complete: %r", step.id, exc, exc_info=exc)
+                ctx.record("plugin_error", "error", detail={"hook": "on_complete"})
+            finally:
+                ctx.active = _IDLE
+
+    async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
+        return await self.upstream.send(request, ctx)
+
+
+class StreamPipeline:
+    """The per-request stack of stream filters (already in reverse policy order)."""
+
+    def __init__(self, chain: Chain, filters: list[tuple[Step, StreamFilter]], ctx: RequestContext) -> None:
+        self._chain = chain
+        self._filters: list[tuple[Step, StreamFilter] | None] = list(filters)
+        self._ctx = ctx
+
+    async def _through(self, i: int, events: Sequence[StreamEvent], end: bool) -> list[StreamEvent]:
+        entry = self._filters[i]
+        if entry is None:
+            return list(events)
+        step, flt = entry
+        ctx = self._ctx
+        ctx.active = step.active
+        out: list[StreamEvent] = []
+        try:
+            for ev in events:
+                out.extend(await flt.on_event(ev))
+            if end:
+                out.extend(await flt.on_end())
+        except Rejected as exc:
+            _record_rejection(step, exc, ctx)
+            if step.shadow:
+                self._filters[i] = None
+                return list(events)
+            raise
+        except ProxyError:
+            if step.shadow:
+                self._filters[i] = None
+                return list(events)
+            raise
+        except Exception as exc:
+            self._filters[i] = None
+            self._chain._crashed(step, exc, ctx, "stream")
+            return list(events)
+        finally:
+            ctx.active = _IDLE
+        # A shadow filter sees the stream but never changes it.
+        return list(events) if step.shadow else out
+
+    async def push(self, event: StreamEvent) -> list[StreamEvent]:
+        events: list[StreamEvent] = [event]
+        for i in range(len(self._filters)):
+            events = await self._through(i, events, end=False)
+            if not events:
+                break
+        return events
+
+    async def end(self) -> list[StreamEvent]:
+        """Flush every filter in order; what one flushes still passes through the later ones."""
+        pending: list[StreamEvent] = []
+        for i in range(len(self._filters)):
+            pending = await self._through(i, pending, end=True)
+        return pending

@@ -1,0 +1,97 @@
+"""Per-request context: identity, typed state, decisions and headers of one request.
+
+Plugin instances are shared by all requests of a policy revision and hold no per-request
+state; whatever a plugin must remember between hooks of one request lives here, under a
+typed ``StateKey`` so mypy checks what goes in and comes out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar, cast
+
+from proxy.chain.decisions import Decision
+from proxy.models.chat import Route
+
+T = TypeVar("T")
+
+
+class StateKey(Generic[T]):
+    """A typed key into ``RequestContext.state``: ``KEY = StateKey[list[str]]("pii.spans")``."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"StateKey({self.name!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveStep:
+    """Which plugin step is running, so decisions are stamped without the plugin's help."""
+
+    plugin_id: str
+    mode: str
+
+
+_NO_STEP = ActiveStep("sidecar", "enforce")
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    route: Route
+    headers: Mapping[str, str]
+    revision: str = ""
+    model: str = ""
+    tenant: str | None = None
+    stream: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    decisions: list[Decision] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+    response_headers: dict[str, str] = field(default_factory=dict)
+    upstream_headers: dict[str, str] = field(default_factory=dict)
+    active: ActiveStep = _NO_STEP
+    first_byte_sent: bool = False
+    target: str | None = None
+
+    def get(self, key: StateKey[T], default: T | None = None) -> T | None:
+        return cast("T | None", self.state.get(key.name, default))
+
+    def set(self, key: StateKey[T], value: T) -> None:
+        self.state[key.name] = value
+
+    def record(
+        self,
+        rule: str,
+        action: str,
+        *,
+        score: float | None = None,
+        threshold: float | None = None,
+        latency_ms: float | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """Record a decision; the chain stamps plugin id, mode and revision."""
+        decision = Decision(
+            request_id=self.request_id,
+            revision=self.revision,
+            plugin=self.active.plugin_id,
+            rule=rule,
+            action=action,
+            mode=self.active.mode,
+            score=score,
+            threshold=threshold,
+            latency_ms=latency_ms,
+            detail=dict(detail) if detail else {},
+        )
+        self.decisions.append(decision)
+        return decision
+
+    @property
+    def shadow(self) -> bool:
+        """True while a shadow-mode step runs (plugins may skip expensive side effects)."""
+        return self.active.mode == "shadow"

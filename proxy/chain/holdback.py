@@ -1,0 +1,119 @@
+"""HoldBack: release the streamed text that can no longer change, keep the tail that might.
+
+A stream filter that rewrites text (restore a placeholder, redact a pattern) cannot emit a
+chunk whose end might be the first half of something it must rewrite. ``HoldBack`` owns that
+bookkeeping: ``feed(text)`` returns what is safe to send now, ``flush()`` returns the rest at
+the end of the stream (or before a non-text event). What is "safe" is a *split policy*: a
+function from the buffered text to the number of leading characters that are final. An
+optional ``transform`` is applied to released text only, so it never sees half a token.
+
+Invariant (property-tested): for any text and any split into chunks,
+``"".join(feed(c) for c in chunks) + flush() == transform(text)`` whenever ``transform``
+is local within the policy's window.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+SplitPolicy = Callable[[str], int]
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+class HoldBack:
+    """Per-stream (per choice) buffer; never shared between requests."""
+
+    __slots__ = ("_buf", "_split", "_transform")
+
+    def __init__(self, split: SplitPolicy, transform: Callable[[str], str] = _identity) -> None:
+        self._split = split
+        self._transform = transform
+        self._buf = ""
+
+    @property
+    def pending(self) -> str:
+        return self._buf
+
+    def feed(self, text: str) -> str:
+        buf = self._buf + text if self._buf else text
+        n = self._split(buf)
+        if n <= 0:
+            self._buf = buf
+            return ""
+        self._buf = buf[n:]
+        return self._transform(buf[:n])
+
+    def flush(self) -> str:
+        buf, self._buf = self._buf, ""
+        return self._transform(buf) if buf else ""
+
+
+def keep_tail(k: int) -> SplitPolicy:
+    """Keep the last ``k`` characters (for matches at most ``k + 1`` characters long)."""
+
+    def split(buf: str) -> int:
+        return max(0, len(buf) - k)
+
+    return split
+
+
+def regex_safe(pattern: re.Pattern[str], max_match: int) -> SplitPolicy:
+    """Release up to where no match of ``pattern`` (at most ``max_match`` chars) can straddle.
+
+    Any match starting before ``len(buf) - max_match + 1`` is fully inside the buffer, so it
+    is final; a match that straddles the release point moves the point to its start, so the
+    released text always ends on a boundary where a single-pass scan would also be.
+    """
+    tail = max(0, max_match - 1)
+
+    def split(buf: str) -> int:
+        cut = len(buf) - tail
+        if cut <= 0:
+            return 0
+        for m in pattern.finditer(buf):
+            if m.start() >= cut:
+                break
+            if m.end() > cut:
+                return m.start()
+        return cut
+
+    return split
+
+
+def until_closed(opener: str, closer: str, max_len: int) -> SplitPolicy:
+    """Hold from the last unclosed ``opener`` while it could still become a token.
+
+    Used for placeholders such as ``<PERSON_1>``: text after an opener is held until the
+    closer arrives or the held part grows past ``max_len`` (then it cannot be a token).
+    """
+
+    def split(buf: str) -> int:
+        start = buf.rfind(opener)
+        if start == -1 or closer in buf[start:]:
+            return len(buf)
+        if len(buf) - start > max_len:
+            return len(buf)
+        return start
+
+    return split
+
+
+_SENTENCE_END = re.compile(r"[.!?\n](?=\s)|\n")
+
+
+def sentence_boundary(max_hold: int = 2000) -> SplitPolicy:
+    """Release whole sentences (for windowed moderation); force release past ``max_hold``."""
+
+    def split(buf: str) -> int:
+        last = -1
+        for m in _SENTENCE_END.finditer(buf):
+            last = m.end()
+        if last > 0:
+            return last
+        return len(buf) if len(buf) > max_hold else 0
+
+    return split

@@ -1,0 +1,190 @@
+"""The plugin interface: one config model and one class per plugin.
+
+A plugin is built once per policy revision and shared by all requests on it, so it holds no
+per-request state (that lives in ``RequestContext`` or in the per-request ``StreamFilter``).
+Plugins *detect*; the chain applies ``mode`` (enforce / shadow / off), ``on_error`` and
+``when``. A plugin never implements shadow mode itself: in shadow the chain runs it on a copy
+and turns whatever it did (rejections, edits, decisions) into "would have" records.
+
+Hooks are optional: the compiler keeps, per phase, only the plugins that override a hook, so
+an absent hook costs nothing per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from proxy.chain.context import RequestContext
+from proxy.models.chat import ChatRequest, ChatResponse
+from proxy.models.stream import StreamEvent
+from proxy.models.upstream import Upstream
+
+Mode = Literal["enforce", "shadow", "off"]
+OnError = Literal["fail_closed", "fail_open"]
+StreamPolicy = Literal["buffer", "skip", "reject"]
+
+
+class Match(BaseModel):
+    """``when:`` — the routes, models (glob) and tenants (glob) a step applies to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    routes: tuple[str, ...] | None = Field(default=None, description="e.g. chat.completions, responses")
+    models: tuple[str, ...] | None = Field(default=None, description="glob patterns, e.g. gpt-4o*")
+    tenants: tuple[str, ...] | None = Field(default=None, description="glob patterns")
+    streaming: bool | None = Field(default=None, description="only streamed (true) or non-streamed (false)")
+
+
+class PluginConfig(BaseModel):
+    """Fields every plugin step has; subclasses add their own and narrow ``type``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+    id: str | None = Field(default=None, description="unique per policy; defaults to type")
+    mode: Mode = "enforce"
+    when: Match | None = None
+    on_error: OnError = "fail_closed"
+
+    @property
+    def step_id(self) -> str:
+        return self.id or self.type
+
+
+@dataclass(slots=True)
+class Reply:
+    """A local answer: the request is not sent upstream.
+
+    Give ``content`` for an assistant message (the route shapes it as a chat completion, or
+    a stream of chunks when the client streams), or ``body`` for a raw JSON body.
+    """
+
+    content: str | None = None
+    body: dict[str, Any] | None = None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a request ended; handed to every ``on_complete`` hook."""
+
+    status: int
+    error: BaseException | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    streamed: bool = False
+    completed: bool = True  # False when the client disconnected or the stream broke
+    latency_ms: float = 0.0
+    output_text_chars: int = 0
+
+
+class StreamFilter(Protocol):
+    """Per-request filter over stream events. Return ``[]`` to hold an event back."""
+
+    async def on_event(self, event: StreamEvent) -> Sequence[StreamEvent]: ...
+
+    async def on_end(self) -> Sequence[StreamEvent]: ...
+
+
+class Resources:
+    """Expensive objects shared across policy revisions, keyed by what configures them.
+
+    A reload that does not change a resource's key reuses the live object (HTTP pools, NER
+    models, Redis clients), so reloading is cheap. ``retain`` marks what the new revision
+    uses; the store closes the rest after the old revision retires.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[str, Any] = {}
+
+    def get_or_create(self, key: str, factory: Callable[[], Any]) -> Any:
+        if key not in self._items:
+            self._items[key] = factory()
+        return self._items[key]
+
+    def keys(self) -> set[str]:
+        return set(self._items)
+
+    async def close_unused(self, used: set[str]) -> None:
+        for key in list(self._items):
+            if key not in used:
+                item = self._items.pop(key)
+                closer = getattr(item, "aclose", None) or getattr(item, "close", None)
+                if closer is not None:
+                    result = closer()
+                    if asyncio.iscoroutine(result):
+                        await result
+
+
+class Deps:
+    """What a plugin may use when it is built: shared resources and bounded CPU offload."""
+
+    def __init__(self, resources: Resources, policy_dir: str = ".", cpu_workers: int = 2) -> None:
+        self.resources = resources
+        self.policy_dir = policy_dir
+        self.used_resources: set[str] = set()
+        self._cpu_workers = cpu_workers
+
+    def resource(self, key: str, factory: Callable[[], Any]) -> Any:
+        self.used_resources.add(key)
+        return self.resources.get_or_create(key, factory)
+
+    async def run_cpu(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run CPU-heavy work off the event loop with bounded concurrency."""
+        pool: ThreadPoolExecutor = self.resource(
+            "cpu-pool", lambda: ThreadPoolExecutor(self._cpu_workers, thread_name_prefix="cpu")
+        )
+        sem: asyncio.Semaphore = self.resource("cpu-sem", lambda: asyncio.Semaphore(self._cpu_workers * 4))
+        async with sem:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+
+C = TypeVar("C", bound=PluginConfig)
+
+
+class Plugin(Generic[C]):
+    """Base class. Override only the hooks you need.
+
+    ``needs_full_body``: the plugin must see a whole streamed response; the compiler then
+    requires the step to say what happens on streams (``buffer``, ``skip`` or ``reject``).
+    """
+
+    Config: ClassVar[type[PluginConfig]]
+    needs_full_body: ClassVar[bool] = False
+
+    def __init__(self, config: C, deps: Deps) -> None:
+        self.config = config
+        self.deps = deps
+
+    async def on_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
+        return None
+
+    async def on_response(self, resp: ChatResponse, ctx: RequestContext) -> None:
+        return None
+
+    def open_stream(self, ctx: RequestContext) -> StreamFilter | None:
+        return None
+
+    async def on_complete(self, outcome: Outcome, ctx: RequestContext) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class UpstreamPolicy(Plugin[C]):
+    """A plugin that wraps the upstream call (retry, circuit breaker, fallback, timeout)."""
+
+    def wrap(self, inner: Upstream) -> Upstream:
+        return inner
+
+
+def overrides(plugin: Plugin[Any], hook: str) -> bool:
+    """True when the plugin's class implements ``hook`` itself (not the base no-op)."""
+    return getattr(type(plugin), hook) is not getattr(Plugin, hook)

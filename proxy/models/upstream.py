@@ -1,0 +1,62 @@
+"""What crosses the upstream boundary: one request out, one (possibly streamed) response back.
+
+``Upstream`` has a single method so wrappers (retry, circuit breaker, fallback, timeout)
+compose like httpx transports: each takes an inner ``Upstream`` and is one itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from proxy.models.chat import Route
+
+if TYPE_CHECKING:
+    from proxy.chain.context import RequestContext
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    method: str
+    path: str  # below the API root, e.g. "/chat/completions"
+    headers: list[tuple[str, str]]
+    body: bytes | AsyncIterator[bytes] | None = None
+    query: str = ""
+    route: Route = Route.PASSTHROUGH
+    stream: bool = False
+    model: str = ""
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: list[tuple[str, str]]
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+    async def read(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Upstream(Protocol):
+    async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse: ...
+
+
+@dataclass(slots=True)
+class BufferedResponse:
+    """An UpstreamResponse whose body is already in memory (local replies, replays, tests)."""
+
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        if self.body:
+            yield self.body
+
+    async def read(self) -> bytes:
+        return self.body
+
+    async def aclose(self) -> None:
+        return None

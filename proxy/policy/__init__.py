@@ -1,0 +1,1 @@
+"""Policy: YAML -> validated models -> compiled immutable chain -> atomic swap."""

@@ -1,0 +1,136 @@
+"""Compile a validated policy into an immutable, ready-to-serve revision.
+
+Everything expensive happens here, once per revision, never per request: plugin instances
+(regexes, detectors, models), per-phase step tuples, the wrapped upstream. Resources keyed by
+their configuration (HTTP pools, models) come from the shared ``Resources`` so an unchanged
+upstream keeps its warm connection pool across reloads.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.chain.chain import Chain, Matcher, Step
+from proxy.chain.context import ActiveStep, RequestContext
+from proxy.chain.plugin import Deps, Plugin, PluginConfig, UpstreamPolicy
+from proxy.chain.registry import Registry
+from proxy.errors import ConfigError
+from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
+from proxy.policy.schema import PolicyBase, UpstreamConfig
+from proxy.upstream.client import HttpClient
+from proxy.upstream.targets import AsgiTarget, Credentials, HttpTarget, Router
+
+
+def revision_of(text: str) -> str:
+    """Content hash: the same policy text always has the same revision."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+@dataclass
+class CompiledPolicy:
+    revision: str
+    source: str
+    policy: PolicyBase
+    chain: Chain
+    plugins: list[Plugin[Any]]
+    used_resources: set[str]
+    loaded_at: float = field(default_factory=time.time)
+    in_flight: int = 0
+    retired: bool = False
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.policy.limits.max_body_bytes
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "source": self.source,
+            "loaded_at": self.loaded_at,
+            "plugins": [
+                {"id": s.id, "type": s.plugin.config.type, "mode": s.mode, "on_error": s.on_error}
+                for s in self.chain.steps
+            ],
+            "upstreams": {
+                name: {"base_url": u.base_url, "auth": u.auth_mode, "models": u.models}
+                for name, u in self.policy.upstreams.items()
+            },
+            "default_upstream": self.policy.default_upstream,
+        }
+
+    async def aclose(self) -> None:
+        for plugin in self.plugins:
+            await plugin.aclose()
+
+
+def _upstream_key(cfg: UpstreamConfig) -> str:
+    return f"http:{cfg.base_url}|{cfg.connect_timeout}|{cfg.read_timeout}|{cfg.max_connections}"
+
+
+def _build_target(name: str, cfg: UpstreamConfig, deps: Deps) -> Upstream:
+    key = cfg.api_key.get_secret_value() if cfg.api_key is not None else None
+    creds = Credentials(cfg.auth_mode, key, cfg.auth_header, cfg.auth_scheme, cfg.headers)
+    if cfg.base_url == "builtin:demo":
+        from proxy.demo.fake_upstream import build_fake_upstream
+
+        app = deps.resource("builtin:demo", build_fake_upstream)
+        return AsgiTarget(name, app, creds)
+    client = deps.resource(
+        _upstream_key(cfg),
+        lambda: HttpClient(connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout,
+                           max_connections=cfg.max_connections),
+    )
+    return HttpTarget(name, cfg.base_url, client, creds)
+
+
+class _WhenGate:
+    """Applies an upstream wrapper only to requests its ``when:`` matches."""
+
+    def __init__(self, matcher: Matcher, wrapped: Upstream, inner: Upstream) -> None:
+        self._matcher = matcher
+        self._wrapped = wrapped
+        self._inner = inner
+
+    async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
+        target = self._wrapped if self._matcher.matches(ctx) else self._inner
+        return await target.send(request, ctx)
+
+
+def compile_policy(policy: PolicyBase, revision: str, source: str, registry: Registry, deps: Deps) -> CompiledPolicy:
+    routes = []
+    for name, cfg in policy.upstreams.items():
+        rx = re.compile("|".join(fnmatch.translate(m) for m in cfg.models)) if cfg.models else None
+        routes.append((rx, name, _build_target(name, cfg, deps)))
+    upstream: Upstream = Router(routes, policy.default_upstream)
+
+    steps: list[Step] = []
+    plugins: list[Plugin[Any]] = []
+    plugin_configs: list[PluginConfig] = list(getattr(policy, "plugins", []))
+    for i, config in enumerate(plugin_configs):
+        if config.mode == "off":
+            continue
+        cls = registry.get(config.type)
+        try:
+            plugin = cls(config, deps)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"plugins[{i}] ({config.step_id}): could not be built: {exc}") from exc
+        plugins.append(plugin)
+        matcher = Matcher(config.when) if config.when is not None else None
+        steps.append(Step(config.step_id, plugin, config.mode, config.on_error, matcher,
+                          ActiveStep(config.step_id, config.mode)))
+
+    # Upstream wrappers: the first declared is the outermost. Shadow wrappers are not applied:
+    # a wrapper acts on the call itself, there is nothing to "would have" without acting.
+    for step in reversed(steps):
+        if isinstance(step.plugin, UpstreamPolicy) and step.mode == "enforce":
+            wrapped = step.plugin.wrap(upstream)
+            upstream = _WhenGate(step.when, wrapped, upstream) if step.when is not None else wrapped
+
+    return CompiledPolicy(revision, source, policy, Chain(steps, upstream), plugins, set(deps.used_resources))

@@ -1,0 +1,114 @@
+"""The policy document's models, with the plugin list as a discriminated union from the registry.
+
+Unknown fields are errors everywhere (``extra="forbid"``): a typo in a policy must fail the
+load, not silently disable a rule. ``${ENV}`` expansion happens only in ``Secret`` fields, so
+an environment variable can never change what a rule matches.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, create_model, model_validator
+
+from proxy.chain.registry import Registry
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ValueError(f"environment variable {name} is not set")
+
+    return _ENV.sub(sub, value)
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_expand_env)]
+
+
+class UpstreamConfig(BaseModel):
+    """One provider endpoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str = Field(description="API root, e.g. https://api.openai.com/v1, or builtin:demo")
+    api_key: Secret | None = Field(default=None, description="${ENV} allowed; used when auth is policy")
+    auth: Literal["policy", "passthrough", "none"] | None = Field(
+        default=None, description="policy: use api_key; passthrough: forward the client's key. "
+        "Default: policy when api_key is set, else passthrough")
+    auth_header: str = "authorization"
+    auth_scheme: str = "Bearer"
+    headers: dict[str, str] = Field(default_factory=dict, description="static headers added upstream")
+    models: tuple[str, ...] | None = Field(default=None, description="model globs routed here")
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=600.0, gt=0)
+    max_connections: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> UpstreamConfig:
+        if not (self.base_url.startswith(("http://", "https://")) or self.base_url.startswith("builtin:")):
+            raise ValueError("base_url must start with http://, https:// or builtin:")
+        if self.base_url.startswith("builtin:") and self.base_url != "builtin:demo":
+            raise ValueError("the only builtin upstream is builtin:demo")
+        if self.auth == "policy" and self.api_key is None:
+            raise ValueError("auth: policy needs api_key")
+        return self
+
+    @property
+    def auth_mode(self) -> str:
+        return self.auth or ("policy" if self.api_key is not None else "passthrough")
+
+
+class Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="larger bodies get 413")
+
+
+class PolicyBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = Field(description="policy format version")
+    upstreams: dict[str, UpstreamConfig] = Field(
+        default_factory=lambda: {"default": UpstreamConfig(base_url="builtin:demo")})
+    default_upstream: str = "default"
+    limits: Limits = Field(default_factory=Limits)
+
+
+def _check_policy(policy: Any) -> Any:
+    if policy.default_upstream not in policy.upstreams:
+        raise ValueError(f"default_upstream {policy.default_upstream!r} is not one of the upstreams")
+    seen: set[str] = set()
+    for step in policy.plugins:
+        if step.step_id in seen:
+            raise ValueError(f"plugin id {step.step_id!r} is used twice; give each step a unique id")
+        seen.add(step.step_id)
+    return policy
+
+
+def build_policy_model(registry: Registry) -> type[PolicyBase]:
+    """The Policy model for exactly the plugins this registry knows."""
+    configs = tuple(cls.Config for cls in registry.classes())
+    if not configs:
+        step_type: Any = Annotated[dict[str, Any], Field()]
+    elif len(configs) == 1:
+        step_type = configs[0]
+    else:
+        step_type = Annotated[Union[configs], Field(discriminator="type")]  # noqa: UP007
+    model: type[PolicyBase] = create_model(
+        "Policy",
+        __base__=PolicyBase,
+        __validators__={"check": model_validator(mode="after")(_check_policy)},  # type: ignore[dict-item]
+        plugins=(list[step_type], Field(default_factory=list, description="the chain, in request order")),
+    )
+    return model

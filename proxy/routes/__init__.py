@@ -1,0 +1,1 @@
+"""HTTP routes: OpenAI-compatible endpoints through the chain, pass-through, admin."""

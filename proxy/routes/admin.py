@@ -1,0 +1,79 @@
+"""Admin endpoints: liveness, readiness, the live policy, reload, recent decisions, schema.
+
+Reads are open (they reveal no secrets: API keys are never shown); ``POST /admin/reload``
+requires ``Authorization: Bearer <SIDECAR_ADMIN_TOKEN>`` and is refused when no token is
+configured. When ``--admin-port`` is set these routes live only on that port, so the
+application-facing port exposes nothing but the API.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from proxy.runtime import Sidecar
+
+
+def _authorised(request: Request, token: str | None) -> bool:
+    if token is None:
+        return False
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.encode(), token.encode())
+
+
+def _forbidden(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": "permission_error", "param": None,
+                                   "code": "admin_forbidden"}}, status_code=status)
+
+
+def admin_routes(sidecar: Sidecar, prefix: str = "/admin") -> list[Route]:
+    store = sidecar.store
+
+    async def health(_: Request) -> Response:
+        # Liveness: the process and its event loop answer. Never depends on the policy.
+        return JSONResponse({"status": "ok"})
+
+    async def ready(_: Request) -> Response:
+        if sidecar.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        if not store.ready:
+            return JSONResponse({"status": "no policy"}, status_code=503)
+        return JSONResponse({"status": "ready", "revision": store.current.revision})
+
+    async def policy(_: Request) -> Response:
+        body: dict[str, Any] = store.current.describe()
+        body["last_reload"] = store.last_reload
+        body["last_error"] = store.last_error
+        body["reloads"] = {"ok": store.reloads_ok, "failed": store.reloads_failed}
+        return JSONResponse(body)
+
+    async def reload(request: Request) -> Response:
+        if sidecar.settings.admin_token is None:
+            return _forbidden("Admin reload is disabled: set SIDECAR_ADMIN_TOKEN to enable it.", 403)
+        if not _authorised(request, sidecar.settings.admin_token):
+            return _forbidden("Missing or invalid admin token.", 401)
+        result = await store.reload("admin")
+        return JSONResponse(result, status_code=422 if result["result"] == "failed" else 200)
+
+    async def decisions(_: Request) -> Response:
+        return JSONResponse({
+            "counts": sidecar.sink.snapshot(),
+            "recent": [d.as_dict() for d in list(sidecar.sink.recent)[-100:]],
+        })
+
+    async def schema(_: Request) -> Response:
+        return JSONResponse(store.model.model_json_schema())
+
+    return [
+        Route(f"{prefix}/health", health, methods=["GET"]),
+        Route(f"{prefix}/ready", ready, methods=["GET"]),
+        Route(f"{prefix}/policy", policy, methods=["GET"]),
+        Route(f"{prefix}/reload", reload, methods=["POST"]),
+        Route(f"{prefix}/decisions", decisions, methods=["GET"]),
+        Route(f"{prefix}/schema", schema, methods=["GET"]),
+    ]

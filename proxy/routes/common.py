@@ -1,0 +1,79 @@
+"""Helpers shared by the routes: body reading with a size limit, header filtering, errors."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy.errors import InvalidRequest, to_envelope
+from proxy.upstream.client import HOP_BY_HOP
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Not forwarded upstream: hop-by-hop and framing, plus accept-encoding (the client library
+# negotiates its own compression and hands us decoded bodies).
+_NOT_FORWARDED = HOP_BY_HOP | {"accept-encoding"}
+
+
+def request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    if given and _REQUEST_ID.match(given):
+        return given
+    return uuid.uuid4().hex
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the whole body, refusing (413) as soon as it exceeds ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidRequest("Invalid Content-Length header.", code="invalid_content_length")
+        if int(declared) > limit:
+            raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> InvalidRequest:
+    return InvalidRequest(f"Request body too large: the limit is {limit} bytes.", status=413,
+                          code="request_too_large")
+
+
+def check_json_content_type(request: Request) -> None:
+    ctype = request.headers.get("content-type")
+    if ctype is None:
+        return
+    media = ctype.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise InvalidRequest(f"Unsupported content type {media!r}: send application/json.", status=415,
+                             code="unsupported_media_type")
+
+
+def forward_headers(request: Request) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in request.headers.items() if k not in _NOT_FORWARDED]
+
+
+def response_headers(
+    upstream: Iterable[tuple[str, str]], extra: dict[str, str], drop: Iterable[str] = ()
+) -> dict[str, str]:
+    """Upstream response headers minus hop-by-hop ones, plus the sidecar's own."""
+    dropped = {d.lower() for d in drop}
+    headers = {k: v for k, v in upstream if k.lower() not in HOP_BY_HOP and k.lower() not in dropped}
+    headers.update(extra)
+    return headers
+
+
+def error_response(exc: BaseException, extra: dict[str, str] | None = None) -> Response:
+    status, headers, body = to_envelope(exc)
+    if extra:
+        headers = {**extra, **headers}
+    return Response(body, status_code=status, headers=headers, media_type="application/json")

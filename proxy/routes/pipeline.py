@@ -1,0 +1,284 @@
+"""The request lifecycle for chain routes (chat completions, responses, embeddings).
+
+    read + validate -> pin revision -> request hooks -> upstream (wrapped)
+        -> response hooks (whole body)  or  stream filters (per event)
+        -> complete hooks, always (after the answer is sent)
+
+Hot-path rules: an untouched request is forwarded as the client's original bytes; a response
+with no response hooks is not parsed; a stream with no filters is piped byte for byte with no
+SSE parsing and no buffering.
+
+Streams: the first chunk is pulled before response headers go out, so a rejection or an
+upstream failure that happens before any byte reached the client is still a proper HTTP
+error (and later a retry or fallback may still act). After that, failures end the stream with
+an in-band error event in the client's wire format.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import orjson
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from proxy.chain.chain import StreamPipeline
+from proxy.chain.context import RequestContext
+from proxy.chain.plugin import Outcome, Reply
+from proxy.errors import InvalidRequest, ProxyError, UpstreamError, error_event_payload
+from proxy.models.chat import ChatRequest, ChatResponse, Route
+from proxy.models.stream import ErrorEvent, TextDelta, Usage
+from proxy.models.upstream import UpstreamRequest, UpstreamResponse
+from proxy.policy.compiler import CompiledPolicy
+from proxy.routes.common import (
+    check_json_content_type,
+    error_response,
+    forward_headers,
+    read_body,
+    request_id,
+    response_headers,
+)
+from proxy.routes.replies import reply_body, reply_stream
+from proxy.routes.validate import validate_body
+from proxy.runtime import Sidecar
+from proxy.upstream.providers.openai import ChatStreamCodec, ResponsesStreamCodec
+from proxy.upstream.sse import SSEParser
+
+log = logging.getLogger("policy_sidecar.access")
+
+UPSTREAM_PATHS = {Route.CHAT: "/chat/completions", Route.RESPONSES: "/responses", Route.EMBEDDINGS: "/embeddings"}
+
+
+class _StreamState:
+    __slots__ = ("chars", "completed", "error", "usage")
+
+    def __init__(self) -> None:
+        self.usage: dict[str, Any] = {}
+        self.error: BaseException | None = None
+        self.completed = False
+        self.chars = 0
+
+
+class _FinalizingStream(StreamingResponse):
+    """A streaming response that always finalises (complete hooks, release), even on disconnect."""
+
+    def __init__(self, body: AsyncIterator[bytes], status: int, headers: dict[str, str],
+                 on_start: Any, finalize: Any) -> None:
+        super().__init__(body, status_code=status, headers=headers)
+        self._on_start = on_start
+        self._finalize = finalize
+        self._body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._on_start()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                aclose = getattr(self._body, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                await self._finalize()
+
+
+def _codec(route: Route) -> ChatStreamCodec | ResponsesStreamCodec:
+    return ResponsesStreamCodec() if route is Route.RESPONSES else ChatStreamCodec()
+
+
+class ChainRoute:
+    """One instance per process; everything per request lives in locals and ``ctx``."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self.sidecar = sidecar
+
+    async def handle(self, request: Request, route: Route) -> Response:
+        store = self.sidecar.store
+        policy = store.acquire()
+        rid = request_id(request)
+        base_headers = {"x-request-id": rid, "x-sidecar-revision": policy.revision}
+        ctx: RequestContext | None = None
+        handed_off = False
+        try:
+            raw = await read_body(request, policy.max_body_bytes)
+            check_json_content_type(request)
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise InvalidRequest(
+                    "We could not parse the JSON body of your request. Send valid JSON.", code="invalid_json"
+                ) from None
+            validate_body(route, body)
+            ctx = RequestContext(rid, route, request.headers, policy.revision, body["model"],
+                                 stream=bool(body.get("stream")))
+            response = await self._run(request, route, policy, ctx, ChatRequest(body, route, raw), base_headers)
+            handed_off = True
+            return response
+        except ProxyError as exc:
+            handed_off = True
+            outcome = Outcome(exc.status, exc, latency_ms=self._ms(ctx))
+            return self._error(exc, policy, ctx, outcome, base_headers)
+        except Exception as exc:
+            log.exception("unexpected error on %s", route.value)
+            handed_off = True
+            return self._error(exc, policy, ctx, Outcome(500, exc), base_headers)
+        finally:
+            if not handed_off:  # cancelled (client went away) before a response existed
+                with anyio.CancelScope(shield=True):
+                    await self._finish(policy, ctx, Outcome(499, None, completed=False))
+
+    @staticmethod
+    def _ms(ctx: RequestContext | None) -> float:
+        return (time.perf_counter() - ctx.started) * 1000 if ctx else 0.0
+
+    def _error(self, exc: BaseException, policy: CompiledPolicy, ctx: RequestContext | None,
+               outcome: Outcome, base_headers: dict[str, str]) -> Response:
+        extra = {**base_headers, **(ctx.response_headers if ctx else {})}
+        response = error_response(exc, extra)
+        response.background = BackgroundTask(self._finish, policy, ctx, outcome)
+        return response
+
+    async def _finish(self, policy: CompiledPolicy, ctx: RequestContext | None, outcome: Outcome) -> None:
+        """Complete hooks, decision records, access log, unpin the revision. Never raises."""
+        try:
+            if ctx is not None:
+                if policy.chain.complete_steps:
+                    await policy.chain.run_complete(outcome, ctx)
+                if ctx.decisions:
+                    self.sidecar.sink.emit(ctx.decisions)
+                if self.sidecar.settings.log_requests and log.isEnabledFor(logging.INFO):
+                    log.info("request", extra={
+                        "request_id": ctx.request_id, "route": ctx.route.value, "status": outcome.status,
+                        "model": ctx.model, "tenant": ctx.tenant, "target": ctx.target,
+                        "revision": ctx.revision, "stream": ctx.stream,
+                        "latency_ms": round(self._ms(ctx), 2), "decisions": len(ctx.decisions),
+                    })
+        except Exception:
+            log.exception("error while finishing a request")
+        finally:
+            self.sidecar.store.release(policy)
+
+    async def _run(self, request: Request, route: Route, policy: CompiledPolicy, ctx: RequestContext,
+                   req: ChatRequest, base_headers: dict[str, str]) -> Response:
+        chain = policy.chain
+        if chain.request_steps:
+            reply = await chain.run_request(req, ctx)
+            if reply is not None:
+                return self._local(reply, route, req, policy, ctx, base_headers)
+        ctx.model = req.model
+        upstream_request = UpstreamRequest(
+            "POST", UPSTREAM_PATHS[route], forward_headers(request), req.encode(), request.url.query,
+            route, req.stream, req.model,
+        )
+        resp = await chain.send(upstream_request, ctx)
+        ctype = next((v for k, v in resp.headers if k.lower() == "content-type"), "")
+        if req.stream and resp.status < 400 and "text/event-stream" in ctype:
+            return await self._stream(resp, route, policy, ctx, base_headers)
+        try:
+            data = await resp.read()
+        finally:
+            await resp.aclose()
+        usage: dict[str, Any] = {}
+        if resp.status < 400 and chain.response_steps:
+            parsed = orjson.loads(data) if data[:1] == b"{" else None
+            if not isinstance(parsed, dict):
+                raise UpstreamError("The upstream provider returned a body the policy could not inspect.")
+            wrapped = ChatResponse(parsed, route, data, resp.status)
+            await chain.run_response(wrapped, ctx)
+            data = wrapped.encode()
+            usage = wrapped.usage
+        headers = response_headers(resp.headers, {**base_headers, **self._target(ctx), **ctx.response_headers})
+        outcome = Outcome(resp.status, usage=usage, latency_ms=self._ms(ctx))
+        return Response(data, status_code=resp.status, headers=headers,
+                        background=BackgroundTask(self._finish, policy, ctx, outcome))
+
+    @staticmethod
+    def _target(ctx: RequestContext) -> dict[str, str]:
+        return {"x-sidecar-upstream": ctx.target} if ctx.target else {}
+
+    def _local(self, reply: Reply, route: Route, req: ChatRequest, policy: CompiledPolicy,
+               ctx: RequestContext, base_headers: dict[str, str]) -> Response:
+        headers = {**base_headers, **ctx.response_headers, **reply.headers}
+        outcome = Outcome(reply.status, latency_ms=self._ms(ctx))
+        task = BackgroundTask(self._finish, policy, ctx, outcome)
+        if req.stream and reply.status < 400:
+            return Response(reply_stream(reply, route, req.model), reply.status, headers,
+                            media_type="text/event-stream", background=task)
+        return Response(orjson.dumps(reply_body(reply, route, req.model)), reply.status, headers,
+                        media_type="application/json", background=task)
+
+    async def _stream(self, resp: UpstreamResponse, route: Route, policy: CompiledPolicy,
+                      ctx: RequestContext, base_headers: dict[str, str]) -> Response:
+        pipeline = policy.chain.open_stream(ctx) if policy.chain.stream_steps else None
+        state = _StreamState()
+        body = self._stream_body(resp, pipeline, _codec(route), ctx, state)
+        try:
+            first = await body.__anext__()
+        except StopAsyncIteration:
+            first = b""
+        except BaseException:
+            await body.aclose()
+            raise
+
+        async def chunks() -> AsyncIterator[bytes]:
+            if first:
+                yield first
+            async for chunk in body:
+                yield chunk
+
+        def started() -> None:
+            ctx.first_byte_sent = True
+
+        async def finalize() -> None:
+            await body.aclose()
+            error = state.error
+            status = error.status if isinstance(error, ProxyError) else resp.status
+            outcome = Outcome(status, error, usage=state.usage, streamed=True, completed=state.completed,
+                              latency_ms=self._ms(ctx), output_text_chars=state.chars)
+            await self._finish(policy, ctx, outcome)
+
+        headers = response_headers(resp.headers, {**base_headers, **self._target(ctx), **ctx.response_headers})
+        return _FinalizingStream(chunks(), resp.status, headers, started, finalize)
+
+    async def _stream_body(self, resp: UpstreamResponse, pipeline: StreamPipeline | None,
+                           codec: ChatStreamCodec | ResponsesStreamCodec, ctx: RequestContext,
+                           state: _StreamState) -> AsyncIterator[bytes]:
+        try:
+            if pipeline is None:
+                async for chunk in resp.aiter_bytes():
+                    yield chunk
+            else:
+                parser = SSEParser()
+                async for chunk in resp.aiter_bytes():
+                    out = []
+                    for sse in parser.feed(chunk):
+                        for ev in codec.decode(sse):
+                            if isinstance(ev, Usage):
+                                state.usage = dict(ev.data)
+                            elif isinstance(ev, TextDelta):
+                                state.chars += len(ev.text)
+                            out.extend(await pipeline.push(ev))
+                    if out:
+                        yield codec.encode(out)
+                out = []
+                for sse in parser.flush():
+                    for ev in codec.decode(sse):
+                        out.extend(await pipeline.push(ev))
+                out.extend(await pipeline.end())
+                tail = codec.encode(out) + codec.encode_done()
+                if tail:
+                    yield tail
+            state.completed = True
+        except ProxyError as exc:
+            if not ctx.first_byte_sent:
+                raise
+            state.error = exc
+            log.warning("stream %s aborted after first byte: %s", ctx.request_id, exc.detail or exc.message)
+            yield codec.encode([ErrorEvent(error_event_payload(exc))])
+        finally:
+            await resp.aclose()

@@ -1,0 +1,62 @@
+"""Process settings: from CLI flags, else ``SIDECAR_*`` environment variables, else defaults.
+
+These are the things that cannot change without a restart (ports, admin token, where the
+policy lives). Everything that shapes request handling lives in the policy instead, so it
+reloads at runtime.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+
+def default_policy_path() -> Path:
+    """The embedded default policy (built-in demo upstream, in-memory state)."""
+    return Path(str(files("policies").joinpath("default.yaml")))
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class Settings:
+    policy_path: Path = field(default_factory=default_policy_path)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_host: str = "127.0.0.1"
+    admin_port: int | None = None  # None: admin routes are served on the main port under /admin
+    admin_token: str | None = None
+    log_level: str = "info"
+    log_requests: bool = True
+    watch: bool = True
+    watch_polling: bool = False
+    cpu_workers: int = 2
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        s = cls()
+        if os.environ.get("SIDECAR_POLICY"):
+            s.policy_path = Path(os.environ["SIDECAR_POLICY"])
+        s.host = os.environ.get("SIDECAR_HOST", s.host)
+        s.port = _env_int("SIDECAR_PORT") or s.port
+        s.admin_host = os.environ.get("SIDECAR_ADMIN_HOST", s.admin_host)
+        s.admin_port = _env_int("SIDECAR_ADMIN_PORT")
+        s.admin_token = os.environ.get("SIDECAR_ADMIN_TOKEN") or None
+        s.log_level = os.environ.get("SIDECAR_LOG_LEVEL", s.log_level).lower()
+        s.log_requests = _env_bool("SIDECAR_LOG_REQUESTS", s.log_requests)
+        s.watch = _env_bool("SIDECAR_WATCH", s.watch)
+        s.watch_polling = _env_bool("SIDECAR_WATCH_POLLING", s.watch_polling)
+        s.cpu_workers = _env_int("SIDECAR_CPU_WORKERS") or s.cpu_workers
+        return s

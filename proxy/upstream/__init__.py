@@ -1,0 +1,1 @@
+"""Everything below the chain: the HTTP client, SSE, provider wire formats, upstream targets."""

@@ -1,0 +1,188 @@
+"""Upstream targets: where a request finally goes, and how its credentials are set.
+
+* ``HttpTarget``: a provider over HTTP (OpenAI or any OpenAI-compatible server), through the
+  shared pooled client of ``proxy.upstream.client``.
+* ``AsgiTarget``: an ASGI app called in-process (the built-in demo upstream, ``builtin:demo``),
+  so the embedded default works with nothing else running and no port to allocate.
+* ``Router``: picks a target per request by model glob; the default target otherwise.
+
+Credentials: ``auth: policy`` replaces whatever the client sent with the policy's key,
+``passthrough`` forwards the client's own ``Authorization``, ``none`` strips it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+from proxy.chain.context import RequestContext
+from proxy.errors import UpstreamError
+from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
+from proxy.upstream.client import HttpClient
+
+AUTH_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+
+ASGIApp = Callable[
+    [MutableMapping[str, Any], Callable[[], Awaitable[MutableMapping[str, Any]]],
+     Callable[[MutableMapping[str, Any]], Awaitable[None]]],
+    Awaitable[None],
+]
+
+
+class Credentials:
+    """How one upstream authenticates; computed once per policy revision."""
+
+    __slots__ = ("header", "mode", "static_headers", "value")
+
+    def __init__(self, mode: str, api_key: str | None, header: str, scheme: str,
+                 static_headers: dict[str, str]) -> None:
+        self.mode = mode
+        self.header = header.lower()
+        self.value = f"{scheme} {api_key}".strip() if api_key is not None else None
+        self.static_headers = [(k.lower(), v) for k, v in static_headers.items()]
+
+    def apply(self, headers: list[tuple[str, str]], extra: dict[str, str]) -> list[tuple[str, str]]:
+        if self.mode != "passthrough":
+            headers = [(k, v) for k, v in headers if k.lower() not in AUTH_HEADERS]
+            if self.mode == "policy" and self.value is not None:
+                headers.append((self.header, self.value))
+        if self.static_headers or extra:
+            override = {k for k, _ in self.static_headers} | {k.lower() for k in extra}
+            headers = [(k, v) for k, v in headers if k.lower() not in override]
+            headers.extend(self.static_headers)
+            headers.extend((k.lower(), v) for k, v in extra.items())
+        return headers
+
+
+class HttpTarget:
+    def __init__(self, name: str, base_url: str, client: HttpClient, credentials: Credentials) -> None:
+        self.name = name
+        self._base = base_url.rstrip("/")
+        self._client = client
+        self._credentials = credentials
+
+    async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
+        url = self._base + request.path
+        if request.query:
+            url = f"{url}?{request.query}"
+        headers = self._credentials.apply(request.headers, ctx.upstream_headers)
+        return await self._client.send(request.method, url, headers, request.body)
+
+
+class _AsgiResponse:
+    """The streamed answer of an in-process ASGI call."""
+
+    def __init__(self, status: int, headers: list[tuple[str, str]], queue: asyncio.Queue[Any],
+                 task: asyncio.Task[None]) -> None:
+        self.status = status
+        self.headers = headers
+        self._queue = queue
+        self._task = task
+        self._done = False
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        while not self._done:
+            msg = await self._queue.get()
+            if isinstance(msg, BaseException):
+                self._done = True
+                raise UpstreamError("The upstream provider sent an incomplete response.", detail=repr(msg))
+            if msg is None:
+                self._done = True
+                return
+            body = msg.get("body", b"")
+            if body:
+                yield body
+            if not msg.get("more_body", False):
+                self._done = True
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self.aiter_bytes()])
+
+    async def aclose(self) -> None:
+        if not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+
+class AsgiTarget:
+    def __init__(self, name: str, app: ASGIApp, credentials: Credentials) -> None:
+        self.name = name
+        self._app = app
+        self._credentials = credentials
+
+    async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
+        body = request.body
+        if body is not None and not isinstance(body, bytes):
+            body = b"".join([chunk async for chunk in body])
+        headers = self._credentials.apply(request.headers, ctx.upstream_headers)
+        path = "/v1" + request.path
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1",
+            "method": request.method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": request.query.encode(),
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
+            "server": ("builtin-demo", 80),
+            "client": ("127.0.0.1", 0),
+        }
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        sent_body = False
+        finished = asyncio.Event()
+
+        async def receive() -> MutableMapping[str, Any]:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": body or b"", "more_body": False}
+            await finished.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            await queue.put(message)
+
+        async def run() -> None:
+            try:
+                await self._app(scope, receive, send)
+                await queue.put(None)
+            except Exception as exc:
+                await queue.put(exc)
+            finally:
+                finished.set()
+
+        task = asyncio.create_task(run())
+        start = await queue.get()
+        if start is None or isinstance(start, BaseException):
+            raise UpstreamError("The upstream provider failed before answering.", detail=repr(start))
+        hdrs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
+        hdrs = [(k, v) for k, v in hdrs if k.lower() not in ("content-length", "transfer-encoding")]
+        return _AsgiResponse(int(start["status"]), hdrs, queue, task)
+
+
+class Router:
+    """Chooses the target for a request: first target whose model globs match, else default."""
+
+    def __init__(self, routes: list[tuple[re.Pattern[str] | None, str, Upstream]], default: str) -> None:
+        self._routes = [(rx, name, target) for rx, name, target in routes if rx is not None]
+        self._by_name = {name: target for _, name, target in routes}
+        self._default = default
+        self._default_target = self._by_name[default]
+
+    def pick(self, model: str) -> tuple[str, Upstream]:
+        for rx, name, target in self._routes:
+            if rx.match(model):
+                return name, target
+        return self._default, self._default_target
+
+    async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
+        name, target = self.pick(request.model)
+        ctx.target = name
+        return await target.send(request, ctx)
