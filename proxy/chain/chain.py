@@ -143,8 +143,9 @@ class Chain:
             ctx.active = step.active
             try:
                 if step.shadow:
-                    await self._shadow_call(step, step.plugin.on_request(_copy_request(req), ctx), ctx,
-                                            "on_request")
+                    await self._shadow_call(
+                        step, step.plugin.on_request(_copy_request(req), ctx), ctx, "on_request"
+                    )
                     continue
                 reply = await step.plugin.on_request(req, ctx)
             except Rejected as exc:
@@ -171,8 +172,9 @@ class Chain:
             ctx.active = step.active
             try:
                 if step.shadow:
-                    await self._shadow_call(step, step.plugin.on_response(_copy_response(resp), ctx), ctx,
-                                            "on_response")
+                    await self._shadow_call(
+                        step, step.plugin.on_response(_copy_response(resp), ctx), ctx, "on_response"
+                    )
                     continue
                 await step.plugin.on_response(resp, ctx)
             except Rejected as exc:

@@ -49,7 +49,9 @@ class Registry:
         name = _type_name(cls)
         existing = self._classes.get(name)
         if existing is not None and existing is not cls:
-            raise ValueError(f"plugin type {name!r} registered twice ({existing.__module__}, {cls.__module__})")
+            raise ValueError(
+                f"plugin type {name!r} registered twice ({existing.__module__}, {cls.__module__})"
+            )
         self._classes[name] = cls
         return cls
 

@@ -82,8 +82,11 @@ def _build_target(name: str, cfg: UpstreamConfig, deps: Deps) -> Upstream:
         return AsgiTarget(name, app, creds)
     client = deps.resource(
         _upstream_key(cfg),
-        lambda: HttpClient(connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout,
-                           max_connections=cfg.max_connections),
+        lambda: HttpClient(
+            connect_timeout=cfg.connect_timeout,
+            read_timeout=cfg.read_timeout,
+            max_connections=cfg.max_connections,
+        ),
     )
     return HttpTarget(name, cfg.base_url, client, creds)
 
@@ -101,7 +104,9 @@ class _WhenGate:
         return await target.send(request, ctx)
 
 
-def compile_policy(policy: PolicyBase, revision: str, source: str, registry: Registry, deps: Deps) -> CompiledPolicy:
+def compile_policy(
+    policy: PolicyBase, revision: str, source: str, registry: Registry, deps: Deps
+) -> CompiledPolicy:
     routes = []
     for name, cfg in policy.upstreams.items():
         rx = re.compile("|".join(fnmatch.translate(m) for m in cfg.models)) if cfg.models else None
@@ -123,8 +128,16 @@ def compile_policy(policy: PolicyBase, revision: str, source: str, registry: Reg
             raise ConfigError(f"plugins[{i}] ({config.step_id}): could not be built: {exc}") from exc
         plugins.append(plugin)
         matcher = Matcher(config.when) if config.when is not None else None
-        steps.append(Step(config.step_id, plugin, config.mode, config.on_error, matcher,
-                          ActiveStep(config.step_id, config.mode)))
+        steps.append(
+            Step(
+                config.step_id,
+                plugin,
+                config.mode,
+                config.on_error,
+                matcher,
+                ActiveStep(config.step_id, config.mode),
+            )
+        )
 
     # Upstream wrappers: the first declared is the outermost. Shadow wrappers are not applied:
     # a wrapper acts on the call itself, there is nothing to "would have" without acting.

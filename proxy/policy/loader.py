@@ -17,14 +17,17 @@ from proxy.errors import ConfigError
 from proxy.policy.schema import PolicyBase
 
 
-def _node_at(root: yaml.Node, loc: tuple[int | str, ...]) -> yaml.Node:
-    """The deepest node along ``loc``; path elements the YAML lacks (union tags) are skipped."""
+def _node_at(root: yaml.Node, loc: tuple[int | str, ...], key_node: bool = False) -> yaml.Node:
+    """The deepest node along ``loc``; path elements the YAML lacks (union tags) are skipped.
+
+    ``key_node``: point at the last key itself rather than its value (for unknown fields).
+    """
     node = root
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 if key.value == part:
-                    node = value
+                    node = key if key_node and i == len(loc) - 1 else value
                     break
             else:
                 # A missing field is reported at its parent mapping; a tag name is skipped.
@@ -85,7 +88,7 @@ def validate_policy(data: Any, node: yaml.Node | None, source: str, model: type[
         lines = []
         for err in exc.errors(include_url=False):
             loc = tuple(err["loc"])
-            where = _where(source, _node_at(node, loc))
+            where = _where(source, _node_at(node, loc, key_node=err["type"] == "extra_forbidden"))
             path = _path(loc, node) or "(policy)"
             lines.append(f"{where}: {path}: {err['msg']}")
         first = lines[0].split(": ", 1)

@@ -44,8 +44,10 @@ class UpstreamConfig(BaseModel):
     base_url: str = Field(description="API root, e.g. https://api.openai.com/v1, or builtin:demo")
     api_key: Secret | None = Field(default=None, description="${ENV} allowed; used when auth is policy")
     auth: Literal["policy", "passthrough", "none"] | None = Field(
-        default=None, description="policy: use api_key; passthrough: forward the client's key. "
-        "Default: policy when api_key is set, else passthrough")
+        default=None,
+        description="policy: use api_key; passthrough: forward the client's key. "
+        "Default: policy when api_key is set, else passthrough",
+    )
     auth_header: str = "authorization"
     auth_scheme: str = "Bearer"
     headers: dict[str, str] = Field(default_factory=dict, description="static headers added upstream")
@@ -80,7 +82,8 @@ class PolicyBase(BaseModel):
 
     version: Literal[1] = Field(description="policy format version")
     upstreams: dict[str, UpstreamConfig] = Field(
-        default_factory=lambda: {"default": UpstreamConfig(base_url="builtin:demo")})
+        default_factory=lambda: {"default": UpstreamConfig(base_url="builtin:demo")}
+    )
     default_upstream: str = "default"
     limits: Limits = Field(default_factory=Limits)
 

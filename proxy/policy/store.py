@@ -52,8 +52,12 @@ class PolicyStore:
         """Startup load: there is no previous policy to keep, so errors propagate."""
         compiled = self.compile_text(read_policy_file(self.path), str(self.path))
         self._current = compiled
-        self.last_reload = {"result": "loaded", "revision": compiled.revision, "trigger": "startup",
-                            "at": time.time()}
+        self.last_reload = {
+            "result": "loaded",
+            "revision": compiled.revision,
+            "trigger": "startup",
+            "at": time.time(),
+        }
         log.info("policy loaded", extra={"revision": compiled.revision, "source": str(self.path)})
         return compiled
 
@@ -115,10 +119,18 @@ class PolicyStore:
     def _failed(self, exc: ConfigError, trigger: str) -> dict[str, Any]:
         self.reloads_failed += 1
         self.last_error = str(exc)
-        self.last_reload = {"result": "failed", "error": str(exc), "trigger": trigger, "at": time.time(),
-                            "revision": self._current.revision if self._current else None}
-        log.error("policy reload failed; keeping revision %s: %s",
-                  self._current.revision if self._current else None, exc)
+        self.last_reload = {
+            "result": "failed",
+            "error": str(exc),
+            "trigger": trigger,
+            "at": time.time(),
+            "revision": self._current.revision if self._current else None,
+        }
+        log.error(
+            "policy reload failed; keeping revision %s: %s",
+            self._current.revision if self._current else None,
+            exc,
+        )
         return self.last_reload
 
     async def _close(self, policy: CompiledPolicy) -> None:
@@ -146,8 +158,9 @@ class PolicyStore:
 
         directory = self.path.parent
         try:
-            async for _changes in awatch(directory, stop_event=stop, debounce=200, step=50,
-                                         force_polling=force_polling, recursive=True):
+            async for _changes in awatch(
+                directory, stop_event=stop, debounce=200, step=50, force_polling=force_polling, recursive=True
+            ):
                 await self.reload("file")
         except Exception:
             log.exception("policy watcher stopped; SIGHUP and admin reload still work")

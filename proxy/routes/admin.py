@@ -27,8 +27,10 @@ def _authorised(request: Request, token: str | None) -> bool:
 
 
 def _forbidden(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": "permission_error", "param": None,
-                                   "code": "admin_forbidden"}}, status_code=status)
+    return JSONResponse(
+        {"error": {"message": message, "type": "permission_error", "param": None, "code": "admin_forbidden"}},
+        status_code=status,
+    )
 
 
 def admin_routes(sidecar: Sidecar, prefix: str = "/admin") -> list[Route]:
@@ -61,10 +63,12 @@ def admin_routes(sidecar: Sidecar, prefix: str = "/admin") -> list[Route]:
         return JSONResponse(result, status_code=422 if result["result"] == "failed" else 200)
 
     async def decisions(_: Request) -> Response:
-        return JSONResponse({
-            "counts": sidecar.sink.snapshot(),
-            "recent": [d.as_dict() for d in list(sidecar.sink.recent)[-100:]],
-        })
+        return JSONResponse(
+            {
+                "counts": sidecar.sink.snapshot(),
+                "recent": [d.as_dict() for d in list(sidecar.sink.recent)[-100:]],
+            }
+        )
 
     async def schema(_: Request) -> Response:
         return JSONResponse(store.model.model_json_schema())

@@ -44,8 +44,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def _too_large(limit: int) -> InvalidRequest:
-    return InvalidRequest(f"Request body too large: the limit is {limit} bytes.", status=413,
-                          code="request_too_large")
+    return InvalidRequest(
+        f"Request body too large: the limit is {limit} bytes.", status=413, code="request_too_large"
+    )
 
 
 def check_json_content_type(request: Request) -> None:
@@ -54,12 +55,21 @@ def check_json_content_type(request: Request) -> None:
         return
     media = ctype.split(";", 1)[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
-        raise InvalidRequest(f"Unsupported content type {media!r}: send application/json.", status=415,
-                             code="unsupported_media_type")
+        raise InvalidRequest(
+            f"Unsupported content type {media!r}: send application/json.",
+            status=415,
+            code="unsupported_media_type",
+        )
 
 
 def forward_headers(request: Request) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in request.headers.items() if k not in _NOT_FORWARDED]
+    """Client headers for the upstream, minus hop-by-hop ones (also those named in Connection)."""
+    headers = request.headers
+    nominated = headers.get("connection")
+    if nominated:
+        drop = _NOT_FORWARDED | {t.strip().lower() for t in nominated.split(",")}
+        return [(k, v) for k, v in headers.items() if k not in drop]
+    return [(k, v) for k, v in headers.items() if k not in _NOT_FORWARDED]
 
 
 def response_headers(

@@ -45,8 +45,9 @@ async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise InvalidRequest(f"Request body too large: the limit is {limit} bytes.", status=413,
-                                 code="request_too_large")
+            raise InvalidRequest(
+                f"Request body too large: the limit is {limit} bytes.", status=413, code="request_too_large"
+            )
         if chunk:
             yield chunk
 
@@ -65,14 +66,21 @@ class PassthroughRoute:
             limit = policy.max_body_bytes
             declared = request.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise InvalidRequest(f"Request body too large: the limit is {limit} bytes.", status=413,
-                                     code="request_too_large")
+                raise InvalidRequest(
+                    f"Request body too large: the limit is {limit} bytes.",
+                    status=413,
+                    code="request_too_large",
+                )
             has_body = request.method not in ("GET", "HEAD", "OPTIONS", "DELETE") or bool(declared)
             ctx = RequestContext(rid, Route.PASSTHROUGH, request.headers, policy.revision)
-            path = request.url.path[len("/v1"):] or "/"
+            path = request.url.path[len("/v1") :] or "/"
             upstream_request = UpstreamRequest(
-                request.method, path, forward_headers(request),
-                _limited(request, limit) if has_body else None, request.url.query, Route.PASSTHROUGH,
+                request.method,
+                path,
+                forward_headers(request),
+                _limited(request, limit) if has_body else None,
+                request.url.query,
+                Route.PASSTHROUGH,
             )
             resp = await policy.chain.send(upstream_request, ctx)
             headers = response_headers(resp.headers, base)

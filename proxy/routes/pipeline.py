@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import anyio
@@ -52,7 +52,11 @@ from proxy.upstream.sse import SSEParser
 
 log = logging.getLogger("policy_sidecar.access")
 
-UPSTREAM_PATHS = {Route.CHAT: "/chat/completions", Route.RESPONSES: "/responses", Route.EMBEDDINGS: "/embeddings"}
+UPSTREAM_PATHS = {
+    Route.CHAT: "/chat/completions",
+    Route.RESPONSES: "/responses",
+    Route.EMBEDDINGS: "/embeddings",
+}
 
 
 class _StreamState:
@@ -68,8 +72,9 @@ class _StreamState:
 class _FinalizingStream(StreamingResponse):
     """A streaming response that always finalises (complete hooks, release), even on disconnect."""
 
-    def __init__(self, body: AsyncIterator[bytes], status: int, headers: dict[str, str],
-                 on_start: Any, finalize: Any) -> None:
+    def __init__(
+        self, body: AsyncIterator[bytes], status: int, headers: dict[str, str], on_start: Any, finalize: Any
+    ) -> None:
         super().__init__(body, status_code=status, headers=headers)
         self._on_start = on_start
         self._finalize = finalize
@@ -114,9 +119,12 @@ class ChainRoute:
                     "We could not parse the JSON body of your request. Send valid JSON.", code="invalid_json"
                 ) from None
             validate_body(route, body)
-            ctx = RequestContext(rid, route, request.headers, policy.revision, body["model"],
-                                 stream=bool(body.get("stream")))
-            response = await self._run(request, route, policy, ctx, ChatRequest(body, route, raw), base_headers)
+            ctx = RequestContext(
+                rid, route, request.headers, policy.revision, body["model"], stream=bool(body.get("stream"))
+            )
+            response = await self._run(
+                request, route, policy, ctx, ChatRequest(body, route, raw), base_headers
+            )
             handed_off = True
             return response
         except ProxyError as exc:
@@ -136,8 +144,14 @@ class ChainRoute:
     def _ms(ctx: RequestContext | None) -> float:
         return (time.perf_counter() - ctx.started) * 1000 if ctx else 0.0
 
-    def _error(self, exc: BaseException, policy: CompiledPolicy, ctx: RequestContext | None,
-               outcome: Outcome, base_headers: dict[str, str]) -> Response:
+    def _error(
+        self,
+        exc: BaseException,
+        policy: CompiledPolicy,
+        ctx: RequestContext | None,
+        outcome: Outcome,
+        base_headers: dict[str, str],
+    ) -> Response:
         extra = {**base_headers, **(ctx.response_headers if ctx else {})}
         response = error_response(exc, extra)
         response.background = BackgroundTask(self._finish, policy, ctx, outcome)
@@ -152,19 +166,35 @@ class ChainRoute:
                 if ctx.decisions:
                     self.sidecar.sink.emit(ctx.decisions)
                 if self.sidecar.settings.log_requests and log.isEnabledFor(logging.INFO):
-                    log.info("request", extra={
-                        "request_id": ctx.request_id, "route": ctx.route.value, "status": outcome.status,
-                        "model": ctx.model, "tenant": ctx.tenant, "target": ctx.target,
-                        "revision": ctx.revision, "stream": ctx.stream,
-                        "latency_ms": round(self._ms(ctx), 2), "decisions": len(ctx.decisions),
-                    })
+                    log.info(
+                        "request",
+                        extra={
+                            "request_id": ctx.request_id,
+                            "route": ctx.route.value,
+                            "status": outcome.status,
+                            "model": ctx.model,
+                            "tenant": ctx.tenant,
+                            "target": ctx.target,
+                            "revision": ctx.revision,
+                            "stream": ctx.stream,
+                            "latency_ms": round(self._ms(ctx), 2),
+                            "decisions": len(ctx.decisions),
+                        },
+                    )
         except Exception:
             log.exception("error while finishing a request")
         finally:
             self.sidecar.store.release(policy)
 
-    async def _run(self, request: Request, route: Route, policy: CompiledPolicy, ctx: RequestContext,
-                   req: ChatRequest, base_headers: dict[str, str]) -> Response:
+    async def _run(
+        self,
+        request: Request,
+        route: Route,
+        policy: CompiledPolicy,
+        ctx: RequestContext,
+        req: ChatRequest,
+        base_headers: dict[str, str],
+    ) -> Response:
         chain = policy.chain
         if chain.request_steps:
             reply = await chain.run_request(req, ctx)
@@ -172,8 +202,14 @@ class ChainRoute:
                 return self._local(reply, route, req, policy, ctx, base_headers)
         ctx.model = req.model
         upstream_request = UpstreamRequest(
-            "POST", UPSTREAM_PATHS[route], forward_headers(request), req.encode(), request.url.query,
-            route, req.stream, req.model,
+            "POST",
+            UPSTREAM_PATHS[route],
+            forward_headers(request),
+            req.encode(),
+            request.url.query,
+            route,
+            req.stream,
+            req.model,
         )
         resp = await chain.send(upstream_request, ctx)
         ctype = next((v for k, v in resp.headers if k.lower() == "content-type"), "")
@@ -192,28 +228,57 @@ class ChainRoute:
             await chain.run_response(wrapped, ctx)
             data = wrapped.encode()
             usage = wrapped.usage
-        headers = response_headers(resp.headers, {**base_headers, **self._target(ctx), **ctx.response_headers})
+        headers = response_headers(
+            resp.headers, {**base_headers, **self._target(ctx), **ctx.response_headers}
+        )
         outcome = Outcome(resp.status, usage=usage, latency_ms=self._ms(ctx))
-        return Response(data, status_code=resp.status, headers=headers,
-                        background=BackgroundTask(self._finish, policy, ctx, outcome))
+        return Response(
+            data,
+            status_code=resp.status,
+            headers=headers,
+            background=BackgroundTask(self._finish, policy, ctx, outcome),
+        )
 
     @staticmethod
     def _target(ctx: RequestContext) -> dict[str, str]:
         return {"x-sidecar-upstream": ctx.target} if ctx.target else {}
 
-    def _local(self, reply: Reply, route: Route, req: ChatRequest, policy: CompiledPolicy,
-               ctx: RequestContext, base_headers: dict[str, str]) -> Response:
+    def _local(
+        self,
+        reply: Reply,
+        route: Route,
+        req: ChatRequest,
+        policy: CompiledPolicy,
+        ctx: RequestContext,
+        base_headers: dict[str, str],
+    ) -> Response:
         headers = {**base_headers, **ctx.response_headers, **reply.headers}
         outcome = Outcome(reply.status, latency_ms=self._ms(ctx))
         task = BackgroundTask(self._finish, policy, ctx, outcome)
         if req.stream and reply.status < 400:
-            return Response(reply_stream(reply, route, req.model), reply.status, headers,
-                            media_type="text/event-stream", background=task)
-        return Response(orjson.dumps(reply_body(reply, route, req.model)), reply.status, headers,
-                        media_type="application/json", background=task)
+            return Response(
+                reply_stream(reply, route, req.model),
+                reply.status,
+                headers,
+                media_type="text/event-stream",
+                background=task,
+            )
+        return Response(
+            orjson.dumps(reply_body(reply, route, req.model)),
+            reply.status,
+            headers,
+            media_type="application/json",
+            background=task,
+        )
 
-    async def _stream(self, resp: UpstreamResponse, route: Route, policy: CompiledPolicy,
-                      ctx: RequestContext, base_headers: dict[str, str]) -> Response:
+    async def _stream(
+        self,
+        resp: UpstreamResponse,
+        route: Route,
+        policy: CompiledPolicy,
+        ctx: RequestContext,
+        base_headers: dict[str, str],
+    ) -> Response:
         pipeline = policy.chain.open_stream(ctx) if policy.chain.stream_steps else None
         state = _StreamState()
         body = self._stream_body(resp, pipeline, _codec(route), ctx, state)
@@ -238,16 +303,30 @@ class ChainRoute:
             await body.aclose()
             error = state.error
             status = error.status if isinstance(error, ProxyError) else resp.status
-            outcome = Outcome(status, error, usage=state.usage, streamed=True, completed=state.completed,
-                              latency_ms=self._ms(ctx), output_text_chars=state.chars)
+            outcome = Outcome(
+                status,
+                error,
+                usage=state.usage,
+                streamed=True,
+                completed=state.completed,
+                latency_ms=self._ms(ctx),
+                output_text_chars=state.chars,
+            )
             await self._finish(policy, ctx, outcome)
 
-        headers = response_headers(resp.headers, {**base_headers, **self._target(ctx), **ctx.response_headers})
+        headers = response_headers(
+            resp.headers, {**base_headers, **self._target(ctx), **ctx.response_headers}
+        )
         return _FinalizingStream(chunks(), resp.status, headers, started, finalize)
 
-    async def _stream_body(self, resp: UpstreamResponse, pipeline: StreamPipeline | None,
-                           codec: ChatStreamCodec | ResponsesStreamCodec, ctx: RequestContext,
-                           state: _StreamState) -> AsyncIterator[bytes]:
+    async def _stream_body(
+        self,
+        resp: UpstreamResponse,
+        pipeline: StreamPipeline | None,
+        codec: ChatStreamCodec | ResponsesStreamCodec,
+        ctx: RequestContext,
+        state: _StreamState,
+    ) -> AsyncGenerator[bytes, None]:
         try:
             if pipeline is None:
                 async for chunk in resp.aiter_bytes():

@@ -43,24 +43,34 @@ def _messages(body: dict[str, Any]) -> None:
     if not isinstance(messages, list):
         raise _bad("Invalid type for 'messages': expected an array.", "messages")
     if not messages:
-        raise _bad("Invalid 'messages': empty array. Expected an array with minimum length 1.", "messages",
-                   "empty_array")
+        raise _bad(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1.",
+            "messages",
+            "empty_array",
+        )
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
             raise _bad(f"Invalid type for 'messages[{i}]': expected an object.", f"messages[{i}]")
         role = msg.get("role")
         if not isinstance(role, str) or role not in ROLES:
-            raise _bad(f"Invalid value for 'messages[{i}].role': expected one of {', '.join(sorted(ROLES))}.",
-                       f"messages[{i}].role", "invalid_value")
+            raise _bad(
+                f"Invalid value for 'messages[{i}].role': expected one of {', '.join(sorted(ROLES))}.",
+                f"messages[{i}].role",
+                "invalid_value",
+            )
         content = msg.get("content")
         if content is not None and not isinstance(content, (str, list)):
-            raise _bad(f"Invalid type for 'messages[{i}].content': expected a string or an array.",
-                       f"messages[{i}].content")
+            raise _bad(
+                f"Invalid type for 'messages[{i}].content': expected a string or an array.",
+                f"messages[{i}].content",
+            )
         if isinstance(content, list):
             for j, part in enumerate(content):
                 if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    raise _bad(f"Invalid type for 'messages[{i}].content[{j}]': expected an object with a type.",
-                               f"messages[{i}].content[{j}]")
+                    raise _bad(
+                        f"Invalid type for 'messages[{i}].content[{j}]': expected an object with a type.",
+                        f"messages[{i}].content[{j}]",
+                    )
 
 
 def validate_body(route: Route, body: Any) -> dict[str, Any]:
