@@ -221,7 +221,10 @@ class ChainRoute:
             await resp.aclose()
         usage: dict[str, Any] = {}
         if resp.status < 400 and chain.response_steps:
-            parsed = orjson.loads(data) if data[:1] == b"{" else None
+            try:
+                parsed = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                parsed = None
             if not isinstance(parsed, dict):
                 raise UpstreamError("The upstream provider returned a body the policy could not inspect.")
             wrapped = ChatResponse(parsed, route, data, resp.status)
