@@ -26,8 +26,11 @@ from proxy.upstream.client import HttpClient
 AUTH_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
 
 ASGIApp = Callable[
-    [MutableMapping[str, Any], Callable[[], Awaitable[MutableMapping[str, Any]]],
-     Callable[[MutableMapping[str, Any]], Awaitable[None]]],
+    [
+        MutableMapping[str, Any],
+        Callable[[], Awaitable[MutableMapping[str, Any]]],
+        Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ],
     Awaitable[None],
 ]
 
@@ -37,8 +40,9 @@ class Credentials:
 
     __slots__ = ("header", "mode", "static_headers", "value")
 
-    def __init__(self, mode: str, api_key: str | None, header: str, scheme: str,
-                 static_headers: dict[str, str]) -> None:
+    def __init__(
+        self, mode: str, api_key: str | None, header: str, scheme: str, static_headers: dict[str, str]
+    ) -> None:
         self.mode = mode
         self.header = header.lower()
         self.value = f"{scheme} {api_key}".strip() if api_key is not None else None
@@ -53,7 +57,8 @@ class Credentials:
             override = {k for k, _ in self.static_headers} | {k.lower() for k in extra}
             headers = [(k, v) for k, v in headers if k.lower() not in override]
             headers.extend(self.static_headers)
-            headers.extend((k.lower(), v) for k, v in extra.items())
+            # An empty value in ``extra`` means "remove this header" (headers plugin strip_upstream).
+            headers.extend((k.lower(), v) for k, v in extra.items() if v)
         return headers
 
 
@@ -75,8 +80,9 @@ class HttpTarget:
 class _AsgiResponse:
     """The streamed answer of an in-process ASGI call."""
 
-    def __init__(self, status: int, headers: list[tuple[str, str]], queue: asyncio.Queue[Any],
-                 task: asyncio.Task[None]) -> None:
+    def __init__(
+        self, status: int, headers: list[tuple[str, str]], queue: asyncio.Queue[Any], task: asyncio.Task[None]
+    ) -> None:
         self.status = status
         self.headers = headers
         self._queue = queue
