@@ -32,6 +32,8 @@ from proxy.models import ChatRequest, ChatResponse, TextSlot
 
 
 class BlocklistConfig(PluginConfig):
+    """Block or redact keywords and regular expressions in prompts, answers and streams."""
+
     type: Literal["blocklist"] = "blocklist"
     keywords: tuple[str, ...] = Field(default=(), description="literal strings")
     patterns: tuple[str, ...] = Field(default=(), description="regular expressions (Python syntax)")
@@ -40,10 +42,13 @@ class BlocklistConfig(PluginConfig):
     replacement: str = "[REDACTED]"
     scan_request: bool = True
     scan_response: bool = True
-    roles: tuple[str, ...] = Field(default=("user", "tool", "function"),
-                                   description="request roles scanned (system is trusted by default)")
-    max_match_chars: int = Field(default=64, ge=1, le=4096,
-                                 description="longest possible regex match; the stream hold-back window")
+    roles: tuple[str, ...] = Field(
+        default=("user", "tool", "function"),
+        description="request roles scanned (system is trusted by default)",
+    )
+    max_match_chars: int = Field(
+        default=64, ge=1, le=4096, description="longest possible regex match; the stream hold-back window"
+    )
     message: str = Field(default="The request was blocked by policy.", description="public error message")
 
     @field_validator("patterns")

@@ -16,10 +16,14 @@ from proxy.models import ChatRequest
 
 
 class HeadersConfig(PluginConfig):
+    """Set the tenant from a request header; add or strip headers upstream and in the answer."""
+
     type: Literal["headers"] = "headers"
     tenant_header: str | None = Field(default=None, description="request header that names the tenant")
     require_tenant: bool = Field(default=False, description="400 when the tenant header is missing")
-    set_upstream: dict[str, str] = Field(default_factory=dict, description="headers added to the upstream call")
+    set_upstream: dict[str, str] = Field(
+        default_factory=dict, description="headers added to the upstream call"
+    )
     strip_upstream: tuple[str, ...] = Field(default=(), description="client headers not sent upstream")
     set_response: dict[str, str] = Field(default_factory=dict, description="headers added to the answer")
 

@@ -26,3 +26,15 @@ def test_committed_schema_is_current() -> None:
     assert committed == build_policy_model(default_registry()).model_json_schema(), (
         "regenerate with: policy-sidecar schema > policies/policy.schema.json"
     )
+
+
+def test_generated_policy_reference_is_current() -> None:
+    import importlib.util
+
+    path = POLICIES.parent / "scripts" / "gen_policy_docs.py"
+    spec = importlib.util.spec_from_file_location("gen_policy_docs", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    committed = (POLICIES.parent / "docs" / "policy-reference.md").read_text()
+    assert committed == module.render(), "regenerate with: python scripts/gen_policy_docs.py > docs/policy-reference.md"
