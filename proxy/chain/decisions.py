@@ -14,8 +14,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import orjson
-
 log = logging.getLogger("policy_sidecar.decisions")
 
 ACTIONS = ("allow", "block", "redact", "flag", "reroute", "limit", "reply", "error")
@@ -51,7 +49,7 @@ class DecisionSink:
             self.recent.append(d)
             self.counts[(d.plugin, d.rule, d.action, d.mode)] += 1
             if log.isEnabledFor(logging.INFO):
-                log.info(orjson.dumps(d.as_dict()).decode())
+                log.info("decision", extra=d.as_dict())
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [
