@@ -1,10 +1,10 @@
 """The ``policy-sidecar`` command (also ``python -m proxy``).
 
-    serve --policy PATH [--host H] [--port N] [--admin-port N]   run the sidecar
-    demo [--port N]                                              sidecar + built-in demo upstream
-    check PATH                                                   validate and compile a policy
-    schema                                                       JSON Schema of the policy format
-    fake-upstream [--port N]                                     the scriptable fake provider
+serve --policy PATH [--host H] [--port N] [--admin-port N]   run the sidecar
+demo [--port N]                                              sidecar + built-in demo upstream
+check PATH                                                   validate and compile a policy
+schema                                                       JSON Schema of the policy format
+fake-upstream [--port N]                                     the scriptable fake provider
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ def _serve_args(p: argparse.ArgumentParser, with_policy: bool) -> None:
     p.add_argument("--host", help="bind address (env SIDECAR_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="API port (env SIDECAR_PORT, default 8080)")
     p.add_argument("--admin-host", help="admin bind address (env SIDECAR_ADMIN_HOST)")
-    p.add_argument("--admin-port", type=int, help="serve admin routes on this port only (env SIDECAR_ADMIN_PORT)")
+    p.add_argument(
+        "--admin-port", type=int, help="serve admin routes on this port only (env SIDECAR_ADMIN_PORT)"
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="env SIDECAR_LOG_LEVEL")
     p.add_argument("--no-watch", action="store_true", help="do not reload when the policy file changes")
 
@@ -69,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="policy-sidecar", description="LLM policy sidecar")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_args(sub.add_parser("serve", help="run the sidecar"), with_policy=True)
-    _serve_args(sub.add_parser("demo", help="run on the embedded default policy and demo upstream"),
-                with_policy=False)
+    _serve_args(
+        sub.add_parser("demo", help="run on the embedded default policy and demo upstream"), with_policy=False
+    )
     check = sub.add_parser("check", help="validate and compile a policy file")
     check.add_argument("path", type=Path)
     sub.add_parser("schema", help="print the policy JSON Schema")

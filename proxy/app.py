@@ -34,7 +34,9 @@ ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 def build_sidecar(settings: Settings, registry: Registry | None = None) -> Sidecar:
     """Load the policy (fails loudly at startup: there is no old policy to fall back to)."""
-    store = PolicyStore(settings.policy_path, registry or default_registry(), cpu_workers=settings.cpu_workers)
+    store = PolicyStore(
+        settings.policy_path, registry or default_registry(), cpu_workers=settings.cpu_workers
+    )
     store.load_initial()
     return Sidecar(settings=settings, store=store, sink=DecisionSink())
 
@@ -42,8 +44,13 @@ def build_sidecar(settings: Settings, registry: Registry | None = None) -> Sidec
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     message = {404: f"Unknown path {request.url.path}.", 405: "Method not allowed for this path."}
-    return error_response(InvalidRequest(message.get(status, "Invalid request."), status=status,
-                                         code="not_found" if status == 404 else "method_not_allowed"))
+    return error_response(
+        InvalidRequest(
+            message.get(status, "Invalid request."),
+            status=status,
+            code="not_found" if status == 404 else "method_not_allowed",
+        )
+    )
 
 
 @contextlib.asynccontextmanager
@@ -90,7 +97,10 @@ def build_app(sidecar: Sidecar, *, include_admin: bool = True) -> Starlette:
     ]
     health_routes = admin_routes(sidecar, prefix="")
     routes += [r for r in health_routes if r.path in ("/health", "/ready")]
-    routes += [HttpRoute("/healthz", health_routes[0].endpoint), HttpRoute("/readyz", health_routes[1].endpoint)]
+    routes += [
+        HttpRoute("/healthz", health_routes[0].endpoint),
+        HttpRoute("/readyz", health_routes[1].endpoint),
+    ]
     if include_admin:
         routes += admin_routes(sidecar)
 

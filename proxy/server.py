@@ -45,8 +45,13 @@ async def serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
     sidecar = build_sidecar(settings)
     separate_admin = settings.admin_port is not None
-    servers = [_Server(_config(build_app(sidecar, include_admin=not separate_admin), settings.host,
-                               settings.port, settings))]
+    servers = [
+        _Server(
+            _config(
+                build_app(sidecar, include_admin=not separate_admin), settings.host, settings.port, settings
+            )
+        )
+    ]
     if settings.admin_port is not None:
         admin = _config(build_admin_app(sidecar), settings.admin_host, settings.admin_port, settings)
         admin.lifespan = "off"
@@ -61,10 +66,15 @@ async def serve(settings: Settings) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
-    log.info("policy-sidecar listening", extra={
-        "port": settings.port, "admin_port": settings.admin_port,
-        "policy": str(settings.policy_path), "revision": sidecar.store.current.revision,
-    })
+    log.info(
+        "policy-sidecar listening",
+        extra={
+            "port": settings.port,
+            "admin_port": settings.admin_port,
+            "policy": str(settings.policy_path),
+            "revision": sidecar.store.current.revision,
+        },
+    )
     await asyncio.gather(*(s.serve() for s in servers))
 
 

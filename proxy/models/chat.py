@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import orjson
 
 
-class Route(str, Enum):
+class Route(StrEnum):
     """The API operation a request belongs to (used by ``when:`` matching and metrics)."""
 
     CHAT = "chat.completions"
@@ -136,7 +136,7 @@ class ChatRequest(_Dirty):
             if msg.get("type") == "function_call_output" and isinstance(msg.get("output"), str):
                 yield TextSlot("tool", "tool_result", msg["output"], msg, "output", self, None, i)
                 continue
-            role = msg.get("role") if isinstance(msg.get("role"), str) else "user"
+            role = msg["role"] if isinstance(msg.get("role"), str) else "user"
             kind = "tool_result" if role in ("tool", "function") else "message"
             yield from _content_slots(msg, self, kind, role, i)
 
@@ -177,8 +177,16 @@ class ChatResponse(_Dirty):
                 if not isinstance(item, dict):
                     continue
                 if item.get("type") == "function_call" and isinstance(item.get("arguments"), str):
-                    yield TextSlot("assistant", "tool_arguments", item["arguments"], item, "arguments",
-                                   self, item.get("name"), i)
+                    yield TextSlot(
+                        "assistant",
+                        "tool_arguments",
+                        item["arguments"],
+                        item,
+                        "arguments",
+                        self,
+                        item.get("name"),
+                        i,
+                    )
                 for part in item.get("content") or []:
                     if isinstance(part, dict) and isinstance(part.get("text"), str):
                         yield TextSlot("assistant", "message", part["text"], part, "text", self, None, i)
@@ -193,8 +201,16 @@ class ChatResponse(_Dirty):
             for call in msg.get("tool_calls") or []:
                 fn = call.get("function") if isinstance(call, dict) else None
                 if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
-                    yield TextSlot("assistant", "tool_arguments", fn["arguments"], fn, "arguments", self,
-                                   fn.get("name"), index)
+                    yield TextSlot(
+                        "assistant",
+                        "tool_arguments",
+                        fn["arguments"],
+                        fn,
+                        "arguments",
+                        self,
+                        fn.get("name"),
+                        index,
+                    )
 
     def encode(self) -> bytes:
         if self.raw is not None and not self.dirty:

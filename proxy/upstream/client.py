@@ -62,13 +62,13 @@ class ClientResponse:
         try:
             async for chunk in self._resp.content.iter_any():
                 yield chunk
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise _map_error(exc) from exc
 
     async def read(self) -> bytes:
         try:
             return await self._resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise _map_error(exc) from exc
 
     async def aclose(self) -> None:
@@ -81,7 +81,9 @@ class HttpClient:
     """A pooled client for one upstream; shared across policy revisions while its config holds."""
 
     def __init__(self, *, connect_timeout: float, read_timeout: float, max_connections: int) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
         self._max = max_connections
         self._session: aiohttp.ClientSession | None = None
 
@@ -106,7 +108,7 @@ class HttpClient:
         session = self._get_session()
         try:
             resp = await session.request(method, url, headers=list(headers), data=body, allow_redirects=False)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise _map_error(exc) from exc
         return ClientResponse(resp)
 

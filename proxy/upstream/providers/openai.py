@@ -72,7 +72,12 @@ class ChatStreamCodec:
         }
         content = delta.get("content")
         tool_calls = delta.get("tool_calls")
-        if isinstance(content, str) or other_delta or other_choice or not (tool_calls or choice.get("finish_reason")):
+        if (
+            isinstance(content, str)
+            or other_delta
+            or other_choice
+            or not (tool_calls or choice.get("finish_reason"))
+        ):
             extra = {"delta": other_delta, "choice": other_choice} if (other_delta or other_choice) else None
             events.append(TextDelta(index, content if isinstance(content, str) else "", extra))
         for call in tool_calls or ():
@@ -104,7 +109,12 @@ class ChatStreamCodec:
                 delta = dict(extra.get("delta") or {})
                 if ev.text or "content" not in delta:
                     delta["content"] = ev.text
-                choice = {"index": ev.index, "delta": delta, **(extra.get("choice") or {}), "finish_reason": None}
+                choice = {
+                    "index": ev.index,
+                    "delta": delta,
+                    **(extra.get("choice") or {}),
+                    "finish_reason": None,
+                }
                 out.append(self._chunk(choices=[choice]))
             elif isinstance(ev, ToolCallDelta):
                 call: dict[str, Any] = {"index": ev.call_index, **(ev.extra or {})}
@@ -115,10 +125,15 @@ class ChatStreamCodec:
                 if ev.name is not None:
                     fn["name"] = ev.name
                 call["function"] = fn
-                out.append(self._chunk(choices=[{"index": ev.index, "delta": {"tool_calls": [call]},
-                                                 "finish_reason": None}]))
+                out.append(
+                    self._chunk(
+                        choices=[{"index": ev.index, "delta": {"tool_calls": [call]}, "finish_reason": None}]
+                    )
+                )
             elif isinstance(ev, Finish):
-                out.append(self._chunk(choices=[{"index": ev.index, "delta": {}, "finish_reason": ev.reason}]))
+                out.append(
+                    self._chunk(choices=[{"index": ev.index, "delta": {}, "finish_reason": ev.reason}])
+                )
             elif isinstance(ev, Usage):
                 out.append(self._chunk(choices=[], usage=dict(ev.data)))
             elif isinstance(ev, ErrorEvent):
@@ -151,7 +166,7 @@ class ResponsesStreamCodec:
     cannot leak back through the final summary event.
     """
 
-    __slots__ = ("done", "_sent")
+    __slots__ = ("_sent", "done")
 
     def __init__(self) -> None:
         self.done = False
@@ -206,16 +221,20 @@ class ResponsesStreamCodec:
                 extra = dict(ev.extra or {})
                 key = (ev.index, int(extra.get("content_index", 0)))
                 self._sent.setdefault(key, []).append(ev.text)
-                payload = {"type": "response.output_text.delta", **extra, "output_index": ev.index,
-                           "delta": ev.text}
+                payload = {
+                    "type": "response.output_text.delta",
+                    **extra,
+                    "output_index": ev.index,
+                    "delta": ev.text,
+                }
                 out.append(encode_event(orjson.dumps(payload), "response.output_text.delta"))
             elif isinstance(ev, RawEvent):
                 if ev.event in _TEXT_DONE_EVENTS and self._sent:
                     sse = _single_event(ev.data)
-                    payload = _loads(sse) if sse is not None else None
-                    if isinstance(payload, dict):
-                        self._patch(payload)
-                        out.append(encode_event(orjson.dumps(payload), ev.event))
+                    done = _loads(sse) if sse is not None else None
+                    if isinstance(done, dict):
+                        self._patch(done)
+                        out.append(encode_event(orjson.dumps(done), ev.event))
                         continue
                 out.append(ev.data)
             elif isinstance(ev, ErrorEvent):
