@@ -5,8 +5,9 @@ response hook (whole answer) and a stream filter with hold-back, so a keyword sp
 two streamed chunks is still caught before any part of it reaches the client.
 
 Streams: a match can be at most ``max_match_chars`` long (keywords: their own length), so the
-filter holds back that many characters and releases everything before them; released text is
-final, which is what makes chunked and unchunked output identical (property-tested).
+filter holds back that many characters and releases everything before them, matching with
+some released text as context so ``\b`` and lookbehinds behave as on the whole text; released
+text is final, which is what makes chunked and unchunked output identical (property-tested).
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ from pydantic import Field, field_validator, model_validator
 
 from proxy.chain import (
     Deps,
-    HoldBack,
     Plugin,
     PluginConfig,
+    RegexRewriter,
     RequestContext,
     StreamFilter,
     TextStreamFilter,
-    regex_safe,
 )
 from proxy.errors import Rejected
 from proxy.models import ChatRequest, ChatResponse, TextSlot
@@ -108,18 +108,13 @@ class BlocklistPlugin(Plugin[BlocklistConfig]):
     def open_stream(self, ctx: RequestContext) -> StreamFilter | None:
         if not self.config.scan_response:
             return None
-        rx, cfg = self._rx, self.config
-        split = regex_safe(rx, self._window)
+        rx, cfg, window = self._rx, self.config, self._window
 
-        def transform(text: str) -> str:
+        def replace(match: re.Match[str]) -> str:
             if cfg.action == "block":
-                if rx.search(text):
-                    ctx.record("stream_match", "block", detail={"where": "stream"})
-                    raise Rejected(cfg.message, code="content_blocked")
-                return text
-            new, n = rx.subn(cfg.replacement, text)
-            if n:
-                ctx.record("stream_match", "redact", detail={"where": "stream", "count": n})
-            return new
+                ctx.record("stream_match", "block", detail={"where": "stream"})
+                raise Rejected(cfg.message, code="content_blocked")
+            ctx.record("stream_match", "redact", detail={"where": "stream", "count": 1})
+            return cfg.replacement
 
-        return TextStreamFilter(lambda: HoldBack(split, transform))
+        return TextStreamFilter(lambda: RegexRewriter(rx, replace, window))

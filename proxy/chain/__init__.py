@@ -1,7 +1,15 @@
 """What a plugin needs: the plugin base classes, context, stream helpers and hold-back."""
 
 from proxy.chain.context import RequestContext, StateKey
-from proxy.chain.holdback import HoldBack, keep_tail, regex_safe, sentence_boundary, until_closed
+from proxy.chain.holdback import (
+    HoldBack,
+    RegexRewriter,
+    TextBuffer,
+    keep_tail,
+    regex_safe,
+    sentence_boundary,
+    until_closed,
+)
 from proxy.chain.plugin import (
     Deps,
     Match,
@@ -17,6 +25,7 @@ from proxy.chain.textfilter import TextStreamFilter
 __all__ = [
     "Deps",
     "HoldBack",
+    "RegexRewriter",
     "Match",
     "Outcome",
     "Plugin",
@@ -25,6 +34,7 @@ __all__ = [
     "RequestContext",
     "StateKey",
     "StreamFilter",
+    "TextBuffer",
     "TextStreamFilter",
     "UpstreamPolicy",
     "keep_tail",

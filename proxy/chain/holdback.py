@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Protocol
 
 SplitPolicy = Callable[[str], int]
 
@@ -50,6 +51,17 @@ class HoldBack:
     def flush(self) -> str:
         buf, self._buf = self._buf, ""
         return self._transform(buf) if buf else ""
+
+
+class TextBuffer(Protocol):
+    """What a per-choice stream buffer offers: ``HoldBack`` and ``RegexRewriter`` both are one."""
+
+    @property
+    def pending(self) -> str: ...
+
+    def feed(self, text: str) -> str: ...
+
+    def flush(self) -> str: ...
 
 
 def keep_tail(k: int) -> SplitPolicy:
@@ -117,3 +129,71 @@ def sentence_boundary(max_hold: int = 2000) -> SplitPolicy:
         return len(buf) if len(buf) > max_hold else 0
 
     return split
+
+
+class RegexRewriter:
+    """Streamed ``re.sub`` that gives the same result as on the whole text.
+
+    ``HoldBack(regex_safe(...), transform)`` runs the transform on each released piece alone,
+    so the piece's edges look like string edges to ``\\b``, ``^`` or a lookbehind. This class
+    matches over ``context + buffer`` instead (the last ``context`` released characters, and
+    the search starts after them), and holds back ``max_match`` characters, one more than the
+    longest match, so a one-character lookahead such as ``\\b`` is always decided on real text.
+    Lookbehinds must fit in ``context``; lookaheads count toward ``max_match``.
+
+    ``replace(match)`` returns the replacement (or raises, to block).
+    """
+
+    __slots__ = ("_buf", "_context", "_ctx", "_hold", "_replace", "_rx")
+
+    def __init__(
+        self, rx: re.Pattern[str], replace: Callable[[re.Match[str]], str], max_match: int, context: int = 32
+    ) -> None:
+        self._rx = rx
+        self._replace = replace
+        self._hold = max(1, max_match)
+        self._context = context
+        self._ctx = ""
+        self._buf = ""
+
+    @property
+    def pending(self) -> str:
+        return self._buf
+
+    def _rewrite(self, buf: str, cut: int) -> tuple[str, int]:
+        text = self._ctx + buf
+        off = len(self._ctx)
+        end = off + cut
+        out: list[str] = []
+        last = off
+        for m in self._rx.finditer(text, off):
+            if m.start() >= end:
+                break
+            if m.end() > end:  # straddles the cut: release only up to where it starts
+                end = m.start()
+                break
+            if m.end() == m.start():
+                continue  # empty matches rewrite nothing
+            out.append(text[last : m.start()])
+            out.append(self._replace(m))
+            last = m.end()
+        out.append(text[last:end])
+        return "".join(out), end - off
+
+    def feed(self, text: str) -> str:
+        buf = self._buf + text
+        cut = len(buf) - self._hold
+        if cut <= 0:
+            self._buf = buf
+            return ""
+        released, cut = self._rewrite(buf, cut)
+        self._ctx = (self._ctx + buf[:cut])[-self._context :] if self._context else ""
+        self._buf = buf[cut:]
+        return released
+
+    def flush(self) -> str:
+        buf, self._buf = self._buf, ""
+        if not buf:
+            return ""
+        released, _ = self._rewrite(buf, len(buf))
+        return released

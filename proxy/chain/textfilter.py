@@ -1,6 +1,6 @@
 """A ready-made stream filter for plugins that rewrite or inspect streamed text.
 
-It keeps one ``HoldBack`` per choice index (choices stream independently and interleave), and
+It keeps one ``TextBuffer`` per choice index (choices stream independently and interleave), and
 lets any non-text event of a choice (tool call, finish) pass only after the text held back
 before it, so the client never sees events out of order.
 """
@@ -10,28 +10,28 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from proxy.chain.holdback import HoldBack
+from proxy.chain.holdback import TextBuffer
 from proxy.models.stream import Finish, StreamEvent, TextDelta, ToolCallDelta
 
 
 class TextStreamFilter:
-    """Per-request filter: ``make_holdback`` builds a fresh HoldBack for each choice."""
+    """Per-request filter: ``make_holdback`` builds a fresh TextBuffer for each choice."""
 
-    __slots__ = ("_extra", "_held", "_make")
+    __slots__ = ("_held", "_make", "_meta")
 
-    def __init__(self, make_holdback: Callable[[], HoldBack]) -> None:
+    def __init__(self, make_holdback: Callable[[], TextBuffer]) -> None:
         self._make = make_holdback
-        self._held: dict[int, HoldBack] = {}
-        # Wire fields of the last delta per choice (e.g. Responses API item_id/content_index),
-        # so text released later is encoded into the same output part.
-        self._extra: dict[int, Mapping[str, Any] | None] = {}
+        self._held: dict[int, TextBuffer] = {}
+        # Location of the last delta per choice (Responses API item_id / content_index), so
+        # text released later is encoded into the same output part.
+        self._meta: dict[int, Mapping[str, Any] | None] = {}
 
     def _flush(self, index: int) -> list[StreamEvent]:
         hb = self._held.get(index)
         if hb is None:
             return []
         rest = hb.flush()
-        return [TextDelta(index, rest, self._extra.get(index))] if rest else []
+        return [TextDelta(index, rest, None, self._meta.get(index))] if rest else []
 
     def _flush_all(self) -> list[StreamEvent]:
         out: list[StreamEvent] = []
@@ -44,11 +44,17 @@ class TextStreamFilter:
             hb = self._held.get(event.index)
             if hb is None:
                 hb = self._held[event.index] = self._make()
-            if event.extra is not None:
-                self._extra[event.index] = event.extra
+            if event.meta is not None:
+                self._meta[event.index] = event.meta
+            untouched = not hb.pending
             released = hb.feed(event.text)
-            if released or event.extra:
-                return [TextDelta(event.index, released, event.extra)]
+            if untouched and released == event.text:
+                return [event]  # passed as it came: its text-bound fields still apply
+            # Held or rewritten: fields bound to the original text (logprobs ...) must go.
+            if released:
+                return [TextDelta(event.index, released, None, event.meta)]
+            if event.extra and "role" in (event.extra.get("delta") or {}):
+                return [TextDelta(event.index, "", {"delta": {"role": event.extra["delta"]["role"]}}, event.meta)]
             return []
         if isinstance(event, (Finish, ToolCallDelta)):
             return [*self._flush(event.index), event]

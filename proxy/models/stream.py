@@ -5,8 +5,12 @@ into the client's wire format. Events are immutable; a filter returns new ones.
 
 ``index`` is the independent text stream an event belongs to: the choice index for chat
 completions, the output item index for the Responses API. Filters hold text back per index.
-``extra`` carries wire fields the proxy does not interpret (role, logprobs, item ids) so the
-encoder can reproduce them.
+
+Wire fields the proxy does not interpret travel in two places on a ``TextDelta``:
+``extra`` is bound to *this exact text* (role, logprobs, sequence numbers) and must be dropped
+when a filter holds or changes the text (logprobs of redacted text would leak it); ``meta``
+says *where* the text goes (Responses API item id, content index) and is kept on any text a
+filter releases for that index.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class TextDelta:
     index: int
     text: str
     extra: Mapping[str, Any] | None = None
+    meta: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

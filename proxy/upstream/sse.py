@@ -56,7 +56,8 @@ class SSEParser:
         """End of stream: a final event without its blank line still counts."""
         events: list[SSEEvent] = []
         if self._buf:
-            ev = self._line(self._buf)
+            line = self._buf[:-1] if self._buf.endswith(b"\r") else self._buf
+            ev = self._line(line)
             self._buf = b""
             if ev is not None:
                 events.append(ev)
@@ -88,7 +89,11 @@ class SSEParser:
 
 
 def encode_event(data: bytes, event: str | None = None) -> bytes:
-    """One SSE event. ``data`` must not contain raw newlines (JSON from orjson never does)."""
+    """One SSE event; data with newlines becomes several ``data:`` lines, as the spec requires."""
+    if b"\n" in data:
+        lines = b"".join(b"data: " + part + b"\n" for part in data.split(b"\n"))
+    else:
+        lines = b"data: " + data + b"\n"
     if event is None:
-        return b"data: " + data + b"\n\n"
-    return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+        return lines + b"\n"
+    return b"event: " + event.encode() + b"\n" + lines + b"\n"

@@ -243,3 +243,16 @@ async def test_complete_hooks_always_run_and_never_raise() -> None:
     chain = Chain([_step("a"), _step("b")], _NoUpstream())
     await chain.run_complete(Outcome(500, RuntimeError("x")), _ctx())
     assert TRACE == ["done:a", "done:b"]
+
+
+async def test_run_cpu_runs_off_the_event_loop_with_shared_bounded_pool() -> None:
+    import asyncio
+    import threading
+
+    deps = Deps(Resources(), cpu_workers=2)
+    loop_thread = threading.current_thread().name
+    names = await asyncio.gather(*(deps.run_cpu(lambda: threading.current_thread().name) for _ in range(8)))
+    assert loop_thread not in names
+    assert all(n.startswith("cpu") for n in names)
+    assert len(set(names)) <= 2  # bounded by cpu_workers
+    assert {"cpu-pool", "cpu-sem"} <= deps.used_resources

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from proxy.models.stream import ErrorEvent, Finish, RawEvent, StreamEvent, TextDelta, ToolCallDelta, Usage
-from proxy.upstream.sse import SSEEvent, encode_event
+from proxy.upstream.sse import SSEEvent, SSEParser, encode_event
 
 DONE = b"[DONE]"
 _DONE_EVENT = b"data: [DONE]\n\n"
@@ -51,14 +51,19 @@ class ChatStreamCodec:
             return [RawEvent(encode_event(data, sse.event))]
         if isinstance(chunk.get("error"), dict):
             return [ErrorEvent(chunk["error"])]
-        if self.template is None:
-            self.template = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
         events: list[StreamEvent] = []
         for choice in chunk.get("choices") or ():
             events.extend(self._choice_events(choice))
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             events.append(Usage(usage))
+        if not events:
+            # Nothing for the filters (e.g. Azure's prompt_filter_results chunk): pass it verbatim,
+            # and do not let its placeholder id/model become the template of later chunks.
+            return [RawEvent(encode_event(data, sse.event))]
+        # The latest chunk's top-level fields (id, model, fingerprint, vendor extras) are what
+        # re-encoded chunks carry.
+        self.template = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
         return events
 
     @staticmethod
@@ -66,11 +71,14 @@ class ChatStreamCodec:
         index = choice.get("index", 0)
         delta = choice.get("delta") or {}
         events: list[StreamEvent] = []
-        other_delta = {k: v for k, v in delta.items() if k not in ("content", "tool_calls")}
+        content = delta.get("content")
+        # A non-string content (``null`` beside tool calls) is kept as it came.
+        other_delta = {
+            k: v for k, v in delta.items() if k != "tool_calls" and not (k == "content" and isinstance(content, str))
+        }
         other_choice = {
             k: v for k, v in choice.items() if k not in ("index", "delta", "finish_reason") and v is not None
         }
-        content = delta.get("content")
         tool_calls = delta.get("tool_calls")
         if (
             isinstance(content, str)
@@ -153,6 +161,7 @@ _TEXT_DONE_EVENTS = frozenset(
         "response.output_item.done",
         "response.completed",
         "response.incomplete",
+        "response.failed",
     }
 )
 
@@ -166,11 +175,14 @@ class ResponsesStreamCodec:
     cannot leak back through the final summary event.
     """
 
-    __slots__ = ("_sent", "done")
+    __slots__ = ("_last_seq", "_sent", "done")
+
+    _META = ("item_id", "content_index")
 
     def __init__(self) -> None:
         self.done = False
         self._sent: dict[tuple[int, int], list[str]] = {}
+        self._last_seq = 0
 
     def decode(self, sse: SSEEvent) -> list[StreamEvent]:
         if sse.data == DONE:
@@ -180,9 +192,12 @@ class ResponsesStreamCodec:
         if not isinstance(payload, dict):
             return [RawEvent(encode_event(sse.data, sse.event))]
         kind = payload.get("type")
+        if isinstance(payload.get("sequence_number"), int):
+            self._last_seq = payload["sequence_number"]
         if kind == "response.output_text.delta" and isinstance(payload.get("delta"), str):
-            extra = {k: v for k, v in payload.items() if k not in ("delta", "output_index")}
-            return [TextDelta(int(payload.get("output_index", 0)), payload["delta"], extra)]
+            meta = {k: payload[k] for k in self._META if k in payload}
+            extra = {k: v for k, v in payload.items() if k not in ("delta", "output_index", "type", *self._META)}
+            return [TextDelta(int(payload.get("output_index", 0)), payload["delta"], extra, meta)]
         if kind == "error":
             return [ErrorEvent({k: v for k, v in payload.items() if k != "type"})]
         return [RawEvent(encode_event(sse.data, sse.event), kind if isinstance(kind, str) else None)]
@@ -191,13 +206,12 @@ class ResponsesStreamCodec:
         kind = payload["type"]
         if kind == "response.output_text.done":
             key = (int(payload.get("output_index", 0)), int(payload.get("content_index", 0)))
-            if key in self._sent:
-                payload["text"] = "".join(self._sent[key])
+            self._replace_text(payload, key)
         elif kind == "response.content_part.done":
             key = (int(payload.get("output_index", 0)), int(payload.get("content_index", 0)))
             part = payload.get("part")
-            if key in self._sent and isinstance(part, dict) and "text" in part:
-                part["text"] = "".join(self._sent[key])
+            if isinstance(part, dict):
+                self._replace_text(part, key)
         elif kind == "response.output_item.done":
             self._patch_item(int(payload.get("output_index", 0)), payload.get("item"))
         else:
@@ -210,20 +224,32 @@ class ResponsesStreamCodec:
         if not isinstance(item, dict):
             return
         for ci, part in enumerate(item.get("content") or ()):
-            key = (output_index, ci)
-            if isinstance(part, dict) and key in self._sent and "text" in part:
-                part["text"] = "".join(self._sent[key])
+            if isinstance(part, dict):
+                self._replace_text(part, (output_index, ci))
+
+    def _replace_text(self, holder: dict[str, Any], key: tuple[int, int]) -> None:
+        """Put the text the client really got; logprobs of a changed text would leak the original."""
+        if key not in self._sent or "text" not in holder:
+            return
+        sent = "".join(self._sent[key])
+        if holder["text"] != sent:
+            holder["text"] = sent
+            if holder.get("logprobs"):
+                holder["logprobs"] = []
 
     def encode(self, events: list[StreamEvent]) -> bytes:
         out: list[bytes] = []
         for ev in events:
             if isinstance(ev, TextDelta):
-                extra = dict(ev.extra or {})
-                key = (ev.index, int(extra.get("content_index", 0)))
+                meta = ev.meta or {}
+                key = (ev.index, int(meta.get("content_index", 0)))
                 self._sent.setdefault(key, []).append(ev.text)
+                # Text a filter released carries no extra: give it the fields clients require.
+                extra = ev.extra or {"sequence_number": self._last_seq, "logprobs": []}
                 payload = {
                     "type": "response.output_text.delta",
                     **extra,
+                    **meta,
                     "output_index": ev.index,
                     "delta": ev.text,
                 }
@@ -248,7 +274,6 @@ class ResponsesStreamCodec:
 
 
 def _single_event(raw: bytes) -> bytes | None:
-    for line in raw.split(b"\n"):
-        if line.startswith(b"data: "):
-            return line[6:]
-    return None
+    """The data of one encoded SSE event (all its ``data:`` lines, joined as the spec says)."""
+    events = SSEParser().feed(raw)
+    return events[0].data if events else None

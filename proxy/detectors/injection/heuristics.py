@@ -1,0 +1,142 @@
+"""Rule-based prompt-injection heuristics, maintained as data in ``rules.json``.
+
+Why rules next to a classifier: regexes catch the well-known, high-precision phrasings (instruction
+overrides, chat-template tokens, system-prompt exfiltration) even in short texts where a statistical
+model has little signal, and every hit is explainable by a rule id and a span. Keeping the rules in JSON
+lets them be reviewed and extended without touching code.
+
+Scoring is a noisy-OR over *distinct* matched rules: ``1 - prod(1 - weight)``. A single strong rule is
+enough to cross a 0.5 threshold, while several weak hints (e.g. "stay in character" + "no
+restrictions") add up, and repeating the same phrase does not inflate the score.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .normalise import NormalisedText
+
+_MAX_MATCHES_PER_RULE = 3  # enough to show where; bounded so a pathological input stays cheap
+_EXCERPT = 80
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One heuristic: a case-insensitive regex with a weight in (0, 1]."""
+
+    id: str
+    category: str
+    weight: float
+    pattern: re.Pattern[str]
+    description: str = ""
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Rule:
+        weight = float(raw["weight"])
+        if not 0.0 < weight <= 1.0:
+            raise ValueError(f"rule {raw['id']!r}: weight must be in (0, 1], got {weight}")
+        try:
+            pattern = re.compile(raw["pattern"], re.IGNORECASE)
+        except re.error as exc:
+            raise ValueError(f"rule {raw['id']!r}: bad regex: {exc}") from exc
+        return cls(str(raw["id"]), str(raw["category"]), weight, pattern, str(raw.get("description", "")))
+
+
+@dataclass(frozen=True, slots=True)
+class RuleMatch:
+    """Where a rule fired. ``segment`` is None when ``span`` indexes the original text; otherwise it is
+    the index of the decoded segment (``NormalisedText.segments``) and ``span`` indexes that segment."""
+
+    rule_id: str
+    category: str
+    weight: float
+    span: tuple[int, int]
+    segment: int | None
+    excerpt: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeuristicResult:
+    score: float
+    matches: tuple[RuleMatch, ...]
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        """Distinct matched rule ids, in first-match order."""
+        return tuple(dict.fromkeys(m.rule_id for m in self.matches))
+
+
+class HeuristicScanner:
+    """Immutable, thread-safe rule scanner: compile once, scan many times."""
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        ids = [r.id for r in rules]
+        if len(ids) != len(set(ids)):
+            raise ValueError("duplicate rule ids in heuristic rules")
+        self._rules = tuple(rules)
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return self._rules
+
+    @classmethod
+    def from_json(cls, path: Path | None = None) -> HeuristicScanner:
+        if path is None:
+            raw = resources.files(__package__).joinpath("rules.json").read_text("utf-8")
+        else:
+            raw = path.read_text("utf-8")
+        doc = json.loads(raw)
+        return cls([Rule.from_dict(r) for r in doc["rules"]])
+
+    @classmethod
+    @functools.cache
+    def default(cls) -> HeuristicScanner:
+        """The packaged rule set, built once (immutable, so sharing it is safe)."""
+        return cls.from_json()
+
+    def matches_any(self, text: str) -> bool:
+        """Cheap yes/no used by the normaliser to decide whether a rot13 decoding is meaningful."""
+        return any(rule.pattern.search(text) for rule in self._rules)
+
+    def _find(self, text: str) -> Iterator[tuple[Rule, re.Match[str]]]:
+        for rule in self._rules:
+            for n, m in enumerate(rule.pattern.finditer(text)):
+                if n >= _MAX_MATCHES_PER_RULE:
+                    break
+                yield rule, m
+
+    def scan_text(self, text: str) -> HeuristicResult:
+        """Scan a plain string (spans index ``text`` itself)."""
+        matches = tuple(
+            RuleMatch(r.id, r.category, r.weight, m.span(), None, m.group()[:_EXCERPT])
+            for r, m in self._find(text)
+        )
+        return HeuristicResult(_noisy_or(matches), matches)
+
+    def scan(self, normalised: NormalisedText) -> HeuristicResult:
+        """Scan the normalised text and every decoded segment; map spans back to the original text."""
+        found: list[RuleMatch] = []
+        for rule, m in self._find(normalised.text):
+            span = normalised.to_original(*m.span())
+            excerpt = normalised.original[span[0] : span[1]][:_EXCERPT]
+            found.append(RuleMatch(rule.id, rule.category, rule.weight, span, None, excerpt))
+        for index, segment in enumerate(normalised.segments):
+            for rule, m in self._find(segment.text):
+                found.append(RuleMatch(rule.id, rule.category, rule.weight, m.span(), index, m.group()[:_EXCERPT]))
+        matches = tuple(found)
+        return HeuristicResult(_noisy_or(matches), matches)
+
+
+def _noisy_or(matches: Sequence[RuleMatch]) -> float:
+    weights = {m.rule_id: m.weight for m in matches}
+    miss = 1.0
+    for w in weights.values():
+        miss *= 1.0 - w
+    return round(1.0 - miss, 6)

@@ -1,0 +1,329 @@
+"""Canonical text for prompt-injection scanning.
+
+Why this exists: the rule and classifier layers match mostly-English, mostly-ASCII text, and attackers
+defeat such matchers cheaply with invisible characters, bidi controls, look-alike letters, compatibility
+forms, combining marks and encodings (base64, hex, URL-encoding, rot13, Unicode tag characters). This
+module undoes those tricks *for scanning only* -- the proxy still forwards the caller's original text --
+and keeps an offset map so that findings can be reported against the original string.
+
+Folding is done per character (NFKD-to-ASCII for accented Latin letters, NFKC otherwise) rather than
+with a whole-string ``unicodedata.normalize``: the result is the same for everything the rules care
+about, and it lets us keep exact offsets. Decoded payloads are returned separately as segments so that
+the caller scans both the visible text and whatever it was hiding.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import re
+import unicodedata
+from bisect import bisect_right
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from urllib.parse import unquote_plus
+
+Rot13Probe = Callable[[str], bool]
+"""Decides whether a rot13-decoded text contains trigger phrases (the heuristic layer provides it)."""
+
+_INVISIBLE = frozenset(
+    "\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff\u180e\u00ad\u034f\u115f\u1160\u3164\uffa0"
+) | frozenset(chr(c) for c in range(0xFE00, 0xFE10))
+_BIDI = frozenset("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_TAG_FIRST, _TAG_LAST = 0xE0000, 0xE007F
+_MARK = "mark"  # a combining mark: dropped only when it decorates an ASCII letter (see _fold)
+
+_WORD = re.compile(r"[^\W\d_]+")
+_HEX = re.compile(
+    r"(?<![0-9A-Za-z])(?:[0-9A-Fa-f]{2}){8,}(?![0-9A-Za-z])"
+    r"|(?:\\x[0-9A-Fa-f]{2}){4,}"
+    r"|(?<![0-9A-Za-z])(?:0x)?[0-9A-Fa-f]{2}(?:[ ,:](?:0x)?[0-9A-Fa-f]{2}){5,}(?![0-9A-Za-z])"
+)
+_B64 = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/=_-])")
+# Anchored at token starts so the look-ahead cannot go quadratic on one long token.
+_URL = re.compile(r"(?<!\S)(?=\S*?%[0-9A-Fa-f]{2}\S*?%[0-9A-Fa-f]{2})\S+")
+_ROT13 = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+    "NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Confusables:
+    """Homoglyph table loaded from ``confusables.json`` (kept as data so it can grow without code)."""
+
+    always: Mapping[str, tuple[str, str]]
+    cross_script: Mapping[str, str]
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Confusables:
+        if path is None:
+            raw = resources.files(__package__).joinpath("confusables.json").read_text("utf-8")
+        else:
+            raw = path.read_text("utf-8")
+        doc = json.loads(raw)
+        always = {k: (v, "nfkc") for k, v in doc["compat"].items()}
+        always |= {k: (v, "homoglyph") for k, v in doc["latin_lookalikes"].items()}
+        cross = dict(doc["cross_script"])
+        for k, v in [*((k, v) for k, (v, _) in always.items()), *cross.items()]:
+            if len(k) != 1 or len(v) != 1 or not v.isascii():
+                raise ValueError(f"confusables entry {k!r} -> {v!r} must map one char to one ASCII char")
+        return cls(MappingProxyType(always), MappingProxyType(cross))
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetMap:
+    """Piecewise map from normalised offsets back to original offsets (empty tuples = identity)."""
+
+    norm_starts: tuple[int, ...] = ()
+    orig_starts: tuple[int, ...] = ()
+    copies: tuple[bool, ...] = ()
+
+    def _index(self, i: int) -> int:
+        if not self.norm_starts:
+            return i
+        k = max(bisect_right(self.norm_starts, i) - 1, 0)
+        start = self.orig_starts[k]
+        return start + (i - self.norm_starts[k]) if self.copies[k] else start
+
+    def to_original(self, start: int, end: int) -> tuple[int, int]:
+        """Map a half-open span of the normalised text to the smallest covering original span."""
+        if end <= start:
+            pos = self._index(start)
+            return pos, pos
+        return self._index(start), self._index(end - 1) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedSegment:
+    """Hidden text recovered by a decoder; ``span`` is where its source lies in the original text."""
+
+    encoding: str  # "base64", "hex", "url", "rot13", "unicode_tags"; nested ones as "base64>hex"
+    span: tuple[int, int]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class NormalisedText:
+    """The scanning view of one input: folded text, decoded segments and what had to be undone."""
+
+    original: str
+    text: str
+    segments: tuple[DecodedSegment, ...] = ()
+    flags: frozenset[str] = frozenset()
+    offsets: OffsetMap = OffsetMap()
+
+    def to_original(self, start: int, end: int) -> tuple[int, int]:
+        return self.offsets.to_original(start, end)
+
+
+def _fold_char(ch: str, always: Mapping[str, tuple[str, str]]) -> tuple[str, str] | None:
+    """Replacement and flag for one non-ASCII character, or None when it is left alone."""
+    if ch in _INVISIBLE:
+        return "", "invisible"
+    if ch in _BIDI:
+        return "", "bidi"
+    if _TAG_FIRST <= ord(ch) <= _TAG_LAST:
+        return "", "tag_chars"
+    if ch in always:
+        return always[ch]
+    if unicodedata.category(ch) == "Mn":
+        return ch, _MARK
+    if not unicodedata.is_normalized("NFKD", ch):
+        decomposed = unicodedata.normalize("NFKD", ch)
+        base = "".join(c for c in decomposed if not unicodedata.combining(c))
+        if base and base.isascii():
+            return base, ("diacritics" if base != decomposed else "nfkc")
+    if not unicodedata.is_normalized("NFKC", ch):
+        folded = unicodedata.normalize("NFKC", ch)
+        return "".join(always.get(c, (c, ""))[0] for c in folded), "nfkc"
+    return None
+
+
+def _is_texty(text: str) -> bool:
+    """True when decoded bytes look like human text, so random-looking tokens are not "decoded"."""
+    if len(text) < 4:
+        return False
+    printable = sum(1 for c in text if c.isprintable() or c in "\t\n\r")
+    wordy = sum(1 for c in text if c.isalpha() or c == " ")
+    return printable >= 0.95 * len(text) and wordy >= 0.5 * len(text)
+
+
+def _bytes_to_text(raw: bytes) -> str | None:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if _is_texty(text) else None
+
+
+def _decode_hex(run: str) -> str | None:
+    digits = re.sub(r"\\x|0x|[ ,:]", "", run)
+    try:
+        return _bytes_to_text(binascii.unhexlify(digits))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _decode_b64(run: str) -> str | None:
+    body = run.rstrip("=")
+    if len(body) % 4 == 1:
+        return None
+    altchars = b"-_" if ("-" in body or "_" in body) else None
+    try:
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=altchars, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return _bytes_to_text(raw)
+
+
+def _decode_url(token: str) -> str | None:
+    try:
+        decoded = unquote_plus(token, errors="strict")
+    except UnicodeDecodeError:
+        return None
+    return decoded if decoded != token and _is_texty(decoded) else None
+
+
+class Normaliser:
+    """Immutable, thread-safe normaliser; build once and call many times."""
+
+    def __init__(
+        self,
+        confusables: Confusables | None = None,
+        rot13_probe: Rot13Probe | None = None,
+        *,
+        max_depth: int = 2,
+        max_segments: int = 16,
+    ) -> None:
+        self._conf = confusables or Confusables.load()
+        self._probe = rot13_probe
+        self._max_depth = max_depth
+        self._max_segments = max_segments
+        cross = "".join(re.escape(c) for c in sorted(self._conf.cross_script))
+        self._cross_char = re.compile(f"[{cross}]") if cross else None
+
+    def __call__(self, text: str) -> NormalisedText:
+        return self._normalise(text, 0)
+
+    def _normalise(self, text: str, depth: int) -> NormalisedText:
+        folded, offsets, flags, tags = self._fold(text)
+        folded = self._fold_homoglyphs(folded, flags)
+        segments = [DecodedSegment("unicode_tags", span, hidden) for span, hidden in tags]
+        if depth >= self._max_depth:
+            return NormalisedText(text, folded, tuple(segments), frozenset(flags), offsets)
+        candidates: list[tuple[str, tuple[int, int], str]] = []
+        taken: list[tuple[int, int]] = []
+        for encoding, pattern, decoder in (("hex", _HEX, _decode_hex), ("base64", _B64, _decode_b64),
+                                           ("url", _URL, _decode_url)):
+            for m in pattern.finditer(folded):
+                if any(m.start() < e and s < m.end() for s, e in taken):
+                    continue
+                decoded = decoder(m.group())
+                if decoded is not None:
+                    taken.append(m.span())
+                    candidates.append((encoding, offsets.to_original(*m.span()), decoded))
+        if self._probe is not None and sum(c.isalpha() for c in folded[:4096]) >= 8:
+            rotated = folded.translate(_ROT13)
+            if self._probe(rotated):
+                candidates.append(("rot13", (0, len(text)), rotated))
+        for encoding, span, decoded in candidates:
+            flags.add(encoding)
+            inner = self._normalise(decoded, depth + 1)
+            flags |= inner.flags
+            segments.append(DecodedSegment(encoding, span, inner.text))
+            segments.extend(DecodedSegment(f"{encoding}>{s.encoding}", span, s.text) for s in inner.segments)
+        return NormalisedText(text, folded, tuple(segments[: self._max_segments]), frozenset(flags), offsets)
+
+    def _fold(self, text: str) -> tuple[str, OffsetMap, set[str], list[tuple[tuple[int, int], str]]]:
+        """Per-character folding with an offset map; also lifts out Unicode tag-character payloads."""
+        flags: set[str] = set()
+        tags: list[tuple[tuple[int, int], str]] = []
+        if text.isascii():
+            return text, OffsetMap(), flags, tags
+        plan = {ch: step for ch in set(text) if not ch.isascii() and (step := _fold_char(ch, self._conf.always))}
+        if not plan:
+            return text, OffsetMap(), flags, tags
+        out: list[str] = []
+        norm_starts: list[int] = []
+        orig_starts: list[int] = []
+        copies: list[bool] = []
+        n_out = run_start = 0
+        prev = ""
+        for i, ch in enumerate(text):
+            step = plan.get(ch)
+            if step is None:
+                continue
+            rep, flag = step
+            if flag == _MARK:
+                before = text[i - 1] if i > run_start else prev
+                if not (before.isascii() and before.isalpha()):
+                    continue  # a mark on a non-Latin letter is part of that script: keep it
+                rep, flag = "", "diacritics"
+            if i > run_start:
+                norm_starts.append(n_out)
+                orig_starts.append(run_start)
+                copies.append(True)
+                out.append(text[run_start:i])
+                n_out += i - run_start
+                prev = text[i - 1]
+            run_start = i + 1
+            flags.add(flag)
+            if flag == "tag_chars":
+                code = ord(ch) - _TAG_FIRST
+                hidden = chr(code) if 0x20 <= code < 0x7F else ""
+                if tags and tags[-1][0][1] == i:
+                    tags[-1] = ((tags[-1][0][0], i + 1), tags[-1][1] + hidden)
+                else:
+                    tags.append(((i, i + 1), hidden))
+            if rep:
+                norm_starts.append(n_out)
+                orig_starts.append(i)
+                copies.append(False)
+                out.append(rep)
+                n_out += len(rep)
+                prev = rep[-1]
+        if not flags:
+            return text, OffsetMap(), flags, tags
+        if run_start < len(text):
+            norm_starts.append(n_out)
+            orig_starts.append(run_start)
+            copies.append(True)
+            out.append(text[run_start:])
+        tags = [(span, hidden) for span, hidden in tags if hidden.strip()]
+        return "".join(out), OffsetMap(tuple(norm_starts), tuple(orig_starts), tuple(copies)), flags, tags
+
+    def _fold_homoglyphs(self, text: str, flags: set[str]) -> str:
+        """Fold cross-script look-alikes inside mixed-script or all-look-alike words (length-preserving)."""
+        if text.isascii() or self._cross_char is None or not self._cross_char.search(text):
+            return text
+        cross = self._conf.cross_script
+
+        def fold(m: re.Match[str]) -> str:
+            word = m.group()
+            if word.isascii() or not any(c in cross for c in word):
+                return word
+            if any(c.isascii() for c in word) or all(c in cross for c in word):
+                flags.add("homoglyph")
+                return "".join(cross.get(c, c) for c in word)
+            return word
+
+        return _WORD.sub(fold, text)
+
+
+@functools.cache
+def default_normaliser() -> Normaliser:
+    """The shared default instance (immutable once built, so caching it is not mutable global state)."""
+    from .heuristics import HeuristicScanner  # local import: heuristics depends on this module's types
+
+    return Normaliser(rot13_probe=HeuristicScanner.default().matches_any)
+
+
+def normalise(text: str) -> NormalisedText:
+    """Normalise ``text`` with the packaged confusables table and the default rule set as rot13 probe."""
+    return default_normaliser()(text)
