@@ -20,7 +20,7 @@ from proxy.chain.registry import Registry, default_registry
 from proxy.errors import InvalidRequest
 from proxy.models.chat import Route
 from proxy.policy.store import PolicyStore
-from proxy.routes.admin import admin_routes
+from proxy.routes.admin import admin_routes, self_report_route
 from proxy.routes.common import error_response
 from proxy.routes.passthrough import PassthroughRoute
 from proxy.routes.pipeline import ChainRoute
@@ -94,6 +94,7 @@ def build_app(sidecar: Sidecar, *, include_admin: bool = True) -> Starlette:
         HttpRoute("/v1/responses", chain_endpoint(Route.RESPONSES), methods=["POST"]),
         HttpRoute("/v1/embeddings", chain_endpoint(Route.EMBEDDINGS), methods=["POST"]),
         HttpRoute("/v1/{path:path}", passthrough.handle, methods=ALL_METHODS),
+        self_report_route(sidecar),
     ]
     health_routes = admin_routes(sidecar, prefix="")
     routes += [r for r in health_routes if r.path in ("/health", "/ready")]

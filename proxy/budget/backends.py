@@ -71,6 +71,8 @@ class Backend(Protocol):
 
     async def peek(self, windows: Sequence[WindowCheck]) -> list[WindowState]: ...
 
+    async def peek_slots(self, keys: Sequence[str]) -> list[int]: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -156,8 +158,9 @@ class MemoryBackend:
     async def peek(self, windows: Sequence[WindowCheck]) -> list[WindowState]:
         return self._states(windows, self._clock(), [0.0] * len(windows))
 
-    def slot_count(self, key: str) -> int:
-        return len(self._holders(key, self._clock()))
+    async def peek_slots(self, keys: Sequence[str]) -> list[int]:
+        now = self._clock()
+        return [len(self._holders(key, now)) for key in keys]
 
     def _maybe_sweep(self, now: float) -> None:
         self._ops += 1

@@ -87,8 +87,11 @@ return out
 
 
 class RedisBackend:
-    def __init__(self, url: str, prefix: str = "sidecar:budget:", timeout: float = 0.1, down_for: float = 1.0) -> None:
-        self._redis: Any = aioredis.Redis.from_url(
+    def __init__(
+        self, url: str, prefix: str = "sidecar:budget:", timeout: float = 0.1, down_for: float = 1.0,
+        client: Any = None,
+    ) -> None:
+        self._redis: Any = client or aioredis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False,
             decode_responses=True, health_check_interval=0,
         )
@@ -165,6 +168,13 @@ class RedisBackend:
             WindowState(float(values[2 * n + 1] or 0), float(values[2 * n] or 0), now, c.window, c.limit)
             for n, c in enumerate(windows)
         ]
+
+    async def peek_slots(self, keys: Sequence[str]) -> list[int]:
+        now = time.time()
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.zcount(self._k(f"{key}:slots"), f"({now!r}", "+inf")
+        return [int(v) for v in await self._call(pipe.execute())]
 
     async def ping(self) -> bool:
         try:

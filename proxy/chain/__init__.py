@@ -20,18 +20,20 @@ from proxy.chain.plugin import (
     StreamFilter,
     UpstreamPolicy,
 )
+from proxy.chain.secrets import Secret
 from proxy.chain.textfilter import TextStreamFilter
 
 __all__ = [
     "Deps",
     "HoldBack",
-    "RegexRewriter",
     "Match",
     "Outcome",
     "Plugin",
     "PluginConfig",
+    "RegexRewriter",
     "Reply",
     "RequestContext",
+    "Secret",
     "StateKey",
     "StreamFilter",
     "TextBuffer",

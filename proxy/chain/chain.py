@@ -84,7 +84,7 @@ class Step:
 
 
 def _already_blocked(step: Step, ctx: RequestContext) -> bool:
-    return any(d.plugin == step.id and d.action == "block" for d in ctx.decisions)
+    return any(d.plugin == step.id and d.action in ("block", "limit") for d in ctx.decisions)
 
 
 def _record_rejection(step: Step, exc: Rejected, ctx: RequestContext) -> None:

@@ -13,7 +13,7 @@ an absent hook costs nothing per request.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
@@ -175,6 +175,14 @@ class Plugin(Generic[C]):
         return None
 
     async def aclose(self) -> None:
+        return None
+
+    async def admin_report(self, query: Mapping[str, str]) -> dict[str, Any] | None:
+        """State for operators (``GET /admin/plugins/{id}``); None when there is nothing to show."""
+        return None
+
+    async def self_report(self, headers: Mapping[str, str]) -> dict[str, Any] | None:
+        """State a caller may see about *itself* (``GET /sidecar/{id}`` on the API port), never others'."""
         return None
 
 

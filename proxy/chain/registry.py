@@ -19,6 +19,7 @@ log = logging.getLogger("policy_sidecar.registry")
 ENTRY_POINT_GROUP = "policy_sidecar.plugins"
 BUILTINS = {
     "blocklist": "plugins.blocklist:BlocklistPlugin",
+    "budget": "plugins.budget:BudgetPlugin",
     "headers": "plugins.headers:HeadersPlugin",
 }
 

@@ -7,33 +7,12 @@ an environment variable can never change what a rule matches.
 
 from __future__ import annotations
 
-import os
-import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from proxy.chain.registry import Registry
-
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def _expand_env(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-
-    def sub(m: re.Match[str]) -> str:
-        name, default = m.group(1), m.group(2)
-        if name in os.environ:
-            return os.environ[name]
-        if default is not None:
-            return default
-        raise ValueError(f"environment variable {name} is not set")
-
-    return _ENV.sub(sub, value)
-
-
-Secret = Annotated[SecretStr, BeforeValidator(_expand_env)]
+from proxy.chain.secrets import Secret
 
 
 class UpstreamConfig(BaseModel):

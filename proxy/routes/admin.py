@@ -73,6 +73,16 @@ def admin_routes(sidecar: Sidecar, prefix: str = "/admin") -> list[Route]:
     async def schema(_: Request) -> Response:
         return JSONResponse(store.model.model_json_schema())
 
+    async def plugin_report(request: Request) -> Response:
+        token = sidecar.settings.admin_token
+        if token is not None and not _authorised(request, token):
+            return _forbidden("Missing or invalid admin token.", 401)
+        step = next((s for s in store.current.chain.steps if s.id == request.path_params["step"]), None)
+        report = await step.plugin.admin_report(dict(request.query_params)) if step else None
+        if report is None:
+            return _forbidden("No such plugin step with a report.", 404)
+        return JSONResponse(report)
+
     return [
         Route(f"{prefix}/health", health, methods=["GET"]),
         Route(f"{prefix}/ready", ready, methods=["GET"]),
@@ -80,4 +90,18 @@ def admin_routes(sidecar: Sidecar, prefix: str = "/admin") -> list[Route]:
         Route(f"{prefix}/reload", reload, methods=["POST"]),
         Route(f"{prefix}/decisions", decisions, methods=["GET"]),
         Route(f"{prefix}/schema", schema, methods=["GET"]),
+        Route(f"{prefix}/plugins/{{step}}", plugin_report, methods=["GET"]),
     ]
+
+
+def self_report_route(sidecar: Sidecar) -> Route:
+    """``GET /sidecar/{step}`` on the API port: what a plugin shows a caller about itself."""
+
+    async def self_report(request: Request) -> Response:
+        step = next((s for s in sidecar.store.current.chain.steps if s.id == request.path_params["step"]), None)
+        report = await step.plugin.self_report(request.headers) if step else None
+        if report is None:
+            return _forbidden("No such plugin step with a report.", 404)
+        return JSONResponse(report)
+
+    return Route("/sidecar/{step}", self_report, methods=["GET"])

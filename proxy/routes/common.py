@@ -76,7 +76,7 @@ def response_headers(
     upstream: Iterable[tuple[str, str]], extra: dict[str, str], drop: Iterable[str] = ()
 ) -> dict[str, str]:
     """Upstream response headers minus hop-by-hop ones, plus the sidecar's own."""
-    dropped = {d.lower() for d in drop}
+    dropped = {"date", *(d.lower() for d in drop)}  # the server sets its own Date
     headers = {k: v for k, v in upstream if k.lower() not in HOP_BY_HOP and k.lower() not in dropped}
     headers.update(extra)
     return headers

@@ -1,0 +1,470 @@
+"""``budget``: request, token, dollar and concurrency limits, per tenant / key / user / model / route.
+
+Lifecycle of one request:
+
+1. ``on_request`` estimates prompt tokens (tiktoken, offline), reserves the completion budget
+   (``max_tokens`` x ``n``, or ``default_max_tokens``), prices the worst case, and makes *one*
+   atomic reservation across all its limits (all pass and are charged, or none is). A denial
+   is a 429 with ``Retry-After`` and OpenAI's ``x-ratelimit-*`` headers; a cost or token limit
+   may instead lower ``max_tokens`` to what still fits (``on_exceed: lower_max_tokens``).
+2. The stream filter (only when token or cost limits exist) asks the provider for usage on
+   streams and hides that chunk again if the client did not ask for it.
+3. ``on_complete`` (always runs: success, error, client disconnect) releases concurrency slots
+   and corrects every charge with the real usage: provider-reported usage when there is one,
+   else the tokens of the text actually streamed; everything is refunded when the upstream
+   failed before answering.
+
+State lives in ``proxy.budget`` backends: in memory (default) or Redis (shared by replicas).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from proxy.budget.backends import (
+    Backend,
+    BackendUnavailable,
+    Charge,
+    MemoryBackend,
+    Reservation,
+    SlotCheck,
+    WindowCheck,
+)
+from proxy.budget.windows import WINDOWS, WindowState, format_duration, seconds_until_fits
+from proxy.chain import Deps, Outcome, Plugin, PluginConfig, Reply, RequestContext, Secret, StateKey, StreamFilter
+from proxy.errors import RateLimited, Rejected
+from proxy.models import ChatRequest, ChatResponse, Route, StreamEvent, TextDelta, Usage
+from proxy.tokens import count_chat_request, count_completion_reserve, count_text, price_for_model
+from proxy.tokens.pricing import Price
+
+KeyPart = Literal["tenant", "api_key", "user", "model", "route"]
+Measure = Literal["requests", "tokens", "input_tokens", "output_tokens", "cost_usd", "concurrent"]
+TOKEN_MEASURES = frozenset({"tokens", "input_tokens", "output_tokens", "cost_usd"})
+
+
+class LimitSpec(BaseModel):
+    """One limit: a measure, a window and the key parts it is counted per."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="unique; used in keys, headers and decision records")
+    key: tuple[KeyPart, ...] = Field(default=("tenant",), description="counted per these parts")
+    window: Literal["second", "minute", "hour", "day", "month"] | None = Field(
+        default=None, description="sliding window; month = 30 days; not used by concurrent"
+    )
+    requests: float | None = Field(default=None, gt=0)
+    tokens: float | None = Field(default=None, gt=0, description="input + output tokens")
+    input_tokens: float | None = Field(default=None, gt=0)
+    output_tokens: float | None = Field(default=None, gt=0)
+    cost_usd: float | None = Field(default=None, gt=0)
+    concurrent: int | None = Field(default=None, gt=0, description="requests in flight at once")
+    on_exceed: Literal["reject", "lower_max_tokens"] = Field(
+        default="reject", description="lower_max_tokens: shrink the completion to what still fits"
+    )
+
+    @model_validator(mode="after")
+    def _one_measure(self) -> LimitSpec:
+        set_ = [m for m in ("requests", "tokens", "input_tokens", "output_tokens", "cost_usd", "concurrent")
+                if getattr(self, m) is not None]
+        if len(set_) != 1:
+            raise ValueError(f"limit {self.name!r} needs exactly one of requests, tokens, input_tokens, "
+                             "output_tokens, cost_usd, concurrent")
+        if self.measure == "concurrent":
+            if self.window is not None:
+                raise ValueError(f"limit {self.name!r}: concurrent limits take no window")
+        elif self.window is None:
+            raise ValueError(f"limit {self.name!r} needs a window (second, minute, hour, day, month)")
+        if self.on_exceed == "lower_max_tokens" and self.measure not in ("tokens", "output_tokens", "cost_usd"):
+            raise ValueError(f"limit {self.name!r}: lower_max_tokens applies to tokens, output_tokens, cost_usd")
+        return self
+
+    @property
+    def measure(self) -> Measure:
+        for m in ("requests", "tokens", "input_tokens", "output_tokens", "cost_usd", "concurrent"):
+            if getattr(self, m) is not None:
+                return m
+        raise AssertionError("validated")
+
+    @property
+    def amount_limit(self) -> float:
+        return float(getattr(self, self.measure))
+
+
+class PriceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: float = Field(ge=0, description="USD per 1M input tokens")
+    output: float = Field(ge=0, description="USD per 1M output tokens")
+    cached_input: float | None = Field(default=None, ge=0)
+
+
+class BudgetConfig(PluginConfig):
+    """Rate, token, cost and concurrency limits; in memory or shared through Redis."""
+
+    type: Literal["budget"] = "budget"
+    limits: tuple[LimitSpec, ...] = Field(min_length=1)
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: Secret | None = Field(default=None, description="redis://host:6379/0; ${ENV} allowed")
+    redis_prefix: str = "sidecar:budget:"
+    redis_timeout_ms: int = Field(default=100, ge=1, le=5000)
+    on_backend_error: Literal["fail_open", "fail_closed"] = Field(
+        default="fail_open", description="when Redis is down: admit (recorded) or refuse with 503"
+    )
+    tenant_from: str = Field(
+        default="context", description="context (set by an earlier step), header:<name>, api_key or user"
+    )
+    default_max_tokens: int = Field(default=4096, ge=1, description="reserved when the request sets none")
+    min_max_tokens: int = Field(default=16, ge=1, description="lower_max_tokens never goes below this")
+    prices: dict[str, PriceSpec] = Field(default_factory=dict, description="model prefix -> price")
+    default_price: PriceSpec | None = Field(default=None, description="for models without a price")
+    lease_ttl: float = Field(default=900, gt=0, description="seconds a concurrency slot survives a crash")
+    headers: bool = Field(default=True, description="x-ratelimit-* headers on every answer")
+
+    @model_validator(mode="after")
+    def _check(self) -> BudgetConfig:
+        names = [lim.name for lim in self.limits]
+        if len(set(names)) != len(names):
+            raise ValueError("limit names must be unique")
+        if self.backend == "redis" and self.redis_url is None:
+            raise ValueError("backend: redis needs redis_url")
+        if not (self.tenant_from in ("context", "api_key", "user") or self.tenant_from.startswith("header:")):
+            raise ValueError("tenant_from must be context, api_key, user or header:<name>")
+        return self
+
+
+@dataclass
+class _Booking:
+    """What this request reserved, to be corrected in ``on_complete``."""
+
+    checks: list[tuple[LimitSpec, WindowCheck]]
+    charges: list[Charge]
+    slots: list[SlotCheck]
+    prompt_tokens: int
+    completion_reserve: int
+    price: Price | None
+    wants_usage: bool
+    streamed_text: list[str] = field(default_factory=list)
+    response_text: str | None = None
+
+
+BOOKING: StateKey[_Booking] = StateKey("budget.booking")
+
+
+def _hash_key(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+class BudgetPlugin(Plugin[BudgetConfig]):
+    Config = BudgetConfig
+
+    def __init__(self, config: BudgetConfig, deps: Deps) -> None:
+        super().__init__(config, deps)
+        if config.backend == "redis" and config.redis_url is not None:
+            url = config.redis_url.get_secret_value()
+            timeout = config.redis_timeout_ms / 1000
+
+            def make() -> Any:
+                from proxy.budget.redis_backend import RedisBackend
+
+                return RedisBackend(url, config.redis_prefix, timeout)
+
+            key = f"budget:redis:{_hash_key(url)}:{config.redis_prefix}:{timeout}"
+        else:
+            make = MemoryBackend
+            # Memory state is per step id, so a reload that keeps the step keeps the counts.
+            key = f"budget:memory:{config.step_id}"
+        self.backend: Backend = deps.resource(key, make)
+        self._windowed = [lim for lim in config.limits if lim.measure != "concurrent"]
+        self._concurrent = [lim for lim in config.limits if lim.measure == "concurrent"]
+        self._counts_tokens = any(lim.measure in TOKEN_MEASURES for lim in config.limits)
+        self._prices = {name: Price(input=p.input, output=p.output, cached_input=p.cached_input)
+                        for name, p in config.prices.items()}
+
+    # -- identity ----------------------------------------------------------------------
+    def identity(self, headers: Mapping[str, str], body: Mapping[str, Any], ctx_tenant: str | None) -> dict[str, str]:
+        auth = headers.get("authorization") or headers.get("api-key") or headers.get("x-api-key") or ""
+        api_key = _hash_key(auth.removeprefix("Bearer ").strip()) if auth else "none"
+        user = body.get("user") if isinstance(body.get("user"), str) else None
+        source = self.config.tenant_from
+        if source.startswith("header:"):
+            tenant = headers.get(source[7:])
+        elif source == "api_key":
+            tenant = api_key if auth else None
+        elif source == "user":
+            tenant = user
+        else:
+            tenant = ctx_tenant
+        return {"tenant": tenant or "anonymous", "api_key": api_key, "user": user or "none"}
+
+    def _key(self, limit: LimitSpec, parts: Mapping[str, str]) -> str:
+        return limit.name + ":" + "|".join(parts.get(p, "-") for p in limit.key)
+
+    # -- amounts -------------------------------------------------------------------------
+    def _price(self, model: str) -> Price | None:
+        price = price_for_model(model, self._prices)
+        if price is None and self.config.default_price is not None:
+            p = self.config.default_price
+            price = Price(input=p.input, output=p.output, cached_input=p.cached_input)
+        return price
+
+    @staticmethod
+    def _amount(limit: LimitSpec, prompt: int, completion: int, price: Price | None) -> float:
+        m = limit.measure
+        if m == "requests":
+            return 1.0
+        if m == "tokens":
+            return float(prompt + completion)
+        if m == "input_tokens":
+            return float(prompt)
+        if m == "output_tokens":
+            return float(completion)
+        if price is None:
+            return 0.0
+        return (prompt * price.input + completion * price.output) / 1_000_000
+
+    def _checks(self, parts: Mapping[str, str], prompt: int, completion: int, price: Price | None
+                ) -> list[tuple[LimitSpec, WindowCheck]]:
+        return [
+            (lim, WindowCheck(self._key(lim, parts), WINDOWS[lim.window or "minute"], lim.amount_limit,
+                              self._amount(lim, prompt, completion, price)))
+            for lim in self._windowed
+        ]
+
+    # -- hooks -----------------------------------------------------------------------------
+    async def on_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
+        body = req.body
+        parts = {**self.identity(ctx.headers, body, ctx.tenant), "model": req.model, "route": req.route.value}
+        prompt = self._count_prompt(req) if self._counts_tokens else 0
+        completion = 0
+        if self._counts_tokens and req.route is not Route.EMBEDDINGS:
+            completion = count_completion_reserve(body, self.config.default_max_tokens)
+        price = self._price(req.model)
+        if price is None and any(lim.measure == "cost_usd" for lim in self._windowed):
+            ctx.record("unpriced_model", "flag", detail={"model": req.model})
+        slots = [SlotCheck(self._key(lim, parts), lim.concurrent or 0, ctx.request_id, self.config.lease_ttl)
+                 for lim in self._concurrent]
+        checks = self._checks(parts, prompt, completion, price)
+        try:
+            result = await self.backend.reserve([c for _, c in checks], slots)
+            if not result.allowed and result.denied_window is not None:
+                lowered = self._lowered_completion(checks, result, prompt, completion, price, body)
+                if lowered is not None:
+                    completion = lowered
+                    self._set_max_tokens(req, lowered)
+                    checks = self._checks(parts, prompt, completion, price)
+                    result = await self.backend.reserve([c for _, c in checks], slots)
+        except BackendUnavailable as exc:
+            self._backend_down(ctx, exc)
+            return None
+        if not result.allowed:
+            self._deny(checks, slots, result, ctx)
+        wants_usage = self._ensure_stream_usage(req)
+        ctx.set(BOOKING, _Booking(checks, result.charges, slots, prompt, completion, price, wants_usage))
+        if self.config.headers:
+            ctx.response_headers.update(self._headers(checks, result.states))
+        return None
+
+    def _count_prompt(self, req: ChatRequest) -> int:
+        if req.route is Route.EMBEDDINGS:
+            inp = req.body.get("input")
+            texts = [inp] if isinstance(inp, str) else [t for t in inp or [] if isinstance(t, str)]
+            return sum(count_text(t, req.model) for t in texts)
+        return count_chat_request(req.body, req.model)
+
+    def _lowered_completion(self, checks: Sequence[tuple[LimitSpec, WindowCheck]], result: Reservation,
+                            prompt: int, completion: int, price: Price | None, body: Mapping[str, Any]) -> int | None:
+        """The largest completion every lowerable limit still allows, if it is worth asking for."""
+        n = max(1, int(body.get("n") or 1)) if isinstance(body.get("n"), int) else 1
+        best = completion
+        for (lim, _), state in zip(checks, result.states, strict=True):
+            if lim.on_exceed != "lower_max_tokens":
+                if state.used + self._amount(lim, prompt, completion, price) > lim.amount_limit:
+                    return None  # a limit that cannot be lowered refuses anyway
+                continue
+            room = state.remaining
+            if lim.measure == "tokens":
+                room -= prompt
+            elif lim.measure == "cost_usd":
+                if price is None or price.output == 0:
+                    continue
+                room = (room - prompt * price.input / 1_000_000) * 1_000_000 / price.output
+            best = min(best, math.floor(room))
+        per_choice = best // n
+        if per_choice < self.config.min_max_tokens or best >= completion:
+            return None
+        return per_choice * n
+
+    @staticmethod
+    def _set_max_tokens(req: ChatRequest, total: int) -> None:
+        n = req.body.get("n") if isinstance(req.body.get("n"), int) else 1
+        per_choice = max(1, total // max(1, n or 1))
+        field_name = "max_output_tokens" if req.route is Route.RESPONSES else (
+            "max_completion_tokens" if "max_completion_tokens" in req.body else "max_tokens")
+        req.body[field_name] = per_choice
+        req.dirty = True
+
+    def _ensure_stream_usage(self, req: ChatRequest) -> bool:
+        """Ask for usage on chat streams; returns whether the client asked for it itself."""
+        if not (self._counts_tokens and req.stream and req.route is Route.CHAT):
+            return True
+        options = req.body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            return True
+        req.body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        req.dirty = True
+        return False
+
+    def _backend_down(self, ctx: RequestContext, exc: BackendUnavailable) -> None:
+        if self.config.on_backend_error == "fail_open":
+            ctx.record("backend_unavailable", "allow", detail={"error": type(exc).__name__})
+            return None
+        ctx.record("backend_unavailable", "block", detail={"error": type(exc).__name__})
+        raise Rejected("Budget state is unavailable; try again shortly.", status=503, code="budget_unavailable",
+                       headers={"retry-after": "1"})
+
+    def _deny(self, checks: Sequence[tuple[LimitSpec, WindowCheck]], slots: Sequence[SlotCheck],
+              result: Reservation, ctx: RequestContext) -> None:
+        if result.denied_window is not None:
+            lim, check = checks[result.denied_window]
+            state = result.states[result.denied_window]
+            wait = seconds_until_fits(state.prev, state.cur, state.now, state.window, check.limit, check.amount)
+            headers = self._headers([checks[result.denied_window]], [state])
+            ctx.record(lim.name, "limit", detail={"measure": lim.measure, "window": lim.window})
+            if wait is None:
+                raise Rejected(f"This request alone exceeds the '{lim.name}' limit.", status=429,
+                               code="request_exceeds_limit", headers=headers)
+            raise RateLimited(f"Rate limit '{lim.name}' reached.", retry_after=max(wait, 1.0), headers=headers)
+        index = result.denied_slot or 0
+        lim = self._concurrent[index]
+        ctx.record(lim.name, "limit", detail={"measure": "concurrent"})
+        raise RateLimited(f"Concurrency limit '{lim.name}' reached.", retry_after=1.0,
+                          headers={"x-ratelimit-limit-concurrent": str(slots[index].limit),
+                                   "x-ratelimit-remaining-concurrent": "0"})
+
+    @staticmethod
+    def _headers(checks: Sequence[tuple[LimitSpec, WindowCheck]], states: Sequence[WindowState]) -> dict[str, str]:
+        """OpenAI's header names; per kind, the limit closest to exhaustion is reported."""
+        tightest: dict[str, tuple[float, LimitSpec, WindowState]] = {}
+        for (lim, _), state in zip(checks, states, strict=True):
+            kind = {"requests": "requests", "cost_usd": "usd"}.get(lim.measure, "tokens")
+            ratio = state.remaining / state.limit if state.limit else 0.0
+            if kind not in tightest or ratio < tightest[kind][0]:
+                tightest[kind] = (ratio, lim, state)
+        headers = {}
+
+        def fmt(kind: str, value: float) -> str:
+            return f"{value:.6f}" if kind == "usd" else str(math.floor(value))
+
+        for kind, (_, _lim, state) in tightest.items():
+            headers[f"x-ratelimit-limit-{kind}"] = fmt(kind, state.limit)
+            headers[f"x-ratelimit-remaining-{kind}"] = fmt(kind, state.remaining)
+            headers[f"x-ratelimit-reset-{kind}"] = format_duration(state.reset_after())
+        return headers
+
+    async def on_response(self, resp: ChatResponse, ctx: RequestContext) -> None:
+        booking = ctx.get(BOOKING)
+        if booking is not None and self._counts_tokens and not resp.usage:
+            booking.response_text = "".join(s.text for s in resp.text_slots())
+
+    def open_stream(self, ctx: RequestContext) -> StreamFilter | None:
+        booking = ctx.get(BOOKING)
+        if booking is None or not self._counts_tokens:
+            return None
+        return _UsageFilter(booking)
+
+    async def admin_report(self, query: Mapping[str, str]) -> dict[str, Any] | None:
+        """Usage of any identity: ``?tenant=&api_key=<hash>&user=&model=&route=``."""
+        parts: dict[str, str | None] = {p: query.get(p) for p in ("tenant", "api_key", "user", "model", "route")}
+        parts["tenant"] = parts["tenant"] or "anonymous"
+        try:
+            return await _report(self, parts)
+        except BackendUnavailable:
+            return {"error": "budget state unavailable"}
+
+    async def self_report(self, headers: Mapping[str, str]) -> dict[str, Any] | None:
+        """The caller's own usage, identified exactly as its requests are; other tenants never show."""
+        ident = self.identity(headers, {}, None)
+        parts: dict[str, str | None] = {"api_key": ident["api_key"], "model": headers.get("x-model"),
+                                        "route": None, "user": None,
+                                        "tenant": None if self.config.tenant_from == "context" else ident["tenant"]}
+        try:
+            return await _report(self, parts)
+        except BackendUnavailable:
+            return {"error": "budget state unavailable"}
+
+    async def on_complete(self, outcome: Outcome, ctx: RequestContext) -> None:
+        booking = ctx.get(BOOKING)
+        if booking is None:
+            return
+        try:
+            if booking.slots:
+                await self.backend.release(booking.slots)
+            corrections = self._corrections(booking, outcome, ctx.model)
+            if corrections:
+                await self.backend.adjust(corrections)
+        except BackendUnavailable as exc:
+            ctx.record("backend_unavailable", "error", detail={"hook": "on_complete", "error": type(exc).__name__})
+
+    def _corrections(self, booking: _Booking, outcome: Outcome, model: str) -> list[tuple[Charge, float]]:
+        failed_upstream = outcome.status >= 400 and not (outcome.streamed and outcome.output_text_chars)
+        if failed_upstream:  # nothing was served: give everything back
+            return [(charge, -check.amount) for (_, check), charge in zip(booking.checks, booking.charges,
+                                                                            strict=True) if check.amount]
+        usage = outcome.usage
+        prompt = int(usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0) or booking.prompt_tokens
+        completion = usage.get("completion_tokens", usage.get("output_tokens"))
+        if completion is None:
+            text = booking.response_text if booking.response_text is not None else "".join(booking.streamed_text)
+            completion = count_text(text, model) if text else 0
+        out = []
+        for (lim, check), charge in zip(booking.checks, booking.charges, strict=True):
+            actual = self._amount(lim, prompt, int(completion), booking.price)
+            if actual != check.amount:
+                out.append((charge, actual - check.amount))
+        return out
+
+
+async def _report(plugin: BudgetPlugin, given: Mapping[str, str | None]) -> dict[str, Any]:
+    parts = {k: v for k, v in given.items() if v is not None}
+    known = set(parts)
+    windowed = [lim for lim in plugin._windowed if set(lim.key) <= known]
+    concurrent = [lim for lim in plugin._concurrent if set(lim.key) <= known]
+    states = await plugin.backend.peek(
+        [WindowCheck(plugin._key(lim, parts), WINDOWS[lim.window or "minute"], lim.amount_limit, 0.0) for lim in windowed]
+    )
+    counts = await plugin.backend.peek_slots([plugin._key(lim, parts) for lim in concurrent])
+    limits: list[dict[str, Any]] = [
+        {"name": lim.name, "measure": lim.measure, "window": lim.window, "limit": st.limit,
+         "used": round(st.used, 6), "remaining": round(st.remaining, 6), "reset_seconds": round(st.reset_after(), 3)}
+        for lim, st in zip(windowed, states, strict=True)
+    ]
+    limits += [{"name": lim.name, "measure": "concurrent", "limit": lim.concurrent, "used": n,
+                "remaining": max(0, (lim.concurrent or 0) - n)} for lim, n in zip(concurrent, counts, strict=True)]
+    skipped = [lim.name for lim in plugin.config.limits if lim not in windowed and lim not in concurrent]
+    return {"identity": {k: v for k, v in parts.items() if v is not None}, "limits": limits,
+            "not_shown": skipped}
+
+
+class _UsageFilter:
+    """Collects streamed text (fallback count) and hides the usage chunk the client did not ask for."""
+
+    __slots__ = ("_booking",)
+
+    def __init__(self, booking: _Booking) -> None:
+        self._booking = booking
+
+    async def on_event(self, event: StreamEvent) -> Sequence[StreamEvent]:
+        if isinstance(event, TextDelta):
+            self._booking.streamed_text.append(event.text)
+        elif isinstance(event, Usage) and not self._booking.wants_usage:
+            return []
+        return [event]
+
+    async def on_end(self) -> Sequence[StreamEvent]:
+        return []

@@ -1,0 +1,188 @@
+"""Budgets shared through a real redis-server: replicas agree, and a dead Redis never hangs anyone."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from proxy.demo.fake_upstream import fake_upstream_in_thread
+from tests.harness import sidecar_harness
+
+REDIS = shutil.which("redis-server")
+pytestmark = pytest.mark.skipif(
+    REDIS is None, reason="redis-server is not installed (apt-get install redis-server; .ci/run installs it)"
+)
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port: int = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@dataclass
+class RedisServer:
+    port: int
+    directory: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert REDIS is not None
+        self.proc = subprocess.Popen(
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(_free_port(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def _policy(upstream: str, redis_url: str, limits: str, extra: str = "") -> str:
+    return (
+        f"version: 1\nupstreams:\n  default:\n    base_url: {upstream}\n"
+        "plugins:\n  - type: headers\n    tenant_header: x-tenant-id\n"
+        f"  - type: budget\n    id: budget\n    backend: redis\n    redis_url: {redis_url}\n{extra}"
+        f"    limits:\n{limits}"
+    )
+
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count my tokens please"}],
+        "max_tokens": 40}
+
+
+def test_four_replicas_share_one_token_budget(tmp_path: Path, redis_server: RedisServer) -> None:
+    limit = 2000
+    with fake_upstream_in_thread() as (upstream, _fake):
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(_policy(upstream, redis_server.url, f"      - {{name: tpm, tokens: {limit}, window: hour}}\n"))
+        ports = [_free_port() for _ in range(4)]
+        env = {**os.environ, "SIDECAR_LOG_LEVEL": "warning"}
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--policy", str(policy), "--port", str(p),
+                              "--no-watch"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            for p in ports
+        ]
+        try:
+            for p, proc in zip(ports, procs, strict=True):
+                _wait_ready(f"http://127.0.0.1:{p}", proc)
+            admitted: list[int] = []
+            statuses: list[int] = []
+            lock = threading.Lock()
+
+            def client(i: int) -> None:
+                with httpx.Client(timeout=30) as c:
+                    for n in range(25):
+                        port = ports[(i + n) % 4]
+                        r = c.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=BODY,
+                                   headers={"x-tenant-id": "shared"})
+                        with lock:
+                            statuses.append(r.status_code)
+                            if r.status_code == 200:
+                                admitted.append(r.json()["usage"]["total_tokens"])
+
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                proc.wait(timeout=20)
+        assert set(statuses) <= {200, 429}
+        assert statuses.count(429) > 0, "the budget was never reached: the test proves nothing"
+        largest = max(admitted)
+        assert sum(admitted) <= limit + largest, (sum(admitted), limit, largest)
+        # Reservations are corrected to real usage, so close to the whole budget gets used.
+        assert sum(admitted) >= limit * 0.5
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(proc.stderr.read().decode() if proc.stderr else "exited")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError("replica not ready")
+
+
+@pytest.mark.parametrize("mode", ["fail_open", "fail_closed"])
+def test_redis_down_then_back(tmp_path: Path, redis_server: RedisServer, mode: str) -> None:
+    limits = "      - {name: rpm, requests: 3, window: minute}\n"
+    plugins = (f"- type: headers\n  tenant_header: x-tenant-id\n- type: budget\n  id: budget\n  backend: redis\n"
+               f"  redis_url: {redis_server.url}\n  redis_timeout_ms: 200\n  on_backend_error: {mode}\n"
+               f"  limits:\n" + limits.replace("      ", "    "))
+    with sidecar_harness(tmp_path, plugins) as h:
+        def send() -> httpx.Response:
+            return httpx.post(f"{h.v1}/chat/completions", json=BODY, headers={"x-tenant-id": "t"}, timeout=10)
+
+        assert [send().status_code for _ in range(4)] == [200, 200, 200, 429]
+        redis_server.kill()
+        down = [send() for _ in range(3)]
+        if mode == "fail_open":
+            assert [r.status_code for r in down] == [200, 200, 200]
+        else:
+            assert [r.status_code for r in down] == [503, 503, 503]
+            assert down[0].json()["error"]["code"] == "budget_unavailable"
+        counts = httpx.get(f"{h.base_url}/admin/decisions").json()["counts"]
+        assert any(c["rule"] == "backend_unavailable" and c["count"] >= 3 for c in counts)
+
+        redis_server.start()  # a fresh, empty Redis on the same port
+        deadline = time.monotonic() + 10
+        statuses: list[int] = []
+        while time.monotonic() < deadline:
+            statuses = [send().status_code for _ in range(4)]
+            if statuses == [200, 200, 200, 429]:
+                break
+            time.sleep(0.5)
+        assert statuses == [200, 200, 200, 429], "limits are enforced again once Redis is back"
+        assert json.loads(httpx.get(f"{h.base_url}/admin/plugins/budget", params={"tenant": "t"}).text)[
+            "limits"][0]["used"] == 3
