@@ -1,7 +1,7 @@
 """Talk to the sidecar with the official openai SDK: only base_url changes.
 
-    policy-sidecar demo --port 8080 &
-    python examples/openai_client.py
+policy-sidecar demo --port 8080 &
+python examples/openai_client.py
 """
 
 from __future__ import annotations

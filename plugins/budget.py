@@ -37,7 +37,17 @@ from proxy.budget.backends import (
     WindowCheck,
 )
 from proxy.budget.windows import WINDOWS, WindowState, format_duration, seconds_until_fits
-from proxy.chain import Deps, Outcome, Plugin, PluginConfig, Reply, RequestContext, Secret, StateKey, StreamFilter
+from proxy.chain import (
+    Deps,
+    Outcome,
+    Plugin,
+    PluginConfig,
+    Reply,
+    RequestContext,
+    Secret,
+    StateKey,
+    StreamFilter,
+)
 from proxy.errors import RateLimited, Rejected
 from proxy.models import ChatRequest, ChatResponse, Route, StreamEvent, TextDelta, Usage
 from proxy.tokens import count_chat_request, count_completion_reserve, count_text, price_for_model
@@ -70,18 +80,29 @@ class LimitSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one_measure(self) -> LimitSpec:
-        set_ = [m for m in ("requests", "tokens", "input_tokens", "output_tokens", "cost_usd", "concurrent")
-                if getattr(self, m) is not None]
+        set_ = [
+            m
+            for m in ("requests", "tokens", "input_tokens", "output_tokens", "cost_usd", "concurrent")
+            if getattr(self, m) is not None
+        ]
         if len(set_) != 1:
-            raise ValueError(f"limit {self.name!r} needs exactly one of requests, tokens, input_tokens, "
-                             "output_tokens, cost_usd, concurrent")
+            raise ValueError(
+                f"limit {self.name!r} needs exactly one of requests, tokens, input_tokens, "
+                "output_tokens, cost_usd, concurrent"
+            )
         if self.measure == "concurrent":
             if self.window is not None:
                 raise ValueError(f"limit {self.name!r}: concurrent limits take no window")
         elif self.window is None:
             raise ValueError(f"limit {self.name!r} needs a window (second, minute, hour, day, month)")
-        if self.on_exceed == "lower_max_tokens" and self.measure not in ("tokens", "output_tokens", "cost_usd"):
-            raise ValueError(f"limit {self.name!r}: lower_max_tokens applies to tokens, output_tokens, cost_usd")
+        if self.on_exceed == "lower_max_tokens" and self.measure not in (
+            "tokens",
+            "output_tokens",
+            "cost_usd",
+        ):
+            raise ValueError(
+                f"limit {self.name!r}: lower_max_tokens applies to tokens, output_tokens, cost_usd"
+            )
         return self
 
     @property
@@ -183,11 +204,15 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         self._windowed = [lim for lim in config.limits if lim.measure != "concurrent"]
         self._concurrent = [lim for lim in config.limits if lim.measure == "concurrent"]
         self._counts_tokens = any(lim.measure in TOKEN_MEASURES for lim in config.limits)
-        self._prices = {name: Price(input=p.input, output=p.output, cached_input=p.cached_input)
-                        for name, p in config.prices.items()}
+        self._prices = {
+            name: Price(input=p.input, output=p.output, cached_input=p.cached_input)
+            for name, p in config.prices.items()
+        }
 
     # -- identity ----------------------------------------------------------------------
-    def identity(self, headers: Mapping[str, str], body: Mapping[str, Any], ctx_tenant: str | None) -> dict[str, str]:
+    def identity(
+        self, headers: Mapping[str, str], body: Mapping[str, Any], ctx_tenant: str | None
+    ) -> dict[str, str]:
         auth = headers.get("authorization") or headers.get("api-key") or headers.get("x-api-key") or ""
         api_key = _hash_key(auth.removeprefix("Bearer ").strip()) if auth else "none"
         user = body.get("user") if isinstance(body.get("user"), str) else None
@@ -228,11 +253,19 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             return 0.0
         return (prompt * price.input + completion * price.output) / 1_000_000
 
-    def _checks(self, parts: Mapping[str, str], prompt: int, completion: int, price: Price | None
-                ) -> list[tuple[LimitSpec, WindowCheck]]:
+    def _checks(
+        self, parts: Mapping[str, str], prompt: int, completion: int, price: Price | None
+    ) -> list[tuple[LimitSpec, WindowCheck]]:
         return [
-            (lim, WindowCheck(self._key(lim, parts), WINDOWS[lim.window or "minute"], lim.amount_limit,
-                              self._amount(lim, prompt, completion, price)))
+            (
+                lim,
+                WindowCheck(
+                    self._key(lim, parts),
+                    WINDOWS[lim.window or "minute"],
+                    lim.amount_limit,
+                    self._amount(lim, prompt, completion, price),
+                ),
+            )
             for lim in self._windowed
         ]
 
@@ -247,8 +280,10 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         price = self._price(req.model)
         if price is None and any(lim.measure == "cost_usd" for lim in self._windowed):
             ctx.record("unpriced_model", "flag", detail={"model": req.model})
-        slots = [SlotCheck(self._key(lim, parts), lim.concurrent or 0, ctx.request_id, self.config.lease_ttl)
-                 for lim in self._concurrent]
+        slots = [
+            SlotCheck(self._key(lim, parts), lim.concurrent or 0, ctx.request_id, self.config.lease_ttl)
+            for lim in self._concurrent
+        ]
         checks = self._checks(parts, prompt, completion, price)
         try:
             result = await self.backend.reserve([c for _, c in checks], slots)
@@ -277,8 +312,15 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             return sum(count_text(t, req.model) for t in texts)
         return count_chat_request(req.body, req.model)
 
-    def _lowered_completion(self, checks: Sequence[tuple[LimitSpec, WindowCheck]], result: Reservation,
-                            prompt: int, completion: int, price: Price | None, body: Mapping[str, Any]) -> int | None:
+    def _lowered_completion(
+        self,
+        checks: Sequence[tuple[LimitSpec, WindowCheck]],
+        result: Reservation,
+        prompt: int,
+        completion: int,
+        price: Price | None,
+        body: Mapping[str, Any],
+    ) -> int | None:
         """The largest completion every lowerable limit still allows, if it is worth asking for."""
         n = max(1, int(body.get("n") or 1)) if isinstance(body.get("n"), int) else 1
         best = completion
@@ -304,8 +346,11 @@ class BudgetPlugin(Plugin[BudgetConfig]):
     def _set_max_tokens(req: ChatRequest, total: int) -> None:
         n = req.body.get("n") if isinstance(req.body.get("n"), int) else 1
         per_choice = max(1, total // max(1, n or 1))
-        field_name = "max_output_tokens" if req.route is Route.RESPONSES else (
-            "max_completion_tokens" if "max_completion_tokens" in req.body else "max_tokens")
+        field_name = (
+            "max_output_tokens"
+            if req.route is Route.RESPONSES
+            else ("max_completion_tokens" if "max_completion_tokens" in req.body else "max_tokens")
+        )
         req.body[field_name] = per_choice
         req.dirty = True
 
@@ -325,30 +370,54 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             ctx.record("backend_unavailable", "allow", detail={"error": type(exc).__name__})
             return None
         ctx.record("backend_unavailable", "block", detail={"error": type(exc).__name__})
-        raise Rejected("Budget state is unavailable; try again shortly.", status=503, code="budget_unavailable",
-                       headers={"retry-after": "1"})
+        raise Rejected(
+            "Budget state is unavailable; try again shortly.",
+            status=503,
+            code="budget_unavailable",
+            headers={"retry-after": "1"},
+        )
 
-    def _deny(self, checks: Sequence[tuple[LimitSpec, WindowCheck]], slots: Sequence[SlotCheck],
-              result: Reservation, ctx: RequestContext) -> None:
+    def _deny(
+        self,
+        checks: Sequence[tuple[LimitSpec, WindowCheck]],
+        slots: Sequence[SlotCheck],
+        result: Reservation,
+        ctx: RequestContext,
+    ) -> None:
         if result.denied_window is not None:
             lim, check = checks[result.denied_window]
             state = result.states[result.denied_window]
-            wait = seconds_until_fits(state.prev, state.cur, state.now, state.window, check.limit, check.amount)
+            wait = seconds_until_fits(
+                state.prev, state.cur, state.now, state.window, check.limit, check.amount
+            )
             headers = self._headers([checks[result.denied_window]], [state])
             ctx.record(lim.name, "limit", detail={"measure": lim.measure, "window": lim.window})
             if wait is None:
-                raise Rejected(f"This request alone exceeds the '{lim.name}' limit.", status=429,
-                               code="request_exceeds_limit", headers=headers)
-            raise RateLimited(f"Rate limit '{lim.name}' reached.", retry_after=max(wait, 1.0), headers=headers)
+                raise Rejected(
+                    f"This request alone exceeds the '{lim.name}' limit.",
+                    status=429,
+                    code="request_exceeds_limit",
+                    headers=headers,
+                )
+            raise RateLimited(
+                f"Rate limit '{lim.name}' reached.", retry_after=max(wait, 1.0), headers=headers
+            )
         index = result.denied_slot or 0
         lim = self._concurrent[index]
         ctx.record(lim.name, "limit", detail={"measure": "concurrent"})
-        raise RateLimited(f"Concurrency limit '{lim.name}' reached.", retry_after=1.0,
-                          headers={"x-ratelimit-limit-concurrent": str(slots[index].limit),
-                                   "x-ratelimit-remaining-concurrent": "0"})
+        raise RateLimited(
+            f"Concurrency limit '{lim.name}' reached.",
+            retry_after=1.0,
+            headers={
+                "x-ratelimit-limit-concurrent": str(slots[index].limit),
+                "x-ratelimit-remaining-concurrent": "0",
+            },
+        )
 
     @staticmethod
-    def _headers(checks: Sequence[tuple[LimitSpec, WindowCheck]], states: Sequence[WindowState]) -> dict[str, str]:
+    def _headers(
+        checks: Sequence[tuple[LimitSpec, WindowCheck]], states: Sequence[WindowState]
+    ) -> dict[str, str]:
         """OpenAI's header names; per kind, the limit closest to exhaustion is reported."""
         tightest: dict[str, tuple[float, LimitSpec, WindowState]] = {}
         for (lim, _), state in zip(checks, states, strict=True):
@@ -380,7 +449,9 @@ class BudgetPlugin(Plugin[BudgetConfig]):
 
     async def admin_report(self, query: Mapping[str, str]) -> dict[str, Any] | None:
         """Usage of any identity: ``?tenant=&api_key=<hash>&user=&model=&route=``."""
-        parts: dict[str, str | None] = {p: query.get(p) for p in ("tenant", "api_key", "user", "model", "route")}
+        parts: dict[str, str | None] = {
+            p: query.get(p) for p in ("tenant", "api_key", "user", "model", "route")
+        }
         parts["tenant"] = parts["tenant"] or "anonymous"
         try:
             return await _report(self, parts)
@@ -390,9 +461,13 @@ class BudgetPlugin(Plugin[BudgetConfig]):
     async def self_report(self, headers: Mapping[str, str]) -> dict[str, Any] | None:
         """The caller's own usage, identified exactly as its requests are; other tenants never show."""
         ident = self.identity(headers, {}, None)
-        parts: dict[str, str | None] = {"api_key": ident["api_key"], "model": headers.get("x-model"),
-                                        "route": None, "user": None,
-                                        "tenant": None if self.config.tenant_from == "context" else ident["tenant"]}
+        parts: dict[str, str | None] = {
+            "api_key": ident["api_key"],
+            "model": headers.get("x-model"),
+            "route": None,
+            "user": None,
+            "tenant": None if self.config.tenant_from == "context" else ident["tenant"],
+        }
         try:
             return await _report(self, parts)
         except BackendUnavailable:
@@ -409,18 +484,25 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             if corrections:
                 await self.backend.adjust(corrections)
         except BackendUnavailable as exc:
-            ctx.record("backend_unavailable", "error", detail={"hook": "on_complete", "error": type(exc).__name__})
+            ctx.record(
+                "backend_unavailable", "error", detail={"hook": "on_complete", "error": type(exc).__name__}
+            )
 
     def _corrections(self, booking: _Booking, outcome: Outcome, model: str) -> list[tuple[Charge, float]]:
         failed_upstream = outcome.status >= 400 and not (outcome.streamed and outcome.output_text_chars)
         if failed_upstream:  # nothing was served: give everything back
-            return [(charge, -check.amount) for (_, check), charge in zip(booking.checks, booking.charges,
-                                                                            strict=True) if check.amount]
+            return [
+                (charge, -check.amount)
+                for (_, check), charge in zip(booking.checks, booking.charges, strict=True)
+                if check.amount
+            ]
         usage = outcome.usage
         prompt = int(usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0) or booking.prompt_tokens
         completion = usage.get("completion_tokens", usage.get("output_tokens"))
         if completion is None:
-            text = booking.response_text if booking.response_text is not None else "".join(booking.streamed_text)
+            text = (
+                booking.response_text if booking.response_text is not None else "".join(booking.streamed_text)
+            )
             completion = count_text(text, model) if text else 0
         out = []
         for (lim, check), charge in zip(booking.checks, booking.charges, strict=True):
@@ -436,19 +518,40 @@ async def _report(plugin: BudgetPlugin, given: Mapping[str, str | None]) -> dict
     windowed = [lim for lim in plugin._windowed if set(lim.key) <= known]
     concurrent = [lim for lim in plugin._concurrent if set(lim.key) <= known]
     states = await plugin.backend.peek(
-        [WindowCheck(plugin._key(lim, parts), WINDOWS[lim.window or "minute"], lim.amount_limit, 0.0) for lim in windowed]
+        [
+            WindowCheck(plugin._key(lim, parts), WINDOWS[lim.window or "minute"], lim.amount_limit, 0.0)
+            for lim in windowed
+        ]
     )
     counts = await plugin.backend.peek_slots([plugin._key(lim, parts) for lim in concurrent])
     limits: list[dict[str, Any]] = [
-        {"name": lim.name, "measure": lim.measure, "window": lim.window, "limit": st.limit,
-         "used": round(st.used, 6), "remaining": round(st.remaining, 6), "reset_seconds": round(st.reset_after(), 3)}
+        {
+            "name": lim.name,
+            "measure": lim.measure,
+            "window": lim.window,
+            "limit": st.limit,
+            "used": round(st.used, 6),
+            "remaining": round(st.remaining, 6),
+            "reset_seconds": round(st.reset_after(), 3),
+        }
         for lim, st in zip(windowed, states, strict=True)
     ]
-    limits += [{"name": lim.name, "measure": "concurrent", "limit": lim.concurrent, "used": n,
-                "remaining": max(0, (lim.concurrent or 0) - n)} for lim, n in zip(concurrent, counts, strict=True)]
+    limits += [
+        {
+            "name": lim.name,
+            "measure": "concurrent",
+            "limit": lim.concurrent,
+            "used": n,
+            "remaining": max(0, (lim.concurrent or 0) - n),
+        }
+        for lim, n in zip(concurrent, counts, strict=True)
+    ]
     skipped = [lim.name for lim in plugin.config.limits if lim not in windowed and lim not in concurrent]
-    return {"identity": {k: v for k, v in parts.items() if v is not None}, "limits": limits,
-            "not_shown": skipped}
+    return {
+        "identity": {k: v for k, v in parts.items() if v is not None},
+        "limits": limits,
+        "not_shown": skipped,
+    }
 
 
 class _UsageFilter:

@@ -1,6 +1,6 @@
 """Render docs/policy-reference.md from the policy JSON Schema (the single source of truth).
 
-    python scripts/gen_policy_docs.py > docs/policy-reference.md
+python scripts/gen_policy_docs.py > docs/policy-reference.md
 """
 
 from __future__ import annotations
@@ -38,9 +38,12 @@ def _table(model: dict[str, Any], defs: dict[str, Any], skip: set[str] = frozens
     for name, prop in model.get("properties", {}).items():
         if name in skip:
             continue
-        default = "required" if name in required else json.dumps(prop.get("default")) if "default" in prop else ""
+        default = (
+            "required" if name in required else json.dumps(prop.get("default")) if "default" in prop else ""
+        )
         desc = prop.get("description", "").replace("|", "\\|").replace("\n", " ")
-        rows.append(f"| `{name}` | `{_type(prop, defs).replace('|', '∣')}` | {default} | {desc} |")
+        kind = _type(prop, defs).replace("|", "\\|")  # GitHub tables need \| even inside code
+        rows.append(f"| `{name}` | `{kind}` | {default} | {desc} |")
     return rows
 
 
@@ -68,7 +71,8 @@ def render() -> str:
         "|---|---|",
         "| `type` | the plugin (discriminator) |",
         "| `id` | unique step id; defaults to `type`; appears in decision records |",
-        "| `mode` | `enforce` acts, `shadow` records what it would have done and changes nothing, `off` skips |",
+        "| `mode` | `enforce` acts, `shadow` records what it would have done and changes nothing, "
+        "`off` skips |",
         "| `when` | apply only to some routes / models / tenants / streaming (see `Match`) |",
         "| `on_error` | `fail_closed`: a crash is a 500; `fail_open`: the step is skipped and recorded |",
         "",
@@ -79,8 +83,14 @@ def render() -> str:
         plugin = type_field.get("const") or type_field.get("default")
         if not plugin or name in ("UpstreamConfig",):
             continue
-        out += [f"## Plugin `{plugin}`", "", model.get("description", "").strip(), "",
-                *_table(model, defs, skip=COMMON), ""]
+        out += [
+            f"## Plugin `{plugin}`",
+            "",
+            model.get("description", "").strip(),
+            "",
+            *_table(model, defs, skip=COMMON),
+            "",
+        ]
     return "\n".join(out).rstrip() + "\n"
 
 

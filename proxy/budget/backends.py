@@ -107,7 +107,9 @@ class MemoryBackend:
                 del leases[lease]
         return leases
 
-    def _states(self, windows: Sequence[WindowCheck], now: float, extra: Sequence[float]) -> list[WindowState]:
+    def _states(
+        self, windows: Sequence[WindowCheck], now: float, extra: Sequence[float]
+    ) -> list[WindowState]:
         states = []
         for check, add in zip(windows, extra, strict=True):
             i = window_index(now, check.window)
@@ -121,7 +123,11 @@ class MemoryBackend:
         self._maybe_sweep(now)
         states = self._states(windows, now, [0.0] * len(windows))
         charges = [
-            Charge(counter_key(c.key, c.window, window_index(now, c.window)), c.window, window_index(now, c.window))
+            Charge(
+                counter_key(c.key, c.window, window_index(now, c.window)),
+                c.window,
+                window_index(now, c.window),
+            )
             for c in windows
         ]
         for i, (check, state) in enumerate(zip(windows, states, strict=True)):
@@ -131,8 +137,9 @@ class MemoryBackend:
         for i, slot in enumerate(slots):
             holders = self._holders(slot.key, now)
             if slot.lease_id not in holders and len(holders) >= slot.limit:
-                return Reservation(False, states, charges, [len(self._holders(s.key, now)) for s in slots],
-                                   denied_slot=i)
+                return Reservation(
+                    False, states, charges, [len(self._holders(s.key, now)) for s in slots], denied_slot=i
+                )
             counts.append(len(holders))
         for check, charge in zip(windows, charges, strict=True):
             self._add(charge.counter, check.amount, (charge.index + 2) * check.window, now)

@@ -88,12 +88,20 @@ return out
 
 class RedisBackend:
     def __init__(
-        self, url: str, prefix: str = "sidecar:budget:", timeout: float = 0.1, down_for: float = 1.0,
+        self,
+        url: str,
+        prefix: str = "sidecar:budget:",
+        timeout: float = 0.1,
+        down_for: float = 1.0,
         client: Any = None,
     ) -> None:
         self._redis: Any = client or aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False,
-            decode_responses=True, health_check_interval=0,
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry_on_timeout=False,
+            decode_responses=True,
+            health_check_interval=0,
         )
         self._prefix = prefix
         self._down_for = down_for
@@ -133,7 +141,7 @@ class RedisBackend:
             WindowState(float(out[4 + 2 * n]), float(out[3 + 2 * n]), now, c.window, c.limit)
             for n, c in enumerate(windows)
         ]
-        counts = [int(float(v)) for v in out[3 + 2 * len(windows):]]
+        counts = [int(float(v)) for v in out[3 + 2 * len(windows) :]]
         denied_w = int(out[1]) - 1 if out[1] != "0" else None
         denied_s = int(out[2]) - 1 if (not allowed and out[2] != "0") else None
         return Reservation(allowed, states, charges, counts, denied_w, denied_s)

@@ -36,7 +36,9 @@ def estimate(prev: float, cur: float, now: float, window: int) -> float:
     return prev * (1.0 - elapsed / window) + cur
 
 
-def seconds_until_fits(prev: float, cur: float, now: float, window: int, limit: float, amount: float) -> float | None:
+def seconds_until_fits(
+    prev: float, cur: float, now: float, window: int, limit: float, amount: float
+) -> float | None:
     """How long until ``amount`` fits, with no other traffic; None if it never can."""
     if amount > limit:
         return None

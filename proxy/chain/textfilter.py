@@ -54,7 +54,9 @@ class TextStreamFilter:
             if released:
                 return [TextDelta(event.index, released, None, event.meta)]
             if event.extra and "role" in (event.extra.get("delta") or {}):
-                return [TextDelta(event.index, "", {"delta": {"role": event.extra["delta"]["role"]}}, event.meta)]
+                return [
+                    TextDelta(event.index, "", {"delta": {"role": event.extra["delta"]["role"]}}, event.meta)
+                ]
             return []
         if isinstance(event, (Finish, ToolCallDelta)):
             return [*self._flush(event.index), event]

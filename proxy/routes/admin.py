@@ -98,7 +98,9 @@ def self_report_route(sidecar: Sidecar) -> Route:
     """``GET /sidecar/{step}`` on the API port: what a plugin shows a caller about itself."""
 
     async def self_report(request: Request) -> Response:
-        step = next((s for s in sidecar.store.current.chain.steps if s.id == request.path_params["step"]), None)
+        step = next(
+            (s for s in sidecar.store.current.chain.steps if s.id == request.path_params["step"]), None
+        )
         report = await step.plugin.self_report(request.headers) if step else None
         if report is None:
             return _forbidden("No such plugin step with a report.", 404)

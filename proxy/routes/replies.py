@@ -62,7 +62,9 @@ def reply_stream(reply: Reply, route: Route, model: str) -> bytes:
     """The whole local reply as one SSE payload, in the shape the client's SDK expects."""
     body = reply_body(reply, route, model)
     if route is Route.RESPONSES:
-        events: list[tuple[str, dict[str, Any]]] = [("response.created", {"response": {**body, "status": "in_progress", "output": []}})]
+        events: list[tuple[str, dict[str, Any]]] = [
+            ("response.created", {"response": {**body, "status": "in_progress", "output": []}})
+        ]
         item = body["output"][0]
         text = item["content"][0]["text"]
         events += [

@@ -48,9 +48,21 @@ class RedisServer:
     def start(self) -> None:
         assert REDIS is not None
         self.proc = subprocess.Popen(
-            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                REDIS,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -89,20 +101,39 @@ def _policy(upstream: str, redis_url: str, limits: str, extra: str = "") -> str:
     )
 
 
-BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count my tokens please"}],
-        "max_tokens": 40}
+BODY = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "count my tokens please"}],
+    "max_tokens": 40,
+}
 
 
 def test_four_replicas_share_one_token_budget(tmp_path: Path, redis_server: RedisServer) -> None:
     limit = 2000
     with fake_upstream_in_thread() as (upstream, _fake):
         policy = tmp_path / "policy.yaml"
-        policy.write_text(_policy(upstream, redis_server.url, f"      - {{name: tpm, tokens: {limit}, window: hour}}\n"))
+        policy.write_text(
+            _policy(upstream, redis_server.url, f"      - {{name: tpm, tokens: {limit}, window: hour}}\n")
+        )
         ports = [_free_port() for _ in range(4)]
         env = {**os.environ, "SIDECAR_LOG_LEVEL": "warning"}
         procs = [
-            subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--policy", str(policy), "--port", str(p),
-                              "--no-watch"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "proxy",
+                    "serve",
+                    "--policy",
+                    str(policy),
+                    "--port",
+                    str(p),
+                    "--no-watch",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             for p in ports
         ]
         try:
@@ -116,8 +147,11 @@ def test_four_replicas_share_one_token_budget(tmp_path: Path, redis_server: Redi
                 with httpx.Client(timeout=30) as c:
                     for n in range(25):
                         port = ports[(i + n) % 4]
-                        r = c.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=BODY,
-                                   headers={"x-tenant-id": "shared"})
+                        r = c.post(
+                            f"http://127.0.0.1:{port}/v1/chat/completions",
+                            json=BODY,
+                            headers={"x-tenant-id": "shared"},
+                        )
                         with lock:
                             statuses.append(r.status_code)
                             if r.status_code == 200:
@@ -157,10 +191,13 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
 @pytest.mark.parametrize("mode", ["fail_open", "fail_closed"])
 def test_redis_down_then_back(tmp_path: Path, redis_server: RedisServer, mode: str) -> None:
     limits = "      - {name: rpm, requests: 3, window: minute}\n"
-    plugins = (f"- type: headers\n  tenant_header: x-tenant-id\n- type: budget\n  id: budget\n  backend: redis\n"
-               f"  redis_url: {redis_server.url}\n  redis_timeout_ms: 200\n  on_backend_error: {mode}\n"
-               f"  limits:\n" + limits.replace("      ", "    "))
+    plugins = (
+        f"- type: headers\n  tenant_header: x-tenant-id\n- type: budget\n  id: budget\n  backend: redis\n"
+        f"  redis_url: {redis_server.url}\n  redis_timeout_ms: 200\n  on_backend_error: {mode}\n"
+        f"  limits:\n" + limits.replace("      ", "    ")
+    )
     with sidecar_harness(tmp_path, plugins) as h:
+
         def send() -> httpx.Response:
             return httpx.post(f"{h.v1}/chat/completions", json=BODY, headers={"x-tenant-id": "t"}, timeout=10)
 
@@ -184,5 +221,9 @@ def test_redis_down_then_back(tmp_path: Path, redis_server: RedisServer, mode: s
                 break
             time.sleep(0.5)
         assert statuses == [200, 200, 200, 429], "limits are enforced again once Redis is back"
-        assert json.loads(httpx.get(f"{h.base_url}/admin/plugins/budget", params={"tenant": "t"}).text)[
-            "limits"][0]["used"] == 3
+        assert (
+            json.loads(httpx.get(f"{h.base_url}/admin/plugins/budget", params={"tenant": "t"}).text)[
+                "limits"
+            ][0]["used"]
+            == 3
+        )

@@ -62,7 +62,9 @@ def test_non_stream_redacts_prompt_and_answer_and_preserves_unknown_fields(h: Si
         extra_headers={"x-tenant-id": "team-a"},
     )
     completion = raw.parse()
-    assert completion.choices[0].message.content == "Hello from the demo upstream. You said: my key is [SECRET]"
+    assert (
+        completion.choices[0].message.content == "Hello from the demo upstream. You said: my key is [SECRET]"
+    )
     assert raw.headers["x-served-by"] == "policy-sidecar"
     assert raw.headers["x-sidecar-revision"] == h.sidecar.store.current.revision
     seen = h.fake.requests[-1].json
@@ -71,7 +73,8 @@ def test_non_stream_redacts_prompt_and_answer_and_preserves_unknown_fields(h: Si
     assert seen["vendor_extension"] == {"keep": [1, 2]}  # unknown fields preserved after an edit
 
     answer = c.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "hi"}],
         extra_headers=scenario(content=f"here: {SECRET} ok"),
     )
     assert answer.choices[0].message.content == "here: [SECRET] ok"
@@ -89,7 +92,9 @@ def test_untouched_request_is_forwarded_byte_for_byte(h: SidecarHarness) -> None
 def test_stream_redacts_a_secret_split_across_chunks(h: SidecarHarness, chunk_size: int) -> None:
     c = client(h)
     stream = c.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True,
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
         stream_options={"include_usage": True},
         extra_headers=scenario(content=f"before {SECRET} after", chunk_size=chunk_size),
     )
@@ -102,9 +107,12 @@ def test_stream_without_filters_is_piped_and_tool_calls_pass(tmp_path: Path) -> 
     with sidecar_harness(tmp_path) as h:
         c = client(h)
         stream = c.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "weather?"}], stream=True,
-            extra_headers=scenario(tool_calls=[{"name": "get_weather", "arguments": '{"city": "Paris"}'}],
-                                   chunk_size=3),
+            model="m",
+            messages=[{"role": "user", "content": "weather?"}],
+            stream=True,
+            extra_headers=scenario(
+                tool_calls=[{"name": "get_weather", "arguments": '{"city": "Paris"}'}], chunk_size=3
+            ),
         )
         args, names = "", []
         finish = None
@@ -121,9 +129,13 @@ def test_stream_without_filters_is_piped_and_tool_calls_pass(tmp_path: Path) -> 
 
 def test_tool_calls_pass_through_a_filtered_stream(h: SidecarHarness) -> None:
     stream = client(h).chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "weather?"}], stream=True, n=2,
-        extra_headers=scenario(content="it is sunny", tool_calls=[{"name": "f", "arguments": '{"a": 1}'}],
-                               chunk_size=2),
+        model="m",
+        messages=[{"role": "user", "content": "weather?"}],
+        stream=True,
+        n=2,
+        extra_headers=scenario(
+            content="it is sunny", tool_calls=[{"name": "f", "arguments": '{"a": 1}'}], chunk_size=2
+        ),
     )
     per_choice: dict[int, str] = {}
     args: dict[int, str] = {}
@@ -140,8 +152,9 @@ def test_responses_api_stream_and_non_stream(h: SidecarHarness) -> None:
     c = client(h)
     r = c.responses.create(model="m", input=f"key {SECRET}")
     assert r.output_text == "Hello from the demo upstream. You said: key [SECRET]"
-    with c.responses.stream(model="m", input="hi",
-                            extra_headers=scenario(content=f"a {SECRET} b", chunk_size=5)) as stream:
+    with c.responses.stream(
+        model="m", input="hi", extra_headers=scenario(content=f"a {SECRET} b", chunk_size=5)
+    ) as stream:
         deltas = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
         final = stream.get_final_response()
     assert deltas == "a [SECRET] b"
@@ -159,8 +172,11 @@ def test_models_list_and_upstream_errors_keep_their_class(h: SidecarHarness) -> 
     c = client(h)
     assert "demo-model" in [m.id for m in c.models.list().data]
     with pytest.raises(openai.RateLimitError) as info:
-        c.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}],
-                                  extra_headers=scenario(status=429, retry_after=3))
+        c.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers=scenario(status=429, retry_after=3),
+        )
     assert info.value.response.headers["retry-after"] == "3"
 
 
@@ -176,7 +192,9 @@ def test_enforce_blocks_and_shadow_records_without_blocking(tmp_path: Path) -> N
 
         h.write_policy(h.policy_path.read_text().replace("mode: enforce", "mode: shadow"))
         h.wait_for_revision(lambda p: p["plugins"][0]["mode"] == "shadow")
-        answer = c.chat.completions.create(model="m", messages=[{"role": "user", "content": "a forbidden word"}])
+        answer = c.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "a forbidden word"}]
+        )
         assert "forbidden" in (answer.choices[0].message.content or "")
         assert len(h.fake.requests) == 1
         decisions = httpx.get(f"{h.base_url}/admin/decisions").json()
@@ -189,9 +207,12 @@ def test_stream_rejection_after_first_byte_is_an_in_band_error(tmp_path: Path) -
     block = "- type: blocklist\n  keywords: [forbidden]\n"
     with sidecar_harness(tmp_path, block) as h:
         stream = client(h).chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "hi"}], stream=True,
-            extra_headers=scenario(content="a long harmless start and then forbidden", chunk_size=4,
-                                   chunk_delay=0.02),
+            model="m",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            extra_headers=scenario(
+                content="a long harmless start and then forbidden", chunk_size=4, chunk_delay=0.02
+            ),
         )
         received = []
         with pytest.raises(openai.APIError) as info:
@@ -205,7 +226,9 @@ def test_stream_rejection_after_first_byte_is_an_in_band_error(tmp_path: Path) -
 def test_upstream_drop_mid_stream_ends_with_an_error_event(tmp_path: Path) -> None:
     with sidecar_harness(tmp_path) as h:
         stream = client(h).chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "hi"}], stream=True,
+            model="m",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
             extra_headers=scenario(content="x" * 40, chunk_size=4, drop_after_chunks=3),
         )
         with pytest.raises(openai.APIError) as info:

@@ -16,7 +16,9 @@ from tests.harness import SidecarHarness, serve_in_thread, sidecar_harness
 
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[SidecarHarness]:
-    with sidecar_harness(tmp_path, "- type: blocklist\n  keywords: [nope]\n", "limits: {max_body_bytes: 4096}") as hh:
+    with sidecar_harness(
+        tmp_path, "- type: blocklist\n  keywords: [nope]\n", "limits: {max_body_bytes: 4096}"
+    ) as hh:
         yield hh
 
 
@@ -29,9 +31,17 @@ def _error(r: httpx.Response) -> dict[str, object]:
 
 def test_passthrough_preserves_method_query_headers_body_and_status(h: SidecarHarness) -> None:
     r = httpx.request(
-        "PATCH", f"{h.v1}/files/abc?purpose=fine-tune&x=1", content=b"\x00binary\xff",
-        headers={"x-custom": "yes", "authorization": "Bearer sk-client", "connection": "keep-alive, x-hop",
-                 "x-hop": "must-not-pass", "x-fake-status": "207", "content-type": "application/octet-stream"},
+        "PATCH",
+        f"{h.v1}/files/abc?purpose=fine-tune&x=1",
+        content=b"\x00binary\xff",
+        headers={
+            "x-custom": "yes",
+            "authorization": "Bearer sk-client",
+            "connection": "keep-alive, x-hop",
+            "x-hop": "must-not-pass",
+            "x-fake-status": "207",
+            "content-type": "application/octet-stream",
+        },
     )
     assert r.status_code == 207
     assert r.headers["x-fake-echo"] == "1"
@@ -65,15 +75,35 @@ def test_passthrough_body_limit(h: SidecarHarness) -> None:
         (b'{"messages": []}', "application/json", 400, "missing_required_parameter", "model"),
         (b'{"model": 5, "messages": []}', "application/json", 400, "invalid_type", "model"),
         (b'{"model": "m", "messages": "hi"}', "application/json", 400, "invalid_type", "messages"),
-        (b'{"model": "m", "messages": [{"role": "wizard"}]}', "application/json", 400, "invalid_value",
-         "messages[0].role"),
-        (b'{"model": "m", "messages": [{"role": "user", "content": 3}]}', "application/json", 400,
-         "invalid_type", "messages[0].content"),
-        (b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}',
-         "application/json", 400, "invalid_type", "stream"),
+        (
+            b'{"model": "m", "messages": [{"role": "wizard"}]}',
+            "application/json",
+            400,
+            "invalid_value",
+            "messages[0].role",
+        ),
+        (
+            b'{"model": "m", "messages": [{"role": "user", "content": 3}]}',
+            "application/json",
+            400,
+            "invalid_type",
+            "messages[0].content",
+        ),
+        (
+            b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}',
+            "application/json",
+            400,
+            "invalid_type",
+            "stream",
+        ),
         (b"model=m", "application/x-www-form-urlencoded", 415, "unsupported_media_type", None),
-        (b'{"model": "m", "messages": [{"role": "user", "content": "' + b"x" * 5000 + b'"}]}',
-         "application/json", 413, "request_too_large", None),
+        (
+            b'{"model": "m", "messages": [{"role": "user", "content": "' + b"x" * 5000 + b'"}]}',
+            "application/json",
+            413,
+            "request_too_large",
+            None,
+        ),
     ],
 )
 def test_bad_input_gets_a_clear_openai_error(
@@ -112,10 +142,18 @@ def _closed_port() -> int:
 
 def test_dead_upstream_is_503_and_slow_upstream_is_504(tmp_path: Path) -> None:
     with sidecar_harness(tmp_path) as h:
-        h.write_policy(h.policy_path.read_text().replace(h.upstream_url, f"http://127.0.0.1:{_closed_port()}/v1"))
-        h.wait_for_revision(lambda p: "127.0.0.1" in p["upstreams"]["default"]["base_url"]
-                            and p["upstreams"]["default"]["base_url"] != h.upstream_url)
-        r = httpx.post(f"{h.v1}/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+        h.write_policy(
+            h.policy_path.read_text().replace(h.upstream_url, f"http://127.0.0.1:{_closed_port()}/v1")
+        )
+        h.wait_for_revision(
+            lambda p: (
+                "127.0.0.1" in p["upstreams"]["default"]["base_url"]
+                and p["upstreams"]["default"]["base_url"] != h.upstream_url
+            )
+        )
+        r = httpx.post(
+            f"{h.v1}/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x"}]}
+        )
         assert r.status_code == 503 and _error(r)["code"] == "upstream_unavailable"
         c = openai.OpenAI(base_url=h.v1, api_key="x", max_retries=0)
         with pytest.raises(openai.InternalServerError):
@@ -125,15 +163,24 @@ def test_dead_upstream_is_503_and_slow_upstream_is_504(tmp_path: Path) -> None:
 
     with sidecar_harness(tmp_path) as h:
         h.write_policy(h.policy_path.read_text().replace("read_timeout: 5", "read_timeout: 0.3"))
-        h.wait_for_revision(lambda p: True and h.sidecar.store.current.policy.upstreams["default"].read_timeout == 0.3)
-        r = httpx.post(f"{h.v1}/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
-                       headers={"x-fake-scenario": json.dumps({"delay": 3})}, timeout=10)
+        h.wait_for_revision(
+            lambda p: True and h.sidecar.store.current.policy.upstreams["default"].read_timeout == 0.3
+        )
+        r = httpx.post(
+            f"{h.v1}/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+            headers={"x-fake-scenario": json.dumps({"delay": 3})},
+            timeout=10,
+        )
         assert r.status_code == 504 and _error(r)["code"] == "upstream_timeout"
 
 
 def test_malformed_upstream_json_is_a_502_when_the_policy_must_inspect_it(h: SidecarHarness) -> None:
-    r = httpx.post(f"{h.v1}/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
-                   headers={"x-fake-scenario": json.dumps({"malformed": "json"})})
+    r = httpx.post(
+        f"{h.v1}/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+        headers={"x-fake-scenario": json.dumps({"malformed": "json"})},
+    )
     assert r.status_code == 502 and _error(r)["type"] == "upstream_error"
 
 
@@ -142,7 +189,10 @@ def test_admin_reload_needs_a_token_and_admin_can_have_its_own_port(tmp_path: Pa
 
     with sidecar_harness(tmp_path, admin_token="t0ken") as h:
         assert httpx.post(f"{h.base_url}/admin/reload").status_code == 401
-        assert httpx.post(f"{h.base_url}/admin/reload", headers={"authorization": "Bearer wrong"}).status_code == 401
+        assert (
+            httpx.post(f"{h.base_url}/admin/reload", headers={"authorization": "Bearer wrong"}).status_code
+            == 401
+        )
         ok = httpx.post(f"{h.base_url}/admin/reload", headers={"authorization": "Bearer t0ken"})
         assert ok.status_code == 200 and ok.json()["result"] == "unchanged"
         h.policy_path.write_text("version: 1\nplugins: [{type: nope}]\n")

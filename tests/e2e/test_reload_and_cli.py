@@ -41,7 +41,8 @@ def test_reload_under_traffic_has_no_failed_requests(tmp_path: Path) -> None:
                             )
                     else:
                         raw = c.chat.completions.with_raw_response.create(
-                            model="m", messages=[{"role": "user", "content": "hello"}])
+                            model="m", messages=[{"role": "user", "content": "hello"}]
+                        )
                         revisions.add(raw.headers["x-sidecar-revision"])
                         text = raw.parse().choices[0].message.content or ""
                     assert text.endswith("You said: hello")
@@ -55,8 +56,12 @@ def test_reload_under_traffic_has_no_failed_requests(tmp_path: Path) -> None:
             for i in range(1, 6):
                 time.sleep(0.3)
                 h.write_policy(h.policy_path.read_text().replace(f"w{i - 1}", f"w{i}"))
-                h.wait_for_revision(lambda p, i=i: p["last_reload"]["result"] == "reloaded"
-                                    and h.sidecar.store.current.policy.plugins[0].keywords == (f"w{i}",))
+                h.wait_for_revision(
+                    lambda p, i=i: (
+                        p["last_reload"]["result"] == "reloaded"
+                        and h.sidecar.store.current.policy.plugins[0].keywords == (f"w{i}",)
+                    )
+                )
             time.sleep(0.3)
         finally:
             stop.set()
@@ -71,28 +76,42 @@ def test_in_flight_stream_finishes_on_the_revision_it_started_with(tmp_path: Pat
     with sidecar_harness(tmp_path, BLOCK.format(word="never")) as h:
         old = h.sidecar.store.current.revision
         body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}
-        scenario = {"content": "this answer mentions banana twice: banana", "chunk_size": 3, "chunk_delay": 0.05}
-        with httpx.stream("POST", f"{h.v1}/chat/completions", json=body,
-                          headers={"x-fake-scenario": json.dumps(scenario)}) as r:
+        scenario = {
+            "content": "this answer mentions banana twice: banana",
+            "chunk_size": 3,
+            "chunk_delay": 0.05,
+        }
+        with httpx.stream(
+            "POST", f"{h.v1}/chat/completions", json=body, headers={"x-fake-scenario": json.dumps(scenario)}
+        ) as r:
             assert r.headers["x-sidecar-revision"] == old
             chunks = r.iter_bytes()
             first = next(chunks)
             h.write_policy(h.policy_path.read_text().replace("never", "banana"))
             h.wait_for_revision(lambda p: p["revision"] != old)
             rest = b"".join(chunks)
-        events = [json.loads(line[6:]) for line in (first + rest).decode().split("\n\n")
-                  if line.startswith("data: {")]
+        events = [
+            json.loads(line[6:])
+            for line in (first + rest).decode().split("\n\n")
+            if line.startswith("data: {")
+        ]
         text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e.get("choices"))
         assert not any("error" in e for e in events)  # old policy: not blocked
         assert text == scenario["content"]
-        r2 = httpx.post(f"{h.v1}/chat/completions", json={**body, "stream": False},
-                        headers={"x-fake-scenario": json.dumps(scenario)})
+        r2 = httpx.post(
+            f"{h.v1}/chat/completions",
+            json={**body, "stream": False},
+            headers={"x-fake-scenario": json.dumps(scenario)},
+        )
         assert r2.status_code == 400  # the new policy applies to the next request
 
 
 # -- CLI ---------------------------------------------------------------------------------
 
-GOOD = "version: 1\nupstreams:\n  default:\n    base_url: builtin:demo\nplugins:\n  - type: blocklist\n    keywords: [a]\n"
+GOOD = (
+    "version: 1\nupstreams:\n  default:\n    base_url: builtin:demo\n"
+    "plugins:\n  - type: blocklist\n    keywords: [a]\n"
+)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -143,7 +162,10 @@ def test_serve_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
     env = {**os.environ, "SIDECAR_LOG_LEVEL": "warning"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy", "serve", "--policy", str(policy), "--port", str(port), "--no-watch"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -171,14 +193,19 @@ def test_serve_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
 
 def test_demo_command_serves_the_embedded_default(tmp_path: Path) -> None:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "proxy", "demo", "--port", str(port), "--log-level", "warning"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "demo", "--port", str(port), "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, proc)
         c = openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0)
-        stream = c.chat.completions.create(model="demo-model", stream=True,
-                                           messages=[{"role": "user", "content": "key sk-" + "A" * 24}])
+        stream = c.chat.completions.create(
+            model="demo-model", stream=True, messages=[{"role": "user", "content": "key sk-" + "A" * 24}]
+        )
         text = "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
         assert text == "Hello from the demo upstream. You said: key [REDACTED_SECRET]"
     finally:

@@ -25,14 +25,16 @@ def _budget(limits: str, extra: str = "") -> str:
 
 
 def _usage(h: SidecarHarness, tenant: str = "t1", **query: str) -> dict[str, Any]:
-    report: dict[str, Any] = httpx.get(f"{h.base_url}/admin/plugins/budget",
-                                       params={"tenant": tenant, **query}).json()
+    report: dict[str, Any] = httpx.get(
+        f"{h.base_url}/admin/plugins/budget", params={"tenant": tenant, **query}
+    ).json()
     return {lim["name"]: lim for lim in report["limits"]}
 
 
 def _sdk(h: SidecarHarness, tenant: str = "t1") -> openai.OpenAI:
-    return openai.OpenAI(base_url=h.v1, api_key="sk-client", max_retries=0,
-                         default_headers={"x-tenant-id": tenant})
+    return openai.OpenAI(
+        base_url=h.v1, api_key="sk-client", max_retries=0, default_headers={"x-tenant-id": tenant}
+    )
 
 
 def test_request_limit_gives_429_with_openai_headers(tmp_path: Path) -> None:
@@ -83,8 +85,12 @@ def test_stream_without_reported_usage_counts_the_streamed_text(tmp_path: Path) 
     with sidecar_harness(tmp_path, _budget(limits)) as h:
         body = {**BODY, "stream": True}
         scenario = {"content": "one two three four five", "usage": {}}
-        with httpx.stream("POST", f"{h.v1}/chat/completions", json=body,
-                          headers={"x-tenant-id": "t1", "x-fake-scenario": json.dumps(scenario)}) as r:
+        with httpx.stream(
+            "POST",
+            f"{h.v1}/chat/completions",
+            json=body,
+            headers={"x-tenant-id": "t1", "x-fake-scenario": json.dumps(scenario)},
+        ) as r:
             r.read()
         time.sleep(0.1)
         from proxy.tokens import count_text
@@ -93,7 +99,9 @@ def test_stream_without_reported_usage_counts_the_streamed_text(tmp_path: Path) 
 
 
 def test_upstream_failure_refunds_the_reservation(tmp_path: Path) -> None:
-    limits = "    - {name: rpm, requests: 5, window: minute}\n    - {name: tpm, tokens: 100000, window: minute}\n"
+    limits = (
+        "    - {name: rpm, requests: 5, window: minute}\n    - {name: tpm, tokens: 100000, window: minute}\n"
+    )
     with sidecar_harness(tmp_path, _budget(limits)) as h:
         with pytest.raises(openai.InternalServerError):
             _sdk(h).chat.completions.create(**BODY, extra_headers={"x-fake-scenario": '{"status": 503}'})  # type: ignore[call-overload]
@@ -107,7 +115,9 @@ def test_concurrency_slot_is_held_while_streaming_and_released_on_disconnect(tmp
     with sidecar_harness(tmp_path, _budget(limits)) as h:
         slow = {"content": "z" * 200, "chunk_size": 2, "chunk_delay": 0.05}
         headers = {"x-tenant-id": "t1", "x-fake-scenario": json.dumps(slow)}
-        with httpx.stream("POST", f"{h.v1}/chat/completions", json={**BODY, "stream": True}, headers=headers) as r:
+        with httpx.stream(
+            "POST", f"{h.v1}/chat/completions", json={**BODY, "stream": True}, headers=headers
+        ) as r:
             chunks = r.iter_bytes()  # keep a reference: a collected iterator closes the connection
             next(chunks)
             assert _usage(h)["one-at-a-time"]["used"] == 1
@@ -118,7 +128,10 @@ def test_concurrency_slot_is_held_while_streaming_and_released_on_disconnect(tmp
         deadline = time.monotonic() + 5
         while _usage(h)["one-at-a-time"]["used"] and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert httpx.post(f"{h.v1}/chat/completions", json=BODY, headers={"x-tenant-id": "t1"}).status_code == 200
+        assert (
+            httpx.post(f"{h.v1}/chat/completions", json=BODY, headers={"x-tenant-id": "t1"}).status_code
+            == 200
+        )
 
 
 def test_concurrent_requests_never_exceed_the_limit(tmp_path: Path) -> None:
@@ -127,8 +140,11 @@ def test_concurrent_requests_never_exceed_the_limit(tmp_path: Path) -> None:
         statuses: list[int] = []
 
         def send() -> None:
-            statuses.append(httpx.post(f"{h.v1}/chat/completions", json=BODY, headers={"x-tenant-id": "t1"},
-                                       timeout=30).status_code)
+            statuses.append(
+                httpx.post(
+                    f"{h.v1}/chat/completions", json=BODY, headers={"x-tenant-id": "t1"}, timeout=30
+                ).status_code
+            )
 
         threads = [threading.Thread(target=send) for _ in range(25)]
         for t in threads:
@@ -151,7 +167,9 @@ def test_cost_limit_lowers_max_tokens_when_asked(tmp_path: Path) -> None:
 def test_request_larger_than_the_limit_is_refused_without_retry_after(tmp_path: Path) -> None:
     limits = "    - {name: tpm, tokens: 100, window: minute}\n"
     with sidecar_harness(tmp_path, _budget(limits)) as h:
-        r = httpx.post(f"{h.v1}/chat/completions", json={**BODY, "max_tokens": 1000}, headers={"x-tenant-id": "t1"})
+        r = httpx.post(
+            f"{h.v1}/chat/completions", json={**BODY, "max_tokens": 1000}, headers={"x-tenant-id": "t1"}
+        )
         assert r.status_code == 429 and r.json()["error"]["code"] == "request_exceeds_limit"
         assert "retry-after" not in r.headers
 
@@ -160,24 +178,35 @@ def test_shadow_mode_records_but_never_limits(tmp_path: Path) -> None:
     limits = "    - {name: rpm, requests: 1, window: minute}\n"
     with sidecar_harness(tmp_path, _budget(limits, "  mode: shadow\n")) as h:
         for _ in range(3):
-            assert httpx.post(f"{h.v1}/chat/completions", json=BODY, headers={"x-tenant-id": "t1"}).status_code == 200
+            assert (
+                httpx.post(f"{h.v1}/chat/completions", json=BODY, headers={"x-tenant-id": "t1"}).status_code
+                == 200
+            )
         counts = httpx.get(f"{h.base_url}/admin/decisions").json()["counts"]
         limited = [c for c in counts if c["plugin"] == "budget" and c["action"] == "limit"]
-        assert limited == [{"plugin": "budget", "rule": "rpm", "action": "limit", "mode": "shadow", "count": 2}]
+        assert limited == [
+            {"plugin": "budget", "rule": "rpm", "action": "limit", "mode": "shadow", "count": 2}
+        ]
 
 
 def test_self_report_shows_only_the_callers_own_budget(tmp_path: Path) -> None:
-    limits = ("    - {name: rpm, requests: 10, window: minute}\n"
-              "    - {name: key-rpm, requests: 10, window: minute, key: [api_key]}\n")
+    limits = (
+        "    - {name: rpm, requests: 10, window: minute}\n"
+        "    - {name: key-rpm, requests: 10, window: minute, key: [api_key]}\n"
+    )
     extra = "  tenant_from: header:x-tenant-id\n"
     with sidecar_harness(tmp_path, _budget(limits, extra)) as h:
         for tenant, n in (("alice", 3), ("bob", 1)):
             for _ in range(n):
-                httpx.post(f"{h.v1}/chat/completions", json=BODY,
-                           headers={"x-tenant-id": tenant, "authorization": f"Bearer key-{tenant}"})
+                httpx.post(
+                    f"{h.v1}/chat/completions",
+                    json=BODY,
+                    headers={"x-tenant-id": tenant, "authorization": f"Bearer key-{tenant}"},
+                )
         time.sleep(0.1)
-        mine = httpx.get(f"{h.base_url}/sidecar/budget",
-                         headers={"x-tenant-id": "bob", "authorization": "Bearer key-bob"}).json()
+        mine = httpx.get(
+            f"{h.base_url}/sidecar/budget", headers={"x-tenant-id": "bob", "authorization": "Bearer key-bob"}
+        ).json()
         assert mine["identity"]["tenant"] == "bob"
         assert {lim["name"]: lim["used"] for lim in mine["limits"]} == {"rpm": 1, "key-rpm": 1}
         assert "alice" not in json.dumps(mine)
@@ -202,5 +231,9 @@ def test_invalid_budget_configs_are_rejected_at_load(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=message):
             load_policy_text(head + bad, "p.yaml", model)
     with pytest.raises(ConfigError, match="redis_url"):
-        load_policy_text(head.replace("    limits:", "    backend: redis\n    limits:")
-                         + "      - {name: a, requests: 1, window: minute}\n", "p.yaml", model)
+        load_policy_text(
+            head.replace("    limits:", "    backend: redis\n    limits:")
+            + "      - {name: a, requests: 1, window: minute}\n",
+            "p.yaml",
+            model,
+        )

@@ -29,8 +29,11 @@ def test_tenant_and_header_edits(tmp_path: Path) -> None:
         missing = httpx.post(f"{h.v1}/chat/completions", json=BODY)
         assert missing.status_code == 400 and missing.json()["error"]["code"] == "missing_tenant"
 
-        ok = httpx.post(f"{h.v1}/chat/completions", json=BODY,
-                        headers={"x-tenant-id": "internal-a", "x-internal": "secret", "authorization": "Bearer c"})
+        ok = httpx.post(
+            f"{h.v1}/chat/completions",
+            json=BODY,
+            headers={"x-tenant-id": "internal-a", "x-internal": "secret", "authorization": "Bearer c"},
+        )
         assert ok.status_code == 200 and ok.headers["x-served-by"] == "sidecar"
         seen = h.fake.requests[-1].headers
         assert seen["x-added"] == "1"

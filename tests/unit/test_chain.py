@@ -83,16 +83,22 @@ class RequestOnly(Plugin[ProbeConfig]):
         return None
 
 
-def _step(pid: str, behaviour: str = "edit", mode: str = "enforce", on_error: str = "fail_closed",
-          when: Match | None = None) -> Step:
+def _step(
+    pid: str,
+    behaviour: str = "edit",
+    mode: str = "enforce",
+    on_error: str = "fail_closed",
+    when: Match | None = None,
+) -> Step:
     cfg = ProbeConfig(id=pid, behaviour=behaviour, mode=mode, on_error=on_error, when=when)  # type: ignore[arg-type]
     plugin = Probe(cfg, Deps(Resources()))
     return Step(pid, plugin, mode, on_error, Matcher(when) if when else None, ActiveStep(pid, mode))
 
 
 def _req(text: str = "hi") -> ChatRequest:
-    return ChatRequest({"model": "m", "messages": [{"role": "user", "content": text}], "x-unknown": 1},
-                       Route.CHAT)
+    return ChatRequest(
+        {"model": "m", "messages": [{"role": "user", "content": text}], "x-unknown": 1}, Route.CHAT
+    )
 
 
 def _ctx(**kw: Any) -> RequestContext:
@@ -186,7 +192,10 @@ async def test_local_reply_stops_the_chain() -> None:
 
 async def test_off_steps_are_not_compiled_and_absent_hooks_cost_nothing() -> None:
     only = RequestOnly(ProbeConfig(id="ro"), Deps(Resources()))
-    steps = [_step("off", mode="off"), Step("ro", only, "enforce", "fail_closed", None, ActiveStep("ro", "enforce"))]
+    steps = [
+        _step("off", mode="off"),
+        Step("ro", only, "enforce", "fail_closed", None, ActiveStep("ro", "enforce")),
+    ]
     chain = Chain(steps, _NoUpstream())
     assert [s.id for s in chain.steps] == ["ro"]
     assert [s.id for s in chain.request_steps] == ["ro"]

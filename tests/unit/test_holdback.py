@@ -289,7 +289,9 @@ async def test_text_filter_keeps_extra_when_text_is_held() -> None:
     role = {"delta": {"role": "assistant"}, "choice": {}}
     out = await flt.on_event(TextDelta(0, "b", role))
     # The text is held (it may start "bca"), but the role must still reach the client now.
-    assert [(e.text, e.extra) for e in out if isinstance(e, TextDelta)] == [("", {"delta": {"role": "assistant"}})]
+    assert [(e.text, e.extra) for e in out if isinstance(e, TextDelta)] == [
+        ("", {"delta": {"role": "assistant"}})
+    ]
     assert "".join(e.text for e in await flt.on_end() if isinstance(e, TextDelta)) == "b"
 
 

@@ -37,4 +37,6 @@ def test_generated_policy_reference_is_current() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     committed = (POLICIES.parent / "docs" / "policy-reference.md").read_text()
-    assert committed == module.render(), "regenerate with: python scripts/gen_policy_docs.py > docs/policy-reference.md"
+    assert committed == module.render(), (
+        "regenerate with: python scripts/gen_policy_docs.py > docs/policy-reference.md"
+    )

@@ -25,7 +25,9 @@ def third_party(monkeypatch: pytest.MonkeyPatch) -> None:
         EntryPoint("audit_log", "sidecar_audit:AuditLogPlugin", ENTRY_POINT_GROUP),
         EntryPoint("broken", "no_such_module:Nothing", ENTRY_POINT_GROUP),
     ]
-    monkeypatch.setattr(registry_module, "entry_points", lambda group: points if group == ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(
+        registry_module, "entry_points", lambda group: points if group == ENTRY_POINT_GROUP else []
+    )
 
 
 def test_builtins_are_registered_through_the_entry_point_group() -> None:

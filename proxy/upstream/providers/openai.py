@@ -74,7 +74,9 @@ class ChatStreamCodec:
         content = delta.get("content")
         # A non-string content (``null`` beside tool calls) is kept as it came.
         other_delta = {
-            k: v for k, v in delta.items() if k != "tool_calls" and not (k == "content" and isinstance(content, str))
+            k: v
+            for k, v in delta.items()
+            if k != "tool_calls" and not (k == "content" and isinstance(content, str))
         }
         other_choice = {
             k: v for k, v in choice.items() if k not in ("index", "delta", "finish_reason") and v is not None
@@ -196,7 +198,9 @@ class ResponsesStreamCodec:
             self._last_seq = payload["sequence_number"]
         if kind == "response.output_text.delta" and isinstance(payload.get("delta"), str):
             meta = {k: payload[k] for k in self._META if k in payload}
-            extra = {k: v for k, v in payload.items() if k not in ("delta", "output_index", "type", *self._META)}
+            extra = {
+                k: v for k, v in payload.items() if k not in ("delta", "output_index", "type", *self._META)
+            }
             return [TextDelta(int(payload.get("output_index", 0)), payload["delta"], extra, meta)]
         if kind == "error":
             return [ErrorEvent({k: v for k, v in payload.items() if k != "type"})]
