@@ -94,11 +94,14 @@ def sidecar_harness(
     plugins: str = "",
     extra: str = "",
     registry: Registry | None = None,
+    policy: str | None = None,
     **settings: Any,
 ) -> Iterator[SidecarHarness]:
+    """``policy``: a whole policy instead of ``plugins``/``extra``; ``{upstream}`` is replaced."""
     with fake_upstream_in_thread() as (upstream_url, fake):
         policy_path = tmp_path / "policy.yaml"
-        policy_path.write_text(policy_text(upstream_url, plugins, extra))
+        text = policy.replace("{upstream}", upstream_url) if policy else policy_text(upstream_url, plugins, extra)
+        policy_path.write_text(text)
         cfg = Settings(policy_path=policy_path, log_requests=False, **settings)
         sidecar = build_sidecar(cfg, registry)
         with serve_in_thread(build_app(sidecar)) as base_url:

@@ -58,6 +58,7 @@ class RequestContext:
     active: ActiveStep = _NO_STEP
     first_byte_sent: bool = False
     target: str | None = None
+    deadline: float | None = None  # absolute, time.monotonic(); set by the timeout step
 
     def get(self, key: StateKey[T], default: T | None = None) -> T | None:
         return cast("T | None", self.state.get(key.name, default))

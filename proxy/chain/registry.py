@@ -20,7 +20,12 @@ ENTRY_POINT_GROUP = "policy_sidecar.plugins"
 BUILTINS = {
     "blocklist": "plugins.blocklist:BlocklistPlugin",
     "budget": "plugins.budget:BudgetPlugin",
+    "bulkhead": "plugins.bulkhead:BulkheadPlugin",
+    "circuit_breaker": "plugins.circuit_breaker:CircuitBreakerPlugin",
+    "fallback": "plugins.fallback:FallbackPlugin",
     "headers": "plugins.headers:HeadersPlugin",
+    "retry": "plugins.retry:RetryPlugin",
+    "timeout": "plugins.timeout:TimeoutPlugin",
 }
 
 PluginClass = type[Plugin[Any]]

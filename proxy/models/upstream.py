@@ -16,8 +16,23 @@ if TYPE_CHECKING:
     from proxy.chain.context import RequestContext
 
 
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One place a request may be served: an upstream name and the model to ask it for."""
+
+    upstream: str
+    model: str
+
+
 @dataclass(slots=True)
 class UpstreamRequest:
+    """One request to send upstream.
+
+    ``candidates`` is the per-request plan (routes, weights already drawn), best first; the
+    fallback wrapper walks it, setting ``target`` for each attempt. Without a fallback step the
+    first candidate serves. ``deadline`` is absolute (``time.monotonic()``), or None.
+    """
+
     method: str
     path: str  # below the API root, e.g. "/chat/completions"
     headers: list[tuple[str, str]]
@@ -26,6 +41,9 @@ class UpstreamRequest:
     route: Route = Route.PASSTHROUGH
     stream: bool = False
     model: str = ""
+    candidates: tuple[Candidate, ...] = ()
+    target: Candidate | None = None
+    deadline: float | None = None
 
 
 class UpstreamResponse(Protocol):

@@ -8,9 +8,7 @@ upstream keeps its warm connection pool across reloads.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +21,7 @@ from proxy.errors import ConfigError
 from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
 from proxy.policy.schema import PolicyBase, UpstreamConfig
 from proxy.upstream.client import HttpClient
+from proxy.upstream.routing import RouteTable
 from proxy.upstream.targets import AsgiTarget, Credentials, HttpTarget, Router
 
 
@@ -39,6 +38,7 @@ class CompiledPolicy:
     chain: Chain
     plugins: list[Plugin[Any]]
     used_resources: set[str]
+    routes: RouteTable
     loaded_at: float = field(default_factory=time.time)
     in_flight: int = 0
     retired: bool = False
@@ -57,9 +57,10 @@ class CompiledPolicy:
                 for s in self.chain.steps
             ],
             "upstreams": {
-                name: {"base_url": u.base_url, "auth": u.auth_mode, "models": u.models}
+                name: {"base_url": u.base_url, "provider": u.provider, "auth": u.auth_mode, "models": u.models}
                 for name, u in self.policy.upstreams.items()
             },
+            "routes": [r.model_dump(mode="json") for r in self.policy.routes],
             "default_upstream": self.policy.default_upstream,
         }
 
@@ -74,7 +75,11 @@ def _upstream_key(cfg: UpstreamConfig) -> str:
 
 def _build_target(name: str, cfg: UpstreamConfig, deps: Deps) -> Upstream:
     key = cfg.api_key.get_secret_value() if cfg.api_key is not None else None
-    creds = Credentials(cfg.auth_mode, key, cfg.auth_header, cfg.auth_scheme, cfg.headers)
+    header = cfg.auth_header
+    scheme = cfg.auth_scheme
+    if cfg.provider == "azure" and "auth_header" not in cfg.model_fields_set:
+        header, scheme = "api-key", ""
+    creds = Credentials(cfg.auth_mode, key, header, scheme, cfg.headers)
     if cfg.base_url == "builtin:demo":
         from proxy.demo.fake_upstream import build_fake_upstream
 
@@ -88,7 +93,9 @@ def _build_target(name: str, cfg: UpstreamConfig, deps: Deps) -> Upstream:
             max_connections=cfg.max_connections,
         ),
     )
-    return HttpTarget(name, cfg.base_url, client, creds)
+    return HttpTarget(name, cfg.base_url, client, creds,
+                      azure_api_version=cfg.api_version if cfg.provider == "azure" else None,
+                      first_token_timeout=cfg.first_token_timeout)
 
 
 class _WhenGate:
@@ -104,14 +111,31 @@ class _WhenGate:
         return await target.send(request, ctx)
 
 
+class _Stamped:
+    """Runs a wrapper with its step marked active, so its decision records carry its id."""
+
+    def __init__(self, active: ActiveStep, wrapped: Upstream) -> None:
+        self._active = active
+        self._wrapped = wrapped
+
+    async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
+        previous, ctx.active = ctx.active, self._active
+        try:
+            return await self._wrapped.send(request, ctx)
+        finally:
+            ctx.active = previous
+
+
 def compile_policy(
     policy: PolicyBase, revision: str, source: str, registry: Registry, deps: Deps
 ) -> CompiledPolicy:
-    routes = []
-    for name, cfg in policy.upstreams.items():
-        rx = re.compile("|".join(fnmatch.translate(m) for m in cfg.models)) if cfg.models else None
-        routes.append((rx, name, _build_target(name, cfg, deps)))
-    upstream: Upstream = Router(routes, policy.default_upstream)
+    targets = {name: _build_target(name, cfg, deps) for name, cfg in policy.upstreams.items()}
+    try:
+        table = RouteTable(policy.routes, dict(policy.upstreams), policy.default_upstream)
+    except ValueError as exc:
+        raise ConfigError(f"routes: {exc}") from exc
+    router = Router(targets, table)
+    upstream: Upstream = router
 
     steps: list[Step] = []
     plugins: list[Plugin[Any]] = []
@@ -143,7 +167,7 @@ def compile_policy(
     # a wrapper acts on the call itself, there is nothing to "would have" without acting.
     for step in reversed(steps):
         if isinstance(step.plugin, UpstreamPolicy) and step.mode == "enforce":
-            wrapped = step.plugin.wrap(upstream)
+            wrapped: Upstream = _Stamped(step.active, step.plugin.wrap(upstream))
             upstream = _WhenGate(step.when, wrapped, upstream) if step.when is not None else wrapped
 
-    return CompiledPolicy(revision, source, policy, Chain(steps, upstream), plugins, set(deps.used_resources))
+    return CompiledPolicy(revision, source, policy, Chain(steps, upstream), plugins, set(deps.used_resources), table)

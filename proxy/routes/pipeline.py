@@ -210,6 +210,8 @@ class ChainRoute:
             route,
             req.stream,
             req.model,
+            candidates=policy.routes.plan(req.model),
+            deadline=ctx.deadline,
         )
         resp = await chain.send(upstream_request, ctx)
         ctype = next((v for k, v in resp.headers if k.lower() == "content-type"), "")

@@ -4,7 +4,7 @@
   shared pooled client of ``proxy.upstream.client``.
 * ``AsgiTarget``: an ASGI app called in-process (the built-in demo upstream, ``builtin:demo``),
   so the embedded default works with nothing else running and no port to allocate.
-* ``Router``: picks a target per request by model glob; the default target otherwise.
+* ``Router``: sends to the target the plan (``proxy.upstream.routing``) or the fallback chose.
 
 Credentials: ``auth: policy`` replaces whatever the client sent with the policy's key,
 ``passthrough`` forwards the client's own ``Authorization``, ``none`` strips it.
@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import replace
 from typing import Any
+
+import orjson
 
 from proxy.chain.context import RequestContext
 from proxy.errors import UpstreamError
+from proxy.models.chat import Route
 from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
 from proxy.upstream.client import HttpClient
+from proxy.upstream.routing import RouteTable
+from proxy.upstream.settle import settled
 
 AUTH_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
 
@@ -63,18 +68,33 @@ class Credentials:
 
 
 class HttpTarget:
-    def __init__(self, name: str, base_url: str, client: HttpClient, credentials: Credentials) -> None:
+    """An OpenAI-compatible provider over HTTP; ``azure`` rewrites paths to the deployment form."""
+
+    def __init__(self, name: str, base_url: str, client: HttpClient, credentials: Credentials, *,
+                 azure_api_version: str | None = None, first_token_timeout: float | None = None) -> None:
         self.name = name
         self._base = base_url.rstrip("/")
         self._client = client
         self._credentials = credentials
+        self._azure = azure_api_version
+        self._first_token = first_token_timeout
+
+    def url(self, request: UpstreamRequest) -> str:
+        query = request.query
+        if self._azure is not None and request.route is not Route.PASSTHROUGH:
+            model = request.target.model if request.target else request.model
+            path = f"/openai/deployments/{model}{request.path}"
+            query = "&".join(q for q in (query, f"api-version={self._azure}") if q)
+        else:
+            path = request.path
+        url = self._base + path
+        return f"{url}?{query}" if query else url
 
     async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
-        url = self._base + request.path
-        if request.query:
-            url = f"{url}?{request.query}"
         headers = self._credentials.apply(request.headers, ctx.upstream_headers)
-        return await self._client.send(request.method, url, headers, request.body)
+        url = self.url(request)
+        return await settled(request, lambda: self._client.send(request.method, url, headers, request.body),
+                             self._first_token)
 
 
 class _AsgiResponse:
@@ -164,31 +184,47 @@ class AsgiTarget:
             finally:
                 finished.set()
 
-        task = asyncio.create_task(run())
-        start = await queue.get()
-        if start is None or isinstance(start, BaseException):
-            raise UpstreamError("The upstream provider failed before answering.", detail=repr(start))
-        hdrs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
-        hdrs = [(k, v) for k, v in hdrs if k.lower() not in ("content-length", "transfer-encoding")]
-        return _AsgiResponse(int(start["status"]), hdrs, queue, task)
+        async def call() -> UpstreamResponse:
+            task = asyncio.create_task(run())
+            try:
+                start = await queue.get()
+            except BaseException:
+                task.cancel()
+                raise
+            if start is None or isinstance(start, BaseException):
+                raise UpstreamError("The upstream provider failed before answering.", detail=repr(start))
+            hdrs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
+            hdrs = [(k, v) for k, v in hdrs if k.lower() not in ("content-length", "transfer-encoding")]
+            return _AsgiResponse(int(start["status"]), hdrs, queue, task)
+
+        return await settled(request, call)
+
+
+def _with_model(body: bytes | AsyncIterator[bytes] | None, model: str) -> bytes | AsyncIterator[bytes] | None:
+    """The body with ``model`` replaced (a routed alias), re-encoded only when it differs."""
+    if not isinstance(body, bytes):
+        return body
+    data = orjson.loads(body)
+    if not isinstance(data, dict) or data.get("model") == model:
+        return body
+    data["model"] = model
+    return orjson.dumps(data)
 
 
 class Router:
-    """Chooses the target for a request: first target whose model globs match, else default."""
+    """Sends a request to its target: the one the fallback wrapper chose, else the plan's first."""
 
-    def __init__(self, routes: list[tuple[re.Pattern[str] | None, str, Upstream]], default: str) -> None:
-        self._routes = [(rx, name, target) for rx, name, target in routes if rx is not None]
-        self._by_name = {name: target for _, name, target in routes}
-        self._default = default
-        self._default_target = self._by_name[default]
-
-    def pick(self, model: str) -> tuple[str, Upstream]:
-        for rx, name, target in self._routes:
-            if rx.match(model):
-                return name, target
-        return self._default, self._default_target
+    def __init__(self, targets: dict[str, Upstream], table: RouteTable) -> None:
+        self._targets = targets
+        self.table = table
 
     async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
-        name, target = self.pick(request.model)
-        ctx.target = name
-        return await target.send(request, ctx)
+        target = request.target
+        if target is None:
+            plan = request.candidates or self.table.plan(request.model)
+            target = plan[0]
+            request = replace(request, target=target)
+        ctx.target = target.upstream
+        if target.model != request.model and request.route is not Route.PASSTHROUGH:
+            request = replace(request, body=_with_model(request.body, target.model))
+        return await self._targets[target.upstream].send(request, ctx)

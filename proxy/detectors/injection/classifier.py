@@ -9,9 +9,11 @@ Features (lower-cased, whitespace collapsed): character 3/4/5-grams and word 1/2
 ``2**bits`` buckets. Each group is scaled by ``1/#ngrams`` (relative frequencies): the logit is then a
 *mean* n-gram weight and does not grow with length. (With ``1/sqrt(n)`` scaling, long benign documents
 drifted to extreme scores: cross-validation on the train split showed 8 of 10 false positives were long
-benign texts vs 1 with this scaling, at near-equal recall.) Hashing is a polynomial rolling hash computed for *all* substrings at once with
-numpy (prefix sums weighted by powers of P^-1 mod 2^64), then mixed with the murmur3 finaliser -- fully
-deterministic, unlike Python's salted ``hash()``.
+benign texts vs 1 with this scaling, at near-equal recall.)
+
+Hashing is a polynomial rolling hash computed for *all* substrings at once with numpy (prefix sums
+weighted by powers of P^-1 mod 2^64), then mixed with the murmur3 finaliser -- fully deterministic,
+unlike Python's salted ``hash()``.
 
 Texts longer than the window are scored over half-overlapping windows and the maximum is kept, so an
 injection buried in a long benign document is not diluted away.
@@ -79,8 +81,13 @@ class FeatureConfig:
     window: int = 4096
 
     def to_dict(self) -> dict[str, Any]:
-        return {"feature_version": FEATURE_VERSION, "bits": self.bits, "char_ngrams": list(self.char_ngrams),
-                "word_ngrams": list(self.word_ngrams), "window": self.window}
+        return {
+            "feature_version": FEATURE_VERSION,
+            "bits": self.bits,
+            "char_ngrams": list(self.char_ngrams),
+            "word_ngrams": list(self.word_ngrams),
+            "window": self.window,
+        }
 
 
 class FeatureHasher:
@@ -93,8 +100,12 @@ class FeatureHasher:
         self._shift = np.uint64(64 - config.bits)
         self._ppow = _powers(_P, config.window + 2)
         self._qpow = _powers(_Q, config.window + 2)
-        self._salts = {key: np.uint64((0x51ED27 * (i + 1)) % 2**64) for i, key in enumerate(
-            [f"c{n}" for n in config.char_ngrams] + [f"w{n}" for n in config.word_ngrams])}
+        self._salts = {
+            key: np.uint64((0x51ED27 * (i + 1)) % 2**64)
+            for i, key in enumerate(
+                [f"c{n}" for n in config.char_ngrams] + [f"w{n}" for n in config.word_ngrams]
+            )
+        }
 
     def groups(self, text: str) -> list[tuple[Buckets, float]]:
         """Bucket indices per feature group (chars, words) with that group's scale 1/count.
@@ -161,15 +172,26 @@ class ModelMeta:
     def from_dict(cls, raw: Mapping[str, Any]) -> ModelMeta:
         feats = raw["features"]
         if feats.get("feature_version") != FEATURE_VERSION:
-            raise ValueError(f"model feature_version {feats.get('feature_version')} != code {FEATURE_VERSION}")
-        config = FeatureConfig(int(feats["bits"]), tuple(feats["char_ngrams"]), tuple(feats["word_ngrams"]),
-                               int(feats["window"]))
-        return cls(config, float(raw["bias"]), MappingProxyType(dict(raw.get("thresholds", {}))),
-                   MappingProxyType(dict(raw.get("info", {}))))
+            raise ValueError(
+                f"model feature_version {feats.get('feature_version')} != code {FEATURE_VERSION}"
+            )
+        config = FeatureConfig(
+            int(feats["bits"]), tuple(feats["char_ngrams"]), tuple(feats["word_ngrams"]), int(feats["window"])
+        )
+        return cls(
+            config,
+            float(raw["bias"]),
+            MappingProxyType(dict(raw.get("thresholds", {}))),
+            MappingProxyType(dict(raw.get("info", {}))),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"features": self.features.to_dict(), "bias": self.bias, "thresholds": dict(self.thresholds),
-                "info": dict(self.info)}
+        return {
+            "features": self.features.to_dict(),
+            "bias": self.bias,
+            "thresholds": dict(self.thresholds),
+            "info": dict(self.info),
+        }
 
 
 class InjectionClassifier:
@@ -185,8 +207,11 @@ class InjectionClassifier:
 
     @classmethod
     def load(cls, path: Path | None = None) -> InjectionClassifier:
-        data = (path.read_bytes() if path is not None
-                else resources.files(__package__).joinpath(MODEL_FILE).read_bytes())
+        data = (
+            path.read_bytes()
+            if path is not None
+            else resources.files(__package__).joinpath(MODEL_FILE).read_bytes()
+        )
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             weights = npz["weights"]
             meta = json.loads(npz["meta"].tobytes().decode("utf-8"))

@@ -5,6 +5,12 @@ overrides, chat-template tokens, system-prompt exfiltration) even in short texts
 model has little signal, and every hit is explainable by a rule id and a span. Keeping the rules in JSON
 lets them be reviewed and extended without touching code.
 
+Each rule lists *anchors*, single-word literals of which every match contains at least one (lower-case
+anchors compare case-insensitively, others exactly, e.g. ``DAN``). A rule's regex only runs when one of
+its anchors occurs in the text: a few
+fast substring checks replace dozens of regex passes over benign text, which otherwise dominated the
+detector's latency. ``HeuristicScanner.unanchored_hits`` lets tests verify that the anchors are complete.
+
 Scoring is a noisy-OR over *distinct* matched rules: ``1 - prod(1 - weight)``. A single strong rule is
 enough to cross a 0.5 threshold, while several weak hints (e.g. "stay in character" + "no
 restrictions") add up, and repeating the same phrase does not inflate the score.
@@ -29,13 +35,14 @@ _EXCERPT = 80
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One heuristic: a case-insensitive regex with a weight in (0, 1]."""
+    """One heuristic: a case-insensitive regex with a weight in (0, 1], gated by anchor literals."""
 
     id: str
     category: str
     weight: float
     pattern: re.Pattern[str]
     description: str = ""
+    anchors: tuple[str, ...] = ()  # empty: always run; all lower-case: case-insensitive, else exact
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Rule:
@@ -43,10 +50,15 @@ class Rule:
         if not 0.0 < weight <= 1.0:
             raise ValueError(f"rule {raw['id']!r}: weight must be in (0, 1], got {weight}")
         try:
-            pattern = re.compile(raw["pattern"], re.IGNORECASE)
+            # ASCII: by the time rules run, normalise.py has folded look-alikes and compat forms to ASCII.
+            pattern = re.compile(raw["pattern"], re.IGNORECASE | re.ASCII)
         except re.error as exc:
             raise ValueError(f"rule {raw['id']!r}: bad regex: {exc}") from exc
-        return cls(str(raw["id"]), str(raw["category"]), weight, pattern, str(raw.get("description", "")))
+        anchors = tuple(str(a) for a in raw.get("anchors", ()))
+        if any(not a or len(a.split()) != 1 for a in anchors):
+            raise ValueError(f"rule {raw['id']!r}: anchors must be non-empty and contain no whitespace")
+        description = str(raw.get("description", ""))
+        return cls(str(raw["id"]), str(raw["category"]), weight, pattern, description, anchors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +93,9 @@ class HeuristicScanner:
         if len(ids) != len(set(ids)):
             raise ValueError("duplicate rule ids in heuristic rules")
         self._rules = tuple(rules)
+        anchors = {a for r in rules for a in r.anchors}
+        self._folded_anchors = tuple(sorted(a for a in anchors if a == a.lower()))
+        self._exact_anchors = tuple(sorted(anchors - set(self._folded_anchors)))
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -101,12 +116,29 @@ class HeuristicScanner:
         """The packaged rule set, built once (immutable, so sharing it is safe)."""
         return cls.from_json()
 
+    def _active(self, text: str) -> list[Rule]:
+        """Rules whose anchors occur in ``text`` (plus the unanchored ones)."""
+        lowered = text.lower()
+        present = {a for a in self._folded_anchors if a in lowered}
+        present.update(a for a in self._exact_anchors if a in text)
+        return [r for r in self._rules if not r.anchors or not present.isdisjoint(r.anchors)]
+
     def matches_any(self, text: str) -> bool:
         """Cheap yes/no used by the normaliser to decide whether a rot13 decoding is meaningful."""
-        return any(rule.pattern.search(text) for rule in self._rules)
+        return any(rule.pattern.search(text) for rule in self._active(text))
+
+    def unanchored_hits(self, text: str) -> list[str]:
+        """Ids of rules whose regex matches ``text`` but whose anchors miss that match (a rules.json bug)."""
+        bad = []
+        for rule in self._rules:
+            for m in rule.pattern.finditer(text):
+                found = m.group()
+                if rule.anchors and not any(a in (found if a != a.lower() else found.lower()) for a in rule.anchors):
+                    bad.append(rule.id)
+        return bad
 
     def _find(self, text: str) -> Iterator[tuple[Rule, re.Match[str]]]:
-        for rule in self._rules:
+        for rule in self._active(text):
             for n, m in enumerate(rule.pattern.finditer(text)):
                 if n >= _MAX_MATCHES_PER_RULE:
                     break
@@ -129,7 +161,9 @@ class HeuristicScanner:
             found.append(RuleMatch(rule.id, rule.category, rule.weight, span, None, excerpt))
         for index, segment in enumerate(normalised.segments):
             for rule, m in self._find(segment.text):
-                found.append(RuleMatch(rule.id, rule.category, rule.weight, m.span(), index, m.group()[:_EXCERPT]))
+                found.append(
+                    RuleMatch(rule.id, rule.category, rule.weight, m.span(), index, m.group()[:_EXCERPT])
+                )
         matches = tuple(found)
         return HeuristicResult(_noisy_or(matches), matches)
 

@@ -14,8 +14,6 @@ the caller scans both the visible text and whatever it was hiding.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import json
 import re
@@ -26,7 +24,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from urllib.parse import unquote_plus
+
+from .decoders import FINDERS, rot13
 
 Rot13Probe = Callable[[str], bool]
 """Decides whether a rot13-decoded text contains trigger phrases (the heuristic layer provides it)."""
@@ -39,18 +38,6 @@ _TAG_FIRST, _TAG_LAST = 0xE0000, 0xE007F
 _MARK = "mark"  # a combining mark: dropped only when it decorates an ASCII letter (see _fold)
 
 _WORD = re.compile(r"[^\W\d_]+")
-_HEX = re.compile(
-    r"(?<![0-9A-Za-z])(?:[0-9A-Fa-f]{2}){8,}(?![0-9A-Za-z])"
-    r"|(?:\\x[0-9A-Fa-f]{2}){4,}"
-    r"|(?<![0-9A-Za-z])(?:0x)?[0-9A-Fa-f]{2}(?:[ ,:](?:0x)?[0-9A-Fa-f]{2}){5,}(?![0-9A-Za-z])"
-)
-_B64 = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/=_-])")
-# Anchored at token starts so the look-ahead cannot go quadratic on one long token.
-_URL = re.compile(r"(?<!\S)(?=\S*?%[0-9A-Fa-f]{2}\S*?%[0-9A-Fa-f]{2})\S+")
-_ROT13 = str.maketrans(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
-    "NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,51 +132,6 @@ def _fold_char(ch: str, always: Mapping[str, tuple[str, str]]) -> tuple[str, str
     return None
 
 
-def _is_texty(text: str) -> bool:
-    """True when decoded bytes look like human text, so random-looking tokens are not "decoded"."""
-    if len(text) < 4:
-        return False
-    printable = sum(1 for c in text if c.isprintable() or c in "\t\n\r")
-    wordy = sum(1 for c in text if c.isalpha() or c == " ")
-    return printable >= 0.95 * len(text) and wordy >= 0.5 * len(text)
-
-
-def _bytes_to_text(raw: bytes) -> str | None:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return text if _is_texty(text) else None
-
-
-def _decode_hex(run: str) -> str | None:
-    digits = re.sub(r"\\x|0x|[ ,:]", "", run)
-    try:
-        return _bytes_to_text(binascii.unhexlify(digits))
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _decode_b64(run: str) -> str | None:
-    body = run.rstrip("=")
-    if len(body) % 4 == 1:
-        return None
-    altchars = b"-_" if ("-" in body or "_" in body) else None
-    try:
-        raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=altchars, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return _bytes_to_text(raw)
-
-
-def _decode_url(token: str) -> str | None:
-    try:
-        decoded = unquote_plus(token, errors="strict")
-    except UnicodeDecodeError:
-        return None
-    return decoded if decoded != token and _is_texty(decoded) else None
-
-
 class Normaliser:
     """Immutable, thread-safe normaliser; build once and call many times."""
 
@@ -219,17 +161,16 @@ class Normaliser:
             return NormalisedText(text, folded, tuple(segments), frozenset(flags), offsets)
         candidates: list[tuple[str, tuple[int, int], str]] = []
         taken: list[tuple[int, int]] = []
-        for encoding, pattern, decoder in (("hex", _HEX, _decode_hex), ("base64", _B64, _decode_b64),
-                                           ("url", _URL, _decode_url)):
-            for m in pattern.finditer(folded):
-                if any(m.start() < e and s < m.end() for s, e in taken):
+        for encoding, finder, decoder in FINDERS:
+            for start, end in finder(folded):
+                if any(start < e and s < end for s, e in taken):
                     continue
-                decoded = decoder(m.group())
+                decoded = decoder(folded[start:end])
                 if decoded is not None:
-                    taken.append(m.span())
-                    candidates.append((encoding, offsets.to_original(*m.span()), decoded))
-        if self._probe is not None and sum(c.isalpha() for c in folded[:4096]) >= 8:
-            rotated = folded.translate(_ROT13)
+                    taken.append((start, end))
+                    candidates.append((encoding, offsets.to_original(start, end), decoded))
+        if self._probe is not None and len(folded) >= 8:
+            rotated = rot13(folded)
             if self._probe(rotated):
                 candidates.append(("rot13", (0, len(text)), rotated))
         for encoding, span, decoded in candidates:
@@ -246,7 +187,9 @@ class Normaliser:
         tags: list[tuple[tuple[int, int], str]] = []
         if text.isascii():
             return text, OffsetMap(), flags, tags
-        plan = {ch: step for ch in set(text) if not ch.isascii() and (step := _fold_char(ch, self._conf.always))}
+        plan = {
+            ch: step for ch in set(text) if not ch.isascii() and (step := _fold_char(ch, self._conf.always))
+        }
         if not plan:
             return text, OffsetMap(), flags, tags
         out: list[str] = []
@@ -255,11 +198,11 @@ class Normaliser:
         copies: list[bool] = []
         n_out = run_start = 0
         prev = ""
-        for i, ch in enumerate(text):
-            step = plan.get(ch)
-            if step is None:
-                continue
-            rep, flag = step
+        # Visit only the characters that change (a regex over the planned set runs at C speed).
+        changing = re.compile("[" + "".join(re.escape(c) for c in sorted(plan)) + "]")
+        for hit in changing.finditer(text):
+            i, ch = hit.start(), hit.group()
+            rep, flag = plan[ch]
             if flag == _MARK:
                 before = text[i - 1] if i > run_start else prev
                 if not (before.isascii() and before.isalpha()):
@@ -299,16 +242,19 @@ class Normaliser:
         return "".join(out), OffsetMap(tuple(norm_starts), tuple(orig_starts), tuple(copies)), flags, tags
 
     def _fold_homoglyphs(self, text: str, flags: set[str]) -> str:
-        """Fold cross-script look-alikes inside mixed-script or all-look-alike words (length-preserving)."""
+        """Fold cross-script look-alikes (length-preserving) inside mixed-script words, and inside words made
+        only of look-alikes when the text is mostly Latin -- so Russian prose ("как") stays untouched."""
         if text.isascii() or self._cross_char is None or not self._cross_char.search(text):
             return text
         cross = self._conf.cross_script
+        latin = sum(1 for c in text if c.isascii() and c.isalpha())
+        mostly_latin = latin > sum(1 for c in text if c.isalpha()) - latin
 
         def fold(m: re.Match[str]) -> str:
             word = m.group()
             if word.isascii() or not any(c in cross for c in word):
                 return word
-            if any(c.isascii() for c in word) or all(c in cross for c in word):
+            if any(c.isascii() for c in word) or (mostly_latin and all(c in cross for c in word)):
                 flags.add("homoglyph")
                 return "".join(cross.get(c, c) for c in word)
             return word

@@ -1,0 +1,73 @@
+"""``fallback``: when a target fails in a way another might not, try the next one.
+
+Walks the request's candidates (from ``routes:``: ordered, or weighted first choice), trying
+the next target only for the failure classes listed in ``triggers`` and while the deadline allows.
+The serving target is in the ``x-sidecar-upstream`` header; each reroute is a decision record.
+Answers are settled inside each attempt, so no fallback happens after a stream has started.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Literal
+
+from pydantic import Field
+
+from proxy.chain import PluginConfig, RequestContext, UpstreamPolicy
+from proxy.errors import UpstreamError
+from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
+from proxy.upstream.failures import classify_exception, classify_response
+
+Trigger = Literal[
+    "timeout", "connect", "bad_response", "429", "5xx", "context_length", "content_policy", "circuit_open",
+    "bulkhead_full",
+]
+
+
+class FallbackConfig(PluginConfig):
+    """Route around failing targets along the request's route (outermost wrapper)."""
+
+    type: Literal["fallback"] = "fallback"
+    # Not ``on``: YAML 1.1 reads a bare ``on`` key as the boolean true.
+    triggers: tuple[Trigger, ...] = (
+        "timeout", "connect", "bad_response", "429", "5xx", "circuit_open", "bulkhead_full"
+    )
+    max_targets: int = Field(default=3, ge=1, description="targets tried at most, the first included")
+
+
+class FallbackPlugin(UpstreamPolicy[FallbackConfig]):
+    Config = FallbackConfig
+
+    def wrap(self, inner: Upstream) -> Upstream:
+        return _Fallback(inner, self.config)
+
+
+class _Fallback:
+    def __init__(self, inner: Upstream, config: FallbackConfig) -> None:
+        self._inner = inner
+        self._on = frozenset(config.triggers)
+        self._max = config.max_targets
+
+    async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
+        candidates = request.candidates[: self._max]
+        if len(candidates) <= 1 or not isinstance(request.body, (bytes, type(None))):
+            return await self._inner.send(request, ctx)
+        for i, candidate in enumerate(candidates):
+            last = i == len(candidates) - 1 or (request.deadline is not None and time.monotonic() >= request.deadline)
+            attempt = replace(request, target=candidate)
+            try:
+                resp = await self._inner.send(attempt, ctx)
+            except UpstreamError as exc:
+                kind = classify_exception(exc)
+                if last or kind not in self._on:
+                    raise
+            else:
+                kind = classify_response(resp)
+                if last or kind is None or kind not in self._on:
+                    return resp
+                await resp.aclose()
+            nxt = candidates[i + 1]
+            ctx.record("fallback", "reroute", detail={"from": candidate.upstream, "to": nxt.upstream, "class": kind,
+                                                      "to_model": nxt.model})
+        raise AssertionError("unreachable: the last candidate always returns or raises")

@@ -1,0 +1,5 @@
+"""Offline content detectors used by policy plugins.
+
+Detectors are plain, synchronous, thread-safe libraries with no network access and no model downloads;
+plugins wrap them. See ``proxy.detectors.injection`` for the prompt-injection detector.
+"""

@@ -1,0 +1,123 @@
+"""Decoders for text hidden in common encodings (hex, base64, URL-encoding, rot13).
+
+Why separate: these are the only places where arbitrary bytes become text, so their acceptance rule
+lives in one spot: a decoding is kept only when the result looks like human text (or like another
+encoded layer), which keeps hashes, ids and random tokens from producing noise segments.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Iterator
+from urllib.parse import unquote_plus
+
+Span = tuple[int, int]
+
+# Each pattern starts with a plain character class so ``re`` can skip ahead quickly; boundaries are
+# checked in Python on the (rare) hits. A single alternation with look-behinds was ~5x slower.
+_HEX_RUN = re.compile(r"[0-9A-Fa-f]{16,}")
+_HEX_SEP = re.compile(r"[0-9A-Fa-f][0-9A-Fa-f][ ,:][0-9A-Fa-f]{2}(?:[ ,:][0-9A-Fa-f]{2}){4,}")
+_HEX_0X = re.compile(r"0x[0-9A-Fa-f]{2}(?:[ ,]*0x[0-9A-Fa-f]{2}){3,}")
+_HEX_ESC = re.compile(r"(?:\\x[0-9A-Fa-f]{2}){4,}")
+_B64_RUN = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+_URL_ESC = re.compile(r"%[0-9A-Fa-f]{2}")
+_WS = re.compile(r"\s")
+_ROT13_BYTES = bytes.maketrans(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+    b"NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm",
+)
+
+
+def rot13(text: str) -> str:
+    """rot13 via a bytes table: UTF-8 multi-byte sequences never contain ASCII letter bytes."""
+    return text.encode("utf-8", "surrogatepass").translate(_ROT13_BYTES).decode("utf-8", "surrogatepass")
+
+
+def _isolated(text: str, start: int, end: int) -> bool:
+    """The run is not glued to other letters/digits (so it is not part of a longer word)."""
+    return (start == 0 or not text[start - 1].isalnum()) and (end == len(text) or not text[end].isalnum())
+
+
+def find_hex(text: str) -> Iterator[Span]:
+    for pattern in (_HEX_RUN, _HEX_SEP):
+        for m in pattern.finditer(text):
+            if _isolated(text, *m.span()):
+                yield m.span()
+    for pattern in (_HEX_ESC, _HEX_0X):
+        for m in pattern.finditer(text):
+            yield m.span()
+
+
+def find_b64(text: str) -> Iterator[Span]:
+    for m in _B64_RUN.finditer(text):
+        yield m.span()  # greedy runs are maximal, so they are already bounded
+
+
+def find_url(text: str) -> Iterator[Span]:
+    """Whitespace-delimited tokens holding at least two %XX escapes."""
+    covered = -1
+    for m in _URL_ESC.finditer(text):
+        if m.start() < covered:
+            continue
+        start = max(text.rfind(c, 0, m.start()) for c in " \t\n\r\f\v") + 1
+        ws = _WS.search(text, m.end())
+        covered = ws.start() if ws else len(text)
+        if len(_URL_ESC.findall(text, start, covered)) >= 2:
+            yield start, covered
+
+
+def _is_texty(text: str) -> bool:
+    """True when decoded bytes look like human text, so random-looking tokens are not "decoded"."""
+    if len(text) < 4:
+        return False
+    printable = sum(1 for c in text if c.isprintable() or c in "\t\n\r")
+    wordy = sum(1 for c in text if c.isalpha() or c == " ")
+    return printable >= 0.95 * len(text) and wordy >= 0.5 * len(text)
+
+
+def _bytes_to_text(raw: bytes) -> str | None:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if _is_texty(text) or (text.isprintable() and any(p.fullmatch(text) for p in (_HEX_RUN, _HEX_SEP, _B64_RUN))):
+        return text  # the second case is a further encoded layer (e.g. base64 of hex): decoded next level
+    return None
+
+
+def decode_hex(run: str) -> str | None:
+    digits = re.sub(r"\\x|0x|[ ,:]", "", run)
+    try:
+        return _bytes_to_text(binascii.unhexlify(digits))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def decode_b64(run: str) -> str | None:
+    body = run.rstrip("=")
+    if len(body) % 4 == 1:
+        return None
+    altchars = b"-_" if ("-" in body or "_" in body) else None
+    try:
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=altchars, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return _bytes_to_text(raw)
+
+
+def decode_url(token: str) -> str | None:
+    try:
+        decoded = unquote_plus(token, errors="strict")
+    except UnicodeDecodeError:
+        return None
+    return decoded if decoded != token and _is_texty(decoded) else None
+
+
+FINDERS: tuple[tuple[str, Callable[[str], Iterator[Span]], Callable[[str], str | None]], ...] = (
+    ("hex", find_hex, decode_hex),
+    ("base64", find_b64, decode_b64),
+    ("url", find_url, decode_url),
+)
+"""(encoding, finder, decoder) in priority order: hex runs are also valid base64, so hex goes first."""

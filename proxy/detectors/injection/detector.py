@@ -1,0 +1,135 @@
+"""``InjectionDetector``: the single, synchronous entry point the policy plugin calls.
+
+Why layered: normalisation undoes obfuscation, so both the rules and the classifier see what a model
+would see; rules give explainable, high-precision hits on short texts; the classifier generalises to
+persona/jailbreak prose that no rule names. The layers are combined with a noisy-OR,
+``1 - (1 - heuristic) * (1 - classifier)``, so either layer can raise the alarm alone and two weak
+signals add up.
+
+Everything here is immutable after construction: one detector can be shared by all request handlers
+and threads. It is pure CPU work (well under a millisecond for typical prompts); call it from a worker
+thread if event-loop latency matters for very large inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .classifier import InjectionClassifier
+from .heuristics import HeuristicResult, HeuristicScanner
+from .normalise import DecodedSegment, Normaliser
+
+_MIN_SEGMENT_CHARS = 16  # shorter decoded fragments carry too little signal for the classifier
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Decision thresholds (score >= threshold means "injection") for each layer and the combination."""
+
+    heuristics: float = 0.5
+    classifier: float = 0.5
+    combined: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("heuristics", "classifier", "combined"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"threshold {name}={value} must be within [0, 1]")
+
+    @classmethod
+    def from_model(cls, classifier: InjectionClassifier) -> Thresholds:
+        """The defaults chosen at training time (out-of-fold FPR target + benign-hard constraint)."""
+        t = classifier.meta.thresholds
+        default = cls()
+        return cls(
+            float(t.get("heuristics", default.heuristics)),
+            float(t.get("classifier", default.classifier)),
+            float(t.get("combined", default.combined)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionResult:
+    """Per-layer evidence and verdicts for one text."""
+
+    flags: frozenset[str]
+    segments: tuple[DecodedSegment, ...]
+    heuristics: HeuristicResult
+    classifier_score: float
+    combined_score: float
+    verdicts: Mapping[str, bool] = field(default_factory=lambda: MappingProxyType({}))
+    truncated: bool = False
+
+    @property
+    def heuristic_score(self) -> float:
+        return self.heuristics.score
+
+    @property
+    def is_injection(self) -> bool:
+        """The verdict of the combined score -- the one to act on by default."""
+        return self.verdicts.get("combined", False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary for logs and audit events (no decoded text: it may be sensitive)."""
+        return {
+            "flags": sorted(self.flags),
+            "segments": [
+                {"encoding": s.encoding, "span": list(s.span), "chars": len(s.text)} for s in self.segments
+            ],
+            "heuristic_score": self.heuristics.score,
+            "rules": [
+                {"id": m.rule_id, "span": list(m.span), "segment": m.segment} for m in self.heuristics.matches
+            ],
+            "classifier_score": round(self.classifier_score, 6),
+            "combined_score": round(self.combined_score, 6),
+            "verdicts": dict(self.verdicts),
+            "truncated": self.truncated,
+        }
+
+
+class InjectionDetector:
+    """Normalise -> heuristics + classifier -> combined score and verdicts. Thread-safe, no I/O per call."""
+
+    def __init__(
+        self,
+        thresholds: Thresholds | None = None,
+        *,
+        scanner: HeuristicScanner | None = None,
+        classifier: InjectionClassifier | None = None,
+        max_chars: int = 262_144,
+    ) -> None:
+        self._scanner = scanner or HeuristicScanner.default()
+        self._classifier = classifier or InjectionClassifier.default()
+        self._normaliser = Normaliser(rot13_probe=self._scanner.matches_any)
+        self.thresholds = thresholds or Thresholds.from_model(self._classifier)
+        if max_chars < 1024:
+            raise ValueError("max_chars must be at least 1024")
+        self._max_chars = max_chars
+
+    def scan(self, text: str) -> InjectionResult:
+        """Score one text. Inputs beyond ``max_chars`` are scanned head and tail (flagged ``truncated``)."""
+        truncated = len(text) > self._max_chars
+        if truncated:
+            half = self._max_chars // 2
+            text = text[:half] + "\n" + text[-half:]
+        normalised = self._normaliser(text)
+        heuristics = self._scanner.scan(normalised)
+        classifier = self._classifier.score(normalised.text)
+        for segment in normalised.segments:
+            if len(segment.text) >= _MIN_SEGMENT_CHARS:
+                classifier = max(classifier, self._classifier.score(segment.text))
+        combined = 1.0 - (1.0 - heuristics.score) * (1.0 - classifier)
+        t = self.thresholds
+        verdicts = MappingProxyType(
+            {
+                "heuristics": heuristics.score >= t.heuristics,
+                "classifier": classifier >= t.classifier,
+                "combined": combined >= t.combined,
+            }
+        )
+        return InjectionResult(
+            normalised.flags, normalised.segments, heuristics, classifier, combined, verdicts, truncated
+        )

@@ -1,0 +1,98 @@
+"""Settle an upstream answer inside the attempt that produced it.
+
+Resilience wrappers (retry, circuit breaker, fallback) can only act on failures they see. So a
+target does not return as soon as headers arrive: a non-streamed body is read whole (the
+pipeline needs it whole anyway), and a stream's first body chunk is awaited. A deadline, a
+first-token timeout, a connection drop or a 5xx therefore all happen *inside* the attempt,
+where they can still be retried or routed around; only once the first chunk is in hand is the
+stream handed on, and after that nothing is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import orjson
+
+from proxy.errors import UpstreamError, UpstreamTimeout
+from proxy.models.upstream import BufferedResponse, UpstreamRequest, UpstreamResponse
+
+
+class PeekedResponse:
+    """A streamed response whose first chunk was already read."""
+
+    def __init__(self, inner: UpstreamResponse, first: bytes, rest: AsyncIterator[bytes]) -> None:
+        self.status = inner.status
+        self.headers = inner.headers
+        self._inner = inner
+        self._first = first
+        self._rest = rest
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        if self._first:
+            yield self._first
+        async for chunk in self._rest:
+            yield chunk
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self.aiter_bytes()])
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def _deadline_error() -> UpstreamTimeout:
+    return UpstreamTimeout("The request deadline was exceeded.", code="deadline_exceeded")
+
+
+async def settled(
+    request: UpstreamRequest,
+    call: Callable[[], Awaitable[UpstreamResponse]],
+    first_token_timeout: float | None = None,
+) -> UpstreamResponse:
+    """Run one attempt within the request's deadline and settle its answer (see module doc)."""
+    budget = remaining(request.deadline)
+    if budget is not None and budget <= 0:
+        raise _deadline_error()
+    try:
+        async with asyncio.timeout(budget):
+            resp = await call()
+            if request.route.value == "passthrough":
+                return resp
+            if not request.stream or resp.status >= 400:
+                try:
+                    body = await resp.read()
+                finally:
+                    await resp.aclose()
+                if resp.status < 400 and not _is_json(body):
+                    raise UpstreamError("The upstream provider sent an invalid response.",
+                                        detail=f"status {resp.status}, {len(body)} bytes that are not JSON")
+                return BufferedResponse(resp.status, resp.headers, body)
+            rest = resp.aiter_bytes().__aiter__()
+            try:
+                async with asyncio.timeout(first_token_timeout):
+                    first = await anext(rest, b"")
+            except TimeoutError:
+                await resp.aclose()
+                raise UpstreamTimeout("The upstream provider did not start streaming in time.",
+                                      code="first_token_timeout") from None
+            except BaseException:
+                await resp.aclose()
+                raise
+            return PeekedResponse(resp, first, rest)
+    except TimeoutError:
+        raise _deadline_error() from None
