@@ -24,6 +24,7 @@ BUILTINS = {
     "circuit_breaker": "plugins.circuit_breaker:CircuitBreakerPlugin",
     "fallback": "plugins.fallback:FallbackPlugin",
     "headers": "plugins.headers:HeadersPlugin",
+    "idempotency": "plugins.idempotency:IdempotencyPlugin",
     "retry": "plugins.retry:RetryPlugin",
     "timeout": "plugins.timeout:TimeoutPlugin",
 }
