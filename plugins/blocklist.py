@@ -4,18 +4,19 @@ Small on purpose, but it exercises every text path of the chain: request hook (p
 response hook (whole answer) and a stream filter with hold-back, so a keyword split across
 two streamed chunks is still caught before any part of it reaches the client.
 
-Streams: a match can be at most ``max_match_chars`` long (keywords: their own length), so the
-filter holds back that many characters and releases everything before them, matching with
-some released text as context so ``\b`` and lookbehinds behave as on the whole text; released
-text is final, which is what makes chunked and unchunked output identical (property-tested).
+Streams: text is held back only from where a match could still begin (partial matching), at
+most ``max_match_chars``; ordinary text is released as it arrives, so the first token is not
+delayed. Matching sees some released text as context, so ``\b`` and lookbehinds behave as on
+the whole text; released text is final, which is what makes chunked and unchunked output
+identical (property-tested).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Literal
 
+import regex
 from pydantic import Field, field_validator, model_validator
 
 from proxy.chain import (
@@ -56,8 +57,8 @@ class BlocklistConfig(PluginConfig):
     def _compiles(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
         for p in patterns:
             try:
-                re.compile(p)
-            except re.error as exc:
+                regex.compile(p, regex.VERSION0)
+            except regex.error as exc:
                 raise ValueError(f"invalid regular expression {p!r}: {exc}") from exc
         return patterns
 
@@ -73,9 +74,10 @@ class BlocklistPlugin(Plugin[BlocklistConfig]):
 
     def __init__(self, config: BlocklistConfig, deps: Deps) -> None:
         super().__init__(config, deps)
-        alternatives = [re.escape(k) for k in config.keywords] + [f"(?:{p})" for p in config.patterns]
-        flags = 0 if config.case_sensitive else re.IGNORECASE
-        self._rx = re.compile("|".join(alternatives), flags)
+        alternatives = [regex.escape(k) for k in config.keywords] + [f"(?:{p})" for p in config.patterns]
+        flags = 0 if config.case_sensitive else regex.IGNORECASE
+        # The ``regex`` module: same syntax as ``re``, plus the partial matching streams need.
+        self._rx = regex.compile("|".join(alternatives), flags | regex.VERSION0)
         longest_keyword = max((len(k) for k in config.keywords), default=1)
         self._window = max(longest_keyword, config.max_match_chars if config.patterns else 1)
         self._roles = frozenset(config.roles)
@@ -110,7 +112,7 @@ class BlocklistPlugin(Plugin[BlocklistConfig]):
             return None
         rx, cfg, window = self._rx, self.config, self._window
 
-        def replace(match: re.Match[str]) -> str:
+        def replace(match: regex.Match[str]) -> str:
             if cfg.action == "block":
                 ctx.record("stream_match", "block", detail={"where": "stream"})
                 raise Rejected(cfg.message, code="content_blocked")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+
+import regex
 from typing import Protocol
 
 SplitPolicy = Callable[[str], int]
@@ -132,26 +134,36 @@ def sentence_boundary(max_hold: int = 2000) -> SplitPolicy:
 
 
 class RegexRewriter:
-    """Streamed ``re.sub`` that gives the same result as on the whole text.
+    """Streamed ``sub`` that gives the same result as on the whole text, holding back as little as it can.
 
-    ``HoldBack(regex_safe(...), transform)`` runs the transform on each released piece alone,
-    so the piece's edges look like string edges to ``\\b``, ``^`` or a lookbehind. This class
-    matches over ``context + buffer`` instead (the last ``context`` released characters, and
-    the search starts after them), and holds back ``max_match`` characters, one more than the
-    longest match, so a one-character lookahead such as ``\\b`` is always decided on real text.
-    Lookbehinds must fit in ``context``; lookaheads count toward ``max_match``.
+    Two problems with a fixed window: ``HoldBack(regex_safe(...), transform)`` runs the transform
+    on each released piece alone, so piece edges look like string edges to ``\\b``, ``^`` or a
+    lookbehind; and holding the longest possible match (say 200 characters for a secret
+    pattern) delays every stream's first token by that much. So this class
 
+    * matches over ``context + buffer`` (the last ``context`` released characters are kept
+      and the search starts after them), so assertions see the real neighbours;
+    * uses the ``regex`` module's *partial* matching: text is held only from where a match
+      could still begin or grow (a partial match, or a match touching the end of what has
+      arrived); everything before is final and released at once. Ordinary text that cannot
+      start a match is never held.
+
+    ``max_match`` still bounds the hold: a candidate longer than that is decided as it stands.
     ``replace(match)`` returns the replacement (or raises, to block).
     """
 
-    __slots__ = ("_buf", "_context", "_ctx", "_hold", "_replace", "_rx")
+    __slots__ = ("_buf", "_context", "_ctx", "_max", "_replace", "_rx")
 
     def __init__(
-        self, rx: re.Pattern[str], replace: Callable[[re.Match[str]], str], max_match: int, context: int = 32
+        self,
+        rx: regex.Pattern[str],
+        replace: Callable[[regex.Match[str]], str],
+        max_match: int,
+        context: int = 32,
     ) -> None:
         self._rx = rx
         self._replace = replace
-        self._hold = max(1, max_match)
+        self._max = max(1, max_match)
         self._context = context
         self._ctx = ""
         self._buf = ""
@@ -160,40 +172,53 @@ class RegexRewriter:
     def pending(self) -> str:
         return self._buf
 
-    def _rewrite(self, buf: str, cut: int) -> tuple[str, int]:
+    def _rewrite(self, buf: str, final: bool) -> tuple[str, int]:
+        """Rewrite what is decided; returns (released text, characters of ``buf`` consumed).
+
+        A position where no match, not even a partial one, can begin is dead: text up to the
+        first live position is final. An unanchored partial search that finds nothing proves
+        the whole buffer dead in one C call (the common case); otherwise positions are checked
+        one by one with anchored ``match``, because an unanchored search prefers a later
+        complete match to an earlier partial one, and a complete short match to a longer
+        alternative that could still win. So a candidate is decided only once ``max_match``
+        characters from its start have arrived.
+        """
         text = self._ctx + buf
         off = len(self._ctx)
-        end = off + cut
+        end = len(text)
         out: list[str] = []
         last = off
-        for m in self._rx.finditer(text, off):
-            if m.start() >= end:
+        rx, partial = self._rx, not final
+        # None proves every position dead; a hit proves nothing about positions before it.
+        p = end if rx.search(text, off, partial=partial) is None else off
+        while p < end:
+            m = rx.match(text, p, partial=partial)
+            if m is None:
+                p += 1
+                continue
+            if partial and end - p < self._max:
+                end = p  # this candidate can still change: hold from here
                 break
-            if m.end() > end:  # straddles the cut: release only up to where it starts
-                end = m.start()
-                break
-            if m.end() == m.start():
-                continue  # empty matches rewrite nothing
-            out.append(text[last : m.start()])
+            if m.partial or m.end() == p:
+                p += 1  # an over-long candidate that is not a match, or an empty match
+                continue
+            out.append(text[last:p])
             out.append(self._replace(m))
-            last = m.end()
+            last = p = m.end()
         out.append(text[last:end])
         return "".join(out), end - off
 
     def feed(self, text: str) -> str:
         buf = self._buf + text
-        cut = len(buf) - self._hold
-        if cut <= 0:
-            self._buf = buf
-            return ""
-        released, cut = self._rewrite(buf, cut)
-        self._ctx = (self._ctx + buf[:cut])[-self._context :] if self._context else ""
-        self._buf = buf[cut:]
+        released, used = self._rewrite(buf, final=False)
+        if used:
+            self._ctx = (self._ctx + buf[:used])[-self._context :] if self._context else ""
+        self._buf = buf[used:]
         return released
 
     def flush(self) -> str:
         buf, self._buf = self._buf, ""
         if not buf:
             return ""
-        released, _ = self._rewrite(buf, len(buf))
+        released, _ = self._rewrite(buf, final=True)
         return released
