@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import replace
 from typing import Literal
 
 from pydantic import Field
@@ -77,7 +76,6 @@ class _Retrying:
                 await resp.aclose()
                 self._record(ctx, attempt, kind, delay)
             await asyncio.sleep(delay)
-            request = replace(request)
 
     def _delay(self, attempt: int, asked: float | None) -> float:
         if asked is not None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
 from collections.abc import Iterable
 
 from starlette.requests import Request
@@ -18,11 +19,25 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _NOT_FORWARDED = HOP_BY_HOP | {"accept-encoding"}
 
 
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
+
+
 def request_id(request: Request) -> str:
+    """The client's ``x-request-id`` when well-formed, else a process prefix plus a counter.
+
+    Unique across replicas (random prefix) and free on the hot path (no system call).
+    """
     given = request.headers.get("x-request-id")
     if given and _REQUEST_ID.match(given):
         return given
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
+
+
+def query_string(request: Request) -> str:
+    """The raw query string; ``request.url`` would build and parse a whole URL object."""
+    raw: bytes = request.scope.get("query_string", b"")
+    return raw.decode("latin-1")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -76,7 +91,7 @@ def response_headers(
     upstream: Iterable[tuple[str, str]], extra: dict[str, str], drop: Iterable[str] = ()
 ) -> dict[str, str]:
     """Upstream response headers minus hop-by-hop ones, plus the sidecar's own."""
-    dropped = {"date", *(d.lower() for d in drop)}  # the server sets its own Date
+    dropped = {"date", "server", *(d.lower() for d in drop)}  # this server sets its own
     headers = {k: v for k, v in upstream if k.lower() not in HOP_BY_HOP and k.lower() not in dropped}
     headers.update(extra)
     return headers

@@ -19,7 +19,7 @@ from proxy.chain.context import RequestContext
 from proxy.errors import InvalidRequest, ProxyError
 from proxy.models.chat import Route
 from proxy.models.upstream import UpstreamRequest, UpstreamResponse
-from proxy.routes.common import error_response, forward_headers, request_id, response_headers
+from proxy.routes.common import error_response, forward_headers, query_string, request_id, response_headers
 from proxy.runtime import Sidecar
 
 log = logging.getLogger("policy_sidecar.access")
@@ -79,7 +79,7 @@ class PassthroughRoute:
                 path,
                 forward_headers(request),
                 _limited(request, limit) if has_body else None,
-                request.url.query,
+                query_string(request),
                 Route.PASSTHROUGH,
             )
             resp = await policy.chain.send(upstream_request, ctx)

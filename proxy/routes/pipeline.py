@@ -38,6 +38,7 @@ from proxy.models.upstream import UpstreamRequest, UpstreamResponse
 from proxy.policy.compiler import CompiledPolicy
 from proxy.routes.common import (
     check_json_content_type,
+    query_string,
     error_response,
     forward_headers,
     read_body,
@@ -206,13 +207,14 @@ class ChainRoute:
             UPSTREAM_PATHS[route],
             forward_headers(request),
             req.encode(),
-            request.url.query,
+            query_string(request),
             route,
             req.stream,
             req.model,
             candidates=policy.routes.plan(req.model),
             deadline=ctx.deadline,
         )
+        upstream_request.target = upstream_request.candidates[0]
         resp = await chain.send(upstream_request, ctx)
         ctype = next((v for k, v in resp.headers if k.lower() == "content-type"), "")
         if req.stream and resp.status < 400 and "text/event-stream" in ctype:
@@ -236,12 +238,23 @@ class ChainRoute:
         headers = response_headers(
             resp.headers, {**base_headers, **self._target(ctx), **ctx.response_headers}
         )
+        if not self._needs_finish(policy, ctx):
+            # Nothing to run after the answer: skip the background task (hot path of simple policies).
+            self.sidecar.store.release(policy)
+            return Response(data, status_code=resp.status, headers=headers)
         outcome = Outcome(resp.status, usage=usage, latency_ms=self._ms(ctx))
         return Response(
             data,
             status_code=resp.status,
             headers=headers,
             background=BackgroundTask(self._finish, policy, ctx, outcome),
+        )
+
+    def _needs_finish(self, policy: CompiledPolicy, ctx: RequestContext) -> bool:
+        return bool(
+            policy.chain.complete_steps
+            or ctx.decisions
+            or (self.sidecar.settings.log_requests and log.isEnabledFor(logging.INFO))
         )
 
     @staticmethod

@@ -14,9 +14,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import orjson
-
 from proxy.errors import UpstreamError, UpstreamTimeout
+from proxy.models.chat import Route
 from proxy.models.upstream import BufferedResponse, UpstreamRequest, UpstreamResponse
 
 
@@ -43,12 +42,15 @@ class PeekedResponse:
         await self._inner.aclose()
 
 
-def _is_json(body: bytes) -> bool:
-    try:
-        orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    return True
+def _looks_like_json(body: bytes) -> bool:
+    """A structural check, not a parse: catches truncated and non-JSON bodies for a few ns.
+
+    The full parse happens once, where a plugin needs the body; parsing here as well would
+    cost the empty policy a second parse of every answer.
+    """
+    head = body.lstrip()[:1]
+    tail = body.rstrip()[-1:]
+    return (head == b"{" and tail == b"}") or (head == b"[" and tail == b"]")
 
 
 def remaining(deadline: float | None) -> float | None:
@@ -66,33 +68,46 @@ async def settled(
 ) -> UpstreamResponse:
     """Run one attempt within the request's deadline and settle its answer (see module doc)."""
     budget = remaining(request.deadline)
-    if budget is not None and budget <= 0:
+    if budget is None:  # no deadline: skip the timeout machinery on the hot path
+        return await _settle(request, call, first_token_timeout)
+    if budget <= 0:
         raise _deadline_error()
     try:
         async with asyncio.timeout(budget):
-            resp = await call()
-            if request.route.value == "passthrough":
-                return resp
-            if not request.stream or resp.status >= 400:
-                try:
-                    body = await resp.read()
-                finally:
-                    await resp.aclose()
-                if resp.status < 400 and not _is_json(body):
-                    raise UpstreamError("The upstream provider sent an invalid response.",
-                                        detail=f"status {resp.status}, {len(body)} bytes that are not JSON")
-                return BufferedResponse(resp.status, resp.headers, body)
-            rest = resp.aiter_bytes().__aiter__()
-            try:
-                async with asyncio.timeout(first_token_timeout):
-                    first = await anext(rest, b"")
-            except TimeoutError:
-                await resp.aclose()
-                raise UpstreamTimeout("The upstream provider did not start streaming in time.",
-                                      code="first_token_timeout") from None
-            except BaseException:
-                await resp.aclose()
-                raise
-            return PeekedResponse(resp, first, rest)
+            return await _settle(request, call, first_token_timeout)
     except TimeoutError:
         raise _deadline_error() from None
+
+
+async def _settle(
+    request: UpstreamRequest,
+    call: Callable[[], Awaitable[UpstreamResponse]],
+    first_token_timeout: float | None,
+) -> UpstreamResponse:
+    resp = await call()
+    if request.route is Route.PASSTHROUGH:
+        return resp
+    if not request.stream or resp.status >= 400:
+        try:
+            body = await resp.read()
+        finally:
+            await resp.aclose()
+        if resp.status < 400 and not _looks_like_json(body):
+            raise UpstreamError("The upstream provider sent an invalid response.",
+                                detail=f"status {resp.status}, {len(body)} bytes that are not JSON")
+        return BufferedResponse(resp.status, resp.headers, body)
+    rest = resp.aiter_bytes().__aiter__()
+    try:
+        if first_token_timeout is None:
+            first = await anext(rest, b"")
+        else:
+            async with asyncio.timeout(first_token_timeout):
+                first = await anext(rest, b"")
+    except TimeoutError:
+        await resp.aclose()
+        raise UpstreamTimeout("The upstream provider did not start streaming in time.",
+                              code="first_token_timeout") from None
+    except BaseException:
+        await resp.aclose()
+        raise
+    return PeekedResponse(resp, first, rest)

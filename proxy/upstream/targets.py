@@ -220,10 +220,8 @@ class Router:
 
     async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
         target = request.target
-        if target is None:
-            plan = request.candidates or self.table.plan(request.model)
-            target = plan[0]
-            request = replace(request, target=target)
+        if target is None:  # requests built outside the chain routes (tests, pass-through)
+            target = request.target = (request.candidates or self.table.plan(request.model))[0]
         ctx.target = target.upstream
         if target.model != request.model and request.route is not Route.PASSTHROUGH:
             request = replace(request, body=_with_model(request.body, target.model))

@@ -162,11 +162,20 @@ async def test_stream_block_passes_clean_text(case: tuple[list[str], list[str]])
 
 async def test_stream_block_example() -> None:
     flt = _stream_filter(_plugin(keywords=("forbidden",)), _ctx())
-    # 9 chars held: as long as the longest match, so a one-character lookahead is always decided.
-    assert await flt.on_event(TextDelta(0, "this is forb")) == [TextDelta(0, "thi")]
-    assert await flt.on_event(TextDelta(0, "id")) == [TextDelta(0, "s ")]  # "is forbid" held
+    # Text that cannot start a match is released at once; "forb" might become "forbidden".
+    assert await flt.on_event(TextDelta(0, "this is forb")) == [TextDelta(0, "this is ")]
+    assert await flt.on_event(TextDelta(0, "id")) == []  # "forbid" held
     with pytest.raises(Rejected):
         await flt.on_event(TextDelta(0, "den fruit, and more text"))
+
+
+async def test_stream_releases_ordinary_text_immediately() -> None:
+    flt = _stream_filter(_plugin(patterns=("sk-[A-Za-z0-9]{20,}",), max_match_chars=200, action="redact"), _ctx())
+    assert await flt.on_event(TextDelta(0, "Hello, how are you today? ")) == [
+        TextDelta(0, "Hello, how are you today? ")
+    ]
+    assert await flt.on_event(TextDelta(0, "Ask")) == [TextDelta(0, "A")]  # "sk" could start a key
+    assert await flt.on_event(TextDelta(0, "ed.")) == [TextDelta(0, "sked.")]
 
 
 def test_no_stream_filter_when_responses_are_not_scanned() -> None:

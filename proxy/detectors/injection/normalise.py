@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import string
 import unicodedata
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
@@ -151,9 +152,9 @@ class Normaliser:
         self._cross_char = re.compile(f"[{cross}]") if cross else None
 
     def __call__(self, text: str) -> NormalisedText:
-        return self._normalise(text, 0)
+        return self._normalise(text, 0, rot13_allowed=True)
 
-    def _normalise(self, text: str, depth: int) -> NormalisedText:
+    def _normalise(self, text: str, depth: int, *, rot13_allowed: bool) -> NormalisedText:
         folded, offsets, flags, tags = self._fold(text)
         folded = self._fold_homoglyphs(folded, flags)
         segments = [DecodedSegment("unicode_tags", span, hidden) for span, hidden in tags]
@@ -163,19 +164,21 @@ class Normaliser:
         taken: list[tuple[int, int]] = []
         for encoding, finder, decoder in FINDERS:
             for start, end in finder(folded):
+                if len(candidates) >= self._max_segments:
+                    break  # bounds the work on inputs stuffed with encoded runs
                 if any(start < e and s < end for s, e in taken):
                     continue
                 decoded = decoder(folded[start:end])
                 if decoded is not None:
                     taken.append((start, end))
                     candidates.append((encoding, offsets.to_original(start, end), decoded))
-        if self._probe is not None and len(folded) >= 8:
+        if rot13_allowed and self._probe is not None and len(folded) >= 8:
             rotated = rot13(folded)
             if self._probe(rotated):
                 candidates.append(("rot13", (0, len(text)), rotated))
         for encoding, span, decoded in candidates:
             flags.add(encoding)
-            inner = self._normalise(decoded, depth + 1)
+            inner = self._normalise(decoded, depth + 1, rot13_allowed=encoding != "rot13")
             flags |= inner.flags
             segments.append(DecodedSegment(encoding, span, inner.text))
             segments.extend(DecodedSegment(f"{encoding}>{s.encoding}", span, s.text) for s in inner.segments)
@@ -247,8 +250,8 @@ class Normaliser:
         if text.isascii() or self._cross_char is None or not self._cross_char.search(text):
             return text
         cross = self._conf.cross_script
-        latin = sum(1 for c in text if c.isascii() and c.isalpha())
-        mostly_latin = latin > sum(1 for c in text if c.isalpha()) - latin
+        latin = sum(map(text.count, string.ascii_letters))  # C-level counting; no per-char Python loop
+        mostly_latin = latin > len(text) - len(text.encode("ascii", "ignore"))
 
         def fold(m: re.Match[str]) -> str:
             word = m.group()

@@ -15,8 +15,11 @@ tags, not Anthropic's), ``modalities``, ``audio``, ``prediction``, ``reasoning_e
 ``verbosity``, ``web_search_options``, ``prompt_cache_key``, the legacy ``functions`` /
 ``function_call``, image ``detail``, message ``name``, and ``strict`` on tools.
 ``parallel_tool_calls: false`` becomes ``disable_parallel_tool_use``; ``temperature`` is
-clamped to Anthropic's 0..1; ``user`` (or ``safety_identifier``) becomes ``metadata.user_id``;
-``system``/``developer`` messages anywhere in the conversation are hoisted into ``system``.
+clamped to Anthropic's 0..1, and it and ``top_p`` are dropped with ``sampling=False`` (API
+version 2026-10-21 rejects any sampling parameter; 2023-06-01 accepts them, though some models
+refuse ``temperature`` together with ``top_p``); ``user`` (or ``safety_identifier``) becomes
+``metadata.user_id``; ``system``/``developer`` messages anywhere in the conversation are
+hoisted into ``system``.
 What would change what the model *sees* is refused with ``InvalidRequest`` instead of being
 dropped: ``n > 1``, audio or non-PDF file parts, non-function tools, unknown roles.
 
@@ -291,12 +294,18 @@ def _tool_result(msg: Mapping[str, Any], param: str) -> dict[str, Any]:
 
 
 def openai_request_to_anthropic(
-    body: dict[str, Any], *, model: str | None = None, default_max_tokens: int = DEFAULT_MAX_TOKENS
+    body: dict[str, Any],
+    *,
+    model: str | None = None,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    sampling: bool = True,
 ) -> dict[str, Any]:
     """A chat-completions request -> a Messages API request (see the module docstring for drops).
 
     ``model`` overrides the body's model (a route mapping ``gpt-*`` aliases to Claude models);
     ``default_max_tokens`` is used when the client set no limit, because Anthropic requires one.
+    ``sampling=False`` leaves out ``temperature`` / ``top_p`` for an upstream called with an
+    ``anthropic-version`` that refuses them (2026-10-21 and later).
     """
     n = body.get("n")
     if isinstance(n, int) and n > 1:
@@ -363,9 +372,9 @@ def openai_request_to_anthropic(
     elif isinstance(stop, list) and stop:
         out["stop_sequences"] = list(stop)
     temperature = body.get("temperature")
-    if isinstance(temperature, int | float):
-        out["temperature"] = min(temperature, 1) if temperature > 1 else temperature
-    if body.get("top_p") is not None:
+    if sampling and isinstance(temperature, int | float):
+        out["temperature"] = min(temperature, 1)
+    if sampling and body.get("top_p") is not None:
         out["top_p"] = body["top_p"]
     user = body.get("user") or body.get("safety_identifier")
     if isinstance(user, str) and user:
@@ -432,7 +441,7 @@ def _user_to_openai(content: Any, param: str) -> list[dict[str, Any]]:
         where = f"{param}[{i}]"
         kind = block.get("type") if isinstance(block, Mapping) else None
         if kind == "text":
-            parts.append({"type": "text", "text": block["text"]})
+            parts.append({"type": "text", "text": block.get("text", "")})
         elif kind == "image":
             parts.append(_image_to_openai(block, where))
         elif kind == "document":
@@ -650,17 +659,21 @@ def openai_response_to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _anthropic_type(status: int | None, hint: Any) -> str:
-    """The status decides when it is known (SDKs raise by status); else the error's own type."""
+    """The status decides when it is known (SDKs raise by status); else the error's own type.
+
+    Any other 5xx is an ``api_error`` whatever its body says: a server failure must not read
+    as the client's fault.
+    """
     if status in _STATUS_TO_ERROR_TYPE:
         return _STATUS_TO_ERROR_TYPE[status]
+    if status is not None and status >= 500:
+        return "api_error"
     if isinstance(hint, str):
         if hint in _ANTHROPIC_ERROR_TYPES:
             return hint
         if hint in _OPENAI_ERROR_ALIASES:
             return _OPENAI_ERROR_ALIASES[hint]
-    if status is not None and 400 <= status < 500:
-        return "invalid_request_error"
-    return "api_error"
+    return "invalid_request_error" if status is not None else "api_error"
 
 
 def error_object_to_openai(error: Any, status: int | None = None) -> dict[str, Any]:
