@@ -76,16 +76,22 @@ class _Bulkhead:
         self._plugin = plugin
 
     async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
-        name = request.target.upstream if request.target else (
-            request.candidates[0].upstream if request.candidates else "default")
+        name = (
+            request.target.upstream
+            if request.target
+            else (request.candidates[0].upstream if request.candidates else "default")
+        )
         cfg = self._plugin.config
         sem = self._plugin.slots.setdefault(name, asyncio.Semaphore(cfg.max_concurrent))
         try:
             await asyncio.wait_for(sem.acquire(), cfg.max_wait if cfg.max_wait > 0 else 0.000001)
         except TimeoutError:
             ctx.record("bulkhead_full", "limit", detail={"target": name})
-            raise UpstreamUnavailable("The upstream provider is at its concurrency limit.", code="bulkhead_full",
-                                      headers={"retry-after": "1"}) from None
+            raise UpstreamUnavailable(
+                "The upstream provider is at its concurrency limit.",
+                code="bulkhead_full",
+                headers={"retry-after": "1"},
+            ) from None
         try:
             resp = await self._inner.send(request, ctx)
         except BaseException:

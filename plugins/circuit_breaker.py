@@ -70,8 +70,11 @@ class _Breaker:
         self._counted = frozenset(plugin.config.failure_on)
 
     async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
-        name = request.target.upstream if request.target else (
-            request.candidates[0].upstream if request.candidates else "default")
+        name = (
+            request.target.upstream
+            if request.target
+            else (request.candidates[0].upstream if request.candidates else "default")
+        )
         circuit = self._plugin.circuit(name)
         now = time.monotonic()
         probing = self._admit(circuit, name, now, ctx)
@@ -87,13 +90,19 @@ class _Breaker:
         if c.state == "open":
             wait = c.opened_at + self._cfg.open_for - now
             if wait > 0:
-                raise UpstreamUnavailable("The upstream provider is failing; its circuit is open.", code="circuit_open",
-                                          headers={"retry-after": str(max(1, round(wait)))})
+                raise UpstreamUnavailable(
+                    "The upstream provider is failing; its circuit is open.",
+                    code="circuit_open",
+                    headers={"retry-after": str(max(1, round(wait)))},
+                )
             self._move(c, "half_open", name, ctx)
         if c.state == "half_open":
             if c.probes >= self._cfg.half_open_probes:
-                raise UpstreamUnavailable("The upstream provider is being probed; try again shortly.",
-                                          code="circuit_open", headers={"retry-after": "1"})
+                raise UpstreamUnavailable(
+                    "The upstream provider is being probed; try again shortly.",
+                    code="circuit_open",
+                    headers={"retry-after": "1"},
+                )
             c.probes += 1
             return True
         return False
@@ -114,7 +123,9 @@ class _Breaker:
         if c.state != "closed" or ok:
             return
         failures = sum(1 for _, good in c.calls if not good)
-        ratio_trip = len(c.calls) >= self._cfg.min_calls and failures / len(c.calls) >= self._cfg.failure_ratio
+        ratio_trip = (
+            len(c.calls) >= self._cfg.min_calls and failures / len(c.calls) >= self._cfg.failure_ratio
+        )
         if ratio_trip or c.consecutive >= self._cfg.consecutive_failures:
             self._open(c, name, now, ctx)
 

@@ -20,7 +20,14 @@ from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
 from proxy.upstream.failures import classify_exception, classify_response
 
 Trigger = Literal[
-    "timeout", "connect", "bad_response", "429", "5xx", "context_length", "content_policy", "circuit_open",
+    "timeout",
+    "connect",
+    "bad_response",
+    "429",
+    "5xx",
+    "context_length",
+    "content_policy",
+    "circuit_open",
     "bulkhead_full",
 ]
 
@@ -31,7 +38,13 @@ class FallbackConfig(PluginConfig):
     type: Literal["fallback"] = "fallback"
     # Not ``on``: YAML 1.1 reads a bare ``on`` key as the boolean true.
     triggers: tuple[Trigger, ...] = (
-        "timeout", "connect", "bad_response", "429", "5xx", "circuit_open", "bulkhead_full"
+        "timeout",
+        "connect",
+        "bad_response",
+        "429",
+        "5xx",
+        "circuit_open",
+        "bulkhead_full",
     )
     max_targets: int = Field(default=3, ge=1, description="targets tried at most, the first included")
 
@@ -54,7 +67,9 @@ class _Fallback:
         if len(candidates) <= 1 or not isinstance(request.body, (bytes, type(None))):
             return await self._inner.send(request, ctx)
         for i, candidate in enumerate(candidates):
-            last = i == len(candidates) - 1 or (request.deadline is not None and time.monotonic() >= request.deadline)
+            last = i == len(candidates) - 1 or (
+                request.deadline is not None and time.monotonic() >= request.deadline
+            )
             attempt = replace(request, target=candidate)
             try:
                 resp = await self._inner.send(attempt, ctx)
@@ -68,6 +83,9 @@ class _Fallback:
                     return resp
                 await resp.aclose()
             nxt = candidates[i + 1]
-            ctx.record("fallback", "reroute", detail={"from": candidate.upstream, "to": nxt.upstream, "class": kind,
-                                                      "to_model": nxt.model})
+            ctx.record(
+                "fallback",
+                "reroute",
+                detail={"from": candidate.upstream, "to": nxt.upstream, "class": kind, "to_model": nxt.model},
+            )
         raise AssertionError("unreachable: the last candidate always returns or raises")

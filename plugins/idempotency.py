@@ -56,8 +56,15 @@ class Stored:
     body: bytes = b""
 
     def dumps(self) -> bytes:
-        return orjson.dumps({"f": self.fingerprint, "d": self.done, "s": self.status, "h": self.headers,
-                             "b": self.body.decode("latin-1")})
+        return orjson.dumps(
+            {
+                "f": self.fingerprint,
+                "d": self.done,
+                "s": self.status,
+                "h": self.headers,
+                "b": self.body.decode("latin-1"),
+            }
+        )
 
     @classmethod
     def loads(cls, raw: bytes | str) -> Stored:
@@ -141,8 +148,10 @@ class IdempotencyPlugin(UpstreamPolicy[IdempotencyConfig]):
         if config.backend == "redis" and config.redis_url is not None:
             url = config.redis_url.get_secret_value()
             digest = hashlib.sha256(url.encode()).hexdigest()[:12]
-            self.store: Store = deps.resource(f"idempotency:redis:{digest}:{config.redis_prefix}",
-                                              lambda: RedisStore(url, config.redis_prefix))
+            self.store: Store = deps.resource(
+                f"idempotency:redis:{digest}:{config.redis_prefix}",
+                lambda: RedisStore(url, config.redis_prefix),
+            )
         else:
             self.store = deps.resource(f"idempotency:memory:{config.step_id}", MemoryStore)
 
@@ -176,8 +185,11 @@ class _Idempotent:
             if replay is not None:
                 return replay
         else:
-            raise InvalidRequest("A request with this Idempotency-Key keeps failing.", status=409,
-                                 code="idempotency_key_in_progress")
+            raise InvalidRequest(
+                "A request with this Idempotency-Key keeps failing.",
+                status=409,
+                code="idempotency_key_in_progress",
+            )
         try:
             resp = await self._inner.send(request, ctx)
         except BaseException:
@@ -191,8 +203,9 @@ class _Idempotent:
             return resp
         return _Recording(resp, self, scoped, fingerprint)
 
-    async def _save(self, scoped: str, fingerprint: str, status: int, headers: list[tuple[str, str]],
-                    body: bytes) -> None:
+    async def _save(
+        self, scoped: str, fingerprint: str, status: int, headers: list[tuple[str, str]], body: bytes
+    ) -> None:
         if len(body) > self._cfg.max_body_bytes:
             await self._store.release(scoped)
             return
@@ -203,13 +216,19 @@ class _Idempotent:
     ) -> UpstreamResponse | None:
         """The stored answer, after waiting for it; None when the first attempt gave the key up."""
         if entry.fingerprint != fingerprint:
-            raise InvalidRequest("This Idempotency-Key was already used with a different request body.",
-                                 status=422, code="idempotency_key_reused")
+            raise InvalidRequest(
+                "This Idempotency-Key was already used with a different request body.",
+                status=422,
+                code="idempotency_key_reused",
+            )
         deadline = time.monotonic() + self._cfg.wait
         while not entry.done:
             if time.monotonic() >= deadline:
-                raise InvalidRequest("A request with this Idempotency-Key is still in progress.", status=409,
-                                     code="idempotency_key_in_progress")
+                raise InvalidRequest(
+                    "A request with this Idempotency-Key is still in progress.",
+                    status=409,
+                    code="idempotency_key_in_progress",
+                )
             await asyncio.sleep(0.05)
             current = await self._store.get(scoped)
             if current is None:  # the first attempt failed and released the key: this one may run

@@ -89,5 +89,8 @@ class _Retrying:
 
     @staticmethod
     def _record(ctx: RequestContext, attempt: int, kind: str | None, delay: float) -> None:
-        ctx.record("retry", "retry", detail={"attempt": attempt, "class": kind, "delay_s": round(delay, 3),
-                                             "target": ctx.target})
+        ctx.record(
+            "retry",
+            "retry",
+            detail={"attempt": attempt, "class": kind, "delay_s": round(delay, 3), "target": ctx.target},
+        )

@@ -93,6 +93,7 @@ def build_app(sidecar: Sidecar, *, include_admin: bool = True) -> Starlette:
         HttpRoute("/v1/chat/completions", chain_endpoint(Route.CHAT), methods=["POST"]),
         HttpRoute("/v1/responses", chain_endpoint(Route.RESPONSES), methods=["POST"]),
         HttpRoute("/v1/embeddings", chain_endpoint(Route.EMBEDDINGS), methods=["POST"]),
+        HttpRoute("/v1/messages", chain_endpoint(Route.MESSAGES), methods=["POST"]),
         HttpRoute("/v1/{path:path}", passthrough.handle, methods=ALL_METHODS),
         self_report_route(sidecar),
     ]

@@ -100,7 +100,11 @@ def sidecar_harness(
     """``policy``: a whole policy instead of ``plugins``/``extra``; ``{upstream}`` is replaced."""
     with fake_upstream_in_thread() as (upstream_url, fake):
         policy_path = tmp_path / "policy.yaml"
-        text = policy.replace("{upstream}", upstream_url) if policy else policy_text(upstream_url, plugins, extra)
+        text = (
+            policy.replace("{upstream}", upstream_url)
+            if policy
+            else policy_text(upstream_url, plugins, extra)
+        )
         policy_path.write_text(text)
         cfg = Settings(policy_path=policy_path, log_requests=False, **settings)
         sidecar = build_sidecar(cfg, registry)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Protocol
 
 import regex
-from typing import Protocol
 
 SplitPolicy = Callable[[str], int]
 

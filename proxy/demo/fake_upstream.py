@@ -317,8 +317,11 @@ async def _record(request: Request) -> tuple[bytes, Any]:
 
 def _model_endpoint(kind: str) -> Any:
     """Shared front half of chat / responses / embeddings: parse, pick the scenario, apply faults."""
-    builders = {"chat": _chat, "responses": _responses, "embeddings": _embeddings}
+    from proxy.demo.fake_anthropic import anthropic_error, messages
+
+    builders = {"chat": _chat, "responses": _responses, "embeddings": _embeddings, "messages": messages}
     build = builders[kind]
+    error = anthropic_error if kind == "messages" else _error
 
     async def endpoint(request: Request) -> Response:
         raw, body = await _record(request)
@@ -339,7 +342,7 @@ def _model_endpoint(kind: str) -> Any:
             media = sc.content_type or _JSON
             return Response(sc.raw_body, status_code=status, media_type=media, headers=sc.extra_headers())
         if status >= 400:
-            return _error(status, f"fake upstream scripted error (status {status})", sc.extra_headers())
+            return error(status, f"fake upstream scripted error (status {status})", sc.extra_headers())
         return build(body, sc, status)
 
     return endpoint
@@ -398,6 +401,7 @@ def build_fake_upstream(state: FakeState | None = None) -> Starlette:
         Route("/v1/chat/completions", _model_endpoint("chat"), methods=["POST"]),
         Route("/v1/responses", _model_endpoint("responses"), methods=["POST"]),
         Route("/v1/embeddings", _model_endpoint("embeddings"), methods=["POST"]),
+        Route("/v1/messages", _model_endpoint("messages"), methods=["POST"]),
         Route("/v1/models", _models, methods=["GET"]),
         Route("/v1/{path:path}", _echo, methods=_ALL_METHODS),
         Route("/_fake/script", _script, methods=["POST"]),

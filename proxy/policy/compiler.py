@@ -57,7 +57,12 @@ class CompiledPolicy:
                 for s in self.chain.steps
             ],
             "upstreams": {
-                name: {"base_url": u.base_url, "provider": u.provider, "auth": u.auth_mode, "models": u.models}
+                name: {
+                    "base_url": u.base_url,
+                    "provider": u.provider,
+                    "auth": u.auth_mode,
+                    "models": u.models,
+                }
                 for name, u in self.policy.upstreams.items()
             },
             "routes": [r.model_dump(mode="json") for r in self.policy.routes],
@@ -79,6 +84,8 @@ def _build_target(name: str, cfg: UpstreamConfig, deps: Deps) -> Upstream:
     scheme = cfg.auth_scheme
     if cfg.provider == "azure" and "auth_header" not in cfg.model_fields_set:
         header, scheme = "api-key", ""
+    if cfg.provider == "anthropic" and "auth_header" not in cfg.model_fields_set:
+        header, scheme = "x-api-key", ""
     creds = Credentials(cfg.auth_mode, key, header, scheme, cfg.headers)
     if cfg.base_url == "builtin:demo":
         from proxy.demo.fake_upstream import build_fake_upstream
@@ -93,9 +100,18 @@ def _build_target(name: str, cfg: UpstreamConfig, deps: Deps) -> Upstream:
             max_connections=cfg.max_connections,
         ),
     )
-    return HttpTarget(name, cfg.base_url, client, creds,
-                      azure_api_version=cfg.api_version if cfg.provider == "azure" else None,
-                      first_token_timeout=cfg.first_token_timeout)
+    if cfg.provider == "anthropic":
+        from proxy.upstream.anthropic_target import AnthropicTarget
+
+        return AnthropicTarget(name, cfg.base_url, client, creds, first_token_timeout=cfg.first_token_timeout)
+    return HttpTarget(
+        name,
+        cfg.base_url,
+        client,
+        creds,
+        azure_api_version=cfg.api_version if cfg.provider == "azure" else None,
+        first_token_timeout=cfg.first_token_timeout,
+    )
 
 
 class _WhenGate:
@@ -170,4 +186,6 @@ def compile_policy(
             wrapped: Upstream = _Stamped(step.active, step.plugin.wrap(upstream))
             upstream = _WhenGate(step.when, wrapped, upstream) if step.when is not None else wrapped
 
-    return CompiledPolicy(revision, source, policy, Chain(steps, upstream), plugins, set(deps.used_resources), table)
+    return CompiledPolicy(
+        revision, source, policy, Chain(steps, upstream), plugins, set(deps.used_resources), table
+    )

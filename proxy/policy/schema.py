@@ -28,8 +28,10 @@ class UpstreamConfig(BaseModel):
 
     base_url: str = Field(description="API root, e.g. https://api.openai.com/v1, or builtin:demo")
     provider: Literal["openai", "azure", "anthropic"] = Field(
-        default="openai", description="openai: any OpenAI-compatible server; azure: deployment URLs; "
-        "anthropic: Messages API, translated both ways")
+        default="openai",
+        description="openai: any OpenAI-compatible server; azure: deployment URLs; "
+        "anthropic: Messages API, translated both ways",
+    )
     api_version: Annotated[str, BeforeValidator(_date_as_text)] | None = Field(
         default=None, description="azure: the api-version query parameter, e.g. 2024-10-21"
     )
@@ -45,7 +47,9 @@ class UpstreamConfig(BaseModel):
     models: tuple[str, ...] | None = Field(default=None, description="model globs routed here")
     connect_timeout: float = Field(default=10.0, gt=0)
     read_timeout: float = Field(default=600.0, gt=0, description="seconds between two reads")
-    first_token_timeout: float | None = Field(default=None, gt=0, description="streams: seconds to the first chunk")
+    first_token_timeout: float | None = Field(
+        default=None, gt=0, description="streams: seconds to the first chunk"
+    )
     max_connections: int = Field(default=100, ge=1)
 
     @model_validator(mode="after")
@@ -103,7 +107,9 @@ class PolicyBase(BaseModel):
         default_factory=lambda: {"default": UpstreamConfig(base_url="builtin:demo")}
     )
     default_upstream: str = "default"
-    routes: tuple[RouteSpec, ...] = Field(default=(), description="model aliases -> targets, first match wins")
+    routes: tuple[RouteSpec, ...] = Field(
+        default=(), description="model aliases -> targets, first match wins"
+    )
     limits: Limits = Field(default_factory=Limits)
 
 

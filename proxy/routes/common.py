@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -97,8 +97,15 @@ def response_headers(
     return headers
 
 
-def error_response(exc: BaseException, extra: dict[str, str] | None = None) -> Response:
+def error_response(
+    exc: BaseException,
+    extra: dict[str, str] | None = None,
+    transform: Callable[[int, bytes], bytes] | None = None,
+) -> Response:
+    """The OpenAI error envelope (``transform`` re-shapes it for other client formats)."""
     status, headers, body = to_envelope(exc)
+    if transform is not None:
+        body = transform(status, body)
     if extra:
         headers = {**extra, **headers}
     return Response(body, status_code=status, headers=headers, media_type="application/json")

@@ -33,18 +33,19 @@ from proxy.chain.context import RequestContext
 from proxy.chain.plugin import Outcome, Reply
 from proxy.errors import InvalidRequest, ProxyError, UpstreamError, error_event_payload
 from proxy.models.chat import ChatRequest, ChatResponse, Route
-from proxy.models.stream import ErrorEvent, TextDelta, Usage
+from proxy.models.stream import ErrorEvent, Finish, StreamEvent, TextDelta, Usage
 from proxy.models.upstream import UpstreamRequest, UpstreamResponse
 from proxy.policy.compiler import CompiledPolicy
 from proxy.routes.common import (
     check_json_content_type,
-    query_string,
     error_response,
     forward_headers,
+    query_string,
     read_body,
     request_id,
     response_headers,
 )
+from proxy.routes.formats import ANTHROPIC, OPENAI, ClientFormat, StreamEncoder
 from proxy.routes.replies import reply_body, reply_stream
 from proxy.routes.validate import validate_body
 from proxy.runtime import Sidecar
@@ -55,6 +56,7 @@ log = logging.getLogger("policy_sidecar.access")
 
 UPSTREAM_PATHS = {
     Route.CHAT: "/chat/completions",
+    Route.MESSAGES: "/chat/completions",  # translated: the chain and upstream side speak OpenAI chat
     Route.RESPONSES: "/responses",
     Route.EMBEDDINGS: "/embeddings",
 }
@@ -110,32 +112,36 @@ class ChainRoute:
         base_headers = {"x-request-id": rid, "x-sidecar-revision": policy.revision}
         ctx: RequestContext | None = None
         handed_off = False
+        fmt = ANTHROPIC if route is Route.MESSAGES else OPENAI
         try:
-            raw = await read_body(request, policy.max_body_bytes)
+            raw: bytes | None = await read_body(request, policy.max_body_bytes)
             check_json_content_type(request)
             try:
-                body = orjson.loads(raw)
+                body = orjson.loads(raw or b"")
             except orjson.JSONDecodeError:
                 raise InvalidRequest(
                     "We could not parse the JSON body of your request. Send valid JSON.", code="invalid_json"
                 ) from None
-            validate_body(route, body)
+            if not fmt.native:
+                validate_body(route, body)  # model present, stream a boolean
+                body, raw = fmt.to_chain(body), None
+            validate_body(Route.CHAT if route is Route.MESSAGES else route, body)
             ctx = RequestContext(
                 rid, route, request.headers, policy.revision, body["model"], stream=bool(body.get("stream"))
             )
             response = await self._run(
-                request, route, policy, ctx, ChatRequest(body, route, raw), base_headers
+                request, route, policy, ctx, ChatRequest(body, route, raw), base_headers, fmt
             )
             handed_off = True
             return response
         except ProxyError as exc:
             handed_off = True
             outcome = Outcome(exc.status, exc, latency_ms=self._ms(ctx))
-            return self._error(exc, policy, ctx, outcome, base_headers)
+            return self._error(exc, policy, ctx, outcome, base_headers, fmt)
         except Exception as exc:
             log.exception("unexpected error on %s", route.value)
             handed_off = True
-            return self._error(exc, policy, ctx, Outcome(500, exc), base_headers)
+            return self._error(exc, policy, ctx, Outcome(500, exc), base_headers, fmt)
         finally:
             if not handed_off:  # cancelled (client went away) before a response existed
                 with anyio.CancelScope(shield=True):
@@ -152,9 +158,10 @@ class ChainRoute:
         ctx: RequestContext | None,
         outcome: Outcome,
         base_headers: dict[str, str],
+        fmt: ClientFormat,
     ) -> Response:
         extra = {**base_headers, **(ctx.response_headers if ctx else {})}
-        response = error_response(exc, extra)
+        response = error_response(exc, extra, fmt.answer)
         response.background = BackgroundTask(self._finish, policy, ctx, outcome)
         return response
 
@@ -195,12 +202,13 @@ class ChainRoute:
         ctx: RequestContext,
         req: ChatRequest,
         base_headers: dict[str, str],
+        fmt: ClientFormat,
     ) -> Response:
         chain = policy.chain
         if chain.request_steps:
             reply = await chain.run_request(req, ctx)
             if reply is not None:
-                return self._local(reply, route, req, policy, ctx, base_headers)
+                return self._local(reply, route, req, policy, ctx, base_headers, fmt)
         ctx.model = req.model
         upstream_request = UpstreamRequest(
             "POST",
@@ -208,7 +216,7 @@ class ChainRoute:
             forward_headers(request),
             req.encode(),
             query_string(request),
-            route,
+            Route.CHAT if route is Route.MESSAGES else route,
             req.stream,
             req.model,
             candidates=policy.routes.plan(req.model),
@@ -218,7 +226,7 @@ class ChainRoute:
         resp = await chain.send(upstream_request, ctx)
         ctype = next((v for k, v in resp.headers if k.lower() == "content-type"), "")
         if req.stream and resp.status < 400 and "text/event-stream" in ctype:
-            return await self._stream(resp, route, policy, ctx, base_headers)
+            return await self._stream(resp, route, policy, ctx, base_headers, fmt)
         try:
             data = await resp.read()
         finally:
@@ -235,6 +243,8 @@ class ChainRoute:
             await chain.run_response(wrapped, ctx)
             data = wrapped.encode()
             usage = wrapped.usage
+        if not fmt.native:
+            data = fmt.answer(resp.status, data)
         headers = response_headers(
             resp.headers, {**base_headers, **self._target(ctx), **ctx.response_headers}
         )
@@ -269,10 +279,21 @@ class ChainRoute:
         policy: CompiledPolicy,
         ctx: RequestContext,
         base_headers: dict[str, str],
+        fmt: ClientFormat,
     ) -> Response:
         headers = {**base_headers, **ctx.response_headers, **reply.headers}
         outcome = Outcome(reply.status, latency_ms=self._ms(ctx))
         task = BackgroundTask(self._finish, policy, ctx, outcome)
+        encoder = fmt.stream_encoder(req.model)
+        if encoder is not None:
+            body = reply_body(reply, Route.CHAT, req.model)
+            if req.stream and reply.status < 400:
+                text = (body.get("choices") or [{}])[0].get("message", {}).get("content") or ""
+                events: list[StreamEvent] = [TextDelta(0, text), Finish(0, "stop")]
+                data = encoder.encode(events) + encoder.encode_done()
+                return Response(data, reply.status, headers, media_type="text/event-stream", background=task)
+            data = fmt.answer(reply.status, orjson.dumps(body))
+            return Response(data, reply.status, headers, media_type="application/json", background=task)
         if req.stream and reply.status < 400:
             return Response(
                 reply_stream(reply, route, req.model),
@@ -296,10 +317,12 @@ class ChainRoute:
         policy: CompiledPolicy,
         ctx: RequestContext,
         base_headers: dict[str, str],
+        fmt: ClientFormat,
     ) -> Response:
         pipeline = policy.chain.open_stream(ctx) if policy.chain.stream_steps else None
         state = _StreamState()
-        body = self._stream_body(resp, pipeline, _codec(route), ctx, state)
+        codec = _codec(route)
+        body = self._stream_body(resp, pipeline, codec, fmt.stream_encoder(ctx.model) or codec, ctx, state)
         try:
             first = await body.__anext__()
         except StopAsyncIteration:
@@ -342,11 +365,16 @@ class ChainRoute:
         resp: UpstreamResponse,
         pipeline: StreamPipeline | None,
         codec: ChatStreamCodec | ResponsesStreamCodec,
+        encoder: StreamEncoder,
         ctx: RequestContext,
         state: _StreamState,
     ) -> AsyncGenerator[bytes, None]:
+        """Upstream SSE -> events (``codec``) -> filters -> client format (``encoder``).
+
+        With no filters and a client that speaks the upstream's format, bytes are piped as is.
+        """
         try:
-            if pipeline is None:
+            if pipeline is None and encoder is codec:
                 async for chunk in resp.aiter_bytes():
                     yield chunk
             else:
@@ -359,15 +387,17 @@ class ChainRoute:
                                 state.usage = dict(ev.data)
                             elif isinstance(ev, TextDelta):
                                 state.chars += len(ev.text)
-                            out.extend(await pipeline.push(ev))
+                            out.extend(await pipeline.push(ev) if pipeline else [ev])
                     if out:
-                        yield codec.encode(out)
+                        yield encoder.encode(out)
                 out = []
                 for sse in parser.flush():
                     for ev in codec.decode(sse):
-                        out.extend(await pipeline.push(ev))
-                out.extend(await pipeline.end())
-                tail = codec.encode(out) + codec.encode_done()
+                        out.extend(await pipeline.push(ev) if pipeline else [ev])
+                if pipeline:
+                    out.extend(await pipeline.end())
+                # The client format's own end marker ([DONE] only if upstream sent it, for OpenAI).
+                tail = encoder.encode(out) + encoder.encode_done()
                 if tail:
                     yield tail
             state.completed = True
@@ -376,6 +406,6 @@ class ChainRoute:
                 raise
             state.error = exc
             log.warning("stream %s aborted after first byte: %s", ctx.request_id, exc.detail or exc.message)
-            yield codec.encode([ErrorEvent(error_event_payload(exc))])
+            yield encoder.encode([ErrorEvent(error_event_payload(exc))])
         finally:
             await resp.aclose()

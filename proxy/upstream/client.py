@@ -92,7 +92,9 @@ class HttpClient:
             # One connector per upstream, so no per-host limit; no skip_auto_headers either: it
             # makes aiohttp copy every header of every request (measured: 8.6 vs 1.6 us).
             connector = aiohttp.TCPConnector(limit=self._max, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=True)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, auto_decompress=True
+            )
         return self._session
 
     async def send(

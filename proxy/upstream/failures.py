@@ -18,17 +18,45 @@ from proxy.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from proxy.models.upstream import BufferedResponse, UpstreamResponse
 
 FailureClass = Literal[
-    "timeout", "connect", "bad_response", "429", "5xx", "context_length", "content_policy", "4xx",
-    "circuit_open", "bulkhead_full",
+    "timeout",
+    "connect",
+    "bad_response",
+    "429",
+    "5xx",
+    "context_length",
+    "content_policy",
+    "4xx",
+    "circuit_open",
+    "bulkhead_full",
 ]
 ALL_CLASSES: tuple[FailureClass, ...] = (
-    "timeout", "connect", "bad_response", "429", "5xx", "context_length", "content_policy", "4xx",
-    "circuit_open", "bulkhead_full",
+    "timeout",
+    "connect",
+    "bad_response",
+    "429",
+    "5xx",
+    "context_length",
+    "content_policy",
+    "4xx",
+    "circuit_open",
+    "bulkhead_full",
 )
 TRANSIENT: frozenset[str] = frozenset({"timeout", "connect", "bad_response", "429", "5xx"})
 
-_CONTEXT = ("context_length_exceeded", "context length", "maximum context", "too many tokens", "prompt is too long")
-_POLICY = ("content_policy", "content_filter", "content policy", "safety system", "responsibleaipolicyviolation")
+_CONTEXT = (
+    "context_length_exceeded",
+    "context length",
+    "maximum context",
+    "too many tokens",
+    "prompt is too long",
+)
+_POLICY = (
+    "content_policy",
+    "content_filter",
+    "content policy",
+    "safety system",
+    "responsibleaipolicyviolation",
+)
 
 
 def classify_exception(exc: BaseException) -> FailureClass | None:

@@ -49,8 +49,13 @@ class _Route:
 
 
 class RouteTable:
-    def __init__(self, routes: Sequence[RouteSpec], upstreams: dict[str, UpstreamConfig], default: str,
-                 rand: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        routes: Sequence[RouteSpec],
+        upstreams: dict[str, UpstreamConfig],
+        default: str,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
         self._routes = [_Route(r, list(upstreams)) for r in routes]
         self._by_model = [(_glob(cfg.models), name) for name, cfg in upstreams.items() if cfg.models]
         self._default = default

@@ -93,8 +93,10 @@ async def _settle(
         finally:
             await resp.aclose()
         if resp.status < 400 and not _looks_like_json(body):
-            raise UpstreamError("The upstream provider sent an invalid response.",
-                                detail=f"status {resp.status}, {len(body)} bytes that are not JSON")
+            raise UpstreamError(
+                "The upstream provider sent an invalid response.",
+                detail=f"status {resp.status}, {len(body)} bytes that are not JSON",
+            )
         return BufferedResponse(resp.status, resp.headers, body)
     rest = resp.aiter_bytes().__aiter__()
     try:
@@ -105,8 +107,9 @@ async def _settle(
                 first = await anext(rest, b"")
     except TimeoutError:
         await resp.aclose()
-        raise UpstreamTimeout("The upstream provider did not start streaming in time.",
-                              code="first_token_timeout") from None
+        raise UpstreamTimeout(
+            "The upstream provider did not start streaming in time.", code="first_token_timeout"
+        ) from None
     except BaseException:
         await resp.aclose()
         raise

@@ -70,8 +70,16 @@ class Credentials:
 class HttpTarget:
     """An OpenAI-compatible provider over HTTP; ``azure`` rewrites paths to the deployment form."""
 
-    def __init__(self, name: str, base_url: str, client: HttpClient, credentials: Credentials, *,
-                 azure_api_version: str | None = None, first_token_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        client: HttpClient,
+        credentials: Credentials,
+        *,
+        azure_api_version: str | None = None,
+        first_token_timeout: float | None = None,
+    ) -> None:
         self.name = name
         self._base = base_url.rstrip("/")
         self._client = client
@@ -93,8 +101,9 @@ class HttpTarget:
     async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
         headers = self._credentials.apply(request.headers, ctx.upstream_headers)
         url = self.url(request)
-        return await settled(request, lambda: self._client.send(request.method, url, headers, request.body),
-                             self._first_token)
+        return await settled(
+            request, lambda: self._client.send(request.method, url, headers, request.body), self._first_token
+        )
 
 
 class _AsgiResponse:

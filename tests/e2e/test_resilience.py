@@ -22,7 +22,12 @@ BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 def _policy(plugins: str, extra_upstreams: str = "", routes: str = "", upstream_opts: str = "") -> str:
     return (
         "version: 1\nupstreams:\n  primary:\n    base_url: {upstream}\n    read_timeout: 5\n"
-        + upstream_opts + extra_upstreams + "default_upstream: primary\n" + routes + "plugins:\n" + plugins
+        + upstream_opts
+        + extra_upstreams
+        + "default_upstream: primary\n"
+        + routes
+        + "plugins:\n"
+        + plugins
     )
 
 
@@ -114,7 +119,9 @@ def test_deadline_bounds_all_attempts(tmp_path: Path) -> None:
 
         h.fake.reset()
         h.fake.push({"delay": 30})
-        r = httpx.post(f"{h.v1}/chat/completions", json=BODY, headers={"x-request-timeout": "0.2"}, timeout=10)
+        r = httpx.post(
+            f"{h.v1}/chat/completions", json=BODY, headers={"x-request-timeout": "0.2"}, timeout=10
+        )
         assert r.status_code == 504
 
 
@@ -126,7 +133,8 @@ def test_slow_first_token_times_out_and_is_retried(tmp_path: Path) -> None:
         r = httpx.post(f"{h.v1}/chat/completions", json=body, timeout=10)
         assert r.status_code == 200 and "You said: hi" in "".join(
             json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
-            for line in r.text.split("\n\n") if line.startswith("data: {") and '"choices":[{' in line
+            for line in r.text.split("\n\n")
+            if line.startswith("data: {") and '"choices":[{' in line
         )
         assert len(h.fake.requests) == 2
 
@@ -151,8 +159,12 @@ def test_bulkhead_limits_concurrency_per_upstream(tmp_path: Path) -> None:
     plugins = "  - {type: bulkhead, max_concurrent: 1, max_wait: 0.1}\n"
     with sidecar_harness(tmp_path, policy=_policy(plugins)) as h:
         slow = {"content": "z" * 100, "chunk_size": 2, "chunk_delay": 0.03}
-        with httpx.stream("POST", f"{h.v1}/chat/completions", json={**BODY, "stream": True},
-                          headers={"x-fake-scenario": json.dumps(slow)}) as r:
+        with httpx.stream(
+            "POST",
+            f"{h.v1}/chat/completions",
+            json={**BODY, "stream": True},
+            headers={"x-fake-scenario": json.dumps(slow)},
+        ) as r:
             chunks = r.iter_bytes()
             next(chunks)
             busy = _post(h)
@@ -178,7 +190,11 @@ def _two_targets(backup_url: str, plugins: str, on: str = "") -> str:
 
 def test_fallback_routes_around_a_dead_target(tmp_path: Path, backup: tuple[str, FakeState]) -> None:
     backup_url, backup_state = backup
-    plugins = "  - {type: fallback}\n" + RETRY + "  - {type: circuit_breaker, consecutive_failures: 3, open_for: 60}\n"
+    plugins = (
+        "  - {type: fallback}\n"
+        + RETRY
+        + "  - {type: circuit_breaker, consecutive_failures: 3, open_for: 60}\n"
+    )
     with sidecar_harness(tmp_path, policy=_two_targets(backup_url, plugins)) as h:
         h.fake.push(*[{"status": 503}] * 20)
         c = openai.OpenAI(base_url=h.v1, api_key="x", max_retries=0)
@@ -202,8 +218,19 @@ def test_fallback_only_on_listed_classes(tmp_path: Path, backup: tuple[str, Fake
         h.fake.push({"status": 503})
         assert _post(h).status_code == 503  # 5xx is not a trigger here
         assert len(backup_state.requests) == 0
-        h.fake.push({"raw_body": json.dumps({"error": {"message": "This model's maximum context length is 8192",
-                                                      "code": "context_length_exceeded"}}), "status": 400})
+        h.fake.push(
+            {
+                "raw_body": json.dumps(
+                    {
+                        "error": {
+                            "message": "This model's maximum context length is 8192",
+                            "code": "context_length_exceeded",
+                        }
+                    }
+                ),
+                "status": 400,
+            }
+        )
         r = _post(h)
         assert r.status_code == 200 and r.headers["x-sidecar-upstream"] == "backup"
 
@@ -214,7 +241,7 @@ def test_weighted_split_sends_traffic_to_both_targets(tmp_path: Path, backup: tu
         "  - {type: fallback}\n",
         extra_upstreams=f"  backup:\n    base_url: {backup_url}\n",
         routes="routes:\n  - match: gpt-4o\n    strategy: weighted\n"
-               "    targets: [{target: primary, weight: 50}, {target: backup, weight: 50}]\n",
+        "    targets: [{target: primary, weight: 50}, {target: backup, weight: 50}]\n",
     )
     with sidecar_harness(tmp_path, policy=policy) as h:
         served = [_post(h).headers["x-sidecar-upstream"] for _ in range(40)]
@@ -224,8 +251,9 @@ def test_weighted_split_sends_traffic_to_both_targets(tmp_path: Path, backup: tu
 
 def test_azure_deployment_url_form(tmp_path: Path) -> None:
     opts = "    provider: azure\n    api_version: 2024-10-21\n    api_key: az-key\n"
-    with sidecar_harness(tmp_path, policy=_policy("  []\n".replace("  []\n", "  - {type: timeout}\n"),
-                                                  upstream_opts=opts)) as h:
+    with sidecar_harness(
+        tmp_path, policy=_policy("  []\n".replace("  []\n", "  - {type: timeout}\n"), upstream_opts=opts)
+    ) as h:
         r = _post(h)
         seen = h.fake.requests[-1]
         assert seen.path == "/v1/openai/deployments/gpt-4o/chat/completions"

@@ -170,7 +170,9 @@ async def test_stream_block_example() -> None:
 
 
 async def test_stream_releases_ordinary_text_immediately() -> None:
-    flt = _stream_filter(_plugin(patterns=("sk-[A-Za-z0-9]{20,}",), max_match_chars=200, action="redact"), _ctx())
+    flt = _stream_filter(
+        _plugin(patterns=("sk-[A-Za-z0-9]{20,}",), max_match_chars=200, action="redact"), _ctx()
+    )
     assert await flt.on_event(TextDelta(0, "Hello, how are you today? ")) == [
         TextDelta(0, "Hello, how are you today? ")
     ]

@@ -17,7 +17,9 @@ PLUGINS = "- {type: idempotency}\n- {type: retry, max_attempts: 2, base_delay: 0
 
 
 def _post(h: SidecarHarness, key: str, body: dict[str, object] = BODY, **headers: str) -> httpx.Response:
-    return httpx.post(f"{h.v1}/chat/completions", json=body, headers={"idempotency-key": key, **headers}, timeout=20)
+    return httpx.post(
+        f"{h.v1}/chat/completions", json=body, headers={"idempotency-key": key, **headers}, timeout=20
+    )
 
 
 def test_repeat_is_replayed_without_reaching_the_provider(tmp_path: Path) -> None:
@@ -38,7 +40,9 @@ def test_repeat_is_replayed_without_reaching_the_provider(tmp_path: Path) -> Non
 
 def test_streams_are_replayed_whole(tmp_path: Path) -> None:
     with sidecar_harness(tmp_path, PLUGINS) as h:
-        c = openai.OpenAI(base_url=h.v1, api_key="x", max_retries=0, default_headers={"idempotency-key": "s1"})
+        c = openai.OpenAI(
+            base_url=h.v1, api_key="x", max_retries=0, default_headers={"idempotency-key": "s1"}
+        )
 
         def text() -> str:
             stream = c.chat.completions.create(**BODY, stream=True)  # type: ignore[call-overload]

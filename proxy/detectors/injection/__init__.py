@@ -1,16 +1,17 @@
 """Offline, layered prompt-injection detection.
 
-Layers: ``normalise`` (undo Unicode and encoding obfuscation), ``heuristics`` (rules kept as data in
-``rules.json``), ``classifier`` (hashed n-gram logistic regression embedded as ``model.npz``), combined
-by ``InjectionDetector``. Typical use::
+Layers: ``normalise`` (undo Unicode and encoding obfuscation; ``decoders``), ``heuristics`` (rules kept
+as data in ``rules.json``), ``classifier`` (hashed n-gram logistic regression embedded as ``model.npz``;
+hashing in ``features``), combined by ``InjectionDetector``. Typical use::
 
     detector = InjectionDetector()          # build once, share across threads
     result = detector.scan(user_text)
     if result.is_injection: ...
 """
 
-from .classifier import FeatureConfig, FeatureHasher, InjectionClassifier, ModelMeta
+from .classifier import InjectionClassifier, ModelMeta
 from .detector import InjectionDetector, InjectionResult, Thresholds
+from .features import FeatureConfig, FeatureHasher
 from .heuristics import HeuristicResult, HeuristicScanner, Rule, RuleMatch
 from .normalise import Confusables, DecodedSegment, NormalisedText, Normaliser, OffsetMap, normalise
 

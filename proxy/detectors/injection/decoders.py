@@ -82,7 +82,9 @@ def _bytes_to_text(raw: bytes) -> str | None:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if _is_texty(text) or (text.isprintable() and any(p.fullmatch(text) for p in (_HEX_RUN, _HEX_SEP, _B64_RUN))):
+    if _is_texty(text) or (
+        text.isprintable() and any(p.fullmatch(text) for p in (_HEX_RUN, _HEX_SEP, _B64_RUN))
+    ):
         return text  # the second case is a further encoded layer (e.g. base64 of hex): decoded next level
     return None
 

@@ -123,9 +123,17 @@ class HeuristicScanner:
         present.update(a for a in self._exact_anchors if a in text)
         return [r for r in self._rules if not r.anchors or not present.isdisjoint(r.anchors)]
 
-    def matches_any(self, text: str) -> bool:
-        """Cheap yes/no used by the normaliser to decide whether a rot13 decoding is meaningful."""
-        return any(rule.pattern.search(text) for rule in self._active(text))
+    def reveals_trigger(self, text: str) -> bool:
+        """The rot13 probe: does ``text`` contain a rule match made of (at least some) letters?
+
+        rot13 leaves everything but letters unchanged, so a letter-free match (an emoji marker, ``</s>``)
+        would fire on the rotated copy of any text that already contains it and reveals nothing new.
+        """
+        return any(
+            any(c.isalpha() for c in m.group())
+            for rule in self._active(text)
+            for m in rule.pattern.finditer(text)
+        )
 
     def unanchored_hits(self, text: str) -> list[str]:
         """Ids of rules whose regex matches ``text`` but whose anchors miss that match (a rules.json bug)."""
@@ -133,7 +141,9 @@ class HeuristicScanner:
         for rule in self._rules:
             for m in rule.pattern.finditer(text):
                 found = m.group()
-                if rule.anchors and not any(a in (found if a != a.lower() else found.lower()) for a in rule.anchors):
+                if rule.anchors and not any(
+                    a in (found if a != a.lower() else found.lower()) for a in rule.anchors
+                ):
                     bad.append(rule.id)
         return bad
 

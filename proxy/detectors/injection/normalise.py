@@ -270,7 +270,7 @@ def default_normaliser() -> Normaliser:
     """The shared default instance (immutable once built, so caching it is not mutable global state)."""
     from .heuristics import HeuristicScanner  # local import: heuristics depends on this module's types
 
-    return Normaliser(rot13_probe=HeuristicScanner.default().matches_any)
+    return Normaliser(rot13_probe=HeuristicScanner.default().reveals_trigger)
 
 
 def normalise(text: str) -> NormalisedText:
