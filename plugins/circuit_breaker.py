@@ -14,14 +14,14 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from proxy.chain import Deps, PluginConfig, RequestContext, UpstreamPolicy
 from proxy.errors import UpstreamError, UpstreamUnavailable
 from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
-from proxy.upstream.failures import classify_exception, classify_response
+from proxy.upstream.failures import classes_as_text, classify_exception, classify_response
 
 Counted = Literal["timeout", "connect", "bad_response", "429", "5xx"]
 
@@ -36,7 +36,12 @@ class CircuitBreakerConfig(PluginConfig):
     consecutive_failures: int = Field(default=5, ge=1)
     open_for: float = Field(default=30.0, gt=0, description="seconds an open circuit fails fast")
     half_open_probes: int = Field(default=1, ge=1)
-    failure_on: tuple[Counted, ...] = ("timeout", "connect", "bad_response", "5xx")
+    failure_on: Annotated[tuple[Counted, ...], BeforeValidator(classes_as_text)] = (
+        "timeout",
+        "connect",
+        "bad_response",
+        "5xx",
+    )
 
 
 @dataclass

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from proxy.chain import PluginConfig, RequestContext, UpstreamPolicy
 from proxy.errors import UpstreamError
 from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
-from proxy.upstream.failures import classify_exception, classify_response
+from proxy.upstream.failures import classes_as_text, classify_exception, classify_response
 
 Trigger = Literal[
     "timeout",
@@ -37,7 +37,7 @@ class FallbackConfig(PluginConfig):
 
     type: Literal["fallback"] = "fallback"
     # Not ``on``: YAML 1.1 reads a bare ``on`` key as the boolean true.
-    triggers: tuple[Trigger, ...] = (
+    triggers: Annotated[tuple[Trigger, ...], BeforeValidator(classes_as_text)] = (
         "timeout",
         "connect",
         "bad_response",

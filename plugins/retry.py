@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from proxy.chain import PluginConfig, RequestContext, UpstreamPolicy
 from proxy.errors import UpstreamError
 from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
-from proxy.upstream.failures import classify_exception, classify_response, retry_after
+from proxy.upstream.failures import classes_as_text, classify_exception, classify_response, retry_after
 
 Retryable = Literal["timeout", "connect", "bad_response", "429", "5xx"]
 
@@ -32,7 +32,13 @@ class RetryConfig(PluginConfig):
     base_delay: float = Field(default=0.25, ge=0, description="seconds; doubled per attempt, full jitter")
     max_delay: float = Field(default=8.0, ge=0)
     max_retry_after: float = Field(default=30.0, ge=0, description="give up when asked to wait longer")
-    retry_on: tuple[Retryable, ...] = ("timeout", "connect", "bad_response", "429", "5xx")
+    retry_on: Annotated[tuple[Retryable, ...], BeforeValidator(classes_as_text)] = (
+        "timeout",
+        "connect",
+        "bad_response",
+        "429",
+        "5xx",
+    )
 
 
 class RetryPlugin(UpstreamPolicy[RetryConfig]):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -57,6 +57,13 @@ _POLICY = (
     "safety system",
     "responsibleaipolicyviolation",
 )
+
+
+def classes_as_text(value: Any) -> Any:
+    """YAML reads an unquoted ``429`` as a number; failure classes are names."""
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v) if isinstance(v, int) else v for v in value)
+    return value
 
 
 def classify_exception(exc: BaseException) -> FailureClass | None:
