@@ -477,6 +477,14 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         booking = ctx.get(BOOKING)
         if booking is None:
             return
+        if outcome.status < 400 or outcome.output_text_chars:
+            # Recorded on the request (access log, later metrics): what it used and cost.
+            prompt, completion = self._actual_usage(booking, outcome, ctx.model)
+            ctx.usage = {"prompt_tokens": prompt, "completion_tokens": completion}
+            if booking.price is not None:
+                ctx.cost_usd = round(
+                    (prompt * booking.price.input + completion * booking.price.output) / 1_000_000, 8
+                )
         try:
             if booking.slots:
                 await self.backend.release(booking.slots)
@@ -488,14 +496,8 @@ class BudgetPlugin(Plugin[BudgetConfig]):
                 "backend_unavailable", "error", detail={"hook": "on_complete", "error": type(exc).__name__}
             )
 
-    def _corrections(self, booking: _Booking, outcome: Outcome, model: str) -> list[tuple[Charge, float]]:
-        failed_upstream = outcome.status >= 400 and not (outcome.streamed and outcome.output_text_chars)
-        if failed_upstream:  # nothing was served: give everything back
-            return [
-                (charge, -check.amount)
-                for (_, check), charge in zip(booking.checks, booking.charges, strict=True)
-                if check.amount
-            ]
+    def _actual_usage(self, booking: _Booking, outcome: Outcome, model: str) -> tuple[int, int]:
+        """Provider-reported usage; else our prompt estimate and the tokens of the text delivered."""
         usage = outcome.usage
         prompt = int(usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0) or booking.prompt_tokens
         completion = usage.get("completion_tokens", usage.get("output_tokens"))
@@ -504,6 +506,17 @@ class BudgetPlugin(Plugin[BudgetConfig]):
                 booking.response_text if booking.response_text is not None else "".join(booking.streamed_text)
             )
             completion = count_text(text, model) if text else 0
+        return prompt, int(completion)
+
+    def _corrections(self, booking: _Booking, outcome: Outcome, model: str) -> list[tuple[Charge, float]]:
+        failed_upstream = outcome.status >= 400 and not (outcome.streamed and outcome.output_text_chars)
+        if failed_upstream:  # nothing was served: give everything back
+            return [
+                (charge, -check.amount)
+                for (_, check), charge in zip(booking.checks, booking.charges, strict=True)
+                if check.amount
+            ]
+        prompt, completion = self._actual_usage(booking, outcome, model)
         out = []
         for (lim, check), charge in zip(booking.checks, booking.charges, strict=True):
             actual = self._amount(lim, prompt, int(completion), booking.price)

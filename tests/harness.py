@@ -106,7 +106,7 @@ def sidecar_harness(
             else policy_text(upstream_url, plugins, extra)
         )
         policy_path.write_text(text)
-        cfg = Settings(policy_path=policy_path, log_requests=False, **settings)
+        cfg = Settings(policy_path=policy_path, **{"log_requests": False, **settings})
         sidecar = build_sidecar(cfg, registry)
         with serve_in_thread(build_app(sidecar)) as base_url:
             yield SidecarHarness(base_url, upstream_url, fake, sidecar, policy_path)

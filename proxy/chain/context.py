@@ -59,6 +59,8 @@ class RequestContext:
     first_byte_sent: bool = False
     target: str | None = None
     deadline: float | None = None  # absolute, time.monotonic(); set by the timeout step
+    usage: dict[str, int] | None = None  # reconciled token usage (set by a budget step)
+    cost_usd: float | None = None  # priced cost of this request (set by a budget step)
 
     def get(self, key: StateKey[T], default: T | None = None) -> T | None:
         return cast("T | None", self.state.get(key.name, default))

@@ -187,6 +187,8 @@ class ChainRoute:
                             "stream": ctx.stream,
                             "latency_ms": round(self._ms(ctx), 2),
                             "decisions": len(ctx.decisions),
+                            "usage": ctx.usage,
+                            "cost_usd": ctx.cost_usd,
                         },
                     )
         except Exception:

@@ -237,3 +237,22 @@ def test_invalid_budget_configs_are_rejected_at_load(tmp_path: Path) -> None:
             "p.yaml",
             model,
         )
+
+
+def test_usage_and_cost_are_recorded_in_the_access_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    limits = "    - {name: usd, cost_usd: 100, window: day}\n"
+    extra = "  prices: {gpt-4o-mini: {input: 1000.0, output: 2000.0}}\n"  # $0.001 / $0.002 per token
+    caplog.set_level(logging.INFO, logger="policy_sidecar.access")
+    with sidecar_harness(tmp_path, _budget(limits, extra), log_requests=True) as h:
+        answer = _sdk(h).chat.completions.create(**BODY)  # type: ignore[call-overload]
+        time.sleep(0.2)
+    assert answer.usage is not None
+    lines = [r for r in caplog.records if r.getMessage() == "request"]
+    assert lines, "no access log line"
+    record = lines[-1].__dict__
+    assert record["usage"] == {"prompt_tokens": answer.usage.prompt_tokens,
+                               "completion_tokens": answer.usage.completion_tokens}
+    expected = answer.usage.prompt_tokens * 0.001 + answer.usage.completion_tokens * 0.002
+    assert record["cost_usd"] == pytest.approx(expected)
