@@ -211,18 +211,17 @@ def test_noisy_or_counts_each_rule_once(scanner: HeuristicScanner) -> None:
     assert scanner.scan_text("").score == 0.0
 
 
-def test_rule_anchors_cover_every_match(scanner: HeuristicScanner) -> None:
-    """Rules only run when an anchor is present, so a match without one would be silently lost."""
+def test_rule_self_check_on_examples(scanner: HeuristicScanner) -> None:
+    """Rules only run when an anchor is present (a match without one would be silently lost), and
+    lower-case rules run without IGNORECASE on lower-cased text (both paths must agree)."""
     samples = [text for text, _ in RULE_CASES] + benign_hard() + [DAN]
-    unanchored = [(t, scanner.unanchored_hits(normalise(t).text)) for t in samples]
-    assert [(t, ids) for t, ids in unanchored if ids] == []
+    assert [p for t in samples for p in scanner.self_check(normalise(t).text)] == []
 
 
-def test_rule_anchors_cover_training_jailbreaks(scanner: HeuristicScanner) -> None:
+def test_rule_self_check_on_training_jailbreaks(scanner: HeuristicScanner) -> None:
     require_dataset()
     texts, y = load_script("train_injection").load_split(DATA_DIR, "train")
-    missing = {rid for t, label in zip(texts, y, strict=True) if label for rid in scanner.unanchored_hits(t)}
-    assert missing == set()
+    assert {p for t, label in zip(texts, y, strict=True) if label for p in scanner.self_check(t)} == set()
 
 
 def test_rules_file_is_valid(scanner: HeuristicScanner) -> None:
@@ -328,6 +327,29 @@ def test_detector_truncates_huge_inputs(detector: InjectionDetector) -> None:
     assert result.truncated and result.verdicts["heuristics"]
 
 
+def test_empty_and_whitespace_inputs(detector: InjectionDetector) -> None:
+    for text in ("", "   \n\t"):
+        result = detector.scan(text)
+        assert not result.is_injection and result.heuristic_score == 0.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\n" * 60_000 + "# system",  # line-anchored rules must not rescan long whitespace runs
+        " ".join(["%41%42x"] * 8_000),  # thousands of URL-escape tokens
+        "ab" * 30_000,  # one huge hex/base64-looking run
+        "ignore previous system prompt DAN # <| [INST] polic open your not now. " * 800,  # all anchors
+        "\u0456gn\u043er\u0435 " * 8_000,  # homoglyph folding on every word
+    ],
+)
+def test_pathological_inputs_stay_fast(detector: InjectionDetector, text: str) -> None:
+    """Generous bound: a quadratic regression would take many seconds on these 60 KB inputs."""
+    start = time.process_time()
+    detector.scan(text)
+    assert time.process_time() - start < 2.0
+
+
 def test_thresholds_are_validated() -> None:
     with pytest.raises(ValueError):
         Thresholds(combined=1.5)
@@ -341,6 +363,13 @@ def test_normaliser_without_probe_skips_rot13() -> None:
 
 
 # --- dataset-backed ------------------------------------------------------------------------------------
+
+
+def test_eval_script_exits_non_zero_without_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert load_script("eval_injection").main(["--data-dir", str(tmp_path / "absent")]) == 2
+    assert "shared dataset folder not found" in capsys.readouterr().err
 
 
 def test_test_split_quality(detector: InjectionDetector) -> None:

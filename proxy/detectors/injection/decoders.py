@@ -23,7 +23,8 @@ _HEX_0X = re.compile(r"0x[0-9A-Fa-f]{2}(?:[ ,]*0x[0-9A-Fa-f]{2}){3,}")
 _HEX_ESC = re.compile(r"(?:\\x[0-9A-Fa-f]{2}){4,}")
 _B64_RUN = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 _URL_ESC = re.compile(r"%[0-9A-Fa-f]{2}")
-_WS = re.compile(r"\s")
+# Attempts start only at token starts, and each scans its token once: linear overall.
+_URL_TOKEN = re.compile(r"(?<!\S)\S*?%[0-9A-Fa-f]{2}\S*")
 _ROT13_BYTES = bytes.maketrans(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
     b"NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm",
@@ -57,15 +58,11 @@ def find_b64(text: str) -> Iterator[Span]:
 
 def find_url(text: str) -> Iterator[Span]:
     """Whitespace-delimited tokens holding at least two %XX escapes."""
-    covered = -1
-    for m in _URL_ESC.finditer(text):
-        if m.start() < covered:
-            continue
-        start = max(text.rfind(c, 0, m.start()) for c in " \t\n\r\f\v") + 1
-        ws = _WS.search(text, m.end())
-        covered = ws.start() if ws else len(text)
-        if len(_URL_ESC.findall(text, start, covered)) >= 2:
-            yield start, covered
+    if "%" not in text:
+        return
+    for m in _URL_TOKEN.finditer(text):
+        if len(_URL_ESC.findall(m.group())) >= 2:
+            yield m.span()
 
 
 def _is_texty(text: str) -> bool:

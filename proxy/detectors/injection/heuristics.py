@@ -9,7 +9,7 @@ Each rule lists *anchors*, single-word literals of which every match contains at
 anchors compare case-insensitively, others exactly, e.g. ``DAN``). A rule's regex only runs when one of
 its anchors occurs in the text: a few
 fast substring checks replace dozens of regex passes over benign text, which otherwise dominated the
-detector's latency. ``HeuristicScanner.unanchored_hits`` lets tests verify that the anchors are complete.
+detector's latency. ``HeuristicScanner.self_check`` lets tests verify that the anchors are complete.
 
 Scoring is a noisy-OR over *distinct* matched rules: ``1 - prod(1 - weight)``. A single strong rule is
 enough to cross a 0.5 threshold, while several weak hints (e.g. "stay in character" + "no
@@ -43,6 +43,7 @@ class Rule:
     pattern: re.Pattern[str]
     description: str = ""
     anchors: tuple[str, ...] = ()  # empty: always run; all lower-case: case-insensitive, else exact
+    lowered: re.Pattern[str] | None = None  # same regex without IGNORECASE, for lower-cased text
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Rule:
@@ -58,7 +59,24 @@ class Rule:
         if any(not a or len(a.split()) != 1 for a in anchors):
             raise ValueError(f"rule {raw['id']!r}: anchors must be non-empty and contain no whitespace")
         description = str(raw.get("description", ""))
-        return cls(str(raw["id"]), str(raw["category"]), weight, pattern, description, anchors)
+        # Without IGNORECASE, ``re`` can skip ahead on the first character of the pattern; with it, it
+        # cannot, which made every rule ~2x slower. Patterns written in lower case are therefore also
+        # compiled plain and run on the lower-cased text (same semantics, same spans).
+        lowered = None if _has_upper_literal(raw["pattern"]) else re.compile(raw["pattern"], re.ASCII)
+        return cls(str(raw["id"]), str(raw["category"]), weight, pattern, description, anchors, lowered)
+
+
+def _has_upper_literal(pattern: str) -> bool:
+    """True if the regex source has an upper-case character outside escapes (``\\S`` etc. are fine)."""
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "\\":
+            i += 2
+            continue
+        if pattern[i].isupper():
+            return True
+        i += 1
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +134,25 @@ class HeuristicScanner:
         """The packaged rule set, built once (immutable, so sharing it is safe)."""
         return cls.from_json()
 
-    def _active(self, text: str) -> list[Rule]:
+    def _active(self, text: str, lowered: str) -> list[Rule]:
         """Rules whose anchors occur in ``text`` (plus the unanchored ones)."""
-        lowered = text.lower()
         present = {a for a in self._folded_anchors if a in lowered}
         present.update(a for a in self._exact_anchors if a in text)
         return [r for r in self._rules if not r.anchors or not present.isdisjoint(r.anchors)]
+
+    def _find(self, text: str) -> Iterator[tuple[Rule, tuple[int, int]]]:
+        """(rule, span) for up to a few matches per active rule."""
+        lowered = text.lower()
+        same_length = len(lowered) == len(text)  # lower() lengthens a few non-ASCII characters
+        for rule in self._active(text, lowered):
+            if rule.lowered is not None and same_length:
+                found = rule.lowered.finditer(lowered)
+            else:
+                found = rule.pattern.finditer(text)
+            for n, m in enumerate(found):
+                if n >= _MAX_MATCHES_PER_RULE:
+                    break
+                yield rule, m.span()
 
     def reveals_trigger(self, text: str) -> bool:
         """The rot13 probe: does ``text`` contain a rule match made of (at least some) letters?
@@ -129,51 +160,49 @@ class HeuristicScanner:
         rot13 leaves everything but letters unchanged, so a letter-free match (an emoji marker, ``</s>``)
         would fire on the rotated copy of any text that already contains it and reveals nothing new.
         """
-        return any(
-            any(c.isalpha() for c in m.group())
-            for rule in self._active(text)
-            for m in rule.pattern.finditer(text)
-        )
+        return any(any(c.isalpha() for c in text[s:e]) for _, (s, e) in self._find(text))
 
-    def unanchored_hits(self, text: str) -> list[str]:
-        """Ids of rules whose regex matches ``text`` but whose anchors miss that match (a rules.json bug)."""
-        bad = []
+    def self_check(self, text: str) -> list[str]:
+        """Problems in rules.json revealed by ``text``: a match containing none of the rule's anchors
+        (it would be silently skipped), or a lower-cased fast path that disagrees with IGNORECASE."""
+        problems = []
+        lowered = text.lower()
         for rule in self._rules:
-            for m in rule.pattern.finditer(text):
-                found = m.group()
+            spans = [m.span() for m in rule.pattern.finditer(text)]
+            for s, e in spans:
+                found = text[s:e]
                 if rule.anchors and not any(
                     a in (found if a != a.lower() else found.lower()) for a in rule.anchors
                 ):
-                    bad.append(rule.id)
-        return bad
-
-    def _find(self, text: str) -> Iterator[tuple[Rule, re.Match[str]]]:
-        for rule in self._active(text):
-            for n, m in enumerate(rule.pattern.finditer(text)):
-                if n >= _MAX_MATCHES_PER_RULE:
-                    break
-                yield rule, m
+                    problems.append(f"{rule.id}: match {found[:40]!r} has no anchor")
+            fast = rule.lowered
+            if (
+                fast is not None
+                and len(lowered) == len(text)
+                and [m.span() for m in fast.finditer(lowered)] != spans
+            ):
+                problems.append(f"{rule.id}: lower-case fast path disagrees with IGNORECASE")
+        return problems
 
     def scan_text(self, text: str) -> HeuristicResult:
         """Scan a plain string (spans index ``text`` itself)."""
         matches = tuple(
-            RuleMatch(r.id, r.category, r.weight, m.span(), None, m.group()[:_EXCERPT])
-            for r, m in self._find(text)
+            RuleMatch(r.id, r.category, r.weight, (s, e), None, text[s:e][:_EXCERPT])
+            for r, (s, e) in self._find(text)
         )
         return HeuristicResult(_noisy_or(matches), matches)
 
     def scan(self, normalised: NormalisedText) -> HeuristicResult:
         """Scan the normalised text and every decoded segment; map spans back to the original text."""
         found: list[RuleMatch] = []
-        for rule, m in self._find(normalised.text):
-            span = normalised.to_original(*m.span())
+        for rule, (start, end) in self._find(normalised.text):
+            span = normalised.to_original(start, end)
             excerpt = normalised.original[span[0] : span[1]][:_EXCERPT]
             found.append(RuleMatch(rule.id, rule.category, rule.weight, span, None, excerpt))
         for index, segment in enumerate(normalised.segments):
-            for rule, m in self._find(segment.text):
-                found.append(
-                    RuleMatch(rule.id, rule.category, rule.weight, m.span(), index, m.group()[:_EXCERPT])
-                )
+            for rule, (s, e) in self._find(segment.text):
+                excerpt = segment.text[s:e][:_EXCERPT]
+                found.append(RuleMatch(rule.id, rule.category, rule.weight, (s, e), index, excerpt))
         matches = tuple(found)
         return HeuristicResult(_noisy_or(matches), matches)
 

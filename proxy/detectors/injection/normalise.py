@@ -36,6 +36,7 @@ _INVISIBLE = frozenset(
 ) | frozenset(chr(c) for c in range(0xFE00, 0xFE10))
 _BIDI = frozenset("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _TAG_FIRST, _TAG_LAST = 0xE0000, 0xE007F
+_MAX_ATTEMPTS = 256  # decode attempts per encoding and level
 _MARK = "mark"  # a combining mark: dropped only when it decorates an ASCII letter (see _fold)
 
 _WORD = re.compile(r"[^\W\d_]+")
@@ -133,6 +134,20 @@ def _fold_char(ch: str, always: Mapping[str, tuple[str, str]]) -> tuple[str, str
     return None
 
 
+def _group_tags(text: str, hits: list[int]) -> list[tuple[tuple[int, int], str]]:
+    """Runs of adjacent Unicode tag characters -> (span, the ASCII text they mirror)."""
+    groups: list[tuple[tuple[int, int], str]] = []
+    start = 0
+    for k in range(1, len(hits) + 1):
+        if k == len(hits) or hits[k] != hits[k - 1] + 1:
+            run = text[hits[start] : hits[k - 1] + 1]
+            hidden = "".join(chr(ord(c) - _TAG_FIRST) for c in run if 0x20 <= ord(c) - _TAG_FIRST < 0x7F)
+            if hidden.strip():
+                groups.append(((hits[start], hits[k - 1] + 1), hidden))
+            start = k
+    return groups
+
+
 class Normaliser:
     """Immutable, thread-safe normaliser; build once and call many times."""
 
@@ -163,9 +178,9 @@ class Normaliser:
         candidates: list[tuple[str, tuple[int, int], str]] = []
         taken: list[tuple[int, int]] = []
         for encoding, finder, decoder in FINDERS:
-            for start, end in finder(folded):
-                if len(candidates) >= self._max_segments:
-                    break  # bounds the work on inputs stuffed with encoded runs
+            for attempt, (start, end) in enumerate(finder(folded)):
+                if len(candidates) >= self._max_segments or attempt >= _MAX_ATTEMPTS:
+                    break  # bounds the work on inputs stuffed with encoded-looking runs
                 if any(start < e and s < end for s, e in taken):
                     continue
                 decoded = decoder(folded[start:end])
@@ -201,6 +216,7 @@ class Normaliser:
         copies: list[bool] = []
         n_out = run_start = 0
         prev = ""
+        tag_hits: list[int] = []
         # Visit only the characters that change (a regex over the planned set runs at C speed).
         changing = re.compile("[" + "".join(re.escape(c) for c in sorted(plan)) + "]")
         for hit in changing.finditer(text):
@@ -221,12 +237,7 @@ class Normaliser:
             run_start = i + 1
             flags.add(flag)
             if flag == "tag_chars":
-                code = ord(ch) - _TAG_FIRST
-                hidden = chr(code) if 0x20 <= code < 0x7F else ""
-                if tags and tags[-1][0][1] == i:
-                    tags[-1] = ((tags[-1][0][0], i + 1), tags[-1][1] + hidden)
-                else:
-                    tags.append(((i, i + 1), hidden))
+                tag_hits.append(i)
             if rep:
                 norm_starts.append(n_out)
                 orig_starts.append(i)
@@ -241,7 +252,7 @@ class Normaliser:
             orig_starts.append(run_start)
             copies.append(True)
             out.append(text[run_start:])
-        tags = [(span, hidden) for span, hidden in tags if hidden.strip()]
+        tags = _group_tags(text, tag_hits)
         return "".join(out), OffsetMap(tuple(norm_starts), tuple(orig_starts), tuple(copies)), flags, tags
 
     def _fold_homoglyphs(self, text: str, flags: set[str]) -> str:

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Evaluate the prompt-injection detector on the held-out TEST split and on benign-hard prompts.
+
+Why separate from training: the test split (``jailbreak_test.csv``) is only ever read here, so the
+numbers below are an honest estimate for this data distribution. Prints markdown tables: per-layer
+precision/recall/FPR at the default thresholds, threshold sweeps for the classifier and the combined
+score, over-blocking on ``benign_hard.txt``, recall on synthetically obfuscated test jailbreaks, and
+scoring latency.
+
+Usage: python scripts/eval_injection.py [--data-dir DIR]   (exits non-zero if the dataset is absent)
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from train_injection import DEFAULT_DATA_DIR, load_benign_hard, load_split  # noqa: E402
+
+from proxy.detectors.injection import InjectionClassifier, InjectionDetector, InjectionResult  # noqa: E402
+
+SWEEP = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+Scores = npt.NDArray[np.float64]
+Labels = npt.NDArray[np.int8]
+
+
+def confusion(flagged: npt.NDArray[np.bool_], y: Labels) -> tuple[float, float, float, int, int, int, int]:
+    tp = int((flagged & (y == 1)).sum())
+    fp = int((flagged & (y == 0)).sum())
+    fn = int((~flagged & (y == 1)).sum())
+    tn = int((~flagged & (y == 0)).sum())
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    return precision, tp / max(tp + fn, 1), fp / max(fp + tn, 1), tp, fp, fn, tn
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    def cell(v: object) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def layer_scores(results: Sequence[InjectionResult]) -> dict[str, Scores]:
+    return {
+        "heuristics": np.array([r.heuristic_score for r in results]),
+        "classifier": np.array([r.classifier_score for r in results]),
+        "combined": np.array([r.combined_score for r in results]),
+    }
+
+
+def obfuscations() -> dict[str, Callable[[str], str]]:
+    """Synthetic attacks built from test jailbreaks, to check that normalisation does its job."""
+    homoglyphs = str.maketrans(
+        {"a": "\u0430", "e": "\u0435", "o": "\u043e", "i": "\u0456", "c": "\u0441", "p": "\u0440"}
+    )
+
+    def zero_width(t: str) -> str:
+        return "\u200b".join(t[i : i + 3] for i in range(0, len(t), 3))
+
+    return {
+        "plain": lambda t: t,
+        "homoglyphs (Cyrillic a/e/o/i/c/p)": lambda t: t.translate(homoglyphs),
+        "zero-width every 3 chars": zero_width,
+        "fullwidth": lambda t: "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in t),
+        "base64 payload (neutral wrapper)": lambda t: "Data: " + base64.b64encode(t.encode()).decode(),
+    }
+
+
+def bench(fn: Callable[[str], object], text: str, runs: int = 300) -> float:
+    """Best-of-5 CPU time per call in microseconds (CPU time: the machine may be shared)."""
+    fn(text)
+    samples = []
+    for _ in range(5):
+        start = time.process_time()
+        for _ in range(runs // 5):
+            fn(text)
+        samples.append((time.process_time() - start) / (runs // 5))
+    return min(samples) * 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    args = ap.parse_args(argv)
+    if not args.data_dir.is_dir():
+        print(
+            f"error: shared dataset folder not found: {args.data_dir}\n"
+            "expected jackhhao/llm-warden CSVs (jailbreak_test.csv); pass --data-dir",
+            file=sys.stderr,
+        )
+        return 2
+    texts, y = load_split(args.data_dir, "test")
+    detector = InjectionDetector()
+    t = detector.thresholds
+    thresholds = {"heuristics": t.heuristics, "classifier": t.classifier, "combined": t.combined}
+    results = [detector.scan(text) for text in texts]
+    scores = layer_scores(results)
+
+    print(f"## Test split: {len(texts)} prompts ({int(y.sum())} jailbreak, {int((y == 0).sum())} benign)\n")
+    rows = [[layer, thresholds[layer], *confusion(scores[layer] >= thresholds[layer], y)] for layer in scores]
+    print(table(["layer", "threshold", "precision", "recall", "FPR", "TP", "FP", "FN", "TN"], rows), "\n")
+    for layer in ("classifier", "combined"):
+        sweep = sorted({*SWEEP, thresholds[layer]})
+        rows = [
+            [
+                f"{th:.4g}" + (" (default)" if th == thresholds[layer] else ""),
+                *confusion(scores[layer] >= th, y)[:3],
+            ]
+            for th in sweep
+        ]
+        print(f"### Threshold sweep: {layer}\n")
+        print(table(["threshold", "precision", "recall", "FPR"], rows), "\n")
+
+    hard = load_benign_hard()
+    hard_results = [detector.scan(text) for text in hard]
+    hard_scores = layer_scores(hard_results)
+    print(f"## Benign-hard prompts: {len(hard)} (all benign)\n")
+    rows = [
+        [
+            layer,
+            thresholds[layer],
+            int((hard_scores[layer] >= thresholds[layer]).sum()),
+            float((hard_scores[layer] >= thresholds[layer]).mean()),
+        ]
+        for layer in hard_scores
+    ]
+    print(table(["layer", "threshold", "flagged", "false-positive rate"], rows), "\n")
+    flagged = [(r.combined_score, text) for r, text in zip(hard_results, hard, strict=True) if r.is_injection]
+    for score, text in flagged:
+        print(f"- flagged (combined {score:.3f}): {text}")
+    top = sorted(zip(hard_scores["combined"], hard, strict=True), reverse=True)[:3]
+    print("- highest combined scores: " + "; ".join(f"{s:.3f} {text!r}" for s, text in top), "\n")
+
+    jailbreaks = [text for text, label in zip(texts, y, strict=True) if label == 1]
+    print(f"## Obfuscated test jailbreaks ({len(jailbreaks)} prompts, synthetic transforms)\n")
+    rows = []
+    for name, transform in obfuscations().items():
+        res = [detector.scan(transform(text)) for text in jailbreaks]
+        s = layer_scores(res)
+        recalls = (float((s[k] >= thresholds[k]).mean()) for k in ("heuristics", "classifier", "combined"))
+        rows.append([name, *recalls])
+    print(table(["transform", "recall heuristics", "recall classifier", "recall combined"], rows), "\n")
+
+    classifier = InjectionClassifier.default()
+    english = " ".join(texts)
+    print("## Latency (CPU time per call, best of 5 batches, this machine)\n")
+    rows = []
+    for size in (2048, 8192):
+        sample = english[:size]
+        rows.append(
+            [
+                f"{size // 1024} KB",
+                f"{bench(classifier.score, sample):.0f} us",
+                f"{bench(detector.scan, sample):.0f} us",
+            ]
+        )
+    all_times = []
+    for text in texts[:200]:
+        start = time.process_time()
+        detector.scan(text)
+        all_times.append((time.process_time() - start) * 1e6)
+    print(table(["text", "classifier.score", "detector.scan (all layers)"], rows))
+    print(f"\nmedian detector.scan over 200 test prompts: {statistics.median(all_times):.0f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
