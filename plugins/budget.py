@@ -447,6 +447,15 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             return None
         return _UsageFilter(booking)
 
+    async def not_ready(self) -> str | None:
+        """Fail-closed on Redis: without Redis every request would be refused, so not ready."""
+        if self.config.backend != "redis" or self.config.on_backend_error != "fail_closed":
+            return None
+        ping = getattr(self.backend, "ping", None)
+        if ping is not None and not await ping():
+            return f"{self.config.step_id}: Redis unreachable and on_backend_error is fail_closed"
+        return None
+
     async def admin_report(self, query: Mapping[str, str]) -> dict[str, Any] | None:
         """Usage of any identity: ``?tenant=&api_key=<hash>&user=&model=&route=``."""
         parts: dict[str, str | None] = {

@@ -177,6 +177,10 @@ class Plugin(Generic[C]):
     async def aclose(self) -> None:
         return None
 
+    async def not_ready(self) -> str | None:
+        """Why the sidecar must not take traffic yet (a required dependency is down), or None."""
+        return None
+
     async def admin_report(self, query: Mapping[str, str]) -> dict[str, Any] | None:
         """State for operators (``GET /admin/plugins/{id}``); None when there is nothing to show."""
         return None

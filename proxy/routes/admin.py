@@ -45,6 +45,9 @@ def admin_routes(sidecar: Sidecar, prefix: str = "/admin") -> list[Route]:
             return JSONResponse({"status": "draining"}, status_code=503)
         if not store.ready:
             return JSONResponse({"status": "no policy"}, status_code=503)
+        reasons = [r for s in store.current.chain.steps if (r := await s.plugin.not_ready())]
+        if reasons:
+            return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
         return JSONResponse({"status": "ready", "revision": store.current.revision})
 
     async def policy(_: Request) -> Response:

@@ -228,3 +228,26 @@ def test_redis_down_then_back(tmp_path: Path, redis_server: RedisServer, mode: s
         assert "error" not in report("fresh"), "the sidecar reconnects by itself"
         assert [send("fresh").status_code for _ in range(4)] == [200, 200, 200, 429]
         assert report("fresh")["limits"][0]["used"] == 3
+
+
+def test_readiness_follows_redis_only_when_fail_closed(tmp_path: Path, redis_server: RedisServer) -> None:
+    def plugins(mode: str) -> str:
+        return (
+            f"- type: budget\n  backend: redis\n  redis_url: {redis_server.url}\n  on_backend_error: {mode}\n"
+            "  limits:\n    - {name: rpm, requests: 10, window: minute}\n"
+        )
+
+    with sidecar_harness(tmp_path, plugins("fail_closed")) as h:
+        assert httpx.get(f"{h.base_url}/readyz").status_code == 200
+        redis_server.kill()
+        not_ready = httpx.get(f"{h.base_url}/readyz")
+        assert not_ready.status_code == 503 and "Redis unreachable" in not_ready.json()["reasons"][0]
+        assert httpx.get(f"{h.base_url}/healthz").status_code == 200  # liveness does not follow
+        redis_server.start()
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{h.base_url}/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert httpx.get(f"{h.base_url}/readyz").status_code == 200
+    with sidecar_harness(tmp_path, plugins("fail_open")) as h:
+        redis_server.kill()
+        assert httpx.get(f"{h.base_url}/readyz").status_code == 200  # fail-open: traffic still flows
