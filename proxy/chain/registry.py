@@ -25,6 +25,7 @@ BUILTINS = {
     "fallback": "plugins.fallback:FallbackPlugin",
     "headers": "plugins.headers:HeadersPlugin",
     "idempotency": "plugins.idempotency:IdempotencyPlugin",
+    "injection": "plugins.injection:InjectionPlugin",
     "retry": "plugins.retry:RetryPlugin",
     "timeout": "plugins.timeout:TimeoutPlugin",
 }

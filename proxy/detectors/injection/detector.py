@@ -109,6 +109,12 @@ class InjectionDetector:
             raise ValueError("max_chars must be at least 1024")
         self._max_chars = max_chars
 
+    def with_thresholds(self, thresholds: Thresholds) -> InjectionDetector:
+        """The same loaded layers with other thresholds (a policy may tune them per step)."""
+        return InjectionDetector(
+            thresholds, scanner=self._scanner, classifier=self._classifier, max_chars=self._max_chars
+        )
+
     def scan(self, text: str) -> InjectionResult:
         """Score one text. Inputs beyond ``max_chars`` are scanned head and tail only (flagged ``truncated``):
         the rules cost a few ms per 8 KB in the worst case, so unbounded input would be a CPU lever."""
