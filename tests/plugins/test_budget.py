@@ -239,7 +239,9 @@ def test_invalid_budget_configs_are_rejected_at_load(tmp_path: Path) -> None:
         )
 
 
-def test_usage_and_cost_are_recorded_in_the_access_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_usage_and_cost_are_recorded_in_the_access_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     import logging
 
     limits = "    - {name: usd, cost_usd: 100, window: day}\n"
@@ -252,7 +254,9 @@ def test_usage_and_cost_are_recorded_in_the_access_log(tmp_path: Path, caplog: p
     lines = [r for r in caplog.records if r.getMessage() == "request"]
     assert lines, "no access log line"
     record = lines[-1].__dict__
-    assert record["usage"] == {"prompt_tokens": answer.usage.prompt_tokens,
-                               "completion_tokens": answer.usage.completion_tokens}
+    assert record["usage"] == {
+        "prompt_tokens": answer.usage.prompt_tokens,
+        "completion_tokens": answer.usage.completion_tokens,
+    }
     expected = answer.usage.prompt_tokens * 0.001 + answer.usage.completion_tokens * 0.002
     assert record["cost_usd"] == pytest.approx(expected)
