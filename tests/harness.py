@@ -110,3 +110,28 @@ def sidecar_harness(
         sidecar = build_sidecar(cfg, registry)
         with serve_in_thread(build_app(sidecar)) as base_url:
             yield SidecarHarness(base_url, upstream_url, fake, sidecar, policy_path)
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for servers started as separate processes)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port: int = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_ready(url: str, proc: Any, timeout: float = 30.0) -> None:
+    """Wait until ``url``/readyz answers 200; fail with the process's stderr if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"server exited: {err!r}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"server not ready in {timeout} s")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import re
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,56 +136,49 @@ class Chain:
                 ctx.record("local_reply", "reply")
 
     # -- phases ------------------------------------------------------------------------
+    async def _run_step(
+        self,
+        step: Step,
+        hook_fn: Callable[[Any, RequestContext], Awaitable[Any]],
+        obj: Any,
+        copy: Callable[[Any], Any],
+        ctx: RequestContext,
+        hook: str,
+    ) -> Any:
+        """One hook of one step, with mode and on_error applied (the only place that does so)."""
+        ctx.active = step.active
+        try:
+            if step.shadow:
+                await self._shadow_call(step, hook_fn(copy(obj), ctx), ctx, hook)
+                return None
+            return await hook_fn(obj, ctx)
+        except Rejected as exc:
+            _record_rejection(step, exc, ctx)
+            raise
+        except ProxyError:
+            raise
+        except Exception as exc:
+            self._crashed(step, exc, ctx, hook)
+            return None
+        finally:
+            ctx.active = _IDLE
+
     async def run_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
         for step in self.request_steps:
             if not step.applies(ctx):
                 continue
-            ctx.active = step.active
-            try:
-                if step.shadow:
-                    await self._shadow_call(
-                        step, step.plugin.on_request(_copy_request(req), ctx), ctx, "on_request"
-                    )
-                    continue
-                reply = await step.plugin.on_request(req, ctx)
-            except Rejected as exc:
-                _record_rejection(step, exc, ctx)
-                raise
-            except ProxyError:
-                raise
-            except Exception as exc:
-                self._crashed(step, exc, ctx, "on_request")
-                continue
-            finally:
-                ctx.active = _IDLE
+            reply = await self._run_step(step, step.plugin.on_request, req, _copy_request, ctx, "on_request")
             if reply is not None:
                 ctx.active = step.active
                 ctx.record("local_reply", "reply")
                 ctx.active = _IDLE
-                return reply
+                return reply  # type: ignore[no-any-return]
         return None
 
     async def run_response(self, resp: ChatResponse, ctx: RequestContext) -> None:
         for step in self.response_steps:
-            if not step.applies(ctx):
-                continue
-            ctx.active = step.active
-            try:
-                if step.shadow:
-                    await self._shadow_call(
-                        step, step.plugin.on_response(_copy_response(resp), ctx), ctx, "on_response"
-                    )
-                    continue
-                await step.plugin.on_response(resp, ctx)
-            except Rejected as exc:
-                _record_rejection(step, exc, ctx)
-                raise
-            except ProxyError:
-                raise
-            except Exception as exc:
-                self._crashed(step, exc, ctx, "on_response")
-            finally:
-                ctx.active = _IDLE
+            if step.applies(ctx):
+                await self._run_step(step, step.plugin.on_response, resp, _copy_response, ctx, "on_response")
 
     def open_stream(self, ctx: RequestContext) -> StreamPipeline | None:
         filters: list[tuple[Step, StreamFilter]] = []

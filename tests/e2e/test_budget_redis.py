@@ -19,20 +19,12 @@ import httpx
 import pytest
 
 from proxy.demo.fake_upstream import fake_upstream_in_thread
-from tests.harness import sidecar_harness
+from tests.harness import free_port, sidecar_harness, wait_ready
 
 REDIS = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(
     REDIS is None, reason="redis-server is not installed (apt-get install redis-server; .ci/run installs it)"
 )
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port: int = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @dataclass
@@ -84,7 +76,7 @@ class RedisServer:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(_free_port(), tmp_path)
+    server = RedisServer(free_port(), tmp_path)
     server.start()
     try:
         yield server
@@ -115,7 +107,7 @@ def test_four_replicas_share_one_token_budget(tmp_path: Path, redis_server: Redi
         policy.write_text(
             _policy(upstream, redis_server.url, f"      - {{name: tpm, tokens: {limit}, window: hour}}\n")
         )
-        ports = [_free_port() for _ in range(4)]
+        ports = [free_port() for _ in range(4)]
         env = {**os.environ, "SIDECAR_LOG_LEVEL": "warning"}
         procs = [
             subprocess.Popen(
@@ -138,7 +130,7 @@ def test_four_replicas_share_one_token_budget(tmp_path: Path, redis_server: Redi
         ]
         try:
             for p, proc in zip(ports, procs, strict=True):
-                _wait_ready(f"http://127.0.0.1:{p}", proc)
+                wait_ready(f"http://127.0.0.1:{p}", proc)
             admitted: list[int] = []
             statuses: list[int] = []
             lock = threading.Lock()
@@ -173,19 +165,6 @@ def test_four_replicas_share_one_token_budget(tmp_path: Path, redis_server: Redi
         assert sum(admitted) <= limit + largest, (sum(admitted), limit, largest)
         # Reservations are corrected to real usage, so close to the whole budget gets used.
         assert sum(admitted) >= limit * 0.5
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read().decode() if proc.stderr else "exited")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError("replica not ready")
 
 
 @pytest.mark.parametrize("mode", ["fail_open", "fail_closed"])

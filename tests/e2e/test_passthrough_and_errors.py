@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.harness import SidecarHarness, serve_in_thread, sidecar_harness
+from tests.harness import SidecarHarness, free_port, serve_in_thread, sidecar_harness
 
 
 @pytest.fixture
@@ -132,18 +131,10 @@ def test_sdk_raises_the_matching_classes(h: SidecarHarness) -> None:
     assert info.value.param == "messages[0].role"
 
 
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port: int = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_dead_upstream_is_503_and_slow_upstream_is_504(tmp_path: Path) -> None:
     with sidecar_harness(tmp_path) as h:
         h.write_policy(
-            h.policy_path.read_text().replace(h.upstream_url, f"http://127.0.0.1:{_closed_port()}/v1")
+            h.policy_path.read_text().replace(h.upstream_url, f"http://127.0.0.1:{free_port()}/v1")
         )
         h.wait_for_revision(
             lambda p: (

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.harness import sidecar_harness
+from tests.harness import free_port, sidecar_harness, wait_ready
 
 BLOCK = "- type: blocklist\n  id: kw\n  keywords: [{word}]\n"
 
@@ -132,33 +131,11 @@ def test_check_and_schema(tmp_path: Path) -> None:
     assert schema["title"] == "Policy" and "plugins" in schema["properties"]
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port: int = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stderr.read() if proc.stderr else ''}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("server not ready in 30 s")
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_serve_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(GOOD)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SIDECAR_LOG_LEVEL": "warning"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy", "serve", "--policy", str(policy), "--port", str(port), "--no-watch"],
@@ -169,7 +146,7 @@ def test_serve_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, proc)
+        wait_ready(url, proc)
         first = httpx.get(f"{url}/admin/policy").json()["revision"]
         policy.write_text(GOOD.replace("[a]", "[b]"))
         time.sleep(0.3)
@@ -192,7 +169,7 @@ def test_serve_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
 
 
 def test_demo_command_serves_the_embedded_default(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy", "demo", "--port", str(port), "--log-level", "warning"],
         stdout=subprocess.PIPE,
@@ -201,7 +178,7 @@ def test_demo_command_serves_the_embedded_default(tmp_path: Path) -> None:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, proc)
+        wait_ready(url, proc)
         c = openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0)
         stream = c.chat.completions.create(
             model="demo-model", stream=True, messages=[{"role": "user", "content": "key sk-" + "A" * 24}]
@@ -220,6 +197,6 @@ def test_demo_command_serves_the_embedded_default(tmp_path: Path) -> None:
 def test_a_broken_policy_at_startup_fails_with_a_readable_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 2\n")
-    result = _cli("serve", "--policy", str(bad), "--port", str(_free_port()))
+    result = _cli("serve", "--policy", str(bad), "--port", str(free_port()))
     assert result.returncode == 1
     assert f"{bad}:1:10: version:" in result.stderr
