@@ -135,28 +135,46 @@ def test_check_and_schema(tmp_path: Path) -> None:
 def test_serve_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(GOOD)
-    port = free_port()
-    env = {**os.environ, "SIDECAR_LOG_LEVEL": "warning"}
+    port, admin_port = free_port(), free_port()
+    env = {**os.environ, "SIDECAR_LOG_LEVEL": "warning", "SIDECAR_ADMIN_TOKEN": "secret-token"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "serve", "--policy", str(policy), "--port", str(port), "--no-watch"],
+        [
+            sys.executable,
+            "-m",
+            "proxy",
+            "serve",
+            "--policy",
+            str(policy),
+            "--port",
+            str(port),
+            "--admin-port",
+            str(admin_port),
+            "--no-watch",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
-    url = f"http://127.0.0.1:{port}"
+    url, admin = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
     try:
         wait_ready(url, proc)
-        first = httpx.get(f"{url}/admin/policy").json()["revision"]
+        assert httpx.get(f"{url}/admin/policy").status_code == 404  # admin lives only on its own port
+        first = httpx.get(f"{admin}/admin/policy").json()["revision"]
         policy.write_text(GOOD.replace("[a]", "[b]"))
         time.sleep(0.3)
-        assert httpx.get(f"{url}/admin/policy").json()["revision"] == first  # watching is off
+        assert httpx.get(f"{admin}/admin/policy").json()["revision"] == first  # watching is off
         proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
-        while httpx.get(f"{url}/admin/policy").json()["revision"] == first and time.monotonic() < deadline:
+        while httpx.get(f"{admin}/admin/policy").json()["revision"] == first and time.monotonic() < deadline:
             time.sleep(0.05)
-        info = httpx.get(f"{url}/admin/policy").json()
+        info = httpx.get(f"{admin}/admin/policy").json()
         assert info["revision"] != first and info["last_reload"]["trigger"] == "sighup"
+        policy.write_text(GOOD.replace("[a]", "[c]"))
+        auth = {"authorization": "Bearer secret-token"}
+        assert httpx.post(f"{admin}/admin/reload").status_code == 401
+        reloaded = httpx.post(f"{admin}/admin/reload", headers=auth).json()
+        assert reloaded["result"] == "reloaded" and reloaded["trigger"] == "admin"
         c = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
         answer = c.chat.completions.create(model="demo-model", messages=[{"role": "user", "content": "ping"}])
         assert answer.choices[0].message.content == "Hello from the demo upstream. You said: ping"
