@@ -27,14 +27,20 @@ def _serve_args(p: argparse.ArgumentParser, with_policy: bool) -> None:
         "--admin-port", type=int, help="serve admin routes on this port only (env SIDECAR_ADMIN_PORT)"
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="env SIDECAR_LOG_LEVEL")
+    p.add_argument(
+        "--drain-delay", type=float, help="SIGTERM: seconds not ready before closing (SIDECAR_DRAIN_DELAY)"
+    )
+    p.add_argument(
+        "--grace-seconds", type=float, help="SIGTERM: time for in-flight requests (SIDECAR_GRACE_SECONDS)"
+    )
     p.add_argument("--no-watch", action="store_true", help="do not reload when the policy file changes")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    s = Settings.from_env()
+    s = Settings.from_env()  # may raise ConfigError (a malformed SIDECAR_* value)
     if getattr(args, "policy", None):
         s.policy_path = args.policy
-    for name in ("host", "port", "admin_host", "admin_port", "log_level"):
+    for name in ("host", "port", "admin_host", "admin_port", "log_level", "drain_delay", "grace_seconds"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(s, name, value)
@@ -96,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     from proxy.errors import ConfigError
     from proxy.server import run
 
-    settings = _settings(args)
-    if args.command == "demo":
-        settings.policy_path = default_policy_path()
     try:
+        settings = _settings(args)
+        if args.command == "demo":
+            settings.policy_path = default_policy_path()
         run(settings)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

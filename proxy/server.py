@@ -1,8 +1,20 @@
 """Run the sidecar under uvicorn: the API port and, optionally, a separate admin port.
 
 Both servers run in one event loop. uvicorn's own signal handling is replaced by ours so one
-SIGINT/SIGTERM stops both (readiness turns false first, then in-flight requests drain), and
-SIGHUP reloads the policy instead of killing the process.
+SIGINT/SIGTERM stops both, and SIGHUP reloads the policy instead of killing the process.
+
+Shutdown (what Kubernetes needs from a pod that receives SIGTERM):
+
+1. readiness turns false at once (``sidecar.draining``: ``/readyz`` answers 503), while the
+   listeners keep accepting: endpoints controllers and load balancers need a moment to notice;
+2. after ``SIDECAR_DRAIN_DELAY`` seconds (default 0) both servers stop accepting connections
+   (``should_exit``: uvicorn closes the listening sockets, closes idle keep-alive connections and
+   marks busy ones ``Connection: close``);
+3. in-flight requests and streams run to completion for up to ``SIDECAR_GRACE_SECONDS``
+   (default 25; uvicorn's ``timeout_graceful_shutdown``), then whatever is left is cancelled;
+4. the lifespan shutdown closes upstream pools and the policy watcher; the process exits 0.
+
+A second SIGINT during the drain skips the wait (as uvicorn does); repeated SIGTERMs are ignored.
 """
 
 from __future__ import annotations
@@ -10,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 from collections.abc import Iterator
 
@@ -17,6 +30,7 @@ import uvicorn
 
 from proxy.app import build_admin_app, build_app, build_sidecar
 from proxy.observability.logging import configure_logging
+from proxy.runtime import Sidecar
 from proxy.settings import Settings
 
 log = logging.getLogger("policy_sidecar")
@@ -28,7 +42,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _config(app: object, host: str, port: int, settings: Settings) -> uvicorn.Config:
+def _config(app: object, host: str, port: int, grace_seconds: float) -> uvicorn.Config:
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=host,
@@ -36,36 +50,69 @@ def _config(app: object, host: str, port: int, settings: Settings) -> uvicorn.Co
         log_config=None,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=30,
+        # uvicorn takes an int; round up so a fractional grace period is never shortened.
+        timeout_graceful_shutdown=math.ceil(grace_seconds),
         server_header=False,
     )
 
 
+class _Shutdown:
+    """The SIGTERM/SIGINT state machine: draining -> (delay) -> stop accepting -> done."""
+
+    def __init__(self, sidecar: Sidecar, servers: list[_Server], drain_delay: float) -> None:
+        self.sidecar = sidecar
+        self.servers = servers
+        self.drain_delay = drain_delay
+        self.requested = asyncio.Event()
+        self.forced = asyncio.Event()
+
+    def on_signal(self, sig: signal.Signals) -> None:
+        if self.requested.is_set():
+            if sig == signal.SIGINT:  # a second Ctrl-C: stop waiting for anything
+                log.warning("second SIGINT: forcing exit")
+                for server in self.servers:
+                    server.should_exit = True
+                    server.force_exit = True
+                self.forced.set()
+            return
+        log.info(
+            "shutdown requested: not ready, draining",
+            extra={"signal": sig.name, "drain_delay": self.drain_delay},
+        )
+        self.sidecar.draining = True  # readiness answers 503 from now on
+        self.requested.set()
+
+    def stop_servers(self) -> None:
+        for server in self.servers:
+            server.should_exit = True
+
+    async def run(self) -> None:
+        await self.requested.wait()
+        if self.drain_delay > 0:
+            # Keep accepting while endpoints/load balancers notice readiness went false; a
+            # second SIGINT ends the wait (a server that fails on its own is handled in serve()).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.forced.wait(), timeout=self.drain_delay)
+        log.info("no longer accepting connections; waiting for in-flight requests")
+        self.stop_servers()
+
+
 async def serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
+    drain_delay, grace_seconds = settings.drain_delay, settings.grace_seconds
     sidecar = build_sidecar(settings)
     separate_admin = settings.admin_port is not None
-    servers = [
-        _Server(
-            _config(
-                build_app(sidecar, include_admin=not separate_admin), settings.host, settings.port, settings
-            )
-        )
-    ]
+    api_app = build_app(sidecar, include_admin=not separate_admin)
+    servers = [_Server(_config(api_app, settings.host, settings.port, grace_seconds))]
     if settings.admin_port is not None:
-        admin = _config(build_admin_app(sidecar), settings.admin_host, settings.admin_port, settings)
+        admin = _config(build_admin_app(sidecar), settings.admin_host, settings.admin_port, grace_seconds)
         admin.lifespan = "off"
         servers.append(_Server(admin))
 
+    shutdown = _Shutdown(sidecar, servers, drain_delay)
     loop = asyncio.get_running_loop()
-
-    def stop() -> None:
-        sidecar.draining = True  # readiness answers 503 from now on
-        for server in servers:
-            server.should_exit = True
-
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
+        loop.add_signal_handler(sig, shutdown.on_signal, sig)
     log.info(
         "policy-sidecar listening",
         extra={
@@ -73,9 +120,23 @@ async def serve(settings: Settings) -> None:
             "admin_port": settings.admin_port,
             "policy": str(settings.policy_path),
             "revision": sidecar.store.current.revision,
+            "drain_delay": drain_delay,
+            "grace_seconds": grace_seconds,
         },
     )
-    await asyncio.gather(*(s.serve() for s in servers))
+    drainer = asyncio.create_task(shutdown.run())
+    try:
+        tasks = [asyncio.create_task(s.serve()) for s in servers]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        # One server ended (normally: a signal; otherwise it failed): stop the others too.
+        shutdown.stop_servers()
+        await asyncio.gather(*tasks)
+    finally:
+        drainer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drainer
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def run(settings: Settings) -> None:

@@ -7,10 +7,13 @@ reloads at runtime.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
+
+from proxy.errors import ConfigError
 
 
 def default_policy_path() -> Path:
@@ -21,6 +24,19 @@ def default_policy_path() -> Path:
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value else None
+
+
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}={raw!r}: expected a number of seconds >= 0")
+    return value
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -43,6 +59,8 @@ class Settings:
     watch: bool = True
     watch_polling: bool = False
     cpu_workers: int = 2
+    drain_delay: float = 0.0  # SIGTERM: seconds of "not ready" before the listeners close
+    grace_seconds: float = 25.0  # then: how long in-flight requests and streams may take
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -59,4 +77,6 @@ class Settings:
         s.watch = _env_bool("SIDECAR_WATCH", s.watch)
         s.watch_polling = _env_bool("SIDECAR_WATCH_POLLING", s.watch_polling)
         s.cpu_workers = _env_int("SIDECAR_CPU_WORKERS") or s.cpu_workers
+        s.drain_delay = _env_seconds("SIDECAR_DRAIN_DELAY", s.drain_delay)
+        s.grace_seconds = _env_seconds("SIDECAR_GRACE_SECONDS", s.grace_seconds)
         return s
