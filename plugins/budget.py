@@ -204,6 +204,9 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         self._windowed = [lim for lim in config.limits if lim.measure != "concurrent"]
         self._concurrent = [lim for lim in config.limits if lim.measure == "concurrent"]
         self._counts_tokens = any(lim.measure in TOKEN_MEASURES for lim in config.limits)
+        self._uses_api_key = config.tenant_from == "api_key" or any(
+            "api_key" in lim.key for lim in config.limits
+        )
         self._prices = {
             name: Price(input=p.input, output=p.output, cached_input=p.cached_input)
             for name, p in config.prices.items()
@@ -214,7 +217,8 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         self, headers: Mapping[str, str], body: Mapping[str, Any], ctx_tenant: str | None
     ) -> dict[str, str]:
         auth = headers.get("authorization") or headers.get("api-key") or headers.get("x-api-key") or ""
-        api_key = _hash_key(auth.removeprefix("Bearer ").strip()) if auth else "none"
+        # Hashing costs a few microseconds: only when a limit (or the tenant) is keyed on the key.
+        api_key = _hash_key(auth.removeprefix("Bearer ").strip()) if auth and self._uses_api_key else "none"
         user = body.get("user") if isinstance(body.get("user"), str) else None
         source = self.config.tenant_from
         if source.startswith("header:"):
@@ -486,9 +490,11 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         booking = ctx.get(BOOKING)
         if booking is None:
             return
-        if outcome.status < 400 or outcome.output_text_chars:
+        served = not (outcome.status >= 400 and not (outcome.streamed and outcome.output_text_chars))
+        usage: tuple[int, int] | None = None
+        if served:
             # Recorded on the request (access log, later metrics): what it used and cost.
-            prompt, completion = self._actual_usage(booking, outcome, ctx.model)
+            usage = prompt, completion = self._actual_usage(booking, outcome, ctx.model)
             ctx.usage = {"prompt_tokens": prompt, "completion_tokens": completion}
             if booking.price is not None:
                 ctx.cost_usd = round(
@@ -497,7 +503,7 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         try:
             if booking.slots:
                 await self.backend.release(booking.slots)
-            corrections = self._corrections(booking, outcome, ctx.model)
+            corrections = self._corrections(booking, usage)
             if corrections:
                 await self.backend.adjust(corrections)
         except BackendUnavailable as exc:
@@ -517,15 +523,15 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             completion = count_text(text, model) if text else 0
         return prompt, int(completion)
 
-    def _corrections(self, booking: _Booking, outcome: Outcome, model: str) -> list[tuple[Charge, float]]:
-        failed_upstream = outcome.status >= 400 and not (outcome.streamed and outcome.output_text_chars)
-        if failed_upstream:  # nothing was served: give everything back
+    def _corrections(self, booking: _Booking, usage: tuple[int, int] | None) -> list[tuple[Charge, float]]:
+        """Charge the real amounts; ``usage`` None means nothing was served: give everything back."""
+        if usage is None:
             return [
                 (charge, -check.amount)
                 for (_, check), charge in zip(booking.checks, booking.charges, strict=True)
                 if check.amount
             ]
-        prompt, completion = self._actual_usage(booking, outcome, model)
+        prompt, completion = usage
         out = []
         for (lim, check), charge in zip(booking.checks, booking.charges, strict=True):
             actual = self._amount(lim, prompt, int(completion), booking.price)

@@ -82,9 +82,15 @@ class _Bulkhead:
             else (request.candidates[0].upstream if request.candidates else "default")
         )
         cfg = self._plugin.config
-        sem = self._plugin.slots.setdefault(name, asyncio.Semaphore(cfg.max_concurrent))
+        sem = self._plugin.slots.get(name)
+        if sem is None:
+            sem = self._plugin.slots[name] = asyncio.Semaphore(cfg.max_concurrent)
         try:
-            await asyncio.wait_for(sem.acquire(), cfg.max_wait if cfg.max_wait > 0 else 0.000001)
+            if sem.locked():  # only a full bulkhead pays for the timeout machinery
+                async with asyncio.timeout(cfg.max_wait):
+                    await sem.acquire()
+            else:
+                await sem.acquire()
         except TimeoutError:
             ctx.record("bulkhead_full", "limit", detail={"target": name})
             raise UpstreamUnavailable(

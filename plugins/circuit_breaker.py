@@ -51,6 +51,7 @@ class _Circuit:
     consecutive: int = 0
     probes: int = 0
     calls: deque[tuple[float, bool]] = field(default_factory=deque)
+    failures: int = 0  # failures among ``calls``, kept as a running total (no scan per call)
 
 
 class CircuitBreakerPlugin(UpstreamPolicy[CircuitBreakerConfig]):
@@ -64,7 +65,10 @@ class CircuitBreakerPlugin(UpstreamPolicy[CircuitBreakerConfig]):
         return _Breaker(inner, self)
 
     def circuit(self, target: str) -> _Circuit:
-        return self.circuits.setdefault(target, _Circuit())
+        circuit = self.circuits.get(target)
+        if circuit is None:
+            circuit = self.circuits[target] = _Circuit()
+        return circuit
 
 
 class _Breaker:
@@ -122,14 +126,14 @@ class _Breaker:
                 self._open(c, name, now, ctx)
             return
         c.calls.append((now, ok))
+        c.failures += not ok
         while c.calls and c.calls[0][0] < now - self._cfg.window:
-            c.calls.popleft()
+            c.failures -= not c.calls.popleft()[1]
         c.consecutive = 0 if ok else c.consecutive + 1
         if c.state != "closed" or ok:
             return
-        failures = sum(1 for _, good in c.calls if not good)
         ratio_trip = (
-            len(c.calls) >= self._cfg.min_calls and failures / len(c.calls) >= self._cfg.failure_ratio
+            len(c.calls) >= self._cfg.min_calls and c.failures / len(c.calls) >= self._cfg.failure_ratio
         )
         if ratio_trip or c.consecutive >= self._cfg.consecutive_failures:
             self._open(c, name, now, ctx)
@@ -145,5 +149,6 @@ class _Breaker:
         previous, c.state = c.state, state
         if state == "closed":
             c.calls.clear()
+            c.failures = 0
             c.consecutive = 0
         ctx.record(f"circuit_{state}", "flag", detail={"target": name, "from": previous})

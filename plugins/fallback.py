@@ -70,7 +70,7 @@ class _Fallback:
             last = i == len(candidates) - 1 or (
                 request.deadline is not None and time.monotonic() >= request.deadline
             )
-            attempt = replace(request, target=candidate)
+            attempt = request if candidate == request.target else replace(request, target=candidate)
             try:
                 resp = await self._inner.send(attempt, ctx)
             except UpstreamError as exc:

@@ -17,6 +17,7 @@ shifts the window weighting by that much.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -95,9 +96,12 @@ class RedisBackend:
         down_for: float = 1.0,
         client: Any = None,
     ) -> None:
+        # No socket_timeout: redis-py would wrap every send in asyncio.wait_for (an extra task per
+        # call); the timeout is enforced once per call in ``_call`` instead.
+        self._timeout = timeout
         self._redis: Any = client or aioredis.Redis.from_url(
             url,
-            socket_timeout=timeout,
+            socket_timeout=None,
             socket_connect_timeout=timeout,
             retry_on_timeout=False,
             decode_responses=True,
@@ -116,7 +120,8 @@ class RedisBackend:
             coro.close()
             raise BackendUnavailable("redis marked down after a recent failure")
         try:
-            return await coro
+            async with asyncio.timeout(self._timeout):
+                return await coro
         except (RedisError, OSError, TimeoutError) as exc:
             self._down_until = time.monotonic() + self._down_for
             raise BackendUnavailable(f"redis unavailable: {exc!r}") from exc

@@ -24,13 +24,14 @@ rejected: validating the request is the upstream's job.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
 import tiktoken
 
-from proxy.tokens.encodings import encoding_for_model
+from proxy.tokens.encodings import encoding_for_model, get_encoding
 from proxy.tokens.images import image_url_tokens
 
 TOKENS_PER_MESSAGE = 3
@@ -48,7 +49,13 @@ _NON_TEXT_FIELDS = frozenset({"content", "tool_calls", "function_call", "audio",
 
 def count_text(text: str, model: str) -> int:
     """Tokens of ``text`` in ``model``'s encoding (an estimate for non-OpenAI models)."""
-    return len(encoding_for_model(model).encode_ordinary(text))
+    return _cached_count(text, encoding_for_model(model).name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_count(text: str, encoding: str) -> int:
+    """Cached: clients resend the same system prompt and history on every turn of a chat."""
+    return len(get_encoding(encoding).encode_ordinary(text))
 
 
 def count_chat_request(body: Mapping[str, Any], model: str | None = None) -> int:
@@ -91,7 +98,7 @@ def _is_positive_int(value: object) -> TypeGuard[int]:
 
 
 def _count(enc: tiktoken.Encoding, text: str) -> int:
-    return len(enc.encode_ordinary(text)) if text else 0
+    return _cached_count(text, enc.name) if text else 0
 
 
 def _message_tokens(enc: tiktoken.Encoding, message: Mapping[str, Any]) -> int:
