@@ -26,6 +26,7 @@ BUILTINS = {
     "headers": "plugins.headers:HeadersPlugin",
     "idempotency": "plugins.idempotency:IdempotencyPlugin",
     "injection": "plugins.injection:InjectionPlugin",
+    "pii": "plugins.pii:PiiPlugin",
     "retry": "plugins.retry:RetryPlugin",
     "timeout": "plugins.timeout:TimeoutPlugin",
 }

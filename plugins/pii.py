@@ -1,0 +1,410 @@
+"""``pii``: detect personal data with Presidio, replace it before the provider sees it, restore it after.
+
+* Request: every prompt text (all roles by default, so a resent history is redacted the same
+  way) is analysed off the event loop. Per entity type: ``redact`` (a reversible placeholder
+  ``<EMAIL_ADDRESS_1>``), ``mask`` (``****``), ``hash`` (a stable keyed token), ``block`` (400)
+  or ``allow``. Same value -> same placeholder across messages and turns of a conversation.
+* Response / stream: placeholders are restored to the values *this request* sent (streams hold
+  back only from an unclosed ``<`` or ``[``, at most 64 characters); anything else that looks
+  like a placeholder stays as it is and is counted.
+* Placeholder-shaped text typed by the user (``<PERSON_1>``) is itself replaced by a placeholder
+  whose value is that literal text, so it comes back verbatim and can never be restored to
+  data it did not come from.
+* ``scan_output``: PII in the answer that was not in the prompt is flagged or redacted.
+
+Decision records carry entity types and counts, never values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from proxy.chain import (
+    Deps,
+    HoldBack,
+    Plugin,
+    PluginConfig,
+    RequestContext,
+    Secret,
+    StateKey,
+    StreamFilter,
+    TextStreamFilter,
+    sentence_boundary,
+)
+from proxy.detectors.pii import (
+    LITERAL,
+    CustomRecognizer,
+    MemoryVault,
+    NerMode,
+    PiiEngine,
+    RedisVault,
+    Span,
+    Vault,
+    digest,
+    engine_key,
+    literal_spans,
+    placeholder,
+    resolve,
+    restore,
+    stream_split,
+)
+from proxy.detectors.pii.engine import check_entity_name
+from proxy.errors import Rejected
+from proxy.models import ChatRequest, ChatResponse, Finish, StreamEvent, ToolCallDelta
+
+Action = Literal["redact", "mask", "hash", "block", "allow"]
+
+
+class EntityRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: Action = "redact"
+    threshold: float | None = Field(default=None, ge=0, le=1, description="default: default_threshold")
+
+
+class PiiConfig(PluginConfig):
+    """Redact personal data in prompts (reversibly by default) and restore it in answers."""
+
+    type: Literal["pii"] = "pii"
+    ner: NerMode = Field(default="auto", description="names/locations/organisations via spaCy NER")
+    entities: dict[str, EntityRule] = Field(default_factory=dict, description="per entity type")
+    default_action: Action = Field(default="redact", description="for detected types not in entities")
+    default_threshold: float = Field(default=0.4, ge=0, le=1)
+    recognizers: tuple[CustomRecognizer, ...] = Field(default=(), description="custom regex / deny-lists")
+    roles: tuple[str, ...] = Field(
+        default=("system", "developer", "user", "assistant", "tool", "function"),
+        description="request roles scanned",
+    )
+    conversation_header: str = "x-conversation-id"
+    bind_to_api_key: bool = Field(default=True, description="conversations are scoped per client key too")
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: Secret | None = None
+    redis_prefix: str = "sidecar:pii:"
+    redis_timeout_ms: int = Field(default=200, ge=1, le=5000)
+    ttl: float = Field(default=86400, gt=0, description="seconds a conversation's numbering is kept")
+    secret: Secret | None = Field(
+        default=None, description="key for hash tokens and vault digests; required with redis"
+    )
+    mask_text: str = "****"
+    restore_tool_arguments: bool = False
+    scan_output: Literal["off", "flag", "redact"] = "off"
+    output_max_hold: int = Field(default=1000, ge=16, description="stream hold-back for scan_output")
+    message: str = Field(default="The request was blocked by policy.", description="public error message")
+
+    @field_validator("ner", "scan_output", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare off as false
+
+    @field_validator("entities", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: {"action": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @field_validator("entities")
+    @classmethod
+    def _names(cls, value: dict[str, EntityRule]) -> dict[str, EntityRule]:
+        for name in value:
+            check_entity_name(name)
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> PiiConfig:
+        if self.backend == "redis" and (self.redis_url is None or self.secret is None):
+            raise ValueError("backend: redis needs redis_url and secret (shared by every replica)")
+        return self
+
+
+@dataclass
+class _State:
+    mapping: dict[str, str]  # placeholder -> original, only what this request's messages held
+    values: set[str] = field(default_factory=set)  # every original value seen in the prompt
+
+
+STATE: StateKey[_State] = StateKey("pii.state")
+
+
+def _counts(spans: Sequence[Span]) -> dict[str, int]:
+    return dict(Counter(s.entity_type for s in spans))
+
+
+class PiiPlugin(Plugin[PiiConfig]):
+    Config = PiiConfig
+
+    def __init__(self, config: PiiConfig, deps: Deps) -> None:
+        super().__init__(config, deps)
+        key = engine_key(config.ner, config.recognizers)
+        self.engine: PiiEngine = deps.resource(key, lambda: PiiEngine(config.ner, config.recognizers))
+        self._secret: bytes = (
+            config.secret.get_secret_value().encode()
+            if config.secret is not None
+            else deps.resource("pii-process-secret", lambda: _Bytes(os.urandom(32))).value
+        )
+        if config.backend == "redis" and config.redis_url is not None:
+            url, prefix = config.redis_url.get_secret_value(), config.redis_prefix
+            timeout = config.redis_timeout_ms / 1000
+            vkey = f"pii-vault:redis:{hashlib.sha256(url.encode()).hexdigest()[:16]}:{prefix}:{config.ttl}"
+            self.vault: Vault = deps.resource(
+                vkey, lambda: RedisVault.from_url(url, config.ttl, prefix, timeout)
+            )
+        else:
+            self.vault = deps.resource(f"pii-vault:memory:{config.ttl}", lambda: MemoryVault(config.ttl))
+        self._rules = {name: self._rule(name) for name in self.engine.entities | set(config.entities)}
+        active = [n for n, (action, _) in self._rules.items() if action != "allow"]
+        self._entities = active if config.default_action == "allow" or config.entities else None
+        self._min = min((t for a, t in self._rules.values() if a != "allow"), default=1.0)
+        self._roles = frozenset(config.roles)
+
+    def _rule(self, name: str) -> tuple[Action, float]:
+        rule = self.config.entities.get(name)
+        action = rule.action if rule else self.config.default_action
+        threshold = rule.threshold if rule and rule.threshold is not None else self.config.default_threshold
+        return action, threshold
+
+    # -- detection (runs in the CPU pool) ------------------------------------------------
+    def _spans(self, text: str, literals: bool) -> list[Span]:
+        found = [
+            s
+            for s in self.engine.analyze(text, self._entities, self._min)
+            if (r := self._rules.get(s.entity_type)) is not None and r[0] != "allow" and s.score >= r[1]
+        ]
+        return resolve([*found, *literal_spans(text)] if literals else found, text)
+
+    def _detect(self, texts: Sequence[str], literals: bool) -> list[list[Span]]:
+        return [self._spans(t, literals) if t else [] for t in texts]
+
+    def _action(self, entity_type: str) -> Action:
+        return "redact" if entity_type == LITERAL else self._rules[entity_type][0]
+
+    def _hash(self, entity_type: str, value: str) -> str:
+        return f"[{entity_type}:{digest(self._secret, 'hash:' + entity_type, value)[:12]}]"
+
+    def conversation_key(self, req: ChatRequest, ctx: RequestContext) -> str:
+        conv = ctx.headers.get(self.config.conversation_header)
+        if not conv:
+            first = next((s.text for s in req.text_slots() if s.role == "user"), "")
+            conv = "first:" + hashlib.sha256(first.encode()).hexdigest()
+        who = ""
+        if self.config.bind_to_api_key:
+            h = ctx.headers
+            raw = h.get("authorization") or h.get("api-key") or h.get("x-api-key")
+            who = hashlib.sha256((raw or "").encode()).hexdigest()
+        blob = json.dumps([ctx.tenant or "", who, conv])
+        return hmac.new(self._secret, blob.encode(), hashlib.sha256).hexdigest()
+
+    # -- hooks ---------------------------------------------------------------------------
+    async def on_request(self, req: ChatRequest, ctx: RequestContext) -> None:
+        slots = [s for s in req.text_slots() if s.role in self._roles]
+        found: list[list[Span]] = await self.deps.run_cpu(self._detect, [s.text for s in slots], True)
+        every = [s for spans in found for s in spans]
+        state = _State({})
+        ctx.set(STATE, state)
+        if not every:
+            return
+        pii = [s for s in every if s.entity_type != LITERAL]
+        detail: dict[str, Any] = {"entities": _counts(pii)}
+        if len(pii) < len(every):
+            detail["placeholder_literals"] = len(every) - len(pii)
+        blocked = [s for s in pii if self._action(s.entity_type) == "block"]
+        if blocked:
+            ctx.record("request_pii", "block", detail={"entities": _counts(blocked)})
+            raise Rejected(self.config.message, code="pii_blocked")
+        # Number every reversible value (one vault call per request).
+        items: dict[tuple[str, str], str] = {}
+        for slot, spans in zip(slots, found, strict=True):
+            for s in spans:
+                value = slot.text[s.start : s.end]
+                state.values.add(value)
+                if self._action(s.entity_type) == "redact":
+                    items[(s.entity_type, digest(self._secret, s.entity_type, value))] = value
+        keys = list(items)
+        if ctx.shadow:  # no side effects: would-be numbering only
+            seen: Counter[str] = Counter()
+            numbers = []
+            for etype, _ in keys:
+                seen[etype] += 1
+                numbers.append(seen[etype])
+        else:
+            numbers = await self.vault.assign(self.conversation_key(req, ctx), keys)
+        token: dict[tuple[str, str], str] = {}
+        for (etype, dig), n in zip(keys, numbers, strict=True):
+            token[(etype, dig)] = ph = placeholder(etype, n)
+            state.mapping[ph] = items[(etype, dig)]
+        actions: Counter[str] = Counter()
+        for slot, spans in zip(slots, found, strict=True):
+            text = slot.text
+            for s in reversed(spans):
+                value, action = text[s.start : s.end], self._action(s.entity_type)
+                actions[action] += 1
+                if action == "redact":
+                    new = token[(s.entity_type, digest(self._secret, s.entity_type, value))]
+                elif action == "mask":
+                    new = self.config.mask_text
+                else:
+                    new = self._hash(s.entity_type, value)
+                text = text[: s.start] + new + text[s.end :]
+            slot.set(text)
+        detail["actions"] = dict(actions)
+        main = "redact" if actions["redact"] else max(actions, key=lambda a: actions[a])
+        ctx.record("request_pii", main, detail=detail)
+
+    async def on_response(self, resp: ChatResponse, ctx: RequestContext) -> None:
+        state = ctx.get(STATE)
+        if state is None:
+            return
+        restored = unknown = 0
+        messages = []
+        for slot in resp.text_slots():
+            if slot.kind == "message":
+                messages.append(slot)
+            elif not (slot.kind == "tool_arguments" and self.config.restore_tool_arguments):
+                continue
+            text, r, u = restore(slot.text, state.mapping, escape=slot.kind == "tool_arguments")
+            restored, unknown = restored + r, unknown + u
+            if r:
+                slot.set(text)
+        _record_restore(ctx, restored, unknown)
+        if self.config.scan_output != "off" and messages:
+            found = await self.deps.run_cpu(self._detect, [s.text for s in messages], False)
+            hits: list[Span] = []
+            for slot, spans in zip(messages, found, strict=True):
+                new_spans = [s for s in spans if _is_new(slot.text[s.start : s.end], state.values)]
+                hits += new_spans
+                if self.config.scan_output == "redact" and new_spans:
+                    slot.set(_redact_output(slot.text, new_spans))
+            self._record_output(ctx, hits)
+
+    def _record_output(self, ctx: RequestContext, hits: Sequence[Span]) -> None:
+        if hits:
+            ctx.record("output_pii", self.config.scan_output, detail={"entities": _counts(hits)})
+
+    def scan_text(self, text: str, state: _State) -> tuple[str, list[Span]]:
+        """Output scan of released stream text (synchronous: runs per released sentence)."""
+        hits = [s for s in self._spans(text, False) if _is_new(text[s.start : s.end], state.values)]
+        if self.config.scan_output == "redact" and hits:
+            text = _redact_output(text, hits)
+        return text, hits
+
+    def open_stream(self, ctx: RequestContext) -> StreamFilter | None:
+        state = ctx.get(STATE)
+        if state is None or (not state.mapping and self.config.scan_output == "off"):
+            return None
+        return _PiiStream(self, ctx, state)
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class _Bytes:
+    value: bytes
+
+
+def _is_new(value: str, known: set[str]) -> bool:
+    return not any(value == v or (len(v) >= 3 and (v in value or value in v)) for v in known)
+
+
+def _redact_output(text: str, spans: Sequence[Span]) -> str:
+    for s in sorted(spans, key=lambda s: s.start, reverse=True):
+        text = text[: s.start] + f"[{s.entity_type}]" + text[s.end :]
+    return text
+
+
+def _record_restore(ctx: RequestContext, restored: int, unknown: int) -> None:
+    if restored or unknown:
+        ctx.record(
+            "restore",
+            "restore",
+            detail={"restored": restored, "unknown_placeholders": unknown},
+        )
+
+
+class _PiiStream:
+    """Restore (per-choice hold-back) then, optionally, output scanning (per sentence)."""
+
+    def __init__(self, plugin: PiiPlugin, ctx: RequestContext, state: _State) -> None:
+        self._plugin, self._ctx, self._state = plugin, ctx, state
+        self._restored = self._unknown = 0
+        self._hits: list[Span] = []
+        mapping = state.mapping
+        self._restore = (
+            TextStreamFilter(lambda: HoldBack(stream_split, self._restore_text)) if mapping else None
+        )
+        self._scan = (
+            TextStreamFilter(
+                lambda: HoldBack(sentence_boundary(plugin.config.output_max_hold), self._scan_text)
+            )
+            if plugin.config.scan_output != "off"
+            else None
+        )
+        self._tools: dict[tuple[int, int], HoldBack] = {}
+        self._tool_args = plugin.config.restore_tool_arguments and bool(mapping)
+
+    def _restore_text(self, text: str) -> str:
+        out, r, u = restore(text, self._state.mapping)
+        self._restored += r
+        self._unknown += u
+        return out
+
+    def _restore_json(self, text: str) -> str:
+        out, r, u = restore(text, self._state.mapping, escape=True)
+        self._restored += r
+        self._unknown += u
+        return out
+
+    def _scan_text(self, text: str) -> str:
+        out, hits = self._plugin.scan_text(text, self._state)
+        self._hits += hits
+        return out
+
+    def _flush_tools(self, index: int | None) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        for (i, call), hb in list(self._tools.items()):
+            if index is None or i == index:
+                rest = hb.flush()
+                if rest:
+                    out.append(ToolCallDelta(i, call, rest))
+                del self._tools[(i, call)]
+        return out
+
+    async def _stages(self, events: Sequence[StreamEvent], end: bool) -> list[StreamEvent]:
+        out = list(events)
+        for stage in (self._restore, self._scan):
+            if stage is None:
+                continue
+            nxt: list[StreamEvent] = []
+            for ev in out:
+                nxt.extend(await stage.on_event(ev))
+            if end:
+                nxt.extend(await stage.on_end())
+            out = nxt
+        return out
+
+    async def on_event(self, event: StreamEvent) -> Sequence[StreamEvent]:
+        events: list[StreamEvent] = [event]
+        if self._tool_args and isinstance(event, ToolCallDelta):
+            key = (event.index, event.call_index)
+            hb = self._tools.get(key)
+            if hb is None:
+                hb = self._tools[key] = HoldBack(stream_split, self._restore_json)
+            events = [replace(event, arguments=hb.feed(event.arguments))]
+        elif self._tool_args and isinstance(event, Finish):
+            events = [*self._flush_tools(event.index), event]
+        return await self._stages(events, end=False)
+
+    async def on_end(self) -> Sequence[StreamEvent]:
+        out = await self._stages(self._flush_tools(None), end=True)
+        _record_restore(self._ctx, self._restored, self._unknown)
+        self._plugin._record_output(self._ctx, self._hits)
+        return out

@@ -1,0 +1,153 @@
+"""Layer 2 of the moderation detector: per-category hashed n-gram logistic regression (one-vs-rest).
+
+Why this design: same constraints as the injection classifier (ship inside the package, load in
+milliseconds, score 2 KB in well under a millisecond, numpy only), so it reuses that package's feature
+hashing (``proxy.detectors.injection.features``) unchanged. One weight *column* per category: scoring is
+one gather of an ``(n_ngrams, 8)`` block and a column sum, so eight categories cost about as much as one.
+
+Input is the rule layer's canonical text (normalised, lower-cased, leetspeak folded, letter runs
+squeezed, allow-listed spans blanked) -- the training script featurises exactly the same way. Texts
+longer than the feature window are scored per half-overlapping window and the maximum per category is
+kept, so a harmful paragraph inside a long benign document is not diluted away.
+
+Weights are stored as float16 in ``moderation_model.npz`` with a JSON meta record (feature config,
+biases, default thresholds, provenance), written by ``scripts/train_moderation.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..injection.features import FEATURE_VERSION, FeatureConfig, FeatureHasher
+from .rules import CATEGORIES, RuleScanner
+
+MODEL_FILE = "moderation_model.npz"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMeta:
+    """Everything besides the weights; written by scripts/train_moderation.py."""
+
+    features: FeatureConfig
+    categories: tuple[str, ...]
+    biases: tuple[float, ...]
+    thresholds: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: MappingProxyType({}))
+    info: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ModelMeta:
+        feats = raw["features"]
+        if feats.get("feature_version") != FEATURE_VERSION:
+            raise ValueError(
+                f"model feature_version {feats.get('feature_version')} != code {FEATURE_VERSION}"
+            )
+        char_k, word_k = (int(k) for k in feats["smoothing"])
+        config = FeatureConfig(
+            int(feats["bits"]),
+            tuple(int(n) for n in feats["char_ngrams"]),
+            tuple(int(n) for n in feats["word_ngrams"]),
+            int(feats["window"]),
+            (char_k, word_k),
+        )
+        categories = tuple(str(c) for c in raw["categories"])
+        if categories != CATEGORIES:
+            raise ValueError(f"model categories {categories} != {CATEGORIES}")
+        thresholds = {
+            str(layer): MappingProxyType({str(c): float(v) for c, v in per_cat.items()})
+            for layer, per_cat in raw.get("thresholds", {}).items()
+        }
+        return cls(
+            config,
+            categories,
+            tuple(float(b) for b in raw["biases"]),
+            MappingProxyType(thresholds),
+            MappingProxyType(dict(raw.get("info", {}))),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "features": self.features.to_dict(),
+            "categories": list(self.categories),
+            "biases": list(self.biases),
+            "thresholds": {k: dict(v) for k, v in self.thresholds.items()},
+            "info": dict(self.info),
+        }
+
+
+class ModerationClassifier:
+    """Loaded once, then immutable: safe to share across threads."""
+
+    def __init__(self, weights: npt.NDArray[np.floating[Any]], meta: ModelMeta) -> None:
+        expected = (1 << meta.features.bits, len(meta.categories))
+        if weights.shape != expected:
+            raise ValueError(f"weights shape {weights.shape} != {expected}")
+        if len(meta.biases) != len(meta.categories):
+            raise ValueError("one bias per category expected")
+        self._w = np.array(weights, dtype=np.float32)  # own copy; float32 gathers are faster than float16
+        self._w.flags.writeable = False
+        self._b = np.array(meta.biases, dtype=np.float64)
+        self._b.flags.writeable = False
+        self.meta = meta
+        self._hasher = FeatureHasher(meta.features)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> ModerationClassifier:
+        data = (
+            path.read_bytes()
+            if path is not None
+            else resources.files(__package__).joinpath(MODEL_FILE).read_bytes()
+        )
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            weights = npz["weights"]
+            meta = json.loads(npz["meta"].tobytes().decode("utf-8"))
+        return cls(weights, ModelMeta.from_dict(meta))
+
+    @classmethod
+    @functools.cache
+    def default(cls) -> ModerationClassifier:
+        """The packaged model, loaded once per process (immutable, so sharing it is safe)."""
+        return cls.load()
+
+    @property
+    def hasher(self) -> FeatureHasher:
+        return self._hasher
+
+    def logits_canonical(self, canonical: str) -> npt.NDArray[np.float64]:
+        """Log-odds per category (``CATEGORIES`` order) for text already canonicalised by the rules."""
+        window = self.meta.features.window
+        if len(canonical) <= window:
+            return self._window_logits(canonical)
+        stride = window // 2
+        starts = range(0, len(canonical) - stride, stride)
+        stacked = np.stack([self._window_logits(canonical[s : s + window]) for s in starts])
+        return np.asarray(stacked.max(axis=0), dtype=np.float64)
+
+    def _window_logits(self, text: str) -> npt.NDArray[np.float64]:
+        total = self._b.copy()
+        for buckets, scale in self._hasher.groups(text):
+            # ones @ rows: a BLAS reduction, ~10x faster than .sum(axis=0) over an (n, 8) gather.
+            rows = np.take(self._w, buckets, axis=0)
+            total += (np.ones(len(buckets), dtype=np.float32) @ rows).astype(np.float64) * scale
+        return total
+
+    def scores_canonical(self, canonical: str) -> npt.NDArray[np.float64]:
+        """Probability-like scores in [0, 1] per category for canonical text."""
+        z = np.clip(self.logits_canonical(canonical), -60.0, 60.0)
+        return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
+
+    def scores(self, text: str) -> Mapping[str, float]:
+        """Convenience: canonicalise raw ``text`` like the detector does (allow-listed spans blanked)."""
+        rules = RuleScanner.default().scan(text)
+        values = self.scores_canonical(rules.classifier_text)
+        return MappingProxyType({c: float(v) for c, v in zip(self.meta.categories, values, strict=True)})

@@ -1,0 +1,403 @@
+"""Layer 1 of the moderation detector: blocklist terms and regex rules per category, kept as data.
+
+Why rules next to a classifier: a handful of words and phrasings ("kill yourself", slurs, "how many
+pills ... to die") are unambiguous and must be caught even in a three-word message where a statistical
+model has little signal; every hit is explainable by a rule id. The rules live in ``rules.json`` so they
+can be reviewed and extended without touching code.
+
+Matching runs on a *canonical* text (``canonicalise``): the injection normaliser's output (invisible
+characters, homoglyphs and compatibility forms undone), lower-cased, leetspeak folded inside tokens that
+contain a letter (``k1ll`` -> ``kill``, ``$h1t`` -> ``shit``, ``k!ll`` -> ``kill``; pure numbers such as
+``-9`` or ``1488`` are left alone), and letter runs of three or more squeezed (``kiiilll`` -> ``kill``).
+``1`` is ambiguous (``i`` or ``l``): terms are looked up in both readings.
+
+- *terms* are whole words, found by a set intersection with the text's tokens (word boundaries for free,
+  and a few microseconds regardless of how many terms there are);
+- *patterns* are regexes, each gated by anchor words so that only the plausible ones run;
+- *allow* rules describe benign contexts ("kill -9", "shoot a photo", "sex of the fish"). A hit inside an
+  allowed span is dropped, and allowed spans are blanked before the classifier sees the text. Allow rules
+  only run when something hit, so benign text pays nothing for them.
+
+Per-category score: noisy-OR over distinct matched rules, ``1 - prod(1 - weight)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from ..injection.normalise import Normaliser
+
+CATEGORIES: tuple[str, ...] = (
+    "sexual",
+    "hate",
+    "violence",
+    "harassment",
+    "self-harm",
+    "sexual/minors",
+    "hate/threatening",
+    "violence/graphic",
+)
+"""OpenAI moderation categories, in a fixed order (also the column order of the classifier)."""
+
+CODES: Mapping[str, str] = MappingProxyType(
+    {
+        "sexual": "S",
+        "hate": "H",
+        "violence": "V",
+        "harassment": "HR",
+        "self-harm": "SH",
+        "sexual/minors": "S3",
+        "hate/threatening": "H2",
+        "violence/graphic": "V2",
+    }
+)
+"""Category -> label code used by the OpenAI moderation sample set."""
+
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+_QUOTES = (
+    "\u2019",
+    "\u2018",
+    "\u02bc",
+    "`",
+)  # replaced by "'" (str.replace: translate() with a table is slower)
+_LEET_SEED = re.compile(r"[0-9@$]+", re.ASCII)
+_LETTER = re.compile(r"[a-z]", re.ASCII)
+_TOKEN_CHAR = frozenset("abcdefghijklmnopqrstuvwxyz0123456789@$")
+_BANG = re.compile(r"(?<=[a-z])[!|](?=[a-z])", re.ASCII)  # "k!ll", "b|tch": only between letters
+_RUN = re.compile(r"([a-z])\1{2,}", re.ASCII)
+_DOUBLING = frozenset("bcdefglmnoprstz")  # letters that double in English: squeeze runs to two of them
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?", re.ASCII)
+_BLOCK = 64
+_SENTENCE = re.compile(r"[^.?!\n]+[.?!\n]*", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class Canonical:
+    """The text the rules see, plus its reading with ``1`` as ``l`` (None when no ``1`` was folded)."""
+
+    text: str
+    alt: str | None
+
+
+def _squeeze(m: re.Match[str]) -> str:
+    ch = m.group(1)
+    return ch * 2 if ch in _DOUBLING else ch
+
+
+def _leet_tokens(text: str) -> list[tuple[int, int]]:
+    """Spans of tokens (letters, digits, @, $) that contain a leet character and at least one letter.
+
+    Seeds are runs of leet characters (rare in prose), grown to token boundaries: cheaper than a regex
+    that tries every word for an embedded digit."""
+    spans: list[tuple[int, int]] = []
+    last_end = -1
+    for m in _LEET_SEED.finditer(text):
+        start, end = m.span()
+        if start < last_end:
+            continue
+        while start > 0 and text[start - 1] in _TOKEN_CHAR:
+            start -= 1
+        while end < len(text) and text[end] in _TOKEN_CHAR:
+            end += 1
+        last_end = end
+        if _LETTER.search(text, start, end):
+            spans.append((start, end))
+    return spans
+
+
+def canonicalise(normalised: str) -> Canonical:
+    """Lower-case, unify quotes, fold leetspeak inside lettered tokens, squeeze letter runs.
+
+    The result has the same length as the input except where runs were squeezed; spans reported by the
+    rules index this canonical text.
+    """
+    text = normalised.lower()
+    for quote in _QUOTES:
+        if quote in text:
+            text = text.replace(quote, "'")
+    alt: str | None = None
+    spans = _leet_tokens(text)
+    if spans:
+        parts: list[str] = []
+        alt_parts: list[str] = []
+        prev = 0
+        for start, end in spans:
+            token = text[start:end]
+            parts += [text[prev:start], token.translate(_LEET)]
+            alt_parts += [text[prev:start], token.replace("1", "l").translate(_LEET)]
+            prev = end
+        parts.append(text[prev:])
+        alt_parts.append(text[prev:])
+        if any("1" in text[s:e] for s, e in spans):
+            alt = "".join(alt_parts)
+        text = "".join(parts)
+    if ("!" in text or "|" in text) and _BANG.search(text):
+        text = _BANG.sub("i", text)
+        alt = _BANG.sub("i", alt) if alt is not None else None
+    if _RUN.search(text):
+        text = _RUN.sub(_squeeze, text)
+        alt = _RUN.sub(_squeeze, alt) if alt is not None else None
+    return Canonical(text, alt)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHit:
+    """One rule that fired: its id, the categories it feeds, its weight and the span in canonical text."""
+
+    rule_id: str
+    categories: tuple[str, ...]
+    weight: float
+    span: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleResult:
+    """Per-category rule scores and the surviving hits (allow-listed ones removed)."""
+
+    scores: Mapping[str, float]
+    hits: tuple[RuleHit, ...]
+    allowed: tuple[tuple[str, tuple[int, int]], ...]  # (allow rule id, span) that suppressed something
+    canonical: str
+    classifier_text: str  # canonical text with allow-listed spans blanked
+
+
+@dataclass(frozen=True, slots=True)
+class _TermGroup:
+    id: str
+    categories: tuple[str, ...]
+    weight: float
+    words: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Pattern:
+    id: str
+    categories: tuple[str, ...]
+    weight: float
+    anchors: frozenset[str]
+    regex: re.Pattern[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Allow:
+    id: str
+    anchors: frozenset[str]
+    regex: re.Pattern[str]
+
+
+def _categories(raw: Mapping[str, Any], rule_id: str) -> tuple[str, ...]:
+    cats = tuple(str(c) for c in raw["categories"])
+    unknown = set(cats) - set(CATEGORIES)
+    if not cats or unknown:
+        raise ValueError(f"rule {rule_id!r}: unknown or missing categories {sorted(unknown)}")
+    return cats
+
+
+def _weight(raw: Mapping[str, Any], rule_id: str) -> float:
+    weight = float(raw["weight"])
+    if not 0.0 < weight <= 1.0:
+        raise ValueError(f"rule {rule_id!r}: weight must be in (0, 1], got {weight}")
+    return weight
+
+
+def _compile(raw: Mapping[str, Any], rule_id: str) -> re.Pattern[str]:
+    try:
+        return re.compile(str(raw["regex"]), re.ASCII)
+    except re.error as exc:
+        raise ValueError(f"rule {rule_id!r}: bad regex: {exc}") from exc
+
+
+def _anchors(raw: Mapping[str, Any], rule_id: str) -> frozenset[str]:
+    anchors = frozenset(str(a) for a in raw["anchors"])
+    if not anchors or any(not a or a != a.lower() or not _TOKEN.fullmatch(a) for a in anchors):
+        raise ValueError(f"rule {rule_id!r}: anchors must be non-empty lower-case single tokens")
+    return anchors
+
+
+class RuleScanner:
+    """Immutable, thread-safe rule matcher: compile once (``RuleScanner.default()``), scan many times."""
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        self._terms: tuple[_TermGroup, ...] = tuple(
+            _TermGroup(
+                str(t["id"]),
+                _categories(t, str(t["id"])),
+                _weight(t, str(t["id"])),
+                frozenset(str(w) for w in t["words"]),
+            )
+            for t in doc["terms"]
+        )
+        self._patterns: tuple[_Pattern, ...] = tuple(
+            _Pattern(
+                str(p["id"]),
+                _categories(p, str(p["id"])),
+                _weight(p, str(p["id"])),
+                _anchors(p, str(p["id"])),
+                _compile(p, str(p["id"])),
+            )
+            for p in doc["patterns"]
+        )
+        self._allow: tuple[_Allow, ...] = tuple(
+            _Allow(str(a["id"]), _anchors(a, str(a["id"])), _compile(a, str(a["id"]))) for a in doc["allow"]
+        )
+        ids = [t.id for t in self._terms] + [p.id for p in self._patterns] + [a.id for a in self._allow]
+        if len(ids) != len(set(ids)):
+            raise ValueError("duplicate rule ids in moderation rules")
+        for group in self._terms:
+            bad = [w for w in group.words if not _TOKEN.fullmatch(w)]
+            if bad:
+                raise ValueError(f"rule {group.id!r}: terms must be single lower-case tokens: {bad}")
+        self._term_index: dict[str, list[_TermGroup]] = {}
+        for group in self._terms:
+            for word in group.words:
+                self._term_index.setdefault(word, []).append(group)
+        self._term_words = frozenset(self._term_index)
+        self._word_regex: dict[str, re.Pattern[str]] = {
+            w: re.compile(rf"(?<![a-z0-9]){re.escape(w)}(?![a-z0-9])", re.ASCII) for w in self._term_words
+        }
+        # Visible text only (max_depth=0: no base64/hex/url decoding): decoding is the injection detector's
+        # job, and it would double the cost of a scan.
+        self._normaliser = Normaliser(max_depth=0)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> RuleScanner:
+        raw = (
+            path.read_text("utf-8")
+            if path is not None
+            else resources.files(__package__).joinpath("rules.json").read_text("utf-8")
+        )
+        return cls(json.loads(raw))
+
+    @classmethod
+    @functools.cache
+    def default(cls) -> RuleScanner:
+        """The packaged rule set, compiled once per process (immutable, so sharing it is safe)."""
+        return cls.load()
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        return tuple([t.id for t in self._terms] + [p.id for p in self._patterns])
+
+    def canonical(self, text: str) -> Canonical:
+        """Normalise (injection normaliser, no decoding beyond its defaults) and canonicalise ``text``."""
+        return canonicalise(self._normaliser(text).text)
+
+    def scan(self, text: str) -> RuleResult:
+        return self.scan_canonical(self.canonical(text))
+
+    def scan_canonical(self, canon: Canonical) -> RuleResult:
+        texts = (canon.text,) if canon.alt is None else (canon.text, canon.alt)
+        views = [_Sentences(t) for t in texts]
+        tokens: set[str] = set().union(*(v.tokens for v in views))
+        hits: list[RuleHit] = []
+        for word in sorted(tokens & self._term_words):
+            span = self._find_word(word, texts)
+            for group in self._term_index[word]:
+                hits.append(RuleHit(group.id, group.categories, group.weight, span))
+        for pattern in self._patterns:
+            if pattern.anchors.isdisjoint(tokens):
+                continue
+            for view in views:
+                found = view.search(pattern.regex, pattern.anchors)
+                if found is not None:
+                    hits.append(RuleHit(pattern.id, pattern.categories, pattern.weight, found))
+                    break
+        allowed: list[tuple[str, tuple[int, int]]] = []
+        classifier_text = canon.text
+        if hits:
+            spans = [
+                (rule.id, span)
+                for rule in self._allow
+                if not rule.anchors.isdisjoint(tokens)
+                for span in views[0].finditer(rule.regex, rule.anchors)
+            ]
+            if spans:
+                dropped = [h for h in hits if any(_overlaps(h.span, span) for _, span in spans)]
+                allowed = [
+                    (rid, span) for rid, span in spans if any(_overlaps(h.span, span) for h in dropped)
+                ]
+                hits = [h for h in hits if h not in dropped]
+                chars = list(canon.text)
+                for _, (s, e) in spans:
+                    chars[s:e] = " " * (e - s)
+                classifier_text = "".join(chars)
+        return RuleResult(_noisy_or(hits), tuple(hits), tuple(allowed), canon.text, classifier_text)
+
+    def _find_word(self, word: str, texts: Sequence[str]) -> tuple[int, int]:
+        for t in texts:
+            m = self._word_regex[word].search(t)
+            if m:
+                return m.span()
+        return (0, 0)  # pragma: no cover - the token came from one of these texts
+
+
+class _Sentences:
+    """A text cut into blocks of whole sentences (at . ? ! and newlines, ~``_BLOCK`` chars each) with
+    each block's token set.
+
+    Patterns and allow rules run only on the blocks that contain one of their anchors: most regexes
+    start with an alternation, which ``re`` must try at every position, so scanning a whole 2 KB text
+    with each of them cost milliseconds, while per-sentence bookkeeping cost more than the regexes.
+    Rules must not span sentence boundaries (the regexes in rules.json use ``[^.?!\\n]`` for gaps), so
+    running them on blocks of whole sentences finds the same matches as running them on the text."""
+
+    __slots__ = ("sentences", "text", "tokens")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sentences: list[tuple[int, int, set[str]]] = []
+        if len(text) <= _BLOCK:
+            self.sentences.append((0, len(text), set(_TOKEN.findall(text))))
+        else:
+            start = 0
+            for m in _SENTENCE.finditer(text):
+                if m.end() - start >= _BLOCK:
+                    self.sentences.append((start, m.end(), set(_TOKEN.findall(text, start, m.end()))))
+                    start = m.end()
+            if start < len(text):
+                self.sentences.append((start, len(text), set(_TOKEN.findall(text, start))))
+        self.tokens: set[str] = set().union(*(toks for _, _, toks in self.sentences))
+
+    def search(self, regex: re.Pattern[str], anchors: frozenset[str]) -> tuple[int, int] | None:
+        for start, end, toks in self.sentences:
+            if not anchors.isdisjoint(toks):
+                m = regex.search(self.text, start, end)
+                if m:
+                    return m.span()
+        return None
+
+    def finditer(self, regex: re.Pattern[str], anchors: frozenset[str]) -> list[tuple[int, int]]:
+        return [
+            m.span()
+            for start, end, toks in self.sentences
+            if not anchors.isdisjoint(toks)
+            for m in regex.finditer(self.text, start, end)
+            if m.end() > m.start()
+        ]
+
+
+def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def _noisy_or(hits: Sequence[RuleHit]) -> Mapping[str, float]:
+    """Per category: ``1 - prod(1 - weight)`` over distinct rule ids (repeats do not inflate)."""
+    weights: dict[str, dict[str, float]] = {c: {} for c in CATEGORIES}
+    for hit in hits:
+        for cat in hit.categories:
+            weights[cat][hit.rule_id] = max(weights[cat].get(hit.rule_id, 0.0), hit.weight)
+    scores: dict[str, float] = {}
+    for cat in CATEGORIES:
+        keep = 1.0
+        for w in weights[cat].values():
+            keep *= 1.0 - w
+        scores[cat] = 1.0 - keep
+    return MappingProxyType(scores)

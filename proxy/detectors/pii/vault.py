@@ -1,0 +1,127 @@
+"""Placeholder numbering per conversation: memory (TTL, bounded) or Redis.
+
+The vault never stores values. It maps a keyed digest of (entity type, value) to the number
+of its placeholder in one conversation, so the same value gets the same ``<TYPE_N>`` in every
+message and on every turn (clients resend the history), and different values never share a
+number (numbers come from a per-type counter). The values themselves only live in the
+request's own context while it runs: restore uses the mapping built from *this request's*
+messages, never the vault, so nothing stored can be extracted by guessing a conversation key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+def digest(secret: bytes, entity_type: str, value: str) -> str:
+    return hmac.new(secret, f"{entity_type}\x00{value}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+class Vault(Protocol):
+    async def assign(self, conversation: str, items: Sequence[tuple[str, str]]) -> list[int]:
+        """Numbers for ``(entity_type, digest)`` items, creating new ones atomically."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class _Conversation:
+    expires: float
+    counters: dict[str, int] = field(default_factory=dict)
+    numbers: dict[str, int] = field(default_factory=dict)
+
+
+class MemoryVault:
+    """In-process; per-replica. Entries expire ``ttl`` seconds after last use; LRU-bounded."""
+
+    def __init__(self, ttl: float, max_conversations: int = 100_000) -> None:
+        self.ttl = ttl
+        self.max_conversations = max_conversations
+        self._convs: OrderedDict[str, _Conversation] = OrderedDict()
+
+    async def assign(self, conversation: str, items: Sequence[tuple[str, str]]) -> list[int]:
+        # No await inside: atomic on the event loop.
+        now = time.monotonic()
+        conv = self._convs.get(conversation)
+        if conv is None or conv.expires < now:
+            conv = _Conversation(now + self.ttl)
+            self._convs[conversation] = conv
+        conv.expires = now + self.ttl
+        self._convs.move_to_end(conversation)
+        out: list[int] = []
+        for entity_type, dig in items:
+            key = f"{entity_type}:{dig}"
+            n = conv.numbers.get(key)
+            if n is None:
+                n = conv.numbers[key] = conv.counters.get(entity_type, 0) + 1
+                conv.counters[entity_type] = n
+            out.append(n)
+        self._evict(now)
+        return out
+
+    def _evict(self, now: float) -> None:
+        while len(self._convs) > self.max_conversations:
+            self._convs.popitem(last=False)
+        while self._convs:
+            key, oldest = next(iter(self._convs.items()))
+            if oldest.expires >= now:
+                break
+            del self._convs[key]
+
+    def __len__(self) -> int:
+        return len(self._convs)
+
+    async def aclose(self) -> None:
+        self._convs.clear()
+
+
+_ASSIGN = """
+local out = {}
+for i = 2, #ARGV, 2 do
+  local f = 'd:' .. ARGV[i] .. ':' .. ARGV[i + 1]
+  local n = redis.call('HGET', KEYS[1], f)
+  if not n then
+    n = redis.call('HINCRBY', KEYS[1], 'c:' .. ARGV[i], 1)
+    redis.call('HSET', KEYS[1], f, n)
+  end
+  out[#out + 1] = tonumber(n)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return out
+"""
+
+
+class RedisVault:
+    """Shared by replicas: one hash per conversation, assigned in one Lua call, with TTL."""
+
+    def __init__(self, client: Any, ttl: float, prefix: str = "sidecar:pii:") -> None:
+        self._client = client
+        self._ttl = max(1, int(ttl))
+        self._prefix = prefix
+        self._script = client.register_script(_ASSIGN)
+
+    @classmethod
+    def from_url(cls, url: str, ttl: float, prefix: str, timeout: float) -> RedisVault:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return cls(client, ttl, prefix)
+
+    async def assign(self, conversation: str, items: Sequence[tuple[str, str]]) -> list[int]:
+        if not items:
+            return []
+        args: list[Any] = [self._ttl]
+        for entity_type, dig in items:
+            args += [entity_type, dig]
+        result = await self._script(keys=[self._prefix + conversation], args=args)
+        return [int(n) for n in result]
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

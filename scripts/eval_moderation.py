@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Evaluate the moderation detector on the held-out part of the OpenAI set and on benign-hard prompts.
+
+Why separate from training: the held-out rows (``split_openai`` in train_moderation.py, ~40%, seeded
+hash, stratified) are only ever scored here, so these numbers are an honest estimate for this data
+distribution. Prints markdown tables: per-category and overall (any-category) precision / recall / F1
+for the rules, the classifier and the combined score at the default thresholds; a threshold sweep
+(one threshold for all categories); the false-positive rate on ``benign_hard.txt``; and latency.
+
+Reference point (not a target): an LLM self-check prompt reached overall F1 0.62 on the full OpenAI set
+(NeMo Guardrails evaluation docs).
+
+Usage: python scripts/eval_moderation.py [--data-dir DIR]   (exits non-zero if the dataset is absent)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from train_moderation import (  # noqa: E402
+    DAVIDSON_FILE,
+    DEFAULT_DATA_DIR,
+    OPENAI_FILE,
+    any_label,
+    load_benign_hard,
+    load_openai,
+    split_openai,
+)
+
+from proxy.detectors.moderation import CATEGORIES, CODES, ModerationDetector, ModerationResult  # noqa: E402
+
+LAYERS = ("rules", "classifier", "combined")
+SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+Floats = npt.NDArray[np.float64]
+Labels = npt.NDArray[np.int8]
+
+
+def prf(flagged: npt.NDArray[np.bool_] | np.bool_, y: Labels) -> tuple[float, float, float, int, int, int]:
+    """Precision, recall, F1, TP, FP, FN on rows with a known label (y >= 0)."""
+    known = y >= 0
+    f, t = np.asarray(flagged, dtype=bool)[known], y[known] == 1
+    tp, fp, fn = int((f & t).sum()), int((f & ~t).sum()), int((~f & t).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    return precision, recall, f1, tp, fp, fn
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    def cell(v: object) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def layer_scores(results: Sequence[ModerationResult]) -> dict[str, Floats]:
+    """(rows, categories) score matrix per layer."""
+    out: dict[str, Floats] = {}
+    for layer, pick in (
+        ("rules", lambda r: r.rule_scores),
+        ("classifier", lambda r: r.classifier_scores),
+        ("combined", lambda r: r.combined_scores),
+    ):
+        getter: Callable[[ModerationResult], Mapping[str, float]] = pick
+        out[layer] = np.array([[getter(r)[c] for c in CATEGORIES] for r in results])
+    return out
+
+
+def thresholds_matrix(detector: ModerationDetector) -> dict[str, Floats]:
+    t = detector.thresholds
+    return {
+        "rules": np.array([t.rules[c] for c in CATEGORIES]),
+        "classifier": np.array([t.classifier[c] for c in CATEGORIES]),
+        "combined": np.array([t.combined[c] for c in CATEGORIES]),
+    }
+
+
+def bench(fn: Callable[[str], object], text: str, runs: int = 300) -> float:
+    """Best-of-5 CPU time per call in microseconds (CPU time: the machine may be shared)."""
+    fn(text)
+    samples = []
+    for _ in range(5):
+        start = time.process_time()
+        for _ in range(runs // 5):
+            fn(text)
+        samples.append((time.process_time() - start) / (runs // 5))
+    return min(samples) * 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    args = ap.parse_args(argv)
+    if not (args.data_dir / OPENAI_FILE).is_file():
+        print(
+            f"error: shared dataset not found: {args.data_dir / OPENAI_FILE}\n"
+            f"expected {OPENAI_FILE} (and {DAVIDSON_FILE} for training) in {args.data_dir}; pass --data-dir",
+            file=sys.stderr,
+        )
+        return 2
+    texts, labels = load_openai(args.data_dir)
+    test = split_openai(texts, labels)
+    t_texts = [texts[i] for i in np.flatnonzero(test)]
+    y = labels[test]
+    y_any = any_label(y)
+    detector = ModerationDetector()
+    th = thresholds_matrix(detector)
+    results = [detector.scan(t) for t in t_texts]
+    scores = layer_scores(results)
+
+    print(
+        f"## Held-out OpenAI part: {len(t_texts)} prompts ({int(y_any.sum())} violating any category); "
+        f"training never saw these\n"
+    )
+    rows: list[list[object]] = []
+    for layer in LAYERS:
+        flagged = scores[layer] >= th[layer]
+        p, r, f, tp, fp, fn = prf(flagged.any(axis=1), y_any)
+        rows.append([layer, "any (overall)", p, r, f, tp, fp, fn])
+    print("### Overall (any category flagged vs any category labelled 1)\n")
+    print(table(["layer", "category", "precision", "recall", "F1", "TP", "FP", "FN"], rows), "\n")
+    print("Reference: LLM self-check prompt, full OpenAI set, overall F1 0.62 (NeMo Guardrails docs).\n")
+
+    print("### Per category (rows with a known label only; combined-score threshold shown)\n")
+    rows = []
+    for j, cat in enumerate(CATEGORIES):
+        known = int((y[:, j] >= 0).sum())
+        pos = int((y[:, j] == 1).sum())
+        row: list[object] = [f"{cat} ({CODES[cat]})", f"{pos}/{known}", f"{th['combined'][j]:.3f}"]
+        for layer in LAYERS:
+            p, r, f, *_ = prf(scores[layer][:, j] >= th[layer][j], y[:, j])
+            row += [p, r, f]
+        rows.append(row)
+    header = ["category", "pos/known", "t_comb"]
+    header += [f"{m} {layer[:4]}" for layer in LAYERS for m in ("P", "R", "F1")]
+    print(table(header, rows), "\n")
+
+    print("### Threshold sweep (one threshold for every category; overall any-category)\n")
+    rows = []
+    for t in SWEEP:
+        row = [f"{t:.1f}"]
+        for layer in ("classifier", "combined"):
+            p, r, f, *_ = prf((scores[layer] >= t).any(axis=1), y_any)
+            row += [p, r, f]
+        rows.append(row)
+    p, r, f, *_ = prf((scores["combined"] >= th["combined"]).any(axis=1), y_any)
+    rows.append(["defaults (per category)", "", "", "", p, r, f])
+    print(table(["threshold", "P cls", "R cls", "F1 cls", "P comb", "R comb", "F1 comb"], rows), "\n")
+
+    hard = load_benign_hard()
+    hard_results = [detector.scan(t) for t in hard]
+    hard_scores = layer_scores(hard_results)
+    print(f"## Benign-hard prompts: {len(hard)} (all benign; used to set thresholds, so in-sample)\n")
+    rows = []
+    for layer in LAYERS:
+        flagged = np.asarray((hard_scores[layer] >= th[layer]).any(axis=1), dtype=bool)
+        rows.append([layer, int(flagged.sum()), float(flagged.mean())])
+    print(table(["layer", "flagged (any category)", "false-positive rate"], rows), "\n")
+    for res, text in zip(hard_results, hard, strict=True):
+        if res.flagged:
+            print(f"- flagged {list(res.flagged_categories)}: {text}")
+    top = sorted(((r.max_score, t) for r, t in zip(hard_results, hard, strict=True)), reverse=True)[:3]
+    print("- highest combined scores: " + "; ".join(f"{s:.3f} {t!r}" for s, t in top), "\n")
+
+    print("## Latency (CPU time per call, best of 5 batches, this machine)\n")
+    corpus = " ".join(t_texts)
+    rows = []
+    for size in (2048, 8192):
+        rows.append([f"{size // 1024} KB", f"{bench(detector.scan, corpus[:size]):.0f} us"])
+    print(table(["text", "detector.scan (rules + classifier)"], rows))
+    times = []
+    for text in t_texts[:300]:
+        start = time.process_time()
+        detector.scan(text)
+        times.append((time.process_time() - start) * 1e6)
+    print(f"\nmedian detector.scan over 300 held-out prompts: {float(np.median(times)):.0f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Tests for the offline moderation detector (proxy.detectors.moderation).
+
+Dataset-backed tests read ../shared/datasets/moderation/ and skip with a reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from proxy.detectors.moderation import (
+    CATEGORIES,
+    ModerationClassifier,
+    ModerationDetector,
+    RuleScanner,
+    Thresholds,
+    canonicalise,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+DATA_DIR = REPO.parent / "shared" / "datasets" / "moderation"
+PKG_DIR = REPO / "proxy" / "detectors" / "moderation"
+
+
+def benign_hard() -> list[str]:
+    lines = (PKG_DIR / "benign_hard.txt").read_text("utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+@pytest.fixture(scope="module")
+def detector() -> ModerationDetector:
+    return ModerationDetector()
+
+
+@pytest.fixture(scope="module")
+def scanner() -> RuleScanner:
+    return RuleScanner.default()
+
+
+def rule_ids(scanner: RuleScanner, text: str) -> set[str]:
+    return {h.rule_id for h in scanner.scan(text).hits}
+
+
+# --- canonicalisation and rules ---------------------------------------------------------------------
+
+
+def test_canonicalise_folds_leet_and_runs_but_not_numbers() -> None:
+    c = canonicalise("K1LLL y0uuu $lut 4ss kill -9 1234")
+    assert c.text == "kill you slut ass kill -9 1234"  # runs: 'l' squeezes to two, 'u' to one
+    assert c.alt is not None and c.alt.startswith("kll ")  # the 1 -> l reading
+    assert canonicalise("b!tch, wow!").text == "bitch, wow!"
+    assert canonicalise("port 8080, x86").text == "port 8080, x86"
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("I will k1ll you", "violence"),
+        ("i w1ll kiiiill y0u tonight", "violence"),
+        ("you are a stup1d b!tch and a $lut", "harassment"),
+        ("i want to k!ll mys3lf", "self-harm"),
+        ("I want to end my life", "self-harm"),
+        ("g0 k1ll y0urs3lf", "harassment"),
+        ("all imm1grants are vermin", "hate"),
+        ("we should gas the jews", "hate/threatening"),
+        ("naked pics of a 12 year old", "sexual/minors"),
+        ("blood everywhere and his guts spilled out", "violence/graphic"),
+        ("send me p0rn", "sexual"),
+    ],
+)
+def test_rules_catch_obfuscated_harm(scanner: RuleScanner, text: str, category: str) -> None:
+    assert scanner.scan(text).scores[category] >= 0.5, text
+
+
+def test_word_boundaries(scanner: RuleScanner) -> None:
+    # Slur / insult terms inside innocent words must not match.
+    for text in ("Scunthorpe is a town", "the cocktail was great", "a raccoon in the garden", "skillful"):
+        assert not scanner.scan(text).hits, text
+    assert rule_ids(scanner, "you are a cunt") >= {"harass.insult.strong"}
+    assert not rule_ids(scanner, "assassin's creed")  # "ass" is not a term here anyway; "assassin" neither
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "how do I kill a Python process",
+        "kill -9 4242",
+        "shoot a photo of the sunset",
+        "execute a query against the replica",
+        "what is the sex of a fish",
+        "The Holocaust history lesson plan for grade 9",
+        "the patient attempted suicide in 2019 and is now stable - summarise the chart",
+    ],
+)
+def test_allow_list_suppresses_benign_contexts(scanner: RuleScanner, text: str) -> None:
+    result = scanner.scan(text)
+    assert all(score < 0.5 for score in result.scores.values()), (text, result.hits)
+
+
+def test_allow_list_is_local(scanner: RuleScanner) -> None:
+    # An allowed idiom does not whitewash a real threat elsewhere in the same text.
+    result = scanner.scan("first kill the process, then I will kill you")
+    assert result.scores["violence"] >= 0.5
+    assert result.allowed
+    # Game vocabulary is allowed only in game context: "kill my boss" is a threat, "final boss" is not.
+    assert scanner.scan("I am going to kill my boss").scores["violence"] >= 0.5
+    assert scanner.scan("how do I kill the final boss in Elden Ring").scores["violence"] < 0.5
+
+
+def test_rules_json_is_valid_data() -> None:
+    with pytest.raises(ValueError, match="unknown or missing categories"):
+        RuleScanner(
+            {
+                "terms": [{"id": "x", "categories": ["nope"], "weight": 0.5, "words": ["a"]}],
+                "patterns": [],
+                "allow": [],
+            }
+        )
+    with pytest.raises(ValueError, match="weight"):
+        RuleScanner(
+            {
+                "terms": [{"id": "x", "categories": ["hate"], "weight": 2, "words": ["a"]}],
+                "patterns": [],
+                "allow": [],
+            }
+        )
+
+
+# --- classifier ---------------------------------------------------------------------------------------
+
+
+def test_classifier_loads_from_package_and_separates_clear_examples() -> None:
+    clf = ModerationClassifier.default()
+    assert clf.meta.categories == CATEGORIES
+    benign = clf.scores("Can you suggest a vegetarian lasagne recipe that freezes well and serves six?")
+    selfharm = clf.scores("I hate my life and I want to die. I have been cutting myself every night.")
+    sexual = clf.scores("Describe in explicit detail how they had sex, her naked body and his cock.")
+    assert selfharm["self-harm"] > benign["self-harm"] + 0.2
+    assert sexual["sexual"] > benign["sexual"] + 0.2
+    limits = clf.meta.thresholds["classifier"]
+    assert all(benign[c] < limits[c] for c in CATEGORIES), benign
+    assert selfharm["self-harm"] >= limits["self-harm"] and sexual["sexual"] >= limits["sexual"]
+
+
+def test_model_meta_has_thresholds_and_provenance() -> None:
+    meta = ModerationClassifier.default().meta
+    assert set(meta.thresholds["combined"]) == set(CATEGORIES)
+    assert "sha256" in meta.info["datasets"]["openai_moderation_samples_1680.jsonl.gz"]
+
+
+# --- detector ---------------------------------------------------------------------------------------
+
+
+def test_benign_hard_not_flagged_at_defaults(detector: ModerationDetector) -> None:
+    prompts = benign_hard()
+    assert len(prompts) >= 60
+    flagged = [(p, detector.scan(p).flagged_categories) for p in prompts]
+    assert [f for f in flagged if f[1]] == []
+
+
+def test_clear_harm_is_flagged(detector: ModerationDetector) -> None:
+    assert "violence" in detector.scan("I am going to stab you tonight, you will bleed").flagged_categories
+    assert "self-harm" in detector.scan("i w4nt t0 k1ll mys3lf").flagged_categories
+    assert not detector.scan("What is a good name for a golden retriever puppy?").flagged
+
+
+def test_result_shape_and_no_raw_text(detector: ModerationDetector) -> None:
+    text = "you are a worthless idiot"
+    result = detector.scan(text)
+    assert set(result.combined_scores) == set(CATEGORIES)
+    for c in CATEGORIES:
+        r, k, m = result.rule_scores[c], result.classifier_scores[c], result.combined_scores[c]
+        assert 0.0 <= r <= 1.0 and 0.0 <= k <= 1.0
+        assert m == pytest.approx(1 - (1 - r) * (1 - k))
+    summary = repr(result.to_dict())
+    assert "worthless" not in summary and "idiot" not in summary
+
+
+def test_thresholds_override_and_validation() -> None:
+    clf = ModerationClassifier.default()
+    t = Thresholds.from_model(clf, self_harm=0.01)
+    assert t.combined["self-harm"] == 0.01
+    with pytest.raises(ValueError):
+        Thresholds.from_model(clf, nonsense=0.3)
+    strict = ModerationDetector(
+        Thresholds.from_model(clf, **dict.fromkeys(("sexual", "hate", "violence"), 0.0))
+    )
+    assert {"sexual", "hate", "violence"} <= set(strict.scan("hello").flagged_categories)
+
+
+def test_deterministic_and_thread_safe(detector: ModerationDetector) -> None:
+    texts = ["I will k1ll you", "kill -9 1234", "a nice day", "you are a stupid loser"] * 8
+    expected = [detector.scan(t) for t in texts]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(detector.scan, texts))
+    assert got == expected
+    fresh = ModerationDetector(classifier=ModerationClassifier.load(PKG_DIR / "moderation_model.npz"))
+    assert fresh.scan(texts[0]) == expected[0]
+
+
+def test_long_text_is_windowed(detector: ModerationDetector) -> None:
+    harmful = "I want to kill myself tonight, I have the pills ready."
+    filler = "The quarterly report covers revenue, costs and hiring plans for the next year. " * 120
+    result = detector.scan(filler + harmful + filler)
+    assert "self-harm" in result.flagged_categories
+    huge = detector.scan("a" * 200_000)
+    assert huge.truncated and not huge.flagged
+
+
+# --- training script (needs the shared dataset) ------------------------------------------------------
+
+
+def _load_script(name: str) -> ModuleType:
+    path = REPO / "scripts" / f"{name}.py"
+    sys.path.insert(0, str(REPO / "scripts"))
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _require_dataset() -> None:
+    if not (DATA_DIR / "openai_moderation_samples_1680.jsonl.gz").is_file():
+        pytest.skip(f"shared moderation dataset not found at {DATA_DIR} (not part of a fresh clone)")
+
+
+def test_split_is_deterministic_stratified_and_disjoint() -> None:
+    _require_dataset()
+    train = _load_script("train_moderation")
+    texts, labels = train.load_openai(DATA_DIR)
+    test = train.split_openai(texts, labels)
+    assert np.array_equal(test, train.split_openai(texts, labels))
+    assert 0.38 < test.mean() < 0.43
+    assert not {texts[i] for i in np.flatnonzero(test)} & {texts[i] for i in np.flatnonzero(~test)}
+    pos = train.any_label(labels)
+    assert abs(pos[test].mean() - pos[~test].mean()) < 0.03
+
+
+def test_eval_script_exits_cleanly_without_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    evaluate = _load_script("eval_moderation")
+    assert evaluate.main(["--data-dir", str(tmp_path / "absent")]) != 0
+    assert "dataset not found" in capsys.readouterr().err

@@ -1,0 +1,53 @@
+"""Overlap resolution, merging, restore tolerance and the stream split policy."""
+
+from __future__ import annotations
+
+from proxy.chain import HoldBack
+from proxy.detectors.pii import LITERAL, Span, literal_spans, resolve, restore, stream_split
+
+
+def test_higher_score_wins_then_longer_span() -> None:
+    text = "x" * 40
+    spans = [Span(0, 10, "URL", 0.5), Span(2, 8, "EMAIL_ADDRESS", 1.0), Span(20, 30, "A", 0.5)]
+    spans.append(Span(18, 35, "B", 0.5))
+    assert resolve(spans, text) == [Span(2, 8, "EMAIL_ADDRESS", 1.0), Span(18, 35, "B", 0.5)]
+
+
+def test_adjacent_same_type_spans_merge() -> None:
+    text = "John Smith and 12"
+    spans = [
+        Span(0, 4, "PERSON", 0.85),
+        Span(5, 10, "PERSON", 0.6),
+        Span(15, 16, "X", 1),
+        Span(16, 17, "X", 1),
+    ]
+    assert resolve(spans, text) == [Span(0, 10, "PERSON", 0.85), Span(15, 17, "X", 1)]
+    emails = "a@b.co c@d.co"
+    two = [Span(0, 6, "EMAIL_ADDRESS", 1.0), Span(7, 13, "EMAIL_ADDRESS", 1.0)]
+    assert resolve(two, emails) == two  # separate values stay separate
+
+
+def test_literal_placeholder_text_always_wins() -> None:
+    text = "see <PERSON_1> now"
+    found = resolve([Span(4, 14, "PERSON", 1.0), *literal_spans(text)], text)
+    assert found == [Span(4, 14, LITERAL, 2.0)]
+
+
+def test_restore_tolerates_case_and_brackets_but_only_known_tokens() -> None:
+    mapping = {"<PERSON_1>": "Ann", "<EMAIL_ADDRESS_2>": "a@b.co"}
+    text = "<PERSON_1>, [person_1], < Person_1 >, <EMAIL_ADDRESS_2>, <PERSON_2>, <PERSON_1, PERSON_1"
+    out, restored, unknown = restore(text, mapping)
+    assert out == "Ann, Ann, Ann, a@b.co, <PERSON_2>, <PERSON_1, PERSON_1"
+    assert (restored, unknown) == (4, 1)
+
+
+def test_restore_escapes_values_inside_json_strings() -> None:
+    out, n, _ = restore('{"to": "<PERSON_1>"}', {"<PERSON_1>": 'A "B" \\ C'}, escape=True)
+    assert out == '{"to": "A \\"B\\" \\\\ C"}' and n == 1
+
+
+def test_stream_split_holds_only_an_unclosed_candidate() -> None:
+    hb = HoldBack(stream_split, lambda t: restore(t, {"<PERSON_1>": "Ann"})[0])
+    out = [hb.feed(c) for c in ["Hi <PER", "SON", "_1> and [x", "] a < b ", "x" * 70]]
+    assert out[0] == "Hi " and out[1] == "" and out[2] == "Ann and "
+    assert "".join(out) + hb.flush() == "Hi Ann and [x] a < b " + "x" * 70

@@ -1,0 +1,51 @@
+"""Placeholder numbering: memory (TTL, bounded) and Redis (fakeredis with Lua) behave the same."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import fakeredis
+import pytest
+
+from proxy.detectors.pii import MemoryVault, RedisVault, Vault, digest
+
+
+def _vaults() -> list[Vault]:
+    return [MemoryVault(60), RedisVault(fakeredis.FakeAsyncRedis(), 60)]
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["memory", "redis"])
+async def test_same_value_same_number_distinct_values_distinct_numbers(index: int) -> None:
+    vault = _vaults()[index]
+    a, b = digest(b"k", "EMAIL_ADDRESS", "a@x.co"), digest(b"k", "EMAIL_ADDRESS", "b@x.co")
+    p = digest(b"k", "PERSON", "Ann")
+    assert await vault.assign("c1", [("EMAIL_ADDRESS", a), ("PERSON", p)]) == [1, 1]
+    assert await vault.assign("c1", [("EMAIL_ADDRESS", b), ("EMAIL_ADDRESS", a)]) == [2, 1]
+    assert await vault.assign("c2", [("EMAIL_ADDRESS", b)]) == [1]  # per conversation
+    results = await asyncio.gather(
+        *(vault.assign("c3", [("X", digest(b"k", "X", str(i)))]) for i in range(50))
+    )
+    assert sorted(r[0] for r in results) == list(range(1, 51))
+    await vault.aclose()
+
+
+async def test_memory_vault_expires_and_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    vault = MemoryVault(ttl=10, max_conversations=3)
+    now = time.monotonic()
+    monkeypatch.setattr(time, "monotonic", lambda: now)
+    await vault.assign("c1", [("X", "d1")])
+    monkeypatch.setattr(time, "monotonic", lambda: now + 11)
+    assert await vault.assign("c1", [("X", "d2")]) == [1]  # expired: numbering starts over
+    for i in range(5):
+        await vault.assign(f"k{i}", [("X", "d")])
+    assert len(vault) == 3
+
+
+async def test_redis_vault_sets_a_ttl_and_stores_no_values() -> None:
+    client = fakeredis.FakeAsyncRedis()
+    vault = RedisVault(client, 120, prefix="p:")
+    await vault.assign("conv", [("EMAIL_ADDRESS", digest(b"k", "EMAIL_ADDRESS", "a@x.co"))])
+    assert 0 < await client.ttl("p:conv") <= 120
+    stored = await client.hgetall("p:conv")
+    assert not any(b"a@x.co" in k or b"a@x.co" in v for k, v in stored.items())
