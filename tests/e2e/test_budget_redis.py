@@ -169,7 +169,7 @@ def test_four_replicas_share_one_token_budget(tmp_path: Path, redis_server: Redi
 
 @pytest.mark.parametrize("mode", ["fail_open", "fail_closed"])
 def test_redis_down_then_back(tmp_path: Path, redis_server: RedisServer, mode: str) -> None:
-    limits = "      - {name: rpm, requests: 3, window: minute}\n"
+    limits = "      - {name: rpm, requests: 3, window: hour}\n"
     plugins = (
         f"- type: headers\n  tenant_header: x-tenant-id\n- type: budget\n  id: budget\n  backend: redis\n"
         f"  redis_url: {redis_server.url}\n  redis_timeout_ms: 200\n  on_backend_error: {mode}\n"
@@ -213,7 +213,7 @@ def test_readiness_follows_redis_only_when_fail_closed(tmp_path: Path, redis_ser
     def plugins(mode: str) -> str:
         return (
             f"- type: budget\n  backend: redis\n  redis_url: {redis_server.url}\n  on_backend_error: {mode}\n"
-            "  limits:\n    - {name: rpm, requests: 10, window: minute}\n"
+            "  limits:\n    - {name: rpm, requests: 10, window: hour}\n"
         )
 
     with sidecar_harness(tmp_path, plugins("fail_closed")) as h:

@@ -38,7 +38,7 @@ def _sdk(h: SidecarHarness, tenant: str = "t1") -> openai.OpenAI:
 
 
 def test_request_limit_gives_429_with_openai_headers(tmp_path: Path) -> None:
-    limits = "    - {name: rpm, requests: 2, window: minute}\n"
+    limits = "    - {name: rpm, requests: 2, window: hour}\n"
     with sidecar_harness(tmp_path, _budget(limits)) as h:
         c = _sdk(h)
         first = c.chat.completions.with_raw_response.create(**BODY)  # type: ignore[call-overload]
@@ -58,7 +58,7 @@ def test_request_limit_gives_429_with_openai_headers(tmp_path: Path) -> None:
 
 
 def test_tokens_are_reserved_then_reconciled_with_reported_usage(tmp_path: Path) -> None:
-    limits = "    - {name: tpm, tokens: 100000, window: minute}\n"
+    limits = "    - {name: tpm, tokens: 100000, window: hour}\n"
     with sidecar_harness(tmp_path, _budget(limits)) as h:
         answer = _sdk(h).chat.completions.create(**BODY, max_tokens=500)  # type: ignore[call-overload]
         assert answer.usage is not None
@@ -68,7 +68,7 @@ def test_tokens_are_reserved_then_reconciled_with_reported_usage(tmp_path: Path)
 
 
 def test_stream_usage_is_requested_upstream_hidden_from_client_and_reconciled(tmp_path: Path) -> None:
-    limits = "    - {name: tpm, tokens: 100000, window: minute}\n"
+    limits = "    - {name: tpm, tokens: 100000, window: hour}\n"
     with sidecar_harness(tmp_path, _budget(limits)) as h:
         stream = _sdk(h).chat.completions.create(**BODY, stream=True)  # type: ignore[call-overload]
         chunks = list(stream)
@@ -81,7 +81,7 @@ def test_stream_usage_is_requested_upstream_hidden_from_client_and_reconciled(tm
 
 
 def test_stream_without_reported_usage_counts_the_streamed_text(tmp_path: Path) -> None:
-    limits = "    - {name: out, output_tokens: 100000, window: minute}\n"
+    limits = "    - {name: out, output_tokens: 100000, window: hour}\n"
     with sidecar_harness(tmp_path, _budget(limits)) as h:
         body = {**BODY, "stream": True}
         scenario = {"content": "one two three four five", "usage": {}}
@@ -100,7 +100,7 @@ def test_stream_without_reported_usage_counts_the_streamed_text(tmp_path: Path) 
 
 def test_upstream_failure_refunds_the_reservation(tmp_path: Path) -> None:
     limits = (
-        "    - {name: rpm, requests: 5, window: minute}\n    - {name: tpm, tokens: 100000, window: minute}\n"
+        "    - {name: rpm, requests: 5, window: hour}\n    - {name: tpm, tokens: 100000, window: hour}\n"
     )
     with sidecar_harness(tmp_path, _budget(limits)) as h:
         with pytest.raises(openai.InternalServerError):
@@ -135,7 +135,7 @@ def test_concurrency_slot_is_held_while_streaming_and_released_on_disconnect(tmp
 
 
 def test_concurrent_requests_never_exceed_the_limit(tmp_path: Path) -> None:
-    limits = "    - {name: rpm, requests: 10, window: minute}\n"
+    limits = "    - {name: rpm, requests: 10, window: hour}\n"
     with sidecar_harness(tmp_path, _budget(limits)) as h:
         statuses: list[int] = []
 
@@ -165,7 +165,7 @@ def test_cost_limit_lowers_max_tokens_when_asked(tmp_path: Path) -> None:
 
 
 def test_request_larger_than_the_limit_is_refused_without_retry_after(tmp_path: Path) -> None:
-    limits = "    - {name: tpm, tokens: 100, window: minute}\n"
+    limits = "    - {name: tpm, tokens: 100, window: hour}\n"
     with sidecar_harness(tmp_path, _budget(limits)) as h:
         r = httpx.post(
             f"{h.v1}/chat/completions", json={**BODY, "max_tokens": 1000}, headers={"x-tenant-id": "t1"}
@@ -175,7 +175,7 @@ def test_request_larger_than_the_limit_is_refused_without_retry_after(tmp_path: 
 
 
 def test_shadow_mode_records_but_never_limits(tmp_path: Path) -> None:
-    limits = "    - {name: rpm, requests: 1, window: minute}\n"
+    limits = "    - {name: rpm, requests: 1, window: hour}\n"
     with sidecar_harness(tmp_path, _budget(limits, "  mode: shadow\n")) as h:
         for _ in range(3):
             assert (
@@ -191,8 +191,8 @@ def test_shadow_mode_records_but_never_limits(tmp_path: Path) -> None:
 
 def test_self_report_shows_only_the_callers_own_budget(tmp_path: Path) -> None:
     limits = (
-        "    - {name: rpm, requests: 10, window: minute}\n"
-        "    - {name: key-rpm, requests: 10, window: minute, key: [api_key]}\n"
+        "    - {name: rpm, requests: 10, window: hour}\n"
+        "    - {name: key-rpm, requests: 10, window: hour, key: [api_key]}\n"
     )
     extra = "  tenant_from: header:x-tenant-id\n"
     with sidecar_harness(tmp_path, _budget(limits, extra)) as h:
