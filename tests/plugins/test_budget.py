@@ -99,9 +99,7 @@ def test_stream_without_reported_usage_counts_the_streamed_text(tmp_path: Path) 
 
 
 def test_upstream_failure_refunds_the_reservation(tmp_path: Path) -> None:
-    limits = (
-        "    - {name: rpm, requests: 5, window: hour}\n    - {name: tpm, tokens: 100000, window: hour}\n"
-    )
+    limits = "    - {name: rpm, requests: 5, window: hour}\n    - {name: tpm, tokens: 100000, window: hour}\n"
     with sidecar_harness(tmp_path, _budget(limits)) as h:
         with pytest.raises(openai.InternalServerError):
             _sdk(h).chat.completions.create(**BODY, extra_headers={"x-fake-scenario": '{"status": 503}'})  # type: ignore[call-overload]
