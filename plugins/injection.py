@@ -175,7 +175,10 @@ class InjectionPlugin(Plugin[InjectionConfig]):
                 raise Rejected(self.config.message, code="prompt_injection_detected")
         if flagged and not ctx.shadow:
             existing = ctx.response_headers.get("x-sidecar-flags")
-            ctx.response_headers["x-sidecar-flags"] = f"{existing},injection" if existing else "injection"
+            if not existing:
+                ctx.response_headers["x-sidecar-flags"] = "injection"
+            elif "injection" not in existing.split(","):
+                ctx.response_headers["x-sidecar-flags"] = f"{existing},injection"
         return None
 
     @staticmethod

@@ -348,6 +348,34 @@ def _model_endpoint(kind: str) -> Any:
     return endpoint
 
 
+async def _moderations(request: Request) -> Response:
+    """OpenAI ``/v1/moderations``: ``violence`` scores 0.99 when the input contains FLAGME, else 0.01."""
+    _raw, body = await _record(request)
+    text = orjson.dumps(body.get("input") if isinstance(body, dict) else body).decode()
+    flagged = "FLAGME" in text
+    categories = (
+        "sexual",
+        "hate",
+        "harassment",
+        "self-harm",
+        "sexual/minors",
+        "hate/threatening",
+        "violence/graphic",
+        "self-harm/intent",
+        "self-harm/instructions",
+        "harassment/threatening",
+        "violence",
+    )
+    scores = {c: 0.01 for c in categories}
+    scores["violence"] = 0.99 if flagged else 0.01
+    result = {
+        "flagged": flagged,
+        "categories": {c: scores[c] > 0.5 for c in categories},
+        "category_scores": scores,
+    }
+    return _json({"id": new_id("modr-fake-"), "model": "omni-moderation-latest", "results": [result]})
+
+
 async def _models(request: Request) -> Response:
     await _record(request)
     data = [{"id": m, "object": "model", "created": 0, "owned_by": "policy-sidecar"} for m in MODEL_IDS]
@@ -403,6 +431,7 @@ def build_fake_upstream(state: FakeState | None = None) -> Starlette:
         Route("/v1/embeddings", _model_endpoint("embeddings"), methods=["POST"]),
         Route("/v1/messages", _model_endpoint("messages"), methods=["POST"]),
         Route("/v1/models", _models, methods=["GET"]),
+        Route("/v1/moderations", _moderations, methods=["POST"]),
         Route("/v1/{path:path}", _echo, methods=_ALL_METHODS),
         Route("/_fake/script", _script, methods=["POST"]),
         Route("/_fake/requests", _requests, methods=["GET"]),

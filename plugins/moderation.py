@@ -1,0 +1,302 @@
+"""``moderation``: a cascade of content checks on prompts and answers, streams included.
+
+Layers (``proxy.detectors.moderation`` for the first two, both offline):
+1. rules kept as data (blocklists and regexes, word-boundary aware, leetspeak-tolerant, with a
+   benign-context allow-list: "kill the process" is not violence);
+2. a per-category classifier shipped in the package, and/or an OpenAI-compatible
+   ``/v1/moderations`` endpoint (``endpoint:``): the higher score per category wins;
+3. an LLM judge (``judge:``), asked only when the top score falls in its borderline band.
+
+Each category has its own threshold and action (``block`` or ``flag``). Streamed answers are
+checked on windows released by the hold-back primitive: ``stream: window`` (default) holds text
+until a sentence boundary (or ``window_chars``) and checks it *before* it reaches the client;
+``stream: after_release`` lets text through at once and checks each window afterwards, which
+adds no latency but may show the client part of a violating sentence before the stream is
+ended with an in-band error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from proxy.chain import Deps, HoldBack, Plugin, PluginConfig, Reply, RequestContext, Secret, StreamFilter
+from proxy.chain.holdback import sentence_boundary
+from proxy.detectors.moderation import CATEGORIES, ModerationDetector, ModerationResult
+from proxy.errors import Rejected
+from proxy.models import ChatRequest, ChatResponse, Finish, StreamEvent, TextDelta, ToolCallDelta
+
+INLINE_LIMIT = 2048  # shorter texts are scored on the event loop, longer ones in the CPU pool
+
+
+def _off_is_text(value: Any) -> Any:
+    """YAML 1.1 reads a bare ``off`` as false."""
+    return "off" if value is False else value
+
+
+class CategorySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    threshold: float | None = Field(default=None, ge=0, le=1, description="default: the model's")
+    action: Annotated[Literal["block", "flag", "off"] | None, BeforeValidator(_off_is_text)] = None
+
+
+class RemoteSpec(BaseModel):
+    """An OpenAI-compatible endpoint: ``/moderations`` (``endpoint``), ``/chat/completions`` (``judge``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str
+    model: str
+    api_key: Secret | None = None
+    timeout: float = Field(default=3.0, gt=0)
+    on_error: Literal["fail_open", "fail_closed"] = "fail_open"
+    band: tuple[float, float] = Field(default=(0.3, 0.7), description="judge only: top scores in [low, high)")
+
+
+class ModerationConfig(PluginConfig):
+    """Moderation of prompts and answers: rules, local classifier, optional endpoint and judge."""
+
+    type: Literal["moderation"] = "moderation"
+    check: tuple[Literal["input", "output"], ...] = ("input", "output")
+    input_roles: tuple[str, ...] = ("user",)
+    default_action: Literal["block", "flag"] = "block"
+    categories: dict[str, CategorySpec] = Field(
+        default_factory=dict, description="per category, e.g. self-harm"
+    )
+    stream: Literal["window", "after_release"] = "window"
+    window_chars: int = Field(
+        default=400, ge=20, le=8000, description="longest window without a sentence end"
+    )
+    endpoint: RemoteSpec | None = None
+    judge: RemoteSpec | None = None
+    message: str = "The content was blocked by policy."
+
+    @field_validator("categories")
+    @classmethod
+    def _known(cls, value: dict[str, CategorySpec]) -> dict[str, CategorySpec]:
+        unknown = set(value) - set(CATEGORIES)
+        if unknown:
+            raise ValueError(f"unknown categories {sorted(unknown)}; known: {', '.join(CATEGORIES)}")
+        return value
+
+
+JUDGE_PROMPT = (
+    "You are a content moderator. Answer with exactly YES or NO. Does the following text contain {category} "
+    "content that a platform's usage policy forbids?\n\n<text>\n{text}\n</text>"
+)
+
+
+class ModerationPlugin(Plugin[ModerationConfig]):
+    Config = ModerationConfig
+
+    def __init__(self, config: ModerationConfig, deps: Deps) -> None:
+        super().__init__(config, deps)
+        self.detector: ModerationDetector = deps.resource("moderation:detector", ModerationDetector)
+        defaults = self.detector.thresholds.combined
+        self.thresholds = {
+            c: (config.categories.get(c) or CategorySpec()).threshold or defaults[c] for c in CATEGORIES
+        }
+        self.actions = {
+            c: (config.categories.get(c) or CategorySpec()).action or config.default_action
+            for c in CATEGORIES
+        }
+
+    # -- scoring -----------------------------------------------------------------------
+    async def score(self, text: str, ctx: RequestContext) -> dict[str, float]:
+        """Per-category scores: local layers, raised by the endpoint, settled by the judge in its band."""
+        if len(text) <= INLINE_LIMIT:
+            local: ModerationResult = self.detector.scan(text)
+        else:
+            local = await self.deps.run_cpu(self.detector.scan, text)
+        scores = dict(local.combined_scores)
+        if self.config.endpoint is not None:
+            remote = await self._endpoint(text, ctx)
+            if remote is None and self.config.endpoint.on_error == "fail_closed":
+                return {c: 1.0 for c in CATEGORIES}
+            for cat, value in (remote or {}).items():
+                if cat in scores:
+                    scores[cat] = max(scores[cat], value)
+        judge = self.config.judge
+        if judge is not None:
+            top = max(scores, key=lambda c: scores[c])
+            if judge.band[0] <= scores[top] < judge.band[1]:
+                verdict = await self._judge(text, top, ctx)
+                if verdict is None:
+                    verdict = judge.on_error == "fail_closed"
+                scores[top] = 1.0 if verdict else 0.0
+        return scores
+
+    def violations(self, scores: dict[str, float]) -> list[str]:
+        return [c for c in CATEGORIES if self.actions[c] != "off" and scores[c] >= self.thresholds[c]]
+
+    async def check(self, texts: Iterable[str], ctx: RequestContext, where: str) -> None:
+        """Score ``texts``; block (raise) or flag according to the categories that hit."""
+        flagged: set[str] = set()
+        for text in texts:
+            if not text.strip():
+                continue
+            started = time.perf_counter()
+            scores = await self.score(text, ctx)
+            hits = self.violations(scores)
+            if not hits:
+                continue
+            top = max(hits, key=lambda c: scores[c])
+            blocking = [c for c in hits if self.actions[c] == "block"]
+            detail = {"where": where, "categories": hits, "scores": {c: round(scores[c], 4) for c in hits}}
+            ms = (time.perf_counter() - started) * 1000
+            action = "block" if blocking else "flag"
+            ctx.record(
+                f"{where}_{top}",
+                action,
+                score=scores[top],
+                threshold=self.thresholds[top],
+                latency_ms=ms,
+                detail=detail,
+            )
+            if blocking:
+                raise Rejected(
+                    self.config.message, code="content_flagged" if where == "input" else "output_flagged"
+                )
+            flagged.update(hits)
+        if flagged and not ctx.shadow:
+            existing = ctx.response_headers.get("x-sidecar-flags")
+            if not existing:
+                ctx.response_headers["x-sidecar-flags"] = "moderation"
+            elif "moderation" not in existing.split(","):
+                ctx.response_headers["x-sidecar-flags"] = f"{existing},moderation"
+
+    # -- hooks -------------------------------------------------------------------------
+    async def on_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
+        if "input" in self.config.check:
+            roles = frozenset(self.config.input_roles)
+            await self.check((s.text for s in req.text_slots() if s.role in roles), ctx, "input")
+        return None
+
+    async def on_response(self, resp: ChatResponse, ctx: RequestContext) -> None:
+        if "output" in self.config.check:
+            await self.check((s.text for s in resp.text_slots() if s.kind == "message"), ctx, "output")
+
+    def open_stream(self, ctx: RequestContext) -> StreamFilter | None:
+        if "output" not in self.config.check:
+            return None
+        return _WindowFilter(self, ctx, self.config.stream == "window")
+
+    # -- remote layers -----------------------------------------------------------------
+    async def _post(self, spec: RemoteSpec, path: str, payload: dict[str, Any], ctx: RequestContext) -> Any:
+        from proxy.upstream.client import HttpClient
+
+        client: HttpClient = self.deps.resource(
+            f"moderation:http:{spec.base_url}",
+            lambda: HttpClient(connect_timeout=spec.timeout, read_timeout=spec.timeout, max_connections=16),
+        )
+        headers = [("content-type", "application/json")]
+        if spec.api_key is not None:
+            headers.append(("authorization", f"Bearer {spec.api_key.get_secret_value()}"))
+        try:
+            async with asyncio.timeout(spec.timeout):
+                resp = await client.send(
+                    "POST", spec.base_url.rstrip("/") + path, headers, orjson.dumps(payload)
+                )
+                body = await resp.read()
+                await resp.aclose()
+            return orjson.loads(body)
+        except Exception as exc:
+            ctx.record("remote_error", "error", detail={"path": path, "error": type(exc).__name__})
+            return None
+
+    async def _endpoint(self, text: str, ctx: RequestContext) -> dict[str, float] | None:
+        spec = self.config.endpoint
+        assert spec is not None
+        data = await self._post(spec, "/moderations", {"model": spec.model, "input": text[:32000]}, ctx)
+        try:
+            scores = data["results"][0]["category_scores"]
+            return {str(k): float(v) for k, v in scores.items()}
+        except (TypeError, KeyError, IndexError, ValueError):
+            if data is not None:
+                ctx.record(
+                    "remote_error", "error", detail={"path": "/moderations", "error": "unexpected body"}
+                )
+            return None
+
+    async def _judge(self, text: str, category: str, ctx: RequestContext) -> bool | None:
+        spec = self.config.judge
+        assert spec is not None
+        prompt = JUDGE_PROMPT.format(category=category, text=text[:8000])
+        data = await self._post(
+            spec,
+            "/chat/completions",
+            {
+                "model": spec.model,
+                "max_tokens": 2,
+                "temperature": 0,
+                "messages": [{"role": "user", "content": prompt}],
+            },
+            ctx,
+        )
+        try:
+            answer = str(data["choices"][0]["message"]["content"]).strip().upper()
+        except (TypeError, KeyError, IndexError):
+            return None
+        return True if answer.startswith("YES") else False if answer.startswith("NO") else None
+
+
+class _WindowFilter:
+    """Per-choice windows of streamed text, checked before (``hold``) or after they are released."""
+
+    def __init__(self, plugin: ModerationPlugin, ctx: RequestContext, hold: bool) -> None:
+        self._plugin = plugin
+        self._ctx = ctx
+        self._hold = hold
+        self._windows: dict[int, HoldBack] = {}
+
+    def _window(self, index: int) -> HoldBack:
+        window = self._windows.get(index)
+        if window is None:
+            window = self._windows[index] = HoldBack(sentence_boundary(self._plugin.config.window_chars))
+        return window
+
+    async def _released(self, index: int, text: str, event: TextDelta | None) -> list[StreamEvent]:
+        """Feed ``text``; returns what may go to the client now (checked windows when holding)."""
+        window = self._window(index)
+        ready = window.feed(text)
+        if not self._hold:
+            if ready:
+                await self._plugin.check([ready], self._ctx, "output")
+            passed: list[StreamEvent] = [event] if event is not None else []
+            return passed
+        if ready:
+            await self._plugin.check([ready], self._ctx, "output")
+            return [TextDelta(index, ready, None, event.meta if event else None)]
+        if event is not None and event.extra and "role" in (event.extra.get("delta") or {}):
+            return [TextDelta(index, "", {"delta": {"role": event.extra["delta"]["role"]}}, event.meta)]
+        return []
+
+    async def _flush(self, index: int) -> list[StreamEvent]:
+        window = self._windows.get(index)
+        rest = window.flush() if window is not None else ""
+        if not rest:
+            return []
+        await self._plugin.check([rest], self._ctx, "output")
+        return [TextDelta(index, rest)] if self._hold else []
+
+    async def on_event(self, event: StreamEvent) -> Sequence[StreamEvent]:
+        if isinstance(event, TextDelta):
+            return await self._released(event.index, event.text, event)
+        if isinstance(event, (Finish, ToolCallDelta)):
+            return [*(await self._flush(event.index)), event]
+        out: list[StreamEvent] = []
+        for index in sorted(self._windows):
+            out += await self._flush(index)
+        return [*out, event]
+
+    async def on_end(self) -> Sequence[StreamEvent]:
+        out: list[StreamEvent] = []
+        for index in sorted(self._windows):
+            out += await self._flush(index)
+        return out
