@@ -136,7 +136,7 @@ def _docker_ok() -> str:
 def test_image_builds_and_serves_on_a_read_only_root() -> None:
     problem = _docker_ok()
     if problem:
-        pytest.skip(f"no Docker daemon: {problem}")
+        pytest.skip(reason=f"no Docker daemon: {problem}")
     tag = f"policy-sidecar-test:{uuid.uuid4().hex[:8]}"
     subprocess.run(["docker", "build", "-t", tag, str(ROOT)], check=True, timeout=900)
     name = f"sidecar-{uuid.uuid4().hex[:8]}"

@@ -58,7 +58,7 @@ def scanner() -> HeuristicScanner:
 
 def require_dataset() -> None:
     if not (DATA_DIR / "jailbreak_train.csv").is_file():
-        pytest.skip(f"shared datasets not present: {DATA_DIR} (jackhhao/llm-warden CSVs) is missing")
+        pytest.skip(reason=f"shared datasets not present: {DATA_DIR} (jackhhao/llm-warden CSVs) is missing")
 
 
 def load_script(name: str) -> ModuleType:

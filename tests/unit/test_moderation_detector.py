@@ -229,7 +229,7 @@ def _load_script(name: str) -> ModuleType:
 
 def _require_dataset() -> None:
     if not (DATA_DIR / "openai_moderation_samples_1680.jsonl.gz").is_file():
-        pytest.skip(f"shared moderation dataset not found at {DATA_DIR} (not part of a fresh clone)")
+        pytest.skip(reason=f"shared moderation dataset not found at {DATA_DIR} (not part of a fresh clone)")
 
 
 def test_split_is_deterministic_stratified_and_disjoint() -> None:

@@ -17,17 +17,16 @@ biases, default thresholds, provenance), written by ``scripts/train_moderation.p
 from __future__ import annotations
 
 import functools
-import io
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from proxy.detectors.model_file import read_model
 
 from ..injection.features import FEATURE_VERSION, FeatureConfig, FeatureHasher
 from .rules import CATEGORIES, RuleScanner
@@ -103,14 +102,7 @@ class ModerationClassifier:
 
     @classmethod
     def load(cls, path: Path | None = None) -> ModerationClassifier:
-        data = (
-            path.read_bytes()
-            if path is not None
-            else resources.files(__package__).joinpath(MODEL_FILE).read_bytes()
-        )
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            weights = npz["weights"]
-            meta = json.loads(npz["meta"].tobytes().decode("utf-8"))
+        weights, meta = read_model(__package__ or "", MODEL_FILE, path)
         return cls(weights, ModelMeta.from_dict(meta))
 
     @classmethod
