@@ -39,10 +39,39 @@ MESSAGES: list[dict[str, Any]] = [
 ]
 
 
-def chat_body(stream: bool = False) -> bytes:
+#: ~2 KB of ordinary English prose (no secrets, personal data, insults or instructions to the
+#: model): the user message of the ``prose`` body the content-scanning plugin rows are driven with.
+PROSE_2K = (
+    "Last spring our community garden group decided to rebuild the old greenhouse behind the library. "
+    "The frame was still sound, but most of the glass panels had cracked over the winter, and the door "
+    "no longer closed properly. We spent the first weekend measuring every opening and writing down what "
+    "we would need: new panels, weather strips, hinges, a latch, and enough paint to cover the wooden "
+    "beams twice. A local hardware shop offered a discount when we explained the project, and two "
+    "neighbours lent us ladders and a trailer to carry everything from the shop to the garden. "
+    "The work went slowly at first because only a few people could come during the week. On Saturdays, "
+    "though, the garden filled with volunteers of every age. Children sorted screws into jars and "
+    "labelled them, while older members showed newcomers how to cut the weather strips to length and how "
+    "to seat a panel so that rain runs off instead of pooling in the corners. By the third weekend the "
+    "south wall was finished, and we could already feel the difference: the air inside stayed warm long "
+    "after the sun had gone behind the trees. "
+    "We also learned a few lessons. Painting the beams before fitting the glass would have saved a lot of "
+    "careful work with masking tape. Buying a few spare panels turned out to be wise, since one slipped "
+    "from a ladder on a windy afternoon. And keeping a simple notebook by the door, where everyone wrote "
+    "down what they had done and what was left, meant that nobody had to ask the same questions twice. "
+    "Now the greenhouse holds trays of tomato, pepper and basil seedlings from March until the last frost, "
+    "and in autumn we use it to dry beans and store the garden tools. The school next door brings classes "
+    "over to watch seeds sprout, and the library lends out a small collection of gardening books that "
+    "visitors can read on the bench inside. Could you suggest a simple watering schedule for the seedlings "
+    "and a few vegetables that grow well in a small unheated greenhouse during the cooler months of the year?"
+)
+
+
+def chat_body(stream: bool = False, prose: bool = False) -> bytes:
+    """The ~1 KB support conversation, or with ``prose`` the system prompt and one ~2 KB user message."""
+    messages = [MESSAGES[0], {"role": "user", "content": PROSE_2K}] if prose else MESSAGES
     body: dict[str, Any] = {
         "model": "gpt-4o-mini",
-        "messages": MESSAGES,
+        "messages": messages,
         "temperature": 0.2,
         "max_tokens": 400,
         "user": "bench-user-0001",

@@ -1,14 +1,16 @@
 #!/usr/bin/env python
 """Sidecar overhead benchmark: the sidecar vs. minimal pass-through proxies vs. direct.
 
-    python benchmarks/run.py            # full run: ~4.5 min on 2 cores (a bit more with profiles)
-    python benchmarks/run.py --quick    # ~75 seconds: two short rounds, no profiles
+    python benchmarks/run.py            # full run: ~6-7 min on 2 cores (more with profiles)
+    python benchmarks/run.py --quick    # ~2 minutes: two short rounds, no profiles
 
 Starts on loopback, each as its own process: the fake upstream, the pass-through proxy
 (``benchmarks/passthrough.py``) once per HTTP client, the sidecar with an empty policy, with the
 default policy's plugins, with the resilience wrappers (fallback, retry, circuit breaker,
-bulkhead) and with the budget plugin (memory, and Redis on loopback: a redis-server of its own),
-all pointed at the fake upstream. Drives each row with wrk (Lua script for the POST body; a
+bulkhead), with the budget plugin (memory, and Redis on loopback: a redis-server of its own)
+and with the content-scanning plugins (injection, moderation, both, pii; driven with a ~2 KB prose
+prompt and compared with an empty policy driven with the same body), all pointed at the fake
+upstream. Drives each row with wrk (Lua script for the POST body; a
 Python aiohttp client in its own process when wrk is missing), measures TTFT with a Python SSE
 client, then runs a fault storm: the resilience sidecar in front of a primary that answers 503
 half the time (``benchmarks/flaky.py``) and a healthy backup. Prints markdown tables plus
@@ -61,8 +63,22 @@ PACED_HOLD_MS = 10.0  # half a paced event (20 ms): more added TTFT than this me
 #: Resilience wrappers on the happy path: their CPU overhead over the pass-through at most this
 #: many times the empty policy's.
 TARGET_RESILIENCE_OVERHEAD = 1.05
-#: Budget plugin: added p50 at 1 connection vs. the empty policy, in ms.
-TARGET_BUDGET_ADDED_MS = {"sidecar-budget-mem": 0.3, "sidecar-budget-redis": 1.0}
+#: Plugin rows: added p50 at 1 connection vs. the empty policy (the one with the same body), in ms.
+TARGET_BUDGET_ADDED_MS = {
+    "sidecar-budget-mem": 0.3,
+    "sidecar-budget-redis": 1.0,
+    "sidecar-inj-mod": 1.0,  # injection + moderation, default offline layers, 2 KB prompt
+    "sidecar-pii": 2.0,  # pii, default engine, 2 KB prompt (for information: its issue's target)
+}
+#: How the target lines name the content-scanning rows.
+TARGET_TEXT = {
+    "sidecar-inj-mod": "both plugins (default offline layers) add < 1 ms p50 per request for a 2 KB prompt "
+    "vs the empty policy",
+    "sidecar-pii": "pii (default engine, for information) adds < 2 ms p50 per request for a 2 KB prompt "
+    "vs the empty policy",
+}
+#: Rows driven with the ~2 KB prose body (``payload.PROSE_2K``), compared with ``sidecar-empty-2k``.
+PROSE_ROWS = ("sidecar-injection", "sidecar-moderation", "sidecar-inj-mod", "sidecar-pii")
 STORM_CONNECTIONS = 8
 STORM_FAIL_RATIO = 0.5
 STORM_SEED = 20240601
@@ -78,11 +94,11 @@ RESILIENCE_PLUGINS: list[Any] = [
     {"type": "bulkhead", "max_concurrent": 64},
 ]
 #: Rows whose cost is judged against the empty policy (their profiles are diffed against it).
-PLUGIN_ROWS = ("sidecar-resilience", "sidecar-budget-mem", "sidecar-budget-redis")
+PLUGIN_ROWS = ("sidecar-resilience", "sidecar-budget-mem", "sidecar-budget-redis", *PROSE_ROWS)
 #: ``--profile auto`` profiles the rows that failed a target while the run stays within this
 #: many seconds, in this order (the two references first: the others are diffed against them).
 AUTO_PROFILE_BUDGET_S = 285
-PROFILE_PRIORITY = (BASELINE, "sidecar-empty", *PLUGIN_ROWS, "sidecar-default")
+PROFILE_PRIORITY = (BASELINE, "sidecar-empty", "sidecar-empty-2k", *PLUGIN_ROWS, "sidecar-default")
 
 
 @dataclass
@@ -109,6 +125,11 @@ MEASURE_ORDER = [
     "sidecar-resilience",
     "sidecar-budget-mem",
     "sidecar-budget-redis",
+    "sidecar-empty-2k",
+    "sidecar-injection",
+    "sidecar-moderation",
+    "sidecar-inj-mod",
+    "sidecar-pii",
     "sidecar-default",
     "pt-httpx-aiohttp",
     "pt-httpx",
@@ -123,6 +144,7 @@ class Row:
     base_url: str
     skipped: str | None = None
     aux: Server | None = None  # a process the row depends on (redis-server): its CPU is reported
+    prose: bool = False  # driven with the ~2 KB prose body instead of the ~1 KB conversation
     requests16: int = 0
     seconds16: float = 0.0
     cpu16: float = 0.0
@@ -145,6 +167,11 @@ class Row:
     @property
     def url(self) -> str:
         return self.base_url + CHAT
+
+    @property
+    def ref(self) -> str:
+        """The empty-policy row measured with the same body: what the plugin rows are compared with."""
+        return "sidecar-empty-2k" if self.prose else "sidecar-empty"
 
     @property
     def rps(self) -> float | None:
@@ -198,15 +225,22 @@ class Loader:
     def __init__(self, workdir: Path, force_python: bool) -> None:
         self.body = workdir / "body.json"
         self.body.write_bytes(payload.chat_body())
+        self.prose_body = workdir / "body-prose.json"
+        self.prose_body.write_bytes(payload.chat_body(prose=True))
         self.stream_body = workdir / "stream-body.json"
         self.stream_body.write_bytes(payload.chat_body(stream=True))
         self.wrk = None if force_python else shutil.which("wrk")
         self.why_python = "--python-load" if force_python else "wrk not found"
         self.lua = workdir / "post.lua"
+        self.prose_lua = workdir / "post-prose.lua"
+        for lua, body in ((self.lua, self.body), (self.prose_lua, self.prose_body)):
+            self._write_lua(lua, body)
+
+    def _write_lua(self, lua: Path, body: Path) -> None:
         headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in payload.HEADERS.items())
-        self.lua.write_text(
+        lua.write_text(
             f"""wrk.method = "POST"
-local f = assert(io.open("{self.body}", "rb"))
+local f = assert(io.open("{body}", "rb"))
 wrk.body = f:read("*a")
 f:close()
 {headers}
@@ -227,8 +261,9 @@ end
             return "wrk (Lua POST script)"
         return f"Python aiohttp client in its own process ({self.why_python})"
 
-    def load(self, url: str, connections: int, seconds: int) -> dict[str, Any]:
-        """Closed-loop load; returns requests, seconds, errors, p50_ms, p99_ms."""
+    def load(self, url: str, connections: int, seconds: int, prose: bool = False) -> dict[str, Any]:
+        """Closed-loop load; returns requests, seconds, errors, p50_ms, p99_ms. ``prose``: the
+        ~2 KB prose body instead of the ~1 KB conversation."""
         if self.wrk:
             cmd = [
                 self.wrk,
@@ -238,7 +273,7 @@ end
                 "--timeout",
                 "10s",
                 "-s",
-                str(self.lua),
+                str(self.prose_lua if prose else self.lua),
                 url,
             ]
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False)
@@ -257,7 +292,7 @@ end
         r = self._python(
             "load",
             url,
-            self.body,
+            self.prose_body if prose else self.body,
             ["--connections", str(connections), "--duration", str(seconds)],
             seconds + 30,
         )
@@ -438,6 +473,7 @@ def build_rows(workdir: Path, upstream: Server) -> list[Row]:
         rows.append(row)
     redis = redis_server(workdir) if shutil.which("redis-server") else None
     redis_url = f"redis://{LOOPBACK}:{redis.port}/0" if redis else None
+    prose = "2 KB prose prompt"
     policies: dict[str, tuple[str, list[Any], str | None]] = {
         "sidecar-empty": ("sidecar, empty policy (plugins: [])", [], None),
         "sidecar-default": (
@@ -452,10 +488,23 @@ def build_rows(workdir: Path, upstream: Server) -> list[Row]:
         ),
         "sidecar-budget-mem": ("sidecar, budget (memory)", [_budget("memory")], None),
         "sidecar-budget-redis": ("sidecar, budget (redis on loopback)", [_budget("redis", redis_url)], None),
+        "sidecar-empty-2k": (f"sidecar, empty policy, {prose}", [], None),
+        "sidecar-injection": (f"sidecar, injection, {prose}", [{"type": "injection"}], None),
+        "sidecar-moderation": (
+            f"sidecar, moderation (input + output: the 2 KB echoed back), {prose}",
+            [{"type": "moderation"}],
+            None,
+        ),
+        "sidecar-inj-mod": (
+            f"sidecar, injection + moderation, {prose}",
+            [{"type": "injection"}, {"type": "moderation"}],
+            None,
+        ),
+        "sidecar-pii": (f"sidecar, pii (default engine), {prose}", [{"type": "pii"}], None),
     }
     for key, (label, plugins, backup) in policies.items():
         server = _sidecar(workdir, key, _policy(workdir, key, up_api, plugins, backup))
-        row = Row(key, label, server, server.url)
+        row = Row(key, label, server, server.url, prose=key == "sidecar-empty-2k" or key in PROSE_ROWS)
         if key == "sidecar-budget-redis":
             row.aux = redis
             if redis is None:
@@ -473,7 +522,7 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str
 
 def check_row(row: Row) -> None:
     """One request through the row before measuring: a 200 chat completion (plugins active)."""
-    status, headers, data = _post(row.url, payload.chat_body(), payload.HEADERS)
+    status, headers, data = _post(row.url, payload.chat_body(prose=row.prose), payload.HEADERS)
     body = json.loads(data)
     if status != 200 or not body["choices"][0]["message"]["content"]:
         raise RuntimeError(f"{row.key}: unexpected answer {status} {data[:200]!r}")
@@ -510,7 +559,7 @@ def measure_round(row: Row, upstream: Server, loader: Loader, mode: Mode) -> Non
     aux_before = aux.cpu_precise() if aux else 0.0
     calls_before = redis_commandstats(aux.port) if aux else {}
     up_before = upstream.cpu_precise()
-    r = loader.load(row.url, 16, mode.d16)
+    r = loader.load(row.url, 16, mode.d16, row.prose)
     cpu = proc.cpu_precise() - cpu_before if proc else 0.0
     up_cpu = upstream.cpu_precise() - up_before
     after = proc.cpu_split() if proc else (0.0, 0.0)
@@ -532,15 +581,34 @@ def measure_round(row: Row, upstream: Server, loader: Loader, mode: Mode) -> Non
     if r["errors"]:
         row.errors.append(f"{r['errors']} errors of {r['requests']} at 16 connections")
 
+    if proc:
+        drain(proc)
     reset_upstream(upstream)
     cpu_before = proc.cpu_precise() if proc else 0.0
-    r = loader.load(row.url, 1, mode.d1)
+    r = loader.load(row.url, 1, mode.d1, row.prose)
     row.cpu1 += (proc.cpu_precise() - cpu_before) if proc else 0.0
     row.requests1 += r["requests"]
-    row.p50.append(r["p50_ms"])
-    row.p99.append(r["p99_ms"])
+    if r["requests"]:
+        row.p50.append(r["p50_ms"])
+        row.p99.append(r["p99_ms"])
+    else:  # wrk reports 0 ms then: not a latency
+        row.errors.append(f"no request completed in {mode.d1}s at 1 connection: this round has no p50")
     if r["errors"]:
         row.errors.append(f"{r['errors']} errors of {r['requests']} at 1 connection")
+
+
+def drain(proc: Server, limit_s: float = 15.0) -> None:
+    """Wait until ``proc`` is idle (under 5 ms of CPU in 100 ms): a slow row still works through
+    the requests that were in flight when the 16-connection load stopped, and that would land in
+    its own 1-connection latency and in the next row's measurements."""
+    deadline = time.monotonic() + limit_s
+    last = proc.cpu_precise()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = proc.cpu_precise()
+        if now - last < 0.005:
+            return
+        last = now
 
 
 def measure_streams(rows: list[Row], loader: Loader, requests: int, scenario: str, paced: bool) -> None:
@@ -677,7 +745,8 @@ def profile_rows(rows: list[Row], loader: Loader, seconds: int, out_dir: Path, w
         print(f"# profiling {row.key} with py-spy for {seconds}s", file=sys.stderr)
         raw = workdir / f"profile-{row.key}.raw"
         if loader.wrk:
-            load = [loader.wrk, "-t1", "-c16", f"-d{seconds + 2}s", "-s", str(loader.lua), row.url]
+            lua = loader.prose_lua if row.prose else loader.lua
+            load = [loader.wrk, "-t1", "-c16", f"-d{seconds + 2}s", "-s", str(lua), row.url]
         else:
             load = [
                 sys.executable,
@@ -686,7 +755,7 @@ def profile_rows(rows: list[Row], loader: Loader, seconds: int, out_dir: Path, w
                 "--url",
                 row.url,
                 "--body",
-                str(loader.body),
+                str(loader.prose_body if row.prose else loader.body),
             ]
             load += ["--duration", str(seconds + 2)]
         if spy.record(row.server.pid, seconds, load, raw):
@@ -697,7 +766,9 @@ def profile_rows(rows: list[Row], loader: Loader, seconds: int, out_dir: Path, w
     base = profiles.get(BASELINE)
     for key, prof in profiles.items():
         path = out_dir / f"profile-{key}.txt"
-        ref = profiles.get("sidecar-empty", base) if key in PLUGIN_ROWS else base
+        rows_by_key = {r.key: r for r in rows}
+        ref_key = rows_by_key[key].ref if key in PLUGIN_ROWS else BASELINE
+        ref = profiles.get(ref_key, base)
         path.write_text(spy.report(prof, ref if key != BASELINE else None))
         lines.append(f"- {key}: {os.path.relpath(path, ROOT)} ({prof.total} samples)")
     return lines
@@ -780,6 +851,11 @@ def render_plugin_costs(rows: list[Row]) -> list[str]:
     plugin_rows = [by[k] for k in PLUGIN_ROWS if k in by and not by[k].skipped and by[k].round_cpu_us]
     if empty is None or not empty.round_cpu_us or not plugin_rows:
         return []
+    empty2k = by.get("sidecar-empty-2k")
+    if empty2k is not None and empty2k.round_cpu_us and any(r.prose for r in plugin_rows):
+        # its own reference line, right before the rows driven with the same 2 KB body
+        first = next(i for i, r in enumerate(plugin_rows) if r.prose)
+        plugin_rows.insert(first, empty2k)
 
     def rng(v: Spread | None, fmt: str) -> str:
         return "—" if v is None else f"{fmt.format(v[0])} ({fmt.format(v[1])} … {fmt.format(v[2])})"
@@ -800,7 +876,14 @@ def render_plugin_costs(rows: list[Row]) -> list[str]:
         f"| {rng(ref.empty_overhead, '{:.0f}')} | 1.00x | — | — | — |"
     )
     for row in plugin_rows:
-        c = plugin_cost(row, empty, base)
+        if row.key == "sidecar-empty-2k":  # the reference of the 2 KB rows (PT ran the 1 KB body)
+            lines.append(
+                f"| {row.label} (reference for the rows below) | {_f(row.cpu_us, '{:.0f}')} | — | — "
+                "| — | — | — | — | — |"
+            )
+            continue
+        # the 2 KB rows: against the 2 KB empty policy; no pass-through columns (PT ran the 1 KB body)
+        c = plugin_cost(row, by.get(row.ref), None if row.prose else base)
         e, d = c.empty_overhead, c.cpu_vs_empty
         overhead = d[0] + e[0] if d and e else None
         redis = redis_per_request(row)
@@ -933,6 +1016,17 @@ def targets(
                 f"(check: < {PACED_HOLD_MS:.0f} ms, i.e. the first token is not held back for later events)",
                 row.key,
             )
+    moderation = by.get("sidecar-moderation")
+    if moderation and moderation.paced and empty and empty.paced:
+        held = statistics.median(t for t, _ in moderation.paced)
+        added = held - statistics.median(t for t, _ in empty.paced)
+        first = payload.STREAM_TEXT.index(". ") + 1  # the first sentence's end
+        deltas = -(-first // 16)  # 16-character deltas up to and including the one that ends it
+        out.append(
+            f"INFO  {moderation.label}: paced stream (20 ms/event) TTFT added vs the empty policy "
+            f"{added:+.1f} ms; expected with stream: window ≈ the first sentence ({first} characters, "
+            f"{deltas} deltas) held until it ends: {(deltas - 1) * 20} ms of upstream pacing"
+        )
     plugin_targets(by, line, out, wrappers or {})
     for row in rows:
         for err in row.errors:
@@ -990,14 +1084,15 @@ def plugin_targets(
             if row is not None:
                 line(None, f"{row.label}: skipped ({row.skipped})")
             continue
-        c = plugin_cost(row, empty, base)
+        c = plugin_cost(row, by.get(row.ref), base)
         if c.p50_vs_empty is None or c.cpu_vs_empty is None:
             line(None, f"{row.label}: added latency: missing the empty policy row")
             continue
         p, d, raw = c.p50_vs_empty, c.cpu_vs_empty, c.cpu_vs_empty_raw
+        what = f"{TARGET_TEXT[key]}: {row.label}:" if key in TARGET_TEXT else f"{row.label}:"
         line(
             p[0] < limit,
-            f"{row.label}: added p50 at 1 connection vs the empty policy {p[0]:+.3f} ms (rounds: "
+            f"{what} added p50 at 1 connection vs the empty policy {p[0]:+.3f} ms (rounds: "
             f"{p[1]:+.3f} … {p[2]:+.3f}; target < {limit} ms); CPU/request {d[0]:+.0f} µs vs the empty "
             f"policy, normalised (rounds: {d[1]:+.0f} … {d[2]:+.0f}; raw {raw[0] if raw else 0:+.0f}), "
             "the steadier figure on this shared machine",
@@ -1036,7 +1131,7 @@ class _Deadline(Exception):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="sidecar overhead benchmark (loopback only)")
-    parser.add_argument("--quick", action="store_true", help="two short rounds, 8 s storm (~75 s)")
+    parser.add_argument("--quick", action="store_true", help="two short rounds, 8 s storm (~2 min)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 6, quick 2)")
     parser.add_argument(
         "--python-load", action="store_true", help="use the Python load client even if wrk exists"
@@ -1110,7 +1205,7 @@ def main() -> int:
         for row in live:
             check_row(row)
             if mode.warmup:
-                loader.load(row.url, 16, mode.warmup)
+                loader.load(row.url, 16, mode.warmup, row.prose)
         measure_streams(live, loader, mode.paced, payload.PACED_SCENARIO, paced=True)
         for rnd in range(mode.rounds):
             print(f"# round {rnd + 1}/{mode.rounds}", file=sys.stderr)
@@ -1136,8 +1231,8 @@ def main() -> int:
         sidecars = [r for r in live if r.key.startswith("sidecar")]
         if want == "auto":  # the rows that failed a target (the plugin rows with the empty policy)
             to_profile = [] if args.quick else [r for r in sidecars if r.key in failed]
-            if any(r.key in PLUGIN_ROWS for r in to_profile) and "sidecar-empty" not in failed:
-                to_profile += [r for r in sidecars if r.key == "sidecar-empty"]
+            refs = {r.ref for r in to_profile if r.key in PLUGIN_ROWS} - failed
+            to_profile += [r for r in sidecars if r.key in refs]
         elif want == "always":
             to_profile = sidecars
         elif want == "never":
