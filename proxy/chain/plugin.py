@@ -13,6 +13,7 @@ an absent hook costs nothing per request.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -102,11 +103,14 @@ class Resources:
 
     def __init__(self) -> None:
         self._items: dict[str, Any] = {}
+        self._lock = threading.RLock()
 
     def get_or_create(self, key: str, factory: Callable[[], Any]) -> Any:
-        if key not in self._items:
-            self._items[key] = factory()
-        return self._items[key]
+        # Reloads compile in a worker thread while requests may create resources on the loop.
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = factory()
+            return self._items[key]
 
     def keys(self) -> set[str]:
         return set(self._items)

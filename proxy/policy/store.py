@@ -91,7 +91,9 @@ class PolicyStore:
                 revision = revision_of(text)
                 if self._current is not None and revision == self._current.revision:
                     return {"result": "unchanged", "revision": revision, "trigger": trigger}
-                compiled = self.compile_text(text, str(self.path))
+                # Off the event loop: building plugins may load models for seconds (PII NER), and
+                # traffic must keep flowing on the old revision meanwhile.
+                compiled = await asyncio.to_thread(self.compile_text, text, str(self.path))
             except ConfigError as exc:
                 return self._failed(exc, trigger)
             except Exception as exc:  # a plugin bug during build must not kill the watcher

@@ -208,3 +208,45 @@ async def test_shared_resources_survive_a_reload_that_does_not_change_them(tmp_p
     await store.reload("admin")
     keys = [k for k in store.resources._items if k.startswith("http:")]
     assert keys == ["http:http://127.0.0.1:10/v1|10.0|600.0|100"]  # the old pool was closed
+
+
+async def test_a_slow_plugin_build_does_not_block_the_event_loop(tmp_path: Path) -> None:
+    """Reload compiles in a worker thread: requests keep being served on the old revision."""
+    import time
+    from typing import Literal
+
+    from proxy.chain.plugin import Deps, Plugin, PluginConfig
+    from proxy.chain.registry import Registry
+
+    class SlowConfig(PluginConfig):
+        type: Literal["slow"] = "slow"
+
+    class Slow(Plugin[SlowConfig]):
+        Config = SlowConfig
+
+        def __init__(self, config: SlowConfig, deps: Deps) -> None:
+            super().__init__(config, deps)
+            time.sleep(0.5)  # e.g. loading an NER model
+
+    registry = default_registry()
+    registry.register(Slow)
+    path = tmp_path / "policy.yaml"
+    path.write_text("version: 1\nplugins: []\n")
+    store = PolicyStore(path, registry)
+    store.load_initial()
+    path.write_text("version: 1\nplugins: [{type: slow}]\n")
+
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    result = await store.reload("admin")
+    task.cancel()
+    assert result["result"] == "reloaded"
+    assert ticks >= 10  # blocked, the loop would not have ticked at all during the 0.5 s build
+    assert isinstance(registry, Registry)
