@@ -29,19 +29,6 @@ FailureClass = Literal[
     "circuit_open",
     "bulkhead_full",
 ]
-ALL_CLASSES: tuple[FailureClass, ...] = (
-    "timeout",
-    "connect",
-    "bad_response",
-    "429",
-    "5xx",
-    "context_length",
-    "content_policy",
-    "4xx",
-    "circuit_open",
-    "bulkhead_full",
-)
-TRANSIENT: frozenset[str] = frozenset({"timeout", "connect", "bad_response", "429", "5xx"})
 
 _CONTEXT = (
     "context_length_exceeded",
