@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from proxy.chain.decisions import DecisionSink
 from proxy.policy.store import PolicyStore
 from proxy.settings import Settings
+
+if TYPE_CHECKING:
+    from proxy.chain.context import RequestContext
+    from proxy.chain.plugin import Outcome
+    from proxy.policy.compiler import CompiledPolicy
+
+#: Called once per finished request (after complete hooks and decision records), on the event
+#: loop; must be cheap and must not raise. Metrics, the live page and sinks subscribe here.
+RequestObserver = Callable[["CompiledPolicy", "RequestContext", "Outcome"], None]
 
 
 @dataclass
@@ -15,3 +26,4 @@ class Sidecar:
     store: PolicyStore
     sink: DecisionSink
     draining: bool = False
+    observers: list[RequestObserver] = field(default_factory=list)

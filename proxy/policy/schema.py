@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from proxy.chain.registry import Registry
 from proxy.chain.secrets import Secret
+from proxy.observability.config import ObservabilityConfig
 
 
 def _date_as_text(value: Any) -> Any:
@@ -111,6 +112,9 @@ class PolicyBase(BaseModel):
         default=(), description="model aliases -> targets, first match wins"
     )
     limits: Limits = Field(default_factory=Limits)
+    observability: ObservabilityConfig = Field(
+        default_factory=ObservabilityConfig, description="tracing, metrics, logs, decision log"
+    )
 
 
 def _check_policy(policy: Any) -> Any:

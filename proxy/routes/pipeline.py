@@ -173,6 +173,11 @@ class ChainRoute:
                     await policy.chain.run_complete(outcome, ctx)
                 if ctx.decisions:
                     self.sidecar.sink.emit(ctx.decisions)
+                for observe in self.sidecar.observers:
+                    try:
+                        observe(policy, ctx, outcome)
+                    except Exception:
+                        log.exception("request observer failed")
                 if self.sidecar.settings.log_requests and log.isEnabledFor(logging.INFO):
                     log.info(
                         "request",
