@@ -24,6 +24,7 @@ TARGET_BUDGET_ADDED_MS = {
     "sidecar-budget-redis": 1.0,
     "sidecar-inj-mod": 1.0,  # injection + moderation, default offline layers, 2 KB prompt
     "sidecar-pii": 2.0,  # pii, default engine, 2 KB prompt (for information: its issue's target)
+    "sidecar-telemetry": 0.3,  # tracing (ratio 1.0, in-memory exporter) + metrics vs the same policy without
 }
 #: How the target lines name the content-scanning rows.
 TARGET_TEXT = {
@@ -31,7 +32,11 @@ TARGET_TEXT = {
     "vs the empty policy",
     "sidecar-pii": "pii (default engine, for information) adds < 2 ms p50 per request for a 2 KB prompt "
     "vs the empty policy",
+    "sidecar-telemetry": "tracing (sample ratio 1.0, in-memory exporter) + metrics add < 0.3 ms p50 per "
+    "request vs the same policy without them",
 }
+#: Rows compared with another row than the empty policy: row -> its reference row.
+REFERENCE_ROWS = {"sidecar-telemetry": "sidecar-default-notel"}
 #: Rows driven with the ~2 KB prose body (``payload.PROSE_2K``), compared with ``sidecar-empty-2k``.
 PROSE_ROWS = ("sidecar-injection", "sidecar-moderation", "sidecar-inj-mod", "sidecar-pii")
 STORM_CONNECTIONS = 8
@@ -49,7 +54,13 @@ RESILIENCE_PLUGINS: list[Any] = [
     {"type": "bulkhead", "max_concurrent": 64},
 ]
 #: Rows whose cost is judged against the empty policy (their profiles are diffed against it).
-PLUGIN_ROWS = ("sidecar-resilience", "sidecar-budget-mem", "sidecar-budget-redis", *PROSE_ROWS)
+PLUGIN_ROWS = (
+    "sidecar-resilience",
+    "sidecar-budget-mem",
+    "sidecar-budget-redis",
+    *PROSE_ROWS,
+    "sidecar-telemetry",
+)
 #: ``--profile auto`` profiles the rows that failed a target while the run stays within this
 #: many seconds, in this order (the two references first: the others are diffed against them).
 AUTO_PROFILE_BUDGET_S = 285
@@ -86,6 +97,8 @@ MEASURE_ORDER = [
     "sidecar-inj-mod",
     "sidecar-pii",
     "sidecar-default",
+    "sidecar-default-notel",
+    "sidecar-telemetry",
     "pt-httpx-aiohttp",
     "pt-httpx",
 ]

@@ -369,12 +369,13 @@ def plugin_targets(
             line(None, f"{row.label}: added latency: missing the empty policy row")
             continue
         p, d, raw = c.p50_vs_empty, c.cpu_vs_empty, c.cpu_vs_empty_raw
+        versus = "the empty policy" if row.ref.startswith("sidecar-empty") else f"'{by[row.ref].label}'"
         what = f"{TARGET_TEXT[key]}: {row.label}:" if key in TARGET_TEXT else f"{row.label}:"
         line(
             p[0] < limit,
-            f"{what} added p50 at 1 connection vs the empty policy {p[0]:+.3f} ms (rounds: "
-            f"{p[1]:+.3f} … {p[2]:+.3f}; target < {limit} ms); CPU/request {d[0]:+.0f} µs vs the empty "
-            f"policy, normalised (rounds: {d[1]:+.0f} … {d[2]:+.0f}; raw {raw[0] if raw else 0:+.0f}), "
+            f"{what} added p50 at 1 connection vs {versus} {p[0]:+.3f} ms (rounds: "
+            f"{p[1]:+.3f} … {p[2]:+.3f}; target < {limit} ms); CPU/request {d[0]:+.0f} µs vs {versus}, "
+            f"normalised (rounds: {d[1]:+.0f} … {d[2]:+.0f}; raw {raw[0] if raw else 0:+.0f}), "
             "the steadier figure on this shared machine",
             key,
         )

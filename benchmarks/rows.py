@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from config import BUDGET_LIMITS, CHAT, HERE, PROSE_ROWS, RESILIENCE_PLUGINS, ROOT
+from config import BUDGET_LIMITS, CHAT, HERE, PROSE_ROWS, REFERENCE_ROWS, RESILIENCE_PLUGINS, ROOT
 from procs import LOOPBACK, Server, free_port
 
 
@@ -49,7 +49,10 @@ class Row:
 
     @property
     def ref(self) -> str:
-        """The empty-policy row measured with the same body: what the plugin rows are compared with."""
+        """The row a plugin row is compared with: the empty policy measured with the same body, or
+        (telemetry) the same policy with telemetry off."""
+        if self.key in REFERENCE_ROWS:
+            return REFERENCE_ROWS[self.key]
         return "sidecar-empty-2k" if self.prose else "sidecar-empty"
 
     @property
@@ -98,7 +101,14 @@ class Row:
 # -- servers ------------------------------------------------------------------------------
 
 
-def _policy(workdir: Path, name: str, upstream: str, plugins: list[Any], backup: str | None = None) -> Path:
+def _policy(
+    workdir: Path,
+    name: str,
+    upstream: str,
+    plugins: list[Any],
+    backup: str | None = None,
+    observability: dict[str, Any] | None = None,
+) -> Path:
     """A policy file; with ``backup``, two upstreams and one route over both (primary first)."""
     import yaml
 
@@ -110,6 +120,8 @@ def _policy(workdir: Path, name: str, upstream: str, plugins: list[Any], backup:
         doc["upstreams"] = {"primary": {"base_url": upstream}, "backup": {"base_url": backup}}
         doc["default_upstream"] = "primary"
         doc["routes"] = [{"match": "*", "targets": ["primary", "backup"]}]
+    if observability is not None:
+        doc["observability"] = observability
     doc["plugins"] = plugins
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -122,11 +134,21 @@ def _budget(backend: str, redis_url: str | None = None) -> dict[str, Any]:
     return step
 
 
+#: Telemetry per row: the tracing exporter (environment) and the policy's ``observability:``.
+#: Every other row runs with the defaults (metrics on, no exporter configured: tracing off).
+TELEMETRY: dict[str, tuple[str, dict[str, Any]]] = {
+    "sidecar-default-notel": ("none", {"metrics": {"enabled": False}}),
+    "sidecar-telemetry": ("memory", {"tracing": {"sample_ratio": 1.0}, "metrics": {"enabled": True}}),
+}
+
+
 def _sidecar(workdir: Path, key: str, policy: Path) -> Server:
     port = free_port()
     argv = [sys.executable, "-m", "proxy", "serve", "--policy", str(policy), "--port", str(port)]
     argv += ["--no-watch", "--log-level", "warning"]
-    return Server(key, argv, port, workdir / f"{key}.log", cwd=str(ROOT))
+    # No OTLP endpoint from the caller's environment may turn tracing on in a row that must not have it.
+    env = {"OTEL_TRACES_EXPORTER": TELEMETRY[key][0] if key in TELEMETRY else "none"}
+    return Server(key, argv, port, workdir / f"{key}.log", env=env, cwd=str(ROOT))
 
 
 def redis_server(workdir: Path) -> Server:
@@ -267,9 +289,20 @@ def build_rows(workdir: Path, upstream: Server) -> list[Row]:
             None,
         ),
         "sidecar-pii": (f"sidecar, pii (default engine), {prose}", [{"type": "pii"}], None),
+        "sidecar-default-notel": (
+            "sidecar, default policy plugins, telemetry off (metrics disabled, no trace exporter)",
+            _default_plugins(),
+            None,
+        ),
+        "sidecar-telemetry": (
+            "sidecar, default policy plugins + tracing (ratio 1.0, in-memory exporter) + metrics",
+            _default_plugins(),
+            None,
+        ),
     }
     for key, (label, plugins, backup) in policies.items():
-        server = _sidecar(workdir, key, _policy(workdir, key, up_api, plugins, backup))
+        observability = TELEMETRY[key][1] if key in TELEMETRY else None
+        server = _sidecar(workdir, key, _policy(workdir, key, up_api, plugins, backup, observability))
         row = Row(key, label, server, server.url, prose=key == "sidecar-empty-2k" or key in PROSE_ROWS)
         if key == "sidecar-budget-redis":
             row.aux = redis

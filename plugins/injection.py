@@ -28,11 +28,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from proxy.chain import Deps, Plugin, PluginConfig, Reply, RequestContext, Secret
 from proxy.detectors.injection import InjectionDetector, InjectionResult, Thresholds
+from proxy.detectors.shared import scan_cache
 from proxy.errors import Rejected
 from proxy.models import ChatRequest, TextSlot
 
 NOTICE = "[content removed by policy: possible prompt injection]"
-INLINE_LIMIT = 2048  # shorter texts are scored on the event loop; longer ones in the CPU pool
+# Shorter texts are scored on the event loop, longer ones in the CPU pool. Scoring 2 KB takes a few
+# hundred µs, about what the hop to a worker thread and back costs (executor queue, thread wake-up,
+# GIL hand-over, loop callback), and the GIL keeps the loop from running meanwhile for most of the
+# work anyway; offloading pays only where one scan would stall other requests for milliseconds.
+INLINE_LIMIT = 2048
 
 
 class ScanSpec(BaseModel):
@@ -117,17 +122,18 @@ class InjectionPlugin(Plugin[InjectionConfig]):
                 for m in re.finditer(f"{open_}(.*?){close}", slot.text, re.S):
                     yield slot, m.group(1), m.start(1)
 
-    async def _scan(self, text: str) -> InjectionResult:
+    async def _scan(self, text: str, ctx: RequestContext) -> InjectionResult:
+        cache = scan_cache(ctx)  # a moderation step later in the chain reuses our work on this text
         if len(text) <= INLINE_LIMIT:
-            return self.detector.scan(text)
-        result: InjectionResult = await self.deps.run_cpu(self.detector.scan, text)
+            return self.detector.scan(text, cache)
+        result: InjectionResult = await self.deps.run_cpu(self.detector.scan, text, cache)
         return result
 
     async def on_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
         flagged = False
         for slot, text, offset in list(self._targets(req)):
             started = time.perf_counter()
-            result = await self._scan(text)
+            result = await self._scan(text, ctx)
             verdict = result.is_injection
             judged: bool | None = None
             judge = self.config.judge
@@ -135,6 +141,15 @@ class InjectionPlugin(Plugin[InjectionConfig]):
                 judged = await self._ask_judge(text, ctx)
                 verdict = judged if judged is not None else (judge.on_error == "fail_closed")
             if not verdict:
+                if ctx.record_scores:  # calibration: the score below threshold counts too
+                    ctx.record(
+                        "prompt_injection",
+                        "allow",
+                        score=result.combined_score,
+                        threshold=self.detector.thresholds.combined,
+                        detail={"kind": slot.kind, "score_only": True},
+                        text=text,
+                    )
                 continue
             detail: dict[str, Any] = {
                 "kind": slot.kind,
@@ -157,11 +172,18 @@ class InjectionPlugin(Plugin[InjectionConfig]):
                     threshold=threshold,
                     latency_ms=ms,
                     detail=detail,
+                    text=text,
                 )
             elif action == "flag":
                 flagged = True
                 ctx.record(
-                    "prompt_injection", "flag", score=score, threshold=threshold, latency_ms=ms, detail=detail
+                    "prompt_injection",
+                    "flag",
+                    score=score,
+                    threshold=threshold,
+                    latency_ms=ms,
+                    detail=detail,
+                    text=text,
                 )
             else:
                 ctx.record(
@@ -171,6 +193,7 @@ class InjectionPlugin(Plugin[InjectionConfig]):
                     threshold=threshold,
                     latency_ms=ms,
                     detail=detail,
+                    text=text,
                 )
                 raise Rejected(self.config.message, code="prompt_injection_detected")
         if flagged and not ctx.shadow:

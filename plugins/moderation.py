@@ -28,10 +28,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from proxy.chain import Deps, HoldBack, Plugin, PluginConfig, Reply, RequestContext, Secret, StreamFilter
 from proxy.chain.holdback import sentence_boundary
 from proxy.detectors.moderation import CATEGORIES, ModerationDetector, ModerationResult
+from proxy.detectors.shared import ScanCache, scan_cache
 from proxy.errors import Rejected
 from proxy.models import ChatRequest, ChatResponse, Finish, StreamEvent, TextDelta, ToolCallDelta
 
-INLINE_LIMIT = 2048  # shorter texts are scored on the event loop, longer ones in the CPU pool
+# Shorter texts are scored on the event loop, longer ones in the CPU pool: for a few hundred µs of
+# scoring the thread hop costs about as much as it saves (see plugins/injection.py).
+INLINE_LIMIT = 2048
 
 
 def _off_is_text(value: Any) -> Any:
@@ -108,12 +111,15 @@ class ModerationPlugin(Plugin[ModerationConfig]):
         }
 
     # -- scoring -----------------------------------------------------------------------
-    async def score(self, text: str, ctx: RequestContext) -> dict[str, float]:
-        """Per-category scores: local layers, raised by the endpoint, settled by the judge in its band."""
+    async def score(self, text: str, ctx: RequestContext, cache: ScanCache | None = None) -> dict[str, float]:
+        """Per-category scores: local layers, raised by the endpoint, settled by the judge in its band.
+
+        ``cache``: the request's shared detector work (an injection step may have folded and hashed
+        the same prompt text already)."""
         if len(text) <= INLINE_LIMIT:
-            local: ModerationResult = self.detector.scan(text)
+            local: ModerationResult = self.detector.scan(text, cache)
         else:
-            local = await self.deps.run_cpu(self.detector.scan, text)
+            local = await self.deps.run_cpu(self.detector.scan, text, cache)
         scores = dict(local.combined_scores)
         if self.config.endpoint is not None:
             remote = await self._endpoint(text, ctx)
@@ -138,15 +144,29 @@ class ModerationPlugin(Plugin[ModerationConfig]):
     async def check(self, texts: Iterable[str], ctx: RequestContext, where: str) -> None:
         """Score ``texts``; block (raise) or flag according to the categories that hit."""
         flagged: set[str] = set()
+        # Prompt text is shared with an injection step; answers are not (they are new text, and an
+        # answer that merely repeats the prompt should not look cheaper than it is).
+        cache = scan_cache(ctx) if where == "input" else None
         for text in texts:
             if not text.strip():
                 continue
             started = time.perf_counter()
-            scores = await self.score(text, ctx)
+            scores = await self.score(text, ctx, cache)
             hits = self.violations(scores)
-            if not hits:
+            top = max(hits, key=lambda c: scores[c]) if hits else None
+            if ctx.record_scores:  # calibration: every category's score, triggered or not
+                for cat in CATEGORIES:
+                    if cat != top and self.actions[cat] != "off":
+                        ctx.record(
+                            f"{where}_{cat}",
+                            "allow",
+                            score=scores[cat],
+                            threshold=self.thresholds[cat],
+                            detail={"where": where, "score_only": True},
+                            text=text,
+                        )
+            if top is None:
                 continue
-            top = max(hits, key=lambda c: scores[c])
             blocking = [c for c in hits if self.actions[c] == "block"]
             detail = {"where": where, "categories": hits, "scores": {c: round(scores[c], 4) for c in hits}}
             ms = (time.perf_counter() - started) * 1000
@@ -158,6 +178,7 @@ class ModerationPlugin(Plugin[ModerationConfig]):
                 threshold=self.thresholds[top],
                 latency_ms=ms,
                 detail=detail,
+                text=text,
             )
             if blocking:
                 raise Rejected(

@@ -5,6 +5,8 @@ demo [--port N]                                              sidecar + built-in 
 check PATH                                                   validate and compile a policy
 schema                                                       JSON Schema of the policy format
 fake-upstream [--port N]                                     the scriptable fake provider
+replay --policy P [--baseline B] TRAFFIC.jsonl               what a policy would do to recorded traffic
+calibrate --policy P [--target-fpr F] [--html R] LABELLED.jsonl   threshold sweep for score-based rules
 """
 
 from __future__ import annotations
@@ -73,6 +75,59 @@ def _schema() -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from proxy.errors import ConfigError
+    from proxy.observability import replay
+
+    try:
+        report = replay.run(args.policy, args.traffic, args.baseline, as_configured=args.as_configured)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.as_dict(), indent=2) if args.json else replay.format_report(report))
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from proxy.errors import ConfigError
+    from proxy.observability import calibrate
+
+    try:
+        result = calibrate.run(args.policy, args.traffic, target_fpr=args.target_fpr, step=args.step)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result.as_dict(), indent=2) if args.json else result.text(), flush=True)
+    if args.html is not None:
+        from proxy.observability.calibrate_report import render
+
+        args.html.write_text(render(result), encoding="utf-8")
+        print(f"report: {args.html}", file=sys.stderr)
+    return 0
+
+
+def _offline_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    replay = sub.add_parser(
+        "replay", help="run a policy over recorded traffic, offline; compare to a baseline"
+    )
+    replay.add_argument("--policy", type=Path, required=True, help="candidate policy YAML")
+    replay.add_argument("--baseline", type=Path, help="current policy YAML to compare with")
+    replay.add_argument(
+        "--as-configured",
+        action="store_true",
+        help="keep the policies' modes (default: every step in shadow)",
+    )
+    replay.add_argument("--json", action="store_true", help="print the report as JSON")
+    replay.add_argument("traffic", type=Path, help="JSONL of recorded requests (and responses)")
+    cal = sub.add_parser("calibrate", help="sweep thresholds of score-based rules over labelled traffic")
+    cal.add_argument("--policy", type=Path, required=True, help="policy YAML whose rules are calibrated")
+    cal.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate to suggest for")
+    cal.add_argument("--step", type=float, default=0.1, help="threshold step of the printed sweep")
+    cal.add_argument("--html", type=Path, help="also write an HTML report with plots here")
+    cal.add_argument("--json", action="store_true", help="print the result as JSON")
+    cal.add_argument("traffic", type=Path, help="JSONL of labelled requests")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="policy-sidecar", description="LLM policy sidecar")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,12 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     fake = sub.add_parser("fake-upstream", help="run the scriptable fake OpenAI-compatible upstream")
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=9100)
+    _offline_args(sub)
     args = parser.parse_args(argv)
 
     if args.command == "check":
         return _check(args.path)
     if args.command == "schema":
         return _schema()
+    if args.command == "replay":
+        return _replay(args)
+    if args.command == "calibrate":
+        return _calibrate(args)
     if args.command == "fake-upstream":
         from proxy.demo.fake_upstream import serve_fake_upstream
 

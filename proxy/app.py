@@ -19,6 +19,9 @@ from proxy.chain.decisions import DecisionSink
 from proxy.chain.registry import Registry, default_registry
 from proxy.errors import InvalidRequest
 from proxy.models.chat import Route
+from proxy.observability.live import attach_calibration_observers
+from proxy.observability.metrics import metrics_route
+from proxy.observability.telemetry import Telemetry
 from proxy.policy.store import PolicyStore
 from proxy.routes.admin import admin_routes, self_report_route
 from proxy.routes.common import error_response
@@ -38,7 +41,11 @@ def build_sidecar(settings: Settings, registry: Registry | None = None) -> Sidec
         settings.policy_path, registry or default_registry(), cpu_workers=settings.cpu_workers
     )
     store.load_initial()
-    return Sidecar(settings=settings, store=store, sink=DecisionSink())
+    telemetry = Telemetry.from_env(store)
+    sidecar = Sidecar(settings=settings, store=store, sink=DecisionSink(), telemetry=telemetry)
+    sidecar.observers.append(telemetry.observe)  # request span end, metrics
+    attach_calibration_observers(sidecar)  # live page counters, decision log
+    return sidecar
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -59,6 +66,8 @@ async def _lifespan(sidecar: Sidecar) -> AsyncIterator[None]:
     tasks: list[asyncio.Task[Any]] = []
     if sidecar.settings.watch:
         tasks.append(asyncio.create_task(sidecar.store.watch(stop, sidecar.settings.watch_polling)))
+    if sidecar.telemetry is not None:
+        tasks.append(asyncio.create_task(sidecar.telemetry.metrics.watch_loop_lag()))
     loop = asyncio.get_running_loop()
     hup = False
     try:
@@ -77,6 +86,9 @@ async def _lifespan(sidecar: Sidecar) -> AsyncIterator[None]:
             with contextlib.suppress(BaseException):
                 await task
         await sidecar.store.aclose()
+        if sidecar.telemetry is not None:
+            # Flush batched spans; off the loop (the OTLP exporter posts synchronously).
+            await asyncio.to_thread(sidecar.telemetry.tracing.shutdown)
 
 
 def build_app(sidecar: Sidecar, *, include_admin: bool = True) -> Starlette:
@@ -105,6 +117,8 @@ def build_app(sidecar: Sidecar, *, include_admin: bool = True) -> Starlette:
     ]
     if include_admin:
         routes += admin_routes(sidecar)
+        if sidecar.telemetry is not None:
+            routes.append(metrics_route(sidecar.telemetry.metrics))
 
     app = Starlette(
         routes=routes,
@@ -120,6 +134,8 @@ def build_admin_app(sidecar: Sidecar) -> Starlette:
     routes = admin_routes(sidecar)
     health = admin_routes(sidecar, prefix="")
     routes += [HttpRoute("/healthz", health[0].endpoint), HttpRoute("/readyz", health[1].endpoint)]
+    if sidecar.telemetry is not None:
+        routes.append(metrics_route(sidecar.telemetry.metrics))
     app = Starlette(routes=routes, exception_handlers={404: _http_error, 405: _http_error})
     app.state.sidecar = sidecar
     return app

@@ -14,7 +14,7 @@ a policy decision nor a crash and must never look like a 500)::
     ProxyError
     ├── ConfigError        load/reload only
     ├── InvalidRequest     the client sent something we cannot accept (400/413/415/404/405)
-    ├── Rejected           a policy said no (400 by default, 429 for limits)
+    ├── Rejected           a policy said no (400 by default, 429 for limits, 502 for a bad answer)
     ├── UpstreamError      the provider failed (502 / 503 / 504)
     ├── PluginError        a plugin crashed (500)
     └── StreamAborted      after headers were sent: becomes an in-band error event
@@ -92,6 +92,17 @@ class Rejected(ProxyError):
     status = 400
     error_type = "invalid_request_error"
     default_code = "policy_violation"
+
+
+class OutputSchemaViolation(Rejected):
+    """The model's answer broke its output contract (schema, tool call) and was not repaired.
+
+    A policy decision about the *answer*, so 502 (the upstream gave no usable answer), not 400.
+    """
+
+    status = 502
+    error_type = "upstream_error"
+    default_code = "output_schema_violation"
 
 
 class RateLimited(Rejected):

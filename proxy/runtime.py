@@ -13,6 +13,7 @@ from proxy.settings import Settings
 if TYPE_CHECKING:
     from proxy.chain.context import RequestContext
     from proxy.chain.plugin import Outcome
+    from proxy.observability.telemetry import Telemetry
     from proxy.policy.compiler import CompiledPolicy
 
 #: Called once per finished request (after complete hooks and decision records), on the event
@@ -27,3 +28,4 @@ class Sidecar:
     sink: DecisionSink
     draining: bool = False
     observers: list[RequestObserver] = field(default_factory=list)
+    telemetry: Telemetry | None = None  # tracing + metrics (build_sidecar sets it)

@@ -61,7 +61,14 @@ def render() -> str:
         *_table(schema, defs),
         "",
     ]
-    for name in ("UpstreamConfig", "Limits", "Match"):
+    observability = (
+        "ObservabilityConfig",
+        "TracingConfig",
+        "MetricsConfig",
+        "LogsConfig",
+        "DecisionLogConfig",
+    )
+    for name in ("UpstreamConfig", "Limits", "Match", *observability):
         if name in defs:
             out += [f"## `{name}`", "", *_table(defs[name], defs), ""]
     out += [

@@ -6,6 +6,9 @@ Plugins only detect and act; this module decides what their actions mean:
 * ``shadow``: the hook runs on a *copy*; a rejection, an edit, a local reply or a crash
   becomes a "would have" decision record and the live request goes on untouched.
 * ``off``: the step is not compiled at all.
+* ``canary: P`` (enforce steps): enforce on P percent of requests, shadow on the rest. The
+  share is chosen by a hash of the request id, so every hook of one request agrees, and the
+  decision records carry the mode actually used.
 * ``on_error``: ``fail_closed`` turns a crash into a ``PluginError`` (500);
   ``fail_open`` skips the step and records an ``error`` decision. A ``Rejected`` is a
   decision, never an error, so ``fail_open`` never swallows it.
@@ -17,10 +20,12 @@ plugin that redacts on the way in restores on the way out (onion symmetry).
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -74,6 +79,11 @@ class Step:
     on_error: str
     when: Matcher | None
     active: ActiveStep
+    canary: float | None = None  # percent of requests enforced; the rest run as shadow
+    shadow_active: ActiveStep = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shadow_active", ActiveStep(self.id, "shadow"))
 
     @property
     def shadow(self) -> bool:
@@ -81,6 +91,21 @@ class Step:
 
     def applies(self, ctx: RequestContext) -> bool:
         return self.when is None or self.when.matches(ctx)
+
+    def active_for(self, ctx: RequestContext) -> ActiveStep:
+        """The mode this step runs in for this request (differs from ``mode`` only with a canary)."""
+        if self.canary is None:
+            return self.active
+        return self.active if canary_bucket(ctx) < self.canary else self.shadow_active
+
+
+def canary_bucket(ctx: RequestContext) -> float:
+    """A stable number in [0, 100) per request id: the request is in a P% canary when below P."""
+    bucket = ctx.canary_bucket
+    if bucket is None:
+        digest = hashlib.blake2b(ctx.request_id.encode(), digest_size=4).digest()
+        bucket = ctx.canary_bucket = int.from_bytes(digest, "big") % 10_000 / 100
+    return bucket
 
 
 def _already_blocked(step: Step, ctx: RequestContext) -> bool:
@@ -115,11 +140,15 @@ class Chain:
         self.upstream = upstream
 
     # -- failure handling --------------------------------------------------------------
-    def _crashed(self, step: Step, exc: Exception, ctx: RequestContext, hook: str) -> None:
+    def _crashed(
+        self, step: Step, exc: Exception, ctx: RequestContext, hook: str, shadow: bool | None = None
+    ) -> None:
         """Apply ``on_error``: raise for fail_closed, record and continue for fail_open/shadow."""
         log.error("plugin %s crashed in %s: %r", step.id, hook, exc, exc_info=exc)
         ctx.record("plugin_error", "error", detail={"hook": hook, "error": type(exc).__name__})
-        if step.on_error == "fail_closed" and not step.shadow:
+        if shadow is None:
+            shadow = ctx.active.mode == "shadow"
+        if step.on_error == "fail_closed" and not shadow:
             raise PluginError("A policy step failed while handling the request.", detail=repr(exc)) from exc
 
     async def _shadow_call(self, step: Step, call: Awaitable[Any], ctx: RequestContext, hook: str) -> None:
@@ -145,23 +174,45 @@ class Chain:
         ctx: RequestContext,
         hook: str,
     ) -> Any:
-        """One hook of one step, with mode and on_error applied (the only place that does so)."""
-        ctx.active = step.active
+        """One hook of one step, with mode and on_error applied (the only place that does so).
+
+        When the request is traced (``ctx.trace``), the hook is timed and, if it did work, gets
+        a child span afterwards (see ``RequestTrace.hook_done``); otherwise the only cost is the
+        ``is None`` check.
+        """
+        active = ctx.active = step.active if step.canary is None else step.active_for(ctx)
+        trace = ctx.trace
+        if trace is not None:
+            started = time.perf_counter_ns()
+            before = len(ctx.decisions)
+            was_dirty = getattr(obj, "dirty", False)
+        result = "ok"
         try:
-            if step.shadow:
+            if active.mode == "shadow":
                 await self._shadow_call(step, hook_fn(copy(obj), ctx), ctx, hook)
                 return None
-            return await hook_fn(obj, ctx)
+            answer = await hook_fn(obj, ctx)
+            if answer is not None:
+                result = "reply"
+            return answer
         except Rejected as exc:
+            result = "rejected"
             _record_rejection(step, exc, ctx)
             raise
         except ProxyError:
+            result = "error"
             raise
         except Exception as exc:
+            result = "error"
             self._crashed(step, exc, ctx, hook)
             return None
         finally:
             ctx.active = _IDLE
+            if trace is not None:
+                if result == "ok" and getattr(obj, "dirty", False) != was_dirty:
+                    result = "edited"
+                trace.hook_done(step.id, step.plugin.config.type, hook, active.mode, result, started,
+                                len(ctx.decisions) - before)  # fmt: skip
 
     async def run_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
         for step in self.request_steps:
@@ -169,7 +220,7 @@ class Chain:
                 continue
             reply = await self._run_step(step, step.plugin.on_request, req, _copy_request, ctx, "on_request")
             if reply is not None:
-                ctx.active = step.active
+                ctx.active = step.active  # a reply only comes back from an enforcing run
                 ctx.record("local_reply", "reply")
                 ctx.active = _IDLE
                 return reply  # type: ignore[no-any-return]
@@ -181,11 +232,11 @@ class Chain:
                 await self._run_step(step, step.plugin.on_response, resp, _copy_response, ctx, "on_response")
 
     def open_stream(self, ctx: RequestContext) -> StreamPipeline | None:
-        filters: list[tuple[Step, StreamFilter]] = []
+        filters: list[tuple[Step, StreamFilter, ActiveStep]] = []
         for step in self.stream_steps:
             if not step.applies(ctx):
                 continue
-            ctx.active = step.active
+            active = ctx.active = step.active_for(ctx)
             try:
                 f = step.plugin.open_stream(ctx)
             except Exception as exc:
@@ -194,7 +245,7 @@ class Chain:
             finally:
                 ctx.active = _IDLE
             if f is not None:
-                filters.append((step, f))
+                filters.append((step, f, active))
         return StreamPipeline(self, filters, ctx) if filters else None
 
     async def run_complete(self, outcome: Outcome, ctx: RequestContext) -> None:
@@ -202,7 +253,7 @@ class Chain:
         for step in self.complete_steps:
             if not step.applies(ctx):
                 continue
-            ctx.active = step.active
+            ctx.active = step.active_for(ctx)
             try:
                 await step.plugin.on_complete(outcome, ctx)
             except Exception as exc:
@@ -218,18 +269,21 @@ class Chain:
 class StreamPipeline:
     """The per-request stack of stream filters (already in reverse policy order)."""
 
-    def __init__(self, chain: Chain, filters: list[tuple[Step, StreamFilter]], ctx: RequestContext) -> None:
+    def __init__(
+        self, chain: Chain, filters: list[tuple[Step, StreamFilter, ActiveStep]], ctx: RequestContext
+    ) -> None:
         self._chain = chain
-        self._filters: list[tuple[Step, StreamFilter] | None] = list(filters)
+        self._filters: list[tuple[Step, StreamFilter, ActiveStep] | None] = list(filters)
         self._ctx = ctx
 
     async def _through(self, i: int, events: Sequence[StreamEvent], end: bool) -> list[StreamEvent]:
         entry = self._filters[i]
         if entry is None:
             return list(events)
-        step, flt = entry
+        step, flt, active = entry
+        shadow = active.mode == "shadow"
         ctx = self._ctx
-        ctx.active = step.active
+        ctx.active = active
         out: list[StreamEvent] = []
         try:
             for ev in events:
@@ -238,23 +292,23 @@ class StreamPipeline:
                 out.extend(await flt.on_end())
         except Rejected as exc:
             _record_rejection(step, exc, ctx)
-            if step.shadow:
+            if shadow:
                 self._filters[i] = None
                 return list(events)
             raise
         except ProxyError:
-            if step.shadow:
+            if shadow:
                 self._filters[i] = None
                 return list(events)
             raise
         except Exception as exc:
             self._filters[i] = None
-            self._chain._crashed(step, exc, ctx, "stream")
+            self._chain._crashed(step, exc, ctx, "stream", shadow)
             return list(events)
         finally:
             ctx.active = _IDLE
         # A shadow filter sees the stream but never changes it.
-        return list(events) if step.shadow else out
+        return list(events) if shadow else out
 
     async def push(self, event: StreamEvent) -> list[StreamEvent]:
         events: list[StreamEvent] = [event]

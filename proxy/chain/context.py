@@ -10,10 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from proxy.chain.decisions import Decision
 from proxy.models.chat import Route
+
+if TYPE_CHECKING:
+    from proxy.observability.tracing import RequestTrace
 
 T = TypeVar("T")
 
@@ -61,6 +64,19 @@ class RequestContext:
     deadline: float | None = None  # absolute, time.monotonic(); set by the timeout step
     usage: dict[str, int] | None = None  # reconciled token usage (set by a budget step)
     cost_usd: float | None = None  # priced cost of this request (set by a budget step)
+    # Calibration (``policy-sidecar calibrate``): score-based plugins also record an ``allow``
+    # decision with the score when nothing triggered, so thresholds can be swept offline.
+    record_scores: bool = False
+    # The text a decision was about, by ``id(decision)``: lives only as long as the request, for
+    # the decision log's ``text: hash | redacted``; never copied into the record itself.
+    scanned: dict[int, str] | None = None
+    # Telemetry (proxy/observability): filled by the routes and the Router, read at the end.
+    trace: RequestTrace | None = None  # None: not traced (tracing off or not sampled)
+    attempts: int = 0  # upstream attempts (retries and fallbacks included)
+    upstream_s: float = 0.0  # seconds inside upstream attempts (streams: until the first chunk)
+    first_token_at: float | None = None  # perf_counter when the first output text reached the client
+    response_model: str | None = None  # the model the provider says answered
+    canary_bucket: float | None = None  # 0 <= x < 100, from the request id; set on first canary step
 
     def get(self, key: StateKey[T], default: T | None = None) -> T | None:
         return cast("T | None", self.state.get(key.name, default))
@@ -77,8 +93,12 @@ class RequestContext:
         threshold: float | None = None,
         latency_ms: float | None = None,
         detail: Mapping[str, Any] | None = None,
+        text: str | None = None,
     ) -> Decision:
-        """Record a decision; the chain stamps plugin id, mode and revision."""
+        """Record a decision; the chain stamps plugin id, mode and revision.
+
+        ``text``: what was scanned, kept beside the record (``scanned``) and never in it.
+        """
         decision = Decision(
             request_id=self.request_id,
             revision=self.revision,
@@ -92,6 +112,10 @@ class RequestContext:
             detail=dict(detail) if detail else {},
         )
         self.decisions.append(decision)
+        if text is not None:
+            if self.scanned is None:
+                self.scanned = {}
+            self.scanned[id(decision)] = text
         return decision
 
     @property

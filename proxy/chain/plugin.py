@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from proxy.chain.context import RequestContext
 from proxy.models.chat import ChatRequest, ChatResponse
@@ -52,6 +52,19 @@ class PluginConfig(BaseModel):
     mode: Mode = "enforce"
     when: Match | None = None
     on_error: OnError = "fail_closed"
+    canary: float | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="enforce on this percent of requests (chosen by a hash of the request id, so "
+        "every hook of a request agrees) and run as shadow on the rest; needs mode: enforce",
+    )
+
+    @model_validator(mode="after")
+    def _canary_needs_enforce(self) -> PluginConfig:
+        if self.canary is not None and self.mode != "enforce":
+            raise ValueError("canary applies to mode: enforce steps (it splits enforce and shadow)")
+        return self
 
     @property
     def step_id(self) -> str:

@@ -29,6 +29,7 @@ BUILTINS = {
     "injection": "plugins.injection:InjectionPlugin",
     "pii": "plugins.pii:PiiPlugin",
     "retry": "plugins.retry:RetryPlugin",
+    "schema": "plugins.schema:SchemaPlugin",
     "timeout": "plugins.timeout:TimeoutPlugin",
 }
 
@@ -57,6 +58,9 @@ class Registry:
 
     def register(self, cls: PluginClass) -> PluginClass:
         name = _type_name(cls)
+        if cls.needs_full_body and "stream" not in cls.Config.model_fields:
+            # Nothing buffers silently: the policy must say what happens on streamed requests.
+            raise TypeError(f"{cls.__name__} needs the full body, so its Config needs a `stream` field")
         existing = self._classes.get(name)
         if existing is not None and existing is not cls:
             raise ValueError(

@@ -31,6 +31,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from proxy.demo.fake_instance import structured_reply
 from proxy.demo.fake_scenario import (
     DEFAULT_REPLY,
     MODEL_IDS,
@@ -120,11 +121,19 @@ def _finish(payload: dict[str, Any], sc: Scenario, status: int) -> Response:
     return Response(data, status_code=status, media_type=_JSON, headers=headers)
 
 
-def _reply_parts(sc: Scenario, last_user: str, model: str) -> tuple[str | None, list[dict[str, str]]]:
-    """Reply text (None for a tool-calls-only turn) and the tool calls with fresh call ids."""
+def _reply_parts(
+    sc: Scenario, last_user: str, model: str, structured: str | None = None
+) -> tuple[str | None, list[dict[str, str]]]:
+    """Reply text (None for a tool-calls-only turn) and the tool calls with fresh call ids.
+
+    ``structured``: the default reply of a structured-output request (a minimal valid instance
+    of its schema), used when nothing else is scripted.
+    """
     calls = [
         {"id": new_id("call_fake"), "name": t.name, "arguments": t.arguments} for t in sc.tool_calls or []
     ]
+    if sc.content is None and not calls and structured is not None:
+        return structured, calls
     template = sc.content if sc.content is not None else (None if calls else DEFAULT_REPLY)
     return (render(template, last_user, model) if template is not None else None), calls
 
@@ -134,7 +143,7 @@ def _reply_parts(sc: Scenario, last_user: str, model: str) -> tuple[str | None, 
 
 def _chat(body: dict[str, Any], sc: Scenario, status: int) -> Response:
     model = str(body.get("model") or MODEL_IDS[0])
-    text, calls = _reply_parts(sc, chat_last_user(body.get("messages")), model)
+    text, calls = _reply_parts(sc, chat_last_user(body.get("messages")), model, structured_reply(body, False))
     finish = sc.finish_reason or ("tool_calls" if calls else "stop")
     raw_n = body.get("n")
     n = min(max(raw_n, 1), 4) if isinstance(raw_n, int) else 1
@@ -189,7 +198,8 @@ def _chat(body: dict[str, Any], sc: Scenario, status: int) -> Response:
 
 def _responses(body: dict[str, Any], sc: Scenario, status: int) -> Response:
     model = str(body.get("model") or MODEL_IDS[0])
-    text, calls = _reply_parts(sc, responses_last_user(body.get("input")), model)
+    last_user = responses_last_user(body.get("input"))
+    text, calls = _reply_parts(sc, last_user, model, structured_reply(body, True))
     prompt = approx_tokens(all_text(body.get("input")) + " " + all_text(body.get("instructions")))
     completion = approx_tokens(" ".join([text or "", *(c["arguments"] for c in calls)]))
     usage = sc.usage or {

@@ -19,6 +19,7 @@ from proxy.chain.plugin import Deps, Plugin, PluginConfig, UpstreamPolicy
 from proxy.chain.registry import Registry
 from proxy.errors import ConfigError
 from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
+from proxy.observability.config import MetricsConfig
 from proxy.policy.schema import PolicyBase, UpstreamConfig
 from proxy.upstream.client import HttpClient
 from proxy.upstream.routing import RouteTable
@@ -42,6 +43,22 @@ class CompiledPolicy:
     loaded_at: float = field(default_factory=time.time)
     in_flight: int = 0
     retired: bool = False
+    # The observability settings the hot path reads, resolved once per revision.
+    trace_ratio: float = field(init=False)
+    trace_content: str = field(init=False)
+    log_content: str = field(init=False)
+    metrics: MetricsConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        obs = self.policy.observability
+        self.trace_ratio = obs.tracing.sample_ratio
+        self.trace_content = obs.tracing.content
+        self.log_content = obs.logs.content
+        self.metrics = obs.metrics
+
+    @property
+    def captures_content(self) -> bool:
+        return self.trace_content != "none" or self.log_content != "none"
 
     @property
     def max_body_bytes(self) -> int:
@@ -53,7 +70,13 @@ class CompiledPolicy:
             "source": self.source,
             "loaded_at": self.loaded_at,
             "plugins": [
-                {"id": s.id, "type": s.plugin.config.type, "mode": s.mode, "on_error": s.on_error}
+                {
+                    "id": s.id,
+                    "type": s.plugin.config.type,
+                    "mode": s.mode,
+                    "on_error": s.on_error,
+                    **({"canary": s.canary} if s.canary is not None else {}),
+                }
                 for s in self.chain.steps
             ],
             "upstreams": {
@@ -127,6 +150,23 @@ class _WhenGate:
         return await target.send(request, ctx)
 
 
+class _CanaryGate:
+    """Applies an upstream wrapper only to the requests its step's ``canary`` enforces on.
+
+    A wrapper has no shadow form (it acts on the call itself), so outside the canary share the
+    call simply goes to the inner upstream.
+    """
+
+    def __init__(self, step: Step, wrapped: Upstream, inner: Upstream) -> None:
+        self._step = step
+        self._wrapped = wrapped
+        self._inner = inner
+
+    async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
+        enforced = self._step.active_for(ctx).mode == "enforce"
+        return await (self._wrapped if enforced else self._inner).send(request, ctx)
+
+
 class _Stamped:
     """Runs a wrapper with its step marked active, so its decision records carry its id."""
 
@@ -150,7 +190,7 @@ def compile_policy(
         table = RouteTable(policy.routes, dict(policy.upstreams), policy.default_upstream)
     except ValueError as exc:
         raise ConfigError(f"routes: {exc}") from exc
-    router = Router(targets, table)
+    router = Router(targets, table, {name: cfg.provider for name, cfg in policy.upstreams.items()})
     upstream: Upstream = router
 
     steps: list[Step] = []
@@ -176,6 +216,7 @@ def compile_policy(
                 config.on_error,
                 matcher,
                 ActiveStep(config.step_id, config.mode),
+                config.canary,
             )
         )
 
@@ -184,6 +225,8 @@ def compile_policy(
     for step in reversed(steps):
         if isinstance(step.plugin, UpstreamPolicy) and step.mode == "enforce":
             wrapped: Upstream = _Stamped(step.active, step.plugin.wrap(upstream))
+            if step.canary is not None:
+                wrapped = _CanaryGate(step, wrapped, upstream)
             upstream = _WhenGate(step.when, wrapped, upstream) if step.when is not None else wrapped
 
     return CompiledPolicy(

@@ -1,4 +1,4 @@
-"""Admin endpoints: liveness, readiness, the live policy, reload, recent decisions, schema.
+"""Admin endpoints: liveness, readiness, the live policy, reload, recent decisions, schema, live page.
 
 Reads are open (they reveal no secrets: API keys are never shown); ``POST /admin/reload``
 requires ``Authorization: Bearer <SIDECAR_ADMIN_TOKEN>`` and is refused when no token is
@@ -12,9 +12,11 @@ import hmac
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from proxy.observability.live import live_for
+from proxy.observability.live_page import LIVE_HTML
 from proxy.runtime import Sidecar
 
 
@@ -76,6 +78,14 @@ def admin_routes(sidecar: Sidecar, prefix: str = "/admin") -> list[Route]:
     async def schema(_: Request) -> Response:
         return JSONResponse(store.model.model_json_schema())
 
+    live = live_for(sidecar)
+
+    async def live_page(_: Request) -> Response:
+        return HTMLResponse(LIVE_HTML, headers={"cache-control": "no-store"})
+
+    async def live_json(_: Request) -> Response:
+        return JSONResponse(live.snapshot(sidecar), headers={"cache-control": "no-store"})
+
     async def plugin_report(request: Request) -> Response:
         token = sidecar.settings.admin_token
         if token is not None and not _authorised(request, token):
@@ -93,6 +103,8 @@ def admin_routes(sidecar: Sidecar, prefix: str = "/admin") -> list[Route]:
         Route(f"{prefix}/reload", reload, methods=["POST"]),
         Route(f"{prefix}/decisions", decisions, methods=["GET"]),
         Route(f"{prefix}/schema", schema, methods=["GET"]),
+        Route(f"{prefix}/live", live_page, methods=["GET"]),
+        Route(f"{prefix}/live.json", live_json, methods=["GET"]),
         Route(f"{prefix}/plugins/{{step}}", plugin_report, methods=["GET"]),
     ]
 

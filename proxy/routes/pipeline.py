@@ -33,8 +33,10 @@ from proxy.chain.context import RequestContext
 from proxy.chain.plugin import Outcome, Reply
 from proxy.errors import InvalidRequest, ProxyError, UpstreamError, error_event_payload
 from proxy.models.chat import ChatRequest, ChatResponse, Route
-from proxy.models.stream import ErrorEvent, Finish, StreamEvent, TextDelta, Usage
+from proxy.models.stream import ErrorEvent, Finish, StreamEvent, TextDelta, ToolCallDelta, Usage
 from proxy.models.upstream import UpstreamRequest, UpstreamResponse
+from proxy.observability import content as content_capture
+from proxy.observability.timing import carries_token, peek_answer, peek_model, peek_usage
 from proxy.policy.compiler import CompiledPolicy
 from proxy.routes.common import (
     check_json_content_type,
@@ -104,6 +106,8 @@ class ChainRoute:
 
     def __init__(self, sidecar: Sidecar) -> None:
         self.sidecar = sidecar
+        telemetry = sidecar.telemetry
+        self._tracing = telemetry.tracing if telemetry is not None and telemetry.tracing.enabled else None
 
     async def handle(self, request: Request, route: Route) -> Response:
         store = self.sidecar.store
@@ -129,6 +133,8 @@ class ChainRoute:
             ctx = RequestContext(
                 rid, route, request.headers, policy.revision, body["model"], stream=bool(body.get("stream"))
             )
+            if self._tracing is not None:
+                self._tracing.begin(ctx, request.headers, policy, body)
             response = await self._run(
                 request, route, policy, ctx, ChatRequest(body, route, raw), base_headers, fmt
             )
@@ -179,27 +185,48 @@ class ChainRoute:
                     except Exception:
                         log.exception("request observer failed")
                 if self.sidecar.settings.log_requests and log.isEnabledFor(logging.INFO):
-                    log.info(
-                        "request",
-                        extra={
-                            "request_id": ctx.request_id,
-                            "route": ctx.route.value,
-                            "status": outcome.status,
-                            "model": ctx.model,
-                            "tenant": ctx.tenant,
-                            "target": ctx.target,
-                            "revision": ctx.revision,
-                            "stream": ctx.stream,
-                            "latency_ms": round(self._ms(ctx), 2),
-                            "decisions": len(ctx.decisions),
-                            "usage": ctx.usage,
-                            "cost_usd": ctx.cost_usd,
-                        },
-                    )
+                    log.info("request", extra=self._access_fields(policy, ctx, outcome))
         except Exception:
             log.exception("error while finishing a request")
         finally:
             self.sidecar.store.release(policy)
+
+    def _access_fields(self, policy: CompiledPolicy, ctx: RequestContext, outcome: Outcome) -> dict[str, Any]:
+        """The access log line: ids, revision, target, timings and a decision summary; never text.
+
+        Prompt and completion text appear only with ``observability.logs.content: redacted``,
+        and then only after ``content.redact`` masked emails, digits and key-like tokens.
+        """
+        fields: dict[str, Any] = {
+            "request_id": ctx.request_id,
+            "route": ctx.route.value,
+            "status": outcome.status,
+            "model": ctx.model,
+            "response_model": ctx.response_model or None,
+            "tenant": ctx.tenant,
+            "target": ctx.target,
+            "revision": ctx.revision,
+            "stream": ctx.stream,
+            "latency_ms": round(self._ms(ctx), 2),
+            "upstream_ms": round(ctx.upstream_s * 1000, 2),
+            "attempts": ctx.attempts,
+            "decisions": [
+                {"plugin": d.plugin, "rule": d.rule, "action": d.action, "mode": d.mode}
+                for d in ctx.decisions
+            ],
+            "usage": ctx.usage or outcome.usage or None,
+            "cost_usd": ctx.cost_usd,
+        }
+        if ctx.first_token_at is not None:
+            fields["ttft_ms"] = round((ctx.first_token_at - ctx.started) * 1000, 2)
+        if ctx.trace is not None:
+            fields["trace_id"] = ctx.trace.trace_id
+        if policy.log_content == "redacted":
+            for key in ("input", "output"):
+                messages = ctx.state.get(f"observability.{key}")
+                if messages is not None:
+                    fields[f"content_{key}"] = content_capture.render(messages, "redacted")
+        return fields
 
     async def _run(
         self,
@@ -217,6 +244,8 @@ class ChainRoute:
             if reply is not None:
                 return self._local(reply, route, req, policy, ctx, base_headers, fmt)
         ctx.model = req.model
+        if policy.captures_content:
+            self._capture(policy, ctx, content_capture.request_messages(req), output=False)
         upstream_request = UpstreamRequest(
             "POST",
             UPSTREAM_PATHS[route],
@@ -250,6 +279,11 @@ class ChainRoute:
             await chain.run_response(wrapped, ctx)
             data = wrapped.encode()
             usage = wrapped.usage
+            ctx.response_model = wrapped.model or None
+        elif resp.status < 400 and (ctx.trace is not None or policy.metrics.enabled):
+            ctx.response_model, usage = peek_answer(data)  # a bounded scan, not a parse
+        if policy.captures_content and resp.status < 400:
+            self._capture(policy, ctx, content_capture.response_messages(data, route), output=True)
         if not fmt.native:
             data = fmt.answer(resp.status, data)
         headers = response_headers(
@@ -271,8 +305,23 @@ class ChainRoute:
         return bool(
             policy.chain.complete_steps
             or ctx.decisions
+            or self.sidecar.observers
             or (self.sidecar.settings.log_requests and log.isEnabledFor(logging.INFO))
         )
+
+    @staticmethod
+    def _capture(
+        policy: CompiledPolicy, ctx: RequestContext, messages: list[dict[str, str]], *, output: bool
+    ) -> None:
+        """Keep prompt / completion text for the span and the access log, only as the policy asks."""
+        trace = ctx.trace
+        if trace is not None and policy.trace_content != "none":
+            if output:
+                trace.output_messages = messages
+            else:
+                trace.input_messages = messages
+        if policy.log_content != "none":
+            ctx.state["observability.output" if output else "observability.input"] = messages
 
     @staticmethod
     def _target(ctx: RequestContext) -> dict[str, str]:
@@ -367,6 +416,14 @@ class ChainRoute:
         )
         return _FinalizingStream(chunks(), resp.status, headers, started, finalize)
 
+    @staticmethod
+    def _first_chunk(ctx: RequestContext, chunk: bytes, token: bool) -> None:
+        """Until the first output token went out: note the answering model and, then, the time."""
+        if ctx.response_model is None:
+            ctx.response_model = peek_model(chunk) or ""
+        if token:
+            ctx.first_token_at = time.perf_counter()
+
     async def _stream_body(
         self,
         resp: UpstreamResponse,
@@ -382,8 +439,14 @@ class ChainRoute:
         """
         try:
             if pipeline is None and encoder is codec:
+                prev = last = b""
                 async for chunk in resp.aiter_bytes():
+                    if ctx.first_token_at is None:
+                        self._first_chunk(ctx, chunk, carries_token(chunk))
+                    prev, last = last, chunk
                     yield chunk
+                if not state.usage:  # for metrics: the usage event is at the stream's end
+                    state.usage = peek_usage(prev + last)
             else:
                 parser = SSEParser()
                 async for chunk in resp.aiter_bytes():
@@ -395,6 +458,10 @@ class ChainRoute:
                             elif isinstance(ev, TextDelta):
                                 state.chars += len(ev.text)
                             out.extend(await pipeline.push(ev) if pipeline else [ev])
+                    if ctx.first_token_at is None:
+                        self._first_chunk(
+                            ctx, chunk, any(isinstance(e, (TextDelta, ToolCallDelta)) for e in out)
+                        )
                     if out:
                         yield encoder.encode(out)
                 out = []

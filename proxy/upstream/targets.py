@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import replace
 from typing import Any
@@ -221,11 +222,19 @@ def _with_model(body: bytes | AsyncIterator[bytes] | None, model: str) -> bytes 
 
 
 class Router:
-    """Sends a request to its target: the one the fallback wrapper chose, else the plan's first."""
+    """Sends a request to its target: the one the fallback wrapper chose, else the plan's first.
 
-    def __init__(self, targets: dict[str, Upstream], table: RouteTable) -> None:
+    Every upstream attempt passes here (retries and fallbacks call through the wrappers again),
+    so this is where attempts are counted and timed, and, for a traced request, where each
+    attempt gets its span and the upstream request its ``traceparent``.
+    """
+
+    def __init__(
+        self, targets: dict[str, Upstream], table: RouteTable, providers: dict[str, str] | None = None
+    ) -> None:
         self._targets = targets
         self.table = table
+        self._providers = providers or {}
 
     async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
         target = request.target
@@ -234,4 +243,22 @@ class Router:
         ctx.target = target.upstream
         if target.model != request.model and request.route is not Route.PASSTHROUGH:
             request = replace(request, body=_with_model(request.body, target.model))
-        return await self._targets[target.upstream].send(request, ctx)
+        ctx.attempts += 1
+        trace = ctx.trace
+        started = time.perf_counter()
+        if trace is None:
+            try:
+                return await self._targets[target.upstream].send(request, ctx)
+            finally:
+                ctx.upstream_s += time.perf_counter() - started
+        provider = self._providers.get(target.upstream, "openai")
+        attempt, request = trace.start_attempt(request, target, ctx.attempts, provider)
+        try:
+            resp = await self._targets[target.upstream].send(request, ctx)
+        except BaseException as exc:
+            trace.end_attempt(attempt, None, exc)
+            raise
+        finally:
+            ctx.upstream_s += time.perf_counter() - started
+        trace.end_attempt(attempt, resp.status, None)
+        return resp

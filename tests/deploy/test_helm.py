@@ -174,7 +174,7 @@ def test_sidecar_mode_renders_configmap_and_example_only(render: Callable[..., D
     assert env["SIDECAR_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "policy-sidecar-admin"
     assert env["SIDECAR_ADMIN_PORT"]["value"] == "9090"
     assert env["SIDECAR_ADMIN_HOST"]["value"] == "127.0.0.1"
-    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://otel-collector.observability:4317"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://otel-collector.observability:4318"
     assert "OTEL_SERVICE_NAME" in env
     app = next(c for c in pod["containers"] if c["name"] == "app")
     assert _env(app)["OPENAI_BASE_URL"]["value"] == "http://127.0.0.1:8080/v1"

@@ -11,8 +11,14 @@ import httpx
 import openai
 import pytest
 
+from plugins.injection import InjectionConfig, InjectionPlugin
+from plugins.moderation import ModerationConfig, ModerationPlugin
+from proxy.chain import Deps, RequestContext
+from proxy.chain.plugin import Resources
 from proxy.demo.fake_scenario import FakeState
 from proxy.demo.fake_upstream import fake_upstream_in_thread
+from proxy.detectors.shared import SCAN_CACHE
+from proxy.models import ChatRequest, Route, TextDelta
 from tests.harness import SidecarHarness, sidecar_harness
 
 VIOLENT = "I am going to kill you and your whole family tonight, you will bleed to death."
@@ -163,3 +169,56 @@ def test_judge_settles_the_borderline_band(tmp_path: Path, remote: tuple[str, Fa
         assert _chat(h, VIOLENT).status_code == 200
         asked = state.requests[-1].json
         assert asked is not None and asked["model"] == "j"
+
+
+def _window_filter(**config: Any) -> Any:
+    plugin = ModerationPlugin(ModerationConfig(**config), Deps(Resources()))
+    stream = plugin.open_stream(RequestContext("r", Route.CHAT, {}))
+    assert stream is not None
+    return stream
+
+
+def _texts(events: Any) -> list[str]:
+    return [e.text for e in events if isinstance(e, TextDelta) and e.text]
+
+
+async def test_stream_window_releases_a_sentence_on_the_event_that_ends_it() -> None:
+    """The only latency ``stream: window`` adds is the declared window: a sentence goes out, checked,
+    on the very upstream event that completes it, not on a later one and not at the end."""
+    stream = _window_filter()
+    assert _texts(await stream.on_event(TextDelta(0, "The morning was calm"))) == []
+    # The sentence ends when the whitespace after its "." arrives: released at once, the rest held.
+    assert _texts(await stream.on_event(TextDelta(0, ". The birds"))) == ["The morning was calm."]
+    assert _texts(await stream.on_event(TextDelta(0, " sang.\nThen"))) == [" The birds sang.\n"]
+    assert _texts(await stream.on_end()) == ["Then"]
+
+
+async def test_stream_window_without_a_sentence_end_is_released_at_window_chars() -> None:
+    stream = _window_filter(window_chars=20)
+    assert _texts(await stream.on_event(TextDelta(0, "a long clause without"))) == ["a long clause without"]
+    assert _texts(await stream.on_event(TextDelta(0, " an end"))) == []  # 7 of at most 20 held
+
+
+async def test_stream_after_release_passes_every_delta_through_at_once() -> None:
+    stream = _window_filter(stream="after_release")
+    assert _texts(await stream.on_event(TextDelta(0, "The morning"))) == ["The morning"]
+    assert _texts(await stream.on_event(TextDelta(0, " was calm. The"))) == [" was calm. The"]
+
+
+async def test_input_check_reuses_the_injection_steps_work_on_the_same_text() -> None:
+    """Both plugins on one request: the moderation step finds the injection step's folded text and
+    n-gram hashes in the request state, and its verdict matches scanning without them."""
+    deps = Deps(Resources())
+    injection = InjectionPlugin(InjectionConfig(), deps)
+    moderation = ModerationPlugin(ModerationConfig(), deps)
+    text = "Our greenhouse needs new panels; which seedlings grow well in a cold spring?"
+    ctx = RequestContext("r", Route.CHAT, {})
+    req = ChatRequest({"model": "m", "messages": [{"role": "user", "content": text}]}, Route.CHAT)
+    await injection.on_request(req, ctx)
+    cache = ctx.get(SCAN_CACHE)
+    assert cache is not None and text in cache.folded and len(cache.hashes) == 1
+    shared = await moderation.score(text, ctx, cache)
+    assert len(cache.hashes) == 1  # a hit: the same prepared text, not hashed again
+    assert shared == await moderation.score(text, RequestContext("r2", Route.CHAT, {}))
+    await moderation.on_request(req, ctx)
+    assert ctx.decisions == []

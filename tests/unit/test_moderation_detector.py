@@ -14,6 +14,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from proxy.detectors.injection import InjectionDetector
 from proxy.detectors.moderation import (
     CATEGORIES,
     ModerationClassifier,
@@ -22,6 +23,8 @@ from proxy.detectors.moderation import (
     Thresholds,
     canonicalise,
 )
+from proxy.detectors.moderation import rules as rules_module
+from proxy.detectors.shared import ScanCache
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = REPO.parent / "shared" / "datasets" / "moderation"
@@ -250,3 +253,81 @@ def test_eval_script_exits_cleanly_without_dataset(
     evaluate = _load_script("eval_moderation")
     assert evaluate.main(["--data-dir", str(tmp_path / "absent")]) != 0
     assert "dataset not found" in capsys.readouterr().err
+
+
+# --- fast paths: each must give exactly what the plain computation gives ------------------------------
+
+
+def _fuzz(seed: int, count: int, alphabet: str, size: int = 50) -> list[str]:
+    rnd = np.random.default_rng(seed)
+    chars = list(alphabet)
+    return ["".join(rnd.choice(chars, size=int(rnd.integers(0, size)))) for _ in range(count)]
+
+
+def test_token_set_equals_the_token_regex() -> None:
+    for text in [*_fuzz(1, 5000, "ab z09'' .!?\n-éÄK日,"), "don't 'kill' x'y rock'n'roll", ""]:
+        assert rules_module._tokens(text) == set(rules_module._TOKEN.findall(text)), repr(text)
+
+
+def test_triple_letter_pre_check_never_hides_a_run() -> None:
+    for text in [*_fuzz(2, 5000, "aab .é1"), "sooo", "zzz", "a" * 3, "ééé"]:
+        if rules_module._RUN.search(text):
+            assert rules_module._has_triple(text), repr(text)
+
+
+def _blocks_reference(text: str) -> list[tuple[int, int, set[str]]]:
+    """How blocks were cut and tokenised before they became lazy (all blocks, up front)."""
+    if len(text) <= rules_module._BLOCK:
+        return [(0, len(text), set(rules_module._TOKEN.findall(text)))]
+    out, start = [], 0
+    for m in rules_module._SENTENCE.finditer(text):
+        if m.end() - start >= rules_module._BLOCK:
+            out.append((start, m.end(), set(rules_module._TOKEN.findall(text, start, m.end()))))
+            start = m.end()
+    if start < len(text):
+        out.append((start, len(text), set(rules_module._TOKEN.findall(text, start))))
+    return out
+
+
+def test_lazy_sentence_blocks_run_rules_where_eager_blocks_did(scanner: RuleScanner) -> None:
+    """Blocks are cut and tokenised only around anchors now; a regex must still run on exactly the
+    blocks whose tokens include one of its anchors, so rules find the same spans."""
+    texts = [
+        *benign_hard(),
+        "nobody likes you. " * 5 + "someone is done. no one likes you",
+        "The phone rang. Everyone hates you and nobody cares about you! " * 3,
+        "one " * 100 + "nobody likes you",  # more anchor occurrences than _MAX_HITS
+        *_fuzz(3, 300, "nobody likes you one. \n", 300),
+    ]
+    patterns = [(p.regex, p.anchors) for p in scanner._patterns] + [
+        (a.regex, a.anchors) for a in scanner._allow
+    ]
+    for text in texts:
+        canon = canonicalise(text).text
+        view, blocks = rules_module._Sentences(canon), _blocks_reference(canon)
+        for regex, anchors in patterns:
+            expected = [
+                m.span()
+                for s, e, toks in blocks
+                if not anchors.isdisjoint(toks)
+                for m in regex.finditer(canon, s, e)
+                if m.end() > m.start()
+            ]
+            assert view.finditer(regex, anchors) == expected, (regex.pattern[:40], text[:60])
+            assert view.search(regex, anchors) == (expected[0] if expected else None) or not expected
+
+
+def test_detector_reuses_the_injection_detectors_work(detector: ModerationDetector) -> None:
+    """With a request's ScanCache filled by the injection detector, the moderation detector neither
+    normalises nor hashes the same prose again, and scores exactly as without the cache."""
+    text = "Our greenhouse needs new panels; which seedlings grow well in a cold spring?"
+    cache = ScanCache()
+    InjectionDetector().scan(text, cache)
+    hashed = dict(cache.hashes)
+    assert detector.scan(text, cache).to_dict() == detector.scan(text).to_dict()
+    assert cache.hashes == hashed  # a hit, no new entry
+    # Allow-listed spans are blanked before the classifier: that text is hashed on its own.
+    benign = "How do I kill a Python process? Then shoot a photo of the garden and execute the script."
+    InjectionDetector().scan(benign, cache)
+    assert detector.scan(benign, cache).to_dict() == detector.scan(benign).to_dict()
+    assert len(cache.hashes) == len(hashed) + 2

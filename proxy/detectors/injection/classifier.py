@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from proxy.detectors.model_file import read_model
 
-from .features import FEATURE_VERSION, FeatureConfig, FeatureHasher, HashedText
+from .features import FEATURE_VERSION, FeatureConfig, FeatureHasher, HashCache, HashedText
 
 MODEL_FILE = "model.npz"
 
@@ -105,16 +105,19 @@ class InjectionClassifier:
     def hasher(self) -> FeatureHasher:
         return self._hasher
 
-    def logit(self, text: str) -> float:
-        """Log-odds of injection; for long texts the max over half-overlapping windows."""
+    def logit(self, text: str, cache: HashCache | None = None) -> float:
+        """Log-odds of injection; for long texts the max over half-overlapping windows.
+
+        ``cache``: a request's shared n-gram hashes (``proxy.detectors.shared``), so the moderation
+        classifier does not hash the same text again."""
         prepared = self._hasher.prepare(text)
         span = self.meta.features.window + 2
         if len(prepared) <= span:
             total = self.meta.bias
-            for buckets, scale in self._hasher.groups(text):
+            for buckets, scale in self._hasher.groups_prepared(prepared, cache):
                 total += float(self._w[buckets].sum()) * scale
             return total
-        return float(self._window_logits(self._hasher.hash_prepared(prepared), span).max())
+        return float(self._window_logits(self._hasher.hash_prepared(prepared, cache), span).max())
 
     def _window_logits(self, h: HashedText, span: int) -> npt.NDArray[np.float64]:
         """Hash once, then sum each window with cumulative sums (re-hashing every window cost ~2x)."""
@@ -144,7 +147,7 @@ class InjectionClassifier:
         char_k, word_k = self.meta.features.smoothing
         return self.meta.bias + char_sum / (char_n + char_k) + word_sum / (word_n + word_k)
 
-    def score(self, text: str) -> float:
+    def score(self, text: str, cache: HashCache | None = None) -> float:
         """Probability-like score in [0, 1]."""
-        z = self.logit(text)
+        z = self.logit(text, cache)
         return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))

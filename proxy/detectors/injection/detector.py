@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from proxy.detectors.shared import ScanCache
+
 from .classifier import InjectionClassifier
 from .heuristics import HeuristicResult, HeuristicScanner
 from .normalise import DecodedSegment, Normaliser
@@ -115,16 +117,23 @@ class InjectionDetector:
             thresholds, scanner=self._scanner, classifier=self._classifier, max_chars=self._max_chars
         )
 
-    def scan(self, text: str) -> InjectionResult:
+    def scan(self, text: str, cache: ScanCache | None = None) -> InjectionResult:
         """Score one text. Inputs beyond ``max_chars`` are scanned head and tail only (flagged ``truncated``):
-        the rules cost a few ms per 8 KB in the worst case, so unbounded input would be a CPU lever."""
+        the rules cost a few ms per 8 KB in the worst case, so unbounded input would be a CPU lever.
+
+        ``cache``: the request's ``ScanCache``; the folded text and n-gram hashes left there spare the
+        moderation detector the same work on the same text."""
         truncated = len(text) > self._max_chars
         if truncated:
             half = self._max_chars // 2
             text = text[:half] + "\n" + text[-half:]
         normalised = self._normaliser(text)
+        hashes = None
+        if cache is not None:
+            cache.folded[text] = normalised.text
+            hashes = cache.hashes
         heuristics = self._scanner.scan(normalised)
-        classifier = self._classifier.score(normalised.text)
+        classifier = self._classifier.score(normalised.text, hashes)
         for segment in normalised.segments:
             if len(segment.text) >= _MIN_SEGMENT_CHARS:
                 classifier = max(classifier, self._classifier.score(segment.text))

@@ -10,6 +10,7 @@ processes, unlike Python's salted ``hash()``. Changing anything here changes the
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +27,11 @@ _Q = pow(_P, -1, 2**64)
 _M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
 _BIGRAM = np.uint64(0x9E3779B97F4A7C15)
 _S33 = np.uint64(33)
-_ASCII_WORD = np.zeros(128, dtype=bool)
+_ASCII_SPACE = "\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"  # str.split() whitespace in ASCII, besides " "
+_WORD_CHAR = np.zeros(129, dtype=bool)  # by code point; index 128 stands for every non-ASCII one
 for _c in "abcdefghijklmnopqrstuvwxyz0123456789_":
-    _ASCII_WORD[ord(_c)] = True
+    _WORD_CHAR[ord(_c)] = True
+_WORD_CHAR[128] = True  # non-ASCII letters (and symbols) are word characters
 
 
 def _mix(h: U64) -> U64:
@@ -67,6 +70,14 @@ class HashedText:
     n_uni: int
     n_bi: int
     length: int
+
+
+HashCache = MutableMapping[tuple[str, tuple[int, ...], tuple[int, ...]], HashedText]
+"""Mixed 64-bit n-gram hashes (``HashedText`` whose ``buckets`` are not yet cut to ``bits``) per
+(prepared string, char n-gram sizes, word n-gram sizes). Hashers that differ only in ``bits`` share
+entries: a bucket is the top ``bits`` bits of the same mixed hash. One request's detectors share one
+cache (``proxy.detectors.shared``) so a text hashed by the injection classifier is not hashed again by
+the moderation classifier."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,15 +119,23 @@ class FeatureHasher:
     @staticmethod
     def prepare(text: str) -> str:
         """Lower-case, collapse whitespace and pad with spaces (word boundaries at both ends)."""
-        return " " + " ".join(text.lower().split()) + " "
+        lowered = text.lower()
+        if lowered.isascii() and "  " not in lowered and not any(c in lowered for c in _ASCII_SPACE):
+            # Only single spaces: split + join would just strip the ends (several times cheaper).
+            return " " + lowered.strip(" ") + " "
+        return " " + " ".join(lowered.split()) + " "
 
-    def groups(self, text: str) -> list[tuple[Buckets, float]]:
+    def groups(self, text: str, cache: HashCache | None = None) -> list[tuple[Buckets, float]]:
         """Bucket indices per feature group (chars, words) with that group's scale 1/(count + k).
 
         Only the first window is used (this is what training sees); the classifier handles longer
         texts with ``hash_prepared`` and per-window sums.
         """
-        h = self.hash_prepared(self.prepare(text)[: self.config.window + 2])
+        return self.groups_prepared(self.prepare(text)[: self.config.window + 2], cache)
+
+    def groups_prepared(self, prepared: str, cache: HashCache | None = None) -> list[tuple[Buckets, float]]:
+        """``groups`` for a string that is already prepared and cut to the window."""
+        h = self.hash_prepared(prepared, cache)
         n_char = sum(count for _, count in h.char_blocks)
         n_word = h.n_uni + h.n_bi
         out: list[tuple[Buckets, float]] = []
@@ -126,8 +145,27 @@ class FeatureHasher:
                 out.append((h.buckets[lo:hi], 1.0 / (hi - lo + pseudo)))
         return out
 
-    def hash_prepared(self, s: str) -> HashedText:
-        """Hash every n-gram of a prepared string.
+    def hash_prepared(self, s: str, cache: HashCache | None = None) -> HashedText:
+        """Hash every n-gram of a prepared string (reusing ``cache``'s mixed hashes when it has them)."""
+        if cache is None:
+            mixed = self._mixed(s)
+        else:
+            key = (s, self.config.char_ngrams, self.config.word_ngrams)
+            found = cache.get(key)
+            mixed = found if found is not None else cache.setdefault(key, self._mixed(s))
+        buckets = np.right_shift(mixed.buckets.view(np.uint64), self._shift).view(np.intp)
+        return HashedText(
+            buckets,
+            mixed.char_blocks,
+            mixed.word_starts,
+            mixed.word_ends,
+            mixed.n_uni,
+            mixed.n_bi,
+            mixed.length,
+        )
+
+    def _mixed(self, s: str) -> HashedText:
+        """Every n-gram's mixed 64-bit hash (stored as ``intp`` bits: ``buckets`` before the cut to ``bits``).
 
         All hashes go into one preallocated buffer and are mixed in place: fresh ~200 KB temporaries per
         numpy op (mmap + page faults) would otherwise dominate the cost.
@@ -141,11 +179,13 @@ class FeatureHasher:
         prefix = np.zeros(n + 1, dtype=np.uint64)
         np.multiply(codes, qpow[:n], out=codes)
         np.cumsum(codes, out=prefix[1:])
-        is_word = np.ones(n, dtype=bool)
-        ascii_mask = raw < 128
-        is_word[ascii_mask] = _ASCII_WORD[raw[ascii_mask]]
-        edges = np.diff(is_word.view(np.int8), prepend=np.int8(0), append=np.int8(0))
-        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        # Word characters, padded with a non-word character at both ends; every change between
+        # neighbours is a word start or end, alternately (a table lookup and one comparison: masked
+        # assignment and np.diff cost several times more).
+        is_word = np.zeros(n + 2, dtype=bool)
+        np.take(_WORD_CHAR, np.minimum(raw, 128), out=is_word[1 : n + 1])
+        changes = np.flatnonzero(is_word[1:] != is_word[:-1])
+        starts, ends = changes[0::2], changes[1::2]
         char_blocks = tuple((k, n - k + 1) for k in self.config.char_ngrams if n >= k)
         n_char = sum(count for _, count in char_blocks)
         n_uni = len(starts) if 1 in self.config.word_ngrams else 0
@@ -169,6 +209,6 @@ class FeatureHasher:
                 np.add(bigrams, unigrams[1:], out=bigrams)
                 np.bitwise_xor(bigrams, self._salts["w2"], out=buf[pos : pos + n_bi])
         _mix(buf)
-        np.right_shift(buf, self._shift, out=buf)
-        buckets = buf.view(np.intp)  # values < 2**bits after the shift: reinterpreting is exact
-        return HashedText(buckets, char_blocks, starts, ends, n_uni, n_bi, n)
+        buf.flags.writeable = False  # may be shared through a HashCache
+        # Reinterpreted, not converted: hash_prepared views it as uint64 again before the shift.
+        return HashedText(buf.view(np.intp), char_blocks, starts, ends, n_uni, n_bi, n)

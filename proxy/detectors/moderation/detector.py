@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from proxy.detectors.shared import ScanCache
+
 from .classifier import ModerationClassifier
 from .rules import CATEGORIES, RuleScanner
 
@@ -136,14 +138,18 @@ class ModerationDetector:
             raise ValueError("max_chars must be at least 1024")
         self._max_chars = max_chars
 
-    def scan(self, text: str) -> ModerationResult:
-        """Score one text. Inputs beyond ``max_chars`` are scanned head and tail only (``truncated``)."""
+    def scan(self, text: str, cache: ScanCache | None = None) -> ModerationResult:
+        """Score one text. Inputs beyond ``max_chars`` are scanned head and tail only (``truncated``).
+
+        ``cache``: the request's ``ScanCache``; reuses the injection detector's folding and n-gram
+        hashing of the same text (and leaves ours for a later step)."""
         truncated = len(text) > self._max_chars
         if truncated:
             half = self._max_chars // 2
             text = text[:half] + "\n" + text[-half:]
-        rules = self._scanner.scan(text)
-        cls = self._classifier.scores_canonical(rules.classifier_text)
+        rules = self._scanner.scan(text, cache.folded if cache is not None else None)
+        hashes = cache.hashes if cache is not None else None
+        cls = self._classifier.scores_canonical(rules.classifier_text, hashes)
         rule_scores = rules.scores
         classifier_scores = {c: float(v) for c, v in zip(CATEGORIES, cls, strict=True)}
         combined = {c: 1.0 - (1.0 - rule_scores[c]) * (1.0 - classifier_scores[c]) for c in CATEGORIES}

@@ -26,12 +26,15 @@ from __future__ import annotations
 import functools
 import json
 import re
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+import numpy as np
 
 from ..injection.normalise import Normaliser
 
@@ -69,6 +72,7 @@ _QUOTES = (
     "`",
 )  # replaced by "'" (str.replace: translate() with a table is slower)
 _LEET_SEED = re.compile(r"[0-9@$]+", re.ASCII)
+_LEET_CHARS = "0123456789@$"
 _LETTER = re.compile(r"[a-z]", re.ASCII)
 _TOKEN_CHAR = frozenset("abcdefghijklmnopqrstuvwxyz0123456789@$")
 _BANG = re.compile(r"(?<=[a-z])[!|](?=[a-z])", re.ASCII)  # "k!ll", "b|tch": only between letters
@@ -76,6 +80,9 @@ _RUN = re.compile(r"([a-z])\1{2,}", re.ASCII)
 _DOUBLING = frozenset("bcdefglmnoprstz")  # letters that double in English: squeeze runs to two of them
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?", re.ASCII)
 _BLOCK = 64
+_MAX_HITS = 64  # anchor occurrences located one by one; beyond that every block is checked
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_TOKEN_BYTES = bytes(b if chr(b) in "abcdefghijklmnopqrstuvwxyz0123456789'" else 32 for b in range(256))
 _SENTENCE = re.compile(r"[^.?!\n]+[.?!\n]*", re.ASCII)
 
 
@@ -98,6 +105,8 @@ def _leet_tokens(text: str) -> list[tuple[int, int]]:
     Seeds are runs of leet characters (rare in prose), grown to token boundaries: cheaper than a regex
     that tries every word for an embedded digit."""
     spans: list[tuple[int, int]] = []
+    if not any(c in text for c in _LEET_CHARS):
+        return spans  # 12 memchr scans: ~50x cheaper than the regex finding nothing in prose
     last_end = -1
     for m in _LEET_SEED.finditer(text):
         start, end = m.span()
@@ -111,6 +120,17 @@ def _leet_tokens(text: str) -> list[tuple[int, int]]:
         if _LETTER.search(text, start, end):
             spans.append((start, end))
     return spans
+
+
+def _has_triple(text: str) -> bool:
+    """Pre-check for ``_RUN``: some byte repeated three times in a row (a letter or not).
+
+    Why: ``_RUN`` lets ``re`` try a match at every letter (~50 µs per 2 KB) and prose almost never
+    holds three equal characters in a row; numpy compares neighbouring bytes in a few µs. Exact as a
+    filter: ASCII letters are single bytes, and non-ASCII characters all become "?"."""
+    raw = np.frombuffer(text.encode("ascii", "replace"), dtype=np.uint8)
+    same = raw[1:] == raw[:-1]
+    return bool((same[1:] & same[:-1]).any())
 
 
 def canonicalise(normalised: str) -> Canonical:
@@ -142,7 +162,7 @@ def canonicalise(normalised: str) -> Canonical:
     if ("!" in text or "|" in text) and _BANG.search(text):
         text = _BANG.sub("i", text)
         alt = _BANG.sub("i", alt) if alt is not None else None
-    if _RUN.search(text):
+    if _has_triple(text) and _RUN.search(text):
         text = _RUN.sub(_squeeze, text)
         alt = _RUN.sub(_squeeze, alt) if alt is not None else None
     return Canonical(text, alt)
@@ -286,12 +306,16 @@ class RuleScanner:
     def rule_ids(self) -> tuple[str, ...]:
         return tuple([t.id for t in self._terms] + [p.id for p in self._patterns])
 
-    def canonical(self, text: str) -> Canonical:
-        """Normalise (injection normaliser, no decoding beyond its defaults) and canonicalise ``text``."""
-        return canonicalise(self._normaliser(text).text)
+    def canonical(self, text: str, folded: Mapping[str, str] | None = None) -> Canonical:
+        """Normalise (injection normaliser, no decoding beyond its defaults) and canonicalise ``text``.
 
-    def scan(self, text: str) -> RuleResult:
-        return self.scan_canonical(self.canonical(text))
+        ``folded``: normalised texts the injection detector already computed for this request
+        (``ScanCache.folded``); its folding is the same as ours, decoding aside."""
+        known = folded.get(text) if folded is not None else None
+        return canonicalise(known if known is not None else self._normaliser(text).text)
+
+    def scan(self, text: str, folded: Mapping[str, str] | None = None) -> RuleResult:
+        return self.scan_canonical(self.canonical(text, folded))
 
     def scan_canonical(self, canon: Canonical) -> RuleResult:
         texts = (canon.text,) if canon.alt is None else (canon.text, canon.alt)
@@ -340,48 +364,103 @@ class RuleScanner:
 
 
 class _Sentences:
-    """A text cut into blocks of whole sentences (at . ? ! and newlines, ~``_BLOCK`` chars each) with
-    each block's token set.
+    """A text cut into blocks of whole sentences (at . ? ! and newlines, ~``_BLOCK`` chars each), its
+    token set, and each block's token set, the blocks computed only when a rule needs them.
 
     Patterns and allow rules run only on the blocks that contain one of their anchors: most regexes
     start with an alternation, which ``re`` must try at every position, so scanning a whole 2 KB text
-    with each of them cost milliseconds, while per-sentence bookkeeping cost more than the regexes.
-    Rules must not span sentence boundaries (the regexes in rules.json use ``[^.?!\\n]`` for gaps), so
-    running them on blocks of whole sentences finds the same matches as running them on the text."""
+    with each of them cost milliseconds. Rules must not span sentence boundaries (the regexes in
+    rules.json use ``[^.?!\\n]`` for gaps), so running them on blocks of whole sentences finds the same
+    matches as running them on the text.
 
-    __slots__ = ("sentences", "text", "tokens")
+    Why lazily: on ordinary text no rule's anchors occur, and tokenising every block up front (one
+    regex ``findall`` and one set per block) cost ~100 µs per 2 KB, more than the rules. The text's
+    tokens come from one C-level pass (``_tokens``); a block is cut and tokenised only when an anchor
+    of a rule that runs occurs in it."""
+
+    __slots__ = ("_block_tokens", "_ends", "_starts", "text", "tokens")
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.sentences: list[tuple[int, int, set[str]]] = []
-        if len(text) <= _BLOCK:
-            self.sentences.append((0, len(text), set(_TOKEN.findall(text))))
-        else:
-            start = 0
-            for m in _SENTENCE.finditer(text):
-                if m.end() - start >= _BLOCK:
-                    self.sentences.append((start, m.end(), set(_TOKEN.findall(text, start, m.end()))))
-                    start = m.end()
-            if start < len(text):
-                self.sentences.append((start, len(text), set(_TOKEN.findall(text, start))))
-        self.tokens: set[str] = set().union(*(toks for _, _, toks in self.sentences))
+        self.tokens = _tokens(text)
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        self._block_tokens: dict[int, set[str]] = {}
+
+    def _blocks(self) -> tuple[list[int], list[int]]:
+        if not self._ends:
+            text = self.text
+            if len(text) <= _BLOCK:
+                self._starts, self._ends = [0], [len(text)]
+            else:
+                starts, ends, start = [], [], 0
+                for m in _SENTENCE.finditer(text):
+                    if m.end() - start >= _BLOCK:
+                        starts.append(start)
+                        ends.append(m.end())
+                        start = m.end()
+                if start < len(text) or not ends:
+                    starts.append(start)
+                    ends.append(len(text))
+                self._starts, self._ends = starts, ends
+        return self._starts, self._ends
+
+    def _candidates(self, anchors: frozenset[str]) -> list[tuple[int, int]]:
+        """(start, end) of the blocks, in order, whose tokens include one of ``anchors``."""
+        present = anchors & self.tokens
+        if not present:
+            return []
+        text = self.text
+        # Where an anchor may stand as a token: not glued to a letter or digit on either side (a
+        # filter: "one" in "someone" is skipped, the block's token set decides the rest).
+        hits: list[int] = []
+        for anchor in present:
+            at, size = text.find(anchor), len(anchor)
+            while at >= 0 and len(hits) <= _MAX_HITS:
+                if (at == 0 or text[at - 1] not in _ALNUM) and text[at + size : at + size + 1] not in _ALNUM:
+                    hits.append(at)
+                at = text.find(anchor, at + 1)
+        starts, ends = self._blocks()
+        if len(hits) > _MAX_HITS:
+            picked: set[int] = set(range(len(ends)))
+        else:  # a token lies inside one block: blocks end after punctuation
+            picked = {bisect_right(ends, at) for at in hits}
+        out = []
+        for k in sorted(picked):
+            toks = self._block_tokens.get(k)
+            if toks is None:
+                toks = self._block_tokens[k] = set(_TOKEN.findall(text, starts[k], ends[k]))
+            if not anchors.isdisjoint(toks):
+                out.append((starts[k], ends[k]))
+        return out
 
     def search(self, regex: re.Pattern[str], anchors: frozenset[str]) -> tuple[int, int] | None:
-        for start, end, toks in self.sentences:
-            if not anchors.isdisjoint(toks):
-                m = regex.search(self.text, start, end)
-                if m:
-                    return m.span()
+        for start, end in self._candidates(anchors):
+            m = regex.search(self.text, start, end)
+            if m:
+                return m.span()
         return None
 
     def finditer(self, regex: re.Pattern[str], anchors: frozenset[str]) -> list[tuple[int, int]]:
         return [
             m.span()
-            for start, end, toks in self.sentences
-            if not anchors.isdisjoint(toks)
+            for start, end in self._candidates(anchors)
             for m in regex.finditer(self.text, start, end)
             if m.end() > m.start()
         ]
+
+
+def _tokens(text: str) -> set[str]:
+    """``set(_TOKEN.findall(text))`` at C speed: every character a token cannot contain becomes a space
+    (non-ASCII ones via ``encode``'s "?"), then ``split``. Only pieces with an apostrophe need the
+    regex: ``_TOKEN`` allows one ``'`` followed by letters, so "don't" is a token but "'kill" is "kill".
+    """
+    pieces = set(text.encode("ascii", "replace").translate(_TOKEN_BYTES).decode("ascii").split())
+    if "'" in text:
+        for piece in [p for p in pieces if "'" in p]:
+            pieces.discard(piece)
+            pieces.update(_TOKEN.findall(piece))
+    return pieces
 
 
 def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:

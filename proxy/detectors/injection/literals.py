@@ -1,0 +1,63 @@
+"""Which of many literal strings occur in a text, in one vectorised pass.
+
+Why: the heuristic rules are gated by ~80 anchor literals, and checking them with one ``in`` each
+cost ~100 µs per 2 KB of prose, twice per scan (the text and its rot13 probe): more than the
+classifier. Here every 4-byte window of the UTF-8 text is read as one integer (numpy, no copy),
+hashed into a small table that marks the literals' first four bytes, and only the few windows that
+hit are confirmed in Python with ``bytes.startswith``. Literals shorter than four bytes are rare
+and use ``in``. The answer is exact: a hash collision only costs one failed confirmation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+_BITS = 16
+_MULT = np.uint32(0x9E3779B1)  # Knuth's multiplicative hash: the top bits of key * MULT spread well
+_SHIFT = np.uint32(32 - _BITS)
+
+
+def _slot(key: int) -> int:
+    return ((key * int(_MULT)) & 0xFFFFFFFF) >> int(_SHIFT)
+
+
+class LiteralIndex:
+    """Immutable once built (safe to share across threads): ``present(text)`` -> literals in ``text``."""
+
+    def __init__(self, literals: Iterable[str]) -> None:
+        unique = sorted(set(literals))
+        if any(not lit for lit in unique):
+            raise ValueError("literals must be non-empty")
+        encoded = [(lit, lit.encode("utf-8", "surrogatepass")) for lit in unique]
+        self._short = tuple(lit for lit, raw in encoded if len(raw) < 4)
+        by_key: dict[int, list[tuple[bytes, str]]] = {}
+        for lit, raw in encoded:
+            if len(raw) >= 4:
+                by_key.setdefault(int.from_bytes(raw[:4], "little"), []).append((raw, lit))
+        self._by_key = {k: tuple(v) for k, v in by_key.items()}
+        self._table = np.zeros(1 << _BITS, dtype=bool)
+        for key in self._by_key:
+            self._table[_slot(key)] = True
+        self._table.flags.writeable = False
+
+    def present(self, text: str) -> set[str]:
+        """The literals that occur in ``text`` (case-sensitive: lower-case the text for folded ones)."""
+        found = {lit for lit in self._short if lit in text}
+        if not self._by_key:
+            return found
+        raw = text.encode("utf-8", "surrogatepass")
+        if len(raw) < 4:
+            return found
+        # Overlapping little-endian uint32 windows over the bytes, without copying them.
+        windows = np.ndarray((len(raw) - 3,), dtype="<u4", buffer=raw, strides=(1,))
+        slots = np.multiply(windows, _MULT)  # an aligned copy: the in-place shift and take are faster
+        np.right_shift(slots, _SHIFT, out=slots)
+        hits = np.flatnonzero(np.take(self._table, slots))
+        by_key = self._by_key
+        for pos, key in zip(hits.tolist(), windows[hits].tolist(), strict=True):
+            for lit_raw, lit in by_key.get(key, ()):
+                if lit not in found and raw.startswith(lit_raw, pos):
+                    found.add(lit)
+        return found

@@ -1,0 +1,349 @@
+"""Prometheus metrics: per-request counters and histograms, plus state read at scrape time.
+
+Per-request series are updated once per finished request by ``Metrics.observe`` (a
+``Sidecar.observers`` entry, called after complete hooks and decision records). State that
+already lives somewhere (policy revision, reload counts, circuit states) is *read* when
+``/metrics`` is scraped, so it costs nothing per request.
+
+The per-request series are plain numbers in dicts keyed by label tuples (``RequestCounter``,
+``RequestHistogram``), turned into Prometheus families only when scraped: updating them costs a
+dict lookup and an addition, where ``prometheus_client``'s ``Counter`` / ``Histogram`` take a
+lock per value (a histogram observation is two) and a ``.labels()`` lookup per series. They are
+only ever updated from the event loop's thread (request observers run there), so no lock is
+needed; a scrape, also on the loop, sees a consistent snapshot.
+
+Label cardinality is bounded: ``model`` takes at most ``observability.metrics.max_models``
+distinct values and ``tenant`` at most ``max_tenants`` (the rest become ``other``); tenants
+are not labelled at all unless the policy says ``tenant_label: hashed`` or ``raw``. Plugin
+ids, rules, actions, modes, routes and upstream names come from the policy and the code, so
+they are bounded already. Each sidecar has its own registry (tests run several in one process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as HttpRoute
+
+from proxy.observability.timing import input_tokens, output_tokens
+
+if TYPE_CHECKING:
+    from proxy.chain.context import RequestContext
+    from proxy.chain.plugin import Outcome
+    from proxy.observability.config import MetricsConfig
+    from proxy.policy.compiler import CompiledPolicy
+    from proxy.policy.store import PolicyStore
+
+LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+PER_TOKEN = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
+LAG = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+OTHER = "other"
+_BUDGET_KINDS = ("requests", "tokens", "usd")
+
+
+class _Bounded:
+    """Maps raw label values to at most ``cap`` distinct ones; later newcomers become ``other``."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str, cap: int) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= cap:
+            return OTHER
+        self._seen.add(value)
+        return value
+
+
+class _StateCollector(Collector):
+    """Policy revision, reload results and circuit-breaker states, read at scrape time."""
+
+    def __init__(self, store: PolicyStore) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[Any]:
+        store = self._store
+        info = InfoMetricFamily("sidecar_policy", "the policy revision serving new requests")
+        reloads = CounterMetricFamily("sidecar_policy_reloads", "policy reloads by result", labels=["result"])
+        reloads.add_metric(["ok"], store.reloads_ok)
+        reloads.add_metric(["failed"], store.reloads_failed)
+        yield reloads
+        last = GaugeMetricFamily(
+            "sidecar_policy_last_reload_timestamp_seconds", "when the last reload (or load) happened"
+        )
+        if store.last_reload is not None:
+            last.add_metric([], float(store.last_reload.get("at", 0.0)))
+        yield last
+        if not store.ready:
+            yield info
+            return
+        policy = store.current
+        info.add_metric([], {"revision": policy.revision, "source": policy.source})
+        yield info
+        circuits = GaugeMetricFamily(
+            "sidecar_circuit_state",
+            "circuit breaker state per step and target: 1 for the current state",
+            labels=["plugin", "target", "state"],
+        )
+        for step in policy.chain.steps:
+            states = getattr(step.plugin, "circuits", None)
+            if not isinstance(states, dict):
+                continue
+            for target, circuit in list(states.items()):
+                current = getattr(circuit, "state", "closed")
+                for state in ("closed", "half_open", "open"):
+                    circuits.add_metric([step.id, str(target), state], 1.0 if current == state else 0.0)
+        yield circuits
+
+
+class RequestCounter(Collector):
+    """A counter family updated per request without locks; exposed as ``<name>_total``.
+
+    Same exposition as ``prometheus_client.Counter`` (``_total`` and ``_created`` samples);
+    ``inc`` takes the label values as one tuple, in ``labels`` order.
+    """
+
+    def __init__(self, name: str, doc: str, labels: Sequence[str], registry: CollectorRegistry) -> None:
+        self.name, self.doc, self.labels = name, doc, list(labels)
+        self.values: dict[tuple[str, ...], list[float]] = {}  # labels -> [value, created]
+        registry.register(self)
+
+    def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
+        value = self.values.get(key)
+        if value is None:
+            value = self.values[key] = [0.0, time.time()]
+        value[0] += amount
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.doc, labels=self.labels)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        for key, (value, created) in list(self.values.items()):
+            family.add_metric(key, value, created=created)
+        yield family
+
+
+class RequestHistogram(Collector):
+    """A histogram family updated per request without locks (same exposition as ``Histogram``).
+
+    Each series keeps a count per bucket (not cumulative: one increment per observation, found
+    by bisection) plus the sum; the cumulative ``le`` buckets are computed at scrape time.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        doc: str,
+        labels: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name, self.doc, self.labels = name, doc, list(labels)
+        self.bounds = tuple(float(b) for b in buckets)
+        self._le = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+        # labels -> [count per bucket (len(bounds) + 1, the last is +Inf)..., sum, created]
+        self.values: dict[tuple[str, ...], list[float]] = {}
+        registry.register(self)
+
+    def observe(self, key: tuple[str, ...], amount: float) -> None:
+        value = self.values.get(key)
+        if value is None:
+            value = self.values[key] = [0.0] * (len(self.bounds) + 2) + [time.time()]
+        value[bisect_left(self.bounds, amount)] += 1  # the first bucket with amount <= le
+        value[-2] += amount
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        n = len(self._le)
+        for key, value in list(self.values.items()):
+            buckets: list[tuple[str, float]] = []
+            total = 0.0
+            for le, count in zip(self._le, value[:n], strict=True):
+                total += count
+                buckets.append((le, total))
+            family.add_metric(key, buckets, value[-2])
+            family.samples.append(
+                Sample(f"{self.name}_created", dict(zip(self.labels, key, strict=True)), value[-1])
+            )
+        yield family
+
+
+class Metrics:
+    """The sidecar's Prometheus registry and its per-request update."""
+
+    def __init__(self, store: PolicyStore) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry
+        self.requests = RequestCounter(
+            "sidecar_requests", "requests by route, status, model and serving target",
+            ["route", "status", "model", "target"], r,
+        )  # fmt: skip
+        self.duration = RequestHistogram(
+            "sidecar_request_duration_seconds", "total time from request to the answer's end",
+            ["route", "stream"], LATENCY, r,
+        )  # fmt: skip
+        self.upstream = RequestHistogram(
+            "sidecar_upstream_duration_seconds",
+            "time inside upstream attempts, retries included (streams: until the first chunk)",
+            ["target"], LATENCY, r,
+        )  # fmt: skip
+        self.overhead = RequestHistogram(
+            "sidecar_overhead_seconds",
+            "non-streamed requests: total time minus time inside upstream attempts (backoff included)",
+            ["route"], OVERHEAD, r,
+        )  # fmt: skip
+        self.ttft = RequestHistogram(
+            "sidecar_time_to_first_token_seconds", "streams: request start to the first output token sent",
+            ["route", "model"], LATENCY, r,
+        )  # fmt: skip
+        self.tpot = RequestHistogram(
+            "sidecar_time_per_output_token_seconds", "streams: time per output token after the first",
+            ["route", "model"], PER_TOKEN, r,
+        )  # fmt: skip
+        self.tokens = RequestCounter(
+            "sidecar_tokens", "tokens by tenant, model and type (input, output), as the provider reported",
+            ["tenant", "model", "type"], r,
+        )  # fmt: skip
+        self.cost = RequestCounter(
+            "sidecar_cost_usd", "priced cost (set by a budget step) by tenant and model",
+            ["tenant", "model"], r,
+        )  # fmt: skip
+        self.decisions = RequestCounter(
+            "sidecar_decisions", "decision records by plugin, rule, action and mode (enforce / shadow)",
+            ["plugin", "rule", "action", "mode"], r,
+        )  # fmt: skip
+        self.attempts = RequestCounter(
+            "sidecar_upstream_attempts", "upstream attempts (first tries, retries and fallbacks)",
+            ["route"], r,
+        )  # fmt: skip
+        self.retries = RequestCounter("sidecar_retries", "retries by target", ["target"], r)
+        self.fallbacks = RequestCounter(
+            "sidecar_fallbacks", "reroutes to the next target", ["from_target", "to_target"], r
+        )
+        self.budget = Gauge(
+            "sidecar_budget_remaining",
+            "budget left in the tightest limit per kind, as last reported to the tenant",
+            ["kind", "tenant"], registry=r,
+        )  # fmt: skip
+        self.loop_lag = Histogram(
+            "sidecar_event_loop_lag_seconds", "how late a periodic timer fired on the event loop",
+            buckets=LAG, registry=r,
+        )  # fmt: skip
+        self.loop_lag_last = Gauge(
+            "sidecar_event_loop_lag_last_seconds", "the latest event-loop lag sample", registry=r
+        )
+        r.register(_StateCollector(store))
+        self._models = _Bounded()
+        self._tenants = _Bounded()
+        self._hashed: dict[str, str] = {}
+        self._budget: dict[tuple[str, str], Any] = {}
+
+    def _tenant(self, tenant: str | None, cfg: MetricsConfig) -> str:
+        if cfg.tenant_label == "none" or not tenant:
+            return ""
+        if cfg.tenant_label == "hashed":
+            hashed = self._hashed.get(tenant)
+            if hashed is None:
+                hashed = hashlib.sha256(tenant.encode()).hexdigest()[:8]
+                if len(self._hashed) < 100_000:
+                    self._hashed[tenant] = hashed
+            tenant = hashed
+        return self._tenants(tenant[:100], cfg.max_tenants)
+
+    def observe(self, policy: CompiledPolicy, ctx: RequestContext, outcome: Outcome) -> None:
+        """Update the per-request series for one finished request (a ``Sidecar.observers`` entry)."""
+        cfg = policy.metrics
+        if not cfg.enabled:
+            return
+        route = ctx.route.value
+        model = self._models(ctx.model[:100], cfg.max_models)
+        target = ctx.target or ""
+        self.requests.inc((route, str(outcome.status), model, target))
+        total = outcome.latency_ms / 1000
+        self.duration.observe((route, "true" if ctx.stream else "false"), total)
+        if ctx.attempts:
+            self.attempts.inc((route,), ctx.attempts)
+            self.upstream.observe((target,), ctx.upstream_s)
+            if not ctx.stream:
+                self.overhead.observe((route,), max(0.0, total - ctx.upstream_s))
+        usage = outcome.usage or ctx.usage
+        tokens_out = output_tokens(usage)
+        if ctx.first_token_at is not None:
+            ttft = ctx.first_token_at - ctx.started
+            self.ttft.observe((route, model), ttft)
+            if tokens_out and tokens_out > 1:
+                self.tpot.observe((route, model), max(0.0, total - ttft) / (tokens_out - 1))
+        tokens_in = input_tokens(usage)
+        if tokens_in or tokens_out or ctx.cost_usd:
+            tenant = self._tenant(ctx.tenant, cfg)
+            if tokens_in:
+                self.tokens.inc((tenant, model, "input"), tokens_in)
+            if tokens_out:
+                self.tokens.inc((tenant, model, "output"), tokens_out)
+            if ctx.cost_usd:
+                self.cost.inc((tenant, model), ctx.cost_usd)
+        for d in ctx.decisions:
+            self.decisions.inc((d.plugin, d.rule, d.action, d.mode))
+            if d.rule == "retry":
+                self.retries.inc((str(d.detail.get("target") or ""),))
+            elif d.rule == "fallback":
+                self.fallbacks.inc((str(d.detail.get("from", "")), str(d.detail.get("to", ""))))
+        headers = ctx.response_headers
+        if headers and any(f"x-ratelimit-remaining-{kind}" in headers for kind in _BUDGET_KINDS):
+            tenant = self._tenant(ctx.tenant, cfg)
+            for kind in _BUDGET_KINDS:
+                value = headers.get(f"x-ratelimit-remaining-{kind}")
+                if value is not None:
+                    with contextlib.suppress(ValueError):
+                        gauge = self._budget.get((kind, tenant))
+                        if gauge is None:
+                            gauge = self._budget[kind, tenant] = self.budget.labels(kind, tenant)
+                        gauge.set(float(value))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def watch_loop_lag(self, interval: float = 0.25) -> None:
+        """Forever: sleep ``interval`` and record how much later than asked the loop woke us."""
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time()
+            await asyncio.sleep(interval)
+            lag = max(0.0, loop.time() - asked - interval)
+            self.loop_lag.observe(lag)
+            self.loop_lag_last.set(lag)
+
+
+def metrics_route(metrics: Metrics) -> HttpRoute:
+    """``GET /metrics`` in the Prometheus text format."""
+
+    async def endpoint(_: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return HttpRoute("/metrics", endpoint, methods=["GET"])
