@@ -288,7 +288,11 @@ def build_rows(workdir: Path, upstream: Server) -> list[Row]:
             [{"type": "injection"}, {"type": "moderation"}],
             None,
         ),
-        "sidecar-pii": (f"sidecar, pii (default engine), {prose}", [{"type": "pii"}], None),
+        "sidecar-pii": (
+            f"sidecar, pii (default engine: patterns, ner off), {prose}",
+            [{"type": "pii", "ner": "off"}],
+            None,
+        ),
         "sidecar-default-notel": (
             "sidecar, default policy plugins, telemetry off (metrics disabled, no trace exporter)",
             _default_plugins(),

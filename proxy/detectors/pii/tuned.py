@@ -1,0 +1,351 @@
+"""Recognisers this project adds to presidio's: phone numbers without ``phonenumbers``, and more.
+
+Each rule says why it exists. They were tuned on the *dev* half of the Presidio synthetic set
+(templates with an even ``template_id``, see ``scripts/eval_pii.py``); the reported numbers are
+on the other half.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from proxy.detectors.pii.gazetteer import COUNTRIES
+
+
+@dataclass(frozen=True, slots=True)
+class TunedRule:
+    entity_type: str
+    regex: str
+    score: float
+    context: tuple[str, ...] = ()
+    trigger: str | None = None
+    validate: Callable[[str], bool | None] | None = None  # True: score 1; False: drop
+    invalidate: Callable[[str], bool | None] | None = None  # True: drop (never raises a score)
+    group: int = 0
+    case_sensitive: bool = False
+    window: Literal["text", "token"] | int = "text"
+    words: tuple[str, ...] = ()  # a gazetteer instead of ``regex`` (whole words, any case)
+
+
+@functools.cache
+def offline_tldextract() -> Any:
+    """tldextract over the suffix list bundled in the wheel: never fetched, never cached to disk."""
+    import tldextract
+
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
+
+
+def _not_phone(value: str) -> bool:
+    """Fewer than 7 or more than 15 digits (E.164's maximum): not a phone number."""
+    n = sum(c.isdigit() for c in value)
+    return not 7 <= n <= 15
+
+
+#: Country-code TLDs that are far more often file extensions in prompts (``config.py``).
+_FILE_SUFFIXES = frozenset({"py", "sh", "md", "rs", "pl", "ps", "cs", "mk", "ml", "cc", "sc", "so", "pm"})
+
+
+def _not_domain(value: str) -> bool:
+    """A dotted word whose last label is no public suffix (``file.txt``, ``e.g``), or a bare
+    ``name.py`` (no ``www.``, no path): a file name, not a site."""
+    host = value.split("/", 1)[0]
+    parts = offline_tldextract()(host)
+    if not (parts.domain and parts.suffix):
+        return True
+    bare = "/" not in value and not host.lower().startswith("www")
+    return bare and parts.suffix.lower() in _FILE_SUFFIXES
+
+
+_STREET_WORD = (
+    r"(?:street|st|road|rd|avenue|ave|lane|ln|drive|dr|boulevard|blvd|way|square|squares|parks?|place|pl"
+    r"|court|ct|terrace|terrasse|highway|hwy|gata|gatan|gade|vej|katu|tie|strasse|straße|str|u|ul|rua"
+    r"|via|calle|apt|suite|unit|box|po)"
+)
+_STREET_EVIDENCE = re.compile(
+    r"(?i)(?<!\w)" + _STREET_WORD + r"(?!\w)|\n|^\S+ (?:\d+ )?[^\W\d_][\w'\u2019\-]* \d"
+)
+
+
+def _not_address(value: str) -> bool:
+    """Number + words is an address only with a street word, a unit, several lines, or
+    ``Name 25`` (house number after the street name); "founded in 1977 by three friends" is not."""
+    return _STREET_EVIDENCE.search(value) is None
+
+
+# House-number-led addresses, then optional parts on the same line, after commas or on new
+# lines: unit (Suite 12), capitalised place names, two-letter state codes, postcodes. Parts
+# that start lower-case after a comma end the address (", and the corner of ...").
+_W = r"[^\W\d_][\w'\u2019\-]*\.?"
+_CAP = r"(?:\p{Lu}[\w'\u2019\-]*\.?)"
+_PART = (
+    r"(?:(?i:suite|apt\.?|unit|box)[ ]\d+"
+    r"|" + _CAP + r"(?:[ ](?:" + _CAP + r"|de|da|do|del|la|le|of|and|e|y|\d{3,6}(?:-\d{3,4})?)){0,4}"
+    r"|\d{3,6}(?:-\d{3,4})?|nan)"
+)
+#: lower-case words allowed inside a street line (after its first word)
+_LINK = (
+    r"(?:de|da|do|dos|das|del|della|di|la|le|les|e|y|van|von|der|den|u\.|ul\.|st\.?|str\.|street|road|avenue)"
+)
+_SEP = r"(?:[ ]*\n[ ]*,[ ]*|[ ]*,[ ]*\n?[ ]*|[ ]*\n[ ]*(?:\n[ ]*)?|[ ])"
+_TAIL = r"(?:" + _SEP + _PART + r"){0,7}"
+#: US military mail: "PSC 1437, Box 3833\nAPO AA 66791", "USNS Bergman\nFPO AP 93757".
+MILITARY = (
+    r"(?i:(?<![\w.\-])(?:PSC|Unit|USNS|USNV|USS|USCGC)[ ][\w ]{1,30}?(?:,?[ ]Box[ ]\d{3,5})?"
+    r"\s*[ADF]PO[ ]A[AEP][ ]\d{5})"
+)
+ADDRESS = (
+    r"(?<![\w.\-])(?:(?:P\.O\.[ ]Box[ ]|\d{1,6}[ ](?:\d{1,6}[ ])?)"
+    + _W
+    + r"(?:[ ](?:"
+    + _CAP
+    + r"|"
+    + _LINK
+    + r"|\d{1,6}\.?)){0,7}"
+    + _TAIL
+    + ")"
+)
+#: Street-name-first addresses (continental Europe, Latin America): a street prefix (Via, Rua,
+#: ul., Avda., C/) or a street-suffixed word (Ziegelgasse, Sludevej, Wingertweg, Kiannonkatu),
+#: then the house number, then the same optional parts as above.
+_PREFIX = (
+    r"(?:Via|Viale|Rua|Rue|Avenida|Avda\.|Av\.|Calle|C/|Carrer|Plaza|Praça|Largo"
+    r"|ul\.|al\.|Ulica|Strada|Calea)"
+)
+_SUFFIXED = (
+    r"\p{Lu}[\w\-]*?(?:gasse|vej|veien|vegen|vägen|väg|gade|gatan|gata|straße|strasse|str|weg|laan|straat"
+    r"|katu|tie|polku|kuja|tee|braut|stræti|allee|ring|platz|plein|utca|útja)\.?"
+)
+_NUMBER_TAIL = r"\d{1,5}[a-zA-Z]?\b\.?" + _TAIL
+ADDRESS_PREFIXED = r"(?<![\w.\-])" + _PREFIX + r"[ ](?:" + _W + r"[ ]){1,4}" + _NUMBER_TAIL
+ADDRESS_SUFFIXED = r"(?<![\w.\-])" + _SUFFIXED + r"[ ](?:" + _CAP + r"[ ]){0,2}" + _NUMBER_TAIL
+#: a capitalised word, then a house number: far rarer than the positions the suffix regex tries
+_SUFFIX_TRIGGER = r"\p{Lu}[\w\-]{2,}\.?[ ]\d"
+#: "the corner of X and Y": an address without a house number.
+CORNER = r"(?i:the[ ])?(?i:corner[ ]of)[ ][^\n,.;]{2,40}?[ ]and[ ]" + _CAP + r"(?:[ ]" + _CAP + r"){0,3}"
+#: An all-capitals place name after a place preposition ("I am in TROMSØ", "from KAJAANI").
+CAPS_PLACE = r"(?<=\b(?:in|at|from|near|to)[ ])\p{Lu}{4,}(?:[ \-]\p{Lu}{2,}){0,3}\b(?![ ]?\d)"
+
+
+def _not_luhn(value: str) -> bool:
+    digits = [int(c) for c in value if c.isdigit()]
+    total = sum(digits[-1::-2]) + sum(sum(divmod(2 * d, 10)) for d in digits[-2::-2])
+    return total % 10 != 0
+
+
+_MONTH_FULL = (
+    r"(?i:january|february|march|april|may|june|july|august|september|october|november|december"
+    r"|jan\.?|feb\.?|mar\.?|apr\.?|jun\.?|jul\.?|aug\.?|sept?\.?|oct\.?|nov\.?|dec\.?)"
+)
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+_URL_TAIL = r"(?:/[^\s<>\"'`]*[^\s<>\"'`.,;:!?)\]]|/)?"
+
+
+_NAME_WORD = r"\p{Lu}[\w&'\u2019\-]*"
+_ORG_NAME = r"(?:\d+[ ])?" + _NAME_WORD + r"(?:[ ](?:" + _NAME_WORD + r"|and|of|&)){0,4}"
+#: Organisation names the small model misses or calls PERSON: a legal-form suffix, or a
+#: "works for X" / "X is a company" cue around capitalised words.
+ORG_SUFFIXED = (
+    r"(?<![\w\-])" + _ORG_NAME + r"[ ](?:Inc\.?|LLC|L\.L\.C\.|Ltd\.?|Limited|Incorporated|Corporation|Corp\.?"
+    r"|GmbH|AG|PLC|plc|S\.A\.|SA|Co\.|Company|Group|Holdings|Partners)(?![\w\-])"
+)
+ORG_AFTER_CUE = (
+    r"(?<=\b(?i:work|works|worked|working|employed|employee|job|year|years|months|intern|internship)"
+    r"[ ](?i:for|at|by|with)[ ])" + _ORG_NAME + r"(?![\w\-])"
+)
+ORG_BEFORE_CUE = (
+    r"(?<![\w\-])"
+    + _ORG_NAME
+    + r"(?=[ ](?:is|was)[ ](?:a|an|the)[ ](?:[\w\-]+[ ]){0,2}(?i:company|startup|start-up"
+    r"|firm|agency|business|brand|bank|manufacturer|retailer|consultancy|provider|platform|corporation|employer)\b)"
+)
+ADDRESS_CONTEXT = (
+    "address", "live", "lives", "lived", "located", "office", "send", "sent", "ship", "deliver",
+    "moved", "meet",
+)  # fmt: skip
+PHONE_CONTEXT = (
+    "phone", "call", "tel", "mobile", "cell", "fax", "number", "contact", "reach", "dial", "text",
+    "message", "sms", "whatsapp", "desk", "answer", "ring",
+)  # fmt: skip
+_EXT = r"(?:[ ]?(?:x|ext\.?)[ ]?\d{1,5})?"
+
+TUNED_RULES: tuple[TunedRule, ...] = (
+    # International and national phone formats: groups of digits joined by space, dot or dash,
+    # with an optional +country code and (area) code. Without a context word the score stays
+    # below the default threshold, so ordinary numbers in prose are left alone.
+    TunedRule(
+        "PHONE_NUMBER",
+        r"(?<![\w+.\-/])(?:(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,5}\)[ .\-]?)?"
+        r"\d{2,7}+(?:[ .\-]\d{2,7}+){1,5}+|\d{7,15}+)" + _EXT + r"(?![\w\-/]|\.\d)",
+        0.3,
+        PHONE_CONTEXT,
+        r"\d{2}",
+        invalidate=_not_phone,
+    ),
+    # National numbers with a trunk prefix 0 in three or more groups (0680 298 70 63,
+    # 078 8098 1119): phone-shaped enough to pass the default threshold without context.
+    TunedRule(
+        "PHONE_NUMBER",
+        r"(?<![\w+.\-/])(?:\(0\d{1,4}\)|0\d{1,4}+)(?:[ .\-]\d{2,7}+){2,5}+" + _EXT + r"(?![\w\-/]|\.\d)",
+        0.45,
+        PHONE_CONTEXT,
+        r"0\d",
+        invalidate=_not_phone,
+    ),
+    TunedRule(
+        "PHONE_NUMBER",
+        r"(?<![\w+.\-/])\+\d{1,3}[ .\-]?(?:\(\d{1,5}\)[ .\-]?)?\d{2,7}+(?:[ .\-]\d{2,7}+){0,5}+"
+        + _EXT
+        + r"(?![\w\-/]|\.\d)",
+        0.5,
+        PHONE_CONTEXT,
+        r"\+\d",
+        invalidate=_not_phone,
+    ),
+    # US/NANP layout 212-555-0142 / (212) 555-0142: distinctive enough without a context word.
+    TunedRule(
+        "PHONE_NUMBER",
+        r"(?<![\w+.\-/])(?:\(\d{3}\)[ ]?|\d{3}[\-. ])\d{3}[\-. ]\d{4}"
+        r"(?:[ ]?(?:x|ext\.?)[ ]?\d{1,5})?(?![\w\-/]|\.\d)",
+        0.5,
+        PHONE_CONTEXT,
+        r"\d{3}",
+    ),
+    # Card numbers presidio's prefix list misses (Maestro 50/56-69, JCB 2131, Mir 2200-2204,
+    # newer Mastercard 2221-2720): 12-19 digits, Luhn-checked; context "card" raises them.
+    TunedRule(
+        "CREDIT_CARD",
+        r"(?<![\w\-])(?:\d{4}[ \-]?){2,3}\d{4,7}(?![\w\-])",
+        0.5,
+        ("card", "credit", "debit", "visa", "mastercard", "amex", "maestro"),
+        r"\d{4}",
+        invalidate=_not_luhn,
+    ),
+    # Dates presidio has no pattern for: "12 March 2024", "March 12, 2024", and a year after
+    # in/since/born/founded (spaCy's DATE would also tag "yesterday", "last spring").
+    TunedRule(
+        "DATE_TIME",
+        r"\b(?:\d{1,2}(?:st|nd|rd|th)?[ ]"
+        + _MONTH
+        + r",?[ ]\d{4}|"
+        + _MONTH
+        + r"[ ]\d{1,2}(?:st|nd|rd|th)?,?[ ]\d{4})\b",
+        0.6,
+        ("date", "born", "birthday", "dob"),
+        r"\d{4}",
+        window=24,  # runs only around 4-digit numbers: the month alternation is costly
+    ),
+    TunedRule(
+        "DATE_TIME",
+        r"\b" + _MONTH_FULL + r"[ ,]+(?:19|20)\d{2}\b",
+        0.6,
+        ("date", "born", "birthday", "dob", "since", "in"),
+        r"\d{4}",
+        window=16,
+    ),
+    TunedRule(  # a date and its time are one span: "1978-04-13 12:20:39"
+        "DATE_TIME",
+        r"\b(?:\d{4}[\-/.]\d{1,2}[\-/.]\d{1,2}|\d{1,2}[\-/.]\d{1,2}[\-/.]\d{2,4})"
+        r"[ T](?:[01]?\d|2[0-3]):[0-5]\d"
+        r"(?::[0-5]\d(?:\.\d+)?)?(?:[ ]?(?i:[ap]\.?m\.?))?(?![\w:])",
+        0.8,
+        ("date", "time", "born", "dob", "when"),
+        r"\d:\d\d",
+    ),
+    TunedRule(
+        "DATE_TIME",
+        r"(?<![\w:.])(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d)?(?:[ ]?(?i:[ap]\.?m\.?))?(?![\w:]|\.\d)",
+        0.5,
+        ("time", "at", "until", "from", "meeting", "date"),
+        r"\d:\d\d",
+    ),
+    TunedRule(
+        "DATE_TIME",
+        r"(?i:\b(?:in|since|born|founded|until|year|of|from|by)[ ])((?:19|20)\d{2})\b(?![\-/.:]\d)",
+        0.5,
+        trigger=r"(?:19|20)\d{2}",
+        group=1,
+    ),
+    # Ages: "aged 42", "just turned 42", "42 years old", "42 y/o" (a quasi-identifier: with a
+    # place and a date it narrows a person down; HIPAA counts ages over 89 as identifiers).
+    TunedRule(
+        "AGE",
+        r"(?i:\b(?:aged?|age[ ]of|turned|turns|turning|i[ ]am|i'm|i\u2019m)[ :]+)(\d{1,3})\b(?![.,:]\d|[ ]?%)"
+        r"(?![ ](?:minutes?|hours?|days?|weeks?|months?|times?|percent|items?|of|in|on|at|and|or|to)\b)",
+        0.6,
+        trigger=r"(?i)(?:aged?|age of|turned|turns|turning|i am|i'm|i\u2019m)[ :]+\d",  # needs a digit
+        group=1,
+    ),
+    TunedRule(
+        "AGE",
+        r"(?<![\w.,])(\d{1,3})(?i:[ \-]?(?:years?[ \-]old|years?[ ]of[ ]age|y/o|yo|yrs?[ \-]old)\b)",
+        0.6,
+        trigger=r"(?i)old|of age|y/?o\b",
+        group=1,
+    ),
+    # URLs replace presidio's four 6 KB TLD alternations (1.5 ms per 2 KB each): a URL with a
+    # scheme is one token; a bare domain must end in a public suffix (bundled list, offline).
+    TunedRule(
+        "URL", r"\b(?:https?|ftp)://[^\s<>\"'`]*[^\s<>\"'`.,;:!?)\]]", 0.6, ("url", "website", "link"), "://"
+    ),
+    TunedRule(
+        "URL",
+        r"(?<![\w@.\-])(?:www\d{0,3}\.)?(?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}(?![\w@\-])"
+        + _URL_TAIL,
+        0.5,
+        ("url", "website", "link", "site", "domain"),
+        r"\.[A-Za-z]{2}",  # literal-led: a fast scan
+        invalidate=_not_domain,
+        window="token",
+    ),
+    TunedRule(
+        "LOCATION",
+        ADDRESS,
+        0.9,  # above NER's 0.85: a structured address beats the model's pieces of it
+        (
+            "address",
+            "live",
+            "lives",
+            "lived",
+            "located",
+            "office",
+            "send",
+            "sent",
+            "ship",
+            "deliver",
+            "moved",
+            "meet",
+        ),
+        r"\d",
+        invalidate=_not_address,
+        case_sensitive=True,
+    ),
+    # Windowed: these regexes are costly at every position, their trigger words are rare.
+    TunedRule("LOCATION", MILITARY, 0.9, ADDRESS_CONTEXT, r"[ADF]PO A[AEP] \d", window=90),
+    TunedRule(
+        "LOCATION", ADDRESS_PREFIXED, 0.9, ADDRESS_CONTEXT, _PREFIX + "[ ]", case_sensitive=True, window=160
+    ),
+    TunedRule(
+        "LOCATION", ADDRESS_SUFFIXED, 0.9, ADDRESS_CONTEXT, _SUFFIX_TRIGGER, case_sensitive=True, window=160
+    ),
+    TunedRule("LOCATION", CORNER, 0.9, ADDRESS_CONTEXT, r"(?i)corner of", case_sensitive=True),
+    TunedRule("LOCATION", CAPS_PLACE, 0.6, trigger=r"\p{Lu}{4}", case_sensitive=True),
+    TunedRule("LOCATION", "", 0.7, words=COUNTRIES),
+    TunedRule(
+        "ORGANIZATION",
+        ORG_SUFFIXED,
+        0.9,
+        # a space first: a literal-led trigger is a fast scan (stdlib re)
+        trigger=r" (?:Inc|LLC|L\.L|Ltd|Limited|Incorporated|Corporation|Corp|GmbH|AG|PLC|plc|S\.A|SA"
+        r"|Co\.|Company|Group|Holdings|Partners)\b",
+        case_sensitive=True,
+        window=90,  # the name is at most five words before its legal form
+    ),
+    TunedRule(
+        "ORGANIZATION", ORG_AFTER_CUE, 0.9, trigger=r"(?i)\b(?:for|at|by|with) \p{Lu}", case_sensitive=True
+    ),
+    TunedRule("ORGANIZATION", ORG_BEFORE_CUE, 0.9, trigger=r" (?:is|was) (?:a|an|the) ", case_sensitive=True),
+)
