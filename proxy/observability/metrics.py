@@ -60,6 +60,7 @@ PER_TOKEN = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
 LAG = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 OTHER = "other"
 _BUDGET_KINDS = ("requests", "tokens", "usd")
+_BUDGET_HEADERS = tuple(f"x-ratelimit-remaining-{kind}" for kind in _BUDGET_KINDS)
 
 
 class _Bounded:
@@ -315,16 +316,17 @@ class Metrics:
             elif d.rule == "fallback":
                 self.fallbacks.inc((str(d.detail.get("from", "")), str(d.detail.get("to", ""))))
         headers = ctx.response_headers
-        if headers and any(f"x-ratelimit-remaining-{kind}" in headers for kind in _BUDGET_KINDS):
+        if headers and any(name in headers for name in _BUDGET_HEADERS):
             tenant = self._tenant(ctx.tenant, cfg)
-            for kind in _BUDGET_KINDS:
-                value = headers.get(f"x-ratelimit-remaining-{kind}")
+            for kind, name in zip(_BUDGET_KINDS, _BUDGET_HEADERS, strict=True):
+                value = headers.get(name)
                 if value is not None:
                     with contextlib.suppress(ValueError):
+                        remaining = float(value)  # before the series exists: junk creates none
                         gauge = self._budget.get((kind, tenant))
                         if gauge is None:
                             gauge = self._budget[kind, tenant] = self.budget.labels(kind, tenant)
-                        gauge.set(float(value))
+                        gauge.set(remaining)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

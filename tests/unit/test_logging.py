@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import re
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,7 @@ import httpx
 import pytest
 
 from proxy.chain.decisions import Decision, DecisionSink
+from proxy.observability import content
 from proxy.observability.logging import JsonFormatter
 from tests.harness import SidecarHarness, sidecar_harness
 
@@ -103,3 +108,114 @@ def test_redact_masks_emails_digits_and_key_like_tokens() -> None:
         "[EMAIL] ##-## [TOKEN] token [TOKEN]"
     )
     assert redact("x" * 5000) == "x" * 2000
+
+
+# The masking as first specified: three regexes over the whole text (quadratic on long runs).
+_SPEC_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_SPEC_TOKEN = re.compile(
+    r"\b(?:sk|pk|rk|ghp|xox[abp]|AKIA)[-_A-Za-z0-9]{8,}|\b(?=[A-Za-z_-]*\d)[A-Za-z0-9_-]{24,}\b"
+)
+
+
+def _spec_redact(text: str) -> str:
+    text = _SPEC_EMAIL.sub("[EMAIL]", text)
+    text = _SPEC_TOKEN.sub("[TOKEN]", text)
+    return re.sub(r"\d", "#", text)[: content.MAX_CHARS]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a@b.com.x@c.com",  # a second email right after the first one's match
+        "bob@example.org, alice.b+tag@mail.example.co.uk; x@y.z @nobody.com me@",
+        "@@a@@b@c.de@",
+        "éa@b.com é-sk_abcdefghijk é" + "a" * 30 + "1é",  # \b next to non-ASCII word characters
+        "--" + "ab-" * 12 + "1--",
+        "sk-12345678 pk_abcdefgh rk-abcdefg AKIAABCDEFGH xoxb-abcdefgh1 ghp_" + "Z" * 40,
+        "a" * 23 + "1 " + "a" * 24 + "1 " + "_" * 30 + "9",
+        "x" * 3000,  # past MAX_CHARS
+    ],
+    ids=lambda text: f"{text[:12]!r}..{len(text)}",
+)
+def test_redact_finds_exactly_what_the_specification_regexes_find(text: str) -> None:
+    assert content.redact(text) == _spec_redact(text)
+
+
+def test_redact_matches_the_specification_on_random_hostile_text() -> None:
+    rng = random.Random(20261123)
+    alphabet = "aZx19_-.@%+ é\nskpghAKI"
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80)))
+        assert content.redact(text) == _spec_redact(text), text
+
+
+class _Counting:
+    """Wraps a compiled pattern and adds up the characters each call lets the engine look at."""
+
+    def __init__(self, pattern: re.Pattern[str], lookahead: bool = False) -> None:
+        self.pattern = pattern
+        self.chars = 0
+        # The digit lookahead rescans a digitless run from every word boundary (n² steps): it
+        # may only be given pieces with a digit, where the first match takes the whole run.
+        self.lookahead = lookahead
+
+    def match(self, text: str, pos: int = 0) -> re.Match[str] | None:
+        # Unbounded to the right: the engine can only walk the domain-character run from pos.
+        self.chars += len(re.compile(r"[A-Za-z0-9.-]*").match(text, pos)[0]) + 1  # type: ignore[index]
+        return self.pattern.match(text, pos)
+
+    def finditer(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> Iterator[re.Match[str]]:
+        self.chars += min(endpos, len(text)) - pos
+        assert not self.lookahead or re.search(r"\d", text[pos:endpos])
+        return self.pattern.finditer(text, pos, endpos)
+
+    def search(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
+        self.chars += min(endpos, len(text)) - pos
+        return self.pattern.search(text, pos, endpos)
+
+    def sub(self, repl: str, text: str) -> str:
+        self.chars += len(text)
+        return self.pattern.sub(repl, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x" * 200_000,  # no "@": the specification's email regex retried from every position
+        "-" * 200_000,
+        "1a" * 100_000,
+        "a." * 100_000,
+        "a@" * 100_000,
+        "a" * 100_000 + "@" + "b." * 50_000,
+        "x-" * 100_000,  # a word boundary every 2 characters and no digit: the token lookahead
+        "x-" * 100_000 + "1",
+        "1" + "x-" * 100_000,
+        ("ab@cd-" * 5 + "é") * 10_000,
+    ],
+    ids=lambda text: f"{text[:12]!r}..{len(text)}",
+)
+def test_redact_hands_the_regex_engine_linear_work_on_adversarial_text(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counts work, not time: the text the regexes may scan adds up to a few times its length.
+
+    Each bounded piece is matched by a regex that is linear in its piece (no nested or
+    overlapping quantifiers on it), so ``redact`` is linear; the specification regexes on the
+    same inputs would need on the order of n² steps (minutes at 200 KB).
+    """
+    counters = {
+        name: _Counting(getattr(content, name), lookahead=name == "_TOKEN")
+        for name in ("_DOMAIN", "_TOKEN", "_PREFIXED_TOKEN")
+    }
+    digit = _Counting(content._DIGIT)
+    for name, counter in counters.items():
+        monkeypatch.setattr(content, name, counter)
+    monkeypatch.setattr(content, "_DIGIT", digit)
+    monkeypatch.setattr(content, "_TOKEN_RUN", _Counting(content._TOKEN_RUN))
+    result = content.redact(text)
+    scanned = sum(c.chars for c in counters.values()) + digit.chars + content._TOKEN_RUN.chars  # type: ignore[attr-defined]
+    assert scanned <= 4 * len(text) + 16
+    assert len(result) <= content.MAX_CHARS
+    short = text[:3000]  # small enough for the quadratic specification: the same answer
+    monkeypatch.undo()
+    assert content.redact(short) == _spec_redact(short)
