@@ -1,6 +1,6 @@
 """In-process cost of the injection and moderation detectors and plugins on the 2 KB prose prompt.
 
-    python benchmarks/detectors_micro.py [--calls 300 --blocks 7]
+    python benchmarks/detectors_micro.py [--calls 300 --blocks 7] [--components]
 
 Why this exists: the end-to-end rows of ``run.py`` move by tenths of a millisecond with whatever
 else runs on a shared 2-core machine, while the detectors' own cost is a few hundred µs. This
@@ -84,6 +84,42 @@ def cases() -> dict[str, Callable[[], Any]]:
     }
 
 
+def components() -> dict[str, Callable[[], Any]]:
+    """The layers on their own (``--components``): where a scan's time goes, for the next round.
+
+    Each row runs one layer on ``PROSE_2K`` as ``scan`` would (the moderation rows start from the
+    folded text ``scan`` would have); the heuristics are timed together with the normaliser, whose
+    rot13 gate does their literal search."""
+    from proxy.detectors.injection.classifier import InjectionClassifier
+    from proxy.detectors.injection.heuristics import HeuristicScanner
+    from proxy.detectors.injection.normalise import default_normaliser
+    from proxy.detectors.moderation.classifier import ModerationClassifier
+    from proxy.detectors.moderation.rules import RuleScanner, canonicalise
+
+    raw = chat_body(prose=True)
+    scanner, normaliser = HeuristicScanner.default(), default_normaliser()
+    injection, moderation = InjectionClassifier.default(), ModerationClassifier.default()
+    rules = RuleScanner.default()
+    folded = normaliser(PROSE_2K).text
+    canonical = canonicalise(folded)
+    classifier_text = rules.scan_canonical(canonical).classifier_text
+    prepared = injection.hasher.prepare(PROSE_2K)
+
+    return {
+        "baseline: orjson.loads(2 KB body)": lambda: orjson.loads(raw),
+        "injection: normalise (incl. the rot13 gate's literal search)": lambda: normaliser(PROSE_2K),
+        "injection: normalise + heuristics (which reuse that search)": lambda: scanner.scan(
+            normaliser(PROSE_2K)
+        ),
+        "injection: classifier (hash + gather)": lambda: injection.score(PROSE_2K),
+        "  n-gram hashing alone": lambda: injection.hasher._mixed(prepared),
+        "moderation: normalise (no decoding)": lambda: rules.canonical(PROSE_2K),
+        "moderation: canonicalise": lambda: canonicalise(folded),
+        "moderation: rules on canonical text": lambda: rules.scan_canonical(canonical),
+        "moderation: classifier (hash + gather)": lambda: moderation.score_list(classifier_text),
+    }
+
+
 def measure(fns: dict[str, Callable[[], Any]], calls: int, blocks: int) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():  # warm-up: caches, first-call paths
@@ -103,11 +139,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--calls", type=int, default=300, help="calls per block")
     parser.add_argument("--blocks", type=int, default=7, help="blocks per case (alternating order)")
+    parser.add_argument("--components", action="store_true", help="time the layers, not the scans")
     args = parser.parse_args()
-    samples = measure(cases(), args.calls, args.blocks)
+    samples = measure(components() if args.components else cases(), args.calls, args.blocks)
     base = statistics.median(next(iter(samples.values())))
     print(f"{len(PROSE_2K)} characters; {args.blocks} blocks of {args.calls} calls; thread CPU time\n")
-    print("The plugins row includes the harness row; their difference is what the two plugins add.\n")
+    if not args.components:
+        print("The plugins row includes the harness row; their difference is what the two plugins add.\n")
     print("| case | µs p50 (block medians) | range | x baseline |")
     print("|---|---:|---:|---:|")
     for name, values in samples.items():

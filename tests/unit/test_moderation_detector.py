@@ -331,3 +331,46 @@ def test_detector_reuses_the_injection_detectors_work(detector: ModerationDetect
     InjectionDetector().scan(benign, cache)
     assert detector.scan(benign, cache).to_dict() == detector.scan(benign).to_dict()
     assert len(cache.hashes) == len(hashed) + 2
+
+
+def test_vectorised_sentence_ends_equal_the_sentence_regex() -> None:
+    """Blocks are cut at ``_sentence_ends``; for ASCII it is computed with numpy, not the regex."""
+    texts = [*_fuzz(4, 5000, "ab .?!\n"), *_fuzz(5, 2000, "a.\né?"), "", ".", "...a", "a...", "\n\nab\n"]
+    for text in texts:
+        expected = [m.end() for m in rules_module._SENTENCE.finditer(text)]
+        assert rules_module._sentence_ends(text) == expected, repr(text)
+
+
+def test_classifier_float_path_equals_the_array_formula() -> None:
+    """``score_list`` keeps the eight logits in Python floats after the BLAS reductions; it must give
+    what the float64 array formula gives (bias + per-group sum * scale, clipped sigmoid)."""
+    clf = ModerationClassifier.default()
+    hasher = clf.hasher
+    for text in ["", "x", "you are a worthless idiot", *benign_hard()[:20]]:
+        canon = canonicalise(text).text
+        want = np.array(clf.meta.biases, dtype=np.float64)
+        for buckets, scale in hasher.groups(canon):
+            rows = np.take(clf._w, buckets, axis=0)
+            want += (np.ones(len(buckets), np.float32) @ rows).astype(np.float64) * scale
+        probs = 1.0 / (1.0 + np.exp(-np.clip(want, -60.0, 60.0)))
+        assert clf.score_list(canon) == pytest.approx(probs.tolist(), rel=1e-12, abs=1e-15), text
+    long = canonicalise("kill " * 2000).text
+    want_long = 1.0 / (1.0 + np.exp(-np.clip(clf.logits_canonical(long), -60.0, 60.0)))
+    assert clf.score_list(long) == pytest.approx(want_long.tolist(), rel=1e-12)
+
+
+def test_vocabulary_tokens_equal_the_token_set_cut_to_the_vocabulary(scanner: RuleScanner) -> None:
+    """The rules look up only their own words, so a scan keeps just those tokens; that must equal the
+    full token set cut to them, apostrophes included ("don't" is one token, "'kill'" is "kill")."""
+    vocab = frozenset({"don't", "kill", "one", "it's", "s", "t", "nobody"})
+    words = [*sorted(vocab), "someone", "o'clock", "done"]
+    rnd = np.random.default_rng(6)
+    glue = [" ", "'", "' ", " '", ". ", "'s ", "''", "-"]
+    made = [
+        "".join(str(rnd.choice(words)) + str(rnd.choice(glue)) for _ in range(int(rnd.integers(0, 12))))
+        for _ in range(3000)
+    ]
+    for text in [*made, *_fuzz(7, 3000, "ab z09'' .!?\n-éÄK日,"), "don't 'kill' it's one"]:
+        assert rules_module._vocab_tokens(text, vocab) == rules_module._tokens(text) & vocab, repr(text)
+        full = scanner._vocab
+        assert rules_module._vocab_tokens(text, full) == rules_module._tokens(text) & full, repr(text)

@@ -113,9 +113,13 @@ class InjectionClassifier:
         prepared = self._hasher.prepare(text)
         span = self.meta.features.window + 2
         if len(prepared) <= span:
+            buckets, n_char, char_scale, word_scale = self._hasher.split_prepared(prepared, cache)
+            weights = self._w.take(buckets)  # one gather; the groups are its two slices
             total = self.meta.bias
-            for buckets, scale in self._hasher.groups_prepared(prepared, cache):
-                total += float(self._w[buckets].sum()) * scale
+            if char_scale:
+                total += float(weights[:n_char].sum()) * char_scale
+            if word_scale:
+                total += float(weights[n_char:].sum()) * word_scale
             return total
         return float(self._window_logits(self._hasher.hash_prepared(prepared, cache), span).max())
 

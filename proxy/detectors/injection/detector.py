@@ -105,7 +105,9 @@ class InjectionDetector:
     ) -> None:
         self._scanner = scanner or HeuristicScanner.default()
         self._classifier = classifier or InjectionClassifier.default()
-        self._normaliser = Normaliser(rot13_probe=self._scanner.reveals_trigger)
+        self._normaliser = Normaliser(
+            rot13_probe=self._scanner.reveals_trigger, rot13_gate=self._scanner.may_reveal_trigger
+        )
         self.thresholds = thresholds or Thresholds.from_model(self._classifier)
         if max_chars < 1024:
             raise ValueError("max_chars must be at least 1024")

@@ -32,6 +32,7 @@ _WORD_CHAR = np.zeros(129, dtype=bool)  # by code point; index 128 stands for ev
 for _c in "abcdefghijklmnopqrstuvwxyz0123456789_":
     _WORD_CHAR[ord(_c)] = True
 _WORD_CHAR[128] = True  # non-ASCII letters (and symbols) are word characters
+_WORD_BYTE = bytes(int(_WORD_CHAR[b]) for b in range(128)) + bytes(128)  # ASCII only: 1 = word char
 
 
 def _mix(h: U64) -> U64:
@@ -145,6 +146,26 @@ class FeatureHasher:
                 out.append((h.buckets[lo:hi], 1.0 / (hi - lo + pseudo)))
         return out
 
+    def split_prepared(
+        self, prepared: str, cache: HashCache | None = None
+    ) -> tuple[Buckets, int, float, float]:
+        """``groups_prepared`` as one array: (all buckets, how many are char n-grams, char scale, word scale).
+
+        Why: the classifiers gather every bucket's weight in one call and sum the two groups as slices
+        of it; a gather and a list of groups per group cost a numpy call and Python work each time. The
+        sums are over the same contiguous values as ``groups_prepared``'s, so results are identical.
+        A scale is 0.0 where its group is empty."""
+        h = self.hash_prepared(prepared, cache)
+        n_char = sum(count for _, count in h.char_blocks)
+        n_word = h.n_uni + h.n_bi
+        char_k, word_k = self.config.smoothing
+        return (
+            h.buckets,
+            n_char,
+            1.0 / (n_char + char_k) if n_char else 0.0,
+            1.0 / (n_word + word_k) if n_word else 0.0,
+        )
+
     def hash_prepared(self, s: str, cache: HashCache | None = None) -> HashedText:
         """Hash every n-gram of a prepared string (reusing ``cache``'s mixed hashes when it has them)."""
         if cache is None:
@@ -171,19 +192,22 @@ class FeatureHasher:
         numpy op (mmap + page faults) would otherwise dominate the cost.
         """
         raw = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32)
-        codes = raw.astype(np.uint64)
-        n = len(codes)
+        n = len(raw)
         ppow, qpow = self._ppow, self._qpow
         if n > len(ppow):
             ppow, qpow = _powers(_P, n), _powers(_Q, n)
         prefix = np.zeros(n + 1, dtype=np.uint64)
-        np.multiply(codes, qpow[:n], out=codes)
-        np.cumsum(codes, out=prefix[1:])
+        # uint32 * uint64 is computed in uint64: the same as widening first, one numpy call fewer.
+        np.cumsum(np.multiply(raw, qpow[:n]), out=prefix[1:])
         # Word characters, padded with a non-word character at both ends; every change between
         # neighbours is a word start or end, alternately (a table lookup and one comparison: masked
-        # assignment and np.diff cost several times more).
-        is_word = np.zeros(n + 2, dtype=bool)
-        np.take(_WORD_CHAR, np.minimum(raw, 128), out=is_word[1 : n + 1])
+        # assignment and np.diff cost several times more). ASCII text (the usual case) looks the
+        # table up with ``bytes.translate``: no index array to clip and convert.
+        if s.isascii():
+            is_word = np.frombuffer(b"\0" + s.encode("ascii").translate(_WORD_BYTE) + b"\0", dtype=bool)
+        else:
+            is_word = np.zeros(n + 2, dtype=bool)
+            np.take(_WORD_CHAR, np.minimum(raw, 128), out=is_word[1 : n + 1])
         changes = np.flatnonzero(is_word[1:] != is_word[:-1])
         starts, ends = changes[0::2], changes[1::2]
         char_blocks = tuple((k, n - k + 1) for k in self.config.char_ngrams if n >= k)
@@ -199,7 +223,8 @@ class FeatureHasher:
             np.bitwise_xor(seg, self._salts[f"c{k}"], out=seg)
             pos += count
         if n_uni or n_bi:
-            unigrams = ppow[ends - 1] * (prefix[ends] - prefix[starts])
+            # take, not fancy indexing: the same elements, without the general indexing machinery
+            unigrams = ppow.take(ends - 1) * (prefix.take(ends) - prefix.take(starts))
             if n_uni:
                 np.bitwise_xor(unigrams, self._salts["w1"], out=buf[pos : pos + n_uni])
                 pos += n_uni

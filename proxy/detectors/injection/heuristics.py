@@ -9,7 +9,9 @@ Each rule lists *anchors*, single-word literals of which every match contains at
 anchors compare case-insensitively, others exactly, e.g. ``DAN``). A rule's regex only runs when one of
 its anchors occurs in the text: one vectorised literal search (``literals.LiteralIndex``) replaces
 dozens of regex passes over benign text, which otherwise dominated the detector's latency. Optional
-*starts* (literals every match begins with) let a rule's regex be tried only where one occurs.
+*starts* (literals every match begins with) let a rule's regex be tried only where one occurs. The
+same search also holds the anchors' rot13s, so the normaliser's rot13 probe is skipped (exactly) when
+no rule could match the rotated text (``may_reveal_trigger``).
 ``HeuristicScanner.self_check`` lets tests verify that anchors and starts are complete.
 
 Scoring is a noisy-OR over *distinct* matched rules: ``1 - prod(1 - weight)``. A single strong rule is
@@ -22,12 +24,14 @@ from __future__ import annotations
 import functools
 import json
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .decoders import rot13
 from .literals import LiteralIndex
 from .normalise import NormalisedText
 
@@ -128,8 +132,16 @@ class HeuristicScanner:
         # One search finds the folded anchors and the starts (all lower-case) in lowered text; starts
         # shorter than the index's 4-byte keys ("do", "you") are looked for only when their rule runs.
         self._long_starts = frozenset(a for r in rules for a in r.starts if len(a.encode("utf-8")) >= 4)
-        self._folded = LiteralIndex({a for a in anchors if a == a.lower()} | self._long_starts)
+        folded = {a for a in anchors if a == a.lower()}
         self._exact_anchors = tuple(sorted(a for a in anchors if a != a.lower()))
+        # The rot13 probe's anchors, looked for in the *un*-rotated text by the same search: for ASCII,
+        # ``rot13(t).lower() == rot13(t.lower())``, so an anchor occurs in the rotated text exactly when
+        # its rot13 occurs in the text (``may_reveal_trigger``).
+        self._rot_folded = {rot13(a): a for a in folded}
+        self._rot_exact = {rot13(a): a for a in self._exact_anchors}
+        self._folded = LiteralIndex(folded | self._long_starts | set(self._rot_folded))
+        self._all_anchored = all(r.anchors for r in rules)
+        self._memo = threading.local()  # one-shot hand-over of may_reveal_trigger's search to _find
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -152,9 +164,14 @@ class HeuristicScanner:
 
     def _find(self, text: str) -> Iterator[tuple[Rule, tuple[int, int]]]:
         """(rule, span) for up to a few matches per rule whose anchors occur in ``text``."""
-        lowered = text.lower()
+        memo = getattr(self._memo, "entry", None)
+        if memo is not None and memo[0] is text:  # searched a moment ago by may_reveal_trigger
+            self._memo.entry = None
+            lowered, present = memo[1], memo[2]
+        else:
+            lowered = text.lower()
+            present = self._folded.present(lowered)  # anchors and starts
         same_length = len(lowered) == len(text)  # lower() lengthens a few non-ASCII characters
-        present = self._folded.present(lowered)  # anchors and starts
         present.update(a for a in self._exact_anchors if a in text)
         for rule in self._rules:
             if rule.anchors and present.isdisjoint(rule.anchors):
@@ -168,6 +185,25 @@ class HeuristicScanner:
                 if n >= _MAX_MATCHES_PER_RULE:
                     break
                 yield rule, m.span()
+
+    def may_reveal_trigger(self, text: str) -> bool:
+        """The rot13 gate: could ``reveals_trigger(rot13(text))`` be True? Exact, not a heuristic.
+
+        Why: the probe cost a second literal search over a rotated copy of every text (~40% of the
+        rule layer), and on ordinary text no rule's anchor occurs in that copy. The anchors' rot13s
+        are in the same index as the anchors, so the one search of ``text`` answers both; a rule
+        can match the rotated text only if one of its anchors occurs there. The search is handed to
+        the ``_find`` of the same ``text`` that follows in ``InjectionDetector.scan`` (one-shot and
+        per thread: it is consumed by that call, so repeated texts are not made cheaper). Non-ASCII
+        text, or rules without anchors, answer True: the probe then decides as before."""
+        if not self._all_anchored or not text.isascii():
+            return True
+        lowered = text.lower()
+        present = self._folded.present(lowered)
+        self._memo.entry = (text, lowered, present)
+        revealed = {self._rot_folded[lit] for lit in present if lit in self._rot_folded}
+        revealed.update(anchor for lit, anchor in self._rot_exact.items() if lit in text)
+        return bool(revealed) and any(not revealed.isdisjoint(rule.anchors) for rule in self._rules)
 
     def reveals_trigger(self, text: str) -> bool:
         """The rot13 probe: does ``text`` contain a rule match made of (at least some) letters?

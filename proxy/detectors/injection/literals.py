@@ -2,7 +2,8 @@
 
 Why: the heuristic rules are gated by ~80 anchor literals, and checking them with one ``in`` each
 cost ~100 µs per 2 KB of prose, twice per scan (the text and its rot13 probe): more than the
-classifier. Here every 4-byte window of the UTF-8 text is read as one integer (numpy, no copy),
+classifier (now once: the index also holds the anchors' rot13s, see ``HeuristicScanner``).
+Here every 4-byte window of the UTF-8 text is read as one integer (numpy, no copy),
 hashed into a small table that marks the literals' first four bytes, and only the few windows that
 hit are confirmed in Python with ``bytes.startswith``. Literals shorter than four bytes are rare
 and use ``in``. The answer is exact: a hash collision only costs one failed confirmation.

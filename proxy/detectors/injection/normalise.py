@@ -26,10 +26,13 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 
-from .decoders import FINDERS, rot13
+from .decoders import FINDERS, maybe_encoded, rot13
 
 Rot13Probe = Callable[[str], bool]
 """Decides whether a rot13-decoded text contains trigger phrases (the heuristic layer provides it)."""
+Rot13Gate = Callable[[str], bool]
+"""Given the *un*-rotated text, False when the probe could not fire on its rot13 (so rotating and
+probing are skipped). It must never answer False where the probe would answer True."""
 
 _INVISIBLE = frozenset(
     "\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff\u180e\u00ad\u034f\u115f\u1160\u3164\uffa0"
@@ -156,11 +159,13 @@ class Normaliser:
         confusables: Confusables | None = None,
         rot13_probe: Rot13Probe | None = None,
         *,
+        rot13_gate: Rot13Gate | None = None,
         max_depth: int = 2,
         max_segments: int = 16,
     ) -> None:
         self._conf = confusables or Confusables.load()
         self._probe = rot13_probe
+        self._gate = rot13_gate
         self._max_depth = max_depth
         self._max_segments = max_segments
         cross = "".join(re.escape(c) for c in sorted(self._conf.cross_script))
@@ -177,7 +182,7 @@ class Normaliser:
             return NormalisedText(text, folded, tuple(segments), frozenset(flags), offsets)
         candidates: list[tuple[str, tuple[int, int], str]] = []
         taken: list[tuple[int, int]] = []
-        for encoding, finder, decoder in FINDERS:
+        for encoding, finder, decoder in FINDERS if maybe_encoded(folded) else ():
             for attempt, (start, end) in enumerate(finder(folded)):
                 if len(candidates) >= self._max_segments or attempt >= _MAX_ATTEMPTS:
                     break  # bounds the work on inputs stuffed with encoded-looking runs
@@ -187,7 +192,12 @@ class Normaliser:
                 if decoded is not None:
                     taken.append((start, end))
                     candidates.append((encoding, offsets.to_original(start, end), decoded))
-        if rot13_allowed and self._probe is not None and len(folded) >= 8:
+        if (
+            rot13_allowed
+            and self._probe is not None
+            and len(folded) >= 8
+            and (self._gate is None or self._gate(folded))
+        ):
             rotated = rot13(folded)
             if self._probe(rotated):
                 candidates.append(("rot13", (0, len(text)), rotated))
@@ -281,7 +291,8 @@ def default_normaliser() -> Normaliser:
     """The shared default instance (immutable once built, so caching it is not mutable global state)."""
     from .heuristics import HeuristicScanner  # local import: heuristics depends on this module's types
 
-    return Normaliser(rot13_probe=HeuristicScanner.default().reveals_trigger)
+    scanner = HeuristicScanner.default()
+    return Normaliser(rot13_probe=scanner.reveals_trigger, rot13_gate=scanner.may_reveal_trigger)
 
 
 def normalise(text: str) -> NormalisedText:

@@ -149,9 +149,9 @@ class ModerationDetector:
             text = text[:half] + "\n" + text[-half:]
         rules = self._scanner.scan(text, cache.folded if cache is not None else None)
         hashes = cache.hashes if cache is not None else None
-        cls = self._classifier.scores_canonical(rules.classifier_text, hashes)
+        cls = self._classifier.score_list(rules.classifier_text, hashes)
         rule_scores = rules.scores
-        classifier_scores = {c: float(v) for c, v in zip(CATEGORIES, cls, strict=True)}
+        classifier_scores = dict(zip(CATEGORIES, cls, strict=True))
         combined = {c: 1.0 - (1.0 - rule_scores[c]) * (1.0 - classifier_scores[c]) for c in CATEGORIES}
         t = self.thresholds.combined
         flagged = tuple(c for c in CATEGORIES if combined[c] >= t[c])

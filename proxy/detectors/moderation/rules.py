@@ -84,6 +84,8 @@ _MAX_HITS = 64  # anchor occurrences located one by one; beyond that every block
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _TOKEN_BYTES = bytes(b if chr(b) in "abcdefghijklmnopqrstuvwxyz0123456789'" else 32 for b in range(256))
 _SENTENCE = re.compile(r"[^.?!\n]+[.?!\n]*", re.ASCII)
+# By byte: 1 for the characters _SENTENCE ends a sentence at, else 0 (read as a bool array).
+_TERMINATOR = bytes(1 if chr(b) in ".?!\n" else 0 for b in range(256))
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +282,10 @@ class RuleScanner:
             for word in group.words:
                 self._term_index.setdefault(word, []).append(group)
         self._term_words = frozenset(self._term_index)
+        # Every word a scan looks up among the text's tokens; the rest of the tokens are never needed.
+        self._vocab = self._term_words.union(
+            *(p.anchors for p in self._patterns), *(a.anchors for a in self._allow)
+        )
         self._word_regex: dict[str, re.Pattern[str]] = {
             w: re.compile(rf"(?<![a-z0-9]){re.escape(w)}(?![a-z0-9])", re.ASCII) for w in self._term_words
         }
@@ -319,8 +325,8 @@ class RuleScanner:
 
     def scan_canonical(self, canon: Canonical) -> RuleResult:
         texts = (canon.text,) if canon.alt is None else (canon.text, canon.alt)
-        views = [_Sentences(t) for t in texts]
-        tokens: set[str] = set().union(*(v.tokens for v in views))
+        views = [_Sentences(t, self._vocab) for t in texts]
+        tokens = views[0].tokens if len(views) == 1 else views[0].tokens | views[1].tokens
         hits: list[RuleHit] = []
         for word in sorted(tokens & self._term_words):
             span = self._find_word(word, texts)
@@ -375,14 +381,16 @@ class _Sentences:
 
     Why lazily: on ordinary text no rule's anchors occur, and tokenising every block up front (one
     regex ``findall`` and one set per block) cost ~100 µs per 2 KB, more than the rules. The text's
-    tokens come from one C-level pass (``_tokens``); a block is cut and tokenised only when an anchor
+    rule words among its tokens come from one C-level pass (``_vocab_tokens``); a block is cut (at
+    sentence ends found with numpy, ``_sentence_ends``) and tokenised only when an anchor
     of a rule that runs occurs in it."""
 
     __slots__ = ("_block_tokens", "_ends", "_starts", "text", "tokens")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, vocab: frozenset[str] | None = None) -> None:
+        """``vocab``: the only tokens callers will ask about (all rule words); None keeps every token."""
         self.text = text
-        self.tokens = _tokens(text)
+        self.tokens = _tokens(text) if vocab is None else _vocab_tokens(text, vocab)
         self._starts: list[int] = []
         self._ends: list[int] = []
         self._block_tokens: dict[int, set[str]] = {}
@@ -394,11 +402,11 @@ class _Sentences:
                 self._starts, self._ends = [0], [len(text)]
             else:
                 starts, ends, start = [], [], 0
-                for m in _SENTENCE.finditer(text):
-                    if m.end() - start >= _BLOCK:
+                for end in _sentence_ends(text):
+                    if end - start >= _BLOCK:
                         starts.append(start)
-                        ends.append(m.end())
-                        start = m.end()
+                        ends.append(end)
+                        start = end
                 if start < len(text) or not ends:
                     starts.append(start)
                     ends.append(len(text))
@@ -429,7 +437,7 @@ class _Sentences:
         for k in sorted(picked):
             toks = self._block_tokens.get(k)
             if toks is None:
-                toks = self._block_tokens[k] = set(_TOKEN.findall(text, starts[k], ends[k]))
+                toks = self._block_tokens[k] = _tokens(text[starts[k] : ends[k]])
             if not anchors.isdisjoint(toks):
                 out.append((starts[k], ends[k]))
         return out
@@ -450,6 +458,26 @@ class _Sentences:
         ]
 
 
+def _sentence_ends(text: str) -> list[int]:
+    """``[m.end() for m in _SENTENCE.finditer(text)]``, vectorised for ASCII text.
+
+    Why: the regex walk and one match object per sentence cost ~130k instructions per 2 KB, as much
+    as the rules it serves. A sentence ends where a run of terminators (``. ? ! \\n``) ends, except a
+    run at the very start (no sentence precedes it), and the text's end closes the last sentence
+    unless the text is nothing but terminators. numpy finds the run ends in a few calls. Non-ASCII
+    text keeps the regex (its UTF-8 byte offsets would not be character offsets)."""
+    if not text or not text.isascii():
+        return [m.end() for m in _SENTENCE.finditer(text)]
+    term = np.frombuffer(text.encode("ascii").translate(_TERMINATOR), dtype=bool)
+    ends: list[int] = (np.flatnonzero(term[:-1] > term[1:]) + 1).tolist()  # terminator -> other
+    has_sentence = not term[0] or bool(ends)  # some character is not a terminator
+    if term[0] and ends:
+        ends.pop(0)  # the leading run ends no sentence
+    if has_sentence:
+        ends.append(len(text))
+    return ends
+
+
 def _tokens(text: str) -> set[str]:
     """``set(_TOKEN.findall(text))`` at C speed: every character a token cannot contain becomes a space
     (non-ASCII ones via ``encode``'s "?"), then ``split``. Only pieces with an apostrophe need the
@@ -461,6 +489,26 @@ def _tokens(text: str) -> set[str]:
             pieces.discard(piece)
             pieces.update(_TOKEN.findall(piece))
     return pieces
+
+
+def _vocab_tokens(text: str, vocab: frozenset[str]) -> set[str]:
+    """``_tokens(text) & vocab`` without building the set of every token.
+
+    Why: hashing ~350 words of 2 KB into a set cost ~120k instructions, and only the few that are rule
+    words are ever looked at. ``frozenset.intersection`` of the split pieces keeps just those. Exact
+    because every vocabulary word is a whole ``_TOKEN`` (``RuleScanner`` checks): a piece equal to one
+    is a token as it stands, and a piece with an apostrophe contributes what ``_TOKEN`` finds in it,
+    as in ``_tokens``."""
+    spaced = text.encode("ascii", "replace").translate(_TOKEN_BYTES).decode("ascii")
+    found = set(vocab.intersection(spaced.split()))  # a few words: the copy is cheap
+    at = spaced.find("'")
+    while at >= 0:  # the pieces around apostrophes, each once
+        start = spaced.rfind(" ", 0, at) + 1
+        end = spaced.find(" ", at)
+        end = len(spaced) if end < 0 else end
+        found.update(vocab.intersection(_TOKEN.findall(spaced, start, end)))
+        at = spaced.find("'", end)
+    return found
 
 
 def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
