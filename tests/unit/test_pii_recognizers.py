@@ -153,3 +153,130 @@ def test_ner_pipeline_runs_only_the_ner_component() -> None:
     engine = PiiEngine("auto")
     assert engine.uses_model
     assert engine._ner is not None and engine._ner._nlp.pipe_names == ["ner"]
+
+
+# --- recognisers added for issue #6: titles, postcodes, nationalities, names, places, firms ---
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "etype"),
+    [
+        ("Hello, this is Dr. Kyle Kuefer. Who are you?", "Dr.", "TITLE"),
+        ("Hello, this is Dr. Kyle Kuefer. Who are you?", "Kyle Kuefer", "PERSON"),
+        ("For my take on Mrs. Labrie, see the list", "Labrie", "PERSON"),
+        (
+            "Ann Lee\n\nNetwork and computer systems administrator\n\nPhone:",
+            "Network and computer systems administrator",
+            "TITLE",
+        ),
+        ('Marie Langrova, the Technical writer, said: "yes"', "Technical writer", "TITLE"),
+        ("ZIP: 94103", "94103", "ZIP_CODE"),
+        ("Postcode: SW1A 1AA", "SW1A 1AA", "ZIP_CODE"),
+        ("zip code 75534-030", "75534-030", "ZIP_CODE"),
+        ("There's this nice new Chechen place downtown.", "Chechen", "NRP"),
+        ("a Czech film", "Czech", "NRP"),
+        ("Faina D. Yefremova called", "Faina D. Yefremova", "PERSON"),
+        ("My name is Aantje Mourik but", "Aantje Mourik", "PERSON"),
+        ("Please ask Anna Kowalska first", "Anna Kowalska", "PERSON"),
+        ("Ella: What a day.", "Ella", "PERSON"),
+        ("Remember me, Maria? When I", "Maria", "PERSON"),
+        ("William Hughes\n\n20789 Allika 46", "William Hughes", "PERSON"),
+        ("I'm Bojka Zilih, originally from Mavcice, and", "Mavcice", "LOCATION"),
+        ("a design agency based in Kulusuk.", "Kulusuk", "LOCATION"),
+        ("We'll meet Thursday at Recargo, 73111 31 Seneca Place, Marshland", "Thursday", "DATE_TIME"),
+        ("We'll meet Thursday at Recargo, 73111 31 Seneca Place, Marshland", "Recargo", "ORGANIZATION"),
+        ("The Avalara office is at PSC 0413, Box 8144\nAPO AA 42323", "Avalara", "ORGANIZATION"),
+        ("Allan Bjork\nScale Unlimited\nUnit 5022 Box 1225\nDPO AE 44085", "Scale Unlimited", "ORGANIZATION"),
+        (
+            "She spent a year at Jones, Mitchell and Williams as",
+            "Jones, Mitchell and Williams",
+            "ORGANIZATION",
+        ),
+        ("Zoolander is a 2017 Polish film", "2017", "DATE_TIME"),
+        # address grammar: particles as whole words, bullets, parentheses
+        (
+            "Sven Hedlund\n\n85199 Avda. Rio Nalon 58\n Apt. 461\n Soto del Barco\n\n Spain 61709",
+            "85199 Avda. Rio Nalon 58\n Apt. 461\n Soto del Barco\n\n Spain 61709",
+            "LOCATION",
+        ),
+        (
+            "meet you at 010 63 Avenue du Golf Arabe Suite 910\nHellendoorn, OV 21072 after",
+            "010 63 Avenue du Golf Arabe Suite 910\nHellendoorn, OV 21072",
+            "LOCATION",
+        ),
+        (
+            "??? Ann Lee\n??? 4923 Parmova 109\n??? Suite 380\n??? Maribor\n??? Slovenia 82709",
+            "4923 Parmova 109\n??? Suite 380\n??? Maribor\n??? Slovenia 82709",
+            "LOCATION",
+        ),
+        ("Jacob lives on 90 Whitchurch Road street.", "90 Whitchurch Road street", "LOCATION"),
+    ],
+)
+def test_finds_more(engine: PiiEngine, text: str, value: str, etype: str) -> None:
+    assert (value, etype) in _found(engine, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "etypes"),
+    [
+        ("Mr. and Mrs. are titles; ask the dr. today.", {"PERSON", "TITLE"}),  # no name follows
+        ("The ZIP file is 1234 bytes; post 12 replies.", {"ZIP_CODE"}),
+        ("Thomas Street 5 is closed", {"PERSON"}),  # a street named after someone
+        ("We visited the Czech Republic.", {"NRP"}),
+        ("I am happy to help, as a developer would.", {"PERSON", "TITLE"}),
+        ("Thanks to Ann for the help.", {"PERSON"}),  # a given name alone, no cue: left to NER
+        ("He came from behind.", {"LOCATION"}),
+        ("The team office is open.", {"ORGANIZATION"}),  # lower-case: no name before "office"
+    ],
+)
+def test_new_rules_leave_ordinary_text_alone(engine: PiiEngine, text: str, etypes: set[str]) -> None:
+    found = _found(engine, text)
+    assert not {e for _, e in found} & etypes, found
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "label", "expected"),
+    [
+        ("For Mrs. Labrie, see Guilty Pleasures", "Labrie, see Guilty", "PERSON", ("PERSON", "Labrie")),
+        ("in ESPOO today", "ESPOO", "PERSON", ("LOCATION", "ESPOO")),
+        ("we returned to Deanwell by car", "Deanwell", "PERSON", ("LOCATION", "Deanwell")),
+        (
+            "is from Hawkins, Richardson and Santana",
+            "Hawkins, Richardson and Santana",
+            "PERSON",
+            ("ORGANIZATION", "Hawkins, Richardson and Santana"),
+        ),
+        ("Christine is a good listener", "Christine", "ORGANIZATION", ("PERSON", "Christine")),
+        ("Pedestrians must enter", "Pedestrians", "NRP", ("NRP", "")),
+        ("a Polish film", "Polish", "NRP", ("NRP", "Polish")),
+        ("on Joaquin Suarez 2906", "Joaquin Suarez 2906", "PERSON", ("LOCATION", "Joaquin Suarez 2906")),
+        ("lower case iban here", "iban", "ORGANIZATION", ("ORGANIZATION", "")),
+    ],
+)
+def test_refine_more(text: str, value: str, label: str, expected: tuple[str, str]) -> None:
+    start = text.index(value)
+    etype, s, e = refine(text, label, start, start + len(value))
+    assert (etype, text[s:e]) == expected
+
+
+def test_one_name_one_type_within_a_text() -> None:
+    from proxy.detectors.pii.ner import consistent
+    from proxy.detectors.pii.recognizers import Hit
+
+    text = "Nikolaj Petrussen met Acme. Later Nikolaj left Acme."
+    hits = [Hit(0, 17, "PERSON", 0.85), Hit(34, 41, "ORGANIZATION", 0.85), Hit(47, 51, "ORGANIZATION", 0.85)]
+    out = consistent(text, hits)
+    assert [(text[h.start : h.end], h.entity_type) for h in out] == [
+        ("Nikolaj Petrussen", "PERSON"),
+        ("Nikolaj", "PERSON"),
+        ("Acme", "ORGANIZATION"),
+    ]
+
+
+def test_literal_triggers_find_every_occurrence() -> None:
+    from proxy.detectors.pii.recognizers import _compile_trigger
+
+    trig = _compile_trigger("=Mr|Dr")
+    text = "Dr. Who and Mr. Bean and Dr. No"
+    assert trig.search(text) and not trig.search("nothing here")
+    assert [f.span() for f in trig.finditer(text)] == [(0, 2), (12, 14), (25, 27)]

@@ -2,7 +2,8 @@
 
 Pattern rules always run: presidio's own English pattern recognisers (same regexes and
 checksums: email, credit card, IBAN, US SSN, IP, crypto, dates, ...) plus this project's rules
-(``tuned.py``: phones, URLs, addresses, countries, ages, organisations), executed by
+(``tuned.py``: phones, URLs, addresses, countries, ages, organisations, names, titles,
+postcodes, nationalities), executed by
 ``recognizers.RuleSet`` behind cheap triggers instead of presidio's ``AnalyzerEngine`` (see
 recognizers.py for why). Names, places and organisations also come from spaCy NER (``ner.py``)
 when an English pipeline is installed (``en_core_web_sm`` or its PyPI re-upload

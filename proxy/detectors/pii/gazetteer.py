@@ -34,3 +34,56 @@ COUNTRIES: tuple[str, ...] = (
     "Uzbekistan", "Vanuatu", "Vatican City", "Venezuela", "Vietnam", "Yemen", "Zambia", "Zimbabwe",
     "England", "Scotland", "Wales", "Northern Ireland", "Puerto Rico", "Faroe Islands",
 )  # fmt: skip
+
+#: Nationality adjectives (NRP: nationality, religious or political group). English forms;
+#: names that are far more often ordinary words ("Polish" is kept, "Swiss" too) are fine here
+#: because the gazetteer only looks at capitalised words.
+DEMONYMS: tuple[str, ...] = (
+    "Afghan", "Albanian", "Algerian", "American", "Andorran", "Angolan", "Argentine", "Argentinian",
+    "Armenian", "Australian", "Austrian", "Azerbaijani", "Bahraini", "Bangladeshi", "Barbadian",
+    "Belarusian", "Belgian", "Belizean", "Beninese", "Bhutanese", "Bolivian", "Bosnian", "Brazilian",
+    "British", "Bruneian", "Bulgarian", "Burmese", "Burundian", "Cambodian", "Cameroonian",
+    "Canadian", "Chadian", "Chilean", "Chinese", "Colombian", "Congolese", "Croatian", "Cuban",
+    "Cypriot", "Czech", "Danish", "Dominican", "Dutch", "Ecuadorian", "Egyptian", "Emirati",
+    "English", "Eritrean", "Estonian", "Ethiopian", "Fijian", "Filipino", "Finnish", "French",
+    "Gabonese", "Gambian", "Georgian", "German", "Ghanaian", "Greek", "Guatemalan", "Guinean",
+    "Haitian", "Honduran", "Hungarian", "Icelandic", "Indian", "Indonesian", "Iranian", "Iraqi",
+    "Irish", "Israeli", "Italian", "Ivorian", "Jamaican", "Japanese", "Jordanian", "Kazakh",
+    "Kenyan", "Korean", "Kosovar", "Kuwaiti", "Kyrgyz", "Laotian", "Latvian", "Lebanese", "Liberian",
+    "Libyan", "Lithuanian", "Luxembourgish", "Macedonian", "Malagasy", "Malawian", "Malaysian",
+    "Maldivian", "Malian", "Maltese", "Mauritanian", "Mauritian", "Mexican", "Moldovan", "Monegasque",
+    "Mongolian", "Montenegrin", "Moroccan", "Mozambican", "Namibian", "Nepalese", "Nepali",
+    "New Zealander", "Nicaraguan", "Nigerian", "Nigerien", "Norwegian", "Omani", "Pakistani",
+    "Palestinian", "Panamanian", "Paraguayan", "Persian", "Peruvian", "Polish", "Portuguese",
+    "Qatari", "Romanian", "Russian", "Rwandan", "Salvadoran", "Samoan", "Saudi", "Scottish",
+    "Senegalese", "Serbian", "Sierra Leonean", "Singaporean", "Slovak", "Slovakian", "Slovenian",
+    "Somali", "South African", "Spanish", "Sri Lankan", "Sudanese", "Surinamese", "Swazi", "Swedish",
+    "Swiss", "Syrian", "Taiwanese", "Tajik", "Tanzanian", "Thai", "Togolese", "Tongan", "Tunisian",
+    "Turkish", "Turkmen", "Ugandan", "Ukrainian", "Uruguayan", "Uzbek", "Venezuelan", "Vietnamese",
+    "Welsh", "Yemeni", "Zambian", "Zimbabwean", "Chechen", "Catalan", "Basque", "Flemish", "Kurdish",
+    "Tamil", "Punjabi", "Bengali", "Sikh", "Hindu", "Muslim", "Christian", "Catholic", "Protestant",
+    "Jewish", "Buddhist", "Mormon", "Orthodox", "Lutheran", "Baptist", "Methodist", "Anglican",
+    "Evangelical", "Republican", "Democrat", "Democratic", "Communist", "Socialist", "Conservative",
+    "Liberal", "Labour",
+)  # fmt: skip
+
+#: Head words of job titles (general occupational vocabulary): a short line or an apposition
+#: ("Ann Lee, the Technical writer, said") ending in one of these is a TITLE.
+OCCUPATIONS: tuple[str, ...] = (
+    "accountant", "actor", "actress", "administrator", "adviser", "advisor", "agent", "aide",
+    "analyst", "architect", "artist", "assistant", "associate", "attendant", "auditor", "baker",
+    "banker", "barber", "bartender", "buyer", "carpenter", "cashier", "chef", "chemist", "cleaner",
+    "clerk", "coach", "collector", "consultant", "controller", "cook", "coordinator", "counselor",
+    "counsellor", "curator", "dentist", "designer", "developer", "dietitian", "director",
+    "dispatcher", "distributor", "doctor", "driver", "economist", "editor", "educator",
+    "electrician", "engineer", "examiner", "executive", "farmer", "firefighter", "founder", "guard",
+    "hygienist", "inspector", "installer", "instructor", "interpreter", "investigator", "janitor",
+    "journalist", "judge", "laborer", "labourer", "lawyer", "lecturer", "librarian", "machinist",
+    "manager", "mechanic", "nurse", "officer", "operator", "packager", "painter", "paralegal",
+    "pharmacist", "photographer", "physician", "physicist", "pilot", "planner", "plumber",
+    "policeman", "producer", "professor", "programmer", "psychologist", "recruiter",
+    "representative", "repairer", "reporter", "researcher", "salesman", "scientist", "secretary",
+    "soldier", "specialist", "statistician", "supervisor", "surgeon", "surveyor", "tailor",
+    "teacher", "technician", "technologist", "therapist", "trainer", "translator", "treasurer",
+    "tutor", "veterinarian", "waiter", "waitress", "welder", "worker", "writer",
+)  # fmt: skip

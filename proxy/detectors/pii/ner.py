@@ -14,7 +14,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from proxy.detectors.pii.gazetteer import COUNTRIES
+from proxy.detectors.pii.gazetteer import COUNTRIES, DEMONYMS
+from proxy.detectors.pii.names import GIVEN_NAMES
 from proxy.detectors.pii.recognizers import Hit
 
 #: spaCy label -> presidio entity type (presidio's own mapping, ``DATE``/``TIME`` left to the
@@ -52,8 +53,18 @@ ORG_WORDS = frozenset(
     trust fund society union federation committee commission league team investments investment
     bros brothers associates enterprises limited incorporated""".split()  # noqa: SIM905 (a word list)
 )
-_CUE_WINDOW = 16
+#: ... and a one-word PERSON after these is a place ("returned to Deanwell by helicopter").
+PERSON_PLACE_CUE = re.compile(
+    r"(?i)\b(?:originally from|arrived at|arrived in|returned to|moved to|based in|born in|lives in"
+    r"|living in|located in|near|from)\s+$"
+)
+#: an entity never runs on past a comma into a lower-case clause
+_CLAUSE = re.compile(r",\s+(?=[a-z])")
+#: "Becker and Vasquez", "Jones, Smith and Davis": surnames joined by "and" name a firm.
+_FIRM = re.compile(r"^[^\W\d_][\w\-]+(?:, [^\W\d_][\w\-]+)* (?:and|&) [^\W\d_][\w\-]+$")
+_CUE_WINDOW = 24
 _COUNTRIES = frozenset(c.lower() for c in COUNTRIES)
+_DEMONYMS = frozenset(d.lower() for d in DEMONYMS)
 #: "Faina D. Yefremova", "Ruth R Montez": a middle initial makes a name whatever the model says.
 _INITIAL_NAME = re.compile(r"^[^\W\d_][\w\-]+ [^\W\d_a-z]\.? [^\W\d_][\w\-]+$")
 
@@ -75,6 +86,9 @@ def refine(text: str, etype: str, start: int, end: int) -> tuple[str, int, int]:
         cut = value.find("\n")
         if cut > 0:
             end = start + len(value[:cut].rstrip())
+        clause = _CLAUSE.search(text, start, end)  # "Labrie, see ...", "Finland, but Celina"
+        if clause is not None and clause.start() > start:
+            end = clause.start()
         for suffix in ("'s", "\u2019s"):
             if text[start:end].endswith(suffix) and end - start > len(suffix):
                 end -= len(suffix)
@@ -86,7 +100,22 @@ def refine(text: str, etype: str, start: int, end: int) -> tuple[str, int, int]:
             return "LOCATION", end - len(tail), end
     if _INITIAL_NAME.match(value):
         return "PERSON", start, end
+    if etype == "PERSON" and any(c.isdigit() for c in value):
+        return "LOCATION", start, end  # "Joaquin Suarez 2906": a street named after someone
+    if etype == "PERSON" and len(words) == 1:
+        if value.isupper() and len(value) >= 4:
+            return "LOCATION", start, end  # ESPOO, LYCKSELE: all-caps is how addresses write towns
+        if PERSON_PLACE_CUE.search(text[max(0, start - _CUE_WINDOW) : start]):
+            return "LOCATION", start, end  # "arrived at Ettelgem", "originally from Mavčiče"
+    if etype == "NRP" and value.endswith("s") and value.lower().rstrip("s") not in _DEMONYMS:
+        return etype, start, start  # "Pedestrians", "Hobbits": plural nouns, not a group's name
+    if etype in ("ORGANIZATION", "LOCATION") and len(words) == 1 and value.lower() in GIVEN_NAMES:
+        return "PERSON", start, end  # "Christine", "Darren": a known given name, not a company
+    if etype in ("ORGANIZATION", "PERSON") and _FIRM.match(value):
+        return "ORGANIZATION", start, end  # "Barnett, Melton and Garcia": a firm of partners
     if etype == "ORGANIZATION":
+        if value.islower() and len(words) == 1:
+            return etype, start, start  # "iban", "c617": the model's guesses on lower-case text
         before = text[max(0, start - _CUE_WINDOW) : start]
         if len(words) == 1 and value.isupper() and len(value) <= 4:
             return etype, start, start  # ASAP, IBAN, CO: acronyms, not an identifying name
@@ -127,6 +156,28 @@ class NerModel:
                 if label is None:
                     continue
                 etype, start, end = refine(doc.text, label, ent.start_char, ent.end_char)
-                if end > start and (wanted is None or etype in wanted):
+                if end > start:
                     out[i].append(Hit(start, end, etype, NER_SCORE))
+            out[i] = [h for h in consistent(doc.text, out[i]) if wanted is None or h.entity_type in wanted]
         return out
+
+
+def consistent(text: str, hits: list[Hit]) -> list[Hit]:
+    """One name, one type within a text: the small model tags "Nikolaj Petrussen" a PERSON
+    and, two sentences on, "Nikolaj" alone an ORG or a place. A one-word entity that is a word
+    of a multi-word PERSON in the same text is that person."""
+    names = {
+        w
+        for h in hits
+        if h.entity_type == "PERSON" and len(words := text[h.start : h.end].split()) > 1
+        for w in words
+        if len(w) > 2 and w[:1].isupper()
+    }
+    if not names:
+        return hits
+    return [
+        Hit(h.start, h.end, "PERSON", h.score)
+        if h.entity_type in ("ORGANIZATION", "LOCATION") and text[h.start : h.end] in names
+        else h
+        for h in hits
+    ]

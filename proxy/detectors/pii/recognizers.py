@@ -21,6 +21,7 @@ instead of ``phonenumbers`` (international formats, scored by context).
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
@@ -95,6 +96,8 @@ class Rule:
     pattern: Any  # regex.Pattern[str]
     score: float
     context: tuple[str, ...] = ()
+    #: a regex; ``=lit|lit|...``: literal alternatives, tested with substring search;
+    #: ``~word|word|...``: capitalised words (given lower-case), looked up in the shared scan
     trigger: str | None = None
     validate: Callable[[str], bool | None] | None = None
     invalidate: Callable[[str], bool | None] | None = None
@@ -114,6 +117,22 @@ class _Found:
         return self._span
 
 
+_CAPITALISED = regex.compile(r"(?<![\w\-])\p{Lu}[\w\-]*")
+_scan_cache = threading.local()
+
+
+def capitalised_words(text: str, pos: int = 0, endpos: int | None = None) -> list[tuple[int, int, str]]:
+    """(start, end, lower-cased word) of every capitalised word: one scan per text, shared by
+    the gazetteers (countries, nationalities, given names). The last text's scan is kept per
+    thread, so ``scan`` stays thread-safe and three gazetteers cost one pass."""
+    stop = len(text) if endpos is None else endpos
+    cached = getattr(_scan_cache, "value", None)
+    if cached is None or cached[0] is not text:
+        words = [(m.start(), m.end(), m.group(0).lower()) for m in _CAPITALISED.finditer(text)]
+        _scan_cache.value = cached = (text, words)
+    return [w for w in cached[1] if w[0] >= pos and w[1] <= stop]
+
+
 class Gazetteer:
     """Whole-word, case-insensitive lookup of a word list, with the interface of a compiled regex.
 
@@ -122,10 +141,10 @@ class Gazetteer:
     looked up by its lower-cased first word; the longest listed name starting there wins.
     """
 
-    _START = regex.compile(r"(?<![\w\-])\p{Lu}[\w\-]*")
-
-    def __init__(self, names: Iterable[str]) -> None:
+    def __init__(self, names: Iterable[str], not_before: str = "") -> None:
         self.pattern = f"gazetteer({len(list(names))} names)"
+        #: a name followed by this is part of something else ("Czech" in "Czech Republic")
+        self._not_before = re.compile(not_before) if not_before else None
         first: dict[str, list[str]] = {}
         for name in names:
             low = name.lower()
@@ -138,22 +157,90 @@ class Gazetteer:
         out: list[_Found] = []
         lowered: str | None = None
         stop = len(text) if endpos is None else endpos
-        for m in self._START.finditer(text, pos, stop):
-            names = self._first.get(m.group(0).lower())
+        for start, _, word in capitalised_words(text, pos, stop):
+            names = self._first.get(word)
             if names is None:
                 continue
             if lowered is None:
                 lowered = text.lower()
-            start = m.start()
             for name in names:
                 end = start + len(name)
                 if (
                     end <= stop
                     and lowered.startswith(name, start)
                     and not (end < len(text) and text[end].isalnum())
+                    and not (self._not_before is not None and self._not_before.match(text, end))
                 ):
                     out.append(_Found(start, end))
                     break
+        return out
+
+
+#: Words that end a place or an organisation, never a surname.
+NOT_SURNAMES = frozenset(
+    """street st road rd avenue ave lane drive way square place court park hill hills bridge
+    station hospital university college school church inc ltd llc group company corporation
+    bank hotel airport centre center museum foundation institute""".split()  # noqa: SIM905
+)
+
+
+class NameGazetteer:
+    """A known given name followed by an optional initial and one or two capitalised words.
+
+    Same candidate scan as ``Gazetteer`` (capitalised words only, dictionary lookup); the
+    surname must follow, so a lone "Anna" or a given name used as a word is left to NER.
+    """
+
+    _TAIL = regex.compile(
+        r"(?:[ ]\p{Lu}\.?)?(?:[ ](?:van|von|de|der|den|da|di|dos|del|le|la|ten|ter)){0,2}"
+        r"[ ]\p{Lu}\p{Ll}[\w'\u2019\-]*(?:[ ]\p{Lu}\p{Ll}[\w'\u2019\-]*)?(?![\w\-])"
+    )
+
+    #: a given name alone is a person where it is addressed or speaks: "Ella: What a ...",
+    #: "Danial, can I ...", "Remember me, Maria?", "Dear Anna", "named him Luis", "Jacob lives"
+    _CUE_BEFORE = regex.compile(
+        r"(?i:\b(?:dear|hi|hello|hey|(?:named|called)(?:[ ](?:him|her|me|them))?|call[ ]me|calls[ ]me"
+        r"|thanks)[ ,]*)$"
+    )
+    _CUE_AFTER = regex.compile(r"[ ](?:lives|lived|said|says|asked|told|wrote|replied|smiled)\b|[?!]")
+
+    def _alone(self, text: str, start: int, end: int) -> bool:
+        line_start = start == 0 or text[start - 1] == "\n"
+        nxt = text[end : end + 1]
+        if line_start and nxt in (":", ","):
+            return True
+        if text[max(0, start - 2) : start] == ", " and self._CUE_AFTER.match(text, end) is not None:
+            return True  # vocative: "Remember me, Maria?"
+        if self._CUE_BEFORE.search(text[max(0, start - 16) : start]) is not None:
+            return True
+        return bool(line_start and self._CUE_AFTER.match(text, end) is not None)
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self._names = frozenset(n.lower() for n in names)
+        self.pattern = f"names({len(self._names)})"
+
+    def finditer(
+        self, text: str, pos: int = 0, endpos: int | None = None, timeout: float | None = None
+    ) -> list[_Found]:
+        out: list[_Found] = []
+        stop = len(text) if endpos is None else endpos
+        after = pos
+        for start, first_end, word in capitalised_words(text, pos, stop):
+            if start < after or word not in self._names:
+                continue
+            tail = self._TAIL.match(text, first_end, stop)
+            if tail is None:
+                if self._alone(text, start, first_end):
+                    out.append(_Found(start, first_end))
+                continue
+            end = tail.end()
+            last = text.rfind(" ", first_end, end)
+            if text[last + 1 : end].lower() in NOT_SURNAMES:  # "Thomas Street", "Maria Hospital"
+                if last <= first_end:
+                    continue  # nothing but the given name would be left
+                end = last
+            out.append(_Found(start, end))
+            after = end
         return out
 
 
@@ -213,7 +300,13 @@ def _presidio_rules(recognizers: Iterable[Any]) -> list[Rule]:
 
 def _tuned(rule: TunedRule) -> Rule:
     flags = 0 if rule.case_sensitive else regex.IGNORECASE
-    pattern = Gazetteer(rule.words) if rule.words else regex.compile(rule.regex, flags | regex.MULTILINE)
+    pattern: Any
+    if rule.people:
+        pattern = NameGazetteer(rule.people)
+    elif rule.words:
+        pattern = Gazetteer(rule.words, rule.not_before)
+    else:
+        pattern = regex.compile(rule.regex, flags | regex.MULTILINE)
     return Rule(
         rule.entity_type,
         pattern,
@@ -235,7 +328,49 @@ def build_rules(predefined: Iterable[Any], custom: Iterable[Rule] = ()) -> list[
 _DIGIT = re.compile(r"\d")
 
 
+class _Literals:
+    """A trigger of literal alternatives (``"=Mr|Dr|Prof"``): ``str.__contains__`` per literal.
+
+    A regex alternation of words costs 40-300 µs per 2 KB of prose in either engine (it is
+    tried at every position); a few substring tests cost under 2 µs together.
+    """
+
+    def __init__(self, literals: list[str]) -> None:
+        self._literals = tuple(literals)
+
+    def search(self, text: str) -> bool | None:
+        return True if any(lit in text for lit in self._literals) else None
+
+    def finditer(self, text: str) -> list[_Found]:
+        out = []
+        for lit in self._literals:
+            i = text.find(lit)
+            while i != -1:
+                out.append(_Found(i, i + len(lit)))
+                i = text.find(lit, i + 1)
+        out.sort(key=lambda f: f.span())
+        return out
+
+
+class _CapitalisedWords:
+    """A trigger of capitalised words (``"~mr|dr|prof"``, lower-case): looked up in the
+    capitalised-word scan the gazetteers share, so it costs a set lookup per capitalised word."""
+
+    def __init__(self, words: list[str]) -> None:
+        self._words = frozenset(words)
+
+    def search(self, text: str) -> bool | None:
+        return True if any(w in self._words for _, _, w in capitalised_words(text)) else None
+
+    def finditer(self, text: str) -> list[_Found]:
+        return [_Found(s, e) for s, e, w in capitalised_words(text) if w in self._words]
+
+
 def _compile_trigger(trigger: str) -> Any:
+    if trigger.startswith("="):
+        return _Literals(trigger[1:].split("|"))
+    if trigger.startswith("~"):
+        return _CapitalisedWords(trigger[1:].split("|"))
     if trigger[:1].isalnum() or trigger[:1] in " @:+/.":
         try:
             return re.compile(trigger)
