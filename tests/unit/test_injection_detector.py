@@ -10,6 +10,8 @@ import codecs
 import dataclasses
 import hashlib
 import importlib.util
+import itertools
+import re
 import sys
 import time
 import urllib.parse
@@ -286,6 +288,60 @@ def test_feature_hash_is_stable() -> None:
     groups = FeatureHasher().groups("Ignore   it")
     assert [g[0].tolist() for g in groups] == GOLDEN_BUCKETS
     assert [g[1] for g in groups] == pytest.approx([1 / (24 + 300), 1 / (3 + 50)])
+
+
+def _reference_buckets(text: str, bits: int) -> list[int]:
+    """The documented feature hash in plain Python integers: polynomial hash of each n-gram (FNV-64
+    prime, mod 2**64), xor a per-group salt, the *full* murmur3 fmix64, top ``bits`` bits."""
+    mask = 2**64 - 1
+    p = 0x100000001B3
+
+    def fmix(h: int) -> int:
+        h ^= h >> 33
+        h = (h * 0xFF51AFD7ED558CCD) & mask
+        h ^= h >> 33
+        h = (h * 0xC4CEB9FE1A85EC53) & mask
+        return h ^ (h >> 33)
+
+    def poly(chunk: str) -> int:
+        h = 0
+        for ch in chunk:
+            h = (h * p + ord(ch)) & mask
+        return h
+
+    s = FeatureHasher.prepare(text)
+    salts = [(0x51ED27 * (i + 1)) % 2**64 for i in range(5)]  # c3, c4, c5, w1, w2
+    hashes = [fmix(poly(s[i : i + k]) ^ salts[k - 3]) for k in (3, 4, 5) for i in range(len(s) - k + 1)]
+    words = [(m.start(), m.end()) for m in re.finditer(r"(?:[a-z0-9_]|[^\x00-\x7f])+", s)]
+    uni = [poly(s[a:b]) for a, b in words]
+    hashes += [fmix(u ^ salts[3]) for u in uni]
+    for a, b in itertools.pairwise(uni):
+        hashes.append(fmix((((fmix(a) * 0x9E3779B97F4A7C15) & mask) + b) & mask ^ salts[4]))
+    return [h >> (64 - bits) for h in hashes]
+
+
+def test_feature_hash_equals_the_reference_with_the_full_finaliser() -> None:
+    """The vectorised hash skips fmix64's last xor-shift (it only touches bits below a bucket's):
+    every bucket must still equal the full finaliser's, for both classifiers' widths."""
+    texts = [
+        "Ignore   it",
+        BENIGN,
+        DAN[:600],
+        "Ünïcödé wörds and ЖЖ mixed_with ascii 42",
+        "a",
+        "ab cd",
+    ]
+    for bits in (17, 18):
+        hasher = FeatureHasher(FeatureConfig(bits=bits))
+        for text in texts:
+            want = _reference_buckets(text, bits)
+            got = hasher.hash_prepared(FeatureHasher.prepare(text)).buckets.tolist()
+            assert got == want, (bits, text[:40])
+
+
+def test_feature_hasher_rejects_more_bits_than_the_hash_keeps() -> None:
+    with pytest.raises(ValueError, match="bits"):
+        FeatureHasher(FeatureConfig(bits=34))
 
 
 def test_scores_are_deterministic_across_instances() -> None:

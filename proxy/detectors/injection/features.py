@@ -24,9 +24,13 @@ Buckets = npt.NDArray[np.intp]
 
 _P = 0x100000001B3  # FNV-64 prime: odd, hence invertible modulo 2**64
 _Q = pow(_P, -1, 2**64)
-_M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
-_BIGRAM = np.uint64(0x9E3779B97F4A7C15)
-_S33 = np.uint64(33)
+# 0-d arrays rather than numpy scalars: passed to a ufunc they skip a per-call conversion.
+_M1 = np.array(0xFF51AFD7ED558CCD, dtype=np.uint64)
+_M2 = np.array(0xC4CEB9FE1A85EC53, dtype=np.uint64)
+_BIGRAM = np.array(0x9E3779B97F4A7C15, dtype=np.uint64)
+_S33 = np.array(33, dtype=np.uint64)
+_MAX_BITS = 33  # buckets are the top bits of a hash whose last fmix64 xor-shift is skipped (see _mix)
+_mul, _xor, _rshift, _sub = np.multiply, np.bitwise_xor, np.right_shift, np.subtract
 _ASCII_SPACE = "\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"  # str.split() whitespace in ASCII, besides " "
 _WORD_CHAR = np.zeros(129, dtype=bool)  # by code point; index 128 stands for every non-ASCII one
 for _c in "abcdefghijklmnopqrstuvwxyz0123456789_":
@@ -35,15 +39,24 @@ _WORD_CHAR[128] = True  # non-ASCII letters (and symbols) are word characters
 _WORD_BYTE = bytes(int(_WORD_CHAR[b]) for b in range(128)) + bytes(128)  # ASCII only: 1 = word char
 
 
-def _mix(h: U64) -> U64:
-    """murmur3 fmix64, in place: spreads polynomial hashes so the top bits make good bucket indices."""
-    tmp = np.empty_like(h)
-    for mult in (_M1, _M2):
-        np.right_shift(h, _S33, out=tmp)
-        np.bitwise_xor(h, tmp, out=h)
-        np.multiply(h, mult, out=h)
-    np.right_shift(h, _S33, out=tmp)
-    np.bitwise_xor(h, tmp, out=h)
+def _mix(h: U64, tmp: U64, *, final_shift: bool = True) -> U64:
+    """murmur3 fmix64, in place (``tmp``: scratch of the same length): spreads polynomial hashes so the
+    top bits make good bucket indices.
+
+    ``final_shift=False`` skips fmix64's last ``h ^= h >> 33``. Why: a bucket is the top ``bits`` bits
+    of the hash, and for ``bits <= 33`` that xor only touches bits below them, so the buckets are the
+    same and two passes over every n-gram are saved. Hashes that feed further arithmetic (the bigram
+    combination) need the full finaliser. Constants are 0-d arrays and ``out`` is positional: a numpy
+    scalar argument costs a conversion per call, which on 2 KB texts is a good part of the time."""
+    _rshift(h, _S33, tmp)
+    _xor(h, tmp, h)
+    _mul(h, _M1, h)
+    _rshift(h, _S33, tmp)
+    _xor(h, tmp, h)
+    _mul(h, _M2, h)
+    if final_shift:
+        _rshift(h, _S33, tmp)
+        _xor(h, tmp, h)
     return h
 
 
@@ -74,9 +87,10 @@ class HashedText:
 
 
 HashCache = MutableMapping[tuple[str, tuple[int, ...], tuple[int, ...]], HashedText]
-"""Mixed 64-bit n-gram hashes (``HashedText`` whose ``buckets`` are not yet cut to ``bits``) per
-(prepared string, char n-gram sizes, word n-gram sizes). Hashers that differ only in ``bits`` share
-entries: a bucket is the top ``bits`` bits of the same mixed hash. One request's detectors share one
+"""Mixed 64-bit n-gram hashes (``HashedText`` whose ``buckets`` are not yet cut to ``bits``; their top
+``_MAX_BITS`` bits are fmix64's, see ``_mix``) per (prepared string, char n-gram sizes, word n-gram
+sizes). Hashers that differ only in ``bits`` share entries: a bucket is the top ``bits`` bits of the
+same mixed hash. One request's detectors share one
 cache (``proxy.detectors.shared``) so a text hashed by the injection classifier is not hashed again by
 the moderation classifier."""
 
@@ -106,16 +120,23 @@ class FeatureHasher:
     def __init__(self, config: FeatureConfig = FeatureConfig()) -> None:
         if not set(config.word_ngrams) <= {1, 2}:
             raise ValueError("word n-grams are limited to unigrams and bigrams")
+        if not 1 <= config.bits <= _MAX_BITS:
+            raise ValueError(f"bits must be within [1, {_MAX_BITS}]")
         self.config = config
-        self._shift = np.uint64(64 - config.bits)
+        self._shift = np.array(64 - config.bits, dtype=np.uint64)
         self._ppow = _powers(_P, 4 * config.window + 2)  # longer texts compute theirs per call
         self._qpow = _powers(_Q, 4 * config.window + 2)
-        self._salts = {
-            key: np.uint64((0x51ED27 * (i + 1)) % 2**64)
+        salts = {
+            key: np.array((0x51ED27 * (i + 1)) % 2**64, dtype=np.uint64)
             for i, key in enumerate(
                 [f"c{n}" for n in config.char_ngrams] + [f"w{n}" for n in config.word_ngrams]
             )
         }
+        self._char_salts = tuple((k, salts[f"c{k}"]) for k in config.char_ngrams)
+        self._w1 = 1 in config.word_ngrams
+        self._w2 = 2 in config.word_ngrams
+        self._salt_w1 = salts.get("w1", _S33)
+        self._salt_w2 = salts.get("w2", _S33)
 
     @staticmethod
     def prepare(text: str) -> str:
@@ -155,12 +176,12 @@ class FeatureHasher:
         of it; a gather and a list of groups per group cost a numpy call and Python work each time. The
         sums are over the same contiguous values as ``groups_prepared``'s, so results are identical.
         A scale is 0.0 where its group is empty."""
-        h = self.hash_prepared(prepared, cache)
-        n_char = sum(count for _, count in h.char_blocks)
-        n_word = h.n_uni + h.n_bi
+        mixed = self._lookup(prepared, cache)
+        n_char = sum(count for _, count in mixed.char_blocks)
+        n_word = mixed.n_uni + mixed.n_bi
         char_k, word_k = self.config.smoothing
         return (
-            h.buckets,
+            _rshift(mixed.buckets.view(np.uint64), self._shift).view(np.intp),
             n_char,
             1.0 / (n_char + char_k) if n_char else 0.0,
             1.0 / (n_word + word_k) if n_word else 0.0,
@@ -168,13 +189,8 @@ class FeatureHasher:
 
     def hash_prepared(self, s: str, cache: HashCache | None = None) -> HashedText:
         """Hash every n-gram of a prepared string (reusing ``cache``'s mixed hashes when it has them)."""
-        if cache is None:
-            mixed = self._mixed(s)
-        else:
-            key = (s, self.config.char_ngrams, self.config.word_ngrams)
-            found = cache.get(key)
-            mixed = found if found is not None else cache.setdefault(key, self._mixed(s))
-        buckets = np.right_shift(mixed.buckets.view(np.uint64), self._shift).view(np.intp)
+        mixed = self._lookup(s, cache)
+        buckets = _rshift(mixed.buckets.view(np.uint64), self._shift).view(np.intp)
         return HashedText(
             buckets,
             mixed.char_blocks,
@@ -185,20 +201,33 @@ class FeatureHasher:
             mixed.length,
         )
 
+    def _lookup(self, s: str, cache: HashCache | None) -> HashedText:
+        """The mixed hashes of ``s``: from ``cache`` when it has them, else computed (and left there)."""
+        if cache is None:
+            return self._mixed(s)
+        key = (s, self.config.char_ngrams, self.config.word_ngrams)
+        found = cache.get(key)
+        return found if found is not None else cache.setdefault(key, self._mixed(s))
+
     def _mixed(self, s: str) -> HashedText:
         """Every n-gram's mixed 64-bit hash (stored as ``intp`` bits: ``buckets`` before the cut to ``bits``).
 
+        Only the top ``_MAX_BITS`` bits of each value are fmix64's (see ``_mix``): enough for any bucket.
         All hashes go into one preallocated buffer and are mixed in place: fresh ~200 KB temporaries per
-        numpy op (mmap + page faults) would otherwise dominate the cost.
+        numpy op (mmap + page faults) would otherwise dominate the cost. On a 2 KB text the ~40 numpy
+        calls, not the arithmetic, are most of the time, so each one saved counts.
         """
         raw = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32)
         n = len(raw)
         ppow, qpow = self._ppow, self._qpow
         if n > len(ppow):
             ppow, qpow = _powers(_P, n), _powers(_Q, n)
-        prefix = np.zeros(n + 1, dtype=np.uint64)
-        # uint32 * uint64 is computed in uint64: the same as widening first, one numpy call fewer.
-        np.cumsum(np.multiply(raw, qpow[:n]), out=prefix[1:])
+        prefix = np.empty(n + 1, dtype=np.uint64)  # not zeros: only its first element needs clearing
+        prefix[0] = 0
+        body = prefix[1:]
+        # uint32 * uint64 is computed in uint64; the running sum is then taken in place.
+        _mul(raw, qpow[:n], body)
+        np.cumsum(body, out=body)
         # Word characters, padded with a non-word character at both ends; every change between
         # neighbours is a word start or end, alternately (a table lookup and one comparison: masked
         # assignment and np.diff cost several times more). ASCII text (the usual case) looks the
@@ -210,30 +239,40 @@ class FeatureHasher:
             np.take(_WORD_CHAR, np.minimum(raw, 128), out=is_word[1 : n + 1])
         changes = np.flatnonzero(is_word[1:] != is_word[:-1])
         starts, ends = changes[0::2], changes[1::2]
-        char_blocks = tuple((k, n - k + 1) for k in self.config.char_ngrams if n >= k)
+        char_blocks = tuple((k, n - k + 1) for k, _ in self._char_salts if n >= k)
         n_char = sum(count for _, count in char_blocks)
-        n_uni = len(starts) if 1 in self.config.word_ngrams else 0
-        n_bi = max(len(starts) - 1, 0) if 2 in self.config.word_ngrams else 0
+        n_words = len(starts)
+        n_uni = n_words if self._w1 else 0
+        n_bi = max(n_words - 1, 0) if self._w2 else 0
         buf = np.empty(n_char + n_uni + n_bi, dtype=np.uint64)
+        tmp = np.empty_like(buf)
         pos = 0
-        for k, count in char_blocks:  # hash of s[i:i+k] = P^(i+k-1) * (prefix[i+k] - prefix[i])
+        for k, salt in self._char_salts:  # hash of s[i:i+k] = P^(i+k-1) * (prefix[i+k] - prefix[i])
+            if n < k:
+                continue
+            count = n - k + 1
             seg = buf[pos : pos + count]
-            np.subtract(prefix[k:], prefix[:count], out=seg)
-            np.multiply(seg, ppow[k - 1 : n], out=seg)
-            np.bitwise_xor(seg, self._salts[f"c{k}"], out=seg)
+            _sub(prefix[k:], prefix[:count], seg)
+            _mul(seg, ppow[k - 1 : n], seg)
+            _xor(seg, salt, seg)
             pos += count
         if n_uni or n_bi:
-            # take, not fancy indexing: the same elements, without the general indexing machinery
-            unigrams = ppow.take(ends - 1) * (prefix.take(ends) - prefix.take(starts))
+            # Word j is s[starts[j]:ends[j]]: one gather of the prefix sums at every boundary, then
+            # ends minus starts (the boundaries alternate), scaled by P^(end - 1).
+            at = prefix.take(changes)
+            unigrams = _sub(at[1::2], at[0::2])
+            _mul(unigrams, ppow.take(ends - 1), unigrams)
             if n_uni:
-                np.bitwise_xor(unigrams, self._salts["w1"], out=buf[pos : pos + n_uni])
+                _xor(unigrams, self._salt_w1, buf[pos : pos + n_uni])
                 pos += n_uni
             if n_bi:
-                bigrams = _mix(unigrams[:-1].copy())
-                np.multiply(bigrams, _BIGRAM, out=bigrams)
-                np.add(bigrams, unigrams[1:], out=bigrams)
-                np.bitwise_xor(bigrams, self._salts["w2"], out=buf[pos : pos + n_bi])
-        _mix(buf)
+                bigrams = buf[pos : pos + n_bi]
+                bigrams[:] = unigrams[:-1]
+                _mix(bigrams, tmp[:n_bi])
+                _mul(bigrams, _BIGRAM, bigrams)
+                np.add(bigrams, unigrams[1:], bigrams)
+                _xor(bigrams, self._salt_w2, bigrams)
+        _mix(buf, tmp, final_shift=False)
         buf.flags.writeable = False  # may be shared through a HashCache
         # Reinterpreted, not converted: hash_prepared views it as uint64 again before the shift.
         return HashedText(buf.view(np.intp), char_blocks, starts, ends, n_uni, n_bi, n)

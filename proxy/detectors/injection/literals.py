@@ -3,7 +3,7 @@
 Why: the heuristic rules are gated by ~80 anchor literals, and checking them with one ``in`` each
 cost ~100 µs per 2 KB of prose, twice per scan (the text and its rot13 probe): more than the
 classifier (now once: the index also holds the anchors' rot13s, see ``HeuristicScanner``).
-Here every 4-byte window of the UTF-8 text is read as one integer (numpy, no copy),
+Here every 4-byte window of the UTF-8 text is read as one integer (numpy, one aligned copy),
 hashed into a small table that marks the literals' first four bytes, and only the few windows that
 hit are confirmed in Python with ``bytes.startswith``. Literals shorter than four bytes are rare
 and use ``in``. The answer is exact: a hash collision only costs one failed confirmation.
@@ -18,6 +18,8 @@ import numpy as np
 _BITS = 16
 _MULT = np.uint32(0x9E3779B1)  # Knuth's multiplicative hash: the top bits of key * MULT spread well
 _SHIFT = np.uint32(32 - _BITS)
+_MULT0, _SHIFT0 = np.array(_MULT), np.array(_SHIFT)  # 0-d arrays: no scalar conversion per ufunc call
+_U4 = np.dtype("<u4")  # built once: a dtype string is parsed again on every use
 
 
 def _slot(key: int) -> int:
@@ -51,13 +53,16 @@ class LiteralIndex:
         raw = text.encode("utf-8", "surrogatepass")
         if len(raw) < 4:
             return found
-        # Overlapping little-endian uint32 windows over the bytes, without copying them.
-        windows = np.ndarray((len(raw) - 3,), dtype="<u4", buffer=raw, strides=(1,))
-        slots = np.multiply(windows, _MULT)  # an aligned copy: the in-place shift and take are faster
-        np.right_shift(slots, _SHIFT, out=slots)
-        hits = np.flatnonzero(np.take(self._table, slots))
+        # Every 4-byte window as a little-endian uint32 (one aligned copy: numpy would otherwise copy
+        # the unaligned view once per operation on it).
+        keys = np.array(np.ndarray((len(raw) - 3,), dtype=_U4, buffer=raw, strides=(1,)))
+        slots = np.multiply(keys, _MULT0)
+        np.right_shift(slots, _SHIFT0, slots)
+        hits = np.take(self._table, slots).nonzero()[0]
+        # Confirm the hits in order; a literal already found is not confirmed again (common words such
+        # as "your" hit many times in prose).
         by_key = self._by_key
-        for pos, key in zip(hits.tolist(), windows[hits].tolist(), strict=True):
+        for pos, key in zip(hits.tolist(), keys.take(hits).tolist(), strict=True):
             for lit_raw, lit in by_key.get(key, ()):
                 if lit not in found and raw.startswith(lit_raw, pos):
                     found.add(lit)

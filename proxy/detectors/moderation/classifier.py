@@ -149,15 +149,17 @@ class ModerationClassifier:
         same as with float64 arrays."""
         prepared = self._hasher.prepare(text)[: self.meta.features.window + 2]
         buckets, n_char, char_scale, word_scale = self._hasher.split_prepared(prepared, cache)
-        rows = np.take(self._w, buckets, axis=0)
-        total = list(self.meta.biases)
-        for lo, hi, scale in ((0, n_char, char_scale), (n_char, len(buckets), word_scale)):
-            if hi > lo:
-                n = hi - lo
-                ones = self._ones[:n] if n <= len(self._ones) else np.ones(n, np.float32)
-                sums: list[float] = (ones @ rows[lo:hi]).tolist()
-                total = [t + s * scale for t, s in zip(total, sums, strict=True)]
-        return total
+        rows = self._w.take(buckets, axis=0)  # the method: ``np.take`` adds a Python-level wrapper
+        n_word = len(buckets) - n_char
+        ones = self._ones if max(n_char, n_word) <= len(self._ones) else np.ones(len(buckets), np.float32)
+        total = self.meta.biases
+        if n_char:
+            sums: list[float] = (ones[:n_char] @ rows[:n_char]).tolist()
+            total = tuple(t + s * char_scale for t, s in zip(total, sums, strict=True))
+        if n_word:
+            sums = (ones[:n_word] @ rows[n_char:]).tolist()
+            total = tuple(t + s * word_scale for t, s in zip(total, sums, strict=True))
+        return list(total)
 
     def scores_canonical(self, canonical: str, cache: HashCache | None = None) -> npt.NDArray[np.float64]:
         """Probability-like scores in [0, 1] per category for canonical text."""

@@ -13,7 +13,9 @@ contain a letter (``k1ll`` -> ``kill``, ``$h1t`` -> ``shit``, ``k!ll`` -> ``kill
 
 - *terms* are whole words, found by a set intersection with the text's tokens (word boundaries for free,
   and a few microseconds regardless of how many terms there are);
-- *patterns* are regexes, each gated by anchor words so that only the plausible ones run;
+- *patterns* are regexes, each gated by anchor words so that only the plausible ones run, and then by
+  the literals every match of it must contain (``injection.prefilter``, derived from the regex): a
+  common anchor ("one" for "no one likes you") no longer sends ordinary prose through the rule;
 - *allow* rules describe benign contexts ("kill -9", "shoot a photo", "sex of the fish"). A hit inside an
   allowed span is dropped, and allowed spans are blanked before the classifier sees the text. Allow rules
   only run when something hit, so benign text pays nothing for them.
@@ -37,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..injection.normalise import Normaliser
+from ..injection.prefilter import Prefilter
 
 CATEGORIES: tuple[str, ...] = (
     "sexual",
@@ -206,6 +209,10 @@ class _Pattern:
     weight: float
     anchors: frozenset[str]
     regex: re.Pattern[str]
+    prefilter: Prefilter | None = None  # literals a match needs: absent, the regex is not run
+
+    def may_match(self, texts: Sequence[str]) -> bool:
+        return self.prefilter is None or any(self.prefilter.may_match(t) for t in texts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +220,10 @@ class _Allow:
     id: str
     anchors: frozenset[str]
     regex: re.Pattern[str]
+    prefilter: Prefilter | None = None
+
+    def may_match(self, text: str) -> bool:
+        return self.prefilter is None or self.prefilter.may_match(text)
 
 
 def _categories(raw: Mapping[str, Any], rule_id: str) -> tuple[str, ...]:
@@ -264,11 +275,18 @@ class RuleScanner:
                 _weight(p, str(p["id"])),
                 _anchors(p, str(p["id"])),
                 _compile(p, str(p["id"])),
+                Prefilter.of(str(p["regex"])),
             )
             for p in doc["patterns"]
         )
         self._allow: tuple[_Allow, ...] = tuple(
-            _Allow(str(a["id"]), _anchors(a, str(a["id"])), _compile(a, str(a["id"]))) for a in doc["allow"]
+            _Allow(
+                str(a["id"]),
+                _anchors(a, str(a["id"])),
+                _compile(a, str(a["id"])),
+                Prefilter.of(str(a["regex"])),
+            )
+            for a in doc["allow"]
         )
         ids = [t.id for t in self._terms] + [p.id for p in self._patterns] + [a.id for a in self._allow]
         if len(ids) != len(set(ids)):
@@ -333,7 +351,7 @@ class RuleScanner:
             for group in self._term_index[word]:
                 hits.append(RuleHit(group.id, group.categories, group.weight, span))
         for pattern in self._patterns:
-            if pattern.anchors.isdisjoint(tokens):
+            if pattern.anchors.isdisjoint(tokens) or not pattern.may_match(texts):
                 continue
             for view in views:
                 found = view.search(pattern.regex, pattern.anchors)
@@ -346,7 +364,7 @@ class RuleScanner:
             spans = [
                 (rule.id, span)
                 for rule in self._allow
-                if not rule.anchors.isdisjoint(tokens)
+                if not rule.anchors.isdisjoint(tokens) and rule.may_match(canon.text)
                 for span in views[0].finditer(rule.regex, rule.anchors)
             ]
             if spans:
@@ -515,8 +533,15 @@ def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
+_NO_SCORES: Mapping[str, float] = MappingProxyType({c: 0.0 for c in CATEGORIES})
+
+
 def _noisy_or(hits: Sequence[RuleHit]) -> Mapping[str, float]:
-    """Per category: ``1 - prod(1 - weight)`` over distinct rule ids (repeats do not inflate)."""
+    """Per category: ``1 - prod(1 - weight)`` over distinct rule ids (repeats do not inflate).
+
+    No hits (most texts) share one read-only all-zero mapping."""
+    if not hits:
+        return _NO_SCORES
     weights: dict[str, dict[str, float]] = {c: {} for c in CATEGORIES}
     for hit in hits:
         for cat in hit.categories:
