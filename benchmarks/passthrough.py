@@ -7,12 +7,17 @@ returns the answer: a ``Response`` when whole, a ``StreamingResponse`` for ``tex
 No parsing, no validation, no policy. Clients: ``aiohttp`` (shared ClientSession, pooled
 TCPConnector), ``httpx`` (shared AsyncClient, default transport), ``httpx-aiohttp`` (httpx API
 over an aiohttp transport). Served by uvicorn + uvloop + httptools, one worker, log level warning.
+
+The garbage collector gets the sidecar's own tuning (startup heap frozen, first-generation
+threshold 10,000; ``--gc-threshold 0`` for Python's defaults), so the comparison measures code,
+not a GC setting either side could use.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -100,7 +105,13 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9200)
     parser.add_argument("--upstream", default="http://127.0.0.1:9100/v1", help="API root of the upstream")
+    parser.add_argument("--gc-threshold", type=int, default=10_000, help="0: Python defaults")
     args = parser.parse_args()
+    if args.gc_threshold > 0:  # the same as proxy.server.tune_gc, kept separate: no sidecar import here
+        gc.collect()
+        gc.freeze()
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(args.gc_threshold, gen1, gen2)
     uvicorn.run(
         build_app(args.client, args.upstream),
         host=args.host,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import signal
@@ -29,6 +30,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from proxy.app import build_admin_app, build_app, build_sidecar
+from proxy.chain.registry import default_registry
 from proxy.observability.logging import configure_logging
 from proxy.runtime import Sidecar
 from proxy.settings import Settings
@@ -97,10 +99,40 @@ class _Shutdown:
         self.stop_servers()
 
 
+def tune_gc(threshold: int) -> None:
+    """Make Python's cyclic garbage collector cheap for a long-running proxy (measured, see below).
+
+    The sidecar makes no cyclic garbage per request (checked with ``gc.DEBUG_SAVEALL`` under
+    load), yet with the default first-generation threshold (700 net allocations) the collector
+    ran every ~10 requests at 16 connections, each pass walking every in-flight request's
+    objects, and promoted them until a full collection walked the whole ~75k-object startup
+    heap: 40-60 us of CPU per request on the benchmark's empty policy, a third of the sidecar's
+    own overhead over the pass-through then. Two standard remedies:
+
+    * ``gc.freeze()`` moves what exists now (modules, classes, the plugin registry and its
+      pydantic models, all immortal in practice) to the permanent generation, so full
+      collections skip it. Called *before* the policy is compiled: a revision retired by a
+      reload must stay collectable, reference cycles included.
+    * a first-generation threshold of ``threshold`` (default 10,000) instead of 700: collections
+      become ~7x rarer and each costs about the same (it walks the live set, not garbage).
+      Cyclic garbage, where a plugin makes some, waits for at most that many allocations.
+
+    ``threshold`` 0 (``SIDECAR_GC_THRESHOLD=0``) leaves the interpreter's defaults alone.
+    """
+    if threshold <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(threshold, gen1, gen2)
+
+
 async def serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
     drain_delay, grace_seconds = settings.drain_delay, settings.grace_seconds
-    sidecar = build_sidecar(settings)
+    registry = default_registry()  # imports every plugin module: part of the frozen heap
+    tune_gc(settings.gc_threshold)
+    sidecar = build_sidecar(settings, registry)
     separate_admin = settings.admin_port is not None
     api_app = build_app(sidecar, include_admin=not separate_admin)
     servers = [_Server(_config(api_app, settings.host, settings.port, grace_seconds))]

@@ -61,6 +61,9 @@ class Settings:
     cpu_workers: int = 2
     drain_delay: float = 0.0  # SIGTERM: seconds of "not ready" before the listeners close
     grace_seconds: float = 25.0  # then: how long in-flight requests and streams may take
+    # First-generation threshold of Python's cyclic garbage collector (``server.tune_gc``);
+    # 0 keeps the interpreter's defaults (700, and no freezing of the startup heap).
+    gc_threshold: int = 10_000
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -79,4 +82,9 @@ class Settings:
         s.cpu_workers = _env_int("SIDECAR_CPU_WORKERS") or s.cpu_workers
         s.drain_delay = _env_seconds("SIDECAR_DRAIN_DELAY", s.drain_delay)
         s.grace_seconds = _env_seconds("SIDECAR_GRACE_SECONDS", s.grace_seconds)
+        threshold = _env_int("SIDECAR_GC_THRESHOLD")
+        if threshold is not None:
+            if threshold < 0:
+                raise ConfigError(f"SIDECAR_GC_THRESHOLD={threshold}: expected 0 (defaults) or more")
+            s.gc_threshold = threshold
         return s

@@ -132,10 +132,14 @@ class RequestCounter(Collector):
         registry.register(self)
 
     def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
+        self.series(key)[0] += amount
+
+    def series(self, key: tuple[str, ...]) -> list[float]:
+        """The ``[value, created]`` cell of one series, created (at zero) on first use."""
         value = self.values.get(key)
         if value is None:
             value = self.values[key] = [0.0, time.time()]
-        value[0] += amount
+        return value
 
     def describe(self) -> Iterator[Metric]:
         yield CounterMetricFamily(self.name, self.doc, labels=self.labels)
@@ -170,9 +174,16 @@ class RequestHistogram(Collector):
         registry.register(self)
 
     def observe(self, key: tuple[str, ...], amount: float) -> None:
+        self.observe_into(self.series(key), amount)
+
+    def series(self, key: tuple[str, ...]) -> list[float]:
+        """The cells of one series (see ``values``), created (empty) on first use."""
         value = self.values.get(key)
         if value is None:
             value = self.values[key] = [0.0] * (len(self.bounds) + 2) + [time.time()]
+        return value
+
+    def observe_into(self, value: list[float], amount: float) -> None:
         value[bisect_left(self.bounds, amount)] += 1  # the first bucket with amount <= le
         value[-2] += amount
 
@@ -193,6 +204,39 @@ class RequestHistogram(Collector):
                 Sample(f"{self.name}_created", dict(zip(self.labels, key, strict=True)), value[-1])
             )
         yield family
+
+
+class _Hot:
+    """The series one kind of request updates, resolved once and then reused.
+
+    Keyed by the raw values their labels come from (route, status, model, target, stream,
+    tenant): a repeat request finds its label values and its series' cells with one dict lookup
+    instead of a bounded-label check, a label tuple and a lookup per series. Series are still
+    created at their first observation (``None`` until then), so exposition and ``_created``
+    times do not change.
+    """
+
+    __slots__ = (
+        "attempts", "duration", "model", "overhead", "requests", "route", "target", "tenant",
+        "tokens_in", "tokens_out", "upstream",
+    )  # fmt: skip
+
+    def __init__(
+        self, route: str, model: str, target: str, requests: list[float], duration: list[float]
+    ) -> None:
+        self.route, self.model, self.target = route, model, target
+        self.requests = requests
+        self.duration = duration
+        self.attempts: list[float] | None = None
+        self.upstream: list[float] | None = None
+        self.overhead: list[float] | None = None
+        self.tokens_in: list[float] | None = None
+        self.tokens_out: list[float] | None = None
+        self.tenant: str | None = None
+
+
+#: Bound on ``Metrics._hot``: its keys hold raw model names and tenants (client-chosen).
+_HOT_MAX = 4096
 
 
 class Metrics:
@@ -264,6 +308,8 @@ class Metrics:
         self._tenants = _Bounded()
         self._hashed: dict[str, str] = {}
         self._budget: dict[tuple[str, str], Any] = {}
+        self._hot: dict[tuple[Any, ...], _Hot] = {}
+        self._hot_cfg: MetricsConfig | None = None  # the settings _hot was resolved under
 
     def _tenant(self, tenant: str | None, cfg: MetricsConfig) -> str:
         if cfg.tenant_label == "none" or not tenant:
@@ -277,22 +323,41 @@ class Metrics:
             tenant = hashed
         return self._tenants(tenant[:100], cfg.max_tenants)
 
+    def _resolve(self, key: tuple[Any, ...], cfg: MetricsConfig) -> _Hot:
+        if cfg is not self._hot_cfg or len(self._hot) >= _HOT_MAX:
+            # Another revision's settings (label caps may differ), or too many distinct keys.
+            self._hot.clear()
+            self._hot_cfg = cfg
+        route_, status, model_, target_, stream, _tenant = key
+        route, model, target = route_.value, self._models(model_[:100], cfg.max_models), target_ or ""
+        requests = self.requests.series((route, str(status), model, target))
+        duration = self.duration.series((route, "true" if stream else "false"))
+        hot = self._hot[key] = _Hot(route, model, target, requests, duration)
+        return hot
+
     def observe(self, policy: CompiledPolicy, ctx: RequestContext, outcome: Outcome) -> None:
         """Update the per-request series for one finished request (a ``Sidecar.observers`` entry)."""
         cfg = policy.metrics
         if not cfg.enabled:
             return
-        route = ctx.route.value
-        model = self._models(ctx.model[:100], cfg.max_models)
-        target = ctx.target or ""
-        self.requests.inc((route, str(outcome.status), model, target))
+        key = (ctx.route, outcome.status, ctx.model, ctx.target, ctx.stream, ctx.tenant)
+        hot = self._hot.get(key) if cfg is self._hot_cfg else None
+        if hot is None:
+            hot = self._resolve(key, cfg)
+        route, model, target = hot.route, hot.model, hot.target
+        hot.requests[0] += 1
         total = outcome.latency_ms / 1000
-        self.duration.observe((route, "true" if ctx.stream else "false"), total)
+        self.duration.observe_into(hot.duration, total)
         if ctx.attempts:
-            self.attempts.inc((route,), ctx.attempts)
-            self.upstream.observe((target,), ctx.upstream_s)
+            if hot.attempts is None or hot.upstream is None:
+                hot.attempts = self.attempts.series((route,))
+                hot.upstream = self.upstream.series((target,))
+            hot.attempts[0] += ctx.attempts
+            self.upstream.observe_into(hot.upstream, ctx.upstream_s)
             if not ctx.stream:
-                self.overhead.observe((route,), max(0.0, total - ctx.upstream_s))
+                if hot.overhead is None:
+                    hot.overhead = self.overhead.series((route,))
+                self.overhead.observe_into(hot.overhead, max(0.0, total - ctx.upstream_s))
         usage = outcome.usage or ctx.usage
         tokens_out = output_tokens(usage)
         if ctx.first_token_at is not None:
@@ -302,11 +367,17 @@ class Metrics:
                 self.tpot.observe((route, model), max(0.0, total - ttft) / (tokens_out - 1))
         tokens_in = input_tokens(usage)
         if tokens_in or tokens_out or ctx.cost_usd:
-            tenant = self._tenant(ctx.tenant, cfg)
+            tenant = hot.tenant
+            if tenant is None:
+                tenant = hot.tenant = self._tenant(ctx.tenant, cfg)
             if tokens_in:
-                self.tokens.inc((tenant, model, "input"), tokens_in)
+                if hot.tokens_in is None:
+                    hot.tokens_in = self.tokens.series((tenant, model, "input"))
+                hot.tokens_in[0] += tokens_in
             if tokens_out:
-                self.tokens.inc((tenant, model, "output"), tokens_out)
+                if hot.tokens_out is None:
+                    hot.tokens_out = self.tokens.series((tenant, model, "output"))
+                hot.tokens_out[0] += tokens_out
             if ctx.cost_usd:
                 self.cost.inc((tenant, model), ctx.cost_usd)
         for d in ctx.decisions:

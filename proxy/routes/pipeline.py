@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -34,17 +34,17 @@ from proxy.chain.plugin import Outcome, Reply
 from proxy.errors import InvalidRequest, ProxyError, UpstreamError, error_event_payload
 from proxy.models.chat import ChatRequest, ChatResponse, Route
 from proxy.models.stream import ErrorEvent, Finish, StreamEvent, TextDelta, ToolCallDelta, Usage
-from proxy.models.upstream import UpstreamRequest, UpstreamResponse
+from proxy.models.upstream import BufferedResponse, UpstreamRequest, UpstreamResponse
 from proxy.observability import content as content_capture
-from proxy.observability.timing import carries_token, peek_answer, peek_model, peek_usage
+from proxy.observability.timing import carries_token, peek_model, peek_usage
 from proxy.policy.compiler import CompiledPolicy
 from proxy.routes.common import (
-    check_json_content_type,
+    Inbound,
+    check_json_media_type,
+    choose_request_id,
     error_response,
-    forward_headers,
     query_string,
     read_body,
-    request_id,
     response_headers,
 )
 from proxy.routes.formats import ANTHROPIC, OPENAI, ClientFormat, StreamEncoder
@@ -97,6 +97,30 @@ class _FinalizingStream(StreamingResponse):
                 await self._finalize()
 
 
+class _Finish(BackgroundTask):
+    """``BackgroundTask(ChainRoute._finish, ...)`` without the per-request check of the callable.
+
+    ``BackgroundTask.__init__`` asks ``inspect`` whether the function is a coroutine function
+    on every request (a few microseconds); ``_finish`` always is one.
+    """
+
+    def __init__(self, func: Callable[..., Awaitable[None]], *args: Any) -> None:
+        self._func = func
+        self._args = args
+        self.is_async = True
+
+    async def __call__(self) -> None:
+        await self._func(*self._args)
+
+
+def _content_type(headers: list[tuple[str, str]]) -> str:
+    """The first Content-Type value; only looked up for streamed requests (the rest never ask)."""
+    for k, v in headers:
+        if k.lower() == "content-type":
+            return v
+    return ""
+
+
 def _codec(route: Route) -> ChatStreamCodec | ResponsesStreamCodec:
     return ResponsesStreamCodec() if route is Route.RESPONSES else ChatStreamCodec()
 
@@ -112,14 +136,15 @@ class ChainRoute:
     async def handle(self, request: Request, route: Route) -> Response:
         store = self.sidecar.store
         policy = store.acquire()
-        rid = request_id(request)
+        inbound = Inbound(request)
+        rid = choose_request_id(inbound.request_id)
         base_headers = {"x-request-id": rid, "x-sidecar-revision": policy.revision}
         ctx: RequestContext | None = None
         handed_off = False
         fmt = ANTHROPIC if route is Route.MESSAGES else OPENAI
         try:
-            raw: bytes | None = await read_body(request, policy.max_body_bytes)
-            check_json_content_type(request)
+            raw: bytes | None = await read_body(request, policy.max_body_bytes, inbound.content_length)
+            check_json_media_type(inbound.content_type)
             try:
                 body = orjson.loads(raw or b"")
             except orjson.JSONDecodeError:
@@ -136,7 +161,7 @@ class ChainRoute:
             if self._tracing is not None:
                 self._tracing.begin(ctx, request.headers, policy, body)
             response = await self._run(
-                request, route, policy, ctx, ChatRequest(body, route, raw), base_headers, fmt
+                request, inbound, route, policy, ctx, ChatRequest(body, route, raw), base_headers, fmt
             )
             handed_off = True
             return response
@@ -168,7 +193,7 @@ class ChainRoute:
     ) -> Response:
         extra = {**base_headers, **(ctx.response_headers if ctx else {})}
         response = error_response(exc, extra, fmt.answer)
-        response.background = BackgroundTask(self._finish, policy, ctx, outcome)
+        response.background = _Finish(self._finish, policy, ctx, outcome)
         return response
 
     async def _finish(self, policy: CompiledPolicy, ctx: RequestContext | None, outcome: Outcome) -> None:
@@ -184,7 +209,7 @@ class ChainRoute:
                         observe(policy, ctx, outcome)
                     except Exception:
                         log.exception("request observer failed")
-                if self.sidecar.settings.log_requests and log.isEnabledFor(logging.INFO):
+                if self._access_log:
                     log.info("request", extra=self._access_fields(policy, ctx, outcome))
         except Exception:
             log.exception("error while finishing a request")
@@ -231,6 +256,7 @@ class ChainRoute:
     async def _run(
         self,
         request: Request,
+        inbound: Inbound,
         route: Route,
         policy: CompiledPolicy,
         ctx: RequestContext,
@@ -249,7 +275,7 @@ class ChainRoute:
         upstream_request = UpstreamRequest(
             "POST",
             UPSTREAM_PATHS[route],
-            forward_headers(request),
+            inbound.forward,
             req.encode(),
             query_string(request),
             Route.CHAT if route is Route.MESSAGES else route,
@@ -259,14 +285,16 @@ class ChainRoute:
             deadline=ctx.deadline,
         )
         upstream_request.target = upstream_request.candidates[0]
-        resp = await chain.send(upstream_request, ctx)
-        ctype = next((v for k, v in resp.headers if k.lower() == "content-type"), "")
-        if req.stream and resp.status < 400 and "text/event-stream" in ctype:
+        resp = await chain.upstream.send(upstream_request, ctx)  # chain.send, one frame less
+        if req.stream and resp.status < 400 and "text/event-stream" in _content_type(resp.headers):
             return await self._stream(resp, route, policy, ctx, base_headers, fmt)
-        try:
-            data = await resp.read()
-        finally:
-            await resp.aclose()
+        if type(resp) is BufferedResponse:  # what HTTP targets settle a whole answer into
+            data = resp.body
+        else:
+            try:
+                data = await resp.read()
+            finally:
+                await resp.aclose()
         usage: dict[str, Any] = {}
         if resp.status < 400 and chain.response_steps:
             try:
@@ -281,14 +309,20 @@ class ChainRoute:
             usage = wrapped.usage
             ctx.response_model = wrapped.model or None
         elif resp.status < 400 and (ctx.trace is not None or policy.metrics.enabled):
-            ctx.response_model, usage = peek_answer(data)  # a bounded scan, not a parse
+            # Bounded scans, not a parse. The answering model is only read by the request span,
+            # the access log and complete hooks: without them, skip looking for it.
+            usage = peek_usage(data)
+            if ctx.trace is not None or chain.complete_steps or self._access_log:
+                ctx.response_model = peek_model(data)
         if policy.captures_content and resp.status < 400:
             self._capture(policy, ctx, content_capture.response_messages(data, route), output=True)
         if not fmt.native:
             data = fmt.answer(resp.status, data)
-        headers = response_headers(
-            resp.headers, {**base_headers, **self._target(ctx), **ctx.response_headers}
-        )
+        headers = response_headers(resp.headers, base_headers)
+        if ctx.target:
+            headers["x-sidecar-upstream"] = ctx.target
+        if ctx.response_headers:
+            headers.update(ctx.response_headers)
         if not self._needs_finish(policy, ctx):
             # Nothing to run after the answer: skip the background task (hot path of simple policies).
             self.sidecar.store.release(policy)
@@ -298,15 +332,16 @@ class ChainRoute:
             data,
             status_code=resp.status,
             headers=headers,
-            background=BackgroundTask(self._finish, policy, ctx, outcome),
+            background=_Finish(self._finish, policy, ctx, outcome),
         )
+
+    @property
+    def _access_log(self) -> bool:
+        return self.sidecar.settings.log_requests and log.isEnabledFor(logging.INFO)
 
     def _needs_finish(self, policy: CompiledPolicy, ctx: RequestContext) -> bool:
         return bool(
-            policy.chain.complete_steps
-            or ctx.decisions
-            or self.sidecar.observers
-            or (self.sidecar.settings.log_requests and log.isEnabledFor(logging.INFO))
+            policy.chain.complete_steps or ctx.decisions or self.sidecar.observers or self._access_log
         )
 
     @staticmethod
@@ -339,7 +374,7 @@ class ChainRoute:
     ) -> Response:
         headers = {**base_headers, **ctx.response_headers, **reply.headers}
         outcome = Outcome(reply.status, latency_ms=self._ms(ctx))
-        task = BackgroundTask(self._finish, policy, ctx, outcome)
+        task = _Finish(self._finish, policy, ctx, outcome)
         encoder = fmt.stream_encoder(req.model)
         if encoder is not None:
             body = reply_body(reply, Route.CHAT, req.model)

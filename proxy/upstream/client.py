@@ -35,6 +35,10 @@ HOP_BY_HOP = frozenset(
 )
 
 
+# aiohttp decompresses bodies, so the encoding and length headers no longer apply.
+_NOT_RETURNED = HOP_BY_HOP | {"content-encoding"}
+
+
 def _map_error(exc: BaseException) -> UpstreamError:
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return UpstreamTimeout("The upstream provider timed out.", detail=repr(exc))
@@ -51,12 +55,7 @@ class ClientResponse:
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp
         self.status = resp.status
-        # aiohttp decompresses bodies, so the encoding and length headers no longer apply.
-        self.headers = [
-            (k, v)
-            for k, v in resp.headers.items()
-            if k.lower() not in HOP_BY_HOP and k.lower() != "content-encoding"
-        ]
+        self.headers = [(k, v) for k, v in resp.headers.items() if k.lower() not in _NOT_RETURNED]
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         try:

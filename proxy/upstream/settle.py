@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
 
 from proxy.errors import UpstreamError, UpstreamTimeout
 from proxy.models.chat import Route
@@ -61,15 +62,29 @@ def _deadline_error() -> UpstreamTimeout:
     return UpstreamTimeout("The request deadline was exceeded.", code="deadline_exceeded")
 
 
-async def settled(
+def settled(
     request: UpstreamRequest,
     call: Callable[[], Awaitable[UpstreamResponse]],
     first_token_timeout: float | None = None,
-) -> UpstreamResponse:
-    """Run one attempt within the request's deadline and settle its answer (see module doc)."""
+) -> Coroutine[Any, Any, UpstreamResponse]:
+    """Run one attempt within the request's deadline and settle its answer (see module doc).
+
+    Not a coroutine function itself: it hands back the coroutine to await, so a request with
+    no deadline (the hot path) runs ``_settle`` without a wrapping frame or timeout machinery.
+    The deadline is read here, when the caller is about to await.
+    """
     budget = remaining(request.deadline)
-    if budget is None:  # no deadline: skip the timeout machinery on the hot path
-        return await _settle(request, call, first_token_timeout)
+    if budget is None:
+        return _settle(request, call, first_token_timeout)
+    return _settle_within(budget, request, call, first_token_timeout)
+
+
+async def _settle_within(
+    budget: float,
+    request: UpstreamRequest,
+    call: Callable[[], Awaitable[UpstreamResponse]],
+    first_token_timeout: float | None,
+) -> UpstreamResponse:
     if budget <= 0:
         raise _deadline_error()
     try:
