@@ -11,7 +11,9 @@
 * Placeholder-shaped text typed by the user (``<PERSON_1>``) is itself replaced by a placeholder
   whose value is that literal text, so it comes back verbatim and can never be restored to
   data it did not come from.
-* ``scan_output``: PII in the answer that was not in the prompt is flagged or redacted.
+* ``scan_output``: PII in the answer that was not in the prompt is flagged or redacted; streams
+  hold each sentence until it is scanned (``_OutputScan``), through the same inline-or-pool
+  path as requests, so a model call never runs on the event loop.
 
 Decision records carry entity types and counts, never values.
 """
@@ -24,7 +26,7 @@ import hmac
 import json
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -61,7 +63,7 @@ from proxy.detectors.pii import (
 )
 from proxy.detectors.pii.engine import check_entity_name
 from proxy.errors import Rejected
-from proxy.models import ChatRequest, ChatResponse, Finish, StreamEvent, ToolCallDelta
+from proxy.models import ChatRequest, ChatResponse, Finish, StreamEvent, TextDelta, ToolCallDelta
 
 Action = Literal["redact", "mask", "hash", "block", "allow"]
 #: Pattern-only requests up to this many characters are analysed on the event loop (see
@@ -313,25 +315,32 @@ class PiiPlugin(Plugin[PiiConfig]):
                 slot.set(text)
         _record_restore(ctx, restored, unknown)
         if self.config.scan_output != "off" and messages:
-            found = await self._detect_async([s.text for s in messages], False)
-            hits: list[Span] = []
-            for slot, spans in zip(messages, found, strict=True):
-                new_spans = [s for s in spans if _is_new(slot.text[s.start : s.end], state.values)]
-                hits += new_spans
-                if self.config.scan_output == "redact" and new_spans:
-                    slot.set(_redact_output(slot.text, new_spans))
+            texts, hits = await self.scan_output([s.text for s in messages], state)
+            for slot, text in zip(messages, texts, strict=True):
+                if text is not slot.text:
+                    slot.set(text)
             self._record_output(ctx, hits)
 
     def _record_output(self, ctx: RequestContext, hits: Sequence[Span]) -> None:
         if hits:
             ctx.record("output_pii", self.config.scan_output, detail={"entities": _counts(hits)})
 
-    def scan_text(self, text: str, state: _State) -> tuple[str, list[Span]]:
-        """Output scan of released stream text (synchronous: runs per released sentence)."""
-        hits = [s for s in self._spans(text, False) if _is_new(text[s.start : s.end], state.values)]
-        if self.config.scan_output == "redact" and hits:
-            text = _redact_output(text, hits)
-        return text, hits
+    async def scan_output(self, texts: Sequence[str], state: _State) -> tuple[list[str], list[Span]]:
+        """Output scan of answer texts: PII the prompt did not hold is counted (and redacted).
+
+        Shared by whole answers and by stream windows, so both go through ``_detect_async``:
+        with the NER model (or above ``INLINE_MAX_CHARS``) in the CPU pool, model calls one at a
+        time, never on the event loop. Returns the texts (the same objects when unchanged) and
+        the new spans.
+        """
+        found = await self._detect_async(texts, False)
+        out: list[str] = []
+        hits: list[Span] = []
+        for text, spans in zip(texts, found, strict=True):
+            new = [s for s in spans if _is_new(text[s.start : s.end], state.values)]
+            hits += new
+            out.append(_redact_output(text, new) if new and self.config.scan_output == "redact" else text)
+        return out, hits
 
     def open_stream(self, ctx: RequestContext) -> StreamFilter | None:
         state = ctx.get(STATE)
@@ -367,24 +376,77 @@ def _record_restore(ctx: RequestContext, restored: int, unknown: int) -> None:
         )
 
 
+class _OutputScan:
+    """Per-choice sentence windows of the answer, scanned for new PII before they are sent.
+
+    Why not ``TextStreamFilter`` + ``HoldBack(..., transform)``: a hold-back transform is
+    synchronous, so the scan (a model call per window with NER, ~20 ms per KB) would run on the
+    event loop. Here the hold-back only splits; each released window is awaited through
+    ``PiiPlugin.scan_output``, i.e. the request side's bounded CPU-pool path. Order is kept
+    because the chain awaits one event at a time, and a window is sent only after its scan, so
+    output PII is caught before it leaves. Event handling mirrors ``TextStreamFilter``: an
+    event passed unchanged keeps its text-bound fields (logprobs), a held or rewritten one
+    loses them, and a tool call or finish of a choice goes out only after that choice's text.
+    """
+
+    def __init__(self, plugin: PiiPlugin, state: _State) -> None:
+        self._plugin, self._state = plugin, state
+        self._split = sentence_boundary(plugin.config.output_max_hold)
+        self._held: dict[int, HoldBack] = {}
+        self._meta: dict[int, Mapping[str, Any] | None] = {}
+        self.hits: list[Span] = []
+
+    async def _scan(self, texts: list[str]) -> list[str]:
+        out, hits = await self._plugin.scan_output(texts, self._state)
+        self.hits += hits
+        return out
+
+    async def _flush(self, indexes: Sequence[int]) -> list[StreamEvent]:
+        """The held rest of these choices, scanned in one engine call (one model batch)."""
+        rests = [(i, rest) for i in indexes if (hb := self._held.get(i)) is not None and (rest := hb.flush())]
+        if not rests:
+            return []
+        texts = await self._scan([rest for _, rest in rests])
+        return [TextDelta(i, t, None, self._meta.get(i)) for (i, _), t in zip(rests, texts, strict=True)]
+
+    async def on_event(self, event: StreamEvent) -> list[StreamEvent]:
+        if isinstance(event, TextDelta):
+            hb = self._held.get(event.index)
+            if hb is None:
+                hb = self._held[event.index] = HoldBack(self._split)
+            if event.meta is not None:
+                self._meta[event.index] = event.meta
+            untouched = not hb.pending
+            released = hb.feed(event.text)
+            if released:
+                (scanned,) = await self._scan([released])
+                if untouched and scanned == event.text:
+                    return [event]  # passed as it came: its text-bound fields still apply
+                return [TextDelta(event.index, scanned, None, event.meta)]
+            if event.extra and "role" in (event.extra.get("delta") or {}):
+                return [
+                    TextDelta(event.index, "", {"delta": {"role": event.extra["delta"]["role"]}}, event.meta)
+                ]
+            return []
+        if isinstance(event, (Finish, ToolCallDelta)):
+            return [*(await self._flush([event.index])), event]
+        return [*(await self.on_end()), event]
+
+    async def on_end(self) -> list[StreamEvent]:
+        return await self._flush(sorted(self._held))
+
+
 class _PiiStream:
-    """Restore (per-choice hold-back) then, optionally, output scanning (per sentence)."""
+    """Restore (per-choice hold-back) then, optionally, output scanning (per sentence, awaited)."""
 
     def __init__(self, plugin: PiiPlugin, ctx: RequestContext, state: _State) -> None:
         self._plugin, self._ctx, self._state = plugin, ctx, state
         self._restored = self._unknown = 0
-        self._hits: list[Span] = []
         mapping = state.mapping
         self._restore = (
             TextStreamFilter(lambda: HoldBack(stream_split, self._restore_text)) if mapping else None
         )
-        self._scan = (
-            TextStreamFilter(
-                lambda: HoldBack(sentence_boundary(plugin.config.output_max_hold), self._scan_text)
-            )
-            if plugin.config.scan_output != "off"
-            else None
-        )
+        self._scan = _OutputScan(plugin, state) if plugin.config.scan_output != "off" else None
         self._tools: dict[tuple[int, int], HoldBack] = {}
         self._tool_args = plugin.config.restore_tool_arguments and bool(mapping)
 
@@ -400,11 +462,6 @@ class _PiiStream:
         self._unknown += u
         return out
 
-    def _scan_text(self, text: str) -> str:
-        out, hits = self._plugin.scan_text(text, self._state)
-        self._hits += hits
-        return out
-
     def _flush_tools(self, index: int | None) -> list[StreamEvent]:
         out: list[StreamEvent] = []
         for (i, call), hb in list(self._tools.items()):
@@ -417,6 +474,7 @@ class _PiiStream:
 
     async def _stages(self, events: Sequence[StreamEvent], end: bool) -> list[StreamEvent]:
         out = list(events)
+        stage: TextStreamFilter | _OutputScan | None
         for stage in (self._restore, self._scan):
             if stage is None:
                 continue
@@ -443,5 +501,6 @@ class _PiiStream:
     async def on_end(self) -> Sequence[StreamEvent]:
         out = await self._stages(self._flush_tools(None), end=True)
         _record_restore(self._ctx, self._restored, self._unknown)
-        self._plugin._record_output(self._ctx, self._hits)
+        if self._scan is not None:
+            self._plugin._record_output(self._ctx, self._scan.hits)
         return out

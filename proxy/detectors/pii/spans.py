@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 
 from proxy.detectors.pii.engine import NER_ENTITIES, Span
@@ -32,13 +33,19 @@ def resolve(spans: Iterable[Span], text: str) -> list[Span]:
     Then same-type neighbours are merged: touching spans always, spans separated only by
     whitespace for name-like types (``John`` + ``Smith`` -> one PERSON).
     """
+    # Kept spans never overlap and have positive length, so ordered by start their ends are
+    # ordered too: a candidate overlaps one iff the last kept span starting before its end
+    # reaches past its start. One bisection per candidate instead of a pass over all kept.
     kept: list[Span] = []
+    starts: list[int] = []
     for s in sorted(spans, key=lambda s: (-s.score, -(s.end - s.start), s.start)):
         if s.end <= s.start:
             continue
-        if all(s.end <= k.start or s.start >= k.end for k in kept):
-            kept.append(s)
-    kept.sort(key=lambda s: s.start)
+        i = bisect_left(starts, s.end)
+        if i and kept[i - 1].end > s.start:
+            continue
+        kept.insert(i, s)
+        starts.insert(i, s.start)
     merged: list[Span] = []
     for s in kept:
         if merged and s.entity_type != LITERAL:
