@@ -1,6 +1,6 @@
 """In-process cost of the injection and moderation detectors and plugins on the 2 KB prose prompt.
 
-    python benchmarks/detectors_micro.py [--calls 300 --blocks 7] [--components]
+    python benchmarks/detectors_micro.py [--calls 300 --blocks 7] [--components | --offload]
 
 Why this exists: the end-to-end rows of ``run.py`` move by tenths of a millisecond with whatever
 else runs on a shared 2-core machine, while the detectors' own cost is a few hundred µs. This
@@ -8,6 +8,18 @@ times each piece on one thread with no network: the detectors' ``scan`` on ``PRO
 (injection; moderation, which checks the prompt on input and the echoed prompt on output), and
 the two plugins' hooks as the sidecar runs them for one request (injection ``on_request``, then
 moderation ``on_request`` and ``on_response``, sharing one ``RequestContext``).
+
+``plugin glue`` runs the same request with each detector's ``scan`` answered from a memo of its
+real result: what the plugins cost around the scans (text extraction, decisions, scores). Why it
+matters: in the sidecar (counters around hooks and scans, 16 connections) the glue measured
+~45-55 µs per request for moderation (input + output) and ~70-80 µs for injection + moderation,
+while each scan took ~0.37-0.41 ms there against ~0.25-0.3 ms here, where one text is scanned over
+and over with warm caches (touching 16 MB between scans here makes them ~50% dearer). Most of what
+an end-to-end row adds beyond this table is the scans running with cold caches, not the glue.
+
+``--offload`` backs ``proxy.detectors.shared.INLINE_CHARS``: the process CPU (both threads) of one
+hop to the CPU pool and back through ``Deps.run_cpu`` with a no-op, against a direct call, and the
+scans' cost at 1 to 16 KB of prose.
 
 Each figure is the median over ``--blocks`` blocks of the per-call thread CPU time (µs) of
 ``--calls`` sequential calls. The baseline, measured in the same run and interleaved with the
@@ -39,15 +51,34 @@ from proxy.models import ChatRequest, ChatResponse
 from proxy.models.chat import Route
 
 
-def _plugins(enabled: bool = True) -> Callable[[], None]:
-    """One request through both plugins, as the sidecar's chain calls them (inline: < INLINE_LIMIT);
-    with ``enabled=False`` the same harness (event loop turn, body parsing) without them."""
+class _Memoised:
+    """A detector whose ``scan`` answers from a memo of the real result: isolates the plugin glue."""
+
+    def __init__(self, inner: Any) -> None:
+        self.thresholds = inner.thresholds
+        self._inner = inner
+        self._memo: dict[str, Any] = {}
+
+    def scan(self, text: str, cache: Any = None) -> Any:
+        result = self._memo.get(text)
+        if result is None:
+            result = self._memo[text] = self._inner.scan(text, cache)
+        return result
+
+
+def _plugins(enabled: bool = True, memoise: bool = False) -> Callable[[], None]:
+    """One request through both plugins, as the sidecar's chain calls them (inline: within
+    ``INLINE_CHARS``); with ``enabled=False`` the same harness (event loop turn, body parsing)
+    without them; with ``memoise`` the detectors answer from a memo (``_Memoised``)."""
     from plugins.injection import InjectionConfig, InjectionPlugin
     from plugins.moderation import ModerationConfig, ModerationPlugin
 
     deps = Deps(Resources())
     injection = InjectionPlugin(InjectionConfig(), deps)
     moderation = ModerationPlugin(ModerationConfig(), deps)
+    if memoise:
+        injection.detector = _Memoised(injection.detector)  # type: ignore[assignment]
+        moderation.detector = _Memoised(moderation.detector)  # type: ignore[assignment]
     raw = chat_body(prose=True)
     answer = {
         "id": "chatcmpl-1",
@@ -81,6 +112,7 @@ def cases() -> dict[str, Callable[[], Any]]:
         "moderation.scan(PROSE_2K) (output, echoed)": lambda: mod.scan(PROSE_2K),
         "plugin harness alone (loop turn, parsing)": _plugins(enabled=False),
         "plugins: injection + moderation in + out": _plugins(),
+        "plugin glue: the same, scans memoised": _plugins(memoise=True),
     }
 
 
@@ -120,6 +152,46 @@ def components() -> dict[str, Callable[[], Any]]:
     }
 
 
+def offload() -> None:
+    """Print the hop's cost and the scans' cost by size (``--offload``)."""
+    from proxy.chain.plugin import Resources as _Resources
+
+    deps = Deps(_Resources())
+    loop = asyncio.new_event_loop()
+
+    def noop() -> None:
+        return None
+
+    async def hops(n: int) -> None:
+        for _ in range(n):
+            await deps.run_cpu(noop)
+
+    async def direct(n: int) -> None:
+        for _ in range(n):
+            noop()
+
+    loop.run_until_complete(hops(200))  # start the pool's threads
+    cost: dict[str, list[float]] = {"hop": [], "direct": []}
+    for _ in range(7):
+        for name, fn in (("hop", hops), ("direct", direct)):
+            t0 = time.process_time_ns()  # both threads: the loop's and the pool thread's
+            loop.run_until_complete(fn(2000))
+            cost[name].append((time.process_time_ns() - t0) / 2000 / 1000)
+    loop.close()
+    hop = statistics.median(cost["hop"]) - statistics.median(cost["direct"])
+    print(f"hop to the CPU pool and back (Deps.run_cpu, no-op): {hop:.1f} µs process CPU per call\n")
+    inj, mod = InjectionDetector(), ModerationDetector()
+    print("| characters | injection.scan µs | moderation.scan µs | hop / injection | hop / moderation |")
+    print("|---:|---:|---:|---:|---:|")
+    for kb in (1, 2, 4, 8, 16):
+        text = (PROSE_2K + " ") * (kb // 2 + 1)
+        text = text[: kb * 1024]
+        scans = {"i": lambda t=text: inj.scan(t), "m": lambda t=text: mod.scan(t)}
+        times = measure(scans, 30, 5)
+        ti, tm = statistics.median(times["i"]), statistics.median(times["m"])
+        print(f"| {len(text)} | {ti:.0f} | {tm:.0f} | {hop / ti:.0%} | {hop / tm:.0%} |")
+
+
 def measure(fns: dict[str, Callable[[], Any]], calls: int, blocks: int) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():  # warm-up: caches, first-call paths
@@ -140,7 +212,11 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=300, help="calls per block")
     parser.add_argument("--blocks", type=int, default=7, help="blocks per case (alternating order)")
     parser.add_argument("--components", action="store_true", help="time the layers, not the scans")
+    parser.add_argument("--offload", action="store_true", help="the CPU pool hop against scans by size")
     args = parser.parse_args()
+    if args.offload:
+        offload()
+        return 0
     samples = measure(components() if args.components else cases(), args.calls, args.blocks)
     base = statistics.median(next(iter(samples.values())))
     print(f"{len(PROSE_2K)} characters; {args.blocks} blocks of {args.calls} calls; thread CPU time\n")

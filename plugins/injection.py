@@ -28,16 +28,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from proxy.chain import Deps, Plugin, PluginConfig, Reply, RequestContext, Secret
 from proxy.detectors.injection import InjectionDetector, InjectionResult, Thresholds
-from proxy.detectors.shared import scan_cache
+from proxy.detectors.shared import INLINE_CHARS, InlineBudget, scan_cache
 from proxy.errors import Rejected
 from proxy.models import ChatRequest, TextSlot
 
 NOTICE = "[content removed by policy: possible prompt injection]"
-# Shorter texts are scored on the event loop, longer ones in the CPU pool. Scoring 2 KB takes a few
-# hundred µs, about what the hop to a worker thread and back costs (executor queue, thread wake-up,
-# GIL hand-over, loop callback), and the GIL keeps the loop from running meanwhile for most of the
-# work anyway; offloading pays only where one scan would stall other requests for milliseconds.
-INLINE_LIMIT = 2048
+# Texts are scored on the event loop while the hook's total stays within INLINE_CHARS (4 KB), the rest
+# in the CPU pool: below that the hop to a worker thread and back (executor queue, thread wake-up,
+# GIL hand-over, loop callback) costs a fifth to a third of the scan it moves, and the GIL keeps the
+# loop from running meanwhile for most of the work anyway; offloading pays only where scanning would
+# stall other requests for milliseconds (proxy/detectors/shared.py has the measurements).
+INLINE_LIMIT = INLINE_CHARS
 
 
 class ScanSpec(BaseModel):
@@ -122,18 +123,23 @@ class InjectionPlugin(Plugin[InjectionConfig]):
                 for m in re.finditer(f"{open_}(.*?){close}", slot.text, re.S):
                     yield slot, m.group(1), m.start(1)
 
-    async def _scan(self, text: str, ctx: RequestContext) -> InjectionResult:
+    async def _scan(
+        self, text: str, ctx: RequestContext, budget: InlineBudget | None = None
+    ) -> InjectionResult:
+        """Score ``text``: on the event loop within the hook's ``budget`` (one text on its own gets a
+        fresh one), past it in the CPU pool."""
         cache = scan_cache(ctx)  # a moderation step later in the chain reuses our work on this text
-        if len(text) <= INLINE_LIMIT:
+        if (budget or InlineBudget()).take(text):
             return self.detector.scan(text, cache)
         result: InjectionResult = await self.deps.run_cpu(self.detector.scan, text, cache)
         return result
 
     async def on_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
         flagged = False
+        budget = InlineBudget()  # one per request: its texts together stall the loop by a bound
         for slot, text, offset in list(self._targets(req)):
             started = time.perf_counter()
-            result = await self._scan(text, ctx)
+            result = await self._scan(text, ctx, budget)
             verdict = result.is_injection
             judged: bool | None = None
             judge = self.config.judge

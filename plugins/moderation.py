@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -28,13 +28,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from proxy.chain import Deps, HoldBack, Plugin, PluginConfig, Reply, RequestContext, Secret, StreamFilter
 from proxy.chain.holdback import sentence_boundary
 from proxy.detectors.moderation import CATEGORIES, ModerationDetector, ModerationResult
-from proxy.detectors.shared import ScanCache, scan_cache
+from proxy.detectors.shared import INLINE_CHARS, InlineBudget, ScanCache, scan_cache
 from proxy.errors import Rejected
 from proxy.models import ChatRequest, ChatResponse, Finish, StreamEvent, TextDelta, ToolCallDelta
 
-# Shorter texts are scored on the event loop, longer ones in the CPU pool: for a few hundred µs of
-# scoring the thread hop costs about as much as it saves (see plugins/injection.py).
-INLINE_LIMIT = 2048
+# Texts are scored on the event loop while a hook's total stays within INLINE_CHARS (4 KB), the rest
+# in the CPU pool: below that the thread hop costs a fifth to a third of the scan it moves and frees
+# the loop of little (proxy/detectors/shared.py has the measurements).
+INLINE_LIMIT = INLINE_CHARS
 
 
 def _off_is_text(value: Any) -> Any:
@@ -109,17 +110,33 @@ class ModerationPlugin(Plugin[ModerationConfig]):
             c: (config.categories.get(c) or CategorySpec()).action or config.default_action
             for c in CATEGORIES
         }
+        # Per request only these are read: the categories that can act, with their thresholds, in
+        # CATEGORIES order (so ``violations`` keeps that order), and the roles checked on input.
+        self._live = tuple((c, self.thresholds[c]) for c in CATEGORIES if self.actions[c] != "off")
+        self._input_roles = frozenset(config.input_roles)
+        # Without remote layers the local scores are final: read them as they are, no copy.
+        self._local_only = config.endpoint is None and config.judge is None
 
     # -- scoring -----------------------------------------------------------------------
-    async def score(self, text: str, ctx: RequestContext, cache: ScanCache | None = None) -> dict[str, float]:
+    async def score(
+        self,
+        text: str,
+        ctx: RequestContext,
+        cache: ScanCache | None = None,
+        budget: InlineBudget | None = None,
+    ) -> Mapping[str, float]:
         """Per-category scores: local layers, raised by the endpoint, settled by the judge in its band.
 
         ``cache``: the request's shared detector work (an injection step may have folded and hashed
-        the same prompt text already)."""
-        if len(text) <= INLINE_LIMIT:
+        the same prompt text already). ``budget``: the calling hook's inline allowance (one text on
+        its own gets a fresh one): within it the scan runs on the event loop, past it in the CPU
+        pool. Read-only: without remote layers this is the detector's own table of scores."""
+        if (budget or InlineBudget()).take(text):
             local: ModerationResult = self.detector.scan(text, cache)
         else:
             local = await self.deps.run_cpu(self.detector.scan, text, cache)
+        if self._local_only:
+            return local.combined_scores
         scores = dict(local.combined_scores)
         if self.config.endpoint is not None:
             remote = await self._endpoint(text, ctx)
@@ -138,8 +155,9 @@ class ModerationPlugin(Plugin[ModerationConfig]):
                 scores[top] = 1.0 if verdict else 0.0
         return scores
 
-    def violations(self, scores: dict[str, float]) -> list[str]:
-        return [c for c in CATEGORIES if self.actions[c] != "off" and scores[c] >= self.thresholds[c]]
+    def violations(self, scores: Mapping[str, float]) -> list[str]:
+        """The categories that act (not ``off``) whose score reaches their threshold, in CATEGORIES order."""
+        return [c for c, threshold in self._live if scores[c] >= threshold]
 
     async def check(self, texts: Iterable[str], ctx: RequestContext, where: str) -> None:
         """Score ``texts``; block (raise) or flag according to the categories that hit."""
@@ -147,11 +165,12 @@ class ModerationPlugin(Plugin[ModerationConfig]):
         # Prompt text is shared with an injection step; answers are not (they are new text, and an
         # answer that merely repeats the prompt should not look cheaper than it is).
         cache = scan_cache(ctx) if where == "input" else None
+        budget = InlineBudget()  # one per call: a hook's texts together stall the loop by a bound
         for text in texts:
             if not text.strip():
                 continue
             started = time.perf_counter()
-            scores = await self.score(text, ctx, cache)
+            scores = await self.score(text, ctx, cache, budget)
             hits = self.violations(scores)
             top = max(hits, key=lambda c: scores[c]) if hits else None
             if ctx.record_scores:  # calibration: every category's score, triggered or not
@@ -195,13 +214,13 @@ class ModerationPlugin(Plugin[ModerationConfig]):
     # -- hooks -------------------------------------------------------------------------
     async def on_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
         if "input" in self.config.check:
-            roles = frozenset(self.config.input_roles)
-            await self.check((s.text for s in req.text_slots() if s.role in roles), ctx, "input")
+            roles = self._input_roles
+            await self.check([s.text for s in req.text_slots() if s.role in roles], ctx, "input")
         return None
 
     async def on_response(self, resp: ChatResponse, ctx: RequestContext) -> None:
         if "output" in self.config.check:
-            await self.check((s.text for s in resp.text_slots() if s.kind == "message"), ctx, "output")
+            await self.check([s.text for s in resp.text_slots() if s.kind == "message"], ctx, "output")
 
     def open_stream(self, ctx: RequestContext) -> StreamFilter | None:
         if "output" not in self.config.check:

@@ -7,7 +7,10 @@ different bucket counts). A ``ScanCache`` kept in the request's state under ``SC
 second plugin reuse what the first computed: for a 2 KB prompt that is most of the moderation
 classifier's cost.
 
-It lives for one request only (a process-wide cache would make repeated prompts look free in
+``InlineBudget`` is the other shared piece: how both plugins decide which texts to score on the
+event loop and which in the CPU pool (see its docstring for the measurements behind the limit).
+
+The cache lives for one request only (a process-wide cache would make repeated prompts look free in
 benchmarks and keep user text in memory). It is not locked: a request's plugin steps run one after
 the other, and a text scored in the CPU pool is awaited before the next step runs.
 """
@@ -51,6 +54,40 @@ class ScanCache:
     def __init__(self) -> None:
         self.folded: _Memo[str, str] = _Memo()
         self.hashes: _Memo[tuple[str, tuple[int, ...], tuple[int, ...]], HashedText] = _Memo()
+
+
+#: Characters one hook may score on the event loop; texts past it go to the CPU pool. Measured with
+#: ``python benchmarks/detectors_micro.py --offload`` on the 2-core benchmark machine: the hop to a
+#: pool thread and back (executor queue, futex wake-up, GIL hand-over, loop callback) costs ~90 µs
+#: of process CPU per call, while a scan costs ~0.1-0.15 ms per KB of prose: the hop adds about a
+#: third to the CPU of a 2 KB scan, a fifth at 4 KB, a tenth at 8 KB. And it buys the loop little for
+#: such scans: the detectors are mostly Python, so a pool thread holds the GIL for most of a scan
+#: (up to the 5 ms switch interval) and the loop waits for it anyway. 4 KB of scanning stalls the
+#: loop for ~0.4-0.5 ms per hook (the request hooks of an injection and a moderation step run in one
+#: loop turn: ~1 ms), which is the bound kept here (the pii plugin inlines the same 4 KB); bigger
+#: prompts, answers and stream windows, where scanning takes milliseconds, are scored in the pool,
+#: and so is the rest of a request whose texts add up to more than this.
+INLINE_CHARS = 4096
+
+
+class InlineBudget:
+    """What one hook may still score on the event loop, in characters (``INLINE_CHARS``).
+
+    Why a budget and not a per-text size check: a request with many small messages would otherwise
+    be scored inline one after the other, stalling the loop for the sum of the scans.
+    """
+
+    __slots__ = ("left",)
+
+    def __init__(self, chars: int = INLINE_CHARS) -> None:
+        self.left = chars
+
+    def take(self, text: str) -> bool:
+        """True (and the budget shrinks) when ``text`` still fits: score it inline."""
+        if len(text) <= self.left:
+            self.left -= len(text)
+            return True
+        return False
 
 
 SCAN_CACHE: StateKey[ScanCache] = StateKey("detectors.scan_cache")
