@@ -1,6 +1,7 @@
 """In-process cost of the injection and moderation detectors and plugins on the 2 KB prose prompt.
 
-    python benchmarks/detectors_micro.py [--calls 300 --blocks 7] [--components | --offload]
+    python benchmarks/detectors_micro.py [--calls 300 --blocks 7] [--cold [--cold-mb 16]]
+                                         [--components | --offload]
 
 Why this exists: the end-to-end rows of ``run.py`` move by tenths of a millisecond with whatever
 else runs on a shared 2-core machine, while the detectors' own cost is a few hundred µs. This
@@ -14,8 +15,14 @@ real result: what the plugins cost around the scans (text extraction, decisions,
 matters: in the sidecar (counters around hooks and scans, 16 connections) the glue measured
 ~45-55 µs per request for moderation (input + output) and ~70-80 µs for injection + moderation,
 while each scan took ~0.37-0.41 ms there against ~0.25-0.3 ms here, where one text is scanned over
-and over with warm caches (touching 16 MB between scans here makes them ~50% dearer). Most of what
-an end-to-end row adds beyond this table is the scans running with cold caches, not the glue.
+and over with warm caches (``--cold``, 16 MB written before each scan, makes them ~30-50% dearer).
+Most of what an end-to-end row adds beyond this table is the scans running with cold caches, not the glue.
+
+``--cold`` times each call on its own and writes one byte per cache line of a ``--cold-mb`` (16) MB
+buffer before each, untimed: the scans then find their weight tables and hashing arrays evicted
+from L1/L2 (and partly L3), as in the sidecar, where parsing, networking and other requests run
+between two scans. Warm rows (the default) are the code's own cost; cold rows are closer to what a
+request pays.
 
 ``--offload`` backs ``proxy.detectors.shared.INLINE_CHARS``: the process CPU (both threads) of one
 hop to the CPU pool and back through ``Deps.run_cpu`` with a no-op, against a direct call, and the
@@ -207,19 +214,58 @@ def measure(fns: dict[str, Callable[[], Any]], calls: int, blocks: int) -> dict[
     return samples
 
 
+def measure_cold(
+    fns: dict[str, Callable[[], Any]], calls: int, blocks: int, megabytes: int
+) -> dict[str, list[float]]:
+    """``measure`` with the caches made cold before every call (``--cold``): each call is timed on
+    its own, after an untimed write to every cache line of a ``megabytes`` buffer."""
+    import numpy as np
+
+    flush = np.zeros(megabytes << 20, dtype=np.uint8)
+    lines = flush[::64]  # one byte per 64-byte cache line: touches all of it, ~1/64 of the work
+
+    def evict() -> None:
+        np.add(lines, 1, out=lines)
+
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():  # warm-up: first-call paths (not the caches: they are flushed anyway)
+        for _ in range(min(calls, 20)):
+            fn()
+    clock = time.thread_time_ns
+    for block in range(blocks):
+        order = list(fns.items())
+        for name, fn in order if block % 2 == 0 else reversed(order):
+            total = 0
+            for _ in range(calls):
+                evict()
+                t0 = clock()
+                fn()
+                total += clock() - t0
+            samples[name].append(total / calls / 1000)
+    return samples
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--calls", type=int, default=300, help="calls per block")
     parser.add_argument("--blocks", type=int, default=7, help="blocks per case (alternating order)")
+    parser.add_argument("--cold", action="store_true", help="evict the caches before every call")
+    parser.add_argument("--cold-mb", type=int, default=16, help="megabytes written between calls (--cold)")
     parser.add_argument("--components", action="store_true", help="time the layers, not the scans")
     parser.add_argument("--offload", action="store_true", help="the CPU pool hop against scans by size")
     args = parser.parse_args()
     if args.offload:
         offload()
         return 0
-    samples = measure(components() if args.components else cases(), args.calls, args.blocks)
+    fns = components() if args.components else cases()
+    if args.cold:
+        samples = measure_cold(fns, args.calls, args.blocks, args.cold_mb)
+    else:
+        samples = measure(fns, args.calls, args.blocks)
     base = statistics.median(next(iter(samples.values())))
-    print(f"{len(PROSE_2K)} characters; {args.blocks} blocks of {args.calls} calls; thread CPU time\n")
+    caches = f"cold caches ({args.cold_mb} MB written before each call)" if args.cold else "warm caches"
+    runs = f"{args.blocks} blocks of {args.calls} calls"
+    print(f"{len(PROSE_2K)} characters; {runs}; thread CPU time; {caches}\n")
     if not args.components:
         print("The plugins row includes the harness row; their difference is what the two plugins add.\n")
     print("| case | µs p50 (block medians) | range | x baseline |")

@@ -14,7 +14,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from proxy.detectors.injection import InjectionDetector
+from proxy.detectors.injection import InjectionClassifier, InjectionDetector
 from proxy.detectors.moderation import (
     CATEGORIES,
     ModerationClassifier,
@@ -331,6 +331,28 @@ def test_detector_reuses_the_injection_detectors_work(detector: ModerationDetect
     InjectionDetector().scan(benign, cache)
     assert detector.scan(benign, cache).to_dict() == detector.scan(benign).to_dict()
     assert len(cache.hashes) == len(hashed) + 2
+
+
+def test_both_detectors_share_one_set_of_hasher_tables() -> None:
+    """The injection and moderation hashers differ in ``bits`` but not in window: they hold the same
+    read-only P / P^-1 power tables (one copy in the process, not one per hasher), equal to freshly
+    computed ones, and a hasher built on its own tables would hash exactly the same."""
+    from proxy.detectors.injection import features
+
+    injection, moderation = InjectionClassifier.default().hasher, ModerationClassifier.default().hasher
+    assert injection.config.window == moderation.config.window
+    assert injection.config.bits != moderation.config.bits
+    assert injection._ppow is moderation._ppow
+    assert injection._qpow is moderation._qpow
+    assert not injection._ppow.flags.writeable and not injection._qpow.flags.writeable
+    n = 4 * injection.config.window + 2
+    assert np.array_equal(injection._ppow, features._powers(features._P, n))
+    assert np.array_equal(injection._qpow, features._powers(features._Q, n))
+    own = features.FeatureHasher(moderation.config)
+    own._ppow, own._qpow = features._powers(features._P, n), features._powers(features._Q, n)
+    for text in ["", "a", "you are a worthless idiot", "kill " * 1000, *benign_hard()[:10]]:
+        prepared = moderation.prepare(text)
+        assert np.array_equal(own.hash_prepared(prepared).buckets, moderation.hash_prepared(prepared).buckets)
 
 
 def test_vectorised_sentence_ends_equal_the_sentence_regex() -> None:
