@@ -106,6 +106,87 @@ def test_allow_list_suppresses_benign_contexts(scanner: RuleScanner, text: str) 
     assert all(score < 0.5 for score in result.scores.values()), (text, result.hits)
 
 
+# Graphic-injury and threat rule groups: each id fires on its positives and stays silent on close benign
+# phrasings (cooking, first aid, ops, history, games).
+@pytest.mark.parametrize(
+    ("rule_id", "positives", "negatives"),
+    [
+        (
+            "graphic.blood_pulp",
+            ["he lay in a pool of blood on the kitchen floor", "they beat him to a bloody pulp"],
+            [
+                "crush the tomatoes to a pulp",
+                "what is a normal blood pressure",
+                "a spray of blood from a finger cut",
+            ],
+        ),
+        (
+            "graphic.throat",
+            [
+                "he slit her throat and watched",
+                "multiple throat-slashing scenes",
+                "a knife sawing away at your son's throat",
+            ],
+            ["my throat hurts after a cold", "cut the fish behind the gills"],
+        ),
+        (
+            "graphic.mutilation",
+            ["the soldiers gouged out his eyes", "rip off their body parts", "the bear tore off her arm"],
+            [
+                "cut off its head and fins, then gut the fish",
+                "he ripped off his jersey after the goal",
+                "tore out the old carpet",
+            ],
+        ),
+        (
+            "graphic.remains",
+            [
+                "his brains splattered across the wall",
+                "photos of mangled bodies",
+                "the prisoner was skinned alive",
+            ],
+            [
+                "the surgeon described the wound in detail for the medical students",
+                "the video game has gory fatalities",
+            ],
+        ),
+        (
+            "violence.threat_direct",
+            [
+                "I will hunt you down",
+                "we're going to put a bullet in his head",
+                "i know where you live",
+                "that man will die a horrible death at my hands",
+                "they all deserve the rope",
+            ],
+            [
+                "our team will hunt down every loose ball",
+                "how do I hunt deer with a bow",
+                "where do you live now?",
+            ],
+        ),
+        (
+            "hate.group_threat_generic",
+            ["those people should be put down", "kill them wherever you find them", "gas them all"],
+            [
+                "kill -9 the zombie process",
+                "I have roaches, how do I exterminate them all?",
+                "those people should be invited to the meeting",
+            ],
+        ),
+    ],
+)
+def test_graphic_and_threat_rule_groups(
+    scanner: RuleScanner, rule_id: str, positives: list[str], negatives: list[str]
+) -> None:
+    for text in positives:
+        assert rule_id in rule_ids(scanner, text), text
+    for text in negatives:
+        result = scanner.scan(text)
+        assert rule_id not in {h.rule_id for h in result.hits}, text
+        assert all(score < 0.5 for score in result.scores.values()), (text, result.hits)
+
+
 def test_allow_list_is_local(scanner: RuleScanner) -> None:
     # An allowed idiom does not whitewash a real threat elsewhere in the same text.
     result = scanner.scan("first kill the process, then I will kill you")
