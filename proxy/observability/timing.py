@@ -20,11 +20,6 @@ _COUNTS = re.compile(
 _TOKEN = re.compile(rb'"(?:content|arguments|delta|text|partial_json)"\s*:\s*"[^"]')
 
 
-def peek_answer(data: bytes) -> tuple[str | None, dict[str, Any]]:
-    """``(model, usage)`` from an answer body: the first ``"model"`` and the last ``"usage"`` object."""
-    return peek_model(data), peek_usage(data)
-
-
 def peek_model(data: bytes) -> str | None:
     """The first ``"model"`` value in the first 4 KB (an answer body or a stream's first chunk)."""
     found = _MODEL.search(data, 0, 4096)

@@ -285,7 +285,7 @@ class ChainRoute:
             deadline=ctx.deadline,
         )
         upstream_request.target = upstream_request.candidates[0]
-        resp = await chain.upstream.send(upstream_request, ctx)  # chain.send, one frame less
+        resp = await chain.send(upstream_request, ctx)
         if req.stream and resp.status < 400 and "text/event-stream" in _content_type(resp.headers):
             return await self._stream(resp, route, policy, ctx, base_headers, fmt)
         if type(resp) is BufferedResponse:  # what HTTP targets settle a whole answer into
@@ -318,11 +318,9 @@ class ChainRoute:
             self._capture(policy, ctx, content_capture.response_messages(data, route), output=True)
         if not fmt.native:
             data = fmt.answer(resp.status, data)
-        headers = response_headers(resp.headers, base_headers)
-        if ctx.target:
-            headers["x-sidecar-upstream"] = ctx.target
-        if ctx.response_headers:
-            headers.update(ctx.response_headers)
+        headers = response_headers(
+            resp.headers, {**base_headers, **self._target(ctx), **ctx.response_headers}
+        )
         if not self._needs_finish(policy, ctx):
             # Nothing to run after the answer: skip the background task (hot path of simple policies).
             self.sidecar.store.release(policy)

@@ -74,9 +74,7 @@ def _browser() -> Any:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if chromium is None or driver is None:
-        pytest.skip(
-            "headless browser test: no chromium / chromedriver (apt-get install -y chromium chromium-driver)"
-        )
+        pytest.skip("no chromium/chromedriver: apt-get install -y chromium chromium-driver")
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service

@@ -23,7 +23,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from proxy.chain.context import RequestContext
 from proxy.chain.plugin import Outcome
 from proxy.models.chat import Route
-from proxy.observability.timing import carries_token, peek_answer
+from proxy.observability.timing import carries_token, peek_model, peek_usage
 from proxy.observability.tracing import MemoryExporter, RequestTrace, Tracing, parse_traceparent
 from tests.harness import SidecarHarness, sidecar_harness
 
@@ -332,11 +332,9 @@ def test_answers_are_peeked_not_parsed() -> None:
         b'"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19,'
         b'"prompt_tokens_details":{"cached_tokens":0}}}'
     )
-    assert peek_answer(body) == (
-        "gpt-4o-2024",
-        {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
-    )
-    assert peek_answer(b"not json") == (None, {})
+    assert peek_model(body) == "gpt-4o-2024"
+    assert peek_usage(body) == {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
+    assert (peek_model(b"not json"), peek_usage(b"not json")) == (None, {})
     assert not carries_token(b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\n\n')
     assert carries_token(b'data: {"choices":[{"delta":{"content":"Hi"}}]}\n\n')
     assert carries_token(b'data: {"type":"response.output_text.delta","delta":"Hi"}\n\n')
