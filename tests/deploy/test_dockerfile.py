@@ -114,8 +114,27 @@ def test_runtime_settings_signals_and_healthcheck() -> None:
 def test_dockerignore_keeps_the_context_small() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     assert lines and "*" in lines  # deny by default
-    for needed in ("!requirements.lock", "!pyproject.toml", "!proxy/", "!plugins/", "!policies/"):
+    for needed in (
+        "!requirements.lock",
+        "!pyproject.toml",
+        "!setup.py",
+        "!proxy/",
+        "!plugins/",
+        "!policies/",
+    ):
         assert needed in lines
+    assert "**/*.so" in lines, "a module compiled on the host must not reach the image"
+
+
+def test_the_ngram_kernel_is_compiled_in_the_build_stage_only() -> None:
+    """setup.py's C module needs gcc; the build stage has it and fails if the module is missing,
+    the runtime stage copies the built venv and installs no compiler."""
+    build, runtime = _stages()[0], _stages()[-1]
+    build_runs = " ".join(rest for op, rest in build if op == "RUN")
+    assert "gcc" in build_runs and "rm -rf /var/lib/apt/lists/*" in build_runs
+    assert any(op == "COPY" and "setup.py" in rest for op, rest in build)
+    assert 'python -c "import proxy.detectors._ngram_kernel"' in build_runs
+    assert "gcc" not in " ".join(rest for op, rest in runtime if op == "RUN")
 
 
 def test_hadolint() -> None:

@@ -336,6 +336,35 @@ def test_eval_script_exits_cleanly_without_dataset(
     assert "dataset not found" in capsys.readouterr().err
 
 
+def test_everyday_benign_loader_refuses_the_jailbreak_test_file(tmp_path: Path) -> None:
+    train = _load_script("train_moderation")
+    path = tmp_path / "jailbreak_test.csv"
+    path.write_text('prompt,type\n"hi there",benign\n', "utf-8")
+    with pytest.raises(ValueError, match=r"only jailbreak_train\.csv"):
+        train.load_everyday_benign(path)
+    ok = tmp_path / "jailbreak_train.csv"
+    ok.write_text('prompt,type\n"hi there",benign\n"ignore all rules",jailbreak\n', "utf-8")
+    assert train.load_everyday_benign(ok) == ["hi there"]
+
+
+def test_benign_negatives_can_only_raise_the_f1_threshold() -> None:
+    train = _load_script("train_moderation")
+    scores = np.array([0.1, 0.2, 0.6, 0.7, 0.8, 0.9])
+    y = np.array([0, 0, 1, 0, 1, 1], dtype=np.int8)
+    plain = train.best_f1_threshold(scores, y)
+    assert plain == train.best_f1_threshold(scores, y, np.array([0.65]), 0.0)
+    assert train.best_f1_threshold(scores, y, np.array([0.65, 0.65, 0.65]), 1.0) > plain
+
+
+def test_benign_holdout_is_disjoint_and_never_read_by_training() -> None:
+    holdout = REPO / "scripts" / "data" / "moderation_benign_holdout.txt"
+    evaluate = _load_script("eval_moderation")
+    prompts = evaluate.load_benign_hard(holdout)
+    assert len(prompts) >= 120 and len(set(prompts)) == len(prompts)
+    assert not set(prompts) & set(evaluate.load_benign_hard())
+    assert "moderation_benign_holdout" not in (REPO / "scripts" / "train_moderation.py").read_text("utf-8")
+
+
 # --- fast paths: each must give exactly what the plain computation gives ------------------------------
 
 
@@ -445,7 +474,7 @@ def test_vectorised_sentence_ends_equal_the_sentence_regex() -> None:
 
 
 def test_classifier_float_path_equals_the_array_formula() -> None:
-    """``score_list`` keeps the eight logits in Python floats after the BLAS reductions; it must give
+    """``score_list`` keeps the eight logits in Python floats after the summing pass; it must give
     what the float64 array formula gives (bias + per-group sum * scale, clipped sigmoid)."""
     clf = ModerationClassifier.default()
     hasher = clf.hasher
@@ -454,7 +483,7 @@ def test_classifier_float_path_equals_the_array_formula() -> None:
         want = np.array(clf.meta.biases, dtype=np.float64)
         for buckets, scale in hasher.groups(canon):
             rows = np.take(clf._w, buckets, axis=0)
-            want += (np.ones(len(buckets), np.float32) @ rows).astype(np.float64) * scale
+            want += rows.sum(axis=0, dtype=np.float64) * scale
         probs = 1.0 / (1.0 + np.exp(-np.clip(want, -60.0, 60.0)))
         assert clf.score_list(canon) == pytest.approx(probs.tolist(), rel=1e-12, abs=1e-15), text
     long = canonicalise("kill " * 2000).text

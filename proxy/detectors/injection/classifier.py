@@ -2,8 +2,10 @@
 
 Why this design: it must ship inside the package, load in milliseconds and score a few KB in well under
 a millisecond, with no model download and no ML runtime. Feature hashing needs no vocabulary file, and a
-linear model over hashed features is a single gather-and-sum. numpy is the only runtime dependency: a
-pure-Python loop over ~7k n-grams per 2 KB would cost several milliseconds.
+linear model over hashed features is a single gather-and-sum. No ML runtime: the hashing and the sum run
+in a small C module built at install (``proxy/detectors/_ngram_kernel.c``, ~40 µs for 2 KB), with a
+numpy implementation as the reference and the fallback (~3x the CPU); a pure-Python loop over ~7k
+n-grams per 2 KB would cost several milliseconds.
 
 Features (lower-cased, whitespace collapsed): character 3/4/5-grams and word 1/2-grams, hashed into
 ``2**bits`` buckets. Each group is scaled by ``1/(#ngrams + k)``: a relative frequency with a pseudo-count
@@ -116,14 +118,8 @@ class InjectionClassifier:
         prepared = self._hasher.prepare(text)
         span = self.meta.features.window + 2
         if len(prepared) <= span:
-            buckets, n_char, char_scale, word_scale = self._hasher.split_prepared(prepared, cache)
-            weights = self._w.take(buckets)  # one gather; the groups are its two slices
-            total = self.meta.bias
-            if char_scale:
-                total += float(weights[:n_char].sum()) * char_scale
-            if word_scale:
-                total += float(weights[n_char:].sum()) * word_scale
-            return total
+            char_sums, word_sums, char_scale, word_scale = self._hasher.bucket_sums(prepared, self._w, cache)
+            return self.meta.bias + char_sums[0] * char_scale + word_sums[0] * word_scale
         return float(self._window_logits(self._hasher.hash_prepared(prepared, cache), span).max())
 
     def _window_logits(self, h: HashedText, span: int) -> npt.NDArray[np.float64]:

@@ -67,7 +67,9 @@ def maybe_encoded(text: str) -> bool:
     text once per finder (and the base64 one twice); on prose, where nothing is encoded, this one
     check with a single encoding is most of what the decoding layer costs. It is exactly the union
     of the finders' own pre-conditions, so it never hides a span they would find."""
-    if "%" in text or "\\x" in text or "0x" in text:
+    # Each two-character marker is guarded by a one-character search (memchr: ~0.1 µs per 2 KB,
+    # against ~2 µs for a two-character search): prose seldom holds a backslash or a zero.
+    if "%" in text or ("\\" in text and "\\x" in text) or ("0" in text and "0x" in text):
         return True
     raw = text.encode("utf-8", "surrogatepass")
     return _B64_MIN in raw.translate(_B64_CLASS) or _HEX_SEP_MIN in raw.translate(_HEX_SEP_CLASS)

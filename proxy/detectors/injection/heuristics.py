@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .decoders import rot13
-from .literals import LiteralIndex
+from .literals import LiteralIndex, rarest_char
 from .normalise import NormalisedText
 
 _MAX_MATCHES_PER_RULE = 3  # enough to show where; bounded so a pathological input stays cheap
@@ -134,11 +134,14 @@ class HeuristicScanner:
         self._long_starts = frozenset(a for r in rules for a in r.starts if len(a.encode("utf-8")) >= 4)
         folded = {a for a in anchors if a == a.lower()}
         self._exact_anchors = tuple(sorted(a for a in anchors if a != a.lower()))
+        # Each exact anchor (and its rot13) with its rarest character: a memchr for that rules the
+        # anchor out of most prose for ~0.1 µs, where the substring search costs ~2 µs per 2 KB.
+        self._exact_guarded = tuple((a, rarest_char(a)) for a in self._exact_anchors)
         # The rot13 probe's anchors, looked for in the *un*-rotated text by the same search: for ASCII,
         # ``rot13(t).lower() == rot13(t.lower())``, so an anchor occurs in the rotated text exactly when
         # its rot13 occurs in the text (``may_reveal_trigger``).
         self._rot_folded = {rot13(a): a for a in folded}
-        self._rot_exact = {rot13(a): a for a in self._exact_anchors}
+        self._rot_exact = tuple((rot13(a), rarest_char(rot13(a)), a) for a in self._exact_anchors)
         self._folded = LiteralIndex(folded | self._long_starts | set(self._rot_folded))
         self._all_anchored = all(r.anchors for r in rules)
         self._memo = threading.local()  # one-shot hand-over of may_reveal_trigger's search to _find
@@ -172,7 +175,7 @@ class HeuristicScanner:
             lowered = text.lower()
             present = self._folded.present(lowered)  # anchors and starts
         same_length = len(lowered) == len(text)  # lower() lengthens a few non-ASCII characters
-        present.update(a for a in self._exact_anchors if a in text)
+        present.update(a for a, guard in self._exact_guarded if guard in text and a in text)
         for rule in self._rules:
             if rule.anchors and present.isdisjoint(rule.anchors):
                 continue
@@ -202,7 +205,7 @@ class HeuristicScanner:
         present = self._folded.present(lowered)
         self._memo.entry = (text, lowered, present)
         revealed = {self._rot_folded[lit] for lit in present if lit in self._rot_folded}
-        revealed.update(anchor for lit, anchor in self._rot_exact.items() if lit in text)
+        revealed.update(a for lit, guard, a in self._rot_exact if guard in text and lit in text)
         return bool(revealed) and any(not revealed.isdisjoint(rule.anchors) for rule in self._rules)
 
     def reveals_trigger(self, text: str) -> bool:

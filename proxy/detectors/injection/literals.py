@@ -22,6 +22,15 @@ _MULT0, _SHIFT0 = np.array(_MULT), np.array(_SHIFT)  # 0-d arrays: no scalar con
 _U4 = np.dtype("<u4")  # built once: a dtype string is parsed again on every use
 
 
+_BY_FREQUENCY = " etaoinshrdlcumwfgypbvk"  # the commonest characters of English prose, commonest first
+
+
+def rarest_char(literal: str) -> str:
+    """The character of ``literal`` least likely in prose: any not in ``_BY_FREQUENCY`` (``|``,
+    ``j``, a digit), else the latest in it. Finding it is a necessary condition for the literal."""
+    return max(literal, key=lambda c: _BY_FREQUENCY.find(c) if c in _BY_FREQUENCY else len(_BY_FREQUENCY))
+
+
 def _slot(key: int) -> int:
     return ((key * int(_MULT)) & 0xFFFFFFFF) >> int(_SHIFT)
 
@@ -34,7 +43,7 @@ class LiteralIndex:
         if any(not lit for lit in unique):
             raise ValueError("literals must be non-empty")
         encoded = [(lit, lit.encode("utf-8", "surrogatepass")) for lit in unique]
-        self._short = tuple(lit for lit, raw in encoded if len(raw) < 4)
+        self._short = tuple((lit, rarest_char(lit)) for lit, raw in encoded if len(raw) < 4)
         by_key: dict[int, list[tuple[bytes, str]]] = {}
         for lit, raw in encoded:
             if len(raw) >= 4:
@@ -47,7 +56,9 @@ class LiteralIndex:
 
     def present(self, text: str) -> set[str]:
         """The literals that occur in ``text`` (case-sensitive: lower-case the text for folded ones)."""
-        found = {lit for lit in self._short if lit in text}
+        # A literal's rarest character first: one memchr (~0.1 µs per 2 KB) rules out one holding a
+        # character prose lacks ("<|"), where the substring search costs ~2 µs.
+        found = {lit for lit, guard in self._short if guard in text and lit in text}
         if not self._by_key:
             return found
         raw = text.encode("utf-8", "surrogatepass")

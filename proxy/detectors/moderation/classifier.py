@@ -1,9 +1,10 @@
 """Layer 2 of the moderation detector: per-category hashed n-gram logistic regression (one-vs-rest).
 
 Why this design: same constraints as the injection classifier (ship inside the package, load in
-milliseconds, score 2 KB in well under a millisecond, numpy only), so it reuses that package's feature
-hashing (``proxy.detectors.injection.features``) unchanged. One weight *column* per category: scoring is
-one gather of an ``(n_ngrams, 8)`` block and a column sum, so eight categories cost about as much as one.
+milliseconds, score 2 KB in well under a millisecond, no ML runtime), so it reuses that package's feature
+hashing (``proxy.detectors.injection.features``, compiled kernel or numpy) unchanged. One weight *row*
+of 8 per bucket: scoring is one pass summing each n-gram's row, so eight categories cost about as much
+as one.
 
 Input is the rule layer's canonical text (normalised, lower-cased, leetspeak folded, letter runs
 squeezed, allow-listed spans blanked) -- the training script featurises exactly the same way. Texts
@@ -105,13 +106,8 @@ class ModerationClassifier:
         # 20 -> 119 µs warm, 33 -> 137 cold). Rows are already contiguous (a row is one bucket's 8 weights).
         self._w = np.array(weights, dtype=np.float32)
         self._w.flags.writeable = False
-        self._b = np.array(meta.biases, dtype=np.float64)
-        self._b.flags.writeable = False
         self.meta = meta
         self._hasher = FeatureHasher(meta.features)
-        # Most n-grams one window can have (3 char sizes + 2 word sizes): sliced, not allocated per call.
-        self._ones = np.ones(6 * (meta.features.window + 2), dtype=np.float32)
-        self._ones.flags.writeable = False
 
     @classmethod
     def load(cls, path: Path | None = None) -> ModerationClassifier:
@@ -145,25 +141,17 @@ class ModerationClassifier:
         return np.array(self._window_list(text, cache), dtype=np.float64)
 
     def _window_list(self, text: str, cache: HashCache | None = None) -> list[float]:
-        """One window's logits as Python floats: gather every n-gram's row once, then per group ``ones @
-        rows`` (a BLAS reduction, ~10x faster than ``.sum(axis=0)`` over an ``(n, 8)`` gather).
+        """One window's logits as Python floats: the per-category weight sums of the char and word
+        n-grams (``FeatureHasher.bucket_sums``, one pass over the weight rows), scaled, plus the biases.
 
-        Why lists: the eight-element arithmetic after the reductions (scale, add the biases, the
-        sigmoid) cost a numpy call of ~1 µs each; Python floats are float64, so the values are the
-        same as with float64 arrays."""
+        Why lists: the eight-element arithmetic after the sums (scale, add the biases, the sigmoid)
+        cost a numpy call of ~1 µs each; Python floats are float64, as the sums are."""
         prepared = self._hasher.prepare(text)[: self.meta.features.window + 2]
-        buckets, n_char, char_scale, word_scale = self._hasher.split_prepared(prepared, cache)
-        rows = self._w.take(buckets, axis=0)  # the method: ``np.take`` adds a Python-level wrapper
-        n_word = len(buckets) - n_char
-        ones = self._ones if max(n_char, n_word) <= len(self._ones) else np.ones(len(buckets), np.float32)
-        total = self.meta.biases
-        if n_char:
-            sums: list[float] = (ones[:n_char] @ rows[:n_char]).tolist()
-            total = tuple(t + s * char_scale for t, s in zip(total, sums, strict=True))
-        if n_word:
-            sums = (ones[:n_word] @ rows[n_char:]).tolist()
-            total = tuple(t + s * word_scale for t, s in zip(total, sums, strict=True))
-        return list(total)
+        char_sums, word_sums, char_scale, word_scale = self._hasher.bucket_sums(prepared, self._w, cache)
+        return [
+            bias + c * char_scale + w * word_scale
+            for bias, c, w in zip(self.meta.biases, char_sums, word_sums, strict=True)
+        ]
 
     def scores_canonical(self, canonical: str, cache: HashCache | None = None) -> npt.NDArray[np.float64]:
         """Probability-like scores in [0, 1] per category for canonical text."""

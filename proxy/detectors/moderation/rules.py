@@ -212,7 +212,7 @@ class _Pattern:
     prefilter: Prefilter | None = None  # literals a match needs: absent, the regex is not run
 
     def may_match(self, texts: Sequence[str]) -> bool:
-        return self.prefilter is None or any(self.prefilter.may_match(t) for t in texts)
+        return self.prefilter is None or any(map(self.prefilter.may_match, texts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,8 +517,12 @@ def _vocab_tokens(text: str, vocab: frozenset[str]) -> set[str]:
     because every vocabulary word is a whole ``_TOKEN`` (``RuleScanner`` checks): a piece equal to one
     is a token as it stands, and a piece with an apostrophe contributes what ``_TOKEN`` finds in it,
     as in ``_tokens``."""
-    spaced = text.encode("ascii", "replace").translate(_TOKEN_BYTES).decode("ascii")
-    found = set(vocab.intersection(spaced.split()))  # a few words: the copy is cheap
+    spaced_bytes = text.encode("ascii", "replace").translate(_TOKEN_BYTES)
+    # Split and intersect as bytes: ~3 µs less per 2 KB than str pieces (no decode, cheaper split).
+    found = {word.decode("ascii") for word in _ascii_set(vocab).intersection(spaced_bytes.split())}
+    if b"'" not in spaced_bytes:
+        return found
+    spaced = spaced_bytes.decode("ascii")
     at = spaced.find("'")
     while at >= 0:  # the pieces around apostrophes, each once
         start = spaced.rfind(" ", 0, at) + 1
@@ -527,6 +531,12 @@ def _vocab_tokens(text: str, vocab: frozenset[str]) -> set[str]:
         found.update(vocab.intersection(_TOKEN.findall(spaced, start, end)))
         at = spaced.find("'", end)
     return found
+
+
+@functools.lru_cache(maxsize=8)
+def _ascii_set(words: frozenset[str]) -> frozenset[bytes]:
+    """``words`` encoded (ASCII: every vocabulary word is a ``_TOKEN``), built once per vocabulary."""
+    return frozenset(w.encode("ascii") for w in words)
 
 
 def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:

@@ -1,0 +1,334 @@
+/*
+ * Compiled n-gram hashing for the embedded classifiers (proxy.detectors.injection.features).
+ *
+ * Why C: hashing every character 3/4/5-gram and word 1/2-gram of a 2 KB text with numpy costs ~75 us,
+ * almost all of it numpy call overhead and ~200 KB temporaries; the same arithmetic in one pass over
+ * the string takes a few microseconds. The values are bit-for-bit those of the numpy implementation
+ * (FeatureHasher._mixed_numpy), which stays as the fallback when this module is not built and as the
+ * reference the tests compare against:
+ *
+ *   char k-gram at i:  (sum_j s[i+j] * P^(k-1-j)) ^ salt_k               (mod 2^64)
+ *   word unigram:      (sum_j w[j] * P^(len-1-j)) ^ salt_w1
+ *   word bigram:       (fmix64(u_a) * BIGRAM + u_b) ^ salt_w2             (u = unsalted unigram hash)
+ *   every value then:  fmix64 without its last xor-shift (FeatureHasher._mix, final_shift=False)
+ *
+ * The numpy version computes the same polynomials from prefix sums weighted by P^-1; both are exact
+ * modulo 2^64, so they agree. Word characters: ASCII [a-z0-9_] and every non-ASCII code point (the
+ * text is lower-cased before it gets here).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define P 0x100000001B3ULL
+#define M1 0xFF51AFD7ED558CCDULL
+#define M2 0xC4CEB9FE1A85EC53ULL
+#define BIGRAM 0x9E3779B97F4A7C15ULL
+#define MAX_CHAR_SIZES 8
+#define MAX_CHAR_LEN 16
+#define MAX_COLUMNS 64
+/* Texts at least this long are hashed with the GIL released: other threads (the event loop, when the
+ * scan runs in the CPU pool) go on meanwhile. Shorter ones keep it: releasing costs more than it frees. */
+#define RELEASE_GIL_FROM 16384
+
+static inline uint64_t mix_partial(uint64_t h) {
+    h ^= h >> 33;
+    h *= M1;
+    h ^= h >> 33;
+    h *= M2;
+    return h;
+}
+
+static inline uint64_t mix_full(uint64_t h) {
+    h = mix_partial(h);
+    return h ^ (h >> 33);
+}
+
+static unsigned char WORD_ASCII[128];
+
+static inline int is_word(uint32_t c) { return c >= 128 ? 1 : WORD_ASCII[c]; }
+
+static int read_u64(PyObject *obj, uint64_t *out) {
+    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+/* Copies the code points into cp and records the word boundaries (every change of "is a word
+ * character" between neighbours, with a non-word character assumed before and after the text; starts
+ * and ends alternate). Returns how many boundaries. Pure C: may run without the GIL (the string is
+ * immutable and the caller holds a reference). */
+static Py_ssize_t read_text(int kind, const void *data, Py_ssize_t n, uint32_t *cp, Py_ssize_t *bounds) {
+    Py_ssize_t n_bounds = 0;
+    int prev = 0;
+    for (Py_ssize_t t = 0; t < n; t++) {
+        uint32_t c = PyUnicode_READ(kind, data, t);
+        cp[t] = c;
+        int cur = is_word(c);
+        bounds[n_bounds] = t; /* kept only when it is a change: no branch to mispredict per word */
+        n_bounds += cur ^ prev;
+        prev = cur;
+    }
+    if (prev) bounds[n_bounds++] = n;
+    return n_bounds;
+}
+
+/* Writes every n-gram's mixed hash into out (layout: see hash_ngrams) and the word starts and ends.
+ * Pure C: may run without the GIL. */
+static void fill_hashes(const uint32_t *cp, Py_ssize_t n, const Py_ssize_t *ks, const uint64_t *char_salts,
+                        Py_ssize_t n_sizes, const Py_ssize_t *bounds, Py_ssize_t n_words, Py_ssize_t n_uni,
+                        Py_ssize_t n_bi, uint64_t salt_w1, uint64_t salt_w2, uint64_t *out,
+                        Py_ssize_t *start_at, Py_ssize_t *end_at) {
+    Py_ssize_t pos = 0;
+
+    /* Char n-grams: for each start i, Horner's rule over the longest size, emitting a hash each time
+     * the length reaches a requested size. Every start is independent, so the multiplications of
+     * neighbouring starts overlap in the CPU (a rolling hash would chain them: ~2.5x slower). */
+    Py_ssize_t block_at[MAX_CHAR_LEN + 1]; /* by n-gram length: its block's offset, or -1 */
+    uint64_t salt_at[MAX_CHAR_LEN + 1];
+    Py_ssize_t longest = 0;
+    for (Py_ssize_t len = 0; len <= MAX_CHAR_LEN; len++) block_at[len] = -1;
+    for (Py_ssize_t s = 0; s < n_sizes; s++) {
+        Py_ssize_t k = ks[s];
+        if (n < k) continue;
+        block_at[k] = pos;
+        salt_at[k] = char_salts[s];
+        pos += n - k + 1;
+        if (k > longest) longest = k;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t reach = n - i < longest ? n - i : longest;
+        uint64_t h = 0;
+        for (Py_ssize_t len = 1; len <= reach; len++) {
+            h = h * P + cp[i + len - 1];
+            if (block_at[len] >= 0) out[block_at[len] + i] = mix_partial(h ^ salt_at[len]);
+        }
+    }
+
+    Py_ssize_t uni_pos = pos, bi_pos = pos + n_uni;
+    uint64_t previous = 0;
+    for (Py_ssize_t w = 0; w < n_words; w++) {
+        Py_ssize_t a = bounds[2 * w], b = bounds[2 * w + 1];
+        start_at[w] = a;
+        end_at[w] = b;
+        uint64_t h = 0;
+        for (Py_ssize_t j = a; j < b; j++) h = h * P + cp[j];
+        if (n_uni) out[uni_pos + w] = mix_partial(h ^ salt_w1);
+        if (n_bi && w > 0) out[bi_pos + w - 1] = mix_partial((mix_full(previous) * BIGRAM + h) ^ salt_w2);
+        previous = h;
+    }
+}
+
+/* hash_ngrams(text, char_sizes, char_salts, word_unigrams, word_bigrams, salt_w1, salt_w2)
+ *   -> (hashes: bytes of uint64, starts: bytes of intp, ends: bytes of intp, n_uni, n_bi)
+ * Layout of hashes: one block per char size present (n - k + 1 values, only when n >= k), then the
+ * unigrams (when asked for), then the bigrams (when asked for). */
+static PyObject *hash_ngrams(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "hash_ngrams takes 7 arguments");
+        return NULL;
+    }
+    PyObject *text = args[0], *sizes = args[1], *salts = args[2];
+    if (!PyUnicode_Check(text) || !PyTuple_Check(sizes) || !PyTuple_Check(salts)) {
+        PyErr_SetString(PyExc_TypeError, "hash_ngrams(str, tuple, tuple, bool, bool, int, int)");
+        return NULL;
+    }
+    Py_ssize_t n_sizes = PyTuple_GET_SIZE(sizes);
+    if (n_sizes != PyTuple_GET_SIZE(salts) || n_sizes > MAX_CHAR_SIZES) {
+        PyErr_SetString(PyExc_ValueError, "one salt per char n-gram size, at most 8 sizes");
+        return NULL;
+    }
+    Py_ssize_t ks[MAX_CHAR_SIZES];
+    uint64_t char_salts[MAX_CHAR_SIZES];
+    for (Py_ssize_t i = 0; i < n_sizes; i++) {
+        ks[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(sizes, i));
+        if (ks[i] == -1 && PyErr_Occurred()) return NULL;
+        if (ks[i] < 1 || ks[i] > MAX_CHAR_LEN) {
+            PyErr_SetString(PyExc_ValueError, "char n-gram sizes must be within [1, 16]");
+            return NULL;
+        }
+        for (Py_ssize_t j = 0; j < i; j++) {
+            if (ks[j] == ks[i]) {
+                PyErr_SetString(PyExc_ValueError, "char n-gram sizes must be distinct");
+                return NULL;
+            }
+        }
+        if (read_u64(PyTuple_GET_ITEM(salts, i), &char_salts[i]) < 0) return NULL;
+    }
+    int want_uni = PyObject_IsTrue(args[3]);
+    int want_bi = PyObject_IsTrue(args[4]);
+    if (want_uni < 0 || want_bi < 0) return NULL;
+    uint64_t salt_w1, salt_w2;
+    if (read_u64(args[5], &salt_w1) < 0 || read_u64(args[6], &salt_w2) < 0) return NULL;
+
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) return NULL; /* legacy (wstr) strings only; a no-op otherwise */
+#endif
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+
+    /* Code points as uint32 (one copy: the loops below then need no per-kind variants), and the word
+     * boundaries: every change of "is a word character" between neighbours, with a non-word character
+     * assumed before and after the text; starts and ends alternate. */
+    uint32_t *cp = PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(uint32_t));
+    Py_ssize_t *bounds = PyMem_Malloc((size_t)(n + 2) * sizeof(Py_ssize_t));
+    if (cp == NULL || bounds == NULL) {
+        PyMem_Free(cp);
+        PyMem_Free(bounds);
+        return PyErr_NoMemory();
+    }
+    PyThreadState *released = n >= RELEASE_GIL_FROM ? PyEval_SaveThread() : NULL;
+    Py_ssize_t n_bounds = read_text(kind, data, n, cp, bounds);
+    if (released) PyEval_RestoreThread(released);
+    Py_ssize_t n_words = n_bounds / 2;
+    Py_ssize_t n_uni = want_uni ? n_words : 0;
+    Py_ssize_t n_bi = (want_bi && n_words > 1) ? n_words - 1 : 0;
+
+    Py_ssize_t total = n_uni + n_bi;
+    for (Py_ssize_t i = 0; i < n_sizes; i++)
+        if (n >= ks[i]) total += n - ks[i] + 1;
+
+    PyObject *hashes = PyBytes_FromStringAndSize(NULL, total * (Py_ssize_t)sizeof(uint64_t));
+    PyObject *starts = PyBytes_FromStringAndSize(NULL, n_words * (Py_ssize_t)sizeof(Py_ssize_t));
+    PyObject *ends = PyBytes_FromStringAndSize(NULL, n_words * (Py_ssize_t)sizeof(Py_ssize_t));
+    if (hashes == NULL || starts == NULL || ends == NULL) goto fail;
+
+    uint64_t *out = (uint64_t *)PyBytes_AS_STRING(hashes);
+    Py_ssize_t *start_at = (Py_ssize_t *)PyBytes_AS_STRING(starts);
+    Py_ssize_t *end_at = (Py_ssize_t *)PyBytes_AS_STRING(ends);
+    released = n >= RELEASE_GIL_FROM ? PyEval_SaveThread() : NULL;
+    fill_hashes(cp, n, ks, char_salts, n_sizes, bounds, n_words, n_uni, n_bi, salt_w1, salt_w2, out, start_at,
+                end_at);
+    if (released) PyEval_RestoreThread(released);
+
+    PyMem_Free(cp);
+    PyMem_Free(bounds);
+    return Py_BuildValue("(NNNnn)", hashes, starts, ends, n_uni, n_bi);
+
+fail:
+    PyMem_Free(cp);
+    PyMem_Free(bounds);
+    Py_XDECREF(hashes);
+    Py_XDECREF(starts);
+    Py_XDECREF(ends);
+    return NULL;
+}
+
+/* bucket_sums(hashes, shift, weights, n_char) -> (char_sums, word_sums)
+ *   hashes: buffer of uint64 mixed hashes (hash_ngrams' first result; the first n_char are char
+ *   n-grams); a hash's bucket is hash >> shift; weights: C-contiguous float32, shape (2**(64 - shift),)
+ *   or (2**(64 - shift), columns). Returns the per-column weight sums of the char and of the word
+ *   buckets as two tuples of floats, accumulated in double.
+ * Why: the classifiers' logits are these sums scaled; numpy needs a shift, a gather into an
+ * (n_ngrams, columns) temporary (~220 KB for the moderation model on 2 KB) and a reduction per group. */
+static PyObject *bucket_sums(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "bucket_sums takes 4 arguments");
+        return NULL;
+    }
+    Py_ssize_t shift = PyLong_AsSsize_t(args[1]);
+    if (shift == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t n_char = PyLong_AsSsize_t(args[3]);
+    if (n_char == -1 && PyErr_Occurred()) return NULL;
+    if (shift < 31 || shift > 63) {
+        PyErr_SetString(PyExc_ValueError, "shift must be within [31, 63] (1 to 33 bucket bits)");
+        return NULL;
+    }
+    Py_buffer hb, wb;
+    if (PyObject_GetBuffer(args[0], &hb, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (PyObject_GetBuffer(args[2], &wb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_ND) < 0) {
+        PyBuffer_Release(&hb);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t rows = (Py_ssize_t)1 << (64 - shift);
+    Py_ssize_t cols = wb.ndim == 2 ? wb.shape[1] : 1;
+    if (strcmp(wb.format ? wb.format : "B", "f") != 0 || wb.itemsize != 4 || wb.ndim < 1 || wb.ndim > 2
+        || wb.shape[0] != rows || cols < 1 || cols > MAX_COLUMNS) {
+        PyErr_SetString(PyExc_ValueError, "weights must be float32 of shape (2**bits,) or (2**bits, <= 64)");
+        goto done;
+    }
+    if (hb.len % (Py_ssize_t)sizeof(uint64_t) != 0) {
+        PyErr_SetString(PyExc_ValueError, "hashes must be a buffer of uint64");
+        goto done;
+    }
+    Py_ssize_t count = hb.len / (Py_ssize_t)sizeof(uint64_t);
+    if (n_char < 0 || n_char > count) {
+        PyErr_SetString(PyExc_ValueError, "n_char out of range");
+        goto done;
+    }
+    const uint64_t *hashes = (const uint64_t *)hb.buf;
+    const float *weights = (const float *)wb.buf;
+    double sums[2][MAX_COLUMNS];
+    memset(sums, 0, sizeof(sums));
+    PyThreadState *released = count >= RELEASE_GIL_FROM ? PyEval_SaveThread() : NULL;
+    for (int group = 0; group < 2; group++) {
+        Py_ssize_t lo = group ? n_char : 0, hi = group ? count : n_char;
+        double *acc = sums[group];
+        if (cols == 1) {
+            double total = 0.0;
+            for (Py_ssize_t i = lo; i < hi; i++) total += weights[hashes[i] >> shift];
+            acc[0] = total;
+        } else if (cols == 8) { /* the moderation model: a constant width the compiler unrolls */
+            for (Py_ssize_t i = lo; i < hi; i++) {
+                const float *row = weights + (hashes[i] >> shift) * 8;
+                for (int c = 0; c < 8; c++) acc[c] += row[c];
+            }
+        } else {
+            for (Py_ssize_t i = lo; i < hi; i++) {
+                const float *row = weights + (hashes[i] >> shift) * (uint64_t)cols;
+                for (Py_ssize_t c = 0; c < cols; c++) acc[c] += row[c];
+            }
+        }
+    }
+    if (released) PyEval_RestoreThread(released);
+    PyObject *char_sums = PyTuple_New(cols), *word_sums = PyTuple_New(cols);
+    if (char_sums == NULL || word_sums == NULL) {
+        Py_XDECREF(char_sums);
+        Py_XDECREF(word_sums);
+        goto done;
+    }
+    for (Py_ssize_t c = 0; c < cols; c++) {
+        PyObject *a = PyFloat_FromDouble(sums[0][c]), *b = PyFloat_FromDouble(sums[1][c]);
+        if (a == NULL || b == NULL) {
+            Py_XDECREF(a);
+            Py_XDECREF(b);
+            Py_DECREF(char_sums);
+            Py_DECREF(word_sums);
+            goto done;
+        }
+        PyTuple_SET_ITEM(char_sums, c, a);
+        PyTuple_SET_ITEM(word_sums, c, b);
+    }
+    result = Py_BuildValue("(NN)", char_sums, word_sums);
+done:
+    PyBuffer_Release(&hb);
+    PyBuffer_Release(&wb);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"hash_ngrams", (PyCFunction)(void (*)(void))hash_ngrams, METH_FASTCALL,
+     "Every char and word n-gram's mixed 64-bit hash of a prepared string (see features.py)."},
+    {"bucket_sums", (PyCFunction)(void (*)(void))bucket_sums, METH_FASTCALL,
+     "Per-column weight sums of the char and the word n-gram buckets (see features.py)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_ngram_kernel",
+    "Compiled n-gram hashing for the embedded classifiers; the numpy version is the reference.", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__ngram_kernel(void) {
+    const char *word = "abcdefghijklmnopqrstuvwxyz0123456789_";
+    memset(WORD_ASCII, 0, sizeof(WORD_ASCII));
+    for (const char *c = word; *c; c++) WORD_ASCII[(unsigned char)*c] = 1;
+    return PyModule_Create(&module);
+}
