@@ -56,11 +56,15 @@ def test_packaged_literal_index_equals_one_search_per_literal(text: str) -> None
 def test_exact_anchor_guards_equal_plain_searches(text: str) -> None:
     """``DAN`` and its rot13 ``QNA`` are looked for behind a guard in ``_find`` and the rot13 gate."""
     scanner = HeuristicScanner.default()
+    anchors = [a for a, _ in scanner._exact_guarded]
+    assert "DAN" in anchors and [a for _, _, a in scanner._rot_exact] == anchors
+    assert all(guard in a for a, guard in scanner._exact_guarded)  # a guard is necessary for its anchor
+    assert all(guard in lit for lit, guard, _ in scanner._rot_exact)
     assert [a for a, guard in scanner._exact_guarded if guard in text and a in text] == [
-        a for a in scanner._exact_anchors if a in text
+        a for a in anchors if a in text
     ]
     assert [a for lit, guard, a in scanner._rot_exact if guard in text and lit in text] == [
-        a for a in scanner._exact_anchors if decoders.rot13(a) in text
+        a for a in anchors if decoders.rot13(a) in text
     ]
 
 

@@ -133,15 +133,15 @@ class HeuristicScanner:
         # shorter than the index's 4-byte keys ("do", "you") are looked for only when their rule runs.
         self._long_starts = frozenset(a for r in rules for a in r.starts if len(a.encode("utf-8")) >= 4)
         folded = {a for a in anchors if a == a.lower()}
-        self._exact_anchors = tuple(sorted(a for a in anchors if a != a.lower()))
+        exact_anchors = sorted(a for a in anchors if a != a.lower())
         # Each exact anchor (and its rot13) with its rarest character: a memchr for that rules the
         # anchor out of most prose for ~0.1 µs, where the substring search costs ~2 µs per 2 KB.
-        self._exact_guarded = tuple((a, rarest_char(a)) for a in self._exact_anchors)
+        self._exact_guarded = tuple((a, rarest_char(a)) for a in exact_anchors)
         # The rot13 probe's anchors, looked for in the *un*-rotated text by the same search: for ASCII,
         # ``rot13(t).lower() == rot13(t.lower())``, so an anchor occurs in the rotated text exactly when
         # its rot13 occurs in the text (``may_reveal_trigger``).
         self._rot_folded = {rot13(a): a for a in folded}
-        self._rot_exact = tuple((rot13(a), rarest_char(rot13(a)), a) for a in self._exact_anchors)
+        self._rot_exact = tuple((rot13(a), rarest_char(rot13(a)), a) for a in exact_anchors)
         self._folded = LiteralIndex(folded | self._long_starts | set(self._rot_folded))
         self._all_anchored = all(r.anchors for r in rules)
         self._memo = threading.local()  # one-shot hand-over of may_reveal_trigger's search to _find
