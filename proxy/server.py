@@ -15,16 +15,24 @@ Shutdown (what Kubernetes needs from a pod that receives SIGTERM):
 4. the lifespan shutdown closes upstream pools and the policy watcher; the process exits 0.
 
 A second SIGINT during the drain skips the wait (as uvicorn does); repeated SIGTERMs are ignored.
+
+Startup binds both listening sockets *before* anything else (policy compile, uvicorn startup) and
+hands them to uvicorn: a port already in use is one clear :class:`BindError` naming the port and
+the flag that changes it, raised before "listening" is logged, instead of uvicorn's errno line
+after it (and, for the admin port, a traceback from the other server's lifespan).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import math
+import os
 import signal
+import socket
 from collections.abc import Iterator
 
 import uvicorn
@@ -36,6 +44,32 @@ from proxy.runtime import Sidecar
 from proxy.settings import Settings
 
 log = logging.getLogger("policy_sidecar")
+
+
+class BindError(Exception):
+    """A listening socket could not be bound: the message is one line meant for the operator."""
+
+
+def bind(host: str, port: int, flag: str, what: str) -> socket.socket:
+    """Bind and listen on ``host:port`` as uvicorn would (``Config.bind_socket``), or raise
+    :class:`BindError` saying which port, why, and which flag picks another one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)  # uvicorn's default backlog
+    except OSError as exc:
+        sock.close()
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        hint = f"choose another port with {flag} N"
+        if exc.errno == errno.EADDRINUSE:
+            hint = f"another process (another policy-sidecar?) listens there; {hint}"
+        elif exc.errno == errno.EACCES:
+            hint = f"ports below 1024 need privileges; {hint}"
+        raise BindError(f"cannot listen on {host}:{port} ({what}): {reason}; {hint}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 class _Server(uvicorn.Server):
@@ -129,6 +163,18 @@ def tune_gc(threshold: int) -> None:
 
 async def serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
+    # Bind first: a busy port must fail before the policy is compiled or "listening" is logged.
+    sockets = [bind(settings.host, settings.port, "--port", "API port")]
+    try:
+        if settings.admin_port is not None:
+            sockets.append(bind(settings.admin_host, settings.admin_port, "--admin-port", "admin port"))
+        await _serve(settings, sockets)
+    finally:
+        for sock in sockets:  # uvicorn closes them on a normal shutdown; this covers a failed start
+            sock.close()
+
+
+async def _serve(settings: Settings, sockets: list[socket.socket]) -> None:
     drain_delay, grace_seconds = settings.drain_delay, settings.grace_seconds
     registry = default_registry()  # imports every plugin module: part of the frozen heap
     tune_gc(settings.gc_threshold)
@@ -148,8 +194,9 @@ async def serve(settings: Settings) -> None:
     log.info(
         "policy-sidecar listening",
         extra={
-            "port": settings.port,
-            "admin_port": settings.admin_port,
+            "host": settings.host,
+            "port": sockets[0].getsockname()[1],
+            "admin_port": sockets[1].getsockname()[1] if len(sockets) > 1 else None,
             "policy": str(settings.policy_path),
             "revision": sidecar.store.current.revision,
             "drain_delay": drain_delay,
@@ -158,7 +205,8 @@ async def serve(settings: Settings) -> None:
     )
     drainer = asyncio.create_task(shutdown.run())
     try:
-        tasks = [asyncio.create_task(s.serve()) for s in servers]
+        pairs = zip(servers, sockets, strict=True)
+        tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in pairs]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         # One server ended (normally: a signal; otherwise it failed): stop the others too.
         shutdown.stop_servers()
