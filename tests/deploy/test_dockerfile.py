@@ -252,8 +252,10 @@ def test_image_builds_and_serves_on_a_read_only_root() -> None:
     # The classic builder: BuildKit would fetch the `# syntax=` frontend from a registry.
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}
     build = subprocess.run(
-        ["docker", "build", "--network", "host", "--build-arg", f"PYTHON_IMAGE={BASE_IMAGE}"]
-        + ["-t", TEST_TAG, str(ROOT)],
+        [
+            *("docker", "build", "--network", "host"),
+            *("--build-arg", f"PYTHON_IMAGE={BASE_IMAGE}", "-t", TEST_TAG, str(ROOT)),
+        ],
         capture_output=True,
         text=True,
         timeout=1500,
@@ -269,9 +271,11 @@ def test_image_builds_and_serves_on_a_read_only_root() -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         subprocess.run(
-            ["docker", "run", "-d", "--name", name, "--read-only", "--tmpfs", "/tmp"]
-            + ["--user", "10001", "--network", "host"]
-            + ["-e", "SIDECAR_HOST=127.0.0.1", "-e", f"SIDECAR_PORT={port}", TEST_TAG],
+            [
+                *("docker", "run", "-d", "--name", name, "--read-only", "--tmpfs", "/tmp"),
+                *("--user", "10001", "--network", "host"),
+                *("-e", "SIDECAR_HOST=127.0.0.1", "-e", f"SIDECAR_PORT={port}", TEST_TAG),
+            ],
             check=True,
             capture_output=True,
             timeout=60,
@@ -281,7 +285,8 @@ def test_image_builds_and_serves_on_a_read_only_root() -> None:
             assert r.status == 200 and json.loads(r.read()) == {"status": "ok"}
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0)
         answer = client.chat.completions.create(
-            model="demo-model", messages=[{"role": "user", "content": "my key is sk-abcdefghijklmnopqrstuvwx"}]
+            model="demo-model",
+            messages=[{"role": "user", "content": "my key is sk-abcdefghijklmnopqrstuvwx"}],
         )
         # The image's bundled default policy ran (the blocklist redacted the key) on the demo upstream.
         assert answer.choices[0].message.content == (
