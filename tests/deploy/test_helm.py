@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -257,15 +258,41 @@ def test_existing_configmap_is_mounted_and_none_is_rendered(render: Callable[...
 @pytest.mark.parametrize(
     ("policy", "message"),
     [
-        ({}, "exactly one of"),
-        ({"inline": "version: 1", "existingConfigMap": "x"}, "exactly one of"),
+        ({"inline": "version: 1", "existingConfigMap": "x"}, "at most one of"),
+        ({"inline": "version: 1", "file": "files/policy.yaml"}, "at most one of"),
         ({"file": "files/missing.yaml"}, "missing or empty"),
     ],
 )
-def test_policy_source_must_be_exactly_one(policy: dict[str, str], message: str) -> None:
+def test_policy_sources_must_not_conflict(policy: dict[str, str], message: str) -> None:
     assert helm_python is not None
     with pytest.raises(helm_python.HelmError, match=message):
         _render(CHART, {"policy": policy})
+
+
+@needs_helm
+@pytest.mark.parametrize("values", [None, {}, {"mode": "gateway"}], ids=["none", "empty", "gateway"])
+def test_a_first_install_with_no_values_uses_the_bundled_policy(
+    values: dict[str, Any] | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`helm template rel helm/policy-sidecar` (no values) renders, lints, and the policy it
+    ships compiles with no Secret in the environment, so the sidecar starts."""
+    from proxy.chain.registry import default_registry
+    from proxy.policy.store import PolicyStore
+
+    assert helm_python is not None
+    docs = _render(CHART, values)
+    cm = _one(docs, "ConfigMap")
+    bundled = (CHART / "files" / "policy.yaml").read_text()
+    assert cm["data"]["policy.yaml"].strip() == bundled.strip()
+    report = helm_python.lint(CHART, values, strict=True, kube_version=f"v{KUBE_VERSION}")
+    assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == [], report
+    if values:
+        assert_sidecar_pod(_one(docs, "Deployment")["spec"]["template"]["spec"], cm["metadata"]["name"])
+    for name in [n for n in os.environ if n.endswith(("_API_KEY", "REDIS_URL"))]:
+        monkeypatch.delenv(name)
+    path = tmp_path / "policy.yaml"
+    path.write_text(cm["data"]["policy.yaml"])
+    assert PolicyStore(path, default_registry()).load_initial().revision
 
 
 @needs_helm

@@ -56,21 +56,24 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- end }}
 {{- end }}
 
-{{/* The policy text from policy.inline or policy.file; fails on zero or several sources. */}}
+{{/* The policy text from policy.inline or policy.file, or with neither (nor existingConfigMap)
+the chart's bundled files/policy.yaml, so a first install with no values works. Several sources
+are an error: which one would win is not obvious. */}}
 {{- define "policy-sidecar.policyText" -}}
 {{- $sources := 0 }}
 {{- if .Values.policy.inline }}{{ $sources = add1 $sources }}{{ end }}
 {{- if .Values.policy.file }}{{ $sources = add1 $sources }}{{ end }}
 {{- if .Values.policy.existingConfigMap }}{{ $sources = add1 $sources }}{{ end }}
-{{- if ne (int $sources) 1 }}
-{{- fail "policy-sidecar: set exactly one of policy.inline, policy.file, policy.existingConfigMap" }}
+{{- if gt (int $sources) 1 }}
+{{- fail "policy-sidecar: set at most one of policy.inline, policy.file, policy.existingConfigMap (none: the chart's files/policy.yaml)" }}
 {{- end }}
 {{- if .Values.policy.inline }}
 {{- .Values.policy.inline }}
-{{- else if .Values.policy.file }}
-{{- $text := .Files.Get .Values.policy.file }}
+{{- else }}
+{{- $file := .Values.policy.file | default "files/policy.yaml" }}
+{{- $text := .Files.Get $file }}
 {{- if not $text }}
-{{- fail (printf "policy-sidecar: policy.file %q is missing or empty in the chart" .Values.policy.file) }}
+{{- fail (printf "policy-sidecar: policy.file %q is missing or empty in the chart" $file) }}
 {{- end }}
 {{- $text }}
 {{- end }}
