@@ -80,22 +80,40 @@ def test_step_one_installs_what_the_quickstart_client_imports() -> None:
         )
 
 
-def test_the_readme_check_example_prints_what_check_prints() -> None:
-    """The README shows the command and its output line; run it and compare, revision included."""
-    block = next(b for b in _blocks(README, "bash") if "policy-sidecar check" in b)
-    command, shown = (ln.strip() for ln in block.strip().splitlines()[:2])
-    assert shown.startswith("# ok: ")
-    args = shlex.split(command)
-    assert args[:2] == ["policy-sidecar", "check"]
+def _check_examples() -> list[tuple[str, list[str]]]:
+    """(command, shown output lines) for every `policy-sidecar check` example in the README: the
+    command line (optionally after `$ `) and the lines under it, up to a blank line."""
+    found = []
+    for block in re.findall(r"```\w*\n(.*?)```", README, flags=re.S):
+        lines = block.splitlines()
+        for i, line in enumerate(lines):
+            command = line.removeprefix("$ ").strip()
+            if not re.fullmatch(r"policy-sidecar check \S+\.yaml", command):
+                continue
+            shown = []
+            for out in lines[i + 1 :]:
+                if not out.strip() or out.startswith("$ ") or out.startswith("policy-sidecar"):
+                    break
+                shown.append(out.removeprefix("# ").strip())
+            found.append((command, shown))
+    return found
+
+
+def test_the_readme_check_examples_print_what_check_prints() -> None:
+    """Run each README `check` example and compare what it printed, revision included."""
+    examples = _check_examples()
+    assert len(examples) >= 2, examples  # strict.yaml (policies section), openai.yaml (secrets)
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    r = subprocess.run(
-        [sys.executable, "-m", "proxy", *args[1:]],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": path},
-    )
-    assert r.returncode == 0, r.stderr
-    printed = r.stdout.strip().splitlines()[0]
-    assert shown == f"# {printed}", f"update the README's check example to:\n# {printed}"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    for command, shown in examples:
+        r = subprocess.run(
+            [sys.executable, "-m", "proxy", *shlex.split(command)[1:]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            env={**env, "PYTHONPATH": path},
+        )
+        assert r.returncode == 0, r.stderr
+        printed = r.stdout.strip().splitlines()
+        assert shown == printed, f"update the README's `{command}` example to print:\n" + "\n".join(printed)
