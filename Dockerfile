@@ -4,6 +4,10 @@
 #   docker build -t policy-sidecar:0.1.0 .
 #   docker build --build-arg NER=true -t policy-sidecar:0.1.0-ner .
 #
+# Without a container registry (CI): build the base from Debian packages, then build on it:
+#   scripts/docker-base-image
+#   DOCKER_BUILDKIT=0 docker build --network host --build-arg PYTHON_IMAGE=local/python:3.11 .
+#
 # Nothing is written at runtime except under /tmp (mount an emptyDir there when the root
 # filesystem is read-only). Settings come from SIDECAR_* environment variables.
 

@@ -1,5 +1,6 @@
 """Talk to the sidecar with the official openai SDK: only base_url changes.
 
+pip install -e '.[demo]'          # the sidecar and the openai SDK
 policy-sidecar demo --port 8080 &
 python examples/openai_client.py
 """
