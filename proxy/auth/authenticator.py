@@ -29,7 +29,8 @@ from proxy.chain.identity import Identity
 from proxy.chain.plugin import Deps
 from proxy.errors import Unauthenticated
 
-_JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+# The signature segment may be empty (``alg: none``): such a token is refused as a token.
+_JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 _CACHE_SIZE = 10_000
 #: headers that may carry the caller's credential; never forwarded upstream under ``clients:``
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
@@ -81,6 +82,7 @@ class JwtVerifier:
         self._cache: dict[str, tuple[Caller, float, int]] = {}
 
     async def verify(self, token: str) -> Caller:
+        await self.source.refresh(self._interval)  # a changed key set invalidates cached tokens
         now = time.time()
         hit = self._cache.get(token)
         if hit is not None and hit[2] == self.source.generation and now < hit[1]:
@@ -89,7 +91,7 @@ class JwtVerifier:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError:
             raise Unauthenticated("The bearer token is malformed.", detail="malformed_token") from None
-        key = await self.source.key_for(kid if isinstance(kid, str) else None, self._interval)
+        key = await self.source.key_for(kid if isinstance(kid, str) else None)
         if key is None:
             raise Unauthenticated("The bearer token is signed by an unknown key.", detail="unknown_kid")
         cfg = self.cfg

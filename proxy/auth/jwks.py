@@ -72,8 +72,7 @@ class JwksFile(WatchedFile):
     def install(self, parsed: KeySet) -> None:
         self.keys = parsed
 
-    async def key_for(self, kid: str | None, interval: float) -> jwt.PyJWK | None:
-        await self.refresh(interval)
+    async def key_for(self, kid: str | None) -> jwt.PyJWK | None:
         return pick(self.keys, kid)
 
     def status(self) -> dict[str, Any]:
@@ -97,10 +96,12 @@ class JwksUrl:
         self._lock: asyncio.Lock | None = None
         self._client: httpx.AsyncClient | None = None
 
-    async def key_for(self, kid: str | None, interval: float) -> jwt.PyJWK | None:
-        now = time.monotonic()
-        if not self.keys or now - self._fetched >= self.refresh_seconds:
+    async def refresh(self, interval: float) -> None:
+        """Fetch on first use and every ``refresh_seconds`` (``interval`` is for files)."""
+        if not self.keys or time.monotonic() - self._fetched >= self.refresh_seconds:
             await self._fetch()
+
+    async def key_for(self, kid: str | None) -> jwt.PyJWK | None:
         key = pick(self.keys, kid)
         if key is None and kid is not None and self.keys:
             await self._fetch()  # maybe the provider rotated its keys
