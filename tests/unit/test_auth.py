@@ -22,9 +22,12 @@ from proxy.__main__ import main
 from proxy.auth.authenticator import Authenticator, build_authenticator, credential_of, looks_like_jwt
 from proxy.auth.config import ClientsConfig
 from proxy.auth.keyfile import KeyEntry, hash_key
+from proxy.chain.context import RequestContext
+from proxy.chain.identity import Identity
 from proxy.chain.plugin import Deps, Resources
 from proxy.chain.registry import default_registry
 from proxy.errors import ConfigError, Forbidden, Unauthenticated
+from proxy.models.chat import ChatRequest, Route
 from proxy.policy.loader import load_policy_text
 from proxy.policy.schema import build_policy_model
 from tests.auth_support import AUDIENCE, ISSUER, ec_key, jwks, key_entry, rsa_key, write_keys
@@ -289,3 +292,44 @@ def test_keys_hash_reads_stdin(monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
 def test_key_entry_rejects_non_positive_budget() -> None:
     with pytest.raises(ValidationError, match="must be > 0"):
         KeyEntry.model_validate(key_entry("k", "a", "t", budget={"rpm": 0}))
+
+
+# -- plugins read the verified identity -------------------------------------------------------
+
+
+def _ctx(headers: dict[str, str], identity: Identity | None, tenant: str | None = None) -> RequestContext:
+    ctx = RequestContext("r", Route.CHAT, headers, "rev", "gpt-4o")
+    ctx.identity, ctx.tenant = identity, tenant or (identity.tenant if identity else None)
+    return ctx
+
+
+def test_pii_conversations_are_scoped_by_the_verified_identity() -> None:
+    from plugins.pii import PiiConfig, PiiPlugin
+
+    plugin = PiiPlugin(PiiConfig(ner="off"), Deps(Resources()))
+    req = ChatRequest({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, Route.CHAT)
+    conv = {"x-conversation-id": "c1"}
+    acme = Identity("key", "acme-svc", "acme")
+    same_key = plugin.conversation_key(req, _ctx({**conv, "authorization": "Bearer a"}, acme))
+    # The raw credential (a JWT refreshes) and a forged tenant header change nothing.
+    assert plugin.conversation_key(
+        req, _ctx({**conv, "authorization": "Bearer b", "x-tenant-id": "x"}, acme)
+    ) == (same_key)
+    other = Identity("key", "globex-svc", "globex")
+    assert plugin.conversation_key(req, _ctx({**conv, "authorization": "Bearer a"}, other)) != same_key
+    # Without clients: the header-based scoping is unchanged.
+    assert plugin.conversation_key(req, _ctx({**conv, "authorization": "Bearer a"}, None)) != same_key
+
+
+async def test_headers_plugin_keeps_the_verified_tenant() -> None:
+    from plugins.headers import HeadersConfig, HeadersPlugin
+
+    plugin = HeadersPlugin(HeadersConfig(tenant_header="x-tenant-id", require_tenant=True), Deps(Resources()))
+    req = ChatRequest({"model": "m", "messages": []}, Route.CHAT)
+    ctx = _ctx({"x-tenant-id": "globex"}, Identity("key", "k", "acme"))
+    await plugin.on_request(req, ctx)
+    assert ctx.tenant == "acme"
+    assert [d.rule for d in ctx.decisions] == ["tenant_header_ignored"]
+    unverified = _ctx({"x-tenant-id": "globex"}, None)
+    await plugin.on_request(req, unverified)
+    assert unverified.tenant == "globex" and not unverified.decisions
