@@ -48,10 +48,12 @@ class JwtConfig(BaseModel):
     jwks_url: str | None = Field(default=None, description="https URL of the JWKS (cached; refresh_seconds)")
     issuer: str = Field(description="required `iss` claim")
     audience: str | tuple[str, ...] = Field(description="accepted `aud` value(s)")
-    algorithms: tuple[Algorithm, ...] = Field(default=("RS256", "ES256"), min_length=1)
+    algorithms: tuple[Algorithm, ...] = Field(
+        default=("RS256", "ES256"), min_length=1, description="accepted signature algorithms (no HS*)"
+    )
     leeway: float = Field(default=30.0, ge=0, le=600, description="seconds of clock skew on exp / nbf")
     tenant_claim: str = Field(default="tenant", description="claim naming the tenant; a.b for nested")
-    user_claim: str | None = Field(default="sub", description="claim naming the user (none: no user)")
+    user_claim: str | None = Field(default="sub", description="claim naming the user (null: no user)")
     models: tuple[str, ...] | None = Field(default=None, description="model globs any token may use")
     routes: tuple[str, ...] | None = Field(default=None, description="routes any token may use")
     refresh_seconds: float = Field(default=300.0, gt=0, description="jwks_url: seconds between re-fetches")
