@@ -43,10 +43,14 @@ async def admit(
     auth = policy.auth
     if auth is None:
         return None
+    caller: Caller | None = None
     try:
-        caller: Caller = await auth.authenticate(headers)
+        caller = await auth.authenticate(headers)
         caller.check_route(route.value)
     except (Unauthenticated, Forbidden) as exc:
+        detail: dict[str, Any] = {"route": route.value, "status": exc.status}
+        if caller is not None:
+            detail["client"] = caller.identity.key_id
         sidecar.sink.emit(
             [
                 Decision(
@@ -56,7 +60,7 @@ async def admit(
                     exc.detail or "invalid",
                     "block",
                     "enforce",
-                    detail={"route": route.value, "status": exc.status},
+                    detail=detail,
                 )
             ]
         )
@@ -85,7 +89,8 @@ def bind(ctx: RequestContext, caller: Caller | None) -> None:
             caller.check_model(ctx.model)
         except Forbidden as exc:
             previous, ctx.active = ctx.active, _CLIENTS
-            ctx.record(exc.detail or "forbidden", "block", detail={"model": ctx.model})
+            detail = {"model": ctx.model, "client": caller.identity.key_id}
+            ctx.record(exc.detail or "forbidden", "block", detail=detail)
             ctx.active = previous
             raise
 

@@ -246,6 +246,8 @@ class ChainRoute:
             "usage": ctx.usage or outcome.usage or None,
             "cost_usd": ctx.cost_usd,
         }
+        if ctx.identity is not None:  # clients: the verified key (its id, never the key) and user
+            fields["client"], fields["user"] = ctx.identity.key_id, ctx.identity.user
         if ctx.first_token_at is not None:
             fields["ttft_ms"] = round((ctx.first_token_at - ctx.started) * 1000, 2)
         if ctx.trace is not None:
