@@ -333,3 +333,17 @@ async def test_headers_plugin_keeps_the_verified_tenant() -> None:
     unverified = _ctx({"x-tenant-id": "globex"}, None)
     await plugin.on_request(req, unverified)
     assert unverified.tenant == "globex" and not unverified.decisions
+
+
+async def test_unreachable_jwks_url_is_503_not_401(tmp_path: Path) -> None:
+    from proxy.errors import UpstreamUnavailable
+    from tests.harness import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/jwks.json"  # nothing listens there
+    cfg = {"jwks_url": url, "issuer": ISSUER, "audience": AUDIENCE, "timeout_seconds": 2}
+    auth = _auth(tmp_path, jwt=cfg)
+    with pytest.raises(UpstreamUnavailable) as info:
+        await auth.authenticate({"authorization": f"Bearer {rsa_key().token()}"})
+    assert info.value.status == 503 and info.value.code == "auth_unavailable"
+    assert "JWKS" in str(auth.describe()["jwt"]["jwks"]["error"])
+    await auth.jwt.source.aclose()  # type: ignore[union-attr]
