@@ -124,7 +124,12 @@ def self_report_route(sidecar: Sidecar) -> Route:
                 identity = (await auth.authenticate(request.headers)).identity
             except ProxyError as exc:
                 return error_response(exc)
-        report = await step.plugin.self_report(request.headers, identity) if step else None
+        if step is None:
+            report = None
+        elif identity is None:  # plugins written before ``identity`` existed keep working
+            report = await step.plugin.self_report(request.headers)
+        else:
+            report = await step.plugin.self_report(request.headers, identity=identity)
         if report is None:
             return _forbidden("No such plugin step with a report.", 404)
         return JSONResponse(report)
