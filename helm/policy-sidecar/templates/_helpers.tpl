@@ -230,6 +230,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
       readOnly: true
     - name: policy-sidecar-tmp
       mountPath: /tmp
+    {{- if .Values.clientKeys.secretName }}
+    # clients: keys file, a directory mount too so Secret updates arrive
+    - name: policy-sidecar-client-keys
+      mountPath: {{ .Values.clientKeys.mountPath | quote }}
+      readOnly: true
+    {{- end }}
 {{- end }}
 
 {{/* The sidecar's volumes, as items of a pod's `volumes:` list. */}}
@@ -244,6 +250,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
   emptyDir:
     medium: Memory
     sizeLimit: {{ .Values.tmp.sizeLimit }}
+{{- if .Values.clientKeys.secretName }}
+- name: policy-sidecar-client-keys
+  secret:
+    secretName: {{ .Values.clientKeys.secretName | quote }}
+{{- end }}
 {{- end }}
 
 {{/* terminationGracePeriodSeconds that covers the drain delay, the grace period and exit. */}}
