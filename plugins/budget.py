@@ -23,6 +23,7 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -39,6 +40,7 @@ from proxy.budget.backends import (
 from proxy.budget.windows import WINDOWS, WindowState, format_duration, seconds_until_fits
 from proxy.chain import (
     Deps,
+    Identity,
     Outcome,
     Plugin,
     PluginConfig,
@@ -181,6 +183,7 @@ class _Booking:
 
 
 BOOKING: StateKey[_Booking] = StateKey("budget.booking")
+_NO_OVERRIDES: Mapping[str, float] = MappingProxyType({})
 
 
 def _hash_key(value: str) -> str:
@@ -220,8 +223,14 @@ class BudgetPlugin(Plugin[BudgetConfig]):
 
     # -- identity ----------------------------------------------------------------------
     def identity(
-        self, headers: Mapping[str, str], body: Mapping[str, Any], ctx_tenant: str | None
+        self,
+        headers: Mapping[str, str],
+        body: Mapping[str, Any],
+        ctx_tenant: str | None,
+        verified: Identity | None = None,
     ) -> dict[str, str]:
+        if verified is not None:  # clients: only the verified caller counts; headers are not trusted
+            return {"tenant": verified.tenant, "api_key": verified.key_id, "user": verified.user or "none"}
         auth = headers.get("authorization") or headers.get("api-key") or headers.get("x-api-key") or ""
         # Hashing costs a few microseconds: only when a limit (or the tenant) is keyed on the key.
         api_key = _hash_key(auth.removeprefix("Bearer ").strip()) if auth and self._uses_api_key else "none"
@@ -264,15 +273,21 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         return (prompt * price.input + completion * price.output) / 1_000_000
 
     def _checks(
-        self, parts: Mapping[str, str], prompt: int, completion: int, price: Price | None
+        self,
+        parts: Mapping[str, str],
+        prompt: int,
+        completion: int,
+        price: Price | None,
+        overrides: Mapping[str, float],
     ) -> list[tuple[LimitSpec, WindowCheck]]:
+        """``overrides``: a verified API key's own amounts, by limit name (``clients:`` keys file)."""
         return [
             (
                 lim,
                 WindowCheck(
                     self._key(lim, parts),
                     WINDOWS[lim.window or "minute"],
-                    lim.amount_limit,
+                    overrides.get(lim.name, lim.amount_limit),
                     self._amount(lim, prompt, completion, price),
                 ),
             )
@@ -282,7 +297,12 @@ class BudgetPlugin(Plugin[BudgetConfig]):
     # -- hooks -----------------------------------------------------------------------------
     async def on_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
         body = req.body
-        parts = {**self.identity(ctx.headers, body, ctx.tenant), "model": req.model, "route": req.route.value}
+        parts = {
+            **self.identity(ctx.headers, body, ctx.tenant, ctx.identity),
+            "model": req.model,
+            "route": req.route.value,
+        }
+        overrides = ctx.identity.budget if ctx.identity is not None else _NO_OVERRIDES
         prompt = self._count_prompt(req) if self._counts_tokens else 0
         completion = 0
         if self._counts_tokens and req.route is not Route.EMBEDDINGS:
@@ -291,10 +311,15 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         if price is None and any(lim.measure == "cost_usd" for lim in self._windowed):
             ctx.record("unpriced_model", "flag", detail={"model": req.model})
         slots = [
-            SlotCheck(self._key(lim, parts), lim.concurrent or 0, ctx.request_id, self.config.lease_ttl)
+            SlotCheck(
+                self._key(lim, parts),
+                int(overrides.get(lim.name, lim.concurrent or 0)),
+                ctx.request_id,
+                self.config.lease_ttl,
+            )
             for lim in self._concurrent
         ]
-        checks = self._checks(parts, prompt, completion, price)
+        checks = self._checks(parts, prompt, completion, price, overrides)
         try:
             result = await self.backend.reserve([c for _, c in checks], slots)
             if not result.allowed and result.denied_window is not None:
@@ -302,7 +327,7 @@ class BudgetPlugin(Plugin[BudgetConfig]):
                 if lowered is not None:
                     completion = lowered
                     self._set_max_tokens(req, lowered)
-                    checks = self._checks(parts, prompt, completion, price)
+                    checks = self._checks(parts, prompt, completion, price, overrides)
                     result = await self.backend.reserve([c for _, c in checks], slots)
         except BackendUnavailable as exc:
             self._backend_down(ctx, exc)
@@ -336,7 +361,7 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         best = completion
         for (lim, _), state in zip(checks, result.states, strict=True):
             if lim.on_exceed != "lower_max_tokens":
-                if state.used + self._amount(lim, prompt, completion, price) > lim.amount_limit:
+                if state.used + self._amount(lim, prompt, completion, price) > state.limit:
                     return None  # a limit that cannot be lowered refuses anyway
                 continue
             room = state.remaining
@@ -477,15 +502,17 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         except BackendUnavailable:
             return {"error": "budget state unavailable"}
 
-    async def self_report(self, headers: Mapping[str, str]) -> dict[str, Any] | None:
+    async def self_report(
+        self, headers: Mapping[str, str], identity: Identity | None = None
+    ) -> dict[str, Any] | None:
         """The caller's own usage, identified exactly as its requests are; other tenants never show."""
-        ident = self.identity(headers, {}, None)
+        ident = self.identity(headers, {}, None, identity)
         parts: dict[str, str | None] = {
             "api_key": ident["api_key"],
             "model": headers.get("x-model"),
             "route": None,
-            "user": None,
-            "tenant": None if self.config.tenant_from == "context" else ident["tenant"],
+            "user": ident["user"] if identity is not None else None,
+            "tenant": None if self.config.tenant_from == "context" and identity is None else ident["tenant"],
         }
         try:
             return await _report(self, parts)

@@ -1,7 +1,8 @@
 """``headers``: tenant from a request header, and header edits in both directions.
 
 The tenant it sets is what ``when: {tenants: [...]}`` and later budget plugins key on, so it
-usually comes first in a policy.
+usually comes first in a policy. With client authentication (``clients:``) the tenant is the
+verified caller's and ``tenant_header`` is ignored (a differing header is recorded as a flag).
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ class HeadersPlugin(Plugin[HeadersConfig]):
 
     async def on_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
         cfg = self.config
-        if cfg.tenant_header:
+        if cfg.tenant_header and ctx.identity is not None:
+            # Client authentication is on: the tenant is the verified one; a header cannot change it.
+            claimed = ctx.headers.get(cfg.tenant_header)
+            if claimed and claimed != ctx.identity.tenant:
+                ctx.record("tenant_header_ignored", "flag", detail={"header": cfg.tenant_header})
+        elif cfg.tenant_header:
             tenant = ctx.headers.get(cfg.tenant_header)
             if tenant:
                 ctx.tenant = tenant

@@ -235,7 +235,9 @@ class PiiPlugin(Plugin[PiiConfig]):
             first = next((s.text for s in req.text_slots() if s.role == "user"), "")
             conv = "first:" + hashlib.sha256(first.encode()).hexdigest()
         who = ""
-        if self.config.bind_to_api_key:
+        if self.config.bind_to_api_key and ctx.identity is not None:
+            who = "id:" + ctx.identity.key_id  # clients: the verified key, stable across token refreshes
+        elif self.config.bind_to_api_key:
             h = ctx.headers
             raw = h.get("authorization") or h.get("api-key") or h.get("x-api-key")
             who = hashlib.sha256((raw or "").encode()).hexdigest()

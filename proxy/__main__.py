@@ -7,6 +7,7 @@ schema                                                       JSON Schema of the 
 fake-upstream [--port N]                                     the scriptable fake provider
 replay --policy P [--baseline B] TRAFFIC.jsonl               what a policy would do to recorded traffic
 calibrate --policy P [--target-fpr F] [--html R] LABELLED.jsonl   threshold sweep for score-based rules
+keys new|hash --id ID --tenant T [...]                       API key entries for a clients: keys file
 """
 
 from __future__ import annotations
@@ -180,8 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=9100)
     _offline_args(sub)
+    from proxy.auth import cli as keys_cli
+
+    keys_cli.add_parser(sub)
     add_examples(sub)
     args = parser.parse_args(argv)
+
+    if args.command == "keys":
+        return keys_cli.run(args)
 
     if args.command == "check":
         return _check(args.path)

@@ -60,6 +60,13 @@ EXAMPLES: dict[str, str] = {
   policy-sidecar calibrate --policy examples/calibration/candidate.yaml --target-fpr 0.05 \\
       --html /tmp/calibration.html examples/calibration/traffic_labelled.jsonl
 """,
+    "keys": """\
+  # a new key for a clients: keys file; the key is printed once on stderr, the entry on stdout
+  policy-sidecar keys new --id billing --tenant acme --model 'gpt-4o*' >> keys.yaml
+
+  # the entry for a key you already have (read from stdin, never from the command line)
+  policy-sidecar keys hash --id legacy --tenant acme < key.txt
+""",
 }
 
 

@@ -14,6 +14,8 @@ a policy decision nor a crash and must never look like a 500)::
     ProxyError
     ├── ConfigError        load/reload only
     ├── InvalidRequest     the client sent something we cannot accept (400/413/415/404/405)
+    ├── Unauthenticated    ``clients:`` is on and the credential is missing or invalid (401)
+    ├── Forbidden          the verified caller may not use this model or route (403)
     ├── Rejected           a policy said no (400 by default, 429 for limits, 502 for a bad answer)
     ├── UpstreamError      the provider failed (502 / 503 / 504)
     ├── PluginError        a plugin crashed (500)
@@ -84,6 +86,26 @@ class InvalidRequest(ProxyError):
 
     status = 400
     error_type = "invalid_request_error"
+
+
+class Unauthenticated(ProxyError):
+    """No valid client credential (``clients:``): 401, so SDKs raise ``AuthenticationError``."""
+
+    status = 401
+    error_type = "authentication_error"
+    default_code = "invalid_api_key"
+
+    def __init__(self, message: str, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.headers.setdefault("www-authenticate", 'Bearer realm="policy-sidecar"')
+
+
+class Forbidden(ProxyError):
+    """A verified caller asked for a model or route its credential does not allow: 403."""
+
+    status = 403
+    error_type = "permission_error"
+    default_code = "permission_denied"
 
 
 class Rejected(ProxyError):

@@ -68,7 +68,8 @@ def render() -> str:
         "LogsConfig",
         "DecisionLogConfig",
     )
-    for name in ("UpstreamConfig", "Limits", "Match", *observability):
+    clients = ("ClientsConfig", "JwtConfig")  # keys file format: docs/auth.md
+    for name in ("UpstreamConfig", "Limits", "Match", *observability, *clients):
         if name in defs:
             out += [f"## `{name}`", "", *_table(defs[name], defs), ""]
     out += [

@@ -10,6 +10,7 @@ from proxy.chain.holdback import (
     sentence_boundary,
     until_closed,
 )
+from proxy.chain.identity import Identity
 from proxy.chain.plugin import (
     Deps,
     Match,
@@ -26,6 +27,7 @@ from proxy.chain.textfilter import TextStreamFilter
 __all__ = [
     "Deps",
     "HoldBack",
+    "Identity",
     "Match",
     "Outcome",
     "Plugin",

@@ -16,6 +16,7 @@ from proxy.chain.decisions import Decision
 from proxy.models.chat import Route
 
 if TYPE_CHECKING:
+    from proxy.chain.identity import Identity
     from proxy.observability.tracing import RequestTrace
 
 T = TypeVar("T")
@@ -53,6 +54,8 @@ class RequestContext:
     model: str = ""
     tenant: str | None = None
     stream: bool = False
+    # The verified caller (``clients:``); when set, the only source of tenant, user and key id.
+    identity: Identity | None = None
     started: float = field(default_factory=time.perf_counter)
     decisions: list[Decision] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)

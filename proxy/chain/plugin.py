@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from proxy.chain.context import RequestContext
+from proxy.chain.identity import Identity
 from proxy.models.chat import ChatRequest, ChatResponse
 from proxy.models.stream import StreamEvent
 from proxy.models.upstream import Upstream
@@ -202,8 +203,12 @@ class Plugin(Generic[C]):
         """State for operators (``GET /admin/plugins/{id}``); None when there is nothing to show."""
         return None
 
-    async def self_report(self, headers: Mapping[str, str]) -> dict[str, Any] | None:
-        """State a caller may see about *itself* (``GET /sidecar/{id}`` on the API port), never others'."""
+    async def self_report(
+        self, headers: Mapping[str, str], identity: Identity | None = None
+    ) -> dict[str, Any] | None:
+        """State a caller may see about *itself* (``GET /sidecar/{id}`` on the API port), never others'.
+
+        ``identity``: the verified caller when ``clients:`` is on (then headers are not trusted)."""
         return None
 
 

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.auth.authenticator import Authenticator, build_authenticator
 from proxy.chain.chain import Chain, Matcher, Step
 from proxy.chain.context import ActiveStep, RequestContext
 from proxy.chain.plugin import Deps, Plugin, PluginConfig, UpstreamPolicy
@@ -41,6 +42,7 @@ class CompiledPolicy:
     used_resources: set[str]
     routes: RouteTable
     loaded_at: float = field(default_factory=time.time)
+    auth: Authenticator | None = None  # client authentication (``clients:``); None: open
     in_flight: int = 0
     retired: bool = False
     # The observability settings the hot path reads, resolved once per revision.
@@ -90,6 +92,7 @@ class CompiledPolicy:
             },
             "routes": [r.model_dump(mode="json") for r in self.policy.routes],
             "default_upstream": self.policy.default_upstream,
+            **({"clients": self.auth.describe()} if self.auth is not None else {}),
         }
 
     async def aclose(self) -> None:
@@ -229,6 +232,7 @@ def compile_policy(
                 wrapped = _CanaryGate(step, wrapped, upstream)
             upstream = _WhenGate(step.when, wrapped, upstream) if step.when is not None else wrapped
 
+    auth = build_authenticator(policy.clients, deps)
     return CompiledPolicy(
-        revision, source, policy, Chain(steps, upstream), plugins, set(deps.used_resources), table
+        revision, source, policy, Chain(steps, upstream), plugins, set(deps.used_resources), table, auth=auth
     )

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
+from proxy.auth.config import ClientsConfig, check_upstream_auth
 from proxy.chain.registry import Registry
 from proxy.chain.secrets import Secret
 from proxy.observability.config import ObservabilityConfig
@@ -115,6 +116,9 @@ class PolicyBase(BaseModel):
     observability: ObservabilityConfig = Field(
         default_factory=ObservabilityConfig, description="tracing, metrics, logs, decision log"
     )
+    clients: ClientsConfig | None = Field(
+        default=None, description="client authentication (API keys file, JWT); see docs/auth.md"
+    )
 
 
 def _check_policy(policy: Any) -> Any:
@@ -125,6 +129,7 @@ def _check_policy(policy: Any) -> Any:
             name = spec.target.split(":", 1)[0]
             if name not in policy.upstreams:
                 raise ValueError(f"route {route.match!r}: target {spec.target!r} names no upstream")
+    check_upstream_auth(policy)
     seen: set[str] = set()
     for step in policy.plugins:
         if step.step_id in seen:

@@ -15,8 +15,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from proxy.errors import ProxyError
 from proxy.observability.live import live_for
 from proxy.observability.live_page import LIVE_HTML
+from proxy.routes.common import error_response
 from proxy.runtime import Sidecar
 
 
@@ -116,7 +118,18 @@ def self_report_route(sidecar: Sidecar) -> Route:
         step = next(
             (s for s in sidecar.store.current.chain.steps if s.id == request.path_params["step"]), None
         )
-        report = await step.plugin.self_report(request.headers) if step else None
+        auth, identity = sidecar.store.current.auth, None
+        if auth is not None:  # clients: a caller sees its verified self only; 401 without a credential
+            try:
+                identity = (await auth.authenticate(request.headers)).identity
+            except ProxyError as exc:
+                return error_response(exc)
+        if step is None:
+            report = None
+        elif identity is None:  # plugins written before ``identity`` existed keep working
+            report = await step.plugin.self_report(request.headers)
+        else:
+            report = await step.plugin.self_report(request.headers, identity=identity)
         if report is None:
             return _forbidden("No such plugin step with a report.", 404)
         return JSONResponse(report)

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from proxy.auth.gate import admit_request
 from proxy.chain.context import RequestContext
 from proxy.errors import InvalidRequest, ProxyError
 from proxy.models.chat import Route
@@ -63,6 +64,7 @@ class PassthroughRoute:
         base = {"x-request-id": rid, "x-sidecar-revision": policy.revision}
         handed_off = False
         try:
+            await admit_request(self.sidecar, policy, request, Route.PASSTHROUGH, rid)  # clients: 401/403
             limit = policy.max_body_bytes
             declared = request.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:

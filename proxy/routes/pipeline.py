@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from proxy.auth.gate import admit, bind
 from proxy.chain.chain import StreamPipeline
 from proxy.chain.context import RequestContext
 from proxy.chain.plugin import Outcome, Reply
@@ -143,6 +144,8 @@ class ChainRoute:
         handed_off = False
         fmt = ANTHROPIC if route is Route.MESSAGES else OPENAI
         try:
+            # clients: 401 / 403 before the body is read; strips the credential from inbound.forward
+            caller = await admit(self.sidecar, policy, route, request.headers, rid, inbound.forward)
             raw: bytes | None = await read_body(request, policy.max_body_bytes, inbound.content_length)
             check_json_media_type(inbound.content_type)
             try:
@@ -158,6 +161,7 @@ class ChainRoute:
             ctx = RequestContext(
                 rid, route, request.headers, policy.revision, body["model"], stream=bool(body.get("stream"))
             )
+            bind(ctx, caller)  # verified tenant/user/key on ctx; 403 for a model the key may not use
             if self._tracing is not None:
                 self._tracing.begin(ctx, request.headers, policy, body)
             response = await self._run(
@@ -242,6 +246,8 @@ class ChainRoute:
             "usage": ctx.usage or outcome.usage or None,
             "cost_usd": ctx.cost_usd,
         }
+        if ctx.identity is not None:  # clients: the verified key (its id, never the key) and user
+            fields["client"], fields["user"] = ctx.identity.key_id, ctx.identity.user
         if ctx.first_token_at is not None:
             fields["ttft_ms"] = round((ctx.first_token_at - ctx.started) * 1000, 2)
         if ctx.trace is not None:

@@ -393,3 +393,17 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
             else value
         )
     return out
+
+
+@needs_helm
+def test_client_keys_secret_is_mounted_as_a_directory(render: Callable[..., Docs]) -> None:
+    plain = _one(render("gateway-values.yaml"), "Deployment")["spec"]["template"]["spec"]
+    assert not any("secret" in v for v in plain["volumes"])  # nothing without clientKeys
+    docs = render("gateway-values.yaml", clientKeys__secretName="llm-client-keys")
+    pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    sidecar = next(c for c in pod["containers"] if c["name"] == "policy-sidecar")
+    mount = next(m for m in sidecar["volumeMounts"] if m["name"] == "policy-sidecar-client-keys")
+    assert mount["mountPath"] == "/etc/policy-sidecar-clients" and mount["readOnly"] is True
+    assert "subPath" not in mount  # Secret updates reach directory mounts only
+    volume = next(v for v in pod["volumes"] if v["name"] == "policy-sidecar-client-keys")
+    assert volume["secret"] == {"secretName": "llm-client-keys"}

@@ -233,6 +233,12 @@ are an error: which one would win is not obvious. */}}
       readOnly: true
     - name: policy-sidecar-tmp
       mountPath: /tmp
+    {{- if .Values.clientKeys.secretName }}
+    # clients: keys file, a directory mount too so Secret updates arrive
+    - name: policy-sidecar-client-keys
+      mountPath: {{ .Values.clientKeys.mountPath | quote }}
+      readOnly: true
+    {{- end }}
 {{- end }}
 
 {{/* The sidecar's volumes, as items of a pod's `volumes:` list. */}}
@@ -247,6 +253,11 @@ are an error: which one would win is not obvious. */}}
   emptyDir:
     medium: Memory
     sizeLimit: {{ .Values.tmp.sizeLimit }}
+{{- if .Values.clientKeys.secretName }}
+- name: policy-sidecar-client-keys
+  secret:
+    secretName: {{ .Values.clientKeys.secretName | quote }}
+{{- end }}
 {{- end }}
 
 {{/* terminationGracePeriodSeconds that covers the drain delay, the grace period and exit. */}}
