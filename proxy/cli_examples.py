@@ -61,11 +61,12 @@ EXAMPLES: dict[str, str] = {
       --html /tmp/calibration.html examples/calibration/traffic_labelled.jsonl
 """,
     "keys": """\
-  # a new key for a clients: keys file; the key is printed once on stderr, the entry on stdout
-  policy-sidecar keys new --id billing --tenant acme --model 'gpt-4o*' >> keys.yaml
+  # a new key for a clients: keys file: the key is printed once on stderr, the entry on
+  # stdout (append it to the keys file under keys:)
+  policy-sidecar keys new --id billing --tenant acme --model 'gpt-4o*'
 
-  # the entry for a key you already have (read from stdin, never from the command line)
-  policy-sidecar keys hash --id legacy --tenant acme < key.txt
+  # the entry for a key you already have: type or pipe the key on stdin (never an argument)
+  policy-sidecar keys hash --id legacy --tenant acme --expires 2027-01-01
 """,
 }
 
