@@ -38,6 +38,7 @@ from proxy.budget.backends import (
 )
 from proxy.budget.windows import WINDOWS, WindowState, format_duration, seconds_until_fits
 from proxy.chain import (
+    PASSTHROUGH_COST,
     Deps,
     Outcome,
     Plugin,
@@ -176,6 +177,7 @@ class _Booking:
     completion_reserve: int
     price: Price | None
     wants_usage: bool
+    fixed_cost: float | None = None  # pass-through: the rule's price; no tokens are counted
     streamed_text: list[str] = field(default_factory=list)
     response_text: str | None = None
 
@@ -264,7 +266,12 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         return (prompt * price.input + completion * price.output) / 1_000_000
 
     def _checks(
-        self, parts: Mapping[str, str], prompt: int, completion: int, price: Price | None
+        self,
+        parts: Mapping[str, str],
+        prompt: int,
+        completion: int,
+        price: Price | None,
+        fixed_cost: float | None = None,
     ) -> list[tuple[LimitSpec, WindowCheck]]:
         return [
             (
@@ -273,7 +280,9 @@ class BudgetPlugin(Plugin[BudgetConfig]):
                     self._key(lim, parts),
                     WINDOWS[lim.window or "minute"],
                     lim.amount_limit,
-                    self._amount(lim, prompt, completion, price),
+                    fixed_cost
+                    if fixed_cost is not None and lim.measure == "cost_usd"
+                    else self._amount(lim, prompt, completion, price),
                 ),
             )
             for lim in self._windowed
@@ -283,21 +292,25 @@ class BudgetPlugin(Plugin[BudgetConfig]):
     async def on_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
         body = req.body
         parts = {**self.identity(ctx.headers, body, ctx.tenant), "model": req.model, "route": req.route.value}
-        prompt = self._count_prompt(req) if self._counts_tokens else 0
+        # A pass-through request (files, images, audio...) has no tokens to count: it counts once
+        # for requests, zero tokens, and the price its ``passthrough:`` rule set for cost_usd.
+        fixed = (ctx.get(PASSTHROUGH_COST) or 0.0) if req.route is Route.PASSTHROUGH else None
+        counts_tokens = self._counts_tokens and fixed is None
+        prompt = self._count_prompt(req) if counts_tokens else 0
         completion = 0
-        if self._counts_tokens and req.route is not Route.EMBEDDINGS:
+        if counts_tokens and req.route is not Route.EMBEDDINGS:
             completion = count_completion_reserve(body, self.config.default_max_tokens)
-        price = self._price(req.model)
-        if price is None and any(lim.measure == "cost_usd" for lim in self._windowed):
+        price = self._price(req.model) if fixed is None else None
+        if fixed is None and price is None and any(lim.measure == "cost_usd" for lim in self._windowed):
             ctx.record("unpriced_model", "flag", detail={"model": req.model})
         slots = [
             SlotCheck(self._key(lim, parts), lim.concurrent or 0, ctx.request_id, self.config.lease_ttl)
             for lim in self._concurrent
         ]
-        checks = self._checks(parts, prompt, completion, price)
+        checks = self._checks(parts, prompt, completion, price, fixed)
         try:
             result = await self.backend.reserve([c for _, c in checks], slots)
-            if not result.allowed and result.denied_window is not None:
+            if not result.allowed and result.denied_window is not None and fixed is None:
                 lowered = self._lowered_completion(checks, result, prompt, completion, price, body)
                 if lowered is not None:
                     completion = lowered
@@ -310,7 +323,8 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         if not result.allowed:
             self._deny(checks, slots, result, ctx)
         wants_usage = self._ensure_stream_usage(req)
-        ctx.set(BOOKING, _Booking(checks, result.charges, slots, prompt, completion, price, wants_usage))
+        booking = _Booking(checks, result.charges, slots, prompt, completion, price, wants_usage, fixed)
+        ctx.set(BOOKING, booking)
         if self.config.headers:
             ctx.response_headers.update(self._headers(checks, result.states))
         return None
@@ -498,7 +512,12 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             return
         served = not (outcome.status >= 400 and not (outcome.streamed and outcome.output_text_chars))
         usage: tuple[int, int] | None = None
-        if served:
+        if booking.fixed_cost is not None:
+            # Pass-through: what was reserved is what it costs, or nothing when it failed.
+            if served:
+                usage = (0, 0)
+                ctx.cost_usd = booking.fixed_cost
+        elif served:
             # Recorded on the request (access log, later metrics): what it used and cost.
             usage = prompt, completion = self._actual_usage(booking, outcome, ctx.model)
             ctx.usage = {"prompt_tokens": prompt, "completion_tokens": completion}
@@ -537,6 +556,8 @@ class BudgetPlugin(Plugin[BudgetConfig]):
                 for (_, check), charge in zip(booking.checks, booking.charges, strict=True)
                 if check.amount
             ]
+        if booking.fixed_cost is not None:
+            return []  # pass-through: charged exactly at reservation
         prompt, completion = usage
         out = []
         for (lim, check), charge in zip(booking.checks, booking.charges, strict=True):

@@ -20,6 +20,7 @@ from proxy.chain.registry import Registry
 from proxy.errors import ConfigError
 from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
 from proxy.observability.config import MetricsConfig
+from proxy.policy.passthrough import PassthroughTable, passthrough_rules
 from proxy.policy.schema import PolicyBase, UpstreamConfig
 from proxy.upstream.client import HttpClient
 from proxy.upstream.routing import RouteTable
@@ -40,6 +41,7 @@ class CompiledPolicy:
     plugins: list[Plugin[Any]]
     used_resources: set[str]
     routes: RouteTable
+    passthrough: PassthroughTable
     loaded_at: float = field(default_factory=time.time)
     in_flight: int = 0
     retired: bool = False
@@ -64,7 +66,13 @@ class CompiledPolicy:
     def max_body_bytes(self) -> int:
         return self.policy.limits.max_body_bytes
 
+    def passthrough_rules(self) -> list[dict[str, Any]]:
+        """The configured pass-through rules (see ``proxy.policy.passthrough.passthrough_rules``)."""
+        return passthrough_rules(self.policy.passthrough)
+
     def describe(self) -> dict[str, Any]:
+        """What ``/admin/policy`` shows: never a key, a static header value or plugin secrets."""
+        pt = self.policy.passthrough
         return {
             "revision": self.revision,
             "source": self.source,
@@ -90,6 +98,12 @@ class CompiledPolicy:
             },
             "routes": [r.model_dump(mode="json") for r in self.policy.routes],
             "default_upstream": self.policy.default_upstream,
+            "passthrough": {
+                "mode": pt.mode,
+                "unlisted": pt.unlisted,
+                "models": pt.models,
+                "rules": self.passthrough_rules(),
+            },
         }
 
     async def aclose(self) -> None:
@@ -229,6 +243,12 @@ def compile_policy(
                 wrapped = _CanaryGate(step, wrapped, upstream)
             upstream = _WhenGate(step.when, wrapped, upstream) if step.when is not None else wrapped
 
+    passthrough = PassthroughTable(
+        policy.passthrough,
+        {name: cfg.auth_mode for name, cfg in policy.upstreams.items()},
+        policy.default_upstream,
+        steps,
+    )
     return CompiledPolicy(
-        revision, source, policy, Chain(steps, upstream), plugins, set(deps.used_resources), table
+        revision, source, policy, Chain(steps, upstream), plugins, set(deps.used_resources), table, passthrough
     )
