@@ -67,10 +67,10 @@ _SHADOW = ActiveStep(STEP_ID, "shadow")
 _RULES = {"rule": "allowed", "models": "models", "open": "passthrough", "refused": "not_allowed"}
 
 
-def _record(ctx: RequestContext, rule: str, action: str, mode: str = "enforce", **detail: Any) -> None:
+def _record(ctx: RequestContext, name: str, action: str, mode: str = "enforce", **detail: Any) -> None:
     previous, ctx.active = ctx.active, (_SHADOW if mode == "shadow" else _ENFORCE)
     try:
-        ctx.record(rule, action, detail=detail)
+        ctx.record(name, action, detail=detail)
     finally:
         ctx.active = previous
 
