@@ -250,5 +250,12 @@ def compile_policy(
         steps,
     )
     return CompiledPolicy(
-        revision, source, policy, Chain(steps, upstream), plugins, set(deps.used_resources), table, passthrough
+        revision,
+        source,
+        policy,
+        Chain(steps, upstream),
+        plugins,
+        set(deps.used_resources),
+        table,
+        passthrough,
     )

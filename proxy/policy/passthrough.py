@@ -64,7 +64,9 @@ class PassthroughRule(BaseModel):
 
     path: str = Field(description="glob below /v1, e.g. /files* or /images/generations ('*' crosses '/')")
     methods: tuple[str, ...] = Field(min_length=1, description="HTTP methods, e.g. [GET, POST]; ['*'] = any")
-    upstream: str | None = Field(default=None, description="upstream that serves it; default_upstream if unset")
+    upstream: str | None = Field(
+        default=None, description="upstream that serves it; default_upstream if unset"
+    )
     mode: Literal["enforce", "shadow"] = Field(
         default="enforce", description="shadow: the rule's budget and guards record but never refuse"
     )
@@ -131,9 +133,7 @@ class PassthroughConfig(BaseModel):
     rules: tuple[PassthroughRule, ...] = Field(default=(), description="first match (path and method) wins")
 
 
-def check_passthrough(
-    config: PassthroughConfig, upstreams: Sequence[str], steps: Mapping[str, Any]
-) -> None:
+def check_passthrough(config: PassthroughConfig, upstreams: Sequence[str], steps: Mapping[str, Any]) -> None:
     """Cross-checks against the rest of the policy (``steps``: step id -> plugin config)."""
     for i, rule in enumerate(config.rules):
         where = f"passthrough.rules[{i}] ({rule.path})"
@@ -146,9 +146,7 @@ def check_passthrough(
         for guard in rule.guards:
             cfg = steps.get(guard)
             if cfg is None or cfg.type not in GUARD_TYPES:
-                raise ValueError(
-                    f"{where}: guard {guard!r} names no {' / '.join(sorted(GUARD_TYPES))} step"
-                )
+                raise ValueError(f"{where}: guard {guard!r} names no {' / '.join(sorted(GUARD_TYPES))} step")
         for step_id in rule.step_ids:
             when = steps[step_id].when
             if when is None:

@@ -8,8 +8,8 @@ an environment variable can never change what a rule matches.
 from __future__ import annotations
 
 import datetime
-from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 

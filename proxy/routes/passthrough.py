@@ -42,7 +42,7 @@ from proxy.chain.context import PASSTHROUGH_COST, ActiveStep, RequestContext
 from proxy.chain.plugin import Outcome
 from proxy.errors import InvalidRequest, PassthroughRefused, ProxyError, Rejected
 from proxy.models.chat import ChatRequest, Route
-from proxy.models.upstream import BufferedResponse, Candidate, UpstreamRequest, UpstreamResponse
+from proxy.models.upstream import Candidate, UpstreamRequest, UpstreamResponse
 from proxy.policy.compiler import CompiledPolicy
 from proxy.policy.passthrough import CompiledRule, PassthroughRule, Verdict
 from proxy.routes.common import (
@@ -295,10 +295,11 @@ class PassthroughRoute:
                 parsed = None
             if not isinstance(parsed, dict):
                 raise InvalidRequest(
-                    "We could not parse the JSON body of your request. Send a JSON object.", code="invalid_json"
+                    "We could not parse the JSON body of your request. Send a JSON object.",
+                    code="invalid_json",
                 )
             data = parsed
-        model = data.get("model") if isinstance(data.get("model"), str) else ""
+        model = data["model"] if isinstance(data.get("model"), str) else ""
         ctx.model = model
         budget = config.budget
         if budget is not None:

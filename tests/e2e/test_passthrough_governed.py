@@ -338,9 +338,8 @@ def test_client_key_upstreams_keep_the_clients_headers(tmp_path: Path) -> None:
 def test_websocket_upgrades_are_refused_and_recorded(tmp_path: Path) -> None:
     with sidecar_harness(tmp_path) as h:  # even with the client's own key
         url = h.base_url.replace("http://", "ws://") + "/v1/realtime?model=gpt-4o-realtime-preview"
-        with pytest.raises(InvalidStatus) as info:
-            with ws_connect(url, open_timeout=10):
-                pass
+        with pytest.raises(InvalidStatus) as info, ws_connect(url, open_timeout=10):
+            pass
         assert info.value.response.status_code == 403
         assert b"websocket_not_allowed" in (info.value.response.body or b"")
         assert [d["rule"] for d in _decisions(h, "passthrough")] == ["websocket"]
@@ -349,10 +348,16 @@ def test_websocket_upgrades_are_refused_and_recorded(tmp_path: Path) -> None:
 
 def test_credentials_in_base_url_are_a_load_error(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
-    path.write_text("version: 1\nupstreams:\n  default:\n    base_url: https://user:pa55w0rd@api.example.com/v1\n")
+    path.write_text(
+        "version: 1\nupstreams:\n  default:\n    base_url: https://user:pa55w0rd@api.example.com/v1\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     out = subprocess.run(
-        [sys.executable, "-m", "proxy", "check", str(path)], capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, "-m", "proxy", "check", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert out.returncode != 0
     assert "p.yaml:4:" in out.stderr and "api_key" in out.stderr
@@ -371,5 +376,10 @@ def test_nothing_secret_appears_in_admin(listed: SidecarHarness) -> None:
     info = httpx.get(f"{h.base_url}/admin/policy").json()
     assert info["upstreams"]["default"]["auth"] == "policy"
     rules = info["passthrough"]["rules"]
-    assert [r["path"] for r in rules] == ["/files*", "/images/generations", "/audio/speech", "/audio/transcriptions"]
+    assert [r["path"] for r in rules] == [
+        "/files*",
+        "/images/generations",
+        "/audio/speech",
+        "/audio/transcriptions",
+    ]
     assert rules[1]["steps"] == ["spend", "words", "pii"] and rules[1]["budget"]["per_field"] == "n"
