@@ -68,7 +68,8 @@ def render() -> str:
         "LogsConfig",
         "DecisionLogConfig",
     )
-    for name in ("UpstreamConfig", "Limits", "Match", *observability):
+    passthrough = ("PassthroughConfig", "PassthroughRule", "PassthroughBudget")
+    for name in ("UpstreamConfig", "Limits", "Match", *passthrough, *observability):
         if name in defs:
             out += [f"## `{name}`", "", *_table(defs[name], defs), ""]
     out += [

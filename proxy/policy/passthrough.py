@@ -11,8 +11,9 @@ that is not governed must still be a decision the policy made:
 * the client brings its own key (``auth: passthrough`` / ``none``): forwarded, and recorded
   (``unlisted: refuse`` closes this default too);
 * a listed rule may apply request-side steps: a ``budget`` step charging a fixed price (or a
-  price per unit of a JSON field such as ``n``), and content guards (blocklist, moderation,
-  injection, pii) on named JSON fields of the body.
+  price per unit of a JSON field such as ``n``), content guards (blocklist, moderation,
+  injection, pii) on named JSON fields of the body, and ``headers`` steps (so the tenant a
+  budget keys on is set as on the governed routes).
 
 ``mode: shadow`` on the section records would-be refusals and forwards the request (try an
 allow-list on live traffic first); on a rule, it runs the rule's steps as shadow.
@@ -72,7 +73,9 @@ class PassthroughRule(BaseModel):
     )
     budget: PassthroughBudget | None = Field(default=None, description="charge each request to a budget step")
     guards: tuple[str, ...] = Field(
-        default=(), description="ids of blocklist / moderation / injection / pii steps run on `fields`"
+        default=(),
+        description="ids of blocklist / moderation / injection / pii steps run on `fields`, and of "
+        "headers steps (tenant from a header, header edits)",
     )
     fields: tuple[str, ...] = Field(
         default=(),
@@ -101,9 +104,9 @@ class PassthroughRule(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _guards_need_fields(self) -> PassthroughRule:
-        if bool(self.guards) != bool(self.fields):
-            raise ValueError("guards and fields go together: guards read the named JSON fields")
+    def _fields_need_guards(self) -> PassthroughRule:
+        if self.fields and not self.guards:
+            raise ValueError("fields are read by guards: name the guard steps that read them")
         return self
 
     @property
@@ -145,8 +148,15 @@ def check_passthrough(config: PassthroughConfig, upstreams: Sequence[str], steps
                 raise ValueError(f"{where}: budget.step {rule.budget.step!r} names no budget step")
         for guard in rule.guards:
             cfg = steps.get(guard)
-            if cfg is None or cfg.type not in GUARD_TYPES:
-                raise ValueError(f"{where}: guard {guard!r} names no {' / '.join(sorted(GUARD_TYPES))} step")
+            if cfg is None or cfg.type not in GUARD_TYPES | {"headers"}:
+                raise ValueError(
+                    f"{where}: guard {guard!r} names no {' / '.join(sorted(GUARD_TYPES))} "
+                    "(or headers) step"
+                )
+            if cfg.type in GUARD_TYPES and not rule.fields:
+                raise ValueError(
+                    f"{where}: guard {guard!r} reads text: name the JSON fields it reads (fields)"
+                )
         for step_id in rule.step_ids:
             when = steps[step_id].when
             if when is None:

@@ -42,6 +42,7 @@ upstreams:
 default_upstream: default
 {{passthrough}}
 plugins:
+  - {{type: headers, id: tenant, tenant_header: x-tenant-id}}
   - type: budget
     id: spend
     limits:
@@ -63,7 +64,7 @@ passthrough:
     - path: /images/generations
       methods: [POST]
       budget: {step: spend, price_usd: 0.04, per_field: n}
-      guards: [words, pii]
+      guards: [tenant, words, pii]
       fields: [prompt]
     - path: /audio/speech
       methods: [POST]
@@ -193,6 +194,9 @@ def test_listed_images_are_budgeted_per_image_and_refused_after_the_limit(listed
     with pytest.raises(openai.RateLimitError):
         c.audio.speech.create(model="tts-1", voice="alloy", input="and again")
     assert _paths(h) == ["/v1/images/generations", "/v1/audio/speech"]
+    # the headers step named by the images rule sets the tenant: another tenant has its own budget
+    _client(h, default_headers={"x-tenant-id": "team-b"}).images.generate(prompt="a cat", n=2)
+    assert _paths(h)[-1] == "/v1/images/generations"
 
 
 def test_guards_read_named_fields_block_and_redact(listed: SidecarHarness) -> None:
@@ -382,4 +386,4 @@ def test_nothing_secret_appears_in_admin(listed: SidecarHarness) -> None:
         "/audio/speech",
         "/audio/transcriptions",
     ]
-    assert rules[1]["steps"] == ["spend", "words", "pii"] and rules[1]["budget"]["per_field"] == "n"
+    assert rules[1]["steps"] == ["spend", "tenant", "words", "pii"] and rules[1]["budget"]["per_field"] == "n"
