@@ -334,10 +334,31 @@ class PassthroughRoute:
                     observe(policy, ctx, outcome)
                 except Exception:
                     log.exception("request observer failed")
+            if self.sidecar.settings.log_requests and log.isEnabledFor(logging.INFO):
+                log.info("request", extra=self._access_fields(ctx, outcome))
         except Exception:
             log.exception("error while finishing a pass-through request")
         finally:
             self.sidecar.store.release(policy)
+
+    @staticmethod
+    def _access_fields(ctx: RequestContext, outcome: Outcome) -> dict[str, Any]:
+        """The access log line, as the chain routes write it (ids, status, target, decisions)."""
+        return {
+            "request_id": ctx.request_id,
+            "route": ctx.route.value,
+            "status": outcome.status,
+            "model": ctx.model or None,
+            "tenant": ctx.tenant,
+            "target": ctx.target,
+            "revision": ctx.revision,
+            "latency_ms": round(outcome.latency_ms, 2),
+            "decisions": [
+                {"plugin": d.plugin, "rule": d.rule, "action": d.action, "mode": d.mode}
+                for d in ctx.decisions
+            ],
+            "cost_usd": ctx.cost_usd,
+        }
 
     async def websocket(self, ws: WebSocket) -> None:
         """WebSocket scopes on /v1/* (realtime): refused with 403 and a decision record."""
