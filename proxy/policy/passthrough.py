@@ -150,8 +150,7 @@ def check_passthrough(config: PassthroughConfig, upstreams: Sequence[str], steps
             cfg = steps.get(guard)
             if cfg is None or cfg.type not in GUARD_TYPES | {"headers"}:
                 raise ValueError(
-                    f"{where}: guard {guard!r} names no {' / '.join(sorted(GUARD_TYPES))} "
-                    "(or headers) step"
+                    f"{where}: guard {guard!r} names no {' / '.join(sorted(GUARD_TYPES))} (or headers) step"
                 )
             if cfg.type in GUARD_TYPES and not rule.fields:
                 raise ValueError(

@@ -199,6 +199,25 @@ def test_listed_images_are_budgeted_per_image_and_refused_after_the_limit(listed
     assert _paths(h)[-1] == "/v1/images/generations"
 
 
+def test_a_failed_upstream_call_refunds_the_pass_through_charge(listed: SidecarHarness) -> None:
+    h = listed
+    c = _client(h)
+
+    def used() -> float:
+        report = httpx.get(
+            f"{h.base_url}/admin/plugins/spend", params={"tenant": "anonymous", "route": "passthrough"}
+        ).json()
+        return float(next(lim["used"] for lim in report["limits"] if lim["name"] == "usd"))
+
+    raw = c.images.with_raw_response.generate(prompt="a cat", n=1)
+    assert raw.headers["x-ratelimit-remaining-usd"] == "0.060000"
+    assert used() == pytest.approx(0.04)
+    with pytest.raises(openai.InternalServerError):
+        c.images.generate(prompt="a cat", extra_headers={"x-fake-status": "500"})
+    assert len(h.fake.requests) == 2  # it was sent, and failed
+    assert used() == pytest.approx(0.04)  # ... so it was given back
+
+
 def test_guards_read_named_fields_block_and_redact(listed: SidecarHarness) -> None:
     h = listed
     c = _client(h)
