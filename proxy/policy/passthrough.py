@@ -99,9 +99,16 @@ class PassthroughRule(BaseModel):
             raise ValueError("path is below /v1 and starts with '/', e.g. /files*")
         if "%" in value or "\\" in value or any(seg in (".", "..") for seg in value.split("/")):
             raise ValueError("path must not contain '%', '\\', '.' or '..' segments")
-        if value in GOVERNED_PATHS:
-            raise ValueError(f"{value} is a governed route (the chain applies to it), not pass-through")
         return value
+
+    @model_validator(mode="after")
+    def _not_governed(self) -> PassthroughRule:
+        # Other methods on these paths (GET /chat/completions: stored completions) are pass-through.
+        if self.path in GOVERNED_PATHS and ("POST" in self.methods or "*" in self.methods):
+            raise ValueError(
+                f"POST {self.path} is a governed route (the chain applies to it), not pass-through"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fields_need_guards(self) -> PassthroughRule:

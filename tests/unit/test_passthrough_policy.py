@@ -85,6 +85,11 @@ passthrough:
     assert table.decide("POST", "/images/generations").kind == "refused"
 
 
+def test_other_methods_on_governed_paths_may_be_listed() -> None:
+    table = _table("passthrough: {rules: [{path: /chat/completions, methods: [GET]}]}")
+    assert table.decide("GET", "/chat/completions").kind == "rule"
+
+
 def test_unlisted_paths_on_a_client_key_upstream_are_open_unless_refused() -> None:
     policy = _load("")
     cfg: PassthroughConfig = policy.passthrough  # type: ignore[attr-defined]
