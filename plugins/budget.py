@@ -39,6 +39,7 @@ from proxy.budget.backends import (
 )
 from proxy.budget.windows import WINDOWS, WindowState, format_duration, seconds_until_fits
 from proxy.chain import (
+    PASSTHROUGH_COST,
     Deps,
     Identity,
     Outcome,
@@ -178,6 +179,7 @@ class _Booking:
     completion_reserve: int
     price: Price | None
     wants_usage: bool
+    fixed_cost: float | None = None  # pass-through: the rule's price; no tokens are counted
     streamed_text: list[str] = field(default_factory=list)
     response_text: str | None = None
 
@@ -279,6 +281,7 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         completion: int,
         price: Price | None,
         overrides: Mapping[str, float],
+        fixed_cost: float | None = None,
     ) -> list[tuple[LimitSpec, WindowCheck]]:
         """``overrides``: a verified API key's own amounts, by limit name (``clients:`` keys file)."""
         return [
@@ -288,7 +291,9 @@ class BudgetPlugin(Plugin[BudgetConfig]):
                     self._key(lim, parts),
                     WINDOWS[lim.window or "minute"],
                     overrides.get(lim.name, lim.amount_limit),
-                    self._amount(lim, prompt, completion, price),
+                    fixed_cost
+                    if fixed_cost is not None and lim.measure == "cost_usd"
+                    else self._amount(lim, prompt, completion, price),
                 ),
             )
             for lim in self._windowed
@@ -303,12 +308,16 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             "route": req.route.value,
         }
         overrides = ctx.identity.budget if ctx.identity is not None else _NO_OVERRIDES
-        prompt = self._count_prompt(req) if self._counts_tokens else 0
+        # A pass-through request (files, images, audio...) has no tokens to count: it counts once
+        # for requests, zero tokens, and the price its ``passthrough:`` rule set for cost_usd.
+        fixed = (ctx.get(PASSTHROUGH_COST) or 0.0) if req.route is Route.PASSTHROUGH else None
+        counts_tokens = self._counts_tokens and fixed is None
+        prompt = self._count_prompt(req) if counts_tokens else 0
         completion = 0
-        if self._counts_tokens and req.route is not Route.EMBEDDINGS:
+        if counts_tokens and req.route is not Route.EMBEDDINGS:
             completion = count_completion_reserve(body, self.config.default_max_tokens)
-        price = self._price(req.model)
-        if price is None and any(lim.measure == "cost_usd" for lim in self._windowed):
+        price = self._price(req.model) if fixed is None else None
+        if fixed is None and price is None and any(lim.measure == "cost_usd" for lim in self._windowed):
             ctx.record("unpriced_model", "flag", detail={"model": req.model})
         slots = [
             SlotCheck(
@@ -319,10 +328,10 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             )
             for lim in self._concurrent
         ]
-        checks = self._checks(parts, prompt, completion, price, overrides)
+        checks = self._checks(parts, prompt, completion, price, overrides, fixed)
         try:
             result = await self.backend.reserve([c for _, c in checks], slots)
-            if not result.allowed and result.denied_window is not None:
+            if not result.allowed and result.denied_window is not None and fixed is None:
                 lowered = self._lowered_completion(checks, result, prompt, completion, price, body)
                 if lowered is not None:
                     completion = lowered
@@ -335,7 +344,8 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         if not result.allowed:
             self._deny(checks, slots, result, ctx)
         wants_usage = self._ensure_stream_usage(req)
-        ctx.set(BOOKING, _Booking(checks, result.charges, slots, prompt, completion, price, wants_usage))
+        booking = _Booking(checks, result.charges, slots, prompt, completion, price, wants_usage, fixed)
+        ctx.set(BOOKING, booking)
         if self.config.headers:
             ctx.response_headers.update(self._headers(checks, result.states))
         return None
@@ -525,7 +535,12 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             return
         served = not (outcome.status >= 400 and not (outcome.streamed and outcome.output_text_chars))
         usage: tuple[int, int] | None = None
-        if served:
+        if booking.fixed_cost is not None:
+            # Pass-through: what was reserved is what it costs, or nothing when it failed.
+            if served:
+                usage = (0, 0)
+                ctx.cost_usd = booking.fixed_cost
+        elif served:
             # Recorded on the request (access log, later metrics): what it used and cost.
             usage = prompt, completion = self._actual_usage(booking, outcome, ctx.model)
             ctx.usage = {"prompt_tokens": prompt, "completion_tokens": completion}
@@ -564,6 +579,8 @@ class BudgetPlugin(Plugin[BudgetConfig]):
                 for (_, check), charge in zip(booking.checks, booking.charges, strict=True)
                 if check.amount
             ]
+        if booking.fixed_cost is not None:
+            return []  # pass-through: charged exactly at reservation
         prompt, completion = usage
         out = []
         for (lim, check), charge in zip(booking.checks, booking.charges, strict=True):

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as HttpRoute
+from starlette.routing import WebSocketRoute
 
 from proxy.chain.decisions import DecisionSink
 from proxy.chain.registry import Registry, default_registry
@@ -107,6 +108,7 @@ def build_app(sidecar: Sidecar, *, include_admin: bool = True) -> Starlette:
         HttpRoute("/v1/embeddings", chain_endpoint(Route.EMBEDDINGS), methods=["POST"]),
         HttpRoute("/v1/messages", chain_endpoint(Route.MESSAGES), methods=["POST"]),
         HttpRoute("/v1/{path:path}", passthrough.handle, methods=ALL_METHODS),
+        WebSocketRoute("/v1/{path:path}", passthrough.websocket),  # refused, with a record
         self_report_route(sidecar),
     ]
     health_routes = admin_routes(sidecar, prefix="")

@@ -127,6 +127,17 @@ class OutputSchemaViolation(Rejected):
     default_code = "output_schema_violation"
 
 
+class PassthroughRefused(Rejected):
+    """A pass-through path (outside the governed routes) the policy does not allow: 403.
+
+    Raised when the upstream that would serve the path holds the key (``auth: policy``) and no
+    ``passthrough:`` rule lists the path and method, and for WebSocket upgrades.
+    """
+
+    status = 403
+    default_code = "passthrough_not_allowed"
+
+
 class RateLimited(Rejected):
     """A rate or budget limit was hit: 429 with Retry-After."""
 

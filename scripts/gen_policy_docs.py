@@ -69,7 +69,8 @@ def render() -> str:
         "DecisionLogConfig",
     )
     clients = ("ClientsConfig", "JwtConfig")  # keys file format: docs/auth.md
-    for name in ("UpstreamConfig", "Limits", "Match", *observability, *clients):
+    passthrough = ("PassthroughConfig", "PassthroughRule", "PassthroughBudget")
+    for name in ("UpstreamConfig", "Limits", "Match", *passthrough, *observability, *clients):
         if name in defs:
             out += [f"## `{name}`", "", *_table(defs[name], defs), ""]
     out += [

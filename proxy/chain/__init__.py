@@ -1,6 +1,6 @@
 """What a plugin needs: the plugin base classes, context, stream helpers and hold-back."""
 
-from proxy.chain.context import RequestContext, StateKey
+from proxy.chain.context import PASSTHROUGH_COST, RequestContext, StateKey
 from proxy.chain.holdback import (
     HoldBack,
     RegexRewriter,
@@ -25,6 +25,7 @@ from proxy.chain.secrets import Secret
 from proxy.chain.textfilter import TextStreamFilter
 
 __all__ = [
+    "PASSTHROUGH_COST",
     "Deps",
     "HoldBack",
     "Identity",

@@ -215,7 +215,17 @@ class Chain:
                                 len(ctx.decisions) - before)  # fmt: skip
 
     async def run_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
-        for step in self.request_steps:
+        return await self.run_request_steps(self.request_steps, req, ctx)
+
+    async def run_request_steps(
+        self, steps: Sequence[Step], req: ChatRequest, ctx: RequestContext
+    ) -> Reply | None:
+        """Request hooks of ``steps`` only (each implements ``on_request``), with the chain's rules.
+
+        Pass-through rules run the steps they name through here, so mode, canary, ``when``,
+        ``on_error`` and decision records are applied exactly as on the governed routes.
+        """
+        for step in steps:
             if not step.applies(ctx):
                 continue
             reply = await self._run_step(step, step.plugin.on_request, req, _copy_request, ctx, "on_request")
@@ -250,7 +260,11 @@ class Chain:
 
     async def run_complete(self, outcome: Outcome, ctx: RequestContext) -> None:
         """Always runs; a crash here is logged and recorded, never raised (the answer is sent)."""
-        for step in self.complete_steps:
+        await self.run_complete_steps(self.complete_steps, outcome, ctx)
+
+    async def run_complete_steps(self, steps: Sequence[Step], outcome: Outcome, ctx: RequestContext) -> None:
+        """Complete hooks of ``steps`` only (each implements ``on_complete``), never raising."""
+        for step in steps:
             if not step.applies(ctx):
                 continue
             ctx.active = step.active_for(ctx)

@@ -412,6 +412,12 @@ async def _echo(request: Request) -> Response:
     return _json(payload, status, headers)
 
 
+async def _stray(request: Request) -> Response:
+    """Any path outside /v1: recorded (tests check nothing escaped the base path), then 404."""
+    await _record(request)
+    return _error(404, f"fake upstream: no route for {request.url.path}")
+
+
 async def _script(request: Request) -> Response:
     """``POST /_fake/script``: queue a list of scenarios (one bad entry rejects the whole list)."""
     try:
@@ -446,6 +452,7 @@ def build_fake_upstream(state: FakeState | None = None) -> Starlette:
         Route("/_fake/script", _script, methods=["POST"]),
         Route("/_fake/requests", _requests, methods=["GET"]),
         Route("/_fake/reset", _reset, methods=["POST"]),
+        Route("/{path:path}", _stray, methods=_ALL_METHODS),
     ]
     app = Starlette(routes=routes)
     app.state.fake = state if state is not None else FakeState()

@@ -21,6 +21,7 @@ from proxy.chain.registry import Registry
 from proxy.errors import ConfigError
 from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
 from proxy.observability.config import MetricsConfig
+from proxy.policy.passthrough import PassthroughTable, passthrough_rules
 from proxy.policy.schema import PolicyBase, UpstreamConfig
 from proxy.upstream.client import HttpClient
 from proxy.upstream.routing import RouteTable
@@ -41,6 +42,7 @@ class CompiledPolicy:
     plugins: list[Plugin[Any]]
     used_resources: set[str]
     routes: RouteTable
+    passthrough: PassthroughTable
     loaded_at: float = field(default_factory=time.time)
     auth: Authenticator | None = None  # client authentication (``clients:``); None: open
     in_flight: int = 0
@@ -66,7 +68,13 @@ class CompiledPolicy:
     def max_body_bytes(self) -> int:
         return self.policy.limits.max_body_bytes
 
+    def passthrough_rules(self) -> list[dict[str, Any]]:
+        """The configured pass-through rules (see ``proxy.policy.passthrough.passthrough_rules``)."""
+        return passthrough_rules(self.policy.passthrough)
+
     def describe(self) -> dict[str, Any]:
+        """What ``/admin/policy`` shows: never a key, a static header value or plugin secrets."""
+        pt = self.policy.passthrough
         return {
             "revision": self.revision,
             "source": self.source,
@@ -93,6 +101,12 @@ class CompiledPolicy:
             "routes": [r.model_dump(mode="json") for r in self.policy.routes],
             "default_upstream": self.policy.default_upstream,
             **({"clients": self.auth.describe()} if self.auth is not None else {}),
+            "passthrough": {
+                "mode": pt.mode,
+                "unlisted": pt.unlisted,
+                "models": pt.models,
+                "rules": self.passthrough_rules(),
+            },
         }
 
     async def aclose(self) -> None:
@@ -233,6 +247,20 @@ def compile_policy(
             upstream = _WhenGate(step.when, wrapped, upstream) if step.when is not None else wrapped
 
     auth = build_authenticator(policy.clients, deps)
+    passthrough = PassthroughTable(
+        policy.passthrough,
+        {name: cfg.auth_mode for name, cfg in policy.upstreams.items()},
+        policy.default_upstream,
+        steps,
+    )
     return CompiledPolicy(
-        revision, source, policy, Chain(steps, upstream), plugins, set(deps.used_resources), table, auth=auth
+        revision,
+        source,
+        policy,
+        Chain(steps, upstream),
+        plugins,
+        set(deps.used_resources),
+        table,
+        passthrough,
+        auth=auth,
     )

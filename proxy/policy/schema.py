@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
@@ -16,6 +17,7 @@ from proxy.auth.config import ClientsConfig, check_upstream_auth
 from proxy.chain.registry import Registry
 from proxy.chain.secrets import Secret
 from proxy.observability.config import ObservabilityConfig
+from proxy.policy.passthrough import PassthroughConfig, check_passthrough
 
 
 def _date_as_text(value: Any) -> Any:
@@ -60,6 +62,7 @@ class UpstreamConfig(BaseModel):
             raise ValueError("base_url must start with http://, https:// or builtin:")
         if self.base_url.startswith("builtin:") and self.base_url != "builtin:demo":
             raise ValueError("the only builtin upstream is builtin:demo")
+        _check_base_url(self.base_url)
         if self.provider == "azure" and not self.api_version:
             raise ValueError("provider: azure needs api_version")
         if self.auth == "policy" and self.api_key is None:
@@ -69,6 +72,30 @@ class UpstreamConfig(BaseModel):
     @property
     def auth_mode(self) -> str:
         return self.auth or ("policy" if self.api_key is not None else "passthrough")
+
+
+def _check_base_url(url: str) -> None:
+    """No credentials, query or fragment in ``base_url``: they would be shown and mis-joined.
+
+    A key in the URL (``https://user:key@host``) would appear in ``/admin/policy`` and logs, and
+    a query string would end up before the request path. The message never repeats the URL.
+    """
+    if url.startswith("builtin:"):
+        return
+    try:
+        parts = urlsplit(url)
+        has_userinfo = parts.username is not None or parts.password is not None or "@" in parts.netloc
+    except ValueError:
+        raise ValueError("base_url is not a valid URL") from None
+    if has_userinfo:
+        raise ValueError(
+            "base_url must not contain credentials (user:password@): put the key in api_key "
+            "(${ENV} allowed) and leave auth at policy"
+        )
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ValueError("base_url must not have a query string or fragment (azure: use api_version)")
+    if not parts.hostname:
+        raise ValueError("base_url needs a host, e.g. https://api.openai.com/v1")
 
 
 class TargetSpec(BaseModel):
@@ -119,6 +146,11 @@ class PolicyBase(BaseModel):
     clients: ClientsConfig | None = Field(
         default=None, description="client authentication (API keys file, JWT); see docs/auth.md"
     )
+    passthrough: PassthroughConfig = Field(
+        default_factory=PassthroughConfig,
+        description="/v1/* paths outside the governed routes: refused when the upstream holds the "
+        "key unless a rule allows them; budget and guards per rule",
+    )
 
 
 def _check_policy(policy: Any) -> Any:
@@ -135,6 +167,9 @@ def _check_policy(policy: Any) -> Any:
         if step.step_id in seen:
             raise ValueError(f"plugin id {step.step_id!r} is used twice; give each step a unique id")
         seen.add(step.step_id)
+    check_passthrough(
+        policy.passthrough, list(policy.upstreams), {step.step_id: step for step in policy.plugins}
+    )
     return policy
 
 

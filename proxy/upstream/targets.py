@@ -6,8 +6,9 @@
   so the embedded default works with nothing else running and no port to allocate.
 * ``Router``: sends to the target the plan (``proxy.upstream.routing``) or the fallback chose.
 
-Credentials: ``auth: policy`` replaces whatever the client sent with the policy's key,
-``passthrough`` forwards the client's own ``Authorization``, ``none`` strips it.
+Credentials: ``auth: policy`` replaces whatever the client sent with the policy's key (and
+drops the billing-scope and ambient headers of ``AMBIENT_HEADERS``), ``passthrough`` forwards
+the client's own ``Authorization``, ``none`` strips it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import replace
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 
@@ -30,6 +32,20 @@ from proxy.upstream.routing import RouteTable
 from proxy.upstream.settle import settled
 
 AUTH_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+#: Dropped when the upstream holds the key (``auth: policy``), unless its ``headers:`` set them:
+#: with the sidecar's key, the client must not choose which organisation or project is billed
+#: (``OpenAI-Organization``, ``OpenAI-Project``), send ambient browser state (``Cookie``) or
+#: slip in another provider credential (Azure APIM, Google API keys) next to the policy's.
+AMBIENT_HEADERS = frozenset(
+    {
+        "openai-organization",
+        "openai-project",
+        "cookie",
+        "ocp-apim-subscription-key",
+        "x-goog-api-key",
+    }
+)
+_POLICY_DROP = AUTH_HEADERS | AMBIENT_HEADERS
 
 ASGIApp = Callable[
     [
@@ -55,10 +71,12 @@ class Credentials:
         self.static_headers = [(k.lower(), v) for k, v in static_headers.items()]
 
     def apply(self, headers: list[tuple[str, str]], extra: dict[str, str]) -> list[tuple[str, str]]:
-        if self.mode != "passthrough":
-            headers = [(k, v) for k, v in headers if k.lower() not in AUTH_HEADERS]
-            if self.mode == "policy" and self.value is not None:
+        if self.mode == "policy":
+            headers = [(k, v) for k, v in headers if k.lower() not in _POLICY_DROP]
+            if self.value is not None:
                 headers.append((self.header, self.value))
+        elif self.mode != "passthrough":
+            headers = [(k, v) for k, v in headers if k.lower() not in AUTH_HEADERS]
         if self.static_headers or extra:
             override = {k for k, _ in self.static_headers} | {k.lower() for k in extra}
             headers = [(k, v) for k, v in headers if k.lower() not in override]
@@ -155,7 +173,8 @@ class AsgiTarget:
         if body is not None and not isinstance(body, bytes):
             body = b"".join([chunk async for chunk in body])
         headers = self._credentials.apply(request.headers, ctx.upstream_headers)
-        path = "/v1" + request.path
+        raw_path = "/v1" + request.path  # pass-through paths keep the client's encoding
+        path = unquote(raw_path) if request.route is Route.PASSTHROUGH else raw_path
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -163,7 +182,7 @@ class AsgiTarget:
             "method": request.method,
             "scheme": "http",
             "path": path,
-            "raw_path": path.encode(),
+            "raw_path": raw_path.encode(),
             "root_path": "",
             "query_string": request.query.encode(),
             "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
