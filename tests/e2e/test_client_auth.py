@@ -109,7 +109,7 @@ def test_model_and_route_allowances_are_403(keyed: SidecarHarness) -> None:
 
 
 def test_passthrough_with_a_valid_key_forwards_the_policy_key_only(keyed: SidecarHarness) -> None:
-    r = httpx.get(f"{keyed.v1}/files", headers={"x-api-key": "sk-acme"})
+    r = httpx.get(f"{keyed.v1}/models", headers={"x-api-key": "sk-acme"})
     assert r.status_code == 200
     forwarded = keyed.fake.requests[-1].headers
     assert forwarded["authorization"] == f"Bearer {UPSTREAM_KEY}"
