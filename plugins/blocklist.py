@@ -25,6 +25,7 @@ from proxy.chain import (
     PluginConfig,
     RegexRewriter,
     RequestContext,
+    Roles,
     StreamFilter,
     TextStreamFilter,
 )
@@ -43,7 +44,7 @@ class BlocklistConfig(PluginConfig):
     replacement: str = "[REDACTED]"
     scan_request: bool = True
     scan_response: bool = True
-    roles: tuple[str, ...] = Field(
+    roles: Roles = Field(
         default=("user", "tool", "function"),
         description="request roles scanned (system is trusted by default)",
     )

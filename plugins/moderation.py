@@ -25,7 +25,18 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from proxy.chain import Deps, HoldBack, Plugin, PluginConfig, Reply, RequestContext, Secret, StreamFilter
+from proxy.chain import (
+    Deps,
+    HoldBack,
+    Plugin,
+    PluginConfig,
+    Reply,
+    RequestContext,
+    Roles,
+    Secret,
+    StreamFilter,
+    check_names,
+)
 from proxy.chain.holdback import sentence_boundary
 from proxy.detectors.moderation import CATEGORIES, ModerationDetector, ModerationResult
 from proxy.detectors.shared import INLINE_CHARS, InlineBudget, ScanCache, scan_cache
@@ -68,7 +79,7 @@ class ModerationConfig(PluginConfig):
 
     type: Literal["moderation"] = "moderation"
     check: tuple[Literal["input", "output"], ...] = ("input", "output")
-    input_roles: tuple[str, ...] = ("user",)
+    input_roles: Roles = ("user",)
     default_action: Literal["block", "flag"] = "block"
     categories: dict[str, CategorySpec] = Field(
         default_factory=dict, description="per category, e.g. self-harm"
@@ -84,9 +95,7 @@ class ModerationConfig(PluginConfig):
     @field_validator("categories")
     @classmethod
     def _known(cls, value: dict[str, CategorySpec]) -> dict[str, CategorySpec]:
-        unknown = set(value) - set(CATEGORIES)
-        if unknown:
-            raise ValueError(f"unknown categories {sorted(unknown)}; known: {', '.join(CATEGORIES)}")
+        check_names(value, CATEGORIES, "moderation category")
         return value
 
 

@@ -10,6 +10,7 @@ from proxy.chain.holdback import (
     sentence_boundary,
     until_closed,
 )
+from proxy.chain.names import ROLES, Roles, UnknownName, check_name, check_names, yaml_bool_as
 from proxy.chain.plugin import (
     Deps,
     Match,
@@ -24,6 +25,7 @@ from proxy.chain.secrets import Secret
 from proxy.chain.textfilter import TextStreamFilter
 
 __all__ = [
+    "ROLES",
     "Deps",
     "HoldBack",
     "Match",
@@ -33,14 +35,19 @@ __all__ = [
     "RegexRewriter",
     "Reply",
     "RequestContext",
+    "Roles",
     "Secret",
     "StateKey",
     "StreamFilter",
     "TextBuffer",
     "TextStreamFilter",
+    "UnknownName",
     "UpstreamPolicy",
+    "check_name",
+    "check_names",
     "keep_tail",
     "regex_safe",
     "sentence_boundary",
     "until_closed",
+    "yaml_bool_as",
 ]

@@ -17,16 +17,19 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from proxy.chain.context import RequestContext
+from proxy.chain.names import ROUTES, names_validator, yaml_bool_as
 from proxy.models.chat import ChatRequest, ChatResponse
 from proxy.models.stream import StreamEvent
 from proxy.models.upstream import Upstream
 
-Mode = Literal["enforce", "shadow", "off"]
+ModeName = Literal["enforce", "shadow", "off"]
+#: ``mode: off`` unquoted is read by YAML as false: it means "off", as the README shows.
+Mode = Annotated[ModeName, BeforeValidator(yaml_bool_as(false="off"))]
 OnError = Literal["fail_closed", "fail_open"]
 StreamPolicy = Literal["buffer", "skip", "reject"]
 
@@ -36,7 +39,9 @@ class Match(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    routes: tuple[str, ...] | None = Field(default=None, description="e.g. chat.completions, responses")
+    routes: Annotated[tuple[str, ...] | None, AfterValidator(names_validator(ROUTES, "route"))] = Field(
+        default=None, description="any of: " + ", ".join(ROUTES)
+    )
     models: tuple[str, ...] | None = Field(default=None, description="glob patterns, e.g. gpt-4o*")
     tenants: tuple[str, ...] | None = Field(default=None, description="glob patterns")
     streaming: bool | None = Field(default=None, description="only streamed (true) or non-streamed (false)")
