@@ -27,6 +27,7 @@ from proxy.chain import (
     RequestContext,
     Roles,
     StreamFilter,
+    SurfaceHooks,
     TextStreamFilter,
 )
 from proxy.errors import Rejected
@@ -72,6 +73,7 @@ class BlocklistConfig(PluginConfig):
 
 class BlocklistPlugin(Plugin[BlocklistConfig]):
     Config = BlocklistConfig
+    guard = True
 
     def __init__(self, config: BlocklistConfig, deps: Deps) -> None:
         super().__init__(config, deps)
@@ -99,6 +101,11 @@ class BlocklistPlugin(Plugin[BlocklistConfig]):
                 slot.set(new)
         if hits:
             ctx.record(f"{where}_match", "redact", detail={"where": where, "count": hits})
+
+    def surface_hooks(self, route: str, stream: bool) -> SurfaceHooks:
+        scan = (self.config.scan_request, self.config.scan_response)
+        hooks = {"request": scan[0], "stream" if stream else "response": scan[1]}
+        return SurfaceHooks(tuple(h for h, on in hooks.items() if on))
 
     async def on_request(self, req: ChatRequest, ctx: RequestContext) -> None:
         if self.config.scan_request:

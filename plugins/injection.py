@@ -94,6 +94,7 @@ JUDGE_PROMPT = (
 
 class InjectionPlugin(Plugin[InjectionConfig]):
     Config = InjectionConfig
+    guard = True
 
     def __init__(self, config: InjectionConfig, deps: Deps) -> None:
         super().__init__(config, deps)

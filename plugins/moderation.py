@@ -35,6 +35,7 @@ from proxy.chain import (
     Roles,
     Secret,
     StreamFilter,
+    SurfaceHooks,
     check_names,
 )
 from proxy.chain.holdback import sentence_boundary
@@ -107,6 +108,7 @@ JUDGE_PROMPT = (
 
 class ModerationPlugin(Plugin[ModerationConfig]):
     Config = ModerationConfig
+    guard = True
 
     def __init__(self, config: ModerationConfig, deps: Deps) -> None:
         super().__init__(config, deps)
@@ -221,6 +223,12 @@ class ModerationPlugin(Plugin[ModerationConfig]):
                 ctx.response_headers["x-sidecar-flags"] = f"{existing},moderation"
 
     # -- hooks -------------------------------------------------------------------------
+    def surface_hooks(self, route: str, stream: bool) -> SurfaceHooks:
+        check = self.config.check
+        hooks = {"request": "input" in check, "stream" if stream else "response": "output" in check}
+        note = f"stream: {self.config.stream}" if stream and "output" in check else ""
+        return SurfaceHooks(tuple(h for h, on in hooks.items() if on), note)
+
     async def on_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
         if "input" in self.config.check:
             roles = self._input_roles

@@ -152,6 +152,7 @@ def _counts(spans: Sequence[Span]) -> dict[str, int]:
 
 class PiiPlugin(Plugin[PiiConfig]):
     Config = PiiConfig
+    guard = True
 
     def __init__(self, config: PiiConfig, deps: Deps) -> None:
         super().__init__(config, deps)

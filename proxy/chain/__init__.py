@@ -19,6 +19,7 @@ from proxy.chain.plugin import (
     PluginConfig,
     Reply,
     StreamFilter,
+    SurfaceHooks,
     UpstreamPolicy,
 )
 from proxy.chain.secrets import Secret
@@ -39,6 +40,7 @@ __all__ = [
     "Secret",
     "StateKey",
     "StreamFilter",
+    "SurfaceHooks",
     "TextBuffer",
     "TextStreamFilter",
     "UnknownName",

@@ -103,6 +103,19 @@ class Outcome:
     output_text_chars: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class SurfaceHooks:
+    """What one step does on one surface (a route, streamed or not): for ``check --coverage``.
+
+    ``hooks``: among request, response, stream, upstream. ``skipped``: a guard that applies
+    here but does not check the content (a stream handling of ``skip``), flagged as a gap.
+    """
+
+    hooks: tuple[str, ...]
+    note: str = ""
+    skipped: bool = False
+
+
 class StreamFilter(Protocol):
     """Per-request filter over stream events. Return ``[]`` to hold an event back."""
 
@@ -179,6 +192,9 @@ class Plugin(Generic[C]):
 
     Config: ClassVar[type[PluginConfig]]
     needs_full_body: ClassVar[bool] = False
+    #: A content guard (reads prompt or answer text and can refuse or rewrite it); the coverage
+    #: report flags surfaces that no guard covers.
+    guard: ClassVar[bool] = False
 
     def __init__(self, config: C, deps: Deps) -> None:
         self.config = config
@@ -198,6 +214,26 @@ class Plugin(Generic[C]):
 
     async def aclose(self) -> None:
         return None
+
+    def surface_hooks(self, route: str, stream: bool) -> SurfaceHooks:
+        """The hooks this step runs for a request on ``route`` (streamed or not).
+
+        Default: the hooks the class implements. A plugin whose config narrows that (a guard
+        that scans only prompts, a stream handling of ``skip``) overrides this so the coverage
+        report tells the truth.
+        """
+        hooks = [
+            name
+            for name, hook, wanted in (
+                ("request", "on_request", True),
+                ("response", "on_response", not stream),
+                ("stream", "open_stream", stream),
+            )
+            if wanted and overrides(self, hook)
+        ]
+        if isinstance(self, UpstreamPolicy) and type(self).wrap is not UpstreamPolicy.wrap:
+            hooks.append("upstream")
+        return SurfaceHooks(tuple(hooks))
 
     async def not_ready(self) -> str | None:
         """Why the sidecar must not take traffic yet (a required dependency is down), or None."""

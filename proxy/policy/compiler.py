@@ -41,6 +41,8 @@ class CompiledPolicy:
     used_resources: set[str]
     routes: RouteTable
     loaded_at: float = field(default_factory=time.time)
+    # Load-time warnings (``proxy/policy/lint.py``): probably-unintended, never fatal.
+    warnings: list[str] = field(default_factory=list)
     in_flight: int = 0
     retired: bool = False
     # The observability settings the hot path reads, resolved once per revision.
@@ -90,6 +92,7 @@ class CompiledPolicy:
             },
             "routes": [r.model_dump(mode="json") for r in self.policy.routes],
             "default_upstream": self.policy.default_upstream,
+            "warnings": list(self.warnings),
         }
 
     async def aclose(self) -> None:

@@ -136,6 +136,16 @@ def load_policy_text(text: str, source: str, model: type[PolicyBase]) -> PolicyB
     return validate_policy(data, node, source, model)
 
 
+def load_policy_checked(text: str, source: str, model: type[PolicyBase]) -> tuple[PolicyBase, list[str]]:
+    """``load_policy_text`` plus its warnings (``file:line:col: message``), for check and reloads."""
+    from proxy.policy.lint import lint_policy
+
+    data, node = parse_yaml(text, source)
+    policy = validate_policy(data, node, source, model)
+    assert node is not None  # validate_policy refuses an empty document
+    return policy, lint_policy(policy, locator(node, source))
+
+
 def read_policy_file(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")

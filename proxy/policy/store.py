@@ -23,7 +23,7 @@ from proxy.chain.plugin import Deps, Resources
 from proxy.chain.registry import Registry
 from proxy.errors import ConfigError
 from proxy.policy.compiler import CompiledPolicy, compile_policy, revision_of
-from proxy.policy.loader import load_policy_text, read_policy_file
+from proxy.policy.loader import load_policy_checked, read_policy_file
 from proxy.policy.schema import PolicyBase, build_policy_model
 
 log = logging.getLogger("policy_sidecar.policy")
@@ -46,9 +46,13 @@ class PolicyStore:
 
     # -- building ----------------------------------------------------------------------
     def compile_text(self, text: str, source: str) -> CompiledPolicy:
-        policy = load_policy_text(text, source, self.model)
+        policy, warnings = load_policy_checked(text, source, self.model)
         deps = Deps(self.resources, str(Path(source).parent), self.cpu_workers)
-        return compile_policy(policy, revision_of(text), source, self.registry, deps)
+        compiled = compile_policy(policy, revision_of(text), source, self.registry, deps)
+        compiled.warnings = warnings
+        for warning in warnings:
+            log.warning("policy warning: %s", warning, extra={"revision": compiled.revision})
+        return compiled
 
     def load_initial(self) -> CompiledPolicy:
         """Startup load: there is no previous policy to keep, so errors propagate."""
