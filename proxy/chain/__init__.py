@@ -10,7 +10,15 @@ from proxy.chain.holdback import (
     sentence_boundary,
     until_closed,
 )
-from proxy.chain.names import ROLES, Roles, UnknownName, check_name, check_names, yaml_bool_as
+from proxy.chain.names import (
+    ROLES,
+    Roles,
+    UnknownName,
+    check_name,
+    check_names,
+    check_reference,
+    yaml_bool_as,
+)
 from proxy.chain.plugin import (
     Deps,
     Match,
@@ -47,6 +55,7 @@ __all__ = [
     "UpstreamPolicy",
     "check_name",
     "check_names",
+    "check_reference",
     "keep_tail",
     "regex_safe",
     "sentence_boundary",

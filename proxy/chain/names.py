@@ -42,11 +42,16 @@ def suggest(value: str, allowed: Iterable[str]) -> str:
 
 
 class UnknownName(ValueError):
-    """An unknown name; ``value`` lets the loader point at the exact key or item in the YAML."""
+    """An unknown name; ``value`` lets the loader point at the exact key or item in the YAML.
 
-    def __init__(self, message: str, value: str) -> None:
+    ``within``: a path below the validator's own location to look in (a policy-level check
+    that names ``("routes", 2)``), so the error lands on the value, not on the whole document.
+    """
+
+    def __init__(self, message: str, value: str, within: tuple[int | str, ...] = ()) -> None:
         super().__init__(message)
         self.value = value
+        self.within = within
 
 
 def check_name(value: str, allowed: Iterable[str], what: str) -> str:
@@ -56,6 +61,14 @@ def check_name(value: str, allowed: Iterable[str], what: str) -> str:
         return value
     known = ", ".join(choices) if len(choices) <= 30 else ", ".join(choices[:30]) + ", ..."
     raise UnknownName(f"unknown {what} {value!r}{suggest(str(value), choices)}; known: {known}", str(value))
+
+
+def check_reference(value: str, allowed: Iterable[str], what: str, where: tuple[int | str, ...]) -> None:
+    """``check_name`` for a name that refers to another part of the policy (an upstream's name)."""
+    try:
+        check_name(value, allowed, what)
+    except UnknownName as exc:
+        raise UnknownName(str(exc), exc.value, where) from None
 
 
 def check_names(values: Iterable[str], allowed: Iterable[str], what: str) -> None:

@@ -91,11 +91,36 @@ def explain(err: ErrorDetails, model: type[BaseModel]) -> str | None:
     return msg
 
 
+def _find_scalar(node: yaml.Node, value: str) -> yaml.Node | None:
+    """The first scalar in ``node``'s subtree whose text is or starts ``value`` (``up`` in ``up:model``)."""
+    if isinstance(node, yaml.ScalarNode):
+        text = str(node.value)
+        return node if text == value or text.startswith(value + ":") else None
+    children = [v for _k, v in node.value] if isinstance(node, yaml.MappingNode) else list(node.value)
+    for child in children:
+        hit = _find_scalar(child, value)
+        if hit is not None:
+            return hit
+    return None
+
+
 def refine_node(node: yaml.Node, err: ErrorDetails) -> tuple[yaml.Node, str]:
     """For an unknown name, the key or item that holds it (and its path suffix), else ``node``."""
     error = (err.get("ctx") or {}).get("error")
     if not isinstance(error, UnknownName):
         return node, ""
+    suffix = ""
+    for part in error.within:
+        if isinstance(node, yaml.MappingNode):
+            found = [v for k, v in node.value if k.value == part]
+            if not found:
+                return node, suffix
+            node, suffix = found[0], f"{suffix}.{part}"
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node, suffix = node.value[part], f"{suffix}[{part}]"
+    if error.within:
+        hit = _find_scalar(node, error.value)
+        return (hit, suffix) if hit is not None else (node, suffix)
     if isinstance(node, yaml.MappingNode):
         for key, _value in node.value:
             if key.value == error.value:

@@ -121,7 +121,7 @@ def validate_policy(data: Any, node: yaml.Node | None, source: str, model: type[
             loc = tuple(err["loc"])
             at = _node_at(node, loc, key_node=err["type"] == "extra_forbidden")
             at, key = refine_node(at, err)
-            path = (_path(loc, node) or "(policy)") + key
+            path = (_path(loc, node) + key).lstrip(".") or "(policy)"
             lines.append(f"{_where(source, at)}: {path}: {message}")
         if not lines:  # every error was filtered as noise: never hide the failure
             lines = [f"{source}:1:1: (policy): {exc}"]

@@ -72,7 +72,7 @@ def test_unknown_plugin_type_names_the_known_ones() -> None:
 def test_duplicate_ids_and_missing_default_upstream_are_errors() -> None:
     dup = GOOD + "  - type: blocklist\n    keywords: [x]\n"
     assert "used twice" in _error(dup)
-    assert "default_upstream 'other'" in _error(GOOD + "default_upstream: other\n")
+    assert "default_upstream: unknown upstream 'other'" in _error(GOOD + "default_upstream: other\n")
 
 
 def test_empty_or_non_mapping_file_never_loads() -> None:

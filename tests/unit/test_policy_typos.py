@@ -76,6 +76,23 @@ TYPOS = [
         "p.yaml:7:26: plugins[0].scan.roles[1]: unknown role 'tol' (did you mean 'tool'?)",
     ),
     (
+        "budget-tenant-from",
+        "  - type: budget\n    tenant_from: contxt\n    limits: [{name: rpm, requests: 5, window: minute}]\n",
+        "p.yaml:7:18: plugins[0].tenant_from: unknown tenant_from 'contxt' (did you mean 'context'?)",
+    ),
+    (
+        "default-upstream",
+        "  - type: blocklist\n    keywords: [a]\ndefault_upstream: defualt\n",
+        "p.yaml:8:19: default_upstream: unknown upstream 'defualt' (did you mean 'default'?)",
+    ),
+    (
+        "route-target",
+        "  - type: blocklist\n    keywords: [a]\n"
+        "routes:\n  - match: gpt-4o\n    targets: ['defaul:gpt-4o']\n",
+        "p.yaml:10:15: routes[0]: unknown upstream in route 'gpt-4o' target 'defaul' "
+        "(did you mean 'default'?)",
+    ),
+    (
         "plugin-type",
         "  - type: blocklists\n    keywords: [a]\n",
         "p.yaml:6:5: plugins[0]: Input tag 'blocklists' found using 'type' does not match",
