@@ -118,16 +118,24 @@ def _model_globs(policy: PolicyBase) -> list[str]:
     return names
 
 
-def _matches(value: object, loc: Loc) -> Iterator[tuple[Match, Loc]]:
-    """Every ``Match`` inside a step's config (``when``, schema contracts' ``match``), with its path."""
+def _step_globs(value: object, loc: Loc) -> Iterator[tuple[str, Loc]]:
+    """Every model glob in a step's config, with its path: ``when.models`` (and any ``Match``, like
+    a schema contract's), ``allowed_models``, and budget ``prices`` keys (model prefixes)."""
     if isinstance(value, Match):
-        yield value, loc
+        for j, glob in enumerate(value.models or ()):
+            yield glob, (*loc, "models", j)
     elif isinstance(value, BaseModel):
         for name in type(value).model_fields:
-            yield from _matches(getattr(value, name), (*loc, name))
+            field = getattr(value, name)
+            if name == "allowed_models" and isinstance(field, tuple):
+                yield from ((g, (*loc, name, j)) for j, g in enumerate(field))
+            elif name == "prices" and isinstance(field, dict):
+                yield from ((f"{prefix}*", (*loc, name, prefix)) for prefix in field)
+            else:
+                yield from _step_globs(field, (*loc, name))
     elif isinstance(value, tuple | list):
         for i, item in enumerate(value):
-            yield from _matches(item, (*loc, i))
+            yield from _step_globs(item, (*loc, i))
 
 
 def lint_policy(policy: PolicyBase, locate: Callable[[Loc], str]) -> list[str]:
@@ -137,14 +145,13 @@ def lint_policy(policy: PolicyBase, locate: Callable[[Loc], str]) -> list[str]:
     if known:  # a policy that names no model at all gives nothing to compare with
         shown = ", ".join(dict.fromkeys(known))
         for i, step in enumerate(getattr(policy, "plugins", [])):
-            for match, loc in _matches(step, ("plugins", i)):
-                for j, glob in enumerate(match.models or ()):
-                    if not any(globs_overlap(glob, k) for k in known):
-                        warnings.append(
-                            f"{locate((*loc, 'models', j))}: model glob {glob!r} matches no route or "
-                            f"upstream model ({shown}); the rule applies only to models sent to the "
-                            "default upstream: check the spelling"
-                        )
+            for glob, loc in _step_globs(step, ("plugins", i)):
+                if not any(globs_overlap(glob, k) for k in known):
+                    warnings.append(
+                        f"{locate(loc)}: model glob {glob!r} matches no route or upstream model "
+                        f"({shown}); it applies only to models sent to the default upstream: "
+                        "check the spelling"
+                    )
     for i, route in enumerate(policy.routes):
         for earlier in policy.routes[:i]:
             if glob_covered(route.match, earlier.match):

@@ -196,7 +196,7 @@ def test_unmatched_model_globs_and_shadowed_routes_are_warnings(tmp_path: Path) 
     path = store.path
     assert store.current.warnings == [
         f"{path}:19:31: model glob 'gpt4o*' matches no route or upstream model "
-        "(gpt-4*, gpt-4o, gpt-4o*, gpt-4o-mini); the rule applies only to models sent to the default "
+        "(gpt-4*, gpt-4o, gpt-4o*, gpt-4o-mini); it applies only to models sent to the default "
         "upstream: check the spelling",
         f"{path}:14:12: route 'gpt-4o' is never used: the earlier route 'gpt-4*' matches its models first",
         f"{path}:10:14: upstream 'mini' model glob 'gpt-4o-mini' never routes: upstream 'openai' "
@@ -221,3 +221,25 @@ async def test_reload_keeps_the_warnings_of_the_new_revision(tmp_path: Path) -> 
     )
     assert (await store.reload("admin"))["result"] == "reloaded"
     assert len(store.current.warnings) == 1 and "upstream 'mini'" in store.current.warnings[0]
+
+
+def test_price_prefixes_and_allowed_models_are_checked_too(tmp_path: Path) -> None:
+    text = ROUTED.split("plugins:")[0].replace("  - match: gpt-4o\n    targets: [openai]\n", "") + (
+        "plugins:\n"
+        "  - type: budget\n"
+        "    limits: [{name: spend, cost_usd: 5, window: day}]\n"
+        "    prices:\n"
+        "      gpt-4o: {input: 2.5, output: 10}\n"
+        "      gtp-4o-mini: {input: 0.15, output: 0.6}\n"
+        "  - type: schema\n"
+        "    stream: buffer\n"
+        "    request: {allowed_models: [gpt-4o-mini, claude-*]}\n"
+    )
+    store = _compiled(tmp_path, text)
+    where = f"{store.path}:"
+    found = [w.removeprefix(where).split(" matches")[0].split(" never")[0] for w in store.current.warnings]
+    assert found == [
+        "19:20: model glob 'gtp-4o-mini*'",  # a price prefix (at its price)
+        "22:45: model glob 'claude-*'",
+        "10:14: upstream 'mini' model glob 'gpt-4o-mini'",
+    ]
