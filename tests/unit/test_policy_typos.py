@@ -93,6 +93,12 @@ TYPOS = [
         "(did you mean 'default'?)",
     ),
     (
+        "upstream-field",
+        "  - type: blocklist\n    keywords: [a]\nobservability:\n  tracing: {sample_rate: 0.5}\n",
+        "p.yaml:9:13: observability.tracing.sample_rate: Extra inputs are not permitted "
+        "(did you mean 'sample_ratio'?); known fields: sample_ratio, content",
+    ),
+    (
         "plugin-type",
         "  - type: blocklists\n    keywords: [a]\n",
         "p.yaml:6:5: plugins[0]: Input tag 'blocklists' found using 'type' does not match",
