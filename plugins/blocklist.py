@@ -25,7 +25,9 @@ from proxy.chain import (
     PluginConfig,
     RegexRewriter,
     RequestContext,
+    Roles,
     StreamFilter,
+    SurfaceHooks,
     TextStreamFilter,
 )
 from proxy.errors import Rejected
@@ -43,7 +45,7 @@ class BlocklistConfig(PluginConfig):
     replacement: str = "[REDACTED]"
     scan_request: bool = True
     scan_response: bool = True
-    roles: tuple[str, ...] = Field(
+    roles: Roles = Field(
         default=("user", "tool", "function"),
         description="request roles scanned (system is trusted by default)",
     )
@@ -71,6 +73,7 @@ class BlocklistConfig(PluginConfig):
 
 class BlocklistPlugin(Plugin[BlocklistConfig]):
     Config = BlocklistConfig
+    guard = True
 
     def __init__(self, config: BlocklistConfig, deps: Deps) -> None:
         super().__init__(config, deps)
@@ -98,6 +101,11 @@ class BlocklistPlugin(Plugin[BlocklistConfig]):
                 slot.set(new)
         if hits:
             ctx.record(f"{where}_match", "redact", detail={"where": where, "count": hits})
+
+    def surface_hooks(self, route: str, stream: bool) -> SurfaceHooks:
+        scan = (self.config.scan_request, self.config.scan_response)
+        hooks = {"request": scan[0], "stream" if stream else "response": scan[1]}
+        return SurfaceHooks(tuple(h for h, on in hooks.items() if on))
 
     async def on_request(self, req: ChatRequest, ctx: RequestContext) -> None:
         if self.config.scan_request:

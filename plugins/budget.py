@@ -50,6 +50,7 @@ from proxy.chain import (
     Secret,
     StateKey,
     StreamFilter,
+    check_reference,
 )
 from proxy.errors import RateLimited, Rejected
 from proxy.models import ChatRequest, ChatResponse, Route, StreamEvent, TextDelta, Usage
@@ -163,8 +164,9 @@ class BudgetConfig(PluginConfig):
             raise ValueError("limit names must be unique")
         if self.backend == "redis" and self.redis_url is None:
             raise ValueError("backend: redis needs redis_url")
-        if not (self.tenant_from in ("context", "api_key", "user") or self.tenant_from.startswith("header:")):
-            raise ValueError("tenant_from must be context, api_key, user or header:<name>")
+        if not self.tenant_from.startswith("header:"):
+            known = ("context", "api_key", "user", "header:<name>")
+            check_reference(self.tenant_from, known, "tenant_from", ("tenant_from",))
         return self
 
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from proxy.chain import Deps, Plugin, PluginConfig, Reply, RequestContext, Secret
+from proxy.chain import Deps, Plugin, PluginConfig, Reply, RequestContext, Roles, Secret
 from proxy.detectors.injection import InjectionDetector, InjectionResult, Thresholds
 from proxy.detectors.shared import INLINE_CHARS, InlineBudget, scan_cache
 from proxy.errors import Rejected
@@ -44,7 +44,7 @@ INLINE_LIMIT = INLINE_CHARS
 class ScanSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    roles: tuple[str, ...] = Field(default=("user", "tool", "function"), description="message roles scanned")
+    roles: Roles = Field(default=("user", "tool", "function"), description="message roles scanned")
     names: tuple[str, ...] = Field(
         default=(), description="message name globs always scanned (retrieved docs)"
     )
@@ -94,6 +94,7 @@ JUDGE_PROMPT = (
 
 class InjectionPlugin(Plugin[InjectionConfig]):
     Config = InjectionConfig
+    guard = True
 
     def __init__(self, config: InjectionConfig, deps: Deps) -> None:
         super().__init__(config, deps)

@@ -25,7 +25,19 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from proxy.chain import Deps, HoldBack, Plugin, PluginConfig, Reply, RequestContext, Secret, StreamFilter
+from proxy.chain import (
+    Deps,
+    HoldBack,
+    Plugin,
+    PluginConfig,
+    Reply,
+    RequestContext,
+    Roles,
+    Secret,
+    StreamFilter,
+    SurfaceHooks,
+    check_names,
+)
 from proxy.chain.holdback import sentence_boundary
 from proxy.detectors.moderation import CATEGORIES, ModerationDetector, ModerationResult
 from proxy.detectors.shared import INLINE_CHARS, InlineBudget, ScanCache, scan_cache
@@ -68,7 +80,7 @@ class ModerationConfig(PluginConfig):
 
     type: Literal["moderation"] = "moderation"
     check: tuple[Literal["input", "output"], ...] = ("input", "output")
-    input_roles: tuple[str, ...] = ("user",)
+    input_roles: Roles = ("user",)
     default_action: Literal["block", "flag"] = "block"
     categories: dict[str, CategorySpec] = Field(
         default_factory=dict, description="per category, e.g. self-harm"
@@ -84,9 +96,7 @@ class ModerationConfig(PluginConfig):
     @field_validator("categories")
     @classmethod
     def _known(cls, value: dict[str, CategorySpec]) -> dict[str, CategorySpec]:
-        unknown = set(value) - set(CATEGORIES)
-        if unknown:
-            raise ValueError(f"unknown categories {sorted(unknown)}; known: {', '.join(CATEGORIES)}")
+        check_names(value, CATEGORIES, "moderation category")
         return value
 
 
@@ -98,6 +108,7 @@ JUDGE_PROMPT = (
 
 class ModerationPlugin(Plugin[ModerationConfig]):
     Config = ModerationConfig
+    guard = True
 
     def __init__(self, config: ModerationConfig, deps: Deps) -> None:
         super().__init__(config, deps)
@@ -212,6 +223,12 @@ class ModerationPlugin(Plugin[ModerationConfig]):
                 ctx.response_headers["x-sidecar-flags"] = f"{existing},moderation"
 
     # -- hooks -------------------------------------------------------------------------
+    def surface_hooks(self, route: str, stream: bool) -> SurfaceHooks:
+        check = self.config.check
+        hooks = {"request": "input" in check, "stream" if stream else "response": "output" in check}
+        note = f"stream: {self.config.stream}" if stream and "output" in check else ""
+        return SurfaceHooks(tuple(h for h, on in hooks.items() if on), note)
+
     async def on_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
         if "input" in self.config.check:
             roles = self._input_roles

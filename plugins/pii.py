@@ -30,18 +30,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from proxy.chain import (
+    ROLES,
     Deps,
     HoldBack,
     Plugin,
     PluginConfig,
     RequestContext,
+    Roles,
     Secret,
     StateKey,
     StreamFilter,
     TextStreamFilter,
+    check_names,
     sentence_boundary,
 )
 from proxy.detectors.pii import (
@@ -61,7 +64,7 @@ from proxy.detectors.pii import (
     restore,
     stream_split,
 )
-from proxy.detectors.pii.engine import check_entity_name
+from proxy.detectors.pii.engine import BUILTIN_ENTITIES
 from proxy.errors import Rejected
 from proxy.models import ChatRequest, ChatResponse, Finish, StreamEvent, TextDelta, ToolCallDelta
 
@@ -83,14 +86,14 @@ class PiiConfig(PluginConfig):
 
     type: Literal["pii"] = "pii"
     ner: NerMode = Field(default="auto", description="names/locations/organisations via spaCy NER")
-    entities: dict[str, EntityRule] = Field(default_factory=dict, description="per entity type")
+    recognizers: tuple[CustomRecognizer, ...] = Field(default=(), description="custom regex / deny-lists")
+    entities: dict[str, EntityRule] = Field(
+        default_factory=dict,
+        description="per entity type: " + ", ".join(BUILTIN_ENTITIES) + ", or a custom recogniser's type",
+    )
     default_action: Action = Field(default="redact", description="for detected types not in entities")
     default_threshold: float = Field(default=0.4, ge=0, le=1)
-    recognizers: tuple[CustomRecognizer, ...] = Field(default=(), description="custom regex / deny-lists")
-    roles: tuple[str, ...] = Field(
-        default=("system", "developer", "user", "assistant", "tool", "function"),
-        description="request roles scanned",
-    )
+    roles: Roles = Field(default=ROLES, description="request roles scanned")
     conversation_header: str = "x-conversation-id"
     bind_to_api_key: bool = Field(default=True, description="conversations are scoped per client key too")
     backend: Literal["memory", "redis"] = "memory"
@@ -121,9 +124,10 @@ class PiiConfig(PluginConfig):
 
     @field_validator("entities")
     @classmethod
-    def _names(cls, value: dict[str, EntityRule]) -> dict[str, EntityRule]:
-        for name in value:
-            check_entity_name(name)
+    def _names(cls, value: dict[str, EntityRule], info: ValidationInfo) -> dict[str, EntityRule]:
+        # A misspelt type (EMAIL for EMAIL_ADDRESS) would silently leave that data in clear.
+        custom = tuple(r.entity_type for r in info.data.get("recognizers", ()))
+        check_names(value, (*BUILTIN_ENTITIES, *custom), "PII entity type")
         return value
 
     @model_validator(mode="after")
@@ -148,6 +152,7 @@ def _counts(spans: Sequence[Span]) -> dict[str, int]:
 
 class PiiPlugin(Plugin[PiiConfig]):
     Config = PiiConfig
+    guard = True
 
     def __init__(self, config: PiiConfig, deps: Deps) -> None:
         super().__init__(config, deps)

@@ -51,6 +51,7 @@ from proxy.chain import (
     RequestContext,
     StateKey,
     StreamFilter,
+    SurfaceHooks,
     UpstreamPolicy,
 )
 from proxy.chain.chain import Matcher
@@ -186,6 +187,17 @@ def _add_flag(ctx: RequestContext) -> None:
 class SchemaPlugin(UpstreamPolicy[SchemaConfig]):
     Config = SchemaConfig
     needs_full_body = True
+    guard = True
+
+    def surface_hooks(self, route: str, stream: bool) -> SurfaceHooks:
+        if route not in _ROUTES:
+            return SurfaceHooks((), "no output contracts on this route")
+        if stream and self.config.stream in ("skip", "reject"):
+            skip = self.config.stream == "skip"
+            note = "stream: skip" if skip else "stream: reject (streamed requests refused)"
+            return SurfaceHooks(("request",), note, skipped=skip)
+        hooks = ("request", "stream" if stream else "response", "upstream")
+        return SurfaceHooks(hooks, f"stream: {self.config.stream}" if stream else "")
 
     def __init__(self, config: SchemaConfig, deps: Deps) -> None:
         super().__init__(config, deps)

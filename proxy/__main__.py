@@ -2,7 +2,8 @@
 
 serve --policy PATH [--host H] [--port N] [--admin-port N]   run the sidecar
 demo [--port N]                                              sidecar + built-in demo upstream
-check PATH                                                   validate and compile a policy
+check [--coverage] [--json] PATH                             validate and compile a policy; warnings;
+                                                             --coverage: which steps cover each surface
 schema                                                       JSON Schema of the policy format
 fake-upstream [--port N]                                     the scriptable fake provider
 replay --policy P [--baseline B] TRAFFIC.jsonl               what a policy would do to recorded traffic
@@ -59,12 +60,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     return s
 
 
-def _check(path: Path) -> int:
+def _check(path: Path, show_coverage: bool = False, as_json: bool = False) -> int:
+    import logging
+
     from proxy.chain.registry import default_registry
     from proxy.chain.secrets import placeholders_for_missing_env
     from proxy.errors import ConfigError
     from proxy.policy.store import PolicyStore
 
+    # The store logs warnings for servers; here they are printed once, below.
+    logging.getLogger("policy_sidecar").addHandler(logging.NullHandler())
     store = PolicyStore(path, default_registry())
     try:
         # Unset ${ENV} secrets are checked with placeholders (and listed): `serve` still needs them.
@@ -73,7 +78,19 @@ def _check(path: Path) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    for warning in compiled.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     steps = ", ".join(f"{s.id} ({s.mode})" for s in compiled.chain.steps) or "no plugins"
+    if show_coverage:
+        from proxy.policy.coverage import coverage, render
+
+        rows = coverage(compiled)
+        if as_json:
+            print(json.dumps([r.as_dict() for r in rows], indent=2))
+            return 0
+        print(f"ok: {path} revision {compiled.revision}: {steps}")
+        print(render(rows))
+        return 0
     print(f"ok: {path} revision {compiled.revision}: {steps}")
     if missing_env:
         print(
@@ -176,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     check = sub.add_parser("check", help="validate and compile a policy file")
     check.add_argument("path", type=Path)
+    check.add_argument(
+        "--coverage", action="store_true", help="print which steps apply to each surface, and the gaps"
+    )
+    check.add_argument("--json", action="store_true", help="with --coverage: print the report as JSON")
     sub.add_parser("schema", help="print the policy JSON Schema")
     fake = sub.add_parser("fake-upstream", help="run the scriptable fake OpenAI-compatible upstream")
     fake.add_argument("--host", default="127.0.0.1")
@@ -191,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         return keys_cli.run(args)
 
     if args.command == "check":
-        return _check(args.path)
+        return _check(args.path, args.coverage, args.json)
     if args.command == "schema":
         return _schema()
     if args.command == "replay":

@@ -11,6 +11,15 @@ from proxy.chain.holdback import (
     until_closed,
 )
 from proxy.chain.identity import Identity
+from proxy.chain.names import (
+    ROLES,
+    Roles,
+    UnknownName,
+    check_name,
+    check_names,
+    check_reference,
+    yaml_bool_as,
+)
 from proxy.chain.plugin import (
     Deps,
     Match,
@@ -19,6 +28,7 @@ from proxy.chain.plugin import (
     PluginConfig,
     Reply,
     StreamFilter,
+    SurfaceHooks,
     UpstreamPolicy,
 )
 from proxy.chain.secrets import Secret
@@ -26,6 +36,7 @@ from proxy.chain.textfilter import TextStreamFilter
 
 __all__ = [
     "PASSTHROUGH_COST",
+    "ROLES",
     "Deps",
     "HoldBack",
     "Identity",
@@ -36,14 +47,21 @@ __all__ = [
     "RegexRewriter",
     "Reply",
     "RequestContext",
+    "Roles",
     "Secret",
     "StateKey",
     "StreamFilter",
+    "SurfaceHooks",
     "TextBuffer",
     "TextStreamFilter",
+    "UnknownName",
     "UpstreamPolicy",
+    "check_name",
+    "check_names",
+    "check_reference",
     "keep_tail",
     "regex_safe",
     "sentence_boundary",
     "until_closed",
+    "yaml_bool_as",
 ]

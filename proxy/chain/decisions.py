@@ -16,7 +16,11 @@ from typing import Any
 
 log = logging.getLogger("policy_sidecar.decisions")
 
-ACTIONS = ("allow", "block", "redact", "flag", "reroute", "limit", "reply", "error")
+#: Every action a built-in step records (the decision log's ``actions`` filter is checked against it).
+ACTIONS = (
+    "allow", "block", "redact", "mask", "hash", "flag", "reroute", "limit", "reply", "repair", "stop",
+    "error",
+)  # fmt: skip
 
 
 @dataclass(slots=True)

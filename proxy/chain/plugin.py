@@ -17,17 +17,20 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from proxy.chain.context import RequestContext
 from proxy.chain.identity import Identity
+from proxy.chain.names import ROUTES, names_validator, yaml_bool_as
 from proxy.models.chat import ChatRequest, ChatResponse
 from proxy.models.stream import StreamEvent
 from proxy.models.upstream import Upstream
 
-Mode = Literal["enforce", "shadow", "off"]
+ModeName = Literal["enforce", "shadow", "off"]
+#: ``mode: off`` unquoted is read by YAML as false: it means "off", as the README shows.
+Mode = Annotated[ModeName, BeforeValidator(yaml_bool_as(false="off"))]
 OnError = Literal["fail_closed", "fail_open"]
 StreamPolicy = Literal["buffer", "skip", "reject"]
 
@@ -37,7 +40,9 @@ class Match(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    routes: tuple[str, ...] | None = Field(default=None, description="e.g. chat.completions, responses")
+    routes: Annotated[tuple[str, ...] | None, AfterValidator(names_validator(ROUTES, "route"))] = Field(
+        default=None, description="any of: " + ", ".join(ROUTES)
+    )
     models: tuple[str, ...] | None = Field(default=None, description="glob patterns, e.g. gpt-4o*")
     tenants: tuple[str, ...] | None = Field(default=None, description="glob patterns")
     streaming: bool | None = Field(default=None, description="only streamed (true) or non-streamed (false)")
@@ -97,6 +102,19 @@ class Outcome:
     completed: bool = True  # False when the client disconnected or the stream broke
     latency_ms: float = 0.0
     output_text_chars: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SurfaceHooks:
+    """What one step does on one surface (a route, streamed or not): for ``check --coverage``.
+
+    ``hooks``: among request, response, stream, upstream. ``skipped``: a guard that applies
+    here but does not check the content (a stream handling of ``skip``), flagged as a gap.
+    """
+
+    hooks: tuple[str, ...]
+    note: str = ""
+    skipped: bool = False
 
 
 class StreamFilter(Protocol):
@@ -175,6 +193,9 @@ class Plugin(Generic[C]):
 
     Config: ClassVar[type[PluginConfig]]
     needs_full_body: ClassVar[bool] = False
+    #: A content guard (reads prompt or answer text and can refuse or rewrite it); the coverage
+    #: report flags surfaces that no guard covers.
+    guard: ClassVar[bool] = False
 
     def __init__(self, config: C, deps: Deps) -> None:
         self.config = config
@@ -194,6 +215,26 @@ class Plugin(Generic[C]):
 
     async def aclose(self) -> None:
         return None
+
+    def surface_hooks(self, route: str, stream: bool) -> SurfaceHooks:
+        """The hooks this step runs for a request on ``route`` (streamed or not).
+
+        Default: the hooks the class implements. A plugin whose config narrows that (a guard
+        that scans only prompts, a stream handling of ``skip``) overrides this so the coverage
+        report tells the truth.
+        """
+        hooks = [
+            name
+            for name, hook, wanted in (
+                ("request", "on_request", True),
+                ("response", "on_response", not stream),
+                ("stream", "open_stream", stream),
+            )
+            if wanted and overrides(self, hook)
+        ]
+        if isinstance(self, UpstreamPolicy) and type(self).wrap is not UpstreamPolicy.wrap:
+            hooks.append("upstream")
+        return SurfaceHooks(tuple(hooks))
 
     async def not_ready(self) -> str | None:
         """Why the sidecar must not take traffic yet (a required dependency is down), or None."""

@@ -7,10 +7,12 @@ policy without this section behaves exactly as before.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from proxy.chain.decisions import ACTIONS
+from proxy.chain.names import names_validator
 from proxy.chain.secrets import Secret
 
 
@@ -81,9 +83,9 @@ class DecisionLogConfig(BaseModel):
         default=None, description="${ENV} allowed; keys the text hash so short prompts cannot be guessed"
     )
     redacted_chars: int = Field(default=200, ge=16, le=4000, description="longest text_redacted kept")
-    actions: tuple[str, ...] | None = Field(
-        default=None, description="only these actions (e.g. [block, redact, flag]); unset: all"
-    )
+    actions: Annotated[
+        tuple[str, ...] | None, AfterValidator(names_validator(ACTIONS, "decision action"))
+    ] = Field(default=None, description="only these actions (any of: " + ", ".join(ACTIONS) + "); unset: all")
     flush_seconds: float = Field(
         default=1.0,
         ge=0.0,

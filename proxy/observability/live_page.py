@@ -82,7 +82,8 @@ function render(data) {
   document.getElementById("revision").textContent = p.revision || "none";
   const r = p.last_reload || {};
   const at = r.at ? new Date(r.at * 1000).toISOString().replace(".000", "") : "";
-  document.getElementById("reload").textContent = (r.result || "?") + " (" + (r.trigger || "?") + ") " + at;
+  document.getElementById("reload").textContent = (r.result || "?") + " (" + (r.trigger || "?") + ") " + at
+    + (r.error_cleared ? ": restored to the running revision, previous error cleared" : "");
   document.getElementById("reload-error").textContent = p.last_error ? "error: " + p.last_error : "";
   for (const id of ["window", "window2"]) document.getElementById(id).textContent = data.window_minutes;
   const traffic = document.querySelector("#traffic tbody");

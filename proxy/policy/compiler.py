@@ -45,6 +45,8 @@ class CompiledPolicy:
     passthrough: PassthroughTable
     loaded_at: float = field(default_factory=time.time)
     auth: Authenticator | None = None  # client authentication (``clients:``); None: open
+    # Load-time warnings (``proxy/policy/lint.py``): probably-unintended, never fatal.
+    warnings: list[str] = field(default_factory=list)
     in_flight: int = 0
     retired: bool = False
     # The observability settings the hot path reads, resolved once per revision.
@@ -107,6 +109,7 @@ class CompiledPolicy:
                 "models": pt.models,
                 "rules": self.passthrough_rules(),
             },
+            "warnings": list(self.warnings),
         }
 
     async def aclose(self) -> None:

@@ -3,10 +3,16 @@
 The YAML is composed once into nodes (which carry marks) and constructed from those nodes,
 so a pydantic error path like ``plugins.0.patterns.1`` can be walked back to the exact node
 and reported where the user must edit.
+
+Every error says what was probably meant (``proxy/policy/hints.py``): an unknown field gets the
+closest field name of its model, an unknown literal or name the closest allowed value. Checks
+that cannot fail a load (a ``when.models`` glob that matches no configured model) come back as
+warnings with the same ``file:line:col`` (``proxy/policy/lint.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +20,11 @@ import yaml
 from pydantic import ValidationError
 
 from proxy.errors import ConfigError
+from proxy.policy.hints import explain, refine_node
 from proxy.policy.schema import PolicyBase
+
+#: Maps a path in the policy (``("plugins", 0, "when", "models", 1)``) to ``file:line:col``.
+Locate = Callable[[tuple[int | str, ...]], str]
 
 
 def _node_at(root: yaml.Node, loc: tuple[int | str, ...], key_node: bool = False) -> yaml.Node:
@@ -71,10 +81,28 @@ def parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise ConfigError(f"invalid YAML: {exc.problem or exc.context}", location=where) from exc
+        message = f"invalid YAML: {exc.problem or exc.context}"
+        if mark is not None and _env_in_flow(text, mark.index):
+            # `{api_key: ${KEY}}`: in flow style `{` opens a mapping, so `${KEY}` is not a plain value.
+            message = (
+                "invalid YAML: ${...} inside a flow-style {...} or [...] must be quoted, "
+                'e.g. {api_key: "${NAME}"}'
+            )
+            where = f"{source}:{mark.line + 1}:{mark.column}"  # at the `$`
+        raise ConfigError(message, location=where) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", location=source) from exc
     return data, node
+
+
+def _env_in_flow(text: str, index: int) -> bool:
+    """True when the YAML error is at the ``{`` of a ``${`` (an unquoted env reference in flow style)."""
+    return 0 < index < len(text) and text[index] == "{" and text[index - 1] == "$"
+
+
+def locator(node: yaml.Node, source: str) -> Locate:
+    """``file:line:col`` of the node at a policy path (its parent when the path is absent)."""
+    return lambda loc: _where(source, _node_at(node, loc))
 
 
 def validate_policy(data: Any, node: yaml.Node | None, source: str, model: type[PolicyBase]) -> PolicyBase:
@@ -87,10 +115,16 @@ def validate_policy(data: Any, node: yaml.Node | None, source: str, model: type[
     except ValidationError as exc:
         lines = []
         for err in exc.errors(include_url=False):
+            message = explain(err, model)
+            if message is None:  # noise: a consequence of another error already listed
+                continue
             loc = tuple(err["loc"])
-            where = _where(source, _node_at(node, loc, key_node=err["type"] == "extra_forbidden"))
-            path = _path(loc, node) or "(policy)"
-            lines.append(f"{where}: {path}: {err['msg']}")
+            at = _node_at(node, loc, key_node=err["type"] == "extra_forbidden")
+            at, key = refine_node(at, err)
+            path = (_path(loc, node) + key).lstrip(".") or "(policy)"
+            lines.append(f"{_where(source, at)}: {path}: {message}")
+        if not lines:  # every error was filtered as noise: never hide the failure
+            lines = [f"{source}:1:1: (policy): {exc}"]
         first = lines[0].split(": ", 1)
         raise ConfigError(
             "\n".join([first[1], *lines[1:]]) if len(lines) > 1 else first[1], location=first[0]
@@ -100,6 +134,16 @@ def validate_policy(data: Any, node: yaml.Node | None, source: str, model: type[
 def load_policy_text(text: str, source: str, model: type[PolicyBase]) -> PolicyBase:
     data, node = parse_yaml(text, source)
     return validate_policy(data, node, source, model)
+
+
+def load_policy_checked(text: str, source: str, model: type[PolicyBase]) -> tuple[PolicyBase, list[str]]:
+    """``load_policy_text`` plus its warnings (``file:line:col: message``), for check and reloads."""
+    from proxy.policy.lint import lint_policy
+
+    data, node = parse_yaml(text, source)
+    policy = validate_policy(data, node, source, model)
+    assert node is not None  # validate_policy refuses an empty document
+    return policy, lint_policy(policy, locator(node, source))
 
 
 def read_policy_file(path: Path) -> str:

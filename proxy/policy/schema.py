@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 from proxy.auth.config import ClientsConfig, check_upstream_auth
+from proxy.chain.names import check_reference
 from proxy.chain.registry import Registry
 from proxy.chain.secrets import Secret
 from proxy.observability.config import ObservabilityConfig
@@ -154,13 +155,12 @@ class PolicyBase(BaseModel):
 
 
 def _check_policy(policy: Any) -> Any:
-    if policy.default_upstream not in policy.upstreams:
-        raise ValueError(f"default_upstream {policy.default_upstream!r} is not one of the upstreams")
-    for route in policy.routes:
+    upstreams = tuple(policy.upstreams)
+    check_reference(policy.default_upstream, upstreams, "upstream", ("default_upstream",))
+    for i, route in enumerate(policy.routes):
         for spec in route.specs():
             name = spec.target.split(":", 1)[0]
-            if name not in policy.upstreams:
-                raise ValueError(f"route {route.match!r}: target {spec.target!r} names no upstream")
+            check_reference(name, upstreams, f"upstream in route {route.match!r} target", ("routes", i))
     check_upstream_auth(policy)
     seen: set[str] = set()
     for step in policy.plugins:

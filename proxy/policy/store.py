@@ -6,7 +6,9 @@
   replaces a working policy. The failure is logged, counted and shown at ``/admin/policy``.
 * Triggers: file change (the *directory* is watched, so a Kubernetes ConfigMap update, which
   swaps the ``..data`` symlink, is seen), SIGHUP, and the admin POST endpoint. All three call
-  ``reload``; identical content (same hash) is a no-op.
+  ``reload``; identical content (same hash) swaps nothing, but ends a failed status (the file
+  was restored after a broken edit: the error is cleared, logged, and the status says
+  ``unchanged``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from proxy.chain.plugin import Deps, Resources
 from proxy.chain.registry import Registry
 from proxy.errors import ConfigError
 from proxy.policy.compiler import CompiledPolicy, compile_policy, revision_of
-from proxy.policy.loader import load_policy_text, read_policy_file
+from proxy.policy.loader import load_policy_checked, read_policy_file
 from proxy.policy.schema import PolicyBase, build_policy_model
 
 log = logging.getLogger("policy_sidecar.policy")
@@ -44,9 +46,13 @@ class PolicyStore:
 
     # -- building ----------------------------------------------------------------------
     def compile_text(self, text: str, source: str) -> CompiledPolicy:
-        policy = load_policy_text(text, source, self.model)
+        policy, warnings = load_policy_checked(text, source, self.model)
         deps = Deps(self.resources, str(Path(source).parent), self.cpu_workers)
-        return compile_policy(policy, revision_of(text), source, self.registry, deps)
+        compiled = compile_policy(policy, revision_of(text), source, self.registry, deps)
+        compiled.warnings = warnings
+        for warning in warnings:
+            log.warning("policy warning: %s", warning, extra={"revision": compiled.revision})
+        return compiled
 
     def load_initial(self) -> CompiledPolicy:
         """Startup load: there is no previous policy to keep, so errors propagate."""
@@ -90,7 +96,7 @@ class PolicyStore:
                 text = read_policy_file(self.path)
                 revision = revision_of(text)
                 if self._current is not None and revision == self._current.revision:
-                    return {"result": "unchanged", "revision": revision, "trigger": trigger}
+                    return self._unchanged(revision, trigger)
                 # Off the event loop: building plugins may load models for seconds (PII NER), and
                 # traffic must keep flowing on the old revision meanwhile.
                 compiled = await asyncio.to_thread(self.compile_text, text, str(self.path))
@@ -117,6 +123,25 @@ class PolicyStore:
                 if old.in_flight == 0:
                     await self._close(old)
             return self.last_reload
+
+    def _unchanged(self, revision: str, trigger: str) -> dict[str, Any]:
+        """The file holds the running content again: nothing to swap, but a failure is over.
+
+        After a broken edit is reverted, the status must not keep saying "failed" with an error
+        that no longer exists; the previous error is cleared and the clearing is logged.
+        """
+        result: dict[str, Any] = {"result": "unchanged", "revision": revision, "trigger": trigger}
+        if self.last_error is None:
+            return result
+        result.update(at=time.time(), error_cleared=True)
+        self.last_error = None
+        self.last_reload = result
+        log.info(
+            "policy restored to the running revision %s; previous error cleared",
+            revision,
+            extra={"revision": revision, "trigger": trigger},
+        )
+        return result
 
     def _failed(self, exc: ConfigError, trigger: str) -> dict[str, Any]:
         self.reloads_failed += 1

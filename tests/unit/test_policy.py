@@ -72,7 +72,7 @@ def test_unknown_plugin_type_names_the_known_ones() -> None:
 def test_duplicate_ids_and_missing_default_upstream_are_errors() -> None:
     dup = GOOD + "  - type: blocklist\n    keywords: [x]\n"
     assert "used twice" in _error(dup)
-    assert "default_upstream 'other'" in _error(GOOD + "default_upstream: other\n")
+    assert "default_upstream: unknown upstream 'other'" in _error(GOOD + "default_upstream: other\n")
 
 
 def test_empty_or_non_mapping_file_never_loads() -> None:
@@ -140,6 +140,26 @@ async def test_reload_swaps_and_a_broken_edit_keeps_the_old_policy(tmp_path: Pat
     store.path.write_text(GOOD)
     assert (await store.reload("admin"))["result"] == "reloaded"
     assert store.last_error is None
+
+
+async def test_restoring_the_running_content_clears_a_failed_status(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    revision = store.current.revision
+    store.path.write_text(GOOD + "    bogus: 1\n")
+    assert (await store.reload("file"))["result"] == "failed"
+    assert store.last_error is not None and store.last_reload is not None
+    assert store.last_reload["result"] == "failed"
+
+    store.path.write_text(GOOD)
+    result = await store.reload("sighup")
+    assert result["result"] == "unchanged" and result["error_cleared"] is True
+    assert result["revision"] == revision and "error" not in result
+    assert store.last_error is None and store.last_reload == result
+    assert store.current.revision == revision
+    # A further unchanged reload has nothing left to clear and leaves the status alone.
+    again = await store.reload("admin")
+    assert again == {"result": "unchanged", "revision": revision, "trigger": "admin"}
+    assert store.last_reload == result
 
 
 async def test_in_flight_requests_keep_their_revision_until_released(tmp_path: Path) -> None:

