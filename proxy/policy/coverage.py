@@ -38,9 +38,17 @@ class Surface:
     route: str
     stream: bool
     steps: tuple[Step, ...] | None = None
+    #: gaps the surface itself has, whatever its steps (e.g. unlisted pass-through paths left open)
+    flags: tuple[str, ...] = ()
+    streams: bool = True  # False: the stream / non-stream distinction does not apply
+    #: a surface with no steps by design (refused or only listed): only ``flags`` and ``note`` apply
+    stepless: bool = False
+    note: str = ""  # what happens there, shown but not a gap
 
     @property
     def label(self) -> str:
+        if not self.streams:
+            return self.name
         return f"{self.name} ({'stream' if self.stream else 'non-stream'})"
 
 
@@ -85,6 +93,7 @@ class SurfaceCoverage:
                 for s in self.steps
             ],
             "flags": list(self.flags),
+            **({"note": self.surface.note} if self.surface.note else {}),
         }
 
 
@@ -104,9 +113,45 @@ def api_surfaces(_compiled: CompiledPolicy) -> Iterable[Surface]:
             yield Surface(route, route, True)
 
 
+def passthrough_surfaces(compiled: CompiledPolicy) -> Iterable[Surface]:
+    """One surface per ``passthrough:`` rule (its own steps), then model listing and the rest.
+
+    A rule's steps are the ones it names, already in shadow for a shadow rule, and only their
+    request and complete hooks run (pass-through answers are forwarded as bytes). What unlisted
+    paths get depends on the default upstream's auth mode: refused when the sidecar holds the
+    key, forwarded and recorded with the client's own key.
+    """
+    table = compiled.passthrough
+    config = table.config
+    pt = Route.PASSTHROUGH.value
+    for rule in table.rules:
+        methods = ",".join(rule.config.methods)
+        note = ""
+        if rule.config.mode == "shadow" or config.mode == "shadow":
+            note = "rule in shadow: its steps only record what they would do"
+        yield Surface(f"passthrough {methods} /v1{rule.config.path}", pt, False, rule.steps, streams=False,
+                      note=note)  # fmt: skip
+    auth = compiled.policy.upstreams[compiled.policy.default_upstream].auth_mode
+    if config.models:
+        note = "GET only, forwarded and recorded (passthrough.models: true)"
+        yield Surface("passthrough /v1/models*", pt, False, (), streams=False, stepless=True, note=note)
+    rest = "passthrough, any other /v1/* path"
+    if config.unlisted == "auto" and auth != "policy":
+        flag = (
+            f"open: forwarded with the client's own key (default upstream auth: {auth}) and recorded, "
+            "with no guard; passthrough.unlisted: refuse closes it"
+        )
+        yield Surface(rest, pt, False, (), (flag,), streams=False, stepless=True)
+    elif config.mode == "shadow":
+        flag = "would be refused, but passthrough.mode: shadow forwards them (recorded)"
+        yield Surface(rest, pt, False, (), (flag,), streams=False, stepless=True)
+    else:
+        yield Surface(rest, pt, False, (), streams=False, stepless=True, note="refused (403), recorded")
+
+
 SurfaceSource = Callable[[CompiledPolicy], Iterable[Surface]]
-#: Where surfaces come from; append a source to report more (e.g. allowed pass-through paths).
-SURFACE_SOURCES: list[SurfaceSource] = [api_surfaces]
+#: Where surfaces come from; append a source to report more.
+SURFACE_SOURCES: list[SurfaceSource] = [api_surfaces, passthrough_surfaces]
 
 
 def _mode(step: Step) -> str:
@@ -134,7 +179,9 @@ def _condition(step: Step, surface: Surface) -> str | None:
 
 def _flags(surface: Surface, steps: Sequence[StepCoverage]) -> list[str]:
     guards = [s for s in steps if s.guards]
-    flags = []
+    flags = list(surface.flags)
+    if surface.stepless:
+        return flags
     if not guards:
         flags.append("no guard covers this surface")
     elif all(s.mode == "shadow" for s in guards):
@@ -158,6 +205,9 @@ def surface_coverage(compiled: CompiledPolicy, surface: Surface) -> SurfaceCover
         if guard and surface.route == Route.EMBEDDINGS.value and "response" in hooks.hooks:
             # An embeddings answer is vectors: a guard's response hook has no text to read there.
             hooks = replace(hooks, hooks=tuple(h for h in hooks.hooks if h != "response"))
+        if surface.route == Route.PASSTHROUGH.value:
+            # Pass-through answers are forwarded as bytes: only request and complete hooks run.
+            hooks = replace(hooks, hooks=tuple(h for h in hooks.hooks if h in ("request", "complete")))
         if not hooks.hooks and not hooks.skipped:
             continue  # the step does nothing on this route (e.g. schema on embeddings)
         rows.append(
@@ -204,8 +254,10 @@ def render(rows: Sequence[SurfaceCoverage]) -> str:
     for row in rows:
         out.append(row.surface.label)
         out.extend(line(_cells(s)) for s in row.steps)
-        if not row.steps:
+        if not row.steps and not row.surface.stepless:
             out.append("  (no steps)")
+        if row.surface.note:
+            out.append(f"  = {row.surface.note}")
         out.extend(f"  ! {flag}" for flag in row.flags)
     flagged = sum(1 for row in rows if row.flags)
     out.append(f"{len(rows)} surfaces, {flagged or 'none'} flagged")

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from proxy.chain.registry import default_registry
-from proxy.policy.coverage import Surface, SurfaceCoverage, api_surfaces, coverage, render
+from proxy.policy.coverage import (
+    Surface,
+    SurfaceCoverage,
+    api_surfaces,
+    coverage,
+    passthrough_surfaces,
+    render,
+)
 from proxy.policy.lint import glob_covered, globs_overlap
 from proxy.policy.store import PolicyStore
 
@@ -73,7 +80,7 @@ def test_every_api_surface_is_listed(tmp_path: Path) -> None:
 
 def test_default_policy_covers_every_surface(tmp_path: Path) -> None:
     store = _compiled(tmp_path, (POLICIES / "default.yaml").read_text())
-    rows = _by_label(coverage(store.current))
+    rows = _by_label(coverage(store.current, [api_surfaces]))
     for label, row in rows.items():
         assert row.flags == (), label
         steps = {s.id: s for s in row.steps}
@@ -86,7 +93,7 @@ def test_default_policy_covers_every_surface(tmp_path: Path) -> None:
 
 def test_strict_policy_shows_the_tenant_condition(tmp_path: Path) -> None:
     store = _compiled(tmp_path, (POLICIES / "strict.yaml").read_text())
-    for row in coverage(store.current):
+    for row in coverage(store.current, [api_surfaces]):
         steps = {s.id: s for s in row.steps}
         assert steps["restricted-topics"].condition == "some tenants: external-*"
         assert steps["secrets"].condition == "" and row.flags == ()
@@ -112,7 +119,8 @@ def test_gaps_are_flagged(tmp_path: Path) -> None:
         "schema (schema) does not check streamed answers here (stream: skip)",
     )
     assert rows["embeddings (non-stream)"].flags == ()  # secrets reads embeddings input
-    budget_only = _by_label(coverage(_compiled(tmp_path, GAP.split("  - type: injection")[0]).current))
+    budget_only_policy = _compiled(tmp_path, GAP.split("  - type: injection")[0]).current
+    budget_only = _by_label(coverage(budget_only_policy, [api_surfaces]))
     assert all(r.flags == ("no guard covers this surface",) for r in budget_only.values())
 
 
@@ -131,7 +139,9 @@ def test_render_and_cli(tmp_path: Path) -> None:
     text = render(coverage(store.current))
     assert "messages (stream)\n" in text
     assert "  ! schema (schema) does not check streamed answers here (stream: skip)" in text
-    assert text.endswith("7 surfaces, 2 flagged")
+    # 7 API surfaces + model listing + unlisted pass-through (open: the demo upstream takes the
+    # client's own key), which is the third flagged surface
+    assert text.endswith("9 surfaces, 3 flagged")
 
     path = tmp_path / "policy.yaml"
     done = _cli("check", "--coverage", str(path))
@@ -139,7 +149,7 @@ def test_render_and_cli(tmp_path: Path) -> None:
     assert done.stdout.startswith(f"ok: {path} revision ")
     assert text in done.stdout
     as_json = json.loads(_cli("check", "--coverage", "--json", str(path)).stdout)
-    assert len(as_json) == 7 and as_json[0]["surface"] == "chat.completions"
+    assert len(as_json) == 9 and as_json[0]["surface"] == "chat.completions"
     assert as_json[0]["steps"][0] == {
         "id": "budget",
         "type": "budget",
@@ -151,12 +161,18 @@ def test_render_and_cli(tmp_path: Path) -> None:
     }
 
 
+# default.yaml serves the demo upstream with the client's own key: unlisted pass-through is open
+# (forwarded and recorded), and the report says so.
+EXPECTED_SUMMARY = {"default.yaml": "9 surfaces, 1 flagged", "strict.yaml": "9 surfaces, none flagged"}
+
+
 @pytest.mark.parametrize("name", ["default.yaml", "strict.yaml"])
 def test_cli_coverage_of_shipped_policies(name: str) -> None:
     done = _cli("check", "--coverage", str(POLICIES / name))
     assert done.returncode == 0 and done.stderr == ""
     assert "embeddings (non-stream)\n" in done.stdout
-    assert done.stdout.rstrip().endswith("7 surfaces, none flagged")
+    assert "passthrough, any other /v1/* path\n" in done.stdout
+    assert done.stdout.rstrip().endswith(EXPECTED_SUMMARY[name])
 
 
 # -- warnings --------------------------------------------------------------------------
@@ -243,3 +259,35 @@ def test_price_prefixes_and_allowed_models_are_checked_too(tmp_path: Path) -> No
         "22:45: model glob 'claude-*'",
         "10:14: upstream 'mini' model glob 'gpt-4o-mini'",
     ]
+
+
+def test_passthrough_rules_are_surfaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    text = (POLICIES / "openai.yaml").read_text()
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    store = PolicyStore(path, default_registry())
+    store.load_initial()
+    rows = _by_label(coverage(store.current, [passthrough_surfaces]))
+    files = rows["passthrough GET,POST,DELETE /v1/files*"]
+    assert files.steps == () and files.flags == ("no guard covers this surface",)
+    images = rows["passthrough POST /v1/images/generations"]
+    assert [s.id for s in images.steps] == ["headers", "secrets", "spend"]
+    # Pass-through answers are forwarded as bytes: no response or stream hooks are claimed.
+    assert all(set(s.hooks) <= {"request", "complete"} for s in images.steps)
+    assert images.flags == ()
+    rest = rows["passthrough, any other /v1/* path"]
+    assert rest.flags == () and rest.surface.note == "refused (403), recorded"  # the sidecar holds the key
+    assert rows["passthrough /v1/models*"].flags == ()
+
+
+def test_open_unlisted_passthrough_is_flagged(tmp_path: Path) -> None:
+    store = _compiled(tmp_path, GAP)  # builtin:demo: the client's own key
+    rest = _by_label(coverage(store.current, [passthrough_surfaces]))["passthrough, any other /v1/* path"]
+    assert rest.flags and rest.flags[0].startswith("open: forwarded with the client's own key")
+    closed = _compiled(tmp_path, GAP + "passthrough: {unlisted: refuse}\n")
+    rest = _by_label(coverage(closed.current, [passthrough_surfaces]))["passthrough, any other /v1/* path"]
+    assert rest.flags == ()
+    shadow = _compiled(tmp_path, GAP + "passthrough: {unlisted: refuse, mode: shadow}\n")
+    rest = _by_label(coverage(shadow.current, [passthrough_surfaces]))["passthrough, any other /v1/* path"]
+    assert rest.flags == ("would be refused, but passthrough.mode: shadow forwards them (recorded)",)
