@@ -36,7 +36,8 @@ from proxy.budget.backends import (
     SlotCheck,
     WindowCheck,
 )
-from proxy.budget.windows import WINDOWS, WindowState, format_duration, seconds_until_fits
+from proxy.budget.explain import Demand, capped_reset, capped_wait, headers_for, refusal_message
+from proxy.budget.windows import WINDOWS, seconds_until_fits
 from proxy.chain import (
     Deps,
     Outcome,
@@ -152,6 +153,13 @@ class BudgetConfig(PluginConfig):
     default_price: PriceSpec | None = Field(default=None, description="for models without a price")
     lease_ttl: float = Field(default=900, gt=0, description="seconds a concurrency slot survives a crash")
     headers: bool = Field(default=True, description="x-ratelimit-* headers on every answer")
+    namespace: str = Field(
+        default="",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        description="prefix of every counter key: change it (e.g. when a shadow step starts to "
+        "enforce) to start from zero; the old counters expire after their window",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> BudgetConfig:
@@ -176,11 +184,19 @@ class _Booking:
     completion_reserve: int
     price: Price | None
     wants_usage: bool
+    defaulted: bool = False  # the reserve is default_max_tokens (the request set no output cap)
     streamed_text: list[str] = field(default_factory=list)
     response_text: str | None = None
 
 
 BOOKING: StateKey[_Booking] = StateKey("budget.booking")
+
+
+_OUTPUT_CAPS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _hash_key(value: str) -> str:
@@ -238,7 +254,8 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         return {"tenant": tenant or "anonymous", "api_key": api_key, "user": user or "none"}
 
     def _key(self, limit: LimitSpec, parts: Mapping[str, str]) -> str:
-        return limit.name + ":" + "|".join(parts.get(p, "-") for p in limit.key)
+        key = limit.name + ":" + "|".join(parts.get(p, "-") for p in limit.key)
+        return f"{self.config.namespace}/{key}" if self.config.namespace else key
 
     # -- amounts -------------------------------------------------------------------------
     def _price(self, model: str) -> Price | None:
@@ -285,8 +302,10 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         parts = {**self.identity(ctx.headers, body, ctx.tenant), "model": req.model, "route": req.route.value}
         prompt = self._count_prompt(req) if self._counts_tokens else 0
         completion = 0
+        defaulted = False
         if self._counts_tokens and req.route is not Route.EMBEDDINGS:
             completion = count_completion_reserve(body, self.config.default_max_tokens)
+            defaulted = not any(_positive_int(body.get(k)) for k in _OUTPUT_CAPS)
         price = self._price(req.model)
         if price is None and any(lim.measure == "cost_usd" for lim in self._windowed):
             ctx.record("unpriced_model", "flag", detail={"model": req.model})
@@ -300,7 +319,7 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             if not result.allowed and result.denied_window is not None:
                 lowered = self._lowered_completion(checks, result, prompt, completion, price, body)
                 if lowered is not None:
-                    completion = lowered
+                    completion, defaulted = lowered, False
                     self._set_max_tokens(req, lowered)
                     checks = self._checks(parts, prompt, completion, price)
                     result = await self.backend.reserve([c for _, c in checks], slots)
@@ -308,11 +327,15 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             self._backend_down(ctx, exc)
             return None
         if not result.allowed:
-            self._deny(checks, slots, result, ctx)
+            demand = Demand(0.0, prompt, completion, defaulted, self.config.default_max_tokens)
+            self._deny(checks, slots, result, demand, ctx)
         wants_usage = self._ensure_stream_usage(req)
-        ctx.set(BOOKING, _Booking(checks, result.charges, slots, prompt, completion, price, wants_usage))
+        booking = _Booking(checks, result.charges, slots, prompt, completion, price, wants_usage, defaulted)
+        ctx.set(BOOKING, booking)
         if self.config.headers:
-            ctx.response_headers.update(self._headers(checks, result.states))
+            ctx.response_headers.update(
+                headers_for([(lim.measure, st) for (lim, _), st in zip(checks, result.states, strict=True)])
+            )
         return None
 
     def _count_prompt(self, req: ChatRequest) -> int:
@@ -392,59 +415,44 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         checks: Sequence[tuple[LimitSpec, WindowCheck]],
         slots: Sequence[SlotCheck],
         result: Reservation,
+        demand: Demand,
         ctx: RequestContext,
     ) -> None:
+        """Refuse with headers and a message that agree with the decision (see proxy.budget.explain)."""
         if result.denied_window is not None:
             lim, check = checks[result.denied_window]
             state = result.states[result.denied_window]
             wait = seconds_until_fits(
                 state.prev, state.cur, state.now, state.window, check.limit, check.amount
             )
-            headers = self._headers([checks[result.denied_window]], [state])
-            ctx.record(lim.name, "limit", detail={"measure": lim.measure, "window": lim.window})
+            demand = Demand(
+                check.amount, demand.prompt, demand.completion, demand.defaulted, demand.default_max_tokens
+            )
+            detail = {"measure": lim.measure, "window": lim.window, "requested": check.amount}
+            if demand.defaulted and lim.measure in TOKEN_MEASURES:
+                detail["default_max_tokens"] = demand.default_max_tokens
+            ctx.record(lim.name, "limit", detail=detail)
+            message = refusal_message(lim.name, lim.measure, lim.window, state, demand, wait is None)
             if wait is None:
                 raise Rejected(
-                    f"This request alone exceeds the '{lim.name}' limit.",
+                    message,
                     status=429,
                     code="request_exceeds_limit",
-                    headers=headers,
+                    headers=headers_for([(lim.measure, state)]),
                 )
-            raise RateLimited(
-                f"Rate limit '{lim.name}' reached.", retry_after=max(wait, 1.0), headers=headers
-            )
+            retry = max(capped_wait(wait, state), 1.0)
+            raise RateLimited(message, retry_after=retry, headers=headers_for([(lim.measure, state)], retry))
         index = result.denied_slot or 0
         lim = self._concurrent[index]
         ctx.record(lim.name, "limit", detail={"measure": "concurrent"})
         raise RateLimited(
-            f"Concurrency limit '{lim.name}' reached.",
+            f"Concurrency limit '{lim.name}' reached ({slots[index].limit} requests in flight at once).",
             retry_after=1.0,
             headers={
                 "x-ratelimit-limit-concurrent": str(slots[index].limit),
                 "x-ratelimit-remaining-concurrent": "0",
             },
         )
-
-    @staticmethod
-    def _headers(
-        checks: Sequence[tuple[LimitSpec, WindowCheck]], states: Sequence[WindowState]
-    ) -> dict[str, str]:
-        """OpenAI's header names; per kind, the limit closest to exhaustion is reported."""
-        tightest: dict[str, tuple[float, LimitSpec, WindowState]] = {}
-        for (lim, _), state in zip(checks, states, strict=True):
-            kind = {"requests": "requests", "cost_usd": "usd"}.get(lim.measure, "tokens")
-            ratio = state.remaining / state.limit if state.limit else 0.0
-            if kind not in tightest or ratio < tightest[kind][0]:
-                tightest[kind] = (ratio, lim, state)
-        headers = {}
-
-        def fmt(kind: str, value: float) -> str:
-            return f"{value:.6f}" if kind == "usd" else str(math.floor(value))
-
-        for kind, (_, _lim, state) in tightest.items():
-            headers[f"x-ratelimit-limit-{kind}"] = fmt(kind, state.limit)
-            headers[f"x-ratelimit-remaining-{kind}"] = fmt(kind, state.remaining)
-            headers[f"x-ratelimit-reset-{kind}"] = format_duration(state.reset_after())
-        return headers
 
     async def on_response(self, resp: ChatResponse, ctx: RequestContext) -> None:
         booking = ctx.get(BOOKING)
@@ -566,7 +574,7 @@ async def _report(plugin: BudgetPlugin, given: Mapping[str, str | None]) -> dict
             "limit": st.limit,
             "used": round(st.used, 6),
             "remaining": round(st.remaining, 6),
-            "reset_seconds": round(st.reset_after(), 3),
+            "reset_seconds": round(capped_reset(st), 3),
         }
         for lim, st in zip(windowed, states, strict=True)
     ]
