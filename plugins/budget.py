@@ -60,7 +60,8 @@ TOKEN_MEASURES = frozenset({"tokens", "input_tokens", "output_tokens", "cost_usd
 
 
 class LimitSpec(BaseModel):
-    """One limit: a measure, a window and the key parts it is counted per."""
+    """One limit: exactly one measure (requests, tokens, input_tokens, output_tokens, cost_usd or
+    concurrent), a window (none for concurrent) and the key parts it is counted per."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -69,11 +70,25 @@ class LimitSpec(BaseModel):
     window: Literal["second", "minute", "hour", "day", "month"] | None = Field(
         default=None, description="sliding window; month = 30 days; not used by concurrent"
     )
-    requests: float | None = Field(default=None, gt=0)
-    tokens: float | None = Field(default=None, gt=0, description="input + output tokens")
-    input_tokens: float | None = Field(default=None, gt=0)
-    output_tokens: float | None = Field(default=None, gt=0)
-    cost_usd: float | None = Field(default=None, gt=0)
+    requests: float | None = Field(default=None, gt=0, description="requests per window")
+    tokens: float | None = Field(
+        default=None,
+        gt=0,
+        description="input + output tokens per window (prompt estimate + max_tokens x n reserved, "
+        "corrected to the reported usage after the call)",
+    )
+    input_tokens: float | None = Field(
+        default=None, gt=0, description="prompt tokens only per window (estimated, then corrected)"
+    )
+    output_tokens: float | None = Field(
+        default=None,
+        gt=0,
+        description="completion tokens only per window (max_tokens x n or default_max_tokens "
+        "reserved, then corrected)",
+    )
+    cost_usd: float | None = Field(
+        default=None, gt=0, description="USD per window, priced from prices / default_price"
+    )
     concurrent: int | None = Field(default=None, gt=0, description="requests in flight at once")
     on_exceed: Literal["reject", "lower_max_tokens"] = Field(
         default="reject", description="lower_max_tokens: shrink the completion to what still fits"
@@ -119,6 +134,8 @@ class LimitSpec(BaseModel):
 
 
 class PriceSpec(BaseModel):
+    """A model's price in USD per million tokens (overrides the built-in table)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     input: float = Field(ge=0, description="USD per 1M input tokens")
@@ -147,7 +164,12 @@ class BudgetConfig(PluginConfig):
     tenant_from: str = Field(
         default="context", description="context (set by an earlier step), header:<name>, api_key or user"
     )
-    default_max_tokens: int = Field(default=4096, ge=1, description="reserved when the request sets none")
+    default_max_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="output tokens reserved when the request sets no max_tokens / "
+        "max_completion_tokens / max_output_tokens; lower it for small token limits",
+    )
     min_max_tokens: int = Field(default=16, ge=1, description="lower_max_tokens never goes below this")
     prices: dict[str, PriceSpec] = Field(default_factory=dict, description="model prefix -> price")
     default_price: PriceSpec | None = Field(default=None, description="for models without a price")

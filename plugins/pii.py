@@ -28,7 +28,7 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -71,6 +71,13 @@ Action = Literal["redact", "mask", "hash", "block", "allow"]
 INLINE_MAX_CHARS = 4096
 
 
+def _action_shorthand(schema: dict[str, Any]) -> None:
+    """The JSON Schema of ``entities`` accepts the shorthand ``TYPE: action`` the model accepts."""
+    rule = schema.get("additionalProperties")
+    if isinstance(rule, dict):
+        schema["additionalProperties"] = {"anyOf": [{"enum": list(get_args(Action)), "type": "string"}, rule]}
+
+
 class EntityRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -83,7 +90,11 @@ class PiiConfig(PluginConfig):
 
     type: Literal["pii"] = "pii"
     ner: NerMode = Field(default="auto", description="names/locations/organisations via spaCy NER")
-    entities: dict[str, EntityRule] = Field(default_factory=dict, description="per entity type")
+    entities: dict[str, EntityRule] = Field(
+        default_factory=dict,
+        description="per entity type: an action (CREDIT_CARD: block) or {action, threshold}",
+        json_schema_extra=_action_shorthand,
+    )
     default_action: Action = Field(default="redact", description="for detected types not in entities")
     default_threshold: float = Field(default=0.4, ge=0, le=1)
     recognizers: tuple[CustomRecognizer, ...] = Field(default=(), description="custom regex / deny-lists")
