@@ -41,7 +41,7 @@ def _candidates(ids: Ids) -> list[int]:
     pad = np.concatenate((ids, ids.min() - 1 - _OFFSETS[:top]))
     grid = pad[_OFFSETS[: top + 1] + np.arange(n)[:, None]]  # grid[j, p] = ids[j + p]
     same = grid[:, 1:] == grid[:, :1]
-    return (np.flatnonzero(same.sum(axis=0) >= _NEED[:top]) + 1).tolist()  # type: ignore[no-any-return]
+    return (np.flatnonzero(same.sum(axis=0) >= _NEED[:top]) + 1).tolist()
 
 
 def _collapse_period(words: list[str], ids: Ids, p: int) -> list[str] | None:
