@@ -36,7 +36,8 @@ from proxy.budget.backends import (
     SlotCheck,
     WindowCheck,
 )
-from proxy.budget.explain import Demand, capped_reset, capped_wait, headers_for, refusal_message
+from proxy.budget.explain import Demand, capped_wait, headers_for, refusal_message
+from proxy.budget.report import usage_report
 from proxy.budget.windows import WINDOWS, seconds_until_fits
 from proxy.chain import (
     Deps,
@@ -503,7 +504,7 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         }
         parts["tenant"] = parts["tenant"] or "anonymous"
         try:
-            return await _report(self, parts)
+            return await usage_report(self.backend, self.config.limits, self._key, parts)
         except BackendUnavailable:
             return {"error": "budget state unavailable"}
 
@@ -518,7 +519,7 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             "tenant": None if self.config.tenant_from == "context" else ident["tenant"],
         }
         try:
-            return await _report(self, parts)
+            return await usage_report(self.backend, self.config.limits, self._key, parts)
         except BackendUnavailable:
             return {"error": "budget state unavailable"}
 
@@ -574,48 +575,6 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             if actual != check.amount:
                 out.append((charge, actual - check.amount))
         return out
-
-
-async def _report(plugin: BudgetPlugin, given: Mapping[str, str | None]) -> dict[str, Any]:
-    parts = {k: v for k, v in given.items() if v is not None}
-    known = set(parts)
-    windowed = [lim for lim in plugin._windowed if set(lim.key) <= known]
-    concurrent = [lim for lim in plugin._concurrent if set(lim.key) <= known]
-    states = await plugin.backend.peek(
-        [
-            WindowCheck(plugin._key(lim, parts), WINDOWS[lim.window or "minute"], lim.amount_limit, 0.0)
-            for lim in windowed
-        ]
-    )
-    counts = await plugin.backend.peek_slots([plugin._key(lim, parts) for lim in concurrent])
-    limits: list[dict[str, Any]] = [
-        {
-            "name": lim.name,
-            "measure": lim.measure,
-            "window": lim.window,
-            "limit": st.limit,
-            "used": round(st.used, 6),
-            "remaining": round(st.remaining, 6),
-            "reset_seconds": round(capped_reset(st), 3),
-        }
-        for lim, st in zip(windowed, states, strict=True)
-    ]
-    limits += [
-        {
-            "name": lim.name,
-            "measure": "concurrent",
-            "limit": lim.concurrent,
-            "used": n,
-            "remaining": max(0, (lim.concurrent or 0) - n),
-        }
-        for lim, n in zip(concurrent, counts, strict=True)
-    ]
-    skipped = [lim.name for lim in plugin.config.limits if lim not in windowed and lim not in concurrent]
-    return {
-        "identity": {k: v for k, v in parts.items() if v is not None},
-        "limits": limits,
-        "not_shown": skipped,
-    }
 
 
 class _UsageFilter:
