@@ -123,7 +123,7 @@ NOT_AFTER_CHARS = 24
 #: "release 4.2.0.1", "version 10.0.0.1", "build 1.2.3.4": a four-part version, not an address.
 _VERSION_CUE = re.compile(
     r"(?i)(?:\b(?:version|versions|ver|release|releases|rel|build|firmware|fw|patch|update|upgrade[ ]to"
-    r"|downgrade[ ]to|tag|sdk|api|v)\.?[ :]*|\bv)$"
+    r"|downgrade[ ]to|tag|sdk|v)\.?[ :]*|\bv)$"
 )
 #: entity type -> the veto of its presidio rules (``Rule.not_after``)
 NOT_AFTER: dict[str, Any] = {"IP_ADDRESS": _VERSION_CUE}
