@@ -37,7 +37,9 @@ from proxy.budget.backends import (
     SlotCheck,
     WindowCheck,
 )
-from proxy.budget.windows import WINDOWS, WindowState, format_duration, seconds_until_fits
+from proxy.budget.explain import Demand, capped_wait, headers_for, refusal_message
+from proxy.budget.report import usage_report
+from proxy.budget.windows import WINDOWS, seconds_until_fits
 from proxy.chain import (
     PASSTHROUGH_COST,
     Deps,
@@ -63,7 +65,8 @@ TOKEN_MEASURES = frozenset({"tokens", "input_tokens", "output_tokens", "cost_usd
 
 
 class LimitSpec(BaseModel):
-    """One limit: a measure, a window and the key parts it is counted per."""
+    """One limit: exactly one measure (requests, tokens, input_tokens, output_tokens, cost_usd or
+    concurrent), a window (none for concurrent) and the key parts it is counted per."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -72,11 +75,25 @@ class LimitSpec(BaseModel):
     window: Literal["second", "minute", "hour", "day", "month"] | None = Field(
         default=None, description="sliding window; month = 30 days; not used by concurrent"
     )
-    requests: float | None = Field(default=None, gt=0)
-    tokens: float | None = Field(default=None, gt=0, description="input + output tokens")
-    input_tokens: float | None = Field(default=None, gt=0)
-    output_tokens: float | None = Field(default=None, gt=0)
-    cost_usd: float | None = Field(default=None, gt=0)
+    requests: float | None = Field(default=None, gt=0, description="requests per window")
+    tokens: float | None = Field(
+        default=None,
+        gt=0,
+        description="input + output tokens per window (prompt estimate + max_tokens x n reserved, "
+        "corrected to the reported usage after the call)",
+    )
+    input_tokens: float | None = Field(
+        default=None, gt=0, description="prompt tokens only per window (estimated, then corrected)"
+    )
+    output_tokens: float | None = Field(
+        default=None,
+        gt=0,
+        description="completion tokens only per window (max_tokens x n or default_max_tokens "
+        "reserved, then corrected)",
+    )
+    cost_usd: float | None = Field(
+        default=None, gt=0, description="USD per window, priced from prices / default_price"
+    )
     concurrent: int | None = Field(default=None, gt=0, description="requests in flight at once")
     on_exceed: Literal["reject", "lower_max_tokens"] = Field(
         default="reject", description="lower_max_tokens: shrink the completion to what still fits"
@@ -122,6 +139,8 @@ class LimitSpec(BaseModel):
 
 
 class PriceSpec(BaseModel):
+    """A model's price in USD per million tokens (overrides the built-in table)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     input: float = Field(ge=0, description="USD per 1M input tokens")
@@ -150,12 +169,24 @@ class BudgetConfig(PluginConfig):
     tenant_from: str = Field(
         default="context", description="context (set by an earlier step), header:<name>, api_key or user"
     )
-    default_max_tokens: int = Field(default=4096, ge=1, description="reserved when the request sets none")
+    default_max_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="output tokens reserved when the request sets no max_tokens / "
+        "max_completion_tokens / max_output_tokens; lower it for small token limits",
+    )
     min_max_tokens: int = Field(default=16, ge=1, description="lower_max_tokens never goes below this")
     prices: dict[str, PriceSpec] = Field(default_factory=dict, description="model prefix -> price")
     default_price: PriceSpec | None = Field(default=None, description="for models without a price")
     lease_ttl: float = Field(default=900, gt=0, description="seconds a concurrency slot survives a crash")
     headers: bool = Field(default=True, description="x-ratelimit-* headers on every answer")
+    namespace: str = Field(
+        default="",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        description="prefix of every counter key: change it (e.g. when a shadow step starts to "
+        "enforce) to start from zero; the old counters expire after their window",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> BudgetConfig:
@@ -182,12 +213,20 @@ class _Booking:
     price: Price | None
     wants_usage: bool
     fixed_cost: float | None = None  # pass-through: the rule's price; no tokens are counted
+    defaulted: bool = False  # the reserve is default_max_tokens (the request set no output cap)
     streamed_text: list[str] = field(default_factory=list)
     response_text: str | None = None
 
 
 BOOKING: StateKey[_Booking] = StateKey("budget.booking")
 _NO_OVERRIDES: Mapping[str, float] = MappingProxyType({})
+
+
+_OUTPUT_CAPS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _hash_key(value: str) -> str:
@@ -251,7 +290,8 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         return {"tenant": tenant or "anonymous", "api_key": api_key, "user": user or "none"}
 
     def _key(self, limit: LimitSpec, parts: Mapping[str, str]) -> str:
-        return limit.name + ":" + "|".join(parts.get(p, "-") for p in limit.key)
+        key = limit.name + ":" + "|".join(parts.get(p, "-") for p in limit.key)
+        return f"{self.config.namespace}/{key}" if self.config.namespace else key
 
     # -- amounts -------------------------------------------------------------------------
     def _price(self, model: str) -> Price | None:
@@ -316,8 +356,10 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         counts_tokens = self._counts_tokens and fixed is None
         prompt = self._count_prompt(req) if counts_tokens else 0
         completion = 0
+        defaulted = False
         if counts_tokens and req.route is not Route.EMBEDDINGS:
             completion = count_completion_reserve(body, self.config.default_max_tokens)
+            defaulted = not any(_positive_int(body.get(k)) for k in _OUTPUT_CAPS)
         price = self._price(req.model) if fixed is None else None
         if fixed is None and price is None and any(lim.measure == "cost_usd" for lim in self._windowed):
             ctx.record("unpriced_model", "flag", detail={"model": req.model})
@@ -336,7 +378,7 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             if not result.allowed and result.denied_window is not None and fixed is None:
                 lowered = self._lowered_completion(checks, result, prompt, completion, price, body)
                 if lowered is not None:
-                    completion = lowered
+                    completion, defaulted = lowered, False
                     self._set_max_tokens(req, lowered)
                     checks = self._checks(parts, prompt, completion, price, overrides)
                     result = await self.backend.reserve([c for _, c in checks], slots)
@@ -344,12 +386,17 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             self._backend_down(ctx, exc)
             return None
         if not result.allowed:
-            self._deny(checks, slots, result, ctx)
+            demand = Demand(0.0, prompt, completion, defaulted, self.config.default_max_tokens)
+            self._deny(checks, slots, result, demand, ctx)
         wants_usage = self._ensure_stream_usage(req)
-        booking = _Booking(checks, result.charges, slots, prompt, completion, price, wants_usage, fixed)
+        booking = _Booking(
+            checks, result.charges, slots, prompt, completion, price, wants_usage, fixed, defaulted
+        )
         ctx.set(BOOKING, booking)
         if self.config.headers:
-            ctx.response_headers.update(self._headers(checks, result.states))
+            ctx.response_headers.update(
+                headers_for([(lim.measure, st) for (lim, _), st in zip(checks, result.states, strict=True)])
+            )
         return None
 
     def _count_prompt(self, req: ChatRequest) -> int:
@@ -429,59 +476,44 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         checks: Sequence[tuple[LimitSpec, WindowCheck]],
         slots: Sequence[SlotCheck],
         result: Reservation,
+        demand: Demand,
         ctx: RequestContext,
     ) -> None:
+        """Refuse with headers and a message that agree with the decision (see proxy.budget.explain)."""
         if result.denied_window is not None:
             lim, check = checks[result.denied_window]
             state = result.states[result.denied_window]
             wait = seconds_until_fits(
                 state.prev, state.cur, state.now, state.window, check.limit, check.amount
             )
-            headers = self._headers([checks[result.denied_window]], [state])
-            ctx.record(lim.name, "limit", detail={"measure": lim.measure, "window": lim.window})
+            demand = Demand(
+                check.amount, demand.prompt, demand.completion, demand.defaulted, demand.default_max_tokens
+            )
+            detail = {"measure": lim.measure, "window": lim.window, "requested": check.amount}
+            if demand.defaulted and lim.measure in TOKEN_MEASURES:
+                detail["default_max_tokens"] = demand.default_max_tokens
+            ctx.record(lim.name, "limit", detail=detail)
+            message = refusal_message(lim.name, lim.measure, lim.window, state, demand, wait is None)
             if wait is None:
                 raise Rejected(
-                    f"This request alone exceeds the '{lim.name}' limit.",
+                    message,
                     status=429,
                     code="request_exceeds_limit",
-                    headers=headers,
+                    headers=headers_for([(lim.measure, state)]),
                 )
-            raise RateLimited(
-                f"Rate limit '{lim.name}' reached.", retry_after=max(wait, 1.0), headers=headers
-            )
+            retry = max(capped_wait(wait, state), 1.0)
+            raise RateLimited(message, retry_after=retry, headers=headers_for([(lim.measure, state)], retry))
         index = result.denied_slot or 0
         lim = self._concurrent[index]
         ctx.record(lim.name, "limit", detail={"measure": "concurrent"})
         raise RateLimited(
-            f"Concurrency limit '{lim.name}' reached.",
+            f"Concurrency limit '{lim.name}' reached ({slots[index].limit} requests in flight at once).",
             retry_after=1.0,
             headers={
                 "x-ratelimit-limit-concurrent": str(slots[index].limit),
                 "x-ratelimit-remaining-concurrent": "0",
             },
         )
-
-    @staticmethod
-    def _headers(
-        checks: Sequence[tuple[LimitSpec, WindowCheck]], states: Sequence[WindowState]
-    ) -> dict[str, str]:
-        """OpenAI's header names; per kind, the limit closest to exhaustion is reported."""
-        tightest: dict[str, tuple[float, LimitSpec, WindowState]] = {}
-        for (lim, _), state in zip(checks, states, strict=True):
-            kind = {"requests": "requests", "cost_usd": "usd"}.get(lim.measure, "tokens")
-            ratio = state.remaining / state.limit if state.limit else 0.0
-            if kind not in tightest or ratio < tightest[kind][0]:
-                tightest[kind] = (ratio, lim, state)
-        headers = {}
-
-        def fmt(kind: str, value: float) -> str:
-            return f"{value:.6f}" if kind == "usd" else str(math.floor(value))
-
-        for kind, (_, _lim, state) in tightest.items():
-            headers[f"x-ratelimit-limit-{kind}"] = fmt(kind, state.limit)
-            headers[f"x-ratelimit-remaining-{kind}"] = fmt(kind, state.remaining)
-            headers[f"x-ratelimit-reset-{kind}"] = format_duration(state.reset_after())
-        return headers
 
     async def on_response(self, resp: ChatResponse, ctx: RequestContext) -> None:
         booking = ctx.get(BOOKING)
@@ -510,7 +542,7 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         }
         parts["tenant"] = parts["tenant"] or "anonymous"
         try:
-            return await _report(self, parts)
+            return await usage_report(self.backend, self.config.limits, self._key, parts)
         except BackendUnavailable:
             return {"error": "budget state unavailable"}
 
@@ -527,7 +559,7 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             "tenant": None if self.config.tenant_from == "context" and identity is None else ident["tenant"],
         }
         try:
-            return await _report(self, parts)
+            return await usage_report(self.backend, self.config.limits, self._key, parts)
         except BackendUnavailable:
             return {"error": "budget state unavailable"}
 
@@ -590,48 +622,6 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             if actual != check.amount:
                 out.append((charge, actual - check.amount))
         return out
-
-
-async def _report(plugin: BudgetPlugin, given: Mapping[str, str | None]) -> dict[str, Any]:
-    parts = {k: v for k, v in given.items() if v is not None}
-    known = set(parts)
-    windowed = [lim for lim in plugin._windowed if set(lim.key) <= known]
-    concurrent = [lim for lim in plugin._concurrent if set(lim.key) <= known]
-    states = await plugin.backend.peek(
-        [
-            WindowCheck(plugin._key(lim, parts), WINDOWS[lim.window or "minute"], lim.amount_limit, 0.0)
-            for lim in windowed
-        ]
-    )
-    counts = await plugin.backend.peek_slots([plugin._key(lim, parts) for lim in concurrent])
-    limits: list[dict[str, Any]] = [
-        {
-            "name": lim.name,
-            "measure": lim.measure,
-            "window": lim.window,
-            "limit": st.limit,
-            "used": round(st.used, 6),
-            "remaining": round(st.remaining, 6),
-            "reset_seconds": round(st.reset_after(), 3),
-        }
-        for lim, st in zip(windowed, states, strict=True)
-    ]
-    limits += [
-        {
-            "name": lim.name,
-            "measure": "concurrent",
-            "limit": lim.concurrent,
-            "used": n,
-            "remaining": max(0, (lim.concurrent or 0) - n),
-        }
-        for lim, n in zip(concurrent, counts, strict=True)
-    ]
-    skipped = [lim.name for lim in plugin.config.limits if lim not in windowed and lim not in concurrent]
-    return {
-        "identity": {k: v for k, v in parts.items() if v is not None},
-        "limits": limits,
-        "not_shown": skipped,
-    }
 
 
 class _UsageFilter:

@@ -28,7 +28,7 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -48,6 +48,7 @@ from proxy.chain import (
     sentence_boundary,
 )
 from proxy.detectors.pii import (
+    DEFAULT_ENTITIES,
     LITERAL,
     CustomRecognizer,
     MemoryVault,
@@ -74,6 +75,13 @@ Action = Literal["redact", "mask", "hash", "block", "allow"]
 INLINE_MAX_CHARS = 4096
 
 
+def _action_shorthand(schema: dict[str, Any]) -> None:
+    """The JSON Schema of ``entities`` accepts the shorthand ``TYPE: action`` the model accepts."""
+    rule = schema.get("additionalProperties")
+    if isinstance(rule, dict):
+        schema["additionalProperties"] = {"anyOf": [{"enum": list(get_args(Action)), "type": "string"}, rule]}
+
+
 class EntityRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -89,7 +97,16 @@ class PiiConfig(PluginConfig):
     recognizers: tuple[CustomRecognizer, ...] = Field(default=(), description="custom regex / deny-lists")
     entities: dict[str, EntityRule] = Field(
         default_factory=dict,
-        description="per entity type: " + ", ".join(BUILTIN_ENTITIES) + ", or a custom recogniser's type",
+        description="per entity type (an action, e.g. CREDIT_CARD: block, or {action, threshold}): "
+        + ", ".join(BUILTIN_ENTITIES)
+        + ", or a custom recogniser's type",
+        json_schema_extra=_action_shorthand,
+    )
+    detect: Literal["default", "all"] = Field(
+        default="default",
+        description="default: contact data, person names, government and financial IDs, credentials "
+        "(docs/pii.md), plus the types under entities and recognizers; all: every type the engine knows "
+        "(also LOCATION, DATE_TIME, ORGANIZATION, NRP, TITLE, AGE, URL, UUID, MAC_ADDRESS)",
     )
     default_action: Action = Field(default="redact", description="for detected types not in entities")
     default_threshold: float = Field(default=0.4, ge=0, le=1)
@@ -172,9 +189,13 @@ class PiiPlugin(Plugin[PiiConfig]):
             )
         else:
             self.vault = deps.resource(f"pii-vault:memory:{config.ttl}", lambda: MemoryVault(config.ttl))
-        self._rules = {name: self._rule(name) for name in self.engine.entities | set(config.entities)}
+        scope = self.engine.entities | set(config.entities)
+        if config.detect == "default":
+            scope &= DEFAULT_ENTITIES | set(config.entities) | {r.entity_type for r in config.recognizers}
+        self._rules = {name: self._rule(name) for name in scope}
         active = [n for n, (action, _) in self._rules.items() if action != "allow"]
-        self._entities = active if config.default_action == "allow" or config.entities else None
+        narrowed = config.detect == "default" or config.default_action == "allow" or config.entities
+        self._entities = active if narrowed else None
         self._min = min((t for a, t in self._rules.values() if a != "allow"), default=1.0)
         self._roles = frozenset(config.roles)
         # Shared by every pii step and policy reload in the process: one model call at a time.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Span-level precision / recall / F2 of the ``pii`` plugin's detection on the Presidio synthetic set.
 
-    python scripts/eval_pii.py [--ner off|auto|required] [--split test|dev|all]
+    python scripts/eval_pii.py [--ner off|auto|required] [--split test|dev|all] [--detect all|default]
                                [--method presidio|strict] [--errors TYPE] [--every N]
 
 The dataset (``../shared/datasets/pii/presidio_synth_dataset_v2.json`` relative to the repo root)
@@ -47,6 +47,14 @@ sys.path.insert(0, str(ROOT))
 
 DEFAULT_DATASET = ROOT / ".." / "shared" / "datasets" / "pii" / "presidio_synth_dataset_v2.json"
 TYPE_MAP = {"STREET_ADDRESS": "LOCATION", "GPE": "LOCATION", "DOMAIN_NAME": "URL"}
+#: Predicted types compared as presidio-research's: since #22 street addresses are ADDRESS (in
+#: the default set) and places LOCATION (not), but the dataset labels an address piece by
+#: piece (street, town: both LOCATION after ``TYPE_MAP``), so ``--detect all`` compares both
+#: as LOCATION, as before #22.
+PRED_MAP = {"ADDRESS": "LOCATION"}
+#: ``--detect default``: the dataset's types mapped onto the default set's (gold spans of
+#: other types, and predictions of them, are left out: the default policy does not look for them).
+DEFAULT_TYPE_MAP = {"STREET_ADDRESS": "ADDRESS", "DOMAIN_NAME": "URL"}
 UNSUPPORTED: set[str] = set()  # dataset types with no recogniser (TITLE and ZIP_CODE had none before #6)
 #: presidio-research's documented default overlap for a span match (``span_based_approach.md``).
 IOU_THRESHOLD = 0.5
@@ -251,6 +259,13 @@ def main() -> int:
     ap.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     ap.add_argument("--ner", choices=["off", "auto", "required"], default="off")
     ap.add_argument("--threshold", type=float, default=0.4, help="the plugin's default_threshold")
+    ap.add_argument(
+        "--detect",
+        choices=["all", "default"],
+        default="all",
+        help="all: every type (comparable with the numbers before #22); default: the plugin's "
+        "default entity set, scored on the gold spans of those types only",
+    )
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--every", type=int, default=1, help="score every Nth record (a quick subset)")
     ap.add_argument("--split", choices=["test", "dev", "all"], default="test", help="by template_id parity")
@@ -276,8 +291,13 @@ def main() -> int:
 
     t0 = time.perf_counter()
     plugin = PiiPlugin(
-        PiiConfig(ner=args.ner, default_threshold=args.threshold), Deps(Resources(), cpu_workers=1)
+        PiiConfig(ner=args.ner, default_threshold=args.threshold, detect=args.detect),
+        Deps(Resources(), cpu_workers=1),
     )
+    from proxy.detectors.pii import DEFAULT_ENTITIES
+
+    gold_map, pred_map = (TYPE_MAP, PRED_MAP) if args.detect == "all" else (DEFAULT_TYPE_MAP, {})
+    in_scope = (lambda t: True) if args.detect == "all" else (lambda t: t in DEFAULT_ENTITIES)
     build = time.perf_counter() - t0
     records = json.loads(args.dataset.read_text())
     if args.errors:
@@ -291,18 +311,22 @@ def main() -> int:
     scorer = SpanScorer()
     strict: Counts = defaultdict(lambda: {"credited": 0, "pred": 0, "tp": 0, "gold": 0})
     merged: Counts = defaultdict(lambda: {"credited": 0, "pred": 0, "tp": 0, "gold": 0})
-    chars = covered = 0
+    chars = covered = n_gold = 0
     detect = 0.0
     plugin._spans("warm up", False)
     for rec in records:
         text = rec["full_text"]
         chars += len(text)
         gold = [
-            (s["start_position"], s["end_position"], TYPE_MAP.get(s["entity_type"], s["entity_type"]))
+            (s["start_position"], s["end_position"], gold_map.get(s["entity_type"], s["entity_type"]))
             for s in rec["spans"]
         ]
+        gold = [g for g in gold if in_scope(g[2])]
+        n_gold += len(gold)
         t0 = time.perf_counter()
-        pred = [(s.start, s.end, s.entity_type) for s in plugin._spans(text, False)]
+        pred = [
+            (s.start, s.end, pred_map.get(s.entity_type, s.entity_type)) for s in plugin._spans(text, False)
+        ]
         detect += time.perf_counter() - t0
         if args.errors:
             if args.method == "presidio":
@@ -321,7 +345,7 @@ def main() -> int:
         scorer.score(text, gold, pred, merged)
     engine = plugin.engine
     print(
-        f"engine: ner={args.ner} model={engine.ner_model or '-'} "
+        f"engine: ner={args.ner} model={engine.ner_model or '-'} detect={args.detect} "
         f"threshold={args.threshold} split={args.split} method={args.method} iou>={IOU_THRESHOLD}"
     )
     per_2kb = detect * 1000 / (chars / 2048)
@@ -341,7 +365,6 @@ def main() -> int:
             p, r, f = _prf(credited, pred_n, tp, gold_n)
             summary.append(f"{label.strip('*')} P {p:.3f} R {r:.3f} F2 {f:.3f}")
     print(f"{other_name} method: " + "; ".join(summary))
-    n_gold = sum(len(r["spans"]) for r in records)
     print(
         f"redaction coverage: {covered}/{n_gold} gold spans ({covered / max(1, n_gold):.3f}) "
         "lie wholly inside a predicted span of any type "

@@ -4,7 +4,8 @@ Plugins only detect and act; this module decides what their actions mean:
 
 * ``enforce``: the hook runs on the live request; a ``Rejected`` refuses it.
 * ``shadow``: the hook runs on a *copy*; a rejection, an edit, a local reply or a crash
-  becomes a "would have" decision record and the live request goes on untouched.
+  becomes a "would have" decision record and the live request goes on untouched. Response
+  headers it sets (``x-ratelimit-*``, flags) are dropped: shadow never changes the answer.
 * ``off``: the step is not compiled at all.
 * ``canary: P`` (enforce steps): enforce on P percent of requests, shadow on the rest. The
   share is chosen by a hash of the request id, so every hook of one request agrees, and the
@@ -189,7 +190,14 @@ class Chain:
         result = "ok"
         try:
             if active.mode == "shadow":
-                await self._shadow_call(step, hook_fn(copy(obj), ctx), ctx, hook)
+                # Headers a shadow step sets never reach the client: it sees (and may edit) a
+                # copy, and the live headers are put back afterwards.
+                live_headers = ctx.response_headers
+                ctx.response_headers = dict(live_headers)
+                try:
+                    await self._shadow_call(step, hook_fn(copy(obj), ctx), ctx, hook)
+                finally:
+                    ctx.response_headers = live_headers
                 return None
             answer = await hook_fn(obj, ctx)
             if answer is not None:
@@ -247,6 +255,9 @@ class Chain:
             if not step.applies(ctx):
                 continue
             active = ctx.active = step.active_for(ctx)
+            live_headers = ctx.response_headers
+            if active.mode == "shadow":
+                ctx.response_headers = dict(live_headers)  # dropped below, as in _run_step
             try:
                 f = step.plugin.open_stream(ctx)
             except Exception as exc:
@@ -254,6 +265,7 @@ class Chain:
                 continue
             finally:
                 ctx.active = _IDLE
+                ctx.response_headers = live_headers
             if f is not None:
                 filters.append((step, f, active))
         return StreamPipeline(self, filters, ctx) if filters else None

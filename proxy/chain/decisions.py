@@ -52,8 +52,12 @@ class DecisionSink:
         for d in decisions:
             self.recent.append(d)
             self.counts[(d.plugin, d.rule, d.action, d.mode)] += 1
-            if log.isEnabledFor(logging.INFO):
-                log.info("decision", extra=d.as_dict())
+            # DEBUG, not INFO: at INFO every decision was printed up to three times (this line,
+            # the decision log when it is on stdout, the access log's summary). The full record
+            # belongs to the decision log (observability.decision_log) and /admin/decisions;
+            # the access log names each decision of its request.
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("decision", extra=d.as_dict())
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [

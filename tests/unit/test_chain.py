@@ -46,6 +46,9 @@ class Probe(Plugin[ProbeConfig]):
             raise RuntimeError("boom")
         elif b == "reply":
             return Reply(content="local")
+        elif b == "header":
+            ctx.response_headers[f"x-{self.config.step_id}"] = "set"
+            ctx.response_headers["x-shared"] = self.config.step_id
         return None
 
     async def on_response(self, resp: ChatResponse, ctx: RequestContext) -> None:
@@ -135,6 +138,14 @@ async def test_shadow_never_changes_the_request_but_records_would_have() -> None
     assert req.body["messages"][0]["content"] == "hi"
     assert not req.dirty
     assert [(d.plugin, d.action, d.mode) for d in ctx.decisions] == [("s", "redact", "shadow")]
+
+
+async def test_response_headers_set_by_a_shadow_step_are_dropped() -> None:
+    chain = Chain([_step("e", "header"), _step("s", "header", mode="shadow")], _NoUpstream())
+    ctx = _ctx()
+    await chain.run_request(_req(), ctx)
+    assert TRACE == ["req:e", "req:s"]  # the shadow step ran (and saw the live headers' copy)
+    assert ctx.response_headers == {"x-e": "set", "x-shared": "e"}  # its own edits never reach the answer
 
 
 async def test_shadow_rejection_is_recorded_not_raised() -> None:

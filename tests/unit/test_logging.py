@@ -21,12 +21,17 @@ from proxy.observability.logging import JsonFormatter
 from tests.harness import SidecarHarness, sidecar_harness
 
 
-def test_decision_log_line_is_flat_json(caplog: pytest.LogCaptureFixture) -> None:
+def test_decision_log_line_is_flat_json_at_debug_only(caplog: pytest.LogCaptureFixture) -> None:
     sink = DecisionSink(keep=2)
-    caplog.set_level(logging.INFO, logger="policy_sidecar.decisions")
     decisions = [
         Decision("r1", "rev", "secrets", "request_match", "redact", "shadow", detail={"count": 2})
     ] * 3
+    caplog.set_level(logging.INFO, logger="policy_sidecar.decisions")
+    sink.emit(decisions[:1])
+    assert not caplog.records  # at INFO the access log and the decision log carry decisions
+    sink.recent.clear()
+    sink.counts.clear()
+    caplog.set_level(logging.DEBUG, logger="policy_sidecar.decisions")
     sink.emit(decisions)
     line = json.loads(JsonFormatter().format(caplog.records[0]))
     assert line["msg"] == "decision"

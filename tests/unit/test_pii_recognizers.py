@@ -32,9 +32,9 @@ def _found(engine: PiiEngine, text: str, min_score: float = 0.4) -> set[tuple[st
         ("stop the messages to 0680 298 70 63", "0680 298 70 63", "PHONE_NUMBER"),
         ("Desk: +1-903-140-4508x769", "+1-903-140-4508x769", "PHONE_NUMBER"),
         ("card number 630427373398 is lost", "630427373398", "CREDIT_CARD"),  # Maestro, Luhn-valid
-        ("send it to 6750 Koskikatu 25 Apt. 864\nArtilleros\n, CO\n Uruguay 64677", None, "LOCATION"),
-        ("Meet me at PSC 1437, Box 3833\nAPO AA 66791", "PSC 1437, Box 3833\nAPO AA 66791", "LOCATION"),
-        ("Megan lives on Via Tasso 129 street.", "Via Tasso 129", "LOCATION"),
+        ("send it to 6750 Koskikatu 25 Apt. 864\nArtilleros\n, CO\n Uruguay 64677", None, "ADDRESS"),
+        ("Meet me at PSC 1437, Box 3833\nAPO AA 66791", "PSC 1437, Box 3833\nAPO AA 66791", "ADDRESS"),
+        ("Megan lives on Via Tasso 129 street.", "Via Tasso 129", "ADDRESS"),
         ("We moved here from Uruguay", "Uruguay", "LOCATION"),
         ("My brother just turned 47", "47", "AGE"),
         ("Date: 1978-04-13 12:20:39", "1978-04-13 12:20:39", "DATE_TIME"),
@@ -197,19 +197,19 @@ def test_ner_pipeline_runs_only_the_ner_component() -> None:
         (
             "Sven Hedlund\n\n85199 Avda. Rio Nalon 58\n Apt. 461\n Soto del Barco\n\n Spain 61709",
             "85199 Avda. Rio Nalon 58\n Apt. 461\n Soto del Barco\n\n Spain 61709",
-            "LOCATION",
+            "ADDRESS",
         ),
         (
             "meet you at 010 63 Avenue du Golf Arabe Suite 910\nHellendoorn, OV 21072 after",
             "010 63 Avenue du Golf Arabe Suite 910\nHellendoorn, OV 21072",
-            "LOCATION",
+            "ADDRESS",
         ),
         (
             "??? Ann Lee\n??? 4923 Parmova 109\n??? Suite 380\n??? Maribor\n??? Slovenia 82709",
             "4923 Parmova 109\n??? Suite 380\n??? Maribor\n??? Slovenia 82709",
-            "LOCATION",
+            "ADDRESS",
         ),
-        ("Jacob lives on 90 Whitchurch Road street.", "90 Whitchurch Road street", "LOCATION"),
+        ("Jacob lives on 90 Whitchurch Road street.", "90 Whitchurch Road street", "ADDRESS"),
     ],
 )
 def test_finds_more(engine: PiiEngine, text: str, value: str, etype: str) -> None:
@@ -249,7 +249,7 @@ def test_new_rules_leave_ordinary_text_alone(engine: PiiEngine, text: str, etype
         ("Christine is a good listener", "Christine", "ORGANIZATION", ("PERSON", "Christine")),
         ("Pedestrians must enter", "Pedestrians", "NRP", ("NRP", "")),
         ("a Polish film", "Polish", "NRP", ("NRP", "Polish")),
-        ("on Joaquin Suarez 2906", "Joaquin Suarez 2906", "PERSON", ("LOCATION", "Joaquin Suarez 2906")),
+        ("on Joaquin Suarez 2906", "Joaquin Suarez 2906", "PERSON", ("ADDRESS", "Joaquin Suarez 2906")),
         ("lower case iban here", "iban", "ORGANIZATION", ("ORGANIZATION", "")),
     ],
 )

@@ -17,6 +17,9 @@ prompts, ``k`` = 300/50 flagged 1, at equal or better out-of-fold recall).
 
 Hashing lives in ``features.py`` (shared with the training script).
 
+A phrase repeated back to back is scored as one copy (``repetition.py``): repetition adds n-grams,
+not evidence, and would otherwise undo the short-text shrinkage.
+
 Texts longer than the window are scored over half-overlapping windows and the maximum is kept, so an
 injection buried in a long benign document is not diluted away.
 """
@@ -37,6 +40,7 @@ import numpy.typing as npt
 from proxy.detectors.model_file import read_model
 
 from .features import FEATURE_VERSION, FeatureConfig, FeatureHasher, HashCache, HashedText
+from .repetition import collapse_repeats
 
 MODEL_FILE = "model.npz"
 
@@ -115,7 +119,7 @@ class InjectionClassifier:
 
         ``cache``: a request's shared n-gram hashes (``proxy.detectors.shared``), so the moderation
         classifier does not hash the same text again."""
-        prepared = self._hasher.prepare(text)
+        prepared = collapse_repeats(self._hasher.prepare(text))  # see repetition.py
         span = self.meta.features.window + 2
         if len(prepared) <= span:
             char_sums, word_sums, char_scale, word_scale = self._hasher.bucket_sums(prepared, self._w, cache)

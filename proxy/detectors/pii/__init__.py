@@ -1,5 +1,6 @@
 """PII detection (presidio, offline), placeholder numbering and restore for the ``pii`` plugin."""
 
+from proxy.detectors.pii.defaults import DEFAULT_ENTITIES
 from proxy.detectors.pii.engine import (
     CustomRecognizer,
     NerMode,
@@ -22,6 +23,7 @@ from proxy.detectors.pii.spans import (
 from proxy.detectors.pii.vault import MemoryVault, RedisVault, Vault, digest
 
 __all__ = [
+    "DEFAULT_ENTITIES",
     "LITERAL",
     "MAX_PLACEHOLDER",
     "PLACEHOLDER_RX",

@@ -37,12 +37,14 @@ NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP"})
 #: Every entity type the built-in recognisers (and NER) can report: the names a policy may use
 #: in ``entities`` besides its own recognisers' types. A test keeps it equal to the engine's.
 BUILTIN_ENTITIES: tuple[str, ...] = (
-    "AGE", "CREDIT_CARD", "CRYPTO", "DATE_TIME", "EMAIL_ADDRESS", "IBAN_CODE", "IP_ADDRESS",
-    "LOCATION", "MAC_ADDRESS", "MEDICAL_LICENSE", "NRP", "ORGANIZATION", "PERSON", "PHONE_NUMBER",
+    "ADDRESS", "AGE", "CREDENTIAL", "CREDIT_CARD", "CRYPTO", "DATE_TIME", "EMAIL_ADDRESS",
+    "IBAN_CODE", "IP_ADDRESS", "LOCATION", "MAC_ADDRESS", "MEDICAL_LICENSE", "NRP", "ORGANIZATION",
+    "PERSON", "PHONE_NUMBER",
     "TITLE", "UK_NHS", "URL", "US_BANK_NUMBER", "US_DRIVER_LICENSE", "US_ITIN", "US_PASSPORT",
     "US_SSN", "UUID", "ZIP_CODE",
 )  # fmt: skip
 _ENTITY_NAME = re.compile(r"^[A-Z][A-Z0-9_]*[A-Z]$|^[A-Z]$")
+log = logging.getLogger("policy_sidecar.pii")
 
 
 def check_entity_name(name: str) -> str:
@@ -118,6 +120,13 @@ class PiiEngine:
                 "(pip install 'policy-sidecar[ner]')"
             )
         self.ner_model = module
+        if ner == "auto" and module is None:
+            # Said once per engine (engines are shared across steps with this config and reloads).
+            log.warning(
+                "pii: ner: auto and no spaCy English model installed: names, places and "
+                "organisations are found by patterns only (pip install 'policy-sidecar[ner]', "
+                "or ner: off to silence this)"
+            )
         self._rules = RuleSet(build_rules(_predefined(), _custom_rules(custom)))
         self._ner = NerModel(module) if module is not None else None
         ner_types = self._ner.entities if self._ner is not None else frozenset()
@@ -163,16 +172,24 @@ def _predefined() -> list[Any]:
     from presidio_analyzer import RecognizerRegistry
     from presidio_analyzer.predefined_recognizers import EmailRecognizer, UrlRecognizer
 
-    # presidio logs analysed text (context words) at DEBUG: never let values reach the logs.
-    logging.getLogger("presidio-analyzer").setLevel(logging.INFO)
+    # presidio logs analysed text (context words) at DEBUG: never let values reach the logs. Its
+    # registry also says "Loaded recognizer" (INFO) about 30 times and warns 11 times that the
+    # Polish / Italian / Spanish recognisers do not fit an English registry: expected, noise at
+    # every start. Quiet while building, WARNING afterwards (this engine never calls presidio's
+    # analyser, so nothing of presidio's is lost).
+    presidio_log = logging.getLogger("presidio-analyzer")
+    presidio_log.setLevel(logging.ERROR)
     extract = offline_tldextract()
 
     class OfflineEmailRecognizer(EmailRecognizer):
         def validate_result(self, pattern_text: str) -> bool:
             return bool(extract(pattern_text).fqdn)
 
-    registry = RecognizerRegistry(supported_languages=["en"])
-    registry.load_predefined_recognizers(languages=["en"])  # pattern recognisers: no NLP needed
+    try:
+        registry = RecognizerRegistry(supported_languages=["en"])
+        registry.load_predefined_recognizers(languages=["en"])  # pattern recognisers: no NLP needed
+    finally:
+        presidio_log.setLevel(logging.WARNING)
     recs = [r for r in registry.recognizers if not isinstance(r, EmailRecognizer | UrlRecognizer)]
     return [*recs, OfflineEmailRecognizer()]
 

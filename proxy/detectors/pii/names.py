@@ -63,5 +63,7 @@ GIVEN_NAMES: frozenset[str] = frozenset(
     alejandro alfonso alvaro andres beatriz catalina cristobal esteban federico gonzalo
     guadalupe ignacio isabela jimena leticia lorena marcela mercedes nicolas paloma ramon
     rodrigo santiago sergio valeria ximena joao gonçalo rui tiago duarte ines leonor
+    sean seamus conor liam niamh siobhan aoife ciara declan eoin ronan cian oisin padraig
+    brendan fiona kieran cormac maeve orla dermot fergus bridget sinead eamon
     """.split()  # noqa: SIM905 (a word list)
 )

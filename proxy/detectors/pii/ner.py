@@ -101,7 +101,7 @@ def refine(text: str, etype: str, start: int, end: int) -> tuple[str, int, int]:
     if _INITIAL_NAME.match(value):
         return "PERSON", start, end
     if etype == "PERSON" and any(c.isdigit() for c in value):
-        return "LOCATION", start, end  # "Joaquin Suarez 2906": a street named after someone
+        return "ADDRESS", start, end  # "Joaquin Suarez 2906": a street named after someone
     if etype == "PERSON" and len(words) == 1:
         if value.isupper() and len(value) >= 4:
             return "LOCATION", start, end  # ESPOO, LYCKSELE: all-caps is how addresses write towns
@@ -142,7 +142,7 @@ class NerModel:
             self._nlp = mod.load(exclude=[p for p in DROP_PIPES if p != "tok2vec"])
         if not self._nlp.has_pipe("ner"):
             raise RuntimeError(f"pii: spaCy pipeline {module} has no ner component")
-        self.entities = frozenset(LABELS.values())
+        self.entities = frozenset({*LABELS.values(), "ADDRESS"})  # refine() finds street names
 
     def find(self, texts: Sequence[str], wanted: frozenset[str] | None) -> list[list[Hit]]:
         out: list[list[Hit]] = [[] for _ in texts]

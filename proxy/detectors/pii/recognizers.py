@@ -28,7 +28,7 @@ from typing import Any, Literal, TypeAlias
 
 import regex
 
-from proxy.detectors.pii.tuned import TUNED_RULES, TunedRule
+from proxy.detectors.pii.tuned import NAME_PART, TUNED_RULES, TunedRule
 
 FLAGS = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE  # presidio's global regex flags
 #: per regex scan of a rule that is not ``bounded``: a pathological input costs at most this,
@@ -114,6 +114,19 @@ class Rule:
     #: Set only for the built-in rules, whose patterns are reviewed here; a policy's own regex
     #: always keeps the timeout (bounded repetition of nested alternatives can still explode).
     linear: bool = False
+    #: a regex searched in the text just before a match (``NOT_AFTER_CHARS``): a hit drops it
+    not_after: Any = None
+
+
+#: how much text before a match ``Rule.not_after`` looks at
+NOT_AFTER_CHARS = 24
+#: "release 4.2.0.1", "version 10.0.0.1", "build 1.2.3.4": a four-part version, not an address.
+_VERSION_CUE = re.compile(
+    r"(?i)(?:\b(?:version|versions|ver|release|releases|rel|build|firmware|fw|patch|update|upgrade[ ]to"
+    r"|downgrade[ ]to|tag|sdk|v)\.?[ :]*|\bv)$"
+)
+#: entity type -> the veto of its presidio rules (``Rule.not_after``)
+NOT_AFTER: dict[str, Any] = {"IP_ADDRESS": _VERSION_CUE}
 
 
 class _Found:
@@ -202,7 +215,7 @@ class NameGazetteer:
 
     _TAIL = regex.compile(
         r"(?:[ ]\p{Lu}\.?)?(?:[ ](?:van|von|de|der|den|da|di|dos|del|le|la|ten|ter)){0,2}"
-        r"[ ]\p{Lu}\p{Ll}[\w'\u2019\-]*(?:[ ]\p{Lu}\p{Ll}[\w'\u2019\-]*)?(?![\w\-])"
+        r"[ ]" + NAME_PART + r"(?:[ ]" + NAME_PART + r")?(?![\w\-])"
     )
 
     #: a given name alone is a person where it is addressed or speaks: "Ella: What a ...",
@@ -228,6 +241,21 @@ class NameGazetteer:
         self._names = frozenset(n.lower() for n in names)
         self.pattern = f"names({len(self._names)})"
 
+    def _given(self, word: str, text: str, start: int) -> bool:
+        """A known given name, or a hyphenated one that starts with it ("Jean-Luc", "Anna-Lena":
+        every part capitalised, so "Anna-based" is not one)."""
+        if word in self._names:
+            return True
+        parts = word.split("-")
+        if len(parts) < 2 or parts[0] not in self._names:
+            return False
+        offset = start
+        for part in parts:
+            if not part or not text[offset].isupper():
+                return False
+            offset += len(part) + 1
+        return True
+
     def finditer(
         self, text: str, pos: int = 0, endpos: int | None = None, timeout: float | None = None
     ) -> list[_Found]:
@@ -235,7 +263,7 @@ class NameGazetteer:
         stop = len(text) if endpos is None else endpos
         after = pos
         for start, first_end, word in capitalised_words(text, pos, stop):
-            if start < after or word not in self._names:
+            if start < after or not self._given(word, text, start):
                 continue
             tail = self._TAIL.match(text, first_end, stop)
             if tail is None:
@@ -357,6 +385,7 @@ def _presidio_rules(recognizers: Iterable[Any]) -> list[Rule]:
                     invalidate,
                     window=WINDOWS.get(entity, "text"),
                     linear=bounded(p.regex),
+                    not_after=NOT_AFTER.get(entity),
                 )
             )
     return rules
@@ -599,6 +628,10 @@ class RuleSet:
                     if valid:
                         score = 1.0
                 if rule.invalidate is not None and rule.invalidate(value):
+                    continue
+                if rule.not_after is not None and rule.not_after.search(
+                    text, max(0, start - NOT_AFTER_CHARS), start
+                ):
                     continue
                 if score < 1.0 and rule.context:
                     words = words_cache.get(start)

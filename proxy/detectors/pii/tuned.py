@@ -68,15 +68,26 @@ _STREET_WORD = (
     r"|court|ct|terrace|terrasse|highway|hwy|gata|gatan|gade|vej|katu|tie|strasse|straße|str|u|ul|rua"
     r"|via|calle|apt|suite|unit|box|po)"
 )
-_STREET_EVIDENCE = re.compile(
-    r"(?i)(?<!\w)" + _STREET_WORD + r"(?!\w)|\n|^\S+ (?:\d+ )?[^\W\d_][\w'\u2019\-]* \d"
+_STREET_EVIDENCE = re.compile(r"(?i)(?<!\w)" + _STREET_WORD + r"(?!\w)|\n")
+_NAME_NUMBER = re.compile(r"^\S+ (?:\d+ )?([^\W\d_][\w'\u2019\-]*) \d")
+
+
+#: "12 March 2024" is a date: a month is no street name.
+_MONTHS = frozenset(
+    """january february march april may june july august september october november december
+    jan feb mar apr jun jul aug sep sept oct nov dec""".split()  # noqa: SIM905 (a word list)
 )
 
 
 def _not_address(value: str) -> bool:
     """Number + words is an address only with a street word, a unit, several lines, or
-    ``Name 25`` (house number after the street name); "founded in 1977 by three friends" is not."""
-    return _STREET_EVIDENCE.search(value) is None
+    ``Name 25`` (house number after a capitalised street name); "founded in 1977 by three
+    friends" is not, nor "2024 at 10am" (a lower-case word is no street name), nor "12 March
+    2024"."""
+    if _STREET_EVIDENCE.search(value) is not None:
+        return False
+    named = _NAME_NUMBER.search(value)
+    return named is None or not named.group(1)[0].isupper() or named.group(1).lower().rstrip(".") in _MONTHS
 
 
 # House-number-led addresses, then optional parts on the same line, after commas or on new
@@ -206,12 +217,28 @@ HONORIFIC = r"(?<![\w.])" + _HONORIFIC + r"\.?(?=[ ]\p{Lu})"
 NAME_AFTER_HONORIFIC = (
     r"(?<=(?<![\w.])" + _HONORIFIC + r"\.?[ ])\p{Lu}[\w'\u2019\-]+(?:[ ]\p{Lu}[\w'\u2019\-]+){0,2}(?![\w\-])"
 )
+#: API keys and tokens whose format names them (OpenAI/Anthropic sk-, AWS access key ids,
+#: GitHub, GitLab, Slack, Google, Stripe) and JWTs: long enough that prose never matches.
+CREDENTIAL_TOKEN = (
+    r"(?<![\w\-])(?:sk-(?:ant-|proj-|svcacct-)?[A-Za-z0-9_\-]{20,200}|(?:AKIA|ASIA)[0-9A-Z]{16}"
+    r"|gh[pousr]_[A-Za-z0-9]{30,100}|github_pat_[A-Za-z0-9_]{30,120}|glpat-[A-Za-z0-9_\-]{20,60}"
+    r"|xox[abpors]-[A-Za-z0-9\-]{10,200}|AIza[0-9A-Za-z_\-]{35}|(?:sk|rk)_live_[A-Za-z0-9]{20,120}"
+    r"|eyJ[A-Za-z0-9_\-]{8,2000}\.eyJ[A-Za-z0-9_\-]{8,4000}\.[A-Za-z0-9_\-]{8,2000})(?![\w\-])"
+)
+PRIVATE_KEY = (
+    r"-----BEGIN[A-Z ]{0,40} PRIVATE KEY-----(?:[\s\S]{0,8000}?-----END[A-Z ]{0,40} PRIVATE KEY-----)?"
+)
+#: "password: hunter2", "pwd=S3cret!": the value after the label (no spaces in it).
+PASSWORD_VALUE = r"(?i:\bpass(?:word|wd|code)?[ ]*[:=][ ]*)([^\s\"'`]{4,128})"
+#: One capitalised part of a name: "Lee", "Smith-Jones", and "O'Brien" / "D'Angelo" (an
+#: apostrophe right after the capital, then another capital).
+NAME_PART = r"\p{Lu}(?:\p{Ll}|['\u2019]\p{Lu})[\w'\u2019\-]*"
 #: "Faina D. Yefremova", "Ruth R Montez": given name, middle initial, surname.
-INITIAL_NAME = r"(?<![\w\-])\p{Lu}\p{Ll}[\w'\u2019\-]*[ ]\p{Lu}\.?[ ]\p{Lu}\p{Ll}[\w'\u2019\-]*(?![\w\-])"
+INITIAL_NAME = r"(?<![\w\-])" + NAME_PART + r"[ ]\p{Lu}\.?[ ]" + NAME_PART + r"(?![\w\-])"
 #: "my name is Ann Lee", "I'm Ann Lee": two or three capitalised words after a self-introduction.
 NAME_AFTER_CUE = (
     r"\b(?i:my[ ]name[ ]is|name:|i[ ]am|i'm|i\u2019m|signed|regards,|sincerely,)\s"
-    r"(\p{Lu}\p{Ll}[\w'\u2019\-]*(?:[ ]\p{Lu}\p{Ll}[\w'\u2019\-]*){1,2})(?![\w\-])"
+    r"(" + NAME_PART + r"(?:[ ]" + NAME_PART + r"){1,2})(?![\w\-])"
 )
 _OCCUPATION = r"(?:" + "|".join(OCCUPATIONS) + r")s?"
 _TITLE_WORD = r"[\w'\u2019\-]+"
@@ -228,8 +255,12 @@ ZIP_AFTER_LABEL = (
 )
 #: A name alone on the first line (a CV, a signature block, an address label).
 FIRST_LINE_NAME = (
-    r"\A[ \t]*(\p{Lu}\p{Ll}[\w'\u2019\-]*(?:[ ]{1,2}(?:\p{Lu}\.?|\p{Lu}\p{Ll}[\w'\u2019\-]*"
-    r"|van|von|de|der|den|da|di|le|la)){1,3})[ \t]*\n"
+    r"\A[ \t]*("
+    + NAME_PART
+    + r"(?:[ ]{1,2}(?:\p{Lu}\.?|"
+    + NAME_PART
+    + r"|van|von|de|der|den|da|di|le|la)){1,3})"
+    r"[ \t]*\n"
 )
 #: A place name after a verb of living or travelling: "originally from Mavčiče", "based in Kulusuk".
 PLACE_AFTER_CUE = (
@@ -377,8 +408,10 @@ TUNED_RULES: tuple[TunedRule, ...] = (
         invalidate=_not_domain,
         window="token",
     ),
+    # Street and postal addresses are ADDRESS (contact data, redacted by default); place names
+    # alone (countries, towns) stay LOCATION (not in the default set: "capital of France").
     TunedRule(
-        "LOCATION",
+        "ADDRESS",
         ADDRESS,
         0.9,  # above NER's 0.85: a structured address beats the model's pieces of it
         (
@@ -400,14 +433,14 @@ TUNED_RULES: tuple[TunedRule, ...] = (
         case_sensitive=True,
     ),
     # Windowed: these regexes are costly at every position, their trigger words are rare.
-    TunedRule("LOCATION", MILITARY, 0.9, ADDRESS_CONTEXT, r"[ADF]PO A[AEP] \d", window=90),
+    TunedRule("ADDRESS", MILITARY, 0.9, ADDRESS_CONTEXT, r"[ADF]PO A[AEP] \d", window=90),
     TunedRule(
-        "LOCATION", ADDRESS_PREFIXED, 0.9, ADDRESS_CONTEXT, _PREFIX + "[ ]", case_sensitive=True, window=160
+        "ADDRESS", ADDRESS_PREFIXED, 0.9, ADDRESS_CONTEXT, _PREFIX + "[ ]", case_sensitive=True, window=160
     ),
     TunedRule(
-        "LOCATION", ADDRESS_SUFFIXED, 0.9, ADDRESS_CONTEXT, _SUFFIX_TRIGGER, case_sensitive=True, window=160
+        "ADDRESS", ADDRESS_SUFFIXED, 0.9, ADDRESS_CONTEXT, _SUFFIX_TRIGGER, case_sensitive=True, window=160
     ),
-    TunedRule("LOCATION", CORNER, 0.9, ADDRESS_CONTEXT, r"(?i)corner of", case_sensitive=True),
+    TunedRule("ADDRESS", CORNER, 0.9, ADDRESS_CONTEXT, r"(?i)corner of", case_sensitive=True),
     TunedRule("LOCATION", CAPS_PLACE, 0.6, trigger=r"\p{Lu}{4}", case_sensitive=True),
     TunedRule("LOCATION", "", 0.7, words=COUNTRIES),
     TunedRule(
@@ -495,4 +528,18 @@ TUNED_RULES: tuple[TunedRule, ...] = (
     TunedRule("DATE_TIME", WEEKDAY, 0.6, trigger=r"day\b", case_sensitive=True),
     # A known given name and a surname: "Anna Kowalska", "Lars P. Nielsen".
     TunedRule("PERSON", "", 0.6, people=GIVEN_NAMES),
+    # Credentials pasted into a support conversation: API keys of well-known formats (their
+    # prefixes are the trigger), JWTs, private key blocks, and "password: ..." values.
+    TunedRule(
+        "CREDENTIAL",
+        CREDENTIAL_TOKEN,
+        0.9,
+        trigger="=sk-|AKIA|ASIA|ghp_|gho_|ghs_|ghu_|ghr_|github_pat_|glpat-|xox|AIza|eyJ|sk_live_|rk_live_",
+        case_sensitive=True,
+        window="token",
+    ),
+    TunedRule("CREDENTIAL", PRIVATE_KEY, 0.95, trigger="=-----BEGIN", case_sensitive=True),
+    TunedRule(
+        "CREDENTIAL", PASSWORD_VALUE, 0.7, trigger="(?i)pass(?:word|wd|code)?[ ]*[:=]", group=1, window=80
+    ),
 )
