@@ -3,6 +3,13 @@
 Plugin instances are shared by all requests of a policy revision and hold no per-request
 state; whatever a plugin must remember between hooks of one request lives here, under a
 typed ``StateKey`` so mypy checks what goes in and comes out.
+
+State is scoped to the *step*, not the plugin type: a policy may hold several steps of one type
+(an enforced budget and a shadow candidate beside it), and each must see only its own booking.
+``ctx.get`` / ``ctx.set`` therefore file a value under the step the chain marked active
+(``ctx.active.plugin_id``), so a plugin keeps one module-level key name and cannot collide
+with another step of its type. A key meant to be shared by every step of the request (a scan
+cache) says so: ``StateKey(name, shared=True)``.
 """
 
 from __future__ import annotations
@@ -23,15 +30,21 @@ T = TypeVar("T")
 
 
 class StateKey(Generic[T]):
-    """A typed key into ``RequestContext.state``: ``KEY = StateKey[list[str]]("pii.spans")``."""
+    """A typed key into the request's state: ``KEY = StateKey[list[str]]("pii.spans")``.
 
-    __slots__ = ("name",)
+    By default the value belongs to the step that set it (see the module doc); ``shared=True``
+    makes it one value for the whole request, seen by every step (caches only: a shared key
+    written by a shadow step is dropped with the rest of that step's effects).
+    """
 
-    def __init__(self, name: str) -> None:
+    __slots__ = ("name", "shared")
+
+    def __init__(self, name: str, *, shared: bool = False) -> None:
         self.name = name
+        self.shared = shared
 
     def __repr__(self) -> str:
-        return f"StateKey({self.name!r})"
+        return f"StateKey({self.name!r}{', shared=True' if self.shared else ''})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +71,8 @@ class RequestContext:
     identity: Identity | None = None
     started: float = field(default_factory=time.perf_counter)
     decisions: list[Decision] = field(default_factory=list)
-    state: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)  # request-wide (shared keys, the routes)
+    step_state: dict[str, dict[str, Any]] = field(default_factory=dict)  # step id -> its own state
     response_headers: dict[str, str] = field(default_factory=dict)
     upstream_headers: dict[str, str] = field(default_factory=dict)
     active: ActiveStep = _NO_STEP
@@ -82,10 +96,21 @@ class RequestContext:
     canary_bucket: float | None = None  # 0 <= x < 100, from the request id; set on first canary step
 
     def get(self, key: StateKey[T], default: T | None = None) -> T | None:
-        return cast("T | None", self.state.get(key.name, default))
+        """The value of ``key`` for the active step (or the request, for a shared key)."""
+        if key.shared:
+            return cast("T | None", self.state.get(key.name, default))
+        own = self.step_state.get(self.active.plugin_id)
+        return default if own is None else cast("T | None", own.get(key.name, default))
 
     def set(self, key: StateKey[T], value: T) -> None:
-        self.state[key.name] = value
+        """Store ``key`` for the active step (or the request, for a shared key)."""
+        if key.shared:
+            self.state[key.name] = value
+            return
+        own = self.step_state.get(self.active.plugin_id)
+        if own is None:
+            own = self.step_state[self.active.plugin_id] = {}
+        own[key.name] = value
 
     def record(
         self,
