@@ -4,7 +4,11 @@ Plugins only detect and act; this module decides what their actions mean:
 
 * ``enforce``: the hook runs on the live request; a ``Rejected`` refuses it.
 * ``shadow``: the hook runs on a *copy*; a rejection, an edit, a local reply or a crash
-  becomes a "would have" decision record and the live request goes on untouched.
+  becomes a "would have" decision record and the live request goes on untouched. The step's
+  other effects (response and upstream headers, request-wide state, tenant / model / target /
+  deadline) go to a scratch buffer that is dropped when the hook returns
+  (``RequestContext.enter_step`` / ``leave_step``); its decisions and its own step-scoped state
+  are kept. So a plugin never needs to know it runs in shadow, and cannot get shadow wrong.
 * ``off``: the step is not compiled at all.
 * ``canary: P`` (enforce steps): enforce on P percent of requests, shadow on the rest. The
   share is chosen by a hash of the request id, so every hook of one request agrees, and the
@@ -180,7 +184,8 @@ class Chain:
         a child span afterwards (see ``RequestTrace.hook_done``); otherwise the only cost is the
         ``is None`` check.
         """
-        active = ctx.active = step.active if step.canary is None else step.active_for(ctx)
+        active = step.active if step.canary is None else step.active_for(ctx)
+        scratch = ctx.enter_step(active)  # shadow: effects go to a scratch buffer, dropped below
         trace = ctx.trace
         if trace is not None:
             started = time.perf_counter_ns()
@@ -207,7 +212,7 @@ class Chain:
             self._crashed(step, exc, ctx, hook)
             return None
         finally:
-            ctx.active = _IDLE
+            ctx.leave_step(scratch)
             if trace is not None:
                 if result == "ok" and getattr(obj, "dirty", False) != was_dirty:
                     result = "edited"
@@ -236,14 +241,15 @@ class Chain:
         for step in self.stream_steps:
             if not step.applies(ctx):
                 continue
-            active = ctx.active = step.active_for(ctx)
+            active = step.active_for(ctx)
+            scratch = ctx.enter_step(active)
             try:
                 f = step.plugin.open_stream(ctx)
             except Exception as exc:
                 self._crashed(step, exc, ctx, "open_stream")
                 continue
             finally:
-                ctx.active = _IDLE
+                ctx.leave_step(scratch)
             if f is not None:
                 filters.append((step, f, active))
         return StreamPipeline(self, filters, ctx) if filters else None
@@ -253,14 +259,14 @@ class Chain:
         for step in self.complete_steps:
             if not step.applies(ctx):
                 continue
-            ctx.active = step.active_for(ctx)
+            scratch = ctx.enter_step(step.active_for(ctx))
             try:
                 await step.plugin.on_complete(outcome, ctx)
             except Exception as exc:
                 log.error("plugin %s crashed in on_complete: %r", step.id, exc, exc_info=exc)
                 ctx.record("plugin_error", "error", detail={"hook": "on_complete"})
             finally:
-                ctx.active = _IDLE
+                ctx.leave_step(scratch)
 
     async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
         return await self.upstream.send(request, ctx)
@@ -283,7 +289,7 @@ class StreamPipeline:
         step, flt, active = entry
         shadow = active.mode == "shadow"
         ctx = self._ctx
-        ctx.active = active
+        scratch = ctx.enter_step(active)
         out: list[StreamEvent] = []
         try:
             for ev in events:
@@ -306,7 +312,7 @@ class StreamPipeline:
             self._chain._crashed(step, exc, ctx, "stream", shadow)
             return list(events)
         finally:
-            ctx.active = _IDLE
+            ctx.leave_step(scratch)
         # A shadow filter sees the stream but never changes it.
         return list(events) if shadow else out
 

@@ -59,6 +59,30 @@ _NO_STEP = ActiveStep("sidecar", "enforce")
 
 
 @dataclass(slots=True)
+class Scratch:
+    """What a shadow step found on the request when it started, put back when it leaves.
+
+    The shadow buffer: while a shadow step runs, its writable view of the request (request-wide
+    state, response and upstream headers, the fields a step may set) is a scratch copy, so the
+    step reads the live values and decides exactly as it would enforced, and the chain drops
+    whatever it wrote. What is *kept* is what a shadow step is for: its decisions (stamped
+    ``mode=shadow``) and its own step-scoped state (no other step can read it, and a shadow
+    budget needs its booking in ``on_complete`` to release the slots it counted).
+    """
+
+    state: dict[str, Any]
+    response_headers: dict[str, str]
+    upstream_headers: dict[str, str]
+    model: str
+    tenant: str | None
+    identity: Identity | None
+    target: str | None
+    deadline: float | None
+    usage: dict[str, int] | None
+    cost_usd: float | None
+
+
+@dataclass(slots=True)
 class RequestContext:
     request_id: str
     route: Route
@@ -146,7 +170,61 @@ class RequestContext:
             self.scanned[id(decision)] = text
         return decision
 
+    # -- steps (called by the chain, never by plugins) -------------------------------------
+    def enter_step(self, active: ActiveStep) -> Scratch | None:
+        """Mark ``active`` as the running step; for a shadow step, open the scratch buffer.
+
+        Returns what ``leave_step`` needs to drop the shadow step's effects (None: enforcing,
+        nothing to drop, no copy made).
+        """
+        self.active = active
+        if active.mode != "shadow":
+            return None
+        scratch = Scratch(
+            self.state,
+            self.response_headers,
+            self.upstream_headers,
+            self.model,
+            self.tenant,
+            self.identity,
+            self.target,
+            self.deadline,
+            self.usage,
+            self.cost_usd,
+        )
+        self.state = dict(self.state)
+        self.response_headers = dict(self.response_headers)
+        self.upstream_headers = dict(self.upstream_headers)
+        return scratch
+
+    def leave_step(self, scratch: Scratch | None, previous: ActiveStep = _NO_STEP) -> None:
+        """End the running step: drop a shadow step's effects, make ``previous`` active again.
+
+        Measurements a shadow step was the only one to make (``usage``, ``cost_usd`` of a request
+        no enforcing step priced) are kept, so a shadow budget still feeds the access log and the
+        cost metrics; an enforcing step's value always wins.
+        """
+        self.active = previous
+        if scratch is None:
+            return
+        self.state = scratch.state
+        self.response_headers = scratch.response_headers
+        self.upstream_headers = scratch.upstream_headers
+        self.model = scratch.model
+        self.tenant = scratch.tenant
+        self.identity = scratch.identity
+        self.target = scratch.target
+        self.deadline = scratch.deadline
+        if scratch.usage is not None:
+            self.usage = scratch.usage
+        if scratch.cost_usd is not None:
+            self.cost_usd = scratch.cost_usd
+
     @property
     def shadow(self) -> bool:
-        """True while a shadow-mode step runs (plugins may skip expensive side effects)."""
+        """True while a shadow-mode step runs.
+
+        Informational only (logs, tests): the chain already drops a shadow step's effects, so a
+        plugin must not branch on it to decide what to do; no built-in plugin reads it.
+        """
         return self.active.mode == "shadow"

@@ -178,11 +178,12 @@ class _Stamped:
         self._wrapped = wrapped
 
     async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
-        previous, ctx.active = ctx.active, self._active
+        previous = ctx.active
+        scratch = ctx.enter_step(self._active)  # always enforcing: wrappers have no shadow form
         try:
             return await self._wrapped.send(request, ctx)
         finally:
-            ctx.active = previous
+            ctx.leave_step(scratch, previous)
 
 
 def compile_policy(
