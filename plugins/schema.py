@@ -54,6 +54,7 @@ from proxy.chain import (
     UpstreamPolicy,
 )
 from proxy.chain.chain import Matcher
+from proxy.chain.upstream import Upstream
 from proxy.contracts import (
     Output,
     Plan,
@@ -72,7 +73,7 @@ from proxy.contracts.compiled import CompiledSchema
 from proxy.contracts.request import RequestSchemaError, declared_tool_names
 from proxy.errors import ConfigError, InvalidRequest, OutputSchemaViolation, Rejected, UpstreamTimeout
 from proxy.models import ChatRequest, ChatResponse, Finish, RawEvent, Route, StreamEvent, TextDelta
-from proxy.models.upstream import BufferedResponse, Upstream, UpstreamRequest, UpstreamResponse
+from proxy.models.upstream import BufferedResponse, UpstreamRequest, UpstreamResponse
 
 _ROUTES = frozenset({Route.CHAT, Route.RESPONSES, Route.MESSAGES})
 _TEXT_DONE = frozenset(

@@ -23,6 +23,7 @@ from proxy.chain.plugin import (
 )
 from proxy.chain.secrets import Secret
 from proxy.chain.textfilter import TextStreamFilter
+from proxy.chain.upstream import Upstream
 
 __all__ = [
     "Deps",
@@ -40,6 +41,7 @@ __all__ = [
     "StreamFilter",
     "TextBuffer",
     "TextStreamFilter",
+    "Upstream",
     "UpstreamPolicy",
     "keep_tail",
     "regex_safe",

@@ -36,10 +36,12 @@ import orjson
 
 from proxy.chain.context import ActiveStep, RequestContext
 from proxy.chain.plugin import Match, Outcome, Plugin, Reply, StreamFilter
+from proxy.chain.trace import HookRecord
+from proxy.chain.upstream import Upstream
 from proxy.errors import PluginError, ProxyError, Rejected
 from proxy.models.chat import ChatRequest, ChatResponse
 from proxy.models.stream import StreamEvent
-from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
+from proxy.models.upstream import UpstreamRequest, UpstreamResponse
 
 log = logging.getLogger("policy_sidecar.chain")
 
@@ -216,8 +218,10 @@ class Chain:
             if trace is not None:
                 if result == "ok" and getattr(obj, "dirty", False) != was_dirty:
                     result = "edited"
-                trace.hook_done(step.id, step.plugin.config.type, hook, active.mode, result, started,
-                                len(ctx.decisions) - before)  # fmt: skip
+                done = len(ctx.decisions) - before
+                trace.hook_done(
+                    HookRecord(step.id, step.plugin.config.type, hook, active.mode, result, started, done)
+                )
 
     async def run_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
         for step in self.request_steps:

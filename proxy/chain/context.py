@@ -24,7 +24,7 @@ from proxy.models.chat import Route
 
 if TYPE_CHECKING:
     from proxy.chain.identity import Identity
-    from proxy.observability.tracing import RequestTrace
+    from proxy.chain.trace import RequestTrace
 
 T = TypeVar("T")
 

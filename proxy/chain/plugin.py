@@ -25,9 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from proxy.chain.context import RequestContext
 from proxy.chain.identity import Identity
+from proxy.chain.upstream import Upstream
 from proxy.models.chat import ChatRequest, ChatResponse
 from proxy.models.stream import StreamEvent
-from proxy.models.upstream import Upstream
 
 Mode = Literal["enforce", "shadow", "off"]
 OnError = Literal["fail_closed", "fail_open"]

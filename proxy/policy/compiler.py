@@ -18,11 +18,13 @@ from proxy.chain.chain import Chain, Matcher, Step
 from proxy.chain.context import ActiveStep, RequestContext
 from proxy.chain.plugin import Deps, Plugin, PluginConfig, UpstreamPolicy
 from proxy.chain.registry import Registry
+from proxy.chain.upstream import Upstream
 from proxy.errors import ConfigError
-from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
-from proxy.observability.config import MetricsConfig
-from proxy.policy.schema import PolicyBase, UpstreamConfig
+from proxy.models.upstream import UpstreamRequest, UpstreamResponse
+from proxy.policy.observability import MetricsConfig
+from proxy.policy.schema import PolicyBase
 from proxy.upstream.client import HttpClient
+from proxy.upstream.config import UpstreamConfig
 from proxy.upstream.routing import RouteTable
 from proxy.upstream.targets import AsgiTarget, Credentials, HttpTarget, Router
 
