@@ -14,8 +14,9 @@ from typing import Literal
 from pydantic import Field
 
 from proxy.chain import Deps, PluginConfig, RequestContext, UpstreamPolicy
+from proxy.chain.upstream import Upstream
 from proxy.errors import UpstreamUnavailable
-from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
+from proxy.models.upstream import UpstreamRequest, UpstreamResponse
 
 
 class BulkheadConfig(PluginConfig):

@@ -22,8 +22,9 @@ import orjson
 from pydantic import Field, model_validator
 
 from proxy.chain import Deps, PluginConfig, RequestContext, Secret, UpstreamPolicy
+from proxy.chain.upstream import Upstream
 from proxy.errors import InvalidRequest
-from proxy.models.upstream import BufferedResponse, Upstream, UpstreamRequest, UpstreamResponse
+from proxy.models.upstream import BufferedResponse, UpstreamRequest, UpstreamResponse
 
 _REPLAYED = ("idempotent-replayed", "true")
 

@@ -203,7 +203,7 @@ class InjectionPlugin(Plugin[InjectionConfig]):
                     text=text,
                 )
                 raise Rejected(self.config.message, code="prompt_injection_detected")
-        if flagged and not ctx.shadow:
+        if flagged:  # in shadow the chain drops the header with the step's other effects
             existing = ctx.response_headers.get("x-sidecar-flags")
             if not existing:
                 ctx.response_headers["x-sidecar-flags"] = "injection"

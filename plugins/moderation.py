@@ -215,7 +215,7 @@ class ModerationPlugin(Plugin[ModerationConfig]):
                     self.config.message, code="content_flagged" if where == "input" else "output_flagged"
                 )
             flagged.update(hits)
-        if flagged and not ctx.shadow:
+        if flagged:  # in shadow the chain drops the header with the step's other effects
             existing = ctx.response_headers.get("x-sidecar-flags")
             if not existing:
                 ctx.response_headers["x-sidecar-flags"] = "moderation"

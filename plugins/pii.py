@@ -296,14 +296,10 @@ class PiiPlugin(Plugin[PiiConfig]):
                 if self._action(s.entity_type) == "redact":
                     items[(s.entity_type, digest(self._secret, s.entity_type, value))] = value
         keys = list(items)
-        if ctx.shadow:  # no side effects: would-be numbering only
-            seen: Counter[str] = Counter()
-            numbers = []
-            for etype, _ in keys:
-                seen[etype] += 1
-                numbers.append(seen[etype])
-        else:
-            numbers = await self.vault.assign(self.conversation_key(req, ctx), keys)
+        # In shadow too: like a shadow budget's counters, the vault numbers "as if enforced" so
+        # the would-be placeholders match what enforcing would produce; the edit itself happens
+        # on the chain's copy of the request and never reaches the provider.
+        numbers = await self.vault.assign(self.conversation_key(req, ctx), keys)
         token: dict[tuple[str, str], str] = {}
         for (etype, dig), n in zip(keys, numbers, strict=True):
             token[(etype, dig)] = ph = placeholder(etype, n)

@@ -55,6 +55,7 @@ from proxy.chain import (
     UpstreamPolicy,
 )
 from proxy.chain.chain import Matcher
+from proxy.chain.upstream import Upstream
 from proxy.contracts import (
     Output,
     Plan,
@@ -73,7 +74,7 @@ from proxy.contracts.compiled import CompiledSchema
 from proxy.contracts.request import RequestSchemaError, declared_tool_names
 from proxy.errors import ConfigError, InvalidRequest, OutputSchemaViolation, Rejected, UpstreamTimeout
 from proxy.models import ChatRequest, ChatResponse, Finish, RawEvent, Route, StreamEvent, TextDelta
-from proxy.models.upstream import BufferedResponse, Upstream, UpstreamRequest, UpstreamResponse
+from proxy.models.upstream import BufferedResponse, UpstreamRequest, UpstreamResponse
 
 _ROUTES = frozenset({Route.CHAT, Route.RESPONSES, Route.MESSAGES})
 _TEXT_DONE = frozenset(
@@ -205,9 +206,9 @@ class SchemaPlugin(UpstreamPolicy[SchemaConfig]):
             f"schema:cache:{config.cache_size}", lambda: SchemaCache(config.cache_size)
         )
         self.contracts = tuple(self._compile(i, c) for i, c in enumerate(config.contracts))
-        self.plan_key: StateKey[Plan] = StateKey(f"schema.plan:{config.step_id}")
-        self.settled_key: StateKey[_Settled] = StateKey(f"schema.settled:{config.step_id}")
-        self.enforcing_key: StateKey[bool] = StateKey(f"schema.enforcing:{config.step_id}")
+        # Step-scoped by the context (two schema steps never share them).
+        self.plan_key: StateKey[Plan] = StateKey("schema.plan")
+        self.settled_key: StateKey[_Settled] = StateKey("schema.settled")
         limits = config.request
         models = limits.allowed_models if limits else None
         self._models = Matcher(Match(models=models)) if models is not None else None
@@ -309,10 +310,9 @@ class SchemaPlugin(UpstreamPolicy[SchemaConfig]):
                 detail=str(exc),
             ) from None
         if plan is not None:
+            # The repair wrapper reads it only for a request this step enforces: the compiler
+            # leaves wrappers out of shadow steps and gates a canary step's wrapper by its share.
             ctx.set(self.plan_key, plan)
-            # The repair wrapper acts only for a request this step enforces (a canary step may
-            # run as shadow for some requests while its wrapper is compiled in).
-            ctx.set(self.enforcing_key, not ctx.shadow)
         return None
 
     # -- acting on a verdict -----------------------------------------------------------
@@ -324,8 +324,7 @@ class SchemaPlugin(UpstreamPolicy[SchemaConfig]):
             return
         if self.config.on_failure == "flag":
             ctx.record("output_invalid", "flag", detail=detail)
-            if not ctx.shadow:
-                _add_flag(ctx)
+            _add_flag(ctx)  # in shadow the chain drops the header with the step's other effects
             return
         ctx.record("output_invalid", "block", detail=detail)
         raise OutputSchemaViolation(self.config.message, detail="; ".join(verdict.codes()))
@@ -340,8 +339,8 @@ class SchemaPlugin(UpstreamPolicy[SchemaConfig]):
         else:
             verdict, attempts = evaluate(plan, output_from_body(resp.body, resp.route)), 1
         self.act(plan, verdict, attempts, ctx)
-        if verdict.normalized and not ctx.shadow:
-            _normalize(resp, verdict.normalized)
+        if verdict.normalized:
+            _normalize(resp, verdict.normalized)  # in shadow: the chain's copy of the response
 
     def open_stream(self, ctx: RequestContext) -> StreamFilter | None:
         plan = ctx.get(self.plan_key)
@@ -397,8 +396,6 @@ class _SchemaStream:
             self._acted = True
             assert self._settled is not None
             self._plugin.act(self._plan, self._settled.verdict, self._settled.attempts, self._ctx)
-            if self._ctx.shadow:
-                self._normalized = {}
         if not self._normalized:
             return [event]
         # Lenient extraction found clean JSON: swallow the text as it came, and put the clean
@@ -449,7 +446,6 @@ class _Repairing:
         plan = ctx.get(self._plugin.plan_key)
         if (
             plan is None
-            or not ctx.get(self._plugin.enforcing_key)
             or request.route not in _ROUTES
             or (request.stream and self._cfg.stream != "buffer")
             or not isinstance(request.body, bytes)

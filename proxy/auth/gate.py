@@ -13,20 +13,35 @@ Kept out of the route modules so each route only adds a line or two:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from proxy.auth.authenticator import CREDENTIAL_HEADERS
+from proxy.auth.authenticator import CREDENTIAL_HEADERS, Authenticator
 from proxy.auth.caller import Caller
 from proxy.chain.context import ActiveStep, RequestContext
-from proxy.chain.decisions import Decision
+from proxy.chain.decisions import Decision, DecisionSink
 from proxy.errors import Forbidden, Unauthenticated
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
     from proxy.models.chat import Route
-    from proxy.policy.compiler import CompiledPolicy
-    from proxy.runtime import Sidecar
+
+
+# What the gate needs from the runtime and the compiled policy, which sit above this package
+# (layers: it must not import them, not even for types); ``proxy.runtime.Sidecar`` and
+# ``proxy.policy.compiler.CompiledPolicy`` fit these.
+class Sidecar(Protocol):
+    @property
+    def sink(self) -> DecisionSink: ...
+
+
+class CompiledPolicy(Protocol):
+    @property
+    def auth(self) -> Authenticator | None: ...
+
+    @property
+    def revision(self) -> str: ...
+
 
 _CLIENTS = ActiveStep("clients", "enforce")
 

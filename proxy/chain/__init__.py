@@ -33,6 +33,7 @@ from proxy.chain.plugin import (
 )
 from proxy.chain.secrets import Secret
 from proxy.chain.textfilter import TextStreamFilter
+from proxy.chain.upstream import Upstream
 
 __all__ = [
     "PASSTHROUGH_COST",
@@ -55,6 +56,7 @@ __all__ = [
     "TextBuffer",
     "TextStreamFilter",
     "UnknownName",
+    "Upstream",
     "UpstreamPolicy",
     "check_name",
     "check_names",

@@ -4,8 +4,11 @@ Plugins only detect and act; this module decides what their actions mean:
 
 * ``enforce``: the hook runs on the live request; a ``Rejected`` refuses it.
 * ``shadow``: the hook runs on a *copy*; a rejection, an edit, a local reply or a crash
-  becomes a "would have" decision record and the live request goes on untouched. Response
-  headers it sets (``x-ratelimit-*``, flags) are dropped: shadow never changes the answer.
+  becomes a "would have" decision record and the live request goes on untouched. The step's
+  other effects (response and upstream headers, request-wide state, tenant / model / target /
+  deadline) go to a scratch buffer that is dropped when the hook returns
+  (``RequestContext.enter_step`` / ``leave_step``); its decisions and its own step-scoped state
+  are kept. So a plugin never needs to know it runs in shadow, and cannot get shadow wrong.
 * ``off``: the step is not compiled at all.
 * ``canary: P`` (enforce steps): enforce on P percent of requests, shadow on the rest. The
   share is chosen by a hash of the request id, so every hook of one request agrees, and the
@@ -33,10 +36,12 @@ import orjson
 
 from proxy.chain.context import ActiveStep, RequestContext
 from proxy.chain.plugin import Match, Outcome, Plugin, Reply, StreamFilter
+from proxy.chain.trace import HookRecord
+from proxy.chain.upstream import Upstream
 from proxy.errors import PluginError, ProxyError, Rejected
 from proxy.models.chat import ChatRequest, ChatResponse
 from proxy.models.stream import StreamEvent
-from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
+from proxy.models.upstream import UpstreamRequest, UpstreamResponse
 
 log = logging.getLogger("policy_sidecar.chain")
 
@@ -181,7 +186,8 @@ class Chain:
         a child span afterwards (see ``RequestTrace.hook_done``); otherwise the only cost is the
         ``is None`` check.
         """
-        active = ctx.active = step.active if step.canary is None else step.active_for(ctx)
+        active = step.active if step.canary is None else step.active_for(ctx)
+        scratch = ctx.enter_step(active)  # shadow: effects go to a scratch buffer, dropped below
         trace = ctx.trace
         if trace is not None:
             started = time.perf_counter_ns()
@@ -190,14 +196,7 @@ class Chain:
         result = "ok"
         try:
             if active.mode == "shadow":
-                # Headers a shadow step sets never reach the client: it sees (and may edit) a
-                # copy, and the live headers are put back afterwards.
-                live_headers = ctx.response_headers
-                ctx.response_headers = dict(live_headers)
-                try:
-                    await self._shadow_call(step, hook_fn(copy(obj), ctx), ctx, hook)
-                finally:
-                    ctx.response_headers = live_headers
+                await self._shadow_call(step, hook_fn(copy(obj), ctx), ctx, hook)
                 return None
             answer = await hook_fn(obj, ctx)
             if answer is not None:
@@ -215,12 +214,14 @@ class Chain:
             self._crashed(step, exc, ctx, hook)
             return None
         finally:
-            ctx.active = _IDLE
+            ctx.leave_step(scratch)
             if trace is not None:
                 if result == "ok" and getattr(obj, "dirty", False) != was_dirty:
                     result = "edited"
-                trace.hook_done(step.id, step.plugin.config.type, hook, active.mode, result, started,
-                                len(ctx.decisions) - before)  # fmt: skip
+                done = len(ctx.decisions) - before
+                trace.hook_done(
+                    HookRecord(step.id, step.plugin.config.type, hook, active.mode, result, started, done)
+                )
 
     async def run_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
         return await self.run_request_steps(self.request_steps, req, ctx)
@@ -254,18 +255,15 @@ class Chain:
         for step in self.stream_steps:
             if not step.applies(ctx):
                 continue
-            active = ctx.active = step.active_for(ctx)
-            live_headers = ctx.response_headers
-            if active.mode == "shadow":
-                ctx.response_headers = dict(live_headers)  # dropped below, as in _run_step
+            active = step.active_for(ctx)
+            scratch = ctx.enter_step(active)
             try:
                 f = step.plugin.open_stream(ctx)
             except Exception as exc:
                 self._crashed(step, exc, ctx, "open_stream")
                 continue
             finally:
-                ctx.active = _IDLE
-                ctx.response_headers = live_headers
+                ctx.leave_step(scratch)
             if f is not None:
                 filters.append((step, f, active))
         return StreamPipeline(self, filters, ctx) if filters else None
@@ -279,14 +277,14 @@ class Chain:
         for step in steps:
             if not step.applies(ctx):
                 continue
-            ctx.active = step.active_for(ctx)
+            scratch = ctx.enter_step(step.active_for(ctx))
             try:
                 await step.plugin.on_complete(outcome, ctx)
             except Exception as exc:
                 log.error("plugin %s crashed in on_complete: %r", step.id, exc, exc_info=exc)
                 ctx.record("plugin_error", "error", detail={"hook": "on_complete"})
             finally:
-                ctx.active = _IDLE
+                ctx.leave_step(scratch)
 
     async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
         return await self.upstream.send(request, ctx)
@@ -309,7 +307,7 @@ class StreamPipeline:
         step, flt, active = entry
         shadow = active.mode == "shadow"
         ctx = self._ctx
-        ctx.active = active
+        scratch = ctx.enter_step(active)
         out: list[StreamEvent] = []
         try:
             for ev in events:
@@ -332,7 +330,7 @@ class StreamPipeline:
             self._chain._crashed(step, exc, ctx, "stream", shadow)
             return list(events)
         finally:
-            ctx.active = _IDLE
+            ctx.leave_step(scratch)
         # A shadow filter sees the stream but never changes it.
         return list(events) if shadow else out
 

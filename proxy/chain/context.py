@@ -3,6 +3,13 @@
 Plugin instances are shared by all requests of a policy revision and hold no per-request
 state; whatever a plugin must remember between hooks of one request lives here, under a
 typed ``StateKey`` so mypy checks what goes in and comes out.
+
+State is scoped to the *step*, not the plugin type: a policy may hold several steps of one type
+(an enforced budget and a shadow candidate beside it), and each must see only its own booking.
+``ctx.get`` / ``ctx.set`` therefore file a value under the step the chain marked active
+(``ctx.active.plugin_id``), so a plugin keeps one module-level key name and cannot collide
+with another step of its type. A key meant to be shared by every step of the request (a scan
+cache) says so: ``StateKey(name, shared=True)``.
 """
 
 from __future__ import annotations
@@ -17,21 +24,27 @@ from proxy.models.chat import Route
 
 if TYPE_CHECKING:
     from proxy.chain.identity import Identity
-    from proxy.observability.tracing import RequestTrace
+    from proxy.chain.trace import RequestTrace
 
 T = TypeVar("T")
 
 
 class StateKey(Generic[T]):
-    """A typed key into ``RequestContext.state``: ``KEY = StateKey[list[str]]("pii.spans")``."""
+    """A typed key into the request's state: ``KEY = StateKey[list[str]]("pii.spans")``.
 
-    __slots__ = ("name",)
+    By default the value belongs to the step that set it (see the module doc); ``shared=True``
+    makes it one value for the whole request, seen by every step (caches only: a shared key
+    written by a shadow step is dropped with the rest of that step's effects).
+    """
 
-    def __init__(self, name: str) -> None:
+    __slots__ = ("name", "shared")
+
+    def __init__(self, name: str, *, shared: bool = False) -> None:
         self.name = name
+        self.shared = shared
 
     def __repr__(self) -> str:
-        return f"StateKey({self.name!r})"
+        return f"StateKey({self.name!r}{', shared=True' if self.shared else ''})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +64,30 @@ PASSTHROUGH_COST: StateKey[float] = StateKey("passthrough.cost_usd")
 
 
 @dataclass(slots=True)
+class Scratch:
+    """What a shadow step found on the request when it started, put back when it leaves.
+
+    The shadow buffer: while a shadow step runs, its writable view of the request (request-wide
+    state, response and upstream headers, the fields a step may set) is a scratch copy, so the
+    step reads the live values and decides exactly as it would enforced, and the chain drops
+    whatever it wrote. What is *kept* is what a shadow step is for: its decisions (stamped
+    ``mode=shadow``) and its own step-scoped state (no other step can read it, and a shadow
+    budget needs its booking in ``on_complete`` to release the slots it counted).
+    """
+
+    state: dict[str, Any]
+    response_headers: dict[str, str]
+    upstream_headers: dict[str, str]
+    model: str
+    tenant: str | None
+    identity: Identity | None
+    target: str | None
+    deadline: float | None
+    usage: dict[str, int] | None
+    cost_usd: float | None
+
+
+@dataclass(slots=True)
 class RequestContext:
     request_id: str
     route: Route
@@ -63,7 +100,8 @@ class RequestContext:
     identity: Identity | None = None
     started: float = field(default_factory=time.perf_counter)
     decisions: list[Decision] = field(default_factory=list)
-    state: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)  # request-wide (shared keys, the routes)
+    step_state: dict[str, dict[str, Any]] = field(default_factory=dict)  # step id -> its own state
     response_headers: dict[str, str] = field(default_factory=dict)
     upstream_headers: dict[str, str] = field(default_factory=dict)
     active: ActiveStep = _NO_STEP
@@ -87,10 +125,21 @@ class RequestContext:
     canary_bucket: float | None = None  # 0 <= x < 100, from the request id; set on first canary step
 
     def get(self, key: StateKey[T], default: T | None = None) -> T | None:
-        return cast("T | None", self.state.get(key.name, default))
+        """The value of ``key`` for the active step (or the request, for a shared key)."""
+        if key.shared:
+            return cast("T | None", self.state.get(key.name, default))
+        own = self.step_state.get(self.active.plugin_id)
+        return default if own is None else cast("T | None", own.get(key.name, default))
 
     def set(self, key: StateKey[T], value: T) -> None:
-        self.state[key.name] = value
+        """Store ``key`` for the active step (or the request, for a shared key)."""
+        if key.shared:
+            self.state[key.name] = value
+            return
+        own = self.step_state.get(self.active.plugin_id)
+        if own is None:
+            own = self.step_state[self.active.plugin_id] = {}
+        own[key.name] = value
 
     def record(
         self,
@@ -126,7 +175,61 @@ class RequestContext:
             self.scanned[id(decision)] = text
         return decision
 
+    # -- steps (called by the chain, never by plugins) -------------------------------------
+    def enter_step(self, active: ActiveStep) -> Scratch | None:
+        """Mark ``active`` as the running step; for a shadow step, open the scratch buffer.
+
+        Returns what ``leave_step`` needs to drop the shadow step's effects (None: enforcing,
+        nothing to drop, no copy made).
+        """
+        self.active = active
+        if active.mode != "shadow":
+            return None
+        scratch = Scratch(
+            self.state,
+            self.response_headers,
+            self.upstream_headers,
+            self.model,
+            self.tenant,
+            self.identity,
+            self.target,
+            self.deadline,
+            self.usage,
+            self.cost_usd,
+        )
+        self.state = dict(self.state)
+        self.response_headers = dict(self.response_headers)
+        self.upstream_headers = dict(self.upstream_headers)
+        return scratch
+
+    def leave_step(self, scratch: Scratch | None, previous: ActiveStep = _NO_STEP) -> None:
+        """End the running step: drop a shadow step's effects, make ``previous`` active again.
+
+        Measurements a shadow step was the only one to make (``usage``, ``cost_usd`` of a request
+        no enforcing step priced) are kept, so a shadow budget still feeds the access log and the
+        cost metrics; an enforcing step's value always wins.
+        """
+        self.active = previous
+        if scratch is None:
+            return
+        self.state = scratch.state
+        self.response_headers = scratch.response_headers
+        self.upstream_headers = scratch.upstream_headers
+        self.model = scratch.model
+        self.tenant = scratch.tenant
+        self.identity = scratch.identity
+        self.target = scratch.target
+        self.deadline = scratch.deadline
+        if scratch.usage is not None:
+            self.usage = scratch.usage
+        if scratch.cost_usd is not None:
+            self.cost_usd = scratch.cost_usd
+
     @property
     def shadow(self) -> bool:
-        """True while a shadow-mode step runs (plugins may skip expensive side effects)."""
+        """True while a shadow-mode step runs.
+
+        Informational only (logs, tests): the chain already drops a shadow step's effects, so a
+        plugin must not branch on it to decide what to do; no built-in plugin reads it.
+        """
         return self.active.mode == "shadow"

@@ -3,8 +3,10 @@
 A plugin is built once per policy revision and shared by all requests on it, so it holds no
 per-request state (that lives in ``RequestContext`` or in the per-request ``StreamFilter``).
 Plugins *detect*; the chain applies ``mode`` (enforce / shadow / off), ``on_error`` and
-``when``. A plugin never implements shadow mode itself: in shadow the chain runs it on a copy
-and turns whatever it did (rejections, edits, decisions) into "would have" records.
+``when``. A plugin never implements shadow mode itself (and never reads ``ctx.shadow``): in
+shadow the chain runs it on a copy of the request or response, turns whatever it did
+(rejections, edits, replies) into "would have" records, and drops its other effects (headers,
+request-wide state, tenant / target / deadline) with a scratch buffer in the context.
 
 Hooks are optional: the compiler keeps, per phase, only the plugins that override a hook, so
 an absent hook costs nothing per request.
@@ -24,9 +26,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from proxy.chain.context import RequestContext
 from proxy.chain.identity import Identity
 from proxy.chain.names import ROUTES, names_validator, yaml_bool_as
+from proxy.chain.upstream import Upstream
 from proxy.models.chat import ChatRequest, ChatResponse
 from proxy.models.stream import StreamEvent
-from proxy.models.upstream import Upstream
 
 ModeName = Literal["enforce", "shadow", "off"]
 #: ``mode: off`` unquoted is read by YAML as false: it means "off", as the README shows.

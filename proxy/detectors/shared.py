@@ -90,7 +90,7 @@ class InlineBudget:
         return False
 
 
-SCAN_CACHE: StateKey[ScanCache] = StateKey("detectors.scan_cache")
+SCAN_CACHE: StateKey[ScanCache] = StateKey("detectors.scan_cache", shared=True)
 
 
 def scan_cache(ctx: RequestContext) -> ScanCache:

@@ -1,19 +1,16 @@
 """What crosses the upstream boundary: one request out, one (possibly streamed) response back.
 
-``Upstream`` has a single method so wrappers (retry, circuit breaker, fallback, timeout)
-compose like httpx transports: each takes an inner ``Upstream`` and is one itself.
+The one-method ``Upstream`` interface that sends them is ``proxy.chain.upstream.Upstream``:
+its contract includes the request context, which lives in the chain, above this package.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from proxy.models.chat import Route
-
-if TYPE_CHECKING:
-    from proxy.chain.context import RequestContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +52,6 @@ class UpstreamResponse(Protocol):
     async def read(self) -> bytes: ...
 
     async def aclose(self) -> None: ...
-
-
-class Upstream(Protocol):
-    async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse: ...
 
 
 @dataclass(slots=True)

@@ -31,8 +31,8 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from proxy.chain.decisions import Decision
-from proxy.observability.config import DecisionLogConfig
 from proxy.observability.content import redact as mask
+from proxy.policy.observability import DecisionLogConfig
 
 if TYPE_CHECKING:
     from proxy.chain.context import RequestContext

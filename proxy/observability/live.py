@@ -15,13 +15,24 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from proxy.chain.context import RequestContext
     from proxy.chain.plugin import Outcome
     from proxy.policy.compiler import CompiledPolicy
-    from proxy.runtime import Sidecar
+    from proxy.policy.store import PolicyStore
+
+
+class Sidecar(Protocol):
+    """What the live page needs of ``proxy.runtime.Sidecar`` (the runtime sits above this layer)."""
+
+    @property
+    def store(self) -> PolicyStore: ...
+
+    @property
+    def observers(self) -> list[Callable[[CompiledPolicy, RequestContext, Outcome], None]]: ...
+
 
 DecisionKey = tuple[str, str, str, str]  # plugin, rule, mode, action
 

@@ -50,8 +50,8 @@ from proxy.observability.timing import input_tokens, output_tokens
 if TYPE_CHECKING:
     from proxy.chain.context import RequestContext
     from proxy.chain.plugin import Outcome
-    from proxy.observability.config import MetricsConfig
     from proxy.policy.compiler import CompiledPolicy
+    from proxy.policy.observability import MetricsConfig
     from proxy.policy.store import PolicyStore
 
 LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)

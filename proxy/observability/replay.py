@@ -42,8 +42,8 @@ from proxy.chain.registry import Registry
 from proxy.errors import ConfigError, ProxyError, Rejected
 from proxy.models.chat import ChatRequest, ChatResponse, Route
 from proxy.models.stream import Finish, TextDelta
+from proxy.models.validate import validate_body
 from proxy.policy.compiler import CompiledPolicy
-from proxy.routes.validate import validate_body
 
 REPLAYABLE = (Route.CHAT, Route.RESPONSES, Route.EMBEDDINGS)
 MAIN_ACTIONS = ("block", "redact", "flag")

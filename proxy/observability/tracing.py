@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from proxy.chain.context import RequestContext
     from proxy.chain.decisions import Decision
     from proxy.chain.plugin import Outcome
+    from proxy.chain.trace import HookRecord
     from proxy.models.upstream import Candidate, UpstreamRequest
     from proxy.policy.compiler import CompiledPolicy
 
@@ -427,16 +428,7 @@ class RequestTrace:
         )
 
     # -- plugin hooks ----------------------------------------------------------------------
-    def hook_done(
-        self,
-        step_id: str,
-        plugin_type: str,
-        hook: str,
-        mode: str,
-        result: str,
-        started_ns: int,
-        decisions: int,
-    ) -> None:
+    def hook_done(self, record: HookRecord) -> None:
         """A span for a hook that did work, made after the fact from its measured start and end.
 
         "Did work": it recorded a decision, edited the request or response, answered locally,
@@ -445,18 +437,20 @@ class RequestTrace:
         the step itself, for nothing to see.
         """
         ended = time.perf_counter_ns()
-        if result == "ok" and not decisions and ended - started_ns < HOOK_SPAN_MIN_NS:
+        result, decisions = record.result, record.decisions
+        if result == "ok" and not decisions and ended - record.started_ns < HOOK_SPAN_MIN_NS:
             return
         attrs = {
-            "sidecar.plugin.id": step_id,
-            "sidecar.plugin.type": plugin_type,
-            "sidecar.hook": hook,
-            "sidecar.mode": mode,
+            "sidecar.plugin.id": record.step_id,
+            "sidecar.plugin.type": record.plugin_type,
+            "sidecar.hook": record.hook,
+            "sidecar.mode": record.mode,
             "sidecar.hook.result": result,
             "sidecar.decisions": decisions,
         }
         status = _ERROR if result == "error" else _UNSET
-        self._child(f"{hook} {step_id}", _span_id(), _INTERNAL, attrs, status, started_ns, ended)
+        name = f"{record.hook} {record.step_id}"
+        self._child(name, _span_id(), _INTERNAL, attrs, status, record.started_ns, ended)
 
     # -- upstream attempts -----------------------------------------------------------------
     def start_attempt(

@@ -18,12 +18,14 @@ from proxy.chain.chain import Chain, Matcher, Step
 from proxy.chain.context import ActiveStep, RequestContext
 from proxy.chain.plugin import Deps, Plugin, PluginConfig, UpstreamPolicy
 from proxy.chain.registry import Registry
+from proxy.chain.upstream import Upstream
 from proxy.errors import ConfigError
-from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
-from proxy.observability.config import MetricsConfig
+from proxy.models.upstream import UpstreamRequest, UpstreamResponse
+from proxy.policy.observability import MetricsConfig
 from proxy.policy.passthrough import PassthroughTable, passthrough_rules
-from proxy.policy.schema import PolicyBase, UpstreamConfig
+from proxy.policy.schema import PolicyBase
 from proxy.upstream.client import HttpClient
+from proxy.upstream.config import UpstreamConfig
 from proxy.upstream.routing import RouteTable
 from proxy.upstream.targets import AsgiTarget, Credentials, HttpTarget, Router
 
@@ -195,11 +197,12 @@ class _Stamped:
         self._wrapped = wrapped
 
     async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
-        previous, ctx.active = ctx.active, self._active
+        previous = ctx.active
+        scratch = ctx.enter_step(self._active)  # always enforcing: wrappers have no shadow form
         try:
             return await self._wrapped.send(request, ctx)
         finally:
-            ctx.active = previous
+            ctx.leave_step(scratch, previous)
 
 
 def compile_policy(

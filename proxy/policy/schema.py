@@ -7,120 +7,18 @@ an environment variable can never change what a rule matches.
 
 from __future__ import annotations
 
-import datetime
 from typing import Annotated, Any, Literal, Union
-from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from proxy.auth.config import ClientsConfig, check_upstream_auth
 from proxy.chain.names import check_reference
 from proxy.chain.registry import Registry
-from proxy.chain.secrets import Secret
-from proxy.observability.config import ObservabilityConfig
+from proxy.policy.observability import ObservabilityConfig
 from proxy.policy.passthrough import PassthroughConfig, check_passthrough
-
-
-def _date_as_text(value: Any) -> Any:
-    """YAML reads an unquoted 2024-10-21 as a date; an api-version is text."""
-    return value.isoformat() if isinstance(value, datetime.date) else value
-
-
-class UpstreamConfig(BaseModel):
-    """One provider endpoint."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    base_url: str = Field(description="API root, e.g. https://api.openai.com/v1, or builtin:demo")
-    provider: Literal["openai", "azure", "anthropic"] = Field(
-        default="openai",
-        description="openai: any OpenAI-compatible server; azure: deployment URLs; "
-        "anthropic: Messages API, translated both ways",
-    )
-    api_version: Annotated[str, BeforeValidator(_date_as_text)] | None = Field(
-        default=None, description="azure: the api-version query parameter, e.g. 2024-10-21"
-    )
-    api_key: Secret | None = Field(default=None, description="${ENV} allowed; used when auth is policy")
-    auth: Literal["policy", "passthrough", "none"] | None = Field(
-        default=None,
-        description="policy: use api_key; passthrough: forward the client's key. "
-        "Default: policy when api_key is set, else passthrough",
-    )
-    auth_header: str = "authorization"
-    auth_scheme: str = "Bearer"
-    headers: dict[str, str] = Field(default_factory=dict, description="static headers added upstream")
-    models: tuple[str, ...] | None = Field(default=None, description="model globs routed here")
-    connect_timeout: float = Field(default=10.0, gt=0)
-    read_timeout: float = Field(default=600.0, gt=0, description="seconds between two reads")
-    first_token_timeout: float | None = Field(
-        default=None, gt=0, description="streams: seconds to the first chunk"
-    )
-    max_connections: int = Field(default=100, ge=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> UpstreamConfig:
-        if not (self.base_url.startswith(("http://", "https://")) or self.base_url.startswith("builtin:")):
-            raise ValueError("base_url must start with http://, https:// or builtin:")
-        if self.base_url.startswith("builtin:") and self.base_url != "builtin:demo":
-            raise ValueError("the only builtin upstream is builtin:demo")
-        _check_base_url(self.base_url)
-        if self.provider == "azure" and not self.api_version:
-            raise ValueError("provider: azure needs api_version")
-        if self.auth == "policy" and self.api_key is None:
-            raise ValueError("auth: policy needs api_key")
-        return self
-
-    @property
-    def auth_mode(self) -> str:
-        return self.auth or ("policy" if self.api_key is not None else "passthrough")
-
-
-def _check_base_url(url: str) -> None:
-    """No credentials, query or fragment in ``base_url``: they would be shown and mis-joined.
-
-    A key in the URL (``https://user:key@host``) would appear in ``/admin/policy`` and logs, and
-    a query string would end up before the request path. The message never repeats the URL.
-    """
-    if url.startswith("builtin:"):
-        return
-    try:
-        parts = urlsplit(url)
-        has_userinfo = parts.username is not None or parts.password is not None or "@" in parts.netloc
-    except ValueError:
-        raise ValueError("base_url is not a valid URL") from None
-    if has_userinfo:
-        raise ValueError(
-            "base_url must not contain credentials (user:password@): put the key in api_key "
-            "(${ENV} allowed) and leave auth at policy"
-        )
-    if parts.query or parts.fragment or url.endswith(("?", "#")):
-        raise ValueError("base_url must not have a query string or fragment (azure: use api_version)")
-    if not parts.hostname:
-        raise ValueError("base_url needs a host, e.g. https://api.openai.com/v1")
-
-
-class TargetSpec(BaseModel):
-    """``upstream`` or ``upstream:model`` (the model defaults to the one requested)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    target: str
-    weight: float = Field(default=1.0, ge=0, description="share of first choices with strategy: weighted")
-
-
-class RouteSpec(BaseModel):
-    """A model alias (glob) and the ordered or weighted targets that may serve it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    match: str = Field(description="glob on the requested model, e.g. gpt-4o or gpt-4o*")
-    strategy: Literal["ordered", "weighted"] = Field(
-        default="ordered", description="ordered: first target first; weighted: first choice drawn by weight"
-    )
-    targets: tuple[str | TargetSpec, ...] = Field(min_length=1, description="best first; fallback walks them")
-
-    def specs(self) -> list[TargetSpec]:
-        return [t if isinstance(t, TargetSpec) else TargetSpec(target=t) for t in self.targets]
+from proxy.upstream.config import RouteSpec as RouteSpec  # re-exported: the routes: section
+from proxy.upstream.config import TargetSpec as TargetSpec
+from proxy.upstream.config import UpstreamConfig as UpstreamConfig  # the upstreams: section
 
 
 class Limits(BaseModel):

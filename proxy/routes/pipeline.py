@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -53,7 +53,7 @@ from proxy.routes.replies import reply_body, reply_stream
 from proxy.routes.validate import validate_body
 from proxy.runtime import Sidecar
 from proxy.upstream.providers.openai import ChatStreamCodec, ResponsesStreamCodec
-from proxy.upstream.sse import SSEParser
+from proxy.upstream.sse import SSEEvent, SSEParser
 
 log = logging.getLogger("policy_sidecar.access")
 
@@ -463,6 +463,29 @@ class ChainRoute:
         if token:
             ctx.first_token_at = time.perf_counter()
 
+    @staticmethod
+    async def _decode(
+        sses: Iterable[SSEEvent],
+        codec: ChatStreamCodec | ResponsesStreamCodec,
+        pipeline: StreamPipeline | None,
+        state: _StreamState,
+    ) -> list[StreamEvent]:
+        """SSE events -> stream events -> filters, with the usage and text accounting.
+
+        The one decode loop: both the chunks as they arrive and the parser's flush at the end go
+        through it, so an event that only comes out at flush (no blank line after the last one)
+        is counted like any other (its usage reaches the budgets).
+        """
+        out: list[StreamEvent] = []
+        for sse in sses:
+            for ev in codec.decode(sse):
+                if isinstance(ev, Usage):
+                    state.usage = dict(ev.data)
+                elif isinstance(ev, TextDelta):
+                    state.chars += len(ev.text)
+                out.extend(await pipeline.push(ev) if pipeline else [ev])
+        return out
+
     async def _stream_body(
         self,
         resp: UpstreamResponse,
@@ -489,24 +512,14 @@ class ChainRoute:
             else:
                 parser = SSEParser()
                 async for chunk in resp.aiter_bytes():
-                    out = []
-                    for sse in parser.feed(chunk):
-                        for ev in codec.decode(sse):
-                            if isinstance(ev, Usage):
-                                state.usage = dict(ev.data)
-                            elif isinstance(ev, TextDelta):
-                                state.chars += len(ev.text)
-                            out.extend(await pipeline.push(ev) if pipeline else [ev])
+                    out = await self._decode(parser.feed(chunk), codec, pipeline, state)
                     if ctx.first_token_at is None:
                         self._first_chunk(
                             ctx, chunk, any(isinstance(e, (TextDelta, ToolCallDelta)) for e in out)
                         )
                     if out:
                         yield encoder.encode(out)
-                out = []
-                for sse in parser.flush():
-                    for ev in codec.decode(sse):
-                        out.extend(await pipeline.push(ev) if pipeline else [ev])
+                out = await self._decode(parser.flush(), codec, pipeline, state)
                 if pipeline:
                     out.extend(await pipeline.end())
                 # The client format's own end marker ([DONE] only if upstream sent it, for OpenAI).

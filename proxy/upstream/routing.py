@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from proxy.models.upstream import Candidate
-from proxy.policy.schema import RouteSpec, UpstreamConfig
+from proxy.upstream.config import RouteSpec, UpstreamConfig
 
 
 def _glob(patterns: Sequence[str]) -> re.Pattern[str]:

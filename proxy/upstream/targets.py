@@ -24,9 +24,10 @@ from urllib.parse import unquote
 import orjson
 
 from proxy.chain.context import RequestContext
+from proxy.chain.upstream import Upstream
 from proxy.errors import UpstreamError
 from proxy.models.chat import Route
-from proxy.models.upstream import Upstream, UpstreamRequest, UpstreamResponse
+from proxy.models.upstream import UpstreamRequest, UpstreamResponse
 from proxy.upstream.client import HttpClient
 from proxy.upstream.routing import RouteTable
 from proxy.upstream.settle import settled

@@ -22,6 +22,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from proxy.chain.context import RequestContext
 from proxy.chain.plugin import Outcome
+from proxy.chain.trace import HookRecord
 from proxy.models.chat import Route
 from proxy.observability.timing import carries_token, peek_model, peek_usage
 from proxy.observability.tracing import MemoryExporter, RequestTrace, Tracing, parse_traceparent
@@ -252,11 +253,13 @@ def test_a_hook_that_did_no_work_gets_no_span() -> None:
     memory = MemoryExporter()
     trace = _request_trace(memory)
     quick = time.perf_counter_ns() + 10**9  # "started" in the future: it took no time at all
-    trace.hook_done("looked", "p", "on_request", "enforce", "ok", quick, 0)
-    trace.hook_done("flagged", "p", "on_request", "enforce", "ok", quick, 1)
-    trace.hook_done("edited", "p", "on_response", "shadow", "edited", quick, 0)
-    trace.hook_done("slow", "p", "on_request", "enforce", "ok", time.perf_counter_ns() - 200_000, 0)
-    trace.hook_done("crashed", "p", "on_request", "enforce", "error", quick, 0)
+    trace.hook_done(HookRecord("looked", "p", "on_request", "enforce", "ok", quick, 0))
+    trace.hook_done(HookRecord("flagged", "p", "on_request", "enforce", "ok", quick, 1))
+    trace.hook_done(HookRecord("edited", "p", "on_response", "shadow", "edited", quick, 0))
+    trace.hook_done(
+        HookRecord("slow", "p", "on_request", "enforce", "ok", time.perf_counter_ns() - 200_000, 0)
+    )
+    trace.hook_done(HookRecord("crashed", "p", "on_request", "enforce", "error", quick, 0))
     trace.finish(RequestContext("r1", Route.CHAT, {}, "rev", "gpt-4o"), Outcome(200))
     spans = memory.get_finished_spans()
     names = [s.name for s in spans]

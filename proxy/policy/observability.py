@@ -1,0 +1,105 @@
+"""The policy's ``observability:`` section: tracing, metrics, logs and the decision-log sink.
+
+Its own module, apart from ``proxy/policy/schema.py``, so the telemetry settings read as one
+unit; it lives in ``proxy.policy`` (the layer that validates policies) and ``proxy.observability``
+reads it from here, never the other way round (``proxy.observability.config`` re-exports it). Every
+sub-section has safe defaults (no prompt text anywhere, bounded label cardinality), so a
+policy without this section behaves exactly as before.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from proxy.chain.decisions import ACTIONS
+from proxy.chain.names import names_validator
+from proxy.chain.secrets import Secret
+
+
+class TracingConfig(BaseModel):
+    """OpenTelemetry spans (exporter chosen by the standard ``OTEL_*`` environment variables)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0, description="share of requests traced")
+    content: Literal["none", "redacted", "full"] = Field(
+        default="none",
+        description="prompt and completion text on the request span (gen_ai.input.messages / "
+        "gen_ai.output.messages): none, redacted (emails, digits, key-like tokens masked) or full",
+    )
+
+
+class MetricsConfig(BaseModel):
+    """Prometheus metrics on the admin port (``/metrics``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=True, description="update the per-request series")
+    tenant_label: Literal["none", "hashed", "raw"] = Field(
+        default="none",
+        description="tenant label on token, cost and budget metrics: none (label is empty), hashed "
+        "(8 hex chars of SHA-256) or raw; at most max_tenants values, the rest are 'other'",
+    )
+    max_tenants: int = Field(default=100, ge=1, le=10_000, description="distinct tenant label values")
+    max_models: int = Field(
+        default=50, ge=1, le=10_000, description="distinct model label values; the rest are 'other'"
+    )
+
+
+class LogsConfig(BaseModel):
+    """Structured JSON logs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    content: Literal["none", "redacted"] = Field(
+        default="none",
+        description="access log content: none, or redacted prompt / completion text for debugging "
+        "(emails, digits and key-like tokens masked; not a PII guarantee)",
+    )
+
+
+class DecisionLogConfig(BaseModel):
+    """A JSONL sink of decision records for shadow-mode calibration (``proxy/observability/decision_log.py``).
+
+    Off unless ``path`` is set. Records never carry raw prompt text: ``text`` can add a hash of
+    the scanned text (to join or count repeats) or a cheap redaction of it (to eyeball why a rule
+    fired), per policy, so a reload can switch it on for an investigation and off again.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str | None = Field(
+        default=None,
+        description="JSONL file to append to (relative to the working directory), or stdout; "
+        "unset: no decision log",
+    )
+    text: Literal["none", "hash", "redacted"] = Field(
+        default="none",
+        description="the scanned text beside a record: none, hash (text_hash: SHA-256, or HMAC-SHA256 "
+        "with hash_key) or redacted (text_redacted: emails, digits, key-like tokens masked, "
+        "truncated; not a PII guarantee)",
+    )
+    hash_key: Secret | None = Field(
+        default=None, description="${ENV} allowed; keys the text hash so short prompts cannot be guessed"
+    )
+    redacted_chars: int = Field(default=200, ge=16, le=4000, description="longest text_redacted kept")
+    actions: Annotated[
+        tuple[str, ...] | None, AfterValidator(names_validator(ACTIONS, "decision action"))
+    ] = Field(default=None, description="only these actions (any of: " + ", ".join(ACTIONS) + "); unset: all")
+    flush_seconds: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=60.0,
+        description="buffered lines reach the file at most this late; 0: per line",
+    )
+
+
+class ObservabilityConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    logs: LogsConfig = Field(default_factory=LogsConfig)
+    decision_log: DecisionLogConfig = Field(default_factory=DecisionLogConfig)
