@@ -77,20 +77,19 @@ def test_healthz_stays_responsive_while_8_mb_prompts_are_counted(tmp_path: Path)
     assert len(during) >= 5, (len(during), took)
 
 
-@pytest.mark.parametrize(
-    ("route", "body", "code"),
-    [
-        ("/v1/embeddings", {"model": "m", "input": ["a"] * 2049}, "too_many_inputs"),
-        ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "a"}] * 2049},
-         "too_many_messages"),  # fmt: skip
-        ("/v1/responses", {"model": "m", "input": [{"role": "user", "content": "a"}] * 2049}, "too_many_messages"),
-        ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "a"}],
-         "tools": [{"type": "function", "function": {"name": f"t{i}"}} for i in range(129)]},
-         "too_many_tools"),  # fmt: skip
-        ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content":
-         [{"type": "text", "text": "a"}] * 2049}]}, "too_many_content_parts"),  # fmt: skip
-    ],
-)
+USER = {"role": "user", "content": "a"}
+TOOLS = [{"type": "function", "function": {"name": f"t{i}"}} for i in range(129)]
+PARTS = {"role": "user", "content": [{"type": "text", "text": "a"}] * 2049}
+OVER_THE_LIMITS = [
+    ("/v1/embeddings", {"model": "m", "input": ["a"] * 2049}, "too_many_inputs"),
+    ("/v1/chat/completions", {"model": "m", "messages": [USER] * 2049}, "too_many_messages"),
+    ("/v1/responses", {"model": "m", "input": [USER] * 2049}, "too_many_messages"),
+    ("/v1/chat/completions", {"model": "m", "messages": [USER], "tools": TOOLS}, "too_many_tools"),
+    ("/v1/chat/completions", {"model": "m", "messages": [PARTS]}, "too_many_content_parts"),
+]
+
+
+@pytest.mark.parametrize(("route", "body", "code"), OVER_THE_LIMITS)
 def test_default_item_limits_refuse_before_any_plugin_runs(
     tmp_path: Path, route: str, body: dict[str, object], code: str
 ) -> None:
@@ -125,7 +124,7 @@ def test_item_limits_are_configurable_and_apply_to_anthropic_clients(tmp_path: P
         oai = openai.OpenAI(base_url=h.v1, api_key="sk", max_retries=0)
         tools = [{"type": "function", "function": {"name": n}} for n in ("a", "b")]
         with pytest.raises(openai.BadRequestError) as oerr:
-            oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], tools=tools)  # type: ignore[misc]
+            oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], tools=tools)  # type: ignore[arg-type]
         assert oerr.value.code == "too_many_tools"
         assert h.fake.requests == []
 
@@ -138,6 +137,6 @@ def test_deeply_nested_bodies_are_a_400_not_a_500(tmp_path: Path) -> None:
     with sidecar_harness(tmp_path, "- type: schema\n  stream: buffer\n") as h:
         client = openai.OpenAI(base_url=h.v1, api_key="sk", max_retries=0)
         with pytest.raises(openai.BadRequestError) as err:
-            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], tools=[tool])  # type: ignore[list-item]
+            client.chat.completions.create(model="m", messages=[USER], tools=[tool])  # type: ignore[list-item]
         assert err.value.code == "json_too_deep"
         assert h.fake.requests == []
