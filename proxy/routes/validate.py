@@ -71,6 +71,9 @@ def _messages(body: dict[str, Any]) -> None:
                 f"Invalid type for 'messages[{i}].content': expected a string or an array.",
                 f"messages[{i}].content",
             )
+        calls = msg.get("tool_calls")
+        if calls is not None:
+            _tool_calls(calls, f"messages[{i}].tool_calls")
         if isinstance(content, list):
             for j, part in enumerate(content):
                 if not isinstance(part, dict) or not isinstance(part.get("type"), str):
@@ -78,6 +81,86 @@ def _messages(body: dict[str, Any]) -> None:
                         f"Invalid type for 'messages[{i}].content[{j}]': expected an object with a type.",
                         f"messages[{i}].content[{j}]",
                     )
+
+
+def _object(value: Any, param: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _bad(f"Invalid type for '{param}': expected an object.", param)
+    return value
+
+
+def _optional_str(obj: dict[str, Any], key: str, param: str) -> None:
+    if obj.get(key) is not None and not isinstance(obj[key], str):
+        raise _bad(f"Invalid type for '{param}.{key}': expected a string.", f"{param}.{key}")
+
+
+def _schema_holder(obj: dict[str, Any], key: str, param: str) -> None:
+    """``parameters`` / ``schema``: a JSON Schema is an object (or a boolean schema)."""
+    value = obj.get(key)
+    if value is not None and not isinstance(value, (dict, bool)):
+        raise _bad(f"Invalid type for '{param}.{key}': expected an object.", f"{param}.{key}")
+
+
+def _tool_calls(calls: Any, param: str) -> None:
+    if not isinstance(calls, list):
+        raise _bad(f"Invalid type for '{param}': expected an array.", param)
+    for j, call in enumerate(calls):
+        where = f"{param}[{j}]"
+        fn = _object(call, where).get("function")
+        if fn is not None:
+            _object(fn, f"{where}.function")
+            _optional_str(fn, "name", f"{where}.function")
+            _optional_str(fn, "arguments", f"{where}.function")
+
+
+def _tools(route: Route, body: dict[str, Any]) -> None:
+    """Tool definitions: what the schema step, token counting and translators read from them.
+
+    Chat nests a function tool under ``function``; the Responses API puts its fields on the
+    tool itself. Other tool types (built-in tools) only need a string ``type``.
+    """
+    tools = body.get("tools")
+    if tools is None:
+        return
+    if not isinstance(tools, list):
+        raise _bad("Invalid type for 'tools': expected an array.", "tools")
+    for i, tool in enumerate(tools):
+        param = f"tools[{i}]"
+        kind = _object(tool, param).get("type", "function")
+        if not isinstance(kind, str):
+            raise _bad(f"Invalid type for '{param}.type': expected a string.", f"{param}.type")
+        if kind != "function":
+            continue
+        fn = tool if route is Route.RESPONSES else tool.get("function")
+        where = param if route is Route.RESPONSES else f"{param}.function"
+        if fn is None and route is not Route.RESPONSES:
+            raise _bad(f"Missing required parameter: '{where}'.", where, "missing_required_parameter")
+        _object(fn, where)
+        _optional_str(fn, "name", where)
+        _optional_str(fn, "description", where)
+        _schema_holder(fn, "parameters", where)
+
+
+def _output_format(route: Route, body: dict[str, Any]) -> None:
+    """``response_format`` (chat) / ``text.format`` (Responses): read by the schema step."""
+    if route is Route.RESPONSES:
+        text = body.get("text")
+        if text is None:
+            return
+        fmt, param = _object(text, "text").get("format"), "text.format"
+    else:
+        fmt, param = body.get("response_format"), "response_format"
+    if fmt is None:
+        return
+    _object(fmt, param)
+    _optional_str(fmt, "type", param)
+    _optional_str(fmt, "name", param)
+    if route is Route.RESPONSES:
+        _schema_holder(fmt, "schema", param)
+    elif fmt.get("json_schema") is not None:
+        inner = _object(fmt["json_schema"], f"{param}.json_schema")
+        _optional_str(inner, "name", f"{param}.json_schema")
+        _schema_holder(inner, "schema", f"{param}.json_schema")
 
 
 #: Optional chat fields checked by type, in this order: (key, accepted types, what to say).
@@ -166,13 +249,18 @@ def validate_body(route: Route, body: Any, limits: Limits = DEFAULT_LIMITS) -> d
         for key, types, what in _CHAT_OPTIONAL:
             if key in body:  # most requests carry few of them: skip the call for the rest
                 _optional(body, key, types, what)
+        if "tools" in body:
+            _tools(route, body)
+        if "response_format" in body:
+            _output_format(route, body)
     elif route is Route.RESPONSES:
         inp = body.get("input")
         if inp is not None and not isinstance(inp, (str, list)):
             raise _bad("Invalid type for 'input': expected a string or an array.", "input")
         _optional(body, "instructions", (str,), "a string")
         _optional(body, "max_output_tokens", (int,), "an integer")
-        _optional(body, "tools", (list,), "an array")
+        _tools(route, body)
+        _output_format(route, body)
     elif route is Route.EMBEDDINGS:
         inp = body.get("input")
         if inp is None:
