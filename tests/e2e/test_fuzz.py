@@ -75,18 +75,26 @@ VALID: dict[str, dict[str, Any]] = {
         "model": "gpt-4o",
         "messages": [
             {"role": "system", "content": "You are terse."},
-            {"role": "user", "content": [{"type": "text", "text": "Weather in Paris? Mail jane@example.com"}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Weather in Paris? Mail jane@example.com"}],
+            },
             {
                 "role": "assistant",
                 "content": None,
-                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
             },
             {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
         ],
         "max_tokens": 50,
         "temperature": 0.5,
         "tools": [{"type": "function", "function": {"name": "f", "parameters": SCHEMA}}],
-        "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": SCHEMA, "strict": True}},
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "w", "schema": SCHEMA, "strict": True},
+        },
         "user": "u1",
     },
     "/v1/responses": {
@@ -107,10 +115,16 @@ VALID: dict[str, dict[str, Any]] = {
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "Look"},
-                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0K"}},
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0K"},
+                    },
                 ],
             },
-            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}]},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}],
+            },
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]},
         ],
         "tools": [{"name": "f", "description": "d", "input_schema": SCHEMA}],
@@ -121,7 +135,17 @@ VALID: dict[str, dict[str, Any]] = {
     },
 }
 
-JUNK_STRINGS = ["", " ", "\u0000", "\ud7ff\ufffd\u202e\u200b", "😀" * 50, "<|endoftext|>", "a" * 5000, "null", "{}"]
+JUNK_STRINGS = [
+    "",
+    " ",
+    "\u0000",
+    "\ud7ff\ufffd\u202e\u200b",
+    "😀" * 50,
+    "<|endoftext|>",
+    "a" * 5000,
+    "null",
+    "{}",
+]
 
 
 def _deep(rnd: random.Random, depth: int) -> Any:
@@ -215,7 +239,10 @@ def _whole_body(rnd: random.Random, route: str, valid: bytes) -> Case:
     elif kind == 1:
         content = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 200)))
     elif kind == 2:
-        content, headers = valid, {"content-type": rnd.choice(["text/plain", "application/xml", "", "multipart/x"])}
+        content, headers = (
+            valid,
+            {"content-type": rnd.choice(["text/plain", "application/xml", "", "multipart/x"])},
+        )
     elif kind == 3:
         content = rnd.choice([b"[]", b"1", b'"x"', b"null", b"true", b"", b"{}", b"NaN", b"1e400"])
     elif kind == 4:
