@@ -166,3 +166,25 @@ async def test_pii_stops_at_the_deadline_and_offloads_many_texts() -> None:
     assert deps.offloaded == ["_detect"]
     with pytest.raises(UpstreamTimeout):  # the check inside the pool thread, between batches
         plugin._detect(["a"] * 1000, True, time.monotonic() - 1)
+
+
+@pytest.mark.parametrize("action", ["block", "redact"])
+async def test_the_blocklist_matches_a_big_text_in_the_cpu_pool(action: str) -> None:
+    from plugins.blocklist import OFFLOAD_CHARS, BlocklistConfig, BlocklistPlugin
+    from proxy.errors import Rejected
+
+    deps = _Deps()
+    plugin = BlocklistPlugin(BlocklistConfig(keywords=("secret",), action=action), deps)  # type: ignore[arg-type]
+    small = ChatRequest({"model": "m", "messages": [{"role": "user", "content": "a secret"}]}, Route.CHAT)
+    big = ChatRequest(
+        {"model": "m", "messages": [{"role": "user", "content": "x" * OFFLOAD_CHARS + " a secret"}]},
+        Route.CHAT,
+    )
+    for req in (small, big):
+        if action == "block":
+            with pytest.raises(Rejected):
+                await plugin.on_request(req, _ctx())
+        else:
+            await plugin.on_request(req, _ctx())
+            assert req.body["messages"][0]["content"].endswith("a [REDACTED]")
+    assert deps.offloaded == ["_search" if action == "block" else "_subn"]  # the big one only
