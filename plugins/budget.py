@@ -50,7 +50,13 @@ from proxy.chain import (
 )
 from proxy.errors import RateLimited, Rejected
 from proxy.models import ChatRequest, ChatResponse, Route, StreamEvent, TextDelta, Usage
-from proxy.tokens import count_chat_request, count_completion_reserve, count_text, price_for_model
+from proxy.tokens import (
+    count_chat_request,
+    count_completion_reserve,
+    count_text,
+    preload_encodings,
+    price_for_model,
+)
 from proxy.tokens.counting import body_chars, count_embedding_inputs
 from proxy.tokens.pricing import Price
 
@@ -214,6 +220,10 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         self._windowed = [lim for lim in config.limits if lim.measure != "concurrent"]
         self._concurrent = [lim for lim in config.limits if lim.measure == "concurrent"]
         self._counts_tokens = any(lim.measure in TOKEN_MEASURES for lim in config.limits)
+        if self._counts_tokens:
+            # Built once per process, here (policy load) rather than on the first request: building
+            # the BPE tables holds the GIL for ~0.25 s, which stalled the event loop mid-traffic.
+            preload_encodings()
         self._uses_api_key = config.tenant_from == "api_key" or any(
             "api_key" in lim.key for lim in config.limits
         )

@@ -76,6 +76,22 @@ def _ctx(route: Route = Route.CHAT, deadline: float | None = None) -> RequestCon
     return ctx
 
 
+def test_a_budget_that_counts_tokens_builds_the_encodings_at_policy_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Building the BPE tables holds the GIL ~0.25 s: on the first request it stalled the loop."""
+    import plugins.budget as budget_module
+
+    calls: list[int] = []
+    monkeypatch.setattr(budget_module, "preload_encodings", lambda: calls.append(1))
+    BudgetPlugin(
+        BudgetConfig(limits=[{"name": "rpm", "requests": 10, "window": "minute"}]), Deps(Resources())
+    )  # type: ignore[list-item]
+    assert calls == []  # no token limit: nothing to count
+    BudgetPlugin(BudgetConfig(limits=[{"name": "tpm", "tokens": 10, "window": "minute"}]), Deps(Resources()))  # type: ignore[list-item]
+    assert calls == [1]
+
+
 async def test_the_budget_counts_a_big_prompt_in_the_cpu_pool() -> None:
     deps = _Deps()
     plugin = BudgetPlugin(BudgetConfig(limits=[{"name": "tpm", "tokens": 10**9, "window": "minute"}]), deps)  # type: ignore[list-item]
