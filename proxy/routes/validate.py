@@ -195,6 +195,8 @@ def check_depth(raw: bytes | None, body: Any, limit: int) -> None:
     """
     if raw is not None and raw.count(b"[") + raw.count(b"{") <= limit:
         return
+    if not isinstance(body, (dict, list)):
+        return
     stack: list[tuple[Any, int]] = [(body, 1)]
     while stack:
         node, depth = stack.pop()
