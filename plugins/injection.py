@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from proxy.chain import Deps, Plugin, PluginConfig, Reply, RequestContext, Roles, Secret
 from proxy.detectors.injection import InjectionDetector, InjectionResult, Thresholds
-from proxy.detectors.shared import INLINE_CHARS, InlineBudget, scan_cache
+from proxy.detectors.shared import INLINE_CHARS, InlineBudget, scan_all, scan_cache
 from proxy.errors import Rejected
 from proxy.models import ChatRequest, TextSlot
 
@@ -124,23 +124,21 @@ class InjectionPlugin(Plugin[InjectionConfig]):
                 for m in re.finditer(f"{open_}(.*?){close}", slot.text, re.S):
                     yield slot, m.group(1), m.start(1)
 
-    async def _scan(
-        self, text: str, ctx: RequestContext, budget: InlineBudget | None = None
-    ) -> InjectionResult:
-        """Score ``text``: on the event loop within the hook's ``budget`` (one text on its own gets a
-        fresh one), past it in the CPU pool."""
-        cache = scan_cache(ctx)  # a moderation step later in the chain reuses our work on this text
-        if (budget or InlineBudget()).take(text):
-            return self.detector.scan(text, cache)
-        result: InjectionResult = await self.deps.run_cpu(self.detector.scan, text, cache)
-        return result
-
     async def on_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
         flagged = False
-        budget = InlineBudget()  # one per request: its texts together stall the loop by a bound
-        for slot, text, offset in list(self._targets(req)):
-            started = time.perf_counter()
-            result = await self._scan(text, ctx, budget)
+        targets = list(self._targets(req))
+        # Every text scored first (inline within one budget per request, the rest in batches in
+        # the CPU pool, honouring the deadline); decisions then follow in message order.
+        started = time.perf_counter()
+        results = await scan_all(
+            [t for _, t, _ in targets],
+            self.detector.scan,
+            self.deps.run_cpu,
+            ctx,
+            scan_cache(ctx),
+            InlineBudget(),
+        )
+        for (slot, text, offset), result in zip(targets, results, strict=True):
             verdict = result.is_injection
             judged: bool | None = None
             judge = self.config.judge

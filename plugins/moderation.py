@@ -40,7 +40,7 @@ from proxy.chain import (
 )
 from proxy.chain.holdback import sentence_boundary
 from proxy.detectors.moderation import CATEGORIES, ModerationDetector, ModerationResult
-from proxy.detectors.shared import INLINE_CHARS, InlineBudget, ScanCache, scan_cache
+from proxy.detectors.shared import INLINE_CHARS, InlineBudget, ScanCache, scan_all, scan_cache
 from proxy.errors import Rejected
 from proxy.models import ChatRequest, ChatResponse, Finish, StreamEvent, TextDelta, ToolCallDelta
 
@@ -135,15 +135,19 @@ class ModerationPlugin(Plugin[ModerationConfig]):
         ctx: RequestContext,
         cache: ScanCache | None = None,
         budget: InlineBudget | None = None,
+        local: ModerationResult | None = None,
     ) -> Mapping[str, float]:
         """Per-category scores: local layers, raised by the endpoint, settled by the judge in its band.
 
         ``cache``: the request's shared detector work (an injection step may have folded and hashed
         the same prompt text already). ``budget``: the calling hook's inline allowance (one text on
         its own gets a fresh one): within it the scan runs on the event loop, past it in the CPU
-        pool. Read-only: without remote layers this is the detector's own table of scores."""
-        if (budget or InlineBudget()).take(text):
-            local: ModerationResult = self.detector.scan(text, cache)
+        pool. ``local``: the local layers' result when the caller already scored the text.
+        Read-only: without remote layers this is the detector's own table of scores."""
+        if local is not None:
+            pass
+        elif (budget or InlineBudget()).take(text):
+            local = self.detector.scan(text, cache)
         else:
             local = await self.deps.run_cpu(self.detector.scan, text, cache)
         if self._local_only:
@@ -176,12 +180,15 @@ class ModerationPlugin(Plugin[ModerationConfig]):
         # Prompt text is shared with an injection step; answers are not (they are new text, and an
         # answer that merely repeats the prompt should not look cheaper than it is).
         cache = scan_cache(ctx) if where == "input" else None
-        budget = InlineBudget()  # one per call: a hook's texts together stall the loop by a bound
-        for text in texts:
-            if not text.strip():
-                continue
-            started = time.perf_counter()
-            scores = await self.score(text, ctx, cache, budget)
+        todo = [t for t in texts if t.strip()]
+        # Local layers for every text first: inline within one budget per call (a hook's texts
+        # together stall the loop by a bound), the rest in batches in the CPU pool, honouring
+        # the request deadline. Remote layers and decisions then go text by text, in order.
+        started = time.perf_counter()
+        scan, run_cpu, on_input = self.detector.scan, self.deps.run_cpu, where == "input"
+        local = await scan_all(todo, scan, run_cpu, ctx, cache, InlineBudget(), honour_deadline=on_input)
+        for text, result in zip(todo, local, strict=True):
+            scores = await self.score(text, ctx, cache, local=result)
             hits = self.violations(scores)
             top = max(hits, key=lambda c: scores[c]) if hits else None
             if ctx.record_scores:  # calibration: every category's score, triggered or not

@@ -47,6 +47,7 @@ from proxy.chain import (
     check_names,
     sentence_boundary,
 )
+from proxy.chain.context import deadline_exceeded, past
 from proxy.detectors.pii import (
     DEFAULT_ENTITIES,
     LITERAL,
@@ -66,6 +67,7 @@ from proxy.detectors.pii import (
     stream_split,
 )
 from proxy.detectors.pii.engine import BUILTIN_ENTITIES
+from proxy.detectors.shared import BATCH_TEXTS, INLINE_TEXTS
 from proxy.errors import Rejected
 from proxy.models import ChatRequest, ChatResponse, Finish, StreamEvent, TextDelta, ToolCallDelta
 
@@ -211,9 +213,16 @@ class PiiPlugin(Plugin[PiiConfig]):
     def _spans(self, text: str, literals: bool) -> list[Span]:
         return self._keep(text, self.engine.analyze(text, self._entities, self._min), literals)
 
-    def _detect(self, texts: Sequence[str], literals: bool) -> list[list[Span]]:
-        """All texts of one request in one engine call (the NER model batches them)."""
-        found = self.engine.analyze_many(texts, self._entities, self._min)
+    def _detect(
+        self, texts: Sequence[str], literals: bool, deadline: float | None = None
+    ) -> list[list[Span]]:
+        """The texts of one request in engine calls of ``BATCH_TEXTS`` (the NER model batches
+        them), stopping with the request's timeout once ``deadline`` has passed."""
+        found: list[list[Span]] = []
+        for start in range(0, len(texts), BATCH_TEXTS):
+            if past(deadline):
+                raise deadline_exceeded()
+            found += self.engine.analyze_many(texts[start : start + BATCH_TEXTS], self._entities, self._min)
         return [self._keep(t, spans, literals) if t else [] for t, spans in zip(texts, found, strict=True)]
 
     def _keep(self, text: str, spans: list[Span], literals: bool) -> list[Span]:
@@ -224,7 +233,9 @@ class PiiPlugin(Plugin[PiiConfig]):
         ]
         return resolve([*kept, *literal_spans(text)] if literals else kept, text)
 
-    async def _detect_async(self, texts: Sequence[str], literals: bool) -> list[list[Span]]:
+    async def _detect_async(
+        self, texts: Sequence[str], literals: bool, deadline: float | None = None
+    ) -> list[list[Span]]:
         """Pattern-only analysis of a small request runs inline; the rest goes to the CPU pool.
 
         Why inline: the pattern engine costs ~0.3 ms per KB of prose (benchmarks/pii_micro.py),
@@ -233,7 +244,9 @@ class PiiPlugin(Plugin[PiiConfig]):
         thread competes with the event loop for the GIL anyway. Above ``INLINE_MAX_CHARS``
         (a few ms of work at worst) or with the NER model (~20 ms per KB) the call is
         offloaded, so one big prompt never stalls the loop, and ``run_cpu``'s semaphore bounds
-        how many run at once.
+        how many run at once. So is a request of more than ``INLINE_TEXTS`` texts: each scan has a
+        fixed cost (~60 µs), and 2,048 one-character embeddings inputs took ~120 ms inline.
+        ``deadline`` (request side): the pool work stops with a 504 once it has passed.
 
         Model calls additionally go one at a time (``_model_gate``): spaCy's NER holds the GIL,
         so a second concurrent call adds no throughput (measured 16.1 analyses/s with one
@@ -241,12 +254,12 @@ class PiiPlugin(Plugin[PiiConfig]):
         and it would take the pool thread other plugins need.
         """
         if not self.engine.uses_model:
-            if sum(len(t) for t in texts) <= INLINE_MAX_CHARS:
+            if len(texts) <= INLINE_TEXTS and sum(len(t) for t in texts) <= INLINE_MAX_CHARS:
                 return self._detect(texts, literals)
-            found: list[list[Span]] = await self.deps.run_cpu(self._detect, texts, literals)
+            found: list[list[Span]] = await self.deps.run_cpu(self._detect, texts, literals, deadline)
             return found
         async with self._model_gate:
-            found = await self.deps.run_cpu(self._detect, texts, literals)
+            found = await self.deps.run_cpu(self._detect, texts, literals, deadline)
         return found
 
     def _action(self, entity_type: str) -> Action:
@@ -273,7 +286,8 @@ class PiiPlugin(Plugin[PiiConfig]):
     # -- hooks ---------------------------------------------------------------------------
     async def on_request(self, req: ChatRequest, ctx: RequestContext) -> None:
         slots = [s for s in req.text_slots() if s.role in self._roles]
-        found = await self._detect_async([s.text for s in slots], True)
+        ctx.check_deadline()
+        found = await self._detect_async([s.text for s in slots], True, ctx.deadline)
         every = [s for spans in found for s in spans]
         state = _State({})
         ctx.set(STATE, state)

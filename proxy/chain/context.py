@@ -20,7 +20,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from proxy.chain.decisions import Decision
+from proxy.errors import UpstreamTimeout
 from proxy.models.chat import Route
+
+
+def deadline_exceeded() -> UpstreamTimeout:
+    """The error every deadline check raises (the same one the upstream wrappers raise)."""
+    return UpstreamTimeout("The request deadline was exceeded.", code="deadline_exceeded")
+
+
+def past(deadline: float | None) -> bool:
+    """True once ``deadline`` (``time.monotonic()``; None: no deadline) has passed; thread-safe."""
+    return deadline is not None and time.monotonic() >= deadline
+
 
 if TYPE_CHECKING:
     from proxy.chain.identity import Identity
@@ -224,6 +236,16 @@ class RequestContext:
             self.usage = scratch.usage
         if scratch.cost_usd is not None:
             self.cost_usd = scratch.cost_usd
+
+    def check_deadline(self) -> None:
+        """Raise the request's timeout (504 ``deadline_exceeded``) once its deadline has passed.
+
+        For request-side work that may be long (many texts to scan): a guard calls it between
+        items or batches, so a request past its deadline stops costing CPU instead of finishing
+        its scans only to be answered 504 afterwards.
+        """
+        if past(self.deadline):
+            raise deadline_exceeded()
 
     @property
     def shadow(self) -> bool:

@@ -34,6 +34,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 
 from proxy.contracts.fastpath import compile_fast
+from proxy.contracts.refs import RefProblem, check_refs
 
 #: Errors reported per validation: enough for a repair prompt, bounded for records.
 MAX_ERRORS = 8
@@ -87,6 +88,10 @@ class CompiledSchema:
         except SchemaError as exc:
             where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
             raise SchemaInvalid(f"invalid JSON Schema at {where}: {exc.message[:200]}") from None
+        try:
+            check_refs(effective)
+        except RefProblem as exc:
+            raise SchemaInvalid(f"unsupported JSON Schema: {exc}") from None
         self.validator = Draft202012Validator(effective)
         self.fast = compile_fast(effective)
         self.name = name
@@ -95,10 +100,17 @@ class CompiledSchema:
     def problems(self, instance: Any) -> list[Problem]:
         """Empty when ``instance`` is valid; else at most ``MAX_ERRORS`` problems, shallowest first."""
         fast = self.fast
-        if fast(instance) if fast is not None else self.validator.is_valid(instance):
-            return []
-        # jsonschema has the last word: if it finds nothing, the answer is valid.
-        errors = sorted(self.validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), e.path))
+        try:
+            if fast(instance) if fast is not None else self.validator.is_valid(instance):
+                return []
+            # jsonschema has the last word: if it finds nothing, the answer is valid.
+            errors = sorted(
+                self.validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), e.path)
+            )
+        except RecursionError:
+            # A value nested deeper than validation can follow (an answer's depth is the model's
+            # choice): invalid, with a message instead of a crash.
+            return [Problem("$", "depth", "The value is nested too deeply to be validated.")]
         return [Problem(_json_path(e), str(e.validator), e.message[:300]) for e in errors[:MAX_ERRORS]]
 
 

@@ -17,15 +17,17 @@ the other, and a text scored in the CPU pool is awaited before the next step run
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from proxy.chain.context import RequestContext, StateKey
+from proxy.chain.context import RequestContext, StateKey, deadline_exceeded, past
 
 if TYPE_CHECKING:
     from proxy.detectors.injection.features import HashedText
 
 K = TypeVar("K")
 V = TypeVar("V")
+R = TypeVar("R")
 
 _MAX_ENTRIES = 32  # per map: bounds the memory a request with very many messages can pin
 _MAX_CHARS = 65_536  # longer texts are not kept (the detectors only scan head and tail of them anyway)
@@ -70,24 +72,96 @@ class ScanCache:
 INLINE_CHARS = 4096
 
 
+#: Texts one hook may score on the event loop, whatever their size. Each scan has a fixed cost
+#: (measured with 2,048 one-character texts: ~20 µs injection, ~60 µs pii, ~85 µs moderation per
+#: text), so a character budget alone let 2,048 tiny embeddings inputs stall the loop ~0.3 s.
+INLINE_TEXTS = 32
+#: One CPU-pool call scores up to this many texts / characters: one thread hop per batch instead
+#: of per text, and the request deadline is checked between batches (and between texts inside).
+BATCH_TEXTS = 128
+BATCH_CHARS = 32_768
+
+
 class InlineBudget:
-    """What one hook may still score on the event loop, in characters (``INLINE_CHARS``).
+    """What one hook may still score on the event loop: ``INLINE_CHARS`` characters, ``INLINE_TEXTS`` texts.
 
     Why a budget and not a per-text size check: a request with many small messages would otherwise
     be scored inline one after the other, stalling the loop for the sum of the scans.
     """
 
-    __slots__ = ("left",)
+    __slots__ = ("left", "texts")
 
-    def __init__(self, chars: int = INLINE_CHARS) -> None:
+    def __init__(self, chars: int = INLINE_CHARS, texts: int = INLINE_TEXTS) -> None:
         self.left = chars
+        self.texts = texts
 
     def take(self, text: str) -> bool:
         """True (and the budget shrinks) when ``text`` still fits: score it inline."""
-        if len(text) <= self.left:
+        if self.texts > 0 and len(text) <= self.left:
             self.left -= len(text)
+            self.texts -= 1
             return True
         return False
+
+
+def scan_batch(
+    scan: Callable[[str, ScanCache | None], R],
+    texts: Sequence[str],
+    cache: ScanCache | None,
+    deadline: float | None,
+) -> list[R]:
+    """Score ``texts`` one after the other (in a pool thread), stopping at the request deadline."""
+    out: list[R] = []
+    for text in texts:
+        if past(deadline):
+            raise deadline_exceeded()
+        out.append(scan(text, cache))
+    return out
+
+
+async def scan_all(
+    texts: Sequence[str],
+    scan: Callable[[str, ScanCache | None], R],
+    run_cpu: Callable[..., Awaitable[Any]],
+    ctx: RequestContext,
+    cache: ScanCache | None,
+    budget: InlineBudget,
+    *,
+    honour_deadline: bool = True,
+) -> list[R]:
+    """Scores of ``texts`` in order: inline while ``budget`` lasts, the rest in pool batches.
+
+    Every text keeps its own scan (batching never joins texts: an attack split over two inputs
+    is not a new attack, and scores must not depend on the neighbours). The request deadline
+    (``ctx.deadline``) is checked before each batch and between texts in the pool thread, so a
+    request with thousands of texts stops burning CPU once it can only be answered 504.
+    ``honour_deadline=False`` for answers: the deadline covers getting the answer, not checking it.
+    """
+    deadline = ctx.deadline if honour_deadline else None
+    results: list[R | None] = [None] * len(texts)
+    pending: list[int] = []
+    for i, text in enumerate(texts):
+        if budget.take(text):
+            results[i] = scan(text, cache)
+        else:
+            pending.append(i)
+    start = 0
+    while start < len(pending):
+        if past(deadline):
+            raise deadline_exceeded()
+        end, chars = start, 0
+        while end < len(pending) and end - start < BATCH_TEXTS:
+            size = len(texts[pending[end]])
+            if end > start and chars + size > BATCH_CHARS:
+                break
+            chars += size
+            end += 1
+        batch = pending[start:end]
+        found = await run_cpu(scan_batch, scan, [texts[i] for i in batch], cache, deadline)
+        for i, result in zip(batch, found, strict=True):
+            results[i] = result
+        start = end
+    return cast("list[R]", results)
 
 
 SCAN_CACHE: StateKey[ScanCache] = StateKey("detectors.scan_cache", shared=True)

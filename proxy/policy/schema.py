@@ -22,9 +22,39 @@ from proxy.upstream.config import UpstreamConfig as UpstreamConfig  # the upstre
 
 
 class Limits(BaseModel):
+    """Bounds on what one request may carry, checked when the body is read, before any plugin runs.
+
+    Why item counts and not only bytes: the request-side guards (injection, PII, moderation,
+    budget) cost per item as well as per byte, so 100,000 one-character embeddings inputs in
+    half a megabyte cost seconds of CPU that no byte limit prevents. Beyond a limit the request
+    is a 400 (``too_many_messages``, ``too_many_inputs``, ``too_many_tools``,
+    ``too_many_content_parts``, ``json_too_deep``) in the client's error format.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="larger bodies get 413")
+    max_messages: int = Field(
+        default=2048,
+        ge=1,
+        description="chat messages, Responses input items or Anthropic messages per request; more get 400",
+    )
+    max_inputs: int = Field(
+        default=2048, ge=1, description="embeddings inputs per request (OpenAI's own limit); more get 400"
+    )
+    max_tools: int = Field(
+        default=128, ge=0, description="tool definitions per request (OpenAI's limit); more get 400"
+    )
+    max_content_parts: int = Field(
+        default=2048, ge=1, description="content parts (text, images, files) over all messages; more get 400"
+    )
+    max_json_depth: int = Field(
+        default=64,
+        ge=8,
+        le=200,
+        description="nesting depth of the JSON body (objects and arrays); deeper gets 400. At most 200: "
+        "the JSON encoder the sidecar re-encodes bodies with stops at 255",
+    )
 
 
 class PolicyBase(BaseModel):

@@ -12,8 +12,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from proxy.errors import InvalidRequest
 from proxy.models.stream import StreamEvent
+from proxy.policy.schema import Limits
+from proxy.routes.validate_anthropic import validate_anthropic
 from proxy.upstream.providers.anthropic import (
     anthropic_request_to_openai,
     openai_error_to_anthropic,
@@ -31,7 +32,7 @@ class StreamEncoder(Protocol):
 class ClientFormat(Protocol):
     native: bool  # True: the client speaks the chain's format (bytes may be piped)
 
-    def to_chain(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    def to_chain(self, body: dict[str, Any], limits: Limits) -> dict[str, Any]: ...
 
     def answer(self, status: int, data: bytes) -> bytes: ...
 
@@ -41,7 +42,7 @@ class ClientFormat(Protocol):
 class OpenAIFormat:
     native = True
 
-    def to_chain(self, body: dict[str, Any]) -> dict[str, Any]:
+    def to_chain(self, body: dict[str, Any], limits: Limits) -> dict[str, Any]:
         return body
 
     def answer(self, status: int, data: bytes) -> bytes:
@@ -56,13 +57,8 @@ class AnthropicFormat:
 
     native = False
 
-    def to_chain(self, body: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(body.get("max_tokens"), int):
-            raise InvalidRequest(
-                "max_tokens: Field required", param="max_tokens", code="invalid_request_error"
-            )
-        if not isinstance(body.get("messages"), list):
-            raise InvalidRequest("messages: Field required", param="messages", code="invalid_request_error")
+    def to_chain(self, body: dict[str, Any], limits: Limits) -> dict[str, Any]:
+        validate_anthropic(body, limits)  # every shape the translator reads: a 400, never a 500
         chat = anthropic_request_to_openai(body)
         if body.get("stream"):
             chat["stream_options"] = {"include_usage": True}  # Anthropic streams always end with usage

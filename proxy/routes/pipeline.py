@@ -50,7 +50,7 @@ from proxy.routes.common import (
 )
 from proxy.routes.formats import ANTHROPIC, OPENAI, ClientFormat, StreamEncoder
 from proxy.routes.replies import reply_body, reply_stream
-from proxy.routes.validate import validate_body
+from proxy.routes.validate import check_depth, validate_body
 from proxy.runtime import Sidecar
 from proxy.upstream.providers.openai import ChatStreamCodec, ResponsesStreamCodec
 from proxy.upstream.sse import SSEEvent, SSEParser
@@ -154,10 +154,12 @@ class ChainRoute:
                 raise InvalidRequest(
                     "We could not parse the JSON body of your request. Send valid JSON.", code="invalid_json"
                 ) from None
+            limits = policy.policy.limits
+            check_depth(raw, body, limits.max_json_depth)
             if not fmt.native:
-                validate_body(route, body)  # model present, stream a boolean
-                body, raw = fmt.to_chain(body), None
-            validate_body(Route.CHAT if route is Route.MESSAGES else route, body)
+                validate_body(route, body, limits)  # model present, stream a boolean
+                body, raw = fmt.to_chain(body, limits), None
+            validate_body(Route.CHAT if route is Route.MESSAGES else route, body, limits)
             ctx = RequestContext(
                 rid, route, request.headers, policy.revision, body["model"], stream=bool(body.get("stream"))
             )

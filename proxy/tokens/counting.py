@@ -20,6 +20,16 @@ string field's tokens, and 3 tokens priming the reply. Beyond the cookbook, and 
 Text is encoded with ``encode_ordinary``: user text containing ``<|endoftext|>`` is plain text to
 the API, and counting must never raise on client input. Malformed shapes are skipped, not
 rejected: validating the request is the upstream's job.
+
+Bounded work on huge texts: BPE costs ~0.13 µs per character of prose and up to ~0.5 µs on
+adversarial text (one character repeated), so an 8 MB prompt would cost seconds of CPU. Only the
+first :data:`EXACT_CHARS` characters of a text are encoded; the rest is counted as its UTF-8 byte
+length. That is an upper bound, not a guess: every token of a byte-level BPE covers at least one
+byte, so the tail can never hold more tokens than bytes (the cut itself may shift one token, hence
+``+1``). It over-counts only that tail (about 4x for English prose), only for texts far beyond any
+context window (a million characters is ~250k tokens), and the budget corrects every reservation to
+the provider's reported usage after the call. Callers that may see big texts count them off the
+event loop (the ``budget`` plugin uses ``Deps.run_cpu``; tiktoken releases the GIL while encoding).
 """
 
 from __future__ import annotations
@@ -41,6 +51,10 @@ SCHEMA_OVERHEAD = 12
 """Per-request tokens for the tool/schema wrapper; the cookbook measures it as 12 ("func_end")."""
 TOOL_CALL_OVERHEAD = 3
 DEFAULT_COMPLETION_RESERVE = 4096
+EXACT_CHARS = 1_000_000
+"""Characters of one text encoded exactly; the rest is bounded by its UTF-8 length (module doc)."""
+CACHE_MAX_CHARS = 16_384
+"""Longer texts are not memoised: the cache must not pin megabytes of client text per entry."""
 
 _TEXT_PART_KEYS = {"text": "text", "input_text": "text", "output_text": "text", "refusal": "refusal"}
 # Message fields whose value is not prompt text (or is counted separately below).
@@ -48,8 +62,9 @@ _NON_TEXT_FIELDS = frozenset({"content", "tool_calls", "function_call", "audio",
 
 
 def count_text(text: str, model: str) -> int:
-    """Tokens of ``text`` in ``model``'s encoding (an estimate for non-OpenAI models)."""
-    return _cached_count(text, encoding_for_model(model).name)
+    """Tokens of ``text`` in ``model``'s encoding (an estimate for non-OpenAI models; an upper
+    bound past ``EXACT_CHARS``)."""
+    return _count(encoding_for_model(model), text)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -76,6 +91,35 @@ def count_chat_request(body: Mapping[str, Any], model: str | None = None) -> int
     return total
 
 
+def count_embedding_inputs(inputs: object, model: str) -> int:
+    """Tokens of an embeddings ``input``: a string or a list of strings (token-id lists: 0)."""
+    if isinstance(inputs, str):
+        return count_text(inputs, model)
+    if not isinstance(inputs, list):
+        return 0
+    enc = encoding_for_model(model)
+    return sum(_count(enc, t) for t in inputs if isinstance(t, str))
+
+
+def body_chars(body: object) -> int:
+    """Characters in every string of ``body`` (iterative: client JSON may nest deeply).
+
+    For deciding whether counting is worth moving off the event loop when the raw bytes are not
+    at hand (a translated Anthropic request); an approximation of the work, not of tokens.
+    """
+    total = 0
+    stack = [body]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            total += len(node)
+        elif isinstance(node, Mapping):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return total
+
+
 def count_completion_reserve(body: Mapping[str, Any], default: int = DEFAULT_COMPLETION_RESERVE) -> int:
     """Output tokens to reserve for ``body``: its output cap (or ``default``) times ``n``.
 
@@ -98,7 +142,15 @@ def _is_positive_int(value: object) -> TypeGuard[int]:
 
 
 def _count(enc: tiktoken.Encoding, text: str) -> int:
-    return _cached_count(text, enc.name) if text else 0
+    if not text:
+        return 0
+    if len(text) <= CACHE_MAX_CHARS:
+        return _cached_count(text, enc.name)
+    if len(text) <= EXACT_CHARS:
+        return len(enc.encode_ordinary(text))
+    tail = text[EXACT_CHARS:]
+    tail_bytes = len(tail) if tail.isascii() else len(tail.encode("utf-8", "surrogatepass"))
+    return len(enc.encode_ordinary(text[:EXACT_CHARS])) + tail_bytes + 1
 
 
 def _message_tokens(enc: tiktoken.Encoding, message: Mapping[str, Any]) -> int:

@@ -300,3 +300,65 @@ def test_anthropic_tool_use_is_validated_and_repaired(repairing: SidecarHarness)
     assert [u.input for u in uses] == [{"city": "Paris"}]
     assert len(repairing.fake.requests) == 2
     assert _decisions(repairing) == REPAIRED
+
+
+SELF_REF: dict[str, Any] = {"$ref": "#"}
+CYCLE: dict[str, Any] = {
+    "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}},
+    "$ref": "#/$defs/a",
+}
+REMOTE: dict[str, Any] = {"$ref": "https://example.com/schema.json"}
+
+
+@pytest.mark.parametrize("schema", [SELF_REF, CYCLE, REMOTE], ids=["self-ref", "defs-cycle", "remote"])
+@pytest.mark.parametrize("where", ["response_format", "tool"])
+def test_unusable_request_schemas_are_refused_before_the_upstream_is_called(
+    repairing: SidecarHarness, schema: dict[str, Any], where: str
+) -> None:
+    """Issue 16: these crashed validation (RecursionError / unresolvable ref: a 500) *after* the
+    upstream was called and billed; now a 422 before any upstream call."""
+    client = openai.OpenAI(base_url=repairing.v1, api_key="sk-test", max_retries=0)
+    kwargs: dict[str, Any] = (
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
+        if where == "response_format"
+        else {"tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}]}
+    )
+    with pytest.raises(openai.UnprocessableEntityError) as err:
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], **kwargs)
+    assert err.value.code == "invalid_request_schema"
+    assert repairing.fake.requests == []
+
+
+def test_a_recursive_request_schema_is_enforced(repairing: SidecarHarness) -> None:
+    tree = {
+        "$defs": {
+            "node": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}},
+                },
+                "required": ["name", "kids"],
+                "additionalProperties": False,
+            }
+        },
+        "$ref": "#/$defs/node",
+    }
+    client = openai.OpenAI(base_url=repairing.v1, api_key="sk-test", max_retries=0)
+    fmt: Any = {"type": "json_schema", "json_schema": {"name": "tree", "schema": tree}}
+    good = '{"name": "a", "kids": [{"name": "b", "kids": []}]}'
+    bad = '{"name": "a", "kids": [{"kids": []}]}'
+    r = client.chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": "tree"}],
+        response_format=fmt,
+        extra_headers={"x-fake-scenario": json.dumps({"content": good})},
+    )
+    assert json.loads(r.choices[0].message.content or "") == json.loads(good)
+    repairing.fake.push({"content": bad}, {"content": bad}, {"content": bad})
+    with pytest.raises(openai.InternalServerError) as err:
+        client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "tree"}], response_format=fmt
+        )
+    assert err.value.status_code == 502
+    assert err.value.code == "output_schema_violation"
