@@ -111,9 +111,9 @@ def _build_target(name: str, cfg: UpstreamConfig, deps: Deps) -> Upstream:
         header, scheme = "x-api-key", ""
     creds = Credentials(cfg.auth_mode, key, header, scheme, cfg.headers)
     if cfg.base_url == "builtin:demo":
-        from proxy.demo.fake_upstream import build_fake_upstream
+        from proxy.demo.fake_upstream import build_demo_upstream
 
-        app = deps.resource("builtin:demo", build_fake_upstream)
+        app = deps.resource("builtin:demo", build_demo_upstream)
         return AsgiTarget(name, app, creds)
     client = deps.resource(
         _upstream_key(cfg),
