@@ -10,10 +10,9 @@ import anthropic
 import openai
 import pytest
 
-from proxy.demo.fake_scenario import FakeState
+from proxy.demo.fake_scenario import FakeState, redact_credential
 from proxy.demo.fake_upstream import fake_upstream_in_thread
 from tests.harness import SidecarHarness, sidecar_harness
-from proxy.demo.fake_scenario import redact_credential
 
 TOOL_SCENARIO = {
     "content": "checking",

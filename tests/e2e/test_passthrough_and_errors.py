@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
-from tests.harness import SidecarHarness, free_port, serve_in_thread, sidecar_harness
 from proxy.demo.fake_scenario import redact_credential
+from tests.harness import SidecarHarness, free_port, serve_in_thread, sidecar_harness
 
 
 @pytest.fixture

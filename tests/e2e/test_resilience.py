@@ -12,10 +12,9 @@ import httpx
 import openai
 import pytest
 
-from proxy.demo.fake_scenario import FakeState
+from proxy.demo.fake_scenario import FakeState, redact_credential
 from proxy.demo.fake_upstream import fake_upstream_in_thread
 from tests.harness import SidecarHarness, sidecar_harness
-from proxy.demo.fake_scenario import redact_credential
 
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 

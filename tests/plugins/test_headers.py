@@ -6,8 +6,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.harness import sidecar_harness
 from proxy.demo.fake_scenario import redact_credential
+from tests.harness import sidecar_harness
 
 PLUGINS = """
 - type: headers
