@@ -52,7 +52,8 @@ from proxy.routes.replies import reply_body, reply_stream
 from proxy.routes.validate import validate_body
 from proxy.runtime import Sidecar
 from proxy.upstream.providers.openai import ChatStreamCodec, ResponsesStreamCodec
-from proxy.upstream.sse import SSEParser
+from proxy.upstream.sse import DEFAULT_MAX_EVENT_BYTES, SSEParser
+from proxy.upstream.stream_end import EndWatch, stream_cut
 
 log = logging.getLogger("policy_sidecar.access")
 
@@ -119,6 +120,12 @@ def _content_type(headers: list[tuple[str, str]]) -> str:
         if k.lower() == "content-type":
             return v
     return ""
+
+
+def _max_event_bytes(policy: CompiledPolicy, ctx: RequestContext) -> int:
+    """The answering upstream's ``max_event_bytes`` (what the SSE parser of this stream allows)."""
+    upstream = policy.policy.upstreams.get(ctx.target or policy.policy.default_upstream)
+    return upstream.max_event_bytes if upstream is not None else DEFAULT_MAX_EVENT_BYTES
 
 
 def _codec(route: Route) -> ChatStreamCodec | ResponsesStreamCodec:
@@ -411,7 +418,8 @@ class ChainRoute:
         pipeline = policy.chain.open_stream(ctx) if policy.chain.stream_steps else None
         state = _StreamState()
         codec = _codec(route)
-        body = self._stream_body(resp, pipeline, codec, fmt.stream_encoder(ctx.model) or codec, ctx, state)
+        encoder = fmt.stream_encoder(ctx.model) or codec
+        body = self._stream_body(resp, pipeline, codec, encoder, ctx, state, _max_event_bytes(policy, ctx))
         try:
             first = await body.__anext__()
         except StopAsyncIteration:
@@ -465,6 +473,7 @@ class ChainRoute:
         encoder: StreamEncoder,
         ctx: RequestContext,
         state: _StreamState,
+        max_event_bytes: int,
     ) -> AsyncGenerator[bytes, None]:
         """Upstream SSE -> events (``codec``) -> filters -> client format (``encoder``).
 
@@ -473,15 +482,20 @@ class ChainRoute:
         try:
             if pipeline is None and encoder is codec:
                 prev = last = b""
+                end = EndWatch(ctx.route)
                 async for chunk in resp.aiter_bytes():
                     if ctx.first_token_at is None:
                         self._first_chunk(ctx, chunk, carries_token(chunk))
                     prev, last = last, chunk
+                    if end.per_chunk:
+                        end.see(chunk)
                     yield chunk
                 if not state.usage:  # for metrics: the usage event is at the stream's end
                     state.usage = peek_usage(prev + last)
+                if not end.ended(prev, last):
+                    raise stream_cut()
             else:
-                parser = SSEParser()
+                parser = SSEParser(max_event_bytes)
                 async for chunk in resp.aiter_bytes():
                     out = []
                     for sse in parser.feed(chunk):
@@ -501,6 +515,8 @@ class ChainRoute:
                 for sse in parser.flush():
                     for ev in codec.decode(sse):
                         out.extend(await pipeline.push(ev) if pipeline else [ev])
+                if not codec.ended:
+                    raise stream_cut()
                 if pipeline:
                     out.extend(await pipeline.end())
                 # The client format's own end marker ([DONE] only if upstream sent it, for OpenAI).

@@ -30,6 +30,24 @@ class EventTooLarge(UpstreamError):
     default_code = "upstream_event_too_large"
 
 
+class MalformedEvent(UpstreamError):
+    """A parsed stream carried an event that is not the JSON object its format requires.
+
+    Raised by the stream codecs (used only when the sidecar parses a stream: stream filters,
+    Anthropic translation); the client then gets the typed in-band error instead of garbage
+    its SDK would fail to decode.
+    """
+
+    default_code = "upstream_malformed_event"
+
+
+def malformed(data: bytes) -> MalformedEvent:
+    return MalformedEvent(
+        "The upstream provider sent a malformed stream event.",
+        detail=f"{len(data)} bytes of event data that are not a JSON object: {data[:80]!r}",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class SSEEvent:
     data: bytes

@@ -241,7 +241,9 @@ _LONG_CHARS = st.sampled_from([b"a", b"b", b"\n", b"\r", b":", b" ", b"d", b"dat
     st.lists(_LONG_CHARS, min_size=0, max_size=200).map(b"".join),
     st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=60),
 )
-def test_any_chunking_gives_the_same_events_including_long_pending_lines(raw: bytes, sizes: list[int]) -> None:
+def test_any_chunking_gives_the_same_events_including_long_pending_lines(
+    raw: bytes, sizes: list[int]
+) -> None:
     """Arbitrary bytes (lone CRs, lines split over many newline-free chunks) in any chunking."""
     whole = SSEParser()
     expected = whole.feed(raw) + whole.flush()
