@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import anyio
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -90,6 +90,9 @@ class PassthroughRoute:
             return _ClosingStream(resp, headers, lambda: store.release(policy))
         except ProxyError as exc:
             return error_response(exc, base)
+        except ClientDisconnect:
+            log.info("client disconnected before its request body arrived", extra={"request_id": rid})
+            return Response(status_code=499)
         except Exception as exc:
             log.exception("unexpected error on pass-through %s", request.url.path)
             return error_response(exc, base)

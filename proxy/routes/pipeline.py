@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 import orjson
 from starlette.background import BackgroundTask
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -176,6 +176,11 @@ class ChainRoute:
             handed_off = True
             outcome = Outcome(exc.status, exc, latency_ms=self._ms(ctx))
             return self._error(exc, policy, ctx, outcome, base_headers, fmt)
+        except ClientDisconnect:
+            # Not an error of ours: one line, no traceback. Nobody reads the answer; ``finally``
+            # finishes the request as a 499 (client closed request).
+            log.info("client disconnected before its request body arrived", extra={"request_id": rid})
+            return Response(status_code=499)
         except Exception as exc:
             log.exception("unexpected error on %s", route.value)
             handed_off = True
