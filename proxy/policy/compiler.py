@@ -239,5 +239,5 @@ def compile_policy(
             upstream = _WhenGate(step.when, wrapped, upstream) if step.when is not None else wrapped
 
     return CompiledPolicy(
-        revision, source, policy, Chain(steps, upstream), plugins, set(deps.used_resources), table
+        revision, source, policy, Chain(steps, upstream), plugins, deps.used_resources, table
     )
