@@ -7,6 +7,7 @@ connections than the cap, a client that leaves halfway through its body.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -135,10 +136,8 @@ def test_many_trickling_clients_are_all_timed_out_and_healthz_answers(tmp_path: 
         def trickle() -> None:
             while not stop.is_set():
                 for s in socks:
-                    try:
+                    with contextlib.suppress(OSError):
                         s.send(b" ")
-                    except OSError:
-                        pass
                 stop.wait(0.2)
 
         trickler = threading.Thread(target=trickle)
