@@ -105,6 +105,13 @@ class _Shutdown:
                 await asyncio.wait_for(self.forced.wait(), timeout=self.drain_delay)
         log.info("no longer accepting connections; waiting for in-flight requests")
         self.stop_servers()
+        # Shortly before uvicorn cancels what is left, end the remaining streams with an
+        # in-band error event so clients see why they stopped (not a truncated body).
+        grace = self.sidecar.settings.grace_seconds
+        await asyncio.sleep(max(0.0, grace - min(1.0, grace / 4)))
+        cut = self.sidecar.cut_streams()
+        if cut:
+            log.warning("grace period ending: cut %d stream(s) with an error event", cut)
 
 
 def tune_gc(threshold: int) -> None:

@@ -16,6 +16,7 @@ an in-band error event in the client's wire format.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -31,7 +32,7 @@ from starlette.types import Receive, Scope, Send
 from proxy.chain.chain import StreamPipeline
 from proxy.chain.context import RequestContext
 from proxy.chain.plugin import Outcome, Reply
-from proxy.errors import InvalidRequest, ProxyError, UpstreamError, error_event_payload
+from proxy.errors import InvalidRequest, ProxyError, StreamAborted, UpstreamError, error_event_payload
 from proxy.models.chat import ChatRequest, ChatResponse, Route
 from proxy.models.stream import ErrorEvent, Finish, StreamEvent, TextDelta, ToolCallDelta, Usage
 from proxy.models.upstream import BufferedResponse, UpstreamRequest, UpstreamResponse
@@ -66,13 +67,29 @@ UPSTREAM_PATHS = {
 
 
 class _StreamState:
-    __slots__ = ("chars", "completed", "error", "usage")
+    __slots__ = ("chars", "completed", "error", "task", "usage", "was_cut")
 
     def __init__(self) -> None:
         self.usage: dict[str, Any] = {}
         self.error: BaseException | None = None
         self.completed = False
         self.chars = 0
+        self.task: asyncio.Task[Any] | None = None  # the task sending this stream
+        self.was_cut = False
+
+    def cut(self) -> None:
+        """Shutdown: interrupt the stream where it waits; it then ends with an in-band error."""
+        if self.task is not None and not self.was_cut:
+            self.was_cut = True
+            self.task.cancel()
+
+
+def _shutting_down() -> StreamAborted:
+    return StreamAborted(
+        "The sidecar is shutting down; the stream was cut before it finished. Retry the request.",
+        status=503,
+        code="server_shutting_down",
+    )
 
 
 class _FinalizingStream(StreamingResponse):
@@ -483,7 +500,12 @@ class ChainRoute:
         """Upstream SSE -> events (``codec``) -> filters -> client format (``encoder``).
 
         With no filters and a client that speaks the upstream's format, bytes are piped as is.
+        The stream registers itself in ``sidecar.live_streams`` so a shutdown can end it
+        cleanly (``_StreamState.cut``) before the grace deadline cancels it mid-body.
         """
+        state.task = asyncio.current_task()
+        live = self.sidecar.live_streams
+        live.add(state)
         try:
             if pipeline is None and encoder is codec:
                 prev = last = b""
@@ -535,5 +557,16 @@ class ChainRoute:
             state.error = exc
             log.warning("stream %s aborted after first byte: %s", ctx.request_id, exc.detail or exc.message)
             yield encoder.encode([ErrorEvent(error_event_payload(exc))])
+        except asyncio.CancelledError:
+            if not state.was_cut or state.task is None:
+                raise
+            # Cut by the shutdown (not a client disconnect): take the cancellation back and
+            # finish the stream properly, with the error event, while the server still waits.
+            state.task.uncancel()
+            cut = _shutting_down()
+            state.error = cut
+            log.warning("stream %s cut by the shutdown grace deadline", ctx.request_id)
+            yield encoder.encode([ErrorEvent(error_event_payload(cut))])
         finally:
+            live.discard(state)
             await resp.aclose()
