@@ -514,12 +514,11 @@ class ChainRoute:
                     if ctx.first_token_at is None:
                         self._first_chunk(ctx, chunk, carries_token(chunk))
                     prev, last = last, chunk
-                    if end.per_chunk:
-                        end.see(chunk)
+                    end.see(chunk)
                     yield chunk
                 if not state.usage:  # for metrics: the usage event is at the stream's end
                     state.usage = peek_usage(prev + last)
-                if not end.ended(prev, last):
+                if not end.ended:
                     raise stream_cut()
             else:
                 parser = SSEParser(max_event_bytes)

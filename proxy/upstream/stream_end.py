@@ -6,8 +6,9 @@ got a 200 that simply stopped, with no ``[DONE]`` and no error. Each wire format
 end (the upstream side always speaks OpenAI: an Anthropic upstream is translated to chat
 chunks first, and its ``message_stop`` becomes ``[DONE]``):
 
-* chat completions: ``data: [DONE]`` is the last event, so only the stream's tail is looked at,
-  once, at the end (no per-chunk work at all);
+* chat completions: ``data: [DONE]`` is the last event, so only the stream's last bytes are
+  kept (a bounded slice per chunk, however the marker is split across reads) and searched
+  once, at the end;
 * Responses API: no ``[DONE]``; the last event is ``response.completed`` / ``incomplete`` /
   ``failed`` (or ``error``), which carries the whole response and may span many chunks, so each
   chunk is searched for the terminal event's ``"type"`` (one regex pass over bytes the socket
@@ -40,25 +41,28 @@ def stream_cut() -> UpstreamError:
 
 
 class EndWatch:
-    """Per stream: ``per_chunk`` says whether ``see`` must be called for every chunk."""
+    """Per stream: ``see`` every chunk, then ask ``ended``."""
 
-    __slots__ = ("_carry", "_seen", "per_chunk")
+    __slots__ = ("_responses", "_seen", "_tail")
 
     def __init__(self, route: Route) -> None:
-        self.per_chunk = route is Route.RESPONSES
+        self._responses = route is Route.RESPONSES
         self._seen = False
-        self._carry = b""
+        self._tail = b""
 
     def see(self, chunk: bytes) -> None:
+        if not self._responses:
+            # Only the stream's last bytes matter for chat: keep a bounded slice.
+            self._tail = chunk[-_TAIL:] if len(chunk) >= _TAIL else (self._tail + chunk)[-_TAIL:]
+            return
         if self._seen:
             return
-        if _RESPONSES_END.search(chunk) or _RESPONSES_END.search(self._carry + chunk[:_SPLICE]):
+        if _RESPONSES_END.search(chunk) or _RESPONSES_END.search(self._tail + chunk[:_SPLICE]):
             self._seen = True
-        self._carry = chunk[-_SPLICE:]
+        self._tail = chunk[-_SPLICE:] if len(chunk) >= _SPLICE else (self._tail + chunk)[-_SPLICE:]
 
-    def ended(self, prev: bytes, last: bytes) -> bool:
-        """``prev``, ``last``: the stream's two last chunks (the piped loop keeps them anyway)."""
-        if self.per_chunk:
+    @property
+    def ended(self) -> bool:
+        if self._responses:
             return self._seen
-        tail = last[-_TAIL:] if len(last) >= _TAIL else prev[-_TAIL:] + last
-        return _CHAT_END.search(tail) is not None
+        return _CHAT_END.search(self._tail) is not None

@@ -303,3 +303,33 @@ def test_an_event_of_many_small_lines_beyond_the_cap_raises() -> None:
 def test_events_under_the_cap_pass() -> None:
     parser = SSEParser(max_event_bytes=1000)
     assert parser.feed(b"data: " + b"x" * 900 + b"\n\n") == [SSEEvent(b"x" * 900)]
+
+
+# -- end-of-stream detection for piped streams (issue 16 item 4) ---------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=20), st.booleans())
+def test_end_watch_finds_the_end_marker_however_the_stream_is_split(sizes: list[int], done: bool) -> None:
+    from proxy.models.chat import Route
+    from proxy.upstream.stream_end import EndWatch
+
+    for route, body, end in (
+        (Route.CHAT, b'data: {"choices": []}\n\n' * 20, b"data: [DONE]\n\n"),
+        (
+            Route.RESPONSES,
+            b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta"}\n\n' * 5,
+            b'event: response.completed\ndata: {"type":"response.completed","response":{"x":"'
+            + b"y" * 600
+            + b'"}}\n\n',
+        ),
+    ):
+        stream = body + (end if done else b"")
+        watch = EndWatch(route)
+        pos = 0
+        for size in itertools.cycle(sizes):
+            if pos >= len(stream):
+                break
+            watch.see(stream[pos : pos + size])
+            pos += size
+        assert watch.ended is done
