@@ -451,10 +451,18 @@ class ChainRoute:
             raise
 
         async def chunks() -> AsyncIterator[bytes]:
-            if first:
-                yield first
-            async for chunk in body:
-                yield chunk
+            # The task that sends the stream (Starlette may use a child task for it): the one a
+            # shutdown cut must interrupt (``_StreamState.cut``).
+            state.task = asyncio.current_task()
+            live = self.sidecar.live_streams
+            live.add(state)
+            try:
+                if first:
+                    yield first
+                async for chunk in body:
+                    yield chunk
+            finally:
+                live.discard(state)
 
         def started() -> None:
             ctx.first_byte_sent = True
@@ -500,12 +508,9 @@ class ChainRoute:
         """Upstream SSE -> events (``codec``) -> filters -> client format (``encoder``).
 
         With no filters and a client that speaks the upstream's format, bytes are piped as is.
-        The stream registers itself in ``sidecar.live_streams`` so a shutdown can end it
+        While it is sent the stream is in ``sidecar.live_streams``, so a shutdown can end it
         cleanly (``_StreamState.cut``) before the grace deadline cancels it mid-body.
         """
-        state.task = asyncio.current_task()
-        live = self.sidecar.live_streams
-        live.add(state)
         try:
             if pipeline is None and encoder is codec:
                 prev = last = b""
@@ -567,5 +572,4 @@ class ChainRoute:
             log.warning("stream %s cut by the shutdown grace deadline", ctx.request_id)
             yield encoder.encode([ErrorEvent(error_event_payload(cut))])
         finally:
-            live.discard(state)
             await resp.aclose()
