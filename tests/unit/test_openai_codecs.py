@@ -536,3 +536,12 @@ async def test_responses_multiline_data_event() -> None:
     out = _responses_out(out_bytes)  # every event still parses as one JSON event
     assert [n for n, _ in out] == [n for n, _ in events]
     assert b"SECRET42" not in out_bytes
+
+
+def test_anthropic_upstream_garbage_is_a_typed_upstream_error() -> None:
+    from proxy.upstream.providers.anthropic_stream import AnthropicStreamDecoder
+
+    decoder = AnthropicStreamDecoder()
+    assert decoder.decode(SSEEvent(b"", "ping")) == []
+    with pytest.raises(MalformedEvent):
+        decoder.decode(SSEEvent(b"<html>502 Bad Gateway</html>", "message_delta"))
