@@ -203,3 +203,28 @@ def test_client_disconnect_during_body_is_one_info_line(
     ]
     assert not [r for r in mine if r.levelno >= logging.ERROR], [r.getMessage() for r in mine]
     assert all(r.exc_info is None for r in mine)
+
+
+# -- settings ---------------------------------------------------------------------------------------
+
+
+def test_limits_come_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from proxy.__main__ import _serve_args, _settings
+    from proxy.errors import ConfigError
+    from proxy.settings import Settings
+
+    monkeypatch.setenv("SIDECAR_BODY_TIMEOUT", "12.5")
+    monkeypatch.setenv("SIDECAR_MAX_CONNECTIONS", "77")
+    env = Settings.from_env()
+    assert (env.body_timeout, env.max_connections) == (12.5, 77)
+
+    parser = argparse.ArgumentParser()
+    _serve_args(parser, with_policy=True)
+    flags = _settings(parser.parse_args(["--body-timeout", "3", "--max-connections", "0"]))
+    assert (flags.body_timeout, flags.max_connections) == (3.0, 0)  # flags win; 0 = off
+
+    monkeypatch.setenv("SIDECAR_MAX_CONNECTIONS", "-1")
+    with pytest.raises(ConfigError):
+        Settings.from_env()
