@@ -54,7 +54,7 @@ from proxy.routes.validate import validate_body
 from proxy.runtime import Sidecar
 from proxy.upstream.providers.openai import ChatStreamCodec, ResponsesStreamCodec
 from proxy.upstream.sse import DEFAULT_MAX_EVENT_BYTES, SSEParser
-from proxy.upstream.stream_end import EndWatch, stream_cut
+from proxy.upstream.stream_end import EndWatch, incomplete_stream
 
 log = logging.getLogger("policy_sidecar.access")
 
@@ -524,7 +524,7 @@ class ChainRoute:
                 if not state.usage:  # for metrics: the usage event is at the stream's end
                     state.usage = peek_usage(prev + last)
                 if not end.ended:
-                    raise stream_cut()
+                    raise incomplete_stream()
             else:
                 parser = SSEParser(max_event_bytes)
                 async for chunk in resp.aiter_bytes():
@@ -547,7 +547,7 @@ class ChainRoute:
                     for ev in codec.decode(sse):
                         out.extend(await pipeline.push(ev) if pipeline else [ev])
                 if not codec.ended:
-                    raise stream_cut()
+                    raise incomplete_stream()
                 if pipeline:
                     out.extend(await pipeline.end())
                 # The client format's own end marker ([DONE] only if upstream sent it, for OpenAI).

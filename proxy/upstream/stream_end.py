@@ -31,7 +31,7 @@ _RESPONSES_END = re.compile(rb"\"type\"\s*:\s*\"(?:response\.(?:completed|incomp
 _SPLICE = 64  # longer than any terminal marker
 
 
-def stream_cut() -> UpstreamError:
+def incomplete_stream() -> UpstreamError:
     """The in-band error for a stream the upstream ended without its end marker."""
     return UpstreamError(
         "The upstream provider ended the stream before it was complete.",
