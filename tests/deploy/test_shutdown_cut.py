@@ -25,7 +25,7 @@ FILTER = "plugins:\n  - type: blocklist\n    keywords: [forbidden]\n"
 
 
 @pytest.mark.parametrize("plugins", ["plugins: []\n", FILTER], ids=["piped", "parsed"])
-def test_a_incomplete_stream_at_the_grace_deadline_ends_with_an_error_event(tmp_path: Path, plugins: str) -> None:
+def test_a_stream_cut_at_the_grace_deadline_ends_with_an_error_event(tmp_path: Path, plugins: str) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY + plugins)
     port = _free_port()
