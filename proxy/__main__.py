@@ -44,6 +44,18 @@ def _serve_args(p: argparse.ArgumentParser, with_policy: bool) -> None:
     p.add_argument(
         "--grace-seconds", type=float, help="SIGTERM: time for in-flight requests (SIDECAR_GRACE_SECONDS)"
     )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        help="seconds a client may take to send a request's headers or body, else 408; 0 = none "
+        "(env SIDECAR_BODY_TIMEOUT, default 30)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        help="open client connections beyond this get 503; 0 = no cap "
+        "(env SIDECAR_MAX_CONNECTIONS, default 1000)",
+    )
     p.add_argument("--no-watch", action="store_true", help="do not reload when the policy file changes")
 
 
@@ -51,7 +63,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     s = Settings.from_env()  # may raise ConfigError (a malformed SIDECAR_* value)
     if getattr(args, "policy", None):
         s.policy_path = args.policy
-    for name in ("host", "port", "admin_host", "admin_port", "log_level", "drain_delay", "grace_seconds"):
+    names = ("host", "port", "admin_host", "admin_port", "log_level", "drain_delay", "grace_seconds")
+    for name in (*names, "body_timeout", "max_connections"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(s, name, value)

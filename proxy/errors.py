@@ -19,6 +19,7 @@ a policy decision nor a crash and must never look like a 500)::
     ├── Rejected           a policy said no (400 by default, 429 for limits, 502 for a bad answer)
     ├── UpstreamError      the provider failed (502 / 503 / 504)
     ├── PluginError        a plugin crashed (500)
+    ├── ServerBusy         the sidecar's own connection cap (503)
     └── StreamAborted      after headers were sent: becomes an in-band error event
 """
 
@@ -177,6 +178,14 @@ class PluginError(ProxyError):
     status = 500
     error_type = "api_error"
     default_code = "plugin_error"
+
+
+class ServerBusy(ProxyError):
+    """The sidecar itself is at capacity (its connection cap): 503 with Retry-After."""
+
+    status = 503
+    error_type = "api_error"
+    default_code = "server_busy"
 
 
 class StreamAborted(ProxyError):

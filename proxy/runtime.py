@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from proxy.chain.decisions import DecisionSink
 from proxy.policy.store import PolicyStore
@@ -29,3 +29,20 @@ class Sidecar:
     draining: bool = False
     observers: list[RequestObserver] = field(default_factory=list)
     telemetry: Telemetry | None = None  # tracing + metrics (build_sidecar sets it)
+    #: Streams being sent right now (``routes.pipeline``); ``cut_streams`` ends them at shutdown.
+    live_streams: set[LiveStream] = field(default_factory=set)
+
+    def cut_streams(self) -> int:
+        """End every live stream with an in-band error (the shutdown grace period is running out).
+
+        Without this, uvicorn cancels what is left at the grace deadline and the client sees a
+        stream that stops mid-body, with no error event. Returns how many streams were cut.
+        """
+        streams = list(self.live_streams)
+        for stream in streams:
+            stream.cut()
+        return len(streams)
+
+
+class LiveStream(Protocol):
+    def cut(self) -> None: ...

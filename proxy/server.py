@@ -34,12 +34,14 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
 from proxy.app import build_admin_app, build_app, build_sidecar
 from proxy.chain.registry import default_registry
 from proxy.observability.logging import configure_logging
+from proxy.protocol import protocol_class
 from proxy.runtime import Sidecar
 from proxy.settings import Settings
 
@@ -78,7 +80,12 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _config(app: object, host: str, port: int, grace_seconds: float) -> uvicorn.Config:
+def protocol_options(settings: Settings) -> dict[str, Any]:
+    """The ``uvicorn.Config`` options every sidecar listener uses (tests reuse them)."""
+    return {"http": protocol_class(settings.body_timeout, settings.max_connections)}
+
+
+def _config(app: object, host: str, port: int, settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=host,
@@ -87,8 +94,9 @@ def _config(app: object, host: str, port: int, grace_seconds: float) -> uvicorn.
         access_log=False,
         lifespan="on",
         # uvicorn takes an int; round up so a fractional grace period is never shortened.
-        timeout_graceful_shutdown=math.ceil(grace_seconds),
+        timeout_graceful_shutdown=math.ceil(settings.grace_seconds),
         server_header=False,
+        **protocol_options(settings),
     )
 
 
@@ -131,6 +139,13 @@ class _Shutdown:
                 await asyncio.wait_for(self.forced.wait(), timeout=self.drain_delay)
         log.info("no longer accepting connections; waiting for in-flight requests")
         self.stop_servers()
+        # Shortly before uvicorn cancels what is left, end the remaining streams with an
+        # in-band error event so clients see why they stopped (not a truncated body).
+        grace = self.sidecar.settings.grace_seconds
+        await asyncio.sleep(max(0.0, grace - min(1.0, grace / 4)))
+        cut = self.sidecar.cut_streams()
+        if cut:
+            log.warning("grace period ending: cut %d stream(s) with an error event", cut)
 
 
 def tune_gc(threshold: int) -> None:
@@ -181,9 +196,9 @@ async def _serve(settings: Settings, sockets: list[socket.socket]) -> None:
     sidecar = build_sidecar(settings, registry)
     separate_admin = settings.admin_port is not None
     api_app = build_app(sidecar, include_admin=not separate_admin)
-    servers = [_Server(_config(api_app, settings.host, settings.port, grace_seconds))]
+    servers = [_Server(_config(api_app, settings.host, settings.port, settings))]
     if settings.admin_port is not None:
-        admin = _config(build_admin_app(sidecar), settings.admin_host, settings.admin_port, grace_seconds)
+        admin = _config(build_admin_app(sidecar), settings.admin_host, settings.admin_port, settings)
         admin.lifespan = "off"
         servers.append(_Server(admin))
 

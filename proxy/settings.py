@@ -61,6 +61,11 @@ class Settings:
     cpu_workers: int = 2
     drain_delay: float = 0.0  # SIGTERM: seconds of "not ready" before the listeners close
     grace_seconds: float = 25.0  # then: how long in-flight requests and streams may take
+    # A client gets this long to send a request's headers (new connection) or body, else 408;
+    # 0 disables the timer (``proxy.protocol``).
+    body_timeout: float = 30.0
+    # Open client connections beyond this are answered 503 server_busy; 0: no cap.
+    max_connections: int = 1000
     # First-generation threshold of Python's cyclic garbage collector (``server.tune_gc``);
     # 0 keeps the interpreter's defaults (700, and no freezing of the startup heap).
     gc_threshold: int = 10_000
@@ -82,6 +87,12 @@ class Settings:
         s.cpu_workers = _env_int("SIDECAR_CPU_WORKERS") or s.cpu_workers
         s.drain_delay = _env_seconds("SIDECAR_DRAIN_DELAY", s.drain_delay)
         s.grace_seconds = _env_seconds("SIDECAR_GRACE_SECONDS", s.grace_seconds)
+        s.body_timeout = _env_seconds("SIDECAR_BODY_TIMEOUT", s.body_timeout)
+        connections = _env_int("SIDECAR_MAX_CONNECTIONS")
+        if connections is not None:
+            if connections < 0:
+                raise ConfigError(f"SIDECAR_MAX_CONNECTIONS={connections}: expected 0 (no cap) or more")
+            s.max_connections = connections
         threshold = _env_int("SIDECAR_GC_THRESHOLD")
         if threshold is not None:
             if threshold < 0:

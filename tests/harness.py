@@ -25,17 +25,19 @@ from proxy.chain.registry import Registry
 from proxy.demo.fake_scenario import FakeState
 from proxy.demo.fake_upstream import fake_upstream_in_thread
 from proxy.runtime import Sidecar
+from proxy.server import protocol_options
 from proxy.settings import Settings
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: Any, lifespan: str = "on") -> Iterator[str]:
+def serve_in_thread(app: Any, lifespan: str = "on", **options: Any) -> Iterator[str]:
     """Serve an ASGI app on a free loopback port; yields ``http://127.0.0.1:PORT``."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan, log_config=None))
+    config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, log_config=None, **options)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -108,7 +110,8 @@ def sidecar_harness(
         policy_path.write_text(text)
         cfg = Settings(policy_path=policy_path, **{"log_requests": False, **settings})
         sidecar = build_sidecar(cfg, registry)
-        with serve_in_thread(build_app(sidecar)) as base_url:
+        # The listener options the real server uses (JSON framing errors, read timeout, cap).
+        with serve_in_thread(build_app(sidecar), **protocol_options(cfg)) as base_url:
             yield SidecarHarness(base_url, upstream_url, fake, sidecar, policy_path)
 
 

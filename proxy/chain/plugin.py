@@ -131,33 +131,78 @@ class Resources:
     """Expensive objects shared across policy revisions, keyed by what configures them.
 
     A reload that does not change a resource's key reuses the live object (HTTP pools, NER
-    models, Redis clients), so reloading is cheap. ``retain`` marks what the new revision
-    uses; the store closes the rest after the old revision retires.
+    models, Redis clients), so reloading is cheap. Each policy revision holds one reference to
+    every key it uses (``acquire``, through ``Deps.resource``, from the moment it is compiled)
+    and gives them back when it retires (``release``); an object is closed when its last
+    reference goes. Counting, rather than "close whatever the current revisions do not use",
+    keeps a revision that is still compiling safe: when the last request of an old revision
+    ended while a newer one was being built, the old rule closed the new revision's fresh
+    resources (its HTTP session was then recreated outside the registry and leaked).
     """
 
     def __init__(self) -> None:
         self._items: dict[str, Any] = {}
+        self._refs: dict[str, int] = {}
         self._lock = threading.RLock()
 
     def get_or_create(self, key: str, factory: Callable[[], Any]) -> Any:
+        """The object for ``key`` without taking a reference (owners use ``acquire``)."""
         # Reloads compile in a worker thread while requests may create resources on the loop.
         with self._lock:
             if key not in self._items:
                 self._items[key] = factory()
             return self._items[key]
 
+    def acquire(self, key: str, factory: Callable[[], Any]) -> Any:
+        """The object for ``key`` (created if needed), with one more reference to it."""
+        with self._lock:
+            item = self.get_or_create(key, factory)
+            self._refs[key] = self._refs.get(key, 0) + 1
+            return item
+
+    def release(self, keys: set[str]) -> list[Any]:
+        """Drop one reference to each key; returns (and forgets) the objects nobody holds now.
+
+        Synchronous, so a failed compile in a worker thread can give its references back; the
+        caller closes what is returned with ``close_items``.
+        """
+        dead: list[Any] = []
+        with self._lock:
+            for key in keys:
+                count = self._refs.get(key, 0) - 1
+                if count > 0:
+                    self._refs[key] = count
+                    continue
+                self._refs.pop(key, None)
+                if key in self._items:
+                    dead.append(self._items.pop(key))
+        return dead
+
+    def refs(self, key: str) -> int:
+        with self._lock:
+            return self._refs.get(key, 0)
+
     def keys(self) -> set[str]:
         return set(self._items)
 
     async def close_unused(self, used: set[str]) -> None:
-        for key in list(self._items):
-            if key not in used:
-                item = self._items.pop(key)
-                closer = getattr(item, "aclose", None) or getattr(item, "close", None)
-                if closer is not None:
-                    result = closer()
-                    if asyncio.iscoroutine(result):
-                        await result
+        """Close every object whose key is not in ``used``, references or not (shutdown)."""
+        with self._lock:
+            dead = [self._items.pop(key) for key in list(self._items) if key not in used]
+            for key in list(self._refs):
+                if key not in used:
+                    del self._refs[key]
+        await close_items(dead)
+
+
+async def close_items(items: list[Any]) -> None:
+    """Close resources (``aclose`` or ``close``, awaited when it is a coroutine)."""
+    for item in items:
+        closer = getattr(item, "aclose", None) or getattr(item, "close", None)
+        if closer is not None:
+            result = closer()
+            if asyncio.iscoroutine(result):
+                await result
 
 
 class Deps:
@@ -170,8 +215,12 @@ class Deps:
         self._cpu_workers = cpu_workers
 
     def resource(self, key: str, factory: Callable[[], Any]) -> Any:
+        """The shared object for ``key``; the revision being built holds a reference to it."""
+        if key in self.used_resources:
+            return self.resources.get_or_create(key, factory)
+        item = self.resources.acquire(key, factory)
         self.used_resources.add(key)
-        return self.resources.get_or_create(key, factory)
+        return item
 
     async def run_cpu(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run CPU-heavy work off the event loop with bounded concurrency."""

@@ -91,6 +91,32 @@ class Scenario(BaseModel):
         return headers
 
 
+#: How many requests ``FakeState`` remembers (oldest dropped first).
+DEFAULT_MAX_RECORDED = 1000
+
+#: Credential headers: never stored or echoed as sent, only as ``redact_credential(value)``.
+CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "cookie", "proxy-authorization"})
+
+
+def redact_credential(value: str) -> str:
+    """What the fake keeps of a credential: a short digest, enough for tests to compare keys.
+
+    A test asserts which key the sidecar forwarded with ``== redact_credential("sk-...")``;
+    the secret itself never sits in the request log or in an echo.
+    """
+    return "redacted:sha256:" + hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def safe_headers(items: Any) -> dict[str, str]:
+    """Request headers (repeated names joined by ``, ``) with credential values redacted."""
+    headers: dict[str, str] = {}
+    for name, value in items:
+        if name.lower() in CREDENTIAL_HEADERS:
+            value = redact_credential(value)
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
 @dataclass(frozen=True, slots=True)
 class RecordedRequest:
     """What reached the fake, byte for byte, so tests can check what the sidecar forwarded."""
@@ -121,8 +147,10 @@ class FakeState:
     serves it from another.
     """
 
-    def __init__(self) -> None:
-        self.requests: list[RecordedRequest] = []
+    def __init__(self, max_requests: int = DEFAULT_MAX_RECORDED) -> None:
+        # A ring buffer: the embedded demo upstream serves real traffic for as long as the
+        # sidecar runs, and an unbounded log grew without limit (78 -> 290 MB over 121k requests).
+        self.requests: deque[RecordedRequest] = deque(maxlen=max_requests)
         self._queue: deque[Scenario] = deque()
         self._lock = threading.Lock()
 

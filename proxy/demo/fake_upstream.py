@@ -8,8 +8,10 @@ How an answer is chosen for a model endpoint (chat, responses, embeddings): the 
 ``Scenario`` (``FakeState.push`` or ``POST /_fake/script``), else the JSON ``Scenario`` in the
 ``x-fake-scenario`` request header, else the default reply. Wire formats follow what the
 official ``openai`` SDK parses. Any other ``/v1/...`` path echoes the request back, for
-pass-through tests. Every ``/v1`` request is recorded (``FakeState.requests``,
-``GET /_fake/requests``).
+pass-through tests, except on the embedded demo (``build_demo_upstream``), which answers 404 like
+a provider. The last ``DEFAULT_MAX_RECORDED`` ``/v1`` requests are recorded
+(``FakeState.requests``, ``GET /_fake/requests``), credential headers (Authorization, api-key,
+x-api-key, Cookie) only as a digest: the fake never stores or echoes a key.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from proxy.demo.fake_scenario import (
     pieces,
     render,
     responses_last_user,
+    safe_headers,
 )
 
 __all__ = [
@@ -56,6 +59,7 @@ __all__ = [
     "FakeState",
     "RecordedRequest",
     "Scenario",
+    "build_demo_upstream",
     "build_fake_upstream",
     "fake_upstream_in_thread",
     "serve_fake_upstream",
@@ -317,9 +321,7 @@ async def _record(request: Request) -> tuple[bytes, Any]:
         parsed: Any = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
         parsed = None
-    headers: dict[str, str] = {}
-    for name, value in request.headers.items():
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    headers = safe_headers(request.headers.items())
     path, query = request.url.path, request.url.query
     _state(request).record(RecordedRequest(request.method, path, query, headers, body, parsed))
     return body, parsed
@@ -386,14 +388,33 @@ async def _moderations(request: Request) -> Response:
     return _json({"id": new_id("modr-fake-"), "model": "omni-moderation-latest", "results": [result]})
 
 
+def _model_object(model: str) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": 0, "owned_by": "policy-sidecar"}
+
+
 async def _models(request: Request) -> Response:
     await _record(request)
-    data = [{"id": m, "object": "model", "created": 0, "owned_by": "policy-sidecar"} for m in MODEL_IDS]
-    return _json({"object": "list", "data": data})
+    return _json({"object": "list", "data": [_model_object(m) for m in MODEL_IDS]})
+
+
+async def _model(request: Request) -> Response:
+    """``GET /v1/models/{id}`` (``client.models.retrieve``): the model, or 404 as OpenAI answers."""
+    await _record(request)
+    model = request.path_params["model"]
+    if model not in MODEL_IDS:
+        return _json(error_envelope(404, f"The model '{model}' does not exist", "model_not_found"), 404)
+    return _json(_model_object(model))
+
+
+async def _not_found(request: Request) -> Response:
+    """Any other /v1 path on the embedded demo: 404 like a provider (nothing echoed back)."""
+    await _record(request)
+    message = f"Unknown request URL: {request.method} {request.url.path}. Please check the URL and method."
+    return _json(error_envelope(404, message, "unknown_url"), 404)
 
 
 async def _echo(request: Request) -> Response:
-    """Any other /v1 path: mirror the request so pass-through tests see exactly what arrived."""
+    """Any other /v1 path (test fake only): mirror the request, credentials redacted."""
     raw, _ = await _record(request)
     headers = {"x-fake-echo": "1"}
     lines = request.headers.get("x-fake-stream")
@@ -406,7 +427,7 @@ async def _echo(request: Request) -> Response:
         "method": request.method,
         "path": request.url.path,
         "query": request.url.query,
-        "headers": dict(request.headers.items()),
+        "headers": safe_headers(request.headers.items()),
         "body": raw.decode("utf-8", "replace"),
     }
     return _json(payload, status, headers)
@@ -438,8 +459,12 @@ async def _reset(request: Request) -> Response:
     return _json({"ok": True})
 
 
-def build_fake_upstream(state: FakeState | None = None) -> Starlette:
-    """The fake upstream ASGI app; ``app.state.fake`` is its ``FakeState``."""
+def build_fake_upstream(state: FakeState | None = None, *, echo: bool = True) -> Starlette:
+    """The fake upstream ASGI app; ``app.state.fake`` is its ``FakeState``.
+
+    ``echo``: unknown ``/v1`` paths mirror the request (for pass-through tests); the embedded
+    demo upstream (``build_demo_upstream``) answers them 404 like a provider instead.
+    """
     install_log_filter()
     routes = [
         Route("/v1/chat/completions", _model_endpoint("chat"), methods=["POST"]),
@@ -447,8 +472,9 @@ def build_fake_upstream(state: FakeState | None = None) -> Starlette:
         Route("/v1/embeddings", _model_endpoint("embeddings"), methods=["POST"]),
         Route("/v1/messages", _model_endpoint("messages"), methods=["POST"]),
         Route("/v1/models", _models, methods=["GET"]),
+        Route("/v1/models/{model:path}", _model, methods=["GET"]),
         Route("/v1/moderations", _moderations, methods=["POST"]),
-        Route("/v1/{path:path}", _echo, methods=_ALL_METHODS),
+        Route("/v1/{path:path}", _echo if echo else _not_found, methods=_ALL_METHODS),
         Route("/_fake/script", _script, methods=["POST"]),
         Route("/_fake/requests", _requests, methods=["GET"]),
         Route("/_fake/reset", _reset, methods=["POST"]),
@@ -457,6 +483,11 @@ def build_fake_upstream(state: FakeState | None = None) -> Starlette:
     app = Starlette(routes=routes)
     app.state.fake = state if state is not None else FakeState()
     return app
+
+
+def build_demo_upstream() -> Starlette:
+    """The embedded ``builtin:demo`` upstream: 404 on unknown paths, a bounded request log."""
+    return build_fake_upstream(echo=False)
 
 
 def serve_fake_upstream(host: str = "127.0.0.1", port: int = 9100, state: FakeState | None = None) -> None:

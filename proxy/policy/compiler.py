@@ -133,10 +133,10 @@ def _build_target(name: str, cfg: UpstreamConfig, deps: Deps) -> Upstream:
         header, scheme = "x-api-key", ""
     creds = Credentials(cfg.auth_mode, key, header, scheme, cfg.headers)
     if cfg.base_url == "builtin:demo":
-        from proxy.demo.fake_upstream import build_fake_upstream
+        from proxy.demo.fake_upstream import build_demo_upstream
 
-        app = deps.resource("builtin:demo", build_fake_upstream)
-        return AsgiTarget(name, app, creds)
+        app = deps.resource("builtin:demo", build_demo_upstream)
+        return AsgiTarget(name, app, creds, max_response_bytes=cfg.max_response_bytes)
     client = deps.resource(
         _upstream_key(cfg),
         lambda: HttpClient(
@@ -148,7 +148,15 @@ def _build_target(name: str, cfg: UpstreamConfig, deps: Deps) -> Upstream:
     if cfg.provider == "anthropic":
         from proxy.upstream.anthropic_target import AnthropicTarget
 
-        return AnthropicTarget(name, cfg.base_url, client, creds, first_token_timeout=cfg.first_token_timeout)
+        return AnthropicTarget(
+            name,
+            cfg.base_url,
+            client,
+            creds,
+            first_token_timeout=cfg.first_token_timeout,
+            max_response_bytes=cfg.max_response_bytes,
+            max_event_bytes=cfg.max_event_bytes,
+        )
     return HttpTarget(
         name,
         cfg.base_url,
@@ -156,6 +164,7 @@ def _build_target(name: str, cfg: UpstreamConfig, deps: Deps) -> Upstream:
         creds,
         azure_api_version=cfg.api_version if cfg.provider == "azure" else None,
         first_token_timeout=cfg.first_token_timeout,
+        max_response_bytes=cfg.max_response_bytes,
     )
 
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from proxy.chain.plugin import Deps, Resources
+from proxy.chain.plugin import Deps, Resources, close_items
 from proxy.chain.registry import Registry
 from proxy.errors import ConfigError
 from proxy.policy.compiler import CompiledPolicy, compile_policy, revision_of
@@ -35,6 +35,7 @@ class PolicyStore:
         self.registry = registry
         self.model: type[PolicyBase] = build_policy_model(registry)
         self.resources = Resources()
+        self._orphans: list[Any] = []  # resources a failed compile released, to close on the loop
         self.cpu_workers = cpu_workers
         self._current: CompiledPolicy | None = None
         self._retiring: list[CompiledPolicy] = []
@@ -46,9 +47,15 @@ class PolicyStore:
 
     # -- building ----------------------------------------------------------------------
     def compile_text(self, text: str, source: str) -> CompiledPolicy:
+        """Validate and compile; the new revision holds references to the resources it uses."""
         policy, warnings = load_policy_checked(text, source, self.model)
         deps = Deps(self.resources, str(Path(source).parent), self.cpu_workers)
-        compiled = compile_policy(policy, revision_of(text), source, self.registry, deps)
+        try:
+            compiled = compile_policy(policy, revision_of(text), source, self.registry, deps)
+        except BaseException:
+            # Give back what the failed build took; closed by the next ``_close`` / ``aclose``.
+            self._orphans.extend(self.resources.release(deps.used_resources))
+            raise
         compiled.warnings = warnings
         for warning in warnings:
             log.warning("policy warning: %s", warning, extra={"revision": compiled.revision})
@@ -101,9 +108,11 @@ class PolicyStore:
                 # traffic must keep flowing on the old revision meanwhile.
                 compiled = await asyncio.to_thread(self.compile_text, text, str(self.path))
             except ConfigError as exc:
+                await self._close_orphans()
                 return self._failed(exc, trigger)
             except Exception as exc:  # a plugin bug during build must not kill the watcher
                 log.exception("unexpected error while compiling the policy")
+                await self._close_orphans()
                 return self._failed(ConfigError(f"could not compile the policy: {exc!r}"), trigger)
             old, self._current = self._current, compiled
             self.reloads_ok += 1
@@ -161,22 +170,28 @@ class PolicyStore:
         return self.last_reload
 
     async def _close(self, policy: CompiledPolicy) -> None:
+        """Retire ``policy``: close its plugins, give back its resource references."""
         if policy not in self._retiring:
             return
         self._retiring.remove(policy)
         try:
             await policy.aclose()
-            used = set(self.current.used_resources)
-            for other in self._retiring:
-                used |= other.used_resources
-            await self.resources.close_unused(used)
+            await close_items(self.resources.release(policy.used_resources))
         except Exception:
             log.exception("error while retiring policy revision %s", policy.revision)
+
+    async def _close_orphans(self) -> None:
+        orphans, self._orphans = self._orphans, []
+        try:
+            await close_items(orphans)
+        except Exception:
+            log.exception("error while closing the resources of a failed compile")
 
     async def aclose(self) -> None:
         for policy in [*self._retiring, *([self._current] if self._current else [])]:
             await policy.aclose()
         await self.resources.close_unused(set())
+        await self._close_orphans()
 
     # -- watching ----------------------------------------------------------------------
     async def watch(self, stop: asyncio.Event, force_polling: bool = False) -> None:

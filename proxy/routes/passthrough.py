@@ -32,7 +32,7 @@ import anyio
 import orjson
 from starlette.background import BackgroundTask
 from starlette.datastructures import Headers
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -193,6 +193,9 @@ class PassthroughRoute:
                 await self._finish(policy, ctx, done, outcome)
 
             return _ClosingStream(resp, headers, finish)
+        except ClientDisconnect:
+            log.info("client disconnected before its request body arrived", extra={"request_id": rid})
+            return Response(status_code=499)  # the finally block finishes the request (499)
         except Exception as exc:
             if not isinstance(exc, ProxyError):
                 log.exception("unexpected error on pass-through %s", request.url.path)

@@ -16,6 +16,7 @@ an in-band error event in the client's wire format.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
@@ -24,7 +25,7 @@ from typing import Any
 import anyio
 import orjson
 from starlette.background import BackgroundTask
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -32,7 +33,7 @@ from proxy.auth.gate import admit, bind
 from proxy.chain.chain import StreamPipeline
 from proxy.chain.context import RequestContext
 from proxy.chain.plugin import Outcome, Reply
-from proxy.errors import InvalidRequest, ProxyError, UpstreamError, error_event_payload
+from proxy.errors import InvalidRequest, ProxyError, StreamAborted, UpstreamError, error_event_payload
 from proxy.models.chat import ChatRequest, ChatResponse, Route
 from proxy.models.stream import ErrorEvent, Finish, StreamEvent, TextDelta, ToolCallDelta, Usage
 from proxy.models.upstream import BufferedResponse, UpstreamRequest, UpstreamResponse
@@ -53,7 +54,8 @@ from proxy.routes.replies import reply_body, reply_stream
 from proxy.routes.validate import check_depth, validate_body
 from proxy.runtime import Sidecar
 from proxy.upstream.providers.openai import ChatStreamCodec, ResponsesStreamCodec
-from proxy.upstream.sse import SSEEvent, SSEParser
+from proxy.upstream.sse import DEFAULT_MAX_EVENT_BYTES, SSEEvent, SSEParser
+from proxy.upstream.stream_end import EndWatch, incomplete_stream
 
 log = logging.getLogger("policy_sidecar.access")
 
@@ -66,13 +68,29 @@ UPSTREAM_PATHS = {
 
 
 class _StreamState:
-    __slots__ = ("chars", "completed", "error", "usage")
+    __slots__ = ("chars", "completed", "error", "task", "usage", "was_cut")
 
     def __init__(self) -> None:
         self.usage: dict[str, Any] = {}
         self.error: BaseException | None = None
         self.completed = False
         self.chars = 0
+        self.task: asyncio.Task[Any] | None = None  # the task sending this stream
+        self.was_cut = False
+
+    def cut(self) -> None:
+        """Shutdown: interrupt the stream where it waits; it then ends with an in-band error."""
+        if self.task is not None and not self.was_cut:
+            self.was_cut = True
+            self.task.cancel()
+
+
+def _shutting_down() -> StreamAborted:
+    return StreamAborted(
+        "The sidecar is shutting down; the stream was cut before it finished. Retry the request.",
+        status=503,
+        code="server_shutting_down",
+    )
 
 
 class _FinalizingStream(StreamingResponse):
@@ -120,6 +138,12 @@ def _content_type(headers: list[tuple[str, str]]) -> str:
         if k.lower() == "content-type":
             return v
     return ""
+
+
+def _max_event_bytes(policy: CompiledPolicy, ctx: RequestContext) -> int:
+    """The answering upstream's ``max_event_bytes`` (what the SSE parser of this stream allows)."""
+    upstream = policy.policy.upstreams.get(ctx.target or policy.policy.default_upstream)
+    return upstream.max_event_bytes if upstream is not None else DEFAULT_MAX_EVENT_BYTES
 
 
 def _codec(route: Route) -> ChatStreamCodec | ResponsesStreamCodec:
@@ -175,6 +199,11 @@ class ChainRoute:
             handed_off = True
             outcome = Outcome(exc.status, exc, latency_ms=self._ms(ctx))
             return self._error(exc, policy, ctx, outcome, base_headers, fmt)
+        except ClientDisconnect:
+            # Not an error of ours: one line, no traceback. Nobody reads the answer; ``finally``
+            # finishes the request as a 499 (client closed request).
+            log.info("client disconnected before its request body arrived", extra={"request_id": rid})
+            return Response(status_code=499)
         except Exception as exc:
             log.exception("unexpected error on %s", route.value)
             handed_off = True
@@ -419,7 +448,8 @@ class ChainRoute:
         pipeline = policy.chain.open_stream(ctx) if policy.chain.stream_steps else None
         state = _StreamState()
         codec = _codec(route)
-        body = self._stream_body(resp, pipeline, codec, fmt.stream_encoder(ctx.model) or codec, ctx, state)
+        encoder = fmt.stream_encoder(ctx.model) or codec
+        body = self._stream_body(resp, pipeline, codec, encoder, ctx, state, _max_event_bytes(policy, ctx))
         try:
             first = await body.__anext__()
         except StopAsyncIteration:
@@ -429,10 +459,18 @@ class ChainRoute:
             raise
 
         async def chunks() -> AsyncIterator[bytes]:
-            if first:
-                yield first
-            async for chunk in body:
-                yield chunk
+            # The task that sends the stream (Starlette may use a child task for it): the one a
+            # shutdown cut must interrupt (``_StreamState.cut``).
+            state.task = asyncio.current_task()
+            live = self.sidecar.live_streams
+            live.add(state)
+            try:
+                if first:
+                    yield first
+                async for chunk in body:
+                    yield chunk
+            finally:
+                live.discard(state)
 
         def started() -> None:
             ctx.first_byte_sent = True
@@ -496,23 +534,30 @@ class ChainRoute:
         encoder: StreamEncoder,
         ctx: RequestContext,
         state: _StreamState,
+        max_event_bytes: int,
     ) -> AsyncGenerator[bytes, None]:
         """Upstream SSE -> events (``codec``) -> filters -> client format (``encoder``).
 
         With no filters and a client that speaks the upstream's format, bytes are piped as is.
+        While it is sent the stream is in ``sidecar.live_streams``, so a shutdown can end it
+        cleanly (``_StreamState.cut``) before the grace deadline cancels it mid-body.
         """
         try:
             if pipeline is None and encoder is codec:
                 prev = last = b""
+                end = EndWatch(ctx.route)
                 async for chunk in resp.aiter_bytes():
                     if ctx.first_token_at is None:
                         self._first_chunk(ctx, chunk, carries_token(chunk))
                     prev, last = last, chunk
+                    end.see(chunk)
                     yield chunk
                 if not state.usage:  # for metrics: the usage event is at the stream's end
                     state.usage = peek_usage(prev + last)
+                if not end.ended:
+                    raise incomplete_stream()
             else:
-                parser = SSEParser()
+                parser = SSEParser(max_event_bytes)
                 async for chunk in resp.aiter_bytes():
                     out = await self._decode(parser.feed(chunk), codec, pipeline, state)
                     if ctx.first_token_at is None:
@@ -522,6 +567,8 @@ class ChainRoute:
                     if out:
                         yield encoder.encode(out)
                 out = await self._decode(parser.flush(), codec, pipeline, state)
+                if not codec.ended:
+                    raise incomplete_stream()
                 if pipeline:
                     out.extend(await pipeline.end())
                 # The client format's own end marker ([DONE] only if upstream sent it, for OpenAI).
@@ -535,5 +582,15 @@ class ChainRoute:
             state.error = exc
             log.warning("stream %s aborted after first byte: %s", ctx.request_id, exc.detail or exc.message)
             yield encoder.encode([ErrorEvent(error_event_payload(exc))])
+        except asyncio.CancelledError:
+            if not state.was_cut or state.task is None:
+                raise
+            # Cut by the shutdown (not a client disconnect): take the cancellation back and
+            # finish the stream properly, with the error event, while the server still waits.
+            state.task.uncancel()
+            cut = _shutting_down()
+            state.error = cut
+            log.warning("stream %s cut by the shutdown grace deadline", ctx.request_id)
+            yield encoder.encode([ErrorEvent(error_event_payload(cut))])
         finally:
             await resp.aclose()

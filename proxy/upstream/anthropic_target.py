@@ -30,7 +30,7 @@ from proxy.upstream.providers.anthropic import (
 from proxy.upstream.providers.anthropic_stream import AnthropicStreamDecoder
 from proxy.upstream.providers.openai import ChatStreamCodec
 from proxy.upstream.settle import settled
-from proxy.upstream.sse import SSEParser
+from proxy.upstream.sse import DEFAULT_MAX_EVENT_BYTES, SSEParser
 from proxy.upstream.targets import Credentials
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -40,14 +40,15 @@ _JSON = ("content-type", "application/json")
 class _TranslatedStream:
     """Anthropic SSE in, OpenAI ``chat.completion.chunk`` SSE out, as the bytes arrive."""
 
-    def __init__(self, resp: UpstreamResponse) -> None:
+    def __init__(self, resp: UpstreamResponse, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._max_event = max_event_bytes
         self.status = resp.status
         self.headers = [(k, v) for k, v in resp.headers if k.lower() != "content-type"]
         self.headers.append(("content-type", "text/event-stream; charset=utf-8"))
         self._resp = resp
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        parser = SSEParser()
+        parser = SSEParser(self._max_event)
         decoder = AnthropicStreamDecoder()
         encoder = ChatStreamCodec()
         async for chunk in self._resp.aiter_bytes():
@@ -79,8 +80,12 @@ class AnthropicTarget:
         credentials: Credentials,
         *,
         first_token_timeout: float | None = None,
+        max_response_bytes: int | None = None,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         self.name = name
+        self._max_response = max_response_bytes
+        self._max_event = max_event_bytes
         self._url = base_url.rstrip("/") + "/messages"
         self._client = client
         self._credentials = credentials
@@ -112,11 +117,14 @@ class AnthropicTarget:
         payload = orjson.dumps(openai_request_to_anthropic(body, model=model))
         headers = self._headers(request, ctx)
         resp = await settled(
-            request, lambda: self._client.send("POST", self._url, headers, payload), self._first_token
+            request,
+            lambda: self._client.send("POST", self._url, headers, payload),
+            self._first_token,
+            self._max_response,
         )
         if isinstance(resp, BufferedResponse):
             return self._translate_whole(resp)
-        return _TranslatedStream(resp)
+        return _TranslatedStream(resp, self._max_event)
 
     @staticmethod
     def _translate_whole(resp: BufferedResponse) -> BufferedResponse:

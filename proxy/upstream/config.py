@@ -51,6 +51,18 @@ class UpstreamConfig(BaseModel):
         default=None, gt=0, description="streams: seconds to the first chunk"
     )
     max_connections: int = Field(default=100, ge=1)
+    max_response_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="largest non-streamed answer read into memory; larger ones get 502 "
+        "upstream_response_too_large (streams are never buffered)",
+    )
+    max_event_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="streams parsed by the sidecar (stream filters, Anthropic translation): largest "
+        "SSE line or event; a larger one ends the stream with an in-band upstream_event_too_large error",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> UpstreamConfig:

@@ -54,6 +54,36 @@ def _looks_like_json(body: bytes) -> bool:
     return (head == b"{" and tail == b"}") or (head == b"[" and tail == b"]")
 
 
+def _too_large(limit: int, detail: str) -> UpstreamError:
+    return UpstreamError(
+        "The upstream provider's response is larger than the sidecar accepts.",
+        code="upstream_response_too_large",
+        detail=f"{detail}; max_response_bytes is {limit}",
+    )
+
+
+async def read_limited(resp: UpstreamResponse, limit: int | None) -> bytes:
+    """The whole body, refusing (502 ``upstream_response_too_large``) past ``limit`` bytes.
+
+    A declared Content-Length over the limit fails before reading anything; otherwise the body
+    is read chunk by chunk and abandoned as soon as it grows past the limit, so a huge answer
+    never sits in memory whole (a 50 MB body took the RSS from 62 to 147 MB).
+    """
+    if limit is None:
+        return await resp.read()
+    for name, value in resp.headers:
+        if name.lower() == "content-length" and value.strip().isdigit() and int(value) > limit:
+            raise _too_large(limit, f"Content-Length {value.strip()}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit, f"more than {limit} bytes received")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def remaining(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
@@ -66,6 +96,7 @@ def settled(
     request: UpstreamRequest,
     call: Callable[[], Awaitable[UpstreamResponse]],
     first_token_timeout: float | None = None,
+    max_response_bytes: int | None = None,
 ) -> Coroutine[Any, Any, UpstreamResponse]:
     """Run one attempt within the request's deadline and settle its answer (see module doc).
 
@@ -75,8 +106,8 @@ def settled(
     """
     budget = remaining(request.deadline)
     if budget is None:
-        return _settle(request, call, first_token_timeout)
-    return _settle_within(budget, request, call, first_token_timeout)
+        return _settle(request, call, first_token_timeout, max_response_bytes)
+    return _settle_within(budget, request, call, first_token_timeout, max_response_bytes)
 
 
 async def _settle_within(
@@ -84,12 +115,13 @@ async def _settle_within(
     request: UpstreamRequest,
     call: Callable[[], Awaitable[UpstreamResponse]],
     first_token_timeout: float | None,
+    max_response_bytes: int | None,
 ) -> UpstreamResponse:
     if budget <= 0:
         raise _deadline_error()
     try:
         async with asyncio.timeout(budget):
-            return await _settle(request, call, first_token_timeout)
+            return await _settle(request, call, first_token_timeout, max_response_bytes)
     except TimeoutError:
         raise _deadline_error() from None
 
@@ -98,13 +130,14 @@ async def _settle(
     request: UpstreamRequest,
     call: Callable[[], Awaitable[UpstreamResponse]],
     first_token_timeout: float | None,
+    max_response_bytes: int | None = None,
 ) -> UpstreamResponse:
     resp = await call()
     if request.route is Route.PASSTHROUGH:
         return resp
     if not request.stream or resp.status >= 400:
         try:
-            body = await resp.read()
+            body = await read_limited(resp, max_response_bytes)
         finally:
             await resp.aclose()
         if resp.status < 400 and not _looks_like_json(body):

@@ -99,8 +99,10 @@ class HttpTarget:
         *,
         azure_api_version: str | None = None,
         first_token_timeout: float | None = None,
+        max_response_bytes: int | None = None,
     ) -> None:
         self.name = name
+        self._max_response = max_response_bytes
         self._base = base_url.rstrip("/")
         self._client = client
         self._credentials = credentials
@@ -122,7 +124,10 @@ class HttpTarget:
         headers = self._credentials.apply(request.headers, ctx.upstream_headers)
         url = self.url(request)
         return await settled(
-            request, lambda: self._client.send(request.method, url, headers, request.body), self._first_token
+            request,
+            lambda: self._client.send(request.method, url, headers, request.body),
+            self._first_token,
+            self._max_response,
         )
 
 
@@ -164,8 +169,11 @@ class _AsgiResponse:
 
 
 class AsgiTarget:
-    def __init__(self, name: str, app: ASGIApp, credentials: Credentials) -> None:
+    def __init__(
+        self, name: str, app: ASGIApp, credentials: Credentials, *, max_response_bytes: int | None = None
+    ) -> None:
         self.name = name
+        self._max_response = max_response_bytes
         self._app = app
         self._credentials = credentials
 
@@ -227,7 +235,7 @@ class AsgiTarget:
             hdrs = [(k, v) for k, v in hdrs if k.lower() not in ("content-length", "transfer-encoding")]
             return _AsgiResponse(int(start["status"]), hdrs, queue, task)
 
-        return await settled(request, call)
+        return await settled(request, call, None, self._max_response)
 
 
 def _with_model(body: bytes | AsyncIterator[bytes] | None, model: str) -> bytes | AsyncIterator[bytes] | None:

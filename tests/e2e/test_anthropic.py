@@ -10,7 +10,7 @@ import anthropic
 import openai
 import pytest
 
-from proxy.demo.fake_scenario import FakeState
+from proxy.demo.fake_scenario import FakeState, redact_credential
 from proxy.demo.fake_upstream import fake_upstream_in_thread
 from tests.harness import SidecarHarness, sidecar_harness
 
@@ -68,7 +68,10 @@ def test_openai_sdk_to_anthropic_upstream(to_anthropic: SidecarHarness) -> None:
     assert r.choices[0].finish_reason == "stop" and r.usage is not None and r.usage.total_tokens > 0
     seen = h.fake.requests[-1]
     assert seen.path == "/v1/messages"
-    assert seen.headers["x-api-key"] == "sk-ant-policy" and "authorization" not in seen.headers
+    assert (
+        seen.headers["x-api-key"] == redact_credential("sk-ant-policy")
+        and "authorization" not in seen.headers
+    )
     assert seen.json is not None and seen.json["system"] == "be brief" and seen.json["max_tokens"] == 50
 
     stream = c.chat.completions.create(

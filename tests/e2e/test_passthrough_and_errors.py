@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from proxy.demo.fake_scenario import redact_credential
 from tests.harness import SidecarHarness, free_port, serve_in_thread, sidecar_harness
 
 
@@ -49,7 +50,8 @@ def test_passthrough_preserves_method_query_headers_body_and_status(h: SidecarHa
     assert echo["path"] == "/v1/files/abc"
     assert echo["query"] == "purpose=fine-tune&x=1"
     assert echo["headers"]["x-custom"] == "yes"
-    assert echo["headers"]["authorization"] == "Bearer sk-client"  # passthrough auth by default
+    assert echo["headers"]["authorization"] == redact_credential("Bearer sk-client")  # passthrough auth
+    assert "sk-client" not in r.text  # the fake never echoes a credential
     assert "x-hop" not in echo["headers"]  # nominated hop-by-hop header dropped
     assert echo["body"] == "\x00binary\ufffd"
 

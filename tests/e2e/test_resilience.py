@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from proxy.demo.fake_scenario import FakeState
+from proxy.demo.fake_scenario import FakeState, redact_credential
 from proxy.demo.fake_upstream import fake_upstream_in_thread
 from tests.harness import SidecarHarness, sidecar_harness
 
@@ -258,5 +258,5 @@ def test_azure_deployment_url_form(tmp_path: Path) -> None:
         seen = h.fake.requests[-1]
         assert seen.path == "/v1/openai/deployments/gpt-4o/chat/completions"
         assert seen.query == "api-version=2024-10-21"
-        assert seen.headers["api-key"] == "az-key" and "authorization" not in seen.headers
+        assert seen.headers["api-key"] == redact_credential("az-key") and "authorization" not in seen.headers
         assert r.status_code == 200

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 
+from proxy.demo.fake_scenario import redact_credential
 from tests.harness import sidecar_harness
 
 PLUGINS = """
@@ -37,7 +38,7 @@ def test_tenant_and_header_edits(tmp_path: Path) -> None:
         assert ok.status_code == 200 and ok.headers["x-served-by"] == "sidecar"
         seen = h.fake.requests[-1].headers
         assert seen["x-added"] == "1"
-        assert seen["authorization"] == "Bearer replaced"
+        assert seen["authorization"] == redact_credential("Bearer replaced")
         assert "x-internal" not in seen
 
         # The tenant set by the headers step drives `when:` of later steps.

@@ -161,4 +161,4 @@ def test_judge_outside_the_band_is_never_called(tmp_path: Path, judge: tuple[str
     with sidecar_harness(tmp_path, plugins) as h:
         assert _chat(h, [{"role": "user", "content": BENIGN}]).status_code == 200
         assert _chat(h, [{"role": "user", "content": JAILBREAK}]).status_code == 400
-        assert state.requests == []
+        assert list(state.requests) == []

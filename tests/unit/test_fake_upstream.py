@@ -430,7 +430,7 @@ async def test_control_endpoints(client: httpx.AsyncClient, state: FakeState) ->
     assert (await client.post("/_fake/script", json=[{"nope": 1}])).status_code == 400
     await client.post("/_fake/script", json=[{"status": 500}])
     await client.post("/_fake/reset")
-    assert state.pending == 0 and state.requests == []
+    assert state.pending == 0 and len(state.requests) == 0
     assert (await client.post("/v1/chat/completions", json=chat_body())).status_code == 200
 
 

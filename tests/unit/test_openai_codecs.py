@@ -19,7 +19,7 @@ from proxy.chain.plugin import StreamFilter
 from proxy.chain.textfilter import TextStreamFilter
 from proxy.models.stream import ErrorEvent, Finish, RawEvent, StreamEvent, TextDelta, ToolCallDelta, Usage
 from proxy.upstream.providers.openai import ChatStreamCodec, ResponsesStreamCodec
-from proxy.upstream.sse import SSEEvent, SSEParser, encode_event
+from proxy.upstream.sse import MalformedEvent, SSEEvent, SSEParser, encode_event
 
 Codec = ChatStreamCodec | ResponsesStreamCodec
 
@@ -259,11 +259,19 @@ def test_chat_done_only_when_upstream_sent_it(done: bool) -> None:
     assert out.endswith(b"data: [DONE]\n\n") == done
 
 
-def test_chat_non_json_event_passes_verbatim() -> None:
-    codec = ChatStreamCodec()
-    events = codec.decode(SSEEvent(b"not json", "ping"))
-    assert events == [RawEvent(b"event: ping\ndata: not json\n\n")]
-    assert codec.encode(events) == b"event: ping\ndata: not json\n\n"
+@pytest.mark.parametrize("codec", [ChatStreamCodec(), ResponsesStreamCodec()], ids=["chat", "responses"])
+@pytest.mark.parametrize("data", [b"not json", b"42", b'["a"]', b"\x00\xff"])
+def test_non_json_object_event_is_a_typed_upstream_error(
+    codec: ChatStreamCodec | ResponsesStreamCodec, data: bytes
+) -> None:
+    """Issue 16 item 8: garbage never reaches a client whose stream the sidecar parses."""
+    with pytest.raises(MalformedEvent) as info:
+        codec.decode(SSEEvent(data, "ping"))
+    assert info.value.status == 502 and info.value.code == "upstream_malformed_event"
+
+
+def test_empty_event_is_dropped() -> None:
+    assert ChatStreamCodec().decode(SSEEvent(b"", "ping")) == []
 
 
 def test_chat_modified_text_is_encoded_with_its_chunk_fields() -> None:
@@ -487,10 +495,9 @@ def test_responses_unknown_events_pass_verbatim() -> None:
         b"event: response.future_thing\n"
         b'data: {"type":  "response.future_thing", "z": [{"y": "\xc3\xa9"}]}\n\n'
     )
-    no_json = b"event: keepalive\ndata: ping\n\n"
     codec = ResponsesStreamCodec()
-    out = _through(codec, unknown + no_json)
-    assert out == unknown + no_json
+    out = _through(codec, unknown)
+    assert out == unknown  # (a non-JSON event is an error: test_non_json_object_event_is_...)
 
 
 def test_responses_error_event() -> None:
@@ -529,3 +536,12 @@ async def test_responses_multiline_data_event() -> None:
     out = _responses_out(out_bytes)  # every event still parses as one JSON event
     assert [n for n, _ in out] == [n for n, _ in events]
     assert b"SECRET42" not in out_bytes
+
+
+def test_anthropic_upstream_garbage_is_a_typed_upstream_error() -> None:
+    from proxy.upstream.providers.anthropic_stream import AnthropicStreamDecoder
+
+    decoder = AnthropicStreamDecoder()
+    assert decoder.decode(SSEEvent(b"", "ping")) == []
+    with pytest.raises(MalformedEvent):
+        decoder.decode(SSEEvent(b"<html>502 Bad Gateway</html>", "message_delta"))

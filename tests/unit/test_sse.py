@@ -229,3 +229,121 @@ def test_encode_event_format() -> None:
 
 def test_blank_lines_alone_dispatch_nothing() -> None:
     assert _parse_all(b"\n\n\r\n\r\r\n") == []
+
+
+# -- linear time and the size cap (issue 16 item 5) ----------------------------------------------
+
+_LONG_CHARS = st.sampled_from([b"a", b"b", b"\n", b"\r", b":", b" ", b"d", b"data: ", b"event: x"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(_LONG_CHARS, min_size=0, max_size=200).map(b"".join),
+    st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=60),
+)
+def test_any_chunking_gives_the_same_events_including_long_pending_lines(
+    raw: bytes, sizes: list[int]
+) -> None:
+    """Arbitrary bytes (lone CRs, lines split over many newline-free chunks) in any chunking."""
+    whole = SSEParser()
+    expected = whole.feed(raw) + whole.flush()
+    parser = SSEParser()
+    got: list[SSEEvent] = []
+    pos = 0
+    for size in itertools.cycle(sizes):
+        if pos >= len(raw):
+            break
+        got.extend(parser.feed(raw[pos : pos + size]))
+        pos += size
+    got.extend(parser.flush())
+    assert got == expected
+
+
+def _feed_long_line(total: int, chunk: int) -> float:
+    import time
+
+    parser = SSEParser(max_event_bytes=total * 2)
+    piece = b"x" * chunk
+    started = time.perf_counter()
+    parser.feed(b"data: ")
+    for _ in range(total // chunk):
+        parser.feed(piece)
+    events = parser.feed(b"\n\n")
+    elapsed = time.perf_counter() - started
+    assert len(events) == 1 and len(events[0].data) == total // chunk * chunk
+    return elapsed
+
+
+def test_one_long_line_costs_linear_time() -> None:
+    """8x the bytes must cost about 8x the time, not 64x (relative, so no machine-speed threshold).
+
+    Runs are interleaved and the best of each size is compared, with the garbage collector off,
+    so a busy shared machine slows both sizes alike; the bound sits halfway (log scale) between
+    linear (8) and quadratic (64).
+    """
+    import gc
+
+    small: list[float] = []
+    large: list[float] = []
+    gc.disable()
+    try:
+        for _ in range(5):
+            small.append(_feed_long_line(1 << 20, 1024))
+            large.append(_feed_long_line(8 << 20, 1024))
+    finally:
+        gc.enable()
+    assert min(large) / min(small) < 24, (small, large)
+
+
+def test_a_line_beyond_the_cap_raises_the_typed_error() -> None:
+    from proxy.upstream.sse import EventTooLarge
+
+    parser = SSEParser(max_event_bytes=1000)
+    parser.feed(b"data: " + b"x" * 600)
+    with pytest.raises(EventTooLarge) as info:
+        parser.feed(b"y" * 600)
+    assert info.value.status == 502 and info.value.code == "upstream_event_too_large"
+
+
+def test_an_event_of_many_small_lines_beyond_the_cap_raises() -> None:
+    from proxy.upstream.sse import EventTooLarge
+
+    parser = SSEParser(max_event_bytes=1000)
+    with pytest.raises(EventTooLarge):
+        for _ in range(200):
+            parser.feed(b"data: 0123456789\n")
+
+
+def test_events_under_the_cap_pass() -> None:
+    parser = SSEParser(max_event_bytes=1000)
+    assert parser.feed(b"data: " + b"x" * 900 + b"\n\n") == [SSEEvent(b"x" * 900)]
+
+
+# -- end-of-stream detection for piped streams (issue 16 item 4) ---------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=20), st.booleans())
+def test_end_watch_finds_the_end_marker_however_the_stream_is_split(sizes: list[int], done: bool) -> None:
+    from proxy.models.chat import Route
+    from proxy.upstream.stream_end import EndWatch
+
+    for route, body, end in (
+        (Route.CHAT, b'data: {"choices": []}\n\n' * 20, b"data: [DONE]\n\n"),
+        (
+            Route.RESPONSES,
+            b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta"}\n\n' * 5,
+            b'event: response.completed\ndata: {"type":"response.completed","response":{"x":"'
+            + b"y" * 600
+            + b'"}}\n\n',
+        ),
+    ):
+        stream = body + (end if done else b"")
+        watch = EndWatch(route)
+        pos = 0
+        for size in itertools.cycle(sizes):
+            if pos >= len(stream):
+                break
+            watch.see(stream[pos : pos + size])
+            pos += size
+        assert watch.ended is done

@@ -29,7 +29,7 @@ from proxy.upstream.providers.anthropic import (
     usage_to_anthropic,
     usage_to_openai,
 )
-from proxy.upstream.sse import SSEEvent, encode_event
+from proxy.upstream.sse import SSEEvent, encode_event, malformed
 
 __all__ = ["AnthropicStreamDecoder", "AnthropicStreamEncoder"]
 
@@ -69,7 +69,9 @@ class AnthropicStreamDecoder:
     def decode(self, sse: SSEEvent) -> list[StreamEvent]:
         payload = _loads(sse.data)
         if not isinstance(payload, dict):
-            return []
+            if not sse.data.strip():
+                return []
+            raise malformed(sse.data)
         kind = payload.get("type") or sse.event
         if kind == "message_start":
             message = payload.get("message") or {}

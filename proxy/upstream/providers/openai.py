@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from proxy.models.stream import ErrorEvent, Finish, RawEvent, StreamEvent, TextDelta, ToolCallDelta, Usage
-from proxy.upstream.sse import SSEEvent, SSEParser, encode_event
+from proxy.upstream.sse import SSEEvent, SSEParser, encode_event, malformed
 
 DONE = b"[DONE]"
 _DONE_EVENT = b"data: [DONE]\n\n"
@@ -35,21 +35,26 @@ def _loads(data: bytes) -> Any:
 class ChatStreamCodec:
     """``chat.completion.chunk`` SSE <-> events. One instance per stream."""
 
-    __slots__ = ("done", "template")
+    __slots__ = ("done", "ended", "template")
 
     def __init__(self) -> None:
         self.template: dict[str, Any] | None = None
         self.done = False
+        #: the upstream ended the stream properly: ``[DONE]``, or an in-band error event
+        self.ended = False
 
     def decode(self, sse: SSEEvent) -> list[StreamEvent]:
         data = sse.data
         if data == DONE:
-            self.done = True
+            self.done = self.ended = True
             return []
         chunk = _loads(data)
         if not isinstance(chunk, dict):
-            return [RawEvent(encode_event(data, sse.event))]
+            if not data.strip():
+                return []  # an empty event (a keep-alive): nothing to forward
+            raise malformed(data)
         if isinstance(chunk.get("error"), dict):
+            self.ended = True
             return [ErrorEvent(chunk["error"])]
         events: list[StreamEvent] = []
         for choice in chunk.get("choices") or ():
@@ -156,6 +161,11 @@ class ChatStreamCodec:
         return _DONE_EVENT if self.done else b""
 
 
+#: Events after which a Responses API stream is over (it sends no ``[DONE]``).
+RESPONSES_TERMINAL_EVENTS = frozenset(
+    {"response.completed", "response.incomplete", "response.failed", "error"}
+)
+
 _TEXT_DONE_EVENTS = frozenset(
     {
         "response.output_text.done",
@@ -177,23 +187,30 @@ class ResponsesStreamCodec:
     cannot leak back through the final summary event.
     """
 
-    __slots__ = ("_last_seq", "_sent", "done")
+    __slots__ = ("_last_seq", "_sent", "done", "ended")
 
     _META = ("item_id", "content_index")
 
     def __init__(self) -> None:
         self.done = False
+        #: a terminal event arrived (``response.completed`` / ``incomplete`` / ``failed``,
+        #: ``error``, or ``[DONE]``): an end without one is an upstream failure
+        self.ended = False
         self._sent: dict[tuple[int, int], list[str]] = {}
         self._last_seq = 0
 
     def decode(self, sse: SSEEvent) -> list[StreamEvent]:
         if sse.data == DONE:
-            self.done = True
+            self.done = self.ended = True
             return []
         payload = _loads(sse.data)
         if not isinstance(payload, dict):
-            return [RawEvent(encode_event(sse.data, sse.event))]
+            if not sse.data.strip():
+                return []
+            raise malformed(sse.data)
         kind = payload.get("type")
+        if kind in RESPONSES_TERMINAL_EVENTS:
+            self.ended = True
         if isinstance(payload.get("sequence_number"), int):
             self._last_seq = payload["sequence_number"]
         if kind == "response.output_text.delta" and isinstance(payload.get("delta"), str):
@@ -268,7 +285,8 @@ class ResponsesStreamCodec:
                         continue
                 out.append(ev.data)
             elif isinstance(ev, ErrorEvent):
-                payload = {"type": "error", **dict(ev.error)}
+                # The event's own ``type`` is "error" (an error object's type must not replace it).
+                payload = {**{k: v for k, v in ev.error.items() if k != "type"}, "type": "error"}
                 out.append(encode_event(orjson.dumps(payload), "error"))
             # Usage / Finish / ToolCallDelta are not produced by this decoder.
         return b"".join(out)
