@@ -72,7 +72,8 @@ _NO_STEP = ActiveStep("sidecar", "enforce")
 #: The price (USD) a ``passthrough:`` rule puts on one pass-through request, set by the route
 #: before the rule's budget step runs: a pass-through body has no tokens to count, so a budget
 #: step charges this fixed amount (and counts the request once) instead of pricing tokens.
-PASSTHROUGH_COST: StateKey[float] = StateKey("passthrough.cost_usd")
+#: Shared: the route sets it outside any step, the budget step reads it.
+PASSTHROUGH_COST: StateKey[float] = StateKey("passthrough.cost_usd", shared=True)
 
 
 @dataclass(slots=True)

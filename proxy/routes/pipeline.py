@@ -568,6 +568,8 @@ class ChainRoute:
                         yield encoder.encode(out)
                 out = await self._decode(parser.flush(), codec, pipeline, state)
                 if not codec.ended:
+                    if out:  # what did arrive (filtered) goes out before the in-band error
+                        yield encoder.encode(out)
                     raise incomplete_stream()
                 if pipeline:
                     out.extend(await pipeline.end())

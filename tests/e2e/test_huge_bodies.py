@@ -154,7 +154,7 @@ def test_default_item_limits_refuse_before_any_plugin_runs(
         r = httpx.post(h.base_url + route, json=body, headers=QUIET, timeout=60)
         assert r.status_code == 400, r.text
         assert r.json()["error"]["code"] == code
-        assert h.fake.requests == []  # never reached the upstream
+        assert list(h.fake.requests) == []  # never reached the upstream
         # One below the limit passes.
         key = "input" if "input" in body else "messages"
         ok = dict(body)
@@ -182,7 +182,7 @@ def test_item_limits_are_configurable_and_apply_to_anthropic_clients(tmp_path: P
         with pytest.raises(openai.BadRequestError) as oerr:
             oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], tools=tools)  # type: ignore[arg-type]
         assert oerr.value.code == "too_many_tools"
-        assert h.fake.requests == []
+        assert list(h.fake.requests) == []
 
 
 def test_deeply_nested_bodies_are_a_400_not_a_500(tmp_path: Path) -> None:
@@ -195,4 +195,4 @@ def test_deeply_nested_bodies_are_a_400_not_a_500(tmp_path: Path) -> None:
         with pytest.raises(openai.BadRequestError) as err:
             client.chat.completions.create(model="m", messages=[USER], tools=[tool])  # type: ignore[list-item]
         assert err.value.code == "json_too_deep"
-        assert h.fake.requests == []
+        assert list(h.fake.requests) == []

@@ -26,6 +26,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
+from proxy.demo.fake_scenario import redact_credential
 from tests.harness import SidecarHarness, sidecar_harness
 
 KEY = "sk-policy-secret-0123456789"
@@ -134,7 +135,7 @@ def test_unlisted_paths_are_refused_with_403_and_recorded_under_policy_auth(unli
         c.images.generate(prompt="a cat", model="dall-e-3")
     with pytest.raises(openai.PermissionDeniedError):
         c.audio.speech.create(model="tts-1", voice="alloy", input="hello")
-    assert h.fake.requests == []  # nothing reached the provider with the sidecar's key
+    assert list(h.fake.requests) == []  # nothing reached the provider with the sidecar's key
 
     refused = [d for d in _decisions(h, "passthrough") if d["rule"] == "not_allowed"]
     assert len(refused) == 4
@@ -150,7 +151,7 @@ def test_model_listing_stays_usable_by_default_and_is_recorded(unlisted: Sidecar
     h = unlisted
     models = _client(h).models.list()
     assert len(models.data) > 0
-    assert h.fake.requests[-1].headers["authorization"] == f"Bearer {KEY}"
+    assert h.fake.requests[-1].headers["authorization"] == redact_credential(f"Bearer {KEY}")
     assert [d["rule"] for d in _decisions(h, "passthrough")] == ["models"]
     with pytest.raises(openai.PermissionDeniedError):
         _client(h).models.delete("ft:my-model")  # only GET is allowed by default
@@ -169,7 +170,7 @@ def test_listed_upload_streams_through_with_the_policy_key_and_is_recorded(liste
     assert upload.method == "POST" and upload.path == "/v1/files"
     assert upload.headers["content-type"].startswith("multipart/form-data")
     assert payload in upload.body  # the multipart body arrived whole
-    assert upload.headers["authorization"] == f"Bearer {KEY}"
+    assert upload.headers["authorization"] == redact_credential(f"Bearer {KEY}")
     assert listing.method == "GET" and listing.path == "/v1/files"
     allowed = _decisions(h, "passthrough")
     assert [(d["rule"], d["action"], d["detail"]["rule"]) for d in allowed] == [
@@ -223,7 +224,7 @@ def test_guards_read_named_fields_block_and_redact(listed: SidecarHarness) -> No
     c = _client(h)
     with pytest.raises(openai.BadRequestError):
         c.images.generate(prompt="draw a forbidden-word please", model="dall-e-3")
-    assert h.fake.requests == []
+    assert list(h.fake.requests) == []
     assert any(d["action"] == "block" for d in _decisions(h, "words"))
     # the refused request was refunded: two images (0.08) still fit the 0.10 budget
     c.images.generate(prompt="mail the picture to bob@example.com", model="dall-e-3", n=2)
@@ -238,7 +239,7 @@ def test_a_rule_that_reads_fields_refuses_a_non_json_body(listed: SidecarHarness
     with pytest.raises(openai.APIStatusError) as info:
         _client(h).audio.transcriptions.create(model="whisper-1", file=("a.wav", b"RIFF...."), prompt="hi")
     assert info.value.status_code == 415
-    assert h.fake.requests == []
+    assert list(h.fake.requests) == []
 
 
 def test_shadow_section_records_refusals_but_forwards(tmp_path: Path) -> None:
@@ -271,7 +272,8 @@ def test_client_key_upstreams_stay_open_and_every_call_is_recorded(tmp_path: Pat
         c = _client(h)
         c.files.list()
         c.images.generate(prompt="a cat", model="dall-e-3")
-        assert [r.headers["authorization"] for r in h.fake.requests] == ["Bearer sk-client-key"] * 2
+        forwarded = [r.headers["authorization"] for r in h.fake.requests]
+        assert forwarded == [redact_credential("Bearer sk-client-key")] * 2
         recorded = _decisions(h, "passthrough")
         assert [(d["rule"], d["action"], d["detail"]["auth"]) for d in recorded] == [
             ("passthrough", "allow", "passthrough")
@@ -308,19 +310,19 @@ def test_traversal_is_refused_with_400_and_never_reaches_the_upstream(
         status, body = _raw_request(h.base_url, prefix + target.removeprefix("/v1") if prefix else target)
         assert status == 400
         assert b'"invalid_path"' in body
-    assert h.fake.requests == []
+    assert list(h.fake.requests) == []
     assert [d["rule"] for d in _decisions(h, "passthrough")] == ["invalid_path"] * 2
 
 
 def test_backslashes_never_reach_the_upstream(unlisted: SidecarHarness) -> None:
     status, _ = _raw_request(unlisted.base_url, "/v1/models\\..\\..\\admin")
     assert status == 400  # the HTTP parser or the sidecar: either way nothing is forwarded
-    assert unlisted.fake.requests == []
+    assert list(unlisted.fake.requests) == []
 
 
 def test_encoded_characters_are_forwarded_as_sent(unlisted: SidecarHarness) -> None:
     status, _ = _raw_request(unlisted.base_url, "/v1/models/my%20model?x=1")
-    assert status == 200
+    assert status == 404  # forwarded; the fake answers like a provider: no such model
     (req,) = unlisted.fake.requests
     assert req.path == "/v1/models/my model" and req.query == "x=1"
 
@@ -335,7 +337,7 @@ def test_billing_and_ambient_headers_are_dropped_under_policy_auth(unlisted: Sid
     c.models.list()
     assert len(h.fake.requests) == 2
     for req in h.fake.requests:
-        assert req.headers["authorization"] == f"Bearer {KEY}"
+        assert req.headers["authorization"] == redact_credential(f"Bearer {KEY}")
         for name in ("openai-organization", "openai-project", "cookie"):
             assert name not in req.headers
 
@@ -366,7 +368,7 @@ def test_websocket_upgrades_are_refused_and_recorded(tmp_path: Path) -> None:
         assert info.value.response.status_code == 403
         assert b"websocket_not_allowed" in (info.value.response.body or b"")
         assert [d["rule"] for d in _decisions(h, "passthrough")] == ["websocket"]
-        assert h.fake.requests == []
+        assert list(h.fake.requests) == []
 
 
 def test_credentials_in_base_url_are_a_load_error(tmp_path: Path) -> None:

@@ -326,7 +326,7 @@ def test_unusable_request_schemas_are_refused_before_the_upstream_is_called(
     with pytest.raises(openai.UnprocessableEntityError) as err:
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], **kwargs)
     assert err.value.code == "invalid_request_schema"
-    assert repairing.fake.requests == []
+    assert list(repairing.fake.requests) == []
 
 
 def test_a_recursive_request_schema_is_enforced(repairing: SidecarHarness) -> None:

@@ -2,7 +2,9 @@
 
 Some upstreams end the stream without the blank line after the last event (and without
 ``[DONE]``): the parser yields that event only on flush. The flush path must account it exactly
-like the main decode loop does, or budgets fall back to counting the streamed text.
+like the main decode loop does, or budgets fall back to counting the streamed text. (Without
+``[DONE]`` the stream is also incomplete: the client gets what arrived, then the in-band
+``upstream_stream_incomplete`` error; the usage still counts.)
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 
 from tests.harness import SidecarHarness, sidecar_harness
 
@@ -70,7 +73,10 @@ def test_usage_event_released_only_at_parser_flush_reaches_the_budget(tmp_path: 
             stream_options={"include_usage": True},
             extra_headers={"x-fake-scenario": json.dumps(scenario)},
         )
-        chunks = list(stream)
+        chunks = []
+        with pytest.raises(openai.APIError, match="ended the stream before it was complete"):
+            for chunk in stream:
+                chunks.append(chunk)
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == "hello world"
         assert [c.usage.completion_tokens for c in chunks if c.usage] == [1234]  # the client got it too
