@@ -191,7 +191,18 @@ class RegexRewriter:
         rx, partial = self._rx, not final
         # None proves every position dead; a hit proves nothing about positions before it.
         p = end if rx.search(text, off, partial=partial) is None else off
+        # Positions before the next *complete* match are dead, except near the end where a
+        # partial one may still grow (the last ``max_match`` characters when not final): one
+        # C-level search jumps over them instead of one anchored ``match`` per character, so a
+        # multi-megabyte chunk costs a few searches, not millions of calls.
+        limit = end - self._max if partial else end
         while p < end:
+            if p < limit:
+                hit = rx.search(text, p, end)
+                q = end if hit is None else hit.start()
+                if q > p:
+                    p = min(q, limit)
+                    continue
             m = rx.match(text, p, partial=partial)
             if m is None:
                 p += 1

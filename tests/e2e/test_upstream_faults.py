@@ -8,6 +8,7 @@ are the official SDKs (or httpx where the raw events are asserted).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -304,3 +305,43 @@ def test_streams_are_not_limited_by_max_response_bytes(tmp_path: Path, up: RawUp
         r = post_stream(h, "/chat/completions", CHAT)
         assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n")
         assert len(sse_events(r.text)) == 3000
+
+
+def _timed_health(base_url: str, stop: threading.Event, took: list[float]) -> None:
+    with httpx.Client(timeout=30) as c:
+        while not stop.is_set():
+            started = time.perf_counter()
+            c.get(f"{base_url}/healthz")
+            took.append(time.perf_counter() - started)
+
+
+def test_a_4_mb_text_through_the_blocklist_filter_does_not_stall_the_loop(
+    tmp_path: Path, up: RawUpstream
+) -> None:
+    """One text event just under the default 4 MiB cap, scanned by the blocklist stream filter.
+
+    Its rewriter used to walk the text one anchored match per character (~5 s of event loop
+    for 4 MB); it now jumps with one search. No fixed time: the slowest health probe must stay
+    well under the stream's own duration (the old code: about the whole of it).
+    """
+    size = 4 * 1024 * 1024 - 4096
+    up.answer(_big_line_stream(size))
+    with harness(tmp_path, up, FILTER) as h:
+        stop, took = threading.Event(), []  # type: ignore[var-annotated]
+        poller = threading.Thread(target=_timed_health, args=(h.base_url, stop, took))
+        poller.start()
+        try:
+            while not took:
+                stop.wait(0.01)
+            started = time.perf_counter()
+            r = post_stream(h, "/chat/completions", CHAT)
+            duration = time.perf_counter() - started
+            probes = took[-3:] if len(took) >= 3 else took
+        finally:
+            stop.set()
+            poller.join()
+        text = "".join(
+            ev["choices"][0]["delta"].get("content") or "" for ev in sse_events(r.text) if "choices" in ev
+        )
+        assert text == "start" + "x" * size
+        assert max(took) < 0.6 * duration, (max(took), duration, probes)
