@@ -41,6 +41,7 @@ from proxy.chain.context import RequestContext
 from proxy.models.upstream import BufferedResponse, UpstreamRequest, UpstreamResponse
 from proxy.settings import Settings
 
+REPLY = "Hello from the demo upstream. You said: "  # the fake upstream's default reply
 
 
 class EchoTarget:
@@ -59,7 +60,7 @@ class EchoTarget:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": f"Hello from the demo upstream. You said: {last}"},
+                    "message": {"role": "assistant", "content": REPLY + last},
                     "finish_reason": "stop",
                 }
             ],
@@ -146,7 +147,10 @@ def main() -> int:
     body = payload.ticket_body(args.size)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        policies = {"empty": compile_policy([], work, "empty"), "guarded": compile_policy(GUARDED_PLUGINS, work, "g")}
+        policies = {
+            "empty": compile_policy([], work, "empty"),
+            "guarded": compile_policy(GUARDED_PLUGINS, work, "guarded"),
+        }
         for name, plugins in GUARD_PARTS.items():
             policies[name] = compile_policy(plugins, work, name)
         if args.cprofile:

@@ -28,6 +28,7 @@ from typing import Any, Literal, TypeAlias
 
 import regex
 
+from proxy.detectors import multiscan
 from proxy.detectors.pii.tuned import NAME_PART, TUNED_RULES, TunedRule
 
 FLAGS = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE  # presidio's global regex flags
@@ -120,6 +121,9 @@ class Rule:
 
 #: how much text before a match ``Rule.not_after`` looks at
 NOT_AFTER_CHARS = 24
+#: Rule patterns longer than this stay out of the one-pass gate (presidio's four URL regexes,
+#: ~6 KB each, would cost the gate most of its compile and scan time; they are windowed anyway).
+GATE_MAX_CHARS = 2000
 #: "release 4.2.0.1", "version 10.0.0.1", "build 1.2.3.4": a four-part version, not an address.
 _VERSION_CUE = re.compile(
     r"(?i)(?:\b(?:version|versions|ver|release|releases|rel|build|firmware|fw|patch|update|upgrade[ ]to"
@@ -288,6 +292,7 @@ class _StdRe:
     def __init__(self, pattern: str, flags: int) -> None:
         self._rx = re.compile(pattern, flags)
         self.pattern = pattern
+        self.flags = self._rx.flags  # read by the multi-pattern gate (multiscan.source)
 
     def finditer(
         self, text: str, pos: int = 0, endpos: int | None = None, timeout: float | None = None
@@ -562,6 +567,34 @@ class RuleSet:
             r.context: (tuple(c for c in r.context if " " not in c), tuple(c for c in r.context if " " in c))
             for r in rules
         }
+        self._gates: dict[frozenset[str] | None, multiscan.Gate] = {}
+        self._gates_lock = threading.Lock()
+
+    def prepare(self, entities: frozenset[str] | None) -> multiscan.Gate:
+        """Build (once) the one-pass pre-scan for the rules of ``entities``: every trigger and
+        every whole-text rule pattern in one Hyperscan database. A trigger or rule it does not
+        report cannot match, so ``scan`` skips it; what it reports is searched with the Python
+        regex as before (see ``proxy.detectors.multiscan``). Windowed rules are not gated: a match
+        cut short at a window's end need not match the whole text.
+
+        Called when a plugin is built (compiling takes ~1 s), never from ``scan``: a scan for an
+        entity set nobody prepared takes the plain path rather than stall a request."""
+        found = self._gates.get(entities)
+        if found is not None:
+            return found
+        with self._gates_lock:
+            found = self._gates.get(entities)
+            if found is None:
+                keyed: dict[tuple[str, Any], Any] = {}
+                for i, r in enumerate(self.rules):
+                    if entities is not None and r.entity_type not in entities:
+                        continue
+                    if r.trigger is not None:
+                        keyed[("t", r.trigger)] = self._triggers[r.trigger]
+                    if r.window == "text" and len(getattr(r.pattern, "pattern", "")) <= GATE_MAX_CHARS:
+                        keyed[("r", i)] = r.pattern
+                found = self._gates[entities] = multiscan.gate(list(keyed.items()))
+        return found
 
     def scan(self, text: str, entities: frozenset[str] | None = None, min_score: float = 0.0) -> list[Hit]:
         """Every match of every applicable rule (overlaps included), with context-adjusted scores.
@@ -575,9 +608,14 @@ class RuleSet:
         found: dict[str, list[tuple[int, int]]] = {}  # trigger -> where (windowed rules only)
         hits: list[Hit] = []
         words_cache: dict[int, list[str]] = {}
-        for rule in self.rules:
+        gate = self._gates.get(entities)
+        may = gate.matching(text) if gate is not None else None  # None: not gated, check everything
+        gated = gate.keys if gate is not None else frozenset()
+        for index, rule in enumerate(self.rules):
             if entities is not None and rule.entity_type not in entities:
                 continue
+            if may is not None and ("r", index) in gated and ("r", index) not in may:
+                continue  # the one-pass pre-scan found no match of this rule's pattern anywhere
             if (
                 rule.score < min_score
                 and rule.validate is None
@@ -595,7 +633,10 @@ class RuleSet:
                         if not digits:
                             present[trigger] = False
                             continue
-                    ok = present[trigger] = self._triggers[trigger].search(text) is not None
+                    if may is not None and ("t", trigger) in gated and ("t", trigger) not in may:
+                        ok = present[trigger] = False  # the pre-scan saw no match anywhere
+                    else:
+                        ok = present[trigger] = self._triggers[trigger].search(text) is not None
                 if not ok:
                     continue
             if rule.score < min_score and rule.validate is None:
