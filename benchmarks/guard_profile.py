@@ -141,7 +141,8 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=2048, help="ticket characters (default 2048)")
     parser.add_argument("--calls", type=int, default=200, help="calls per block")
     parser.add_argument("--blocks", type=int, default=5, help="blocks per policy (alternating)")
-    parser.add_argument("--cprofile", type=int, default=0, help="print this many top functions (guarded)")
+    parser.add_argument("--cprofile", type=int, default=0, help="print this many top functions")
+    parser.add_argument("--policy", default="guarded", help="the policy --cprofile profiles (guarded, pii, ...)")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     args = parser.parse_args()
     body = payload.ticket_body(args.size)
@@ -154,7 +155,7 @@ def main() -> int:
         for name, plugins in GUARD_PARTS.items():
             policies[name] = compile_policy(plugins, work, name)
         if args.cprofile:
-            guarded = policies["guarded"]
+            guarded = policies[args.policy]
 
             async def run_guarded() -> None:
                 for i in range(args.calls * 2):

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import payload
 from config import CHAT, GUARD_PARTS, GUARD_SIZES, GUARDED_PLUGINS, HERE, ROOT
-from measure import Loader, reset_upstream
+from measure import Loader, _get_json, drain, reset_upstream
 from procs import Server, free_port
 from rows import _policy, code_version
 
@@ -104,19 +104,28 @@ def measure(row: GRow, bodies: Bodies, upstream: Server, seconds: int, probe: bo
     stop = threading.Event()
     thread = None
     if probe:
-        thread = threading.Thread(target=_probe, args=(row.server.url + "/health", stop, samples), daemon=True)
+        thread = threading.Thread(
+            target=_probe, args=(row.server.url + "/health", stop, samples), daemon=True
+        )
         thread.start()
+    drain(row.server)
     before = row.server.cpu_precise()
     r = bodies.load(row.server.url + CHAT, row.size, seconds)
-    cpu = row.server.cpu_precise() - before
     stop.set()
+    # Requests still in flight when wrk stops are finished by the server (a 64 KB guarded request
+    # takes tens of ms, 16 of them are in flight): count their CPU and the requests themselves,
+    # as the fake upstream saw them, rather than charge their work to wrk's completed count.
+    drain(row.server)
+    cpu = row.server.cpu_precise() - before
+    served = max(r["requests"], len(_get_json(upstream.url + "/_fake/requests")))
     if thread is not None:
         thread.join(10)
         if samples:
             row.probe_p99.append(statistics.quantiles(samples, n=100)[98] if len(samples) > 1 else samples[0])
     row.errors += r["errors"]
-    row.p50.append(r["p50_ms"])
-    us = cpu / max(1, r["requests"]) * 1e6
+    if r["requests"]:  # wrk reports 0 ms when nothing completed: not a latency
+        row.p50.append(r["p50_ms"])
+    us = cpu / max(1, served) * 1e6
     row.cpu_us.append(us)
     return us
 
@@ -144,7 +153,7 @@ def render(rows: list[GRow], rss: dict[str, float]) -> list[str]:
     floor = {r.size: _med(r.cpu_us) for r in rows if r.key == "pt-aiohttp"}
     floor_p50 = {r.size: _med(r.p50) for r in rows if r.key == "pt-aiohttp"}
     out = [
-        "| row | prompt | CPU/req (µs) | vs pass-through (median [min–max]) | added CPU µs per KB "
+        "| row | prompt | CPU/req (µs) | vs pass-through (median [min-max]) | added CPU µs per KB "
         "| p50 @16c (ms) | added p50 | /health p99 under load (ms) | RSS (MB) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -152,7 +161,7 @@ def render(rows: list[GRow], rss: dict[str, float]) -> list[str]:
         cpu, kb = _med(r.cpu_us), r.size / 1024
         base = floor.get(r.size)
         added_kb = (cpu - base) / kb if cpu is not None and base is not None else None
-        ratio = f"{_med(r.ratio):.2f}x [{min(r.ratio):.2f}–{max(r.ratio):.2f}]" if r.ratio else "1.00x"
+        ratio = f"{_med(r.ratio):.2f}x [{min(r.ratio):.2f}-{max(r.ratio):.2f}]" if r.ratio else "1.00x"
         p50, fp50 = _med(r.p50), floor_p50.get(r.size)
         added = p50 - fp50 if p50 is not None and fp50 is not None else None
         out.append(
@@ -171,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", type=Path, help="another checkout: its guarded and pii rows too")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
+    given = argv if argv is not None else sys.argv[1:]
     rounds = args.rounds or (2 if args.quick else 4)
     seconds = args.seconds or (1 if args.quick else 2)
     workdir = Path(tempfile.mkdtemp(prefix="sidecar-guarded-"))
@@ -189,17 +199,31 @@ def main(argv: list[str] | None = None) -> int:
         pt_port = free_port()
         pt = Server(
             "pt-aiohttp",
-            [sys.executable, str(HERE / "passthrough.py"), "--client", "aiohttp", "--port", str(pt_port)]
-            + ["--upstream", up_api],
+            [
+                sys.executable,
+                str(HERE / "passthrough.py"),
+                "--client",
+                "aiohttp",
+                "--port",
+                str(pt_port),
+                "--upstream",
+                up_api,
+            ],
             pt_port,
             workdir / "pt.log",
             cwd=str(ROOT),
         )
-        policies: dict[str, tuple[list[Any], Path]] = {"empty": ([], ROOT), "guarded": (GUARDED_PLUGINS, ROOT)}
+        policies: dict[str, tuple[list[Any], Path]] = {
+            "empty": ([], ROOT),
+            "guarded": (GUARDED_PLUGINS, ROOT),
+        }
         policies |= {part: (plugins, ROOT) for part, plugins in GUARD_PARTS.items()}
         if args.compare:
             src = args.compare.resolve()
-            policies |= {"guarded (compare)": (GUARDED_PLUGINS, src), "pii (compare)": (GUARD_PARTS["pii"], src)}
+            policies |= {
+                "guarded (compare)": (GUARDED_PLUGINS, src),
+                "pii (compare)": (GUARD_PARTS["pii"], src),
+            }
         sidecars = {
             key: _sidecar(workdir, key.replace(" ", "-").strip("()"), plugins, up_api, src)
             for key, (plugins, src) in policies.items()
@@ -245,8 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         header = [
             f"# Guarded policy (issue 17) — {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
             "",
-            f"- command: `python benchmarks/guarded.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
-            f"({rounds} rounds × {seconds} s per row at 16 connections, wrk; took "
+            f"- command: `python benchmarks/guarded.py {' '.join(given)}` "
+            f"({rounds} rounds x {seconds} s per row at 16 connections, wrk; took "
             f"{time.monotonic() - started:.0f} s)",
             f"- code: {code_version()}" + (f"; compare rows from {args.compare}" if args.compare else ""),
             f"- machine: {os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.2f}",
@@ -257,9 +281,11 @@ def main(argv: list[str] | None = None) -> int:
         ]
         notes = [
             "",
-            "CPU/req: the process's CPU time (all threads, schedstat) during the 16-connection load / "
-            "requests served, median over rounds. The ratio is taken round by round against the "
-            "pass-through driven with the same body in the same round. added CPU µs per KB = (row − "
+            "CPU/req: the process's CPU time (all threads, schedstat) from the start of the 16-connection "
+            "load until the process is idle again / the requests the fake upstream received in that "
+            "time (requests in flight when wrk stops are finished and counted), median over rounds. "
+            "The ratio is taken round by round against the "
+            "pass-through driven with the same body in the same round. added CPU µs per KB = (row - "
             "pass-through) / prompt KB. /health p99: a probe every 20 ms while the guarded sidecar "
             "serves the 64 KB prompt at 16 connections.",
             "",

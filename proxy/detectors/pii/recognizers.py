@@ -569,6 +569,7 @@ class RuleSet:
         }
         self._gates: dict[frozenset[str] | None, multiscan.Gate] = {}
         self._gates_lock = threading.Lock()
+        self._applicable_cache: dict[tuple[frozenset[str] | None, float], list[tuple[int, Rule]]] = {}
 
     def prepare(self, entities: frozenset[str] | None) -> multiscan.Gate:
         """Build (once) the one-pass pre-scan for the rules of ``entities``: every trigger and
@@ -596,6 +597,30 @@ class RuleSet:
                 found = self._gates[entities] = multiscan.gate(list(keyed.items()))
         return found
 
+    def _applicable(self, entities: frozenset[str] | None, min_score: float) -> list[tuple[int, Rule]]:
+        """(index, rule) of the rules ``scan`` runs for these arguments, in rule order: the rules
+        of ``entities`` that a context word could lift to ``min_score``. Depends on the arguments
+        only, so it is worked out once per (entities, min_score) instead of per text."""
+        key = (entities, min_score)
+        found = self._applicable_cache.get(key)
+        if found is None:
+            found = [
+                (index, rule)
+                for index, rule in enumerate(self.rules)
+                if (entities is None or rule.entity_type in entities)
+                and not (
+                    rule.score < min_score
+                    and rule.validate is None
+                    and (
+                        not rule.context
+                        or (rule.score + CONTEXT_BOOST < min_score and min_score > CONTEXT_MIN)
+                    )
+                )
+            ]
+            if len(self._applicable_cache) < 64:  # bounded: callers use a handful of settings
+                self._applicable_cache[key] = found
+        return found
+
     def scan(self, text: str, entities: frozenset[str] | None = None, min_score: float = 0.0) -> list[Hit]:
         """Every match of every applicable rule (overlaps included), with context-adjusted scores.
 
@@ -611,17 +636,9 @@ class RuleSet:
         gate = self._gates.get(entities)
         may = gate.matching(text) if gate is not None else None  # None: not gated, check everything
         gated = gate.keys if gate is not None else frozenset()
-        for index, rule in enumerate(self.rules):
-            if entities is not None and rule.entity_type not in entities:
-                continue
+        for index, rule in self._applicable(entities, min_score):
             if may is not None and ("r", index) in gated and ("r", index) not in may:
                 continue  # the one-pass pre-scan found no match of this rule's pattern anywhere
-            if (
-                rule.score < min_score
-                and rule.validate is None
-                and (not rule.context or (rule.score + CONTEXT_BOOST < min_score and min_score > CONTEXT_MIN))
-            ):
-                continue  # even a context word could not lift it to the threshold
             regions: list[tuple[int, int]] = [(0, len(text))]
             trigger = rule.trigger
             if trigger is not None:
