@@ -142,7 +142,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=200, help="calls per block")
     parser.add_argument("--blocks", type=int, default=5, help="blocks per policy (alternating)")
     parser.add_argument("--cprofile", type=int, default=0, help="print this many top functions")
-    parser.add_argument("--policy", default="guarded", help="the policy --cprofile profiles (guarded, pii, ...)")
+    parser.add_argument("--policy", default="guarded", help="what --cprofile profiles: guarded, pii...")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     args = parser.parse_args()
     body = payload.ticket_body(args.size)

@@ -15,8 +15,9 @@ because:
 
 - patterns are compiled with ``HS_FLAG_PREFILTER`` when Hyperscan cannot take them exactly
   (look-behind, back-references): Hyperscan then matches a superset of the pattern;
-- only pure-ASCII pattern sources are admitted (under IGNORECASE Python folds some non-ASCII
-  characters, the long s (U+017F) and the Kelvin sign, onto ASCII letters; Hyperscan without UTF-8 does not),
+- non-ASCII characters of a pattern (literal or ``\\u2019``) are passed as code points, except
+  the four that Python's IGNORECASE folds onto ASCII letters (dotted/dotless i, long s, Kelvin
+  sign) and ranges with a non-ASCII end: a pattern holding those stays outside the gate,
   and patterns that fail to compile, or use flags we do not map, stay outside the gate;
 - only texts that are ASCII without control characters other than tab, newline and carriage
   return are gated (``eligible``): on those, ``\\w``, ``\\d``, ``\\s``, ``\\b``, ``.`` and case folding
@@ -131,15 +132,70 @@ class Gate:
         return frozenset(ids[i] for i in found)
 
 
+#: Non-ASCII characters that Python's ``re`` or ``regex`` match against an ASCII letter under
+#: IGNORECASE (dotted and dotless i, long s, Kelvin sign; found by trying every BMP character).
+_FOLDS_TO_ASCII = frozenset("\u0130\u0131\u017f\u212a")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _ascii_source(text: str) -> str | None:
+    """``text`` with every non-ASCII character (literal, ``\\uXXXX`` or ``\\UXXXXXXXX``) written
+    as PCRE's ``\\x{XXXX}``; None when a non-ASCII character could match ASCII text in Python
+    (``_FOLDS_TO_ASCII``), sits in a range, or is named (``\\N{...}``)."""
+    out: list[str] = []
+    wide: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\" and i + 1 < n:
+            nxt = text[i + 1]
+            if nxt in "uU":
+                size = 4 if nxt == "u" else 8
+                digits = text[i + 2 : i + 2 + size]
+                if len(digits) != size or not _HEX.issuperset(digits):
+                    return None
+                wide.append(chr(int(digits, 16)))
+                out.append(f"\\x{{{int(digits, 16):x}}}")
+                i += 2 + size
+                continue
+            if nxt == "N":
+                return None
+            if nxt.isascii():
+                out.append(c + nxt)  # an ASCII escape (an escaped backslash too) passes as it is
+                i += 2
+                continue
+            c = nxt  # an escaped non-ASCII character is that character
+            i += 1
+        if not c.isascii():
+            wide.append(c)
+            out.append(f"\\x{{{ord(c):x}}}")
+        else:
+            out.append(c)
+        i += 1
+    if _FOLDS_TO_ASCII.intersection(wide):
+        return None
+    converted = "".join(out)
+    if wide and re.search(r"\\x\{[0-9a-f]+\}-|-\\x\{", converted):
+        return None  # a range with a non-ASCII end may hold a character that folds onto ASCII
+    return converted
+
+
 def _admit(pattern: Any) -> tuple[bytes, int] | None:
     """The Hyperscan expression and flags for ``pattern``, or None if it stays outside the gate."""
     src = source(pattern)
     if src is None:
         return None
     text, flags = src
-    if not text.isascii() or flags & ~_KNOWN_FLAGS or "{," in text:
+    if flags & ~_KNOWN_FLAGS or "{," in text:
         return None  # "{,n}" is a repetition in Python, a literal in PCRE
+    converted = _ascii_source(text)
+    if converted is None:
+        return None
+    utf8 = converted != text  # ASCII sources come back unchanged
+    text = converted
     hs_flags = _hs.HS_FLAG_SINGLEMATCH | _hs.HS_FLAG_ALLOWEMPTY
+    if utf8:  # non-ASCII characters as \x{...}: code points, not bytes
+        hs_flags |= _hs.HS_FLAG_UTF8
     if flags & re.IGNORECASE:
         hs_flags |= _hs.HS_FLAG_CASELESS
     if flags & re.MULTILINE:

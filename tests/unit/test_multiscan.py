@@ -118,6 +118,19 @@ def test_patterns_hyperscan_cannot_take_exactly_are_prefiltered_or_left_out() ->
         ]
     )
     assert gate.keys == {"lookbehind", "backref"}
+    quotes = multiscan.gate(
+        [
+            ("curly", re.compile(r"i[\u2019']m\b", re.IGNORECASE)),  # passed to Hyperscan as \x{2019}
+            ("literal", re.compile("Pra\u00e7a|Via ")),
+            ("escaped", re.compile(r"\\u2019")),  # a backslash, then "u2019"
+            ("range", re.compile("[a-\u00ff]x", re.IGNORECASE)),  # a range with a non-ASCII end: out
+            ("long s", re.compile(r"cla\u017f\u017f", re.IGNORECASE)),  # matches "CLASS" in Python: out
+        ]
+    )
+    assert quotes.keys == {"curly", "literal", "escaped"}
+    assert quotes.matching("I'M HERE") == {"curly"}
+    assert quotes.matching("Via Roma") == {"literal"}
+    assert quotes.matching("a \\u2019 b") == {"escaped"}
     assert gate.matching("card 1234") >= {"lookbehind"}  # superset: (\w)\1 is prefiltered as \w\w
     assert gate.matching("aa") == {"backref"}
     assert gate.matching("x y") == frozenset()
