@@ -30,6 +30,9 @@ build that silently lost the fast path is noticed).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import logging
 import re
 import threading
@@ -113,6 +116,7 @@ class Gate:
         self._db = db
         self._ids = [key for key, _, _ in admitted]
         self.keys = frozenset(self._ids)
+        _trim_heap()
 
     def matching(self, text: str) -> frozenset[Hashable] | None:
         """The admitted keys whose pattern may match ``text`` (a superset of those that do);
@@ -227,3 +231,13 @@ def gate(patterns: Sequence[tuple[Hashable, Any]]) -> Gate:
         if found is None:
             found = _built[signature] = Gate(patterns)
     return found
+
+
+def _trim_heap() -> None:
+    """Give the Hyperscan compiler's freed working memory back to the OS (glibc's ``malloc_trim``).
+
+    Why: compiling the PII gate (one trial compile per pattern, then the database) leaves ~13 MB
+    of freed but still resident heap that glibc keeps for later allocations; the database itself
+    is ~1.6 MB. Measured: +20 MB RSS without the trim, +7 MB with it. A no-op off glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
