@@ -102,3 +102,34 @@ MEASURE_ORDER = [
     "pt-httpx-aiohttp",
     "pt-httpx",
 ]
+
+#: The guarded policy of issue 17: the full guard stack a cautious deployment runs. Order as a
+#: policy would list it: wrappers outermost, then the cheap literal guard, then the content scans.
+GUARDED_PLUGINS: list[Any] = [
+    {"type": "timeout", "total": 30},
+    {"type": "retry", "max_attempts": 3, "base_delay": 0.05},
+    {"type": "circuit_breaker"},
+    {
+        "type": "blocklist",
+        "id": "secrets",
+        "patterns": ["sk-[A-Za-z0-9_-]{20,}", "-----BEGIN [A-Z ]*PRIVATE KEY-----"],
+        "action": "redact",
+        "replacement": "[REDACTED_SECRET]",
+        "max_match_chars": 200,
+    },
+    {"type": "injection"},
+    {"type": "pii", "ner": "off"},
+    {"type": "moderation"},
+    {"type": "budget", "limits": BUDGET_LIMITS},
+]
+#: The guarded policy's steps one at a time (per-plugin rows): row suffix -> plugins.
+GUARD_PARTS: dict[str, list[Any]] = {
+    "secrets": [GUARDED_PLUGINS[3]],
+    "injection": [GUARDED_PLUGINS[4]],
+    "pii": [GUARDED_PLUGINS[5]],
+    "moderation": [GUARDED_PLUGINS[6]],
+    "budget": [GUARDED_PLUGINS[7]],
+    "wrappers": GUARDED_PLUGINS[:3],
+}
+#: Prompt sizes (characters of support ticket) of the guarded rows.
+GUARD_SIZES = (2048, 16384, 65536)

@@ -97,3 +97,50 @@ HEADERS = {
     "authorization": "Bearer bench-not-a-real-key",
     "x-tenant-id": "bench-tenant",
 }
+
+
+#: Paragraphs of a support ticket thread (the guarded-policy rows): ordinary prose with the
+#: personal data such tickets hold, about one email address and one phone number per ~700
+#: characters. Nothing in it is a secret, an insult or an instruction to the model, so the guards
+#: redact the contact data and block nothing.
+_TICKET_PARTS = (
+    "Hello support team, I am writing on behalf of our accounts department about invoice 2291, which "
+    "was charged twice this month. Please reply to maria.lopez{n}@example.com or call me on "
+    "+1 415 555 01{n2:02d} during office hours, Monday to Thursday. ",
+    "We checked the billing page and both charges show the same amount and the same reference, so it "
+    "looks like the retry after a timeout went through as a second payment. Our finance lead, who "
+    "approves refunds on our side, can be reached at finance{n}@acme-widgets.example.org. ",
+    "For context, the first attempt failed with an error page after about thirty seconds, and the "
+    "browser offered to submit the form again. We did that once. The second attempt succeeded and "
+    "we received one confirmation email, but the bank statement lists two debits. ",
+    "If you need to reach someone outside those hours, our operations desk answers on "
+    "(212) 555-01{n2:02d} and forwards urgent messages. We would prefer a refund to the original card "
+    "rather than a credit note, because the budget for this quarter is already closed. ",
+    "Thank you for looking into this. We have been customers for four years and this is the first "
+    "problem of this kind. Could you confirm when the refund will arrive and whether we need to do "
+    "anything to prevent the same thing on next month's invoice? ",
+)
+
+
+def ticket(size: int) -> str:
+    """A support-ticket text of about ``size`` characters (whole paragraphs, deterministic)."""
+    out: list[str] = []
+    total, n = 0, 0
+    while total < size:
+        part = _TICKET_PARTS[n % len(_TICKET_PARTS)].format(n=n, n2=n % 100)
+        out.append(part)
+        total += len(part)
+        n += 1
+    return "".join(out)[:size].rstrip()
+
+
+def ticket_body(size: int) -> bytes:
+    """The system prompt and one user message of ``size`` characters of support ticket."""
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [MESSAGES[0], {"role": "user", "content": ticket(size)}],
+        "temperature": 0.2,
+        "max_tokens": 400,
+        "user": "bench-user-0001",
+    }
+    return json.dumps(body, separators=(",", ":")).encode()

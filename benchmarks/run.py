@@ -3,6 +3,7 @@
 
     python benchmarks/run.py            # full run: ~6-7 min on 2 cores (more with profiles)
     python benchmarks/run.py --quick    # ~2 minutes: two short rounds, no profiles
+    python benchmarks/run.py --guarded  # the guarded policy at 2/16/64 KB (benchmarks/guarded.py)
 
 Starts on loopback, each as its own process: the fake upstream, the pass-through proxy
 (``benchmarks/passthrough.py``) once per HTTP client, the sidecar with an empty policy, with the
@@ -85,6 +86,10 @@ class _Deadline(Exception):
 
 
 def main() -> int:
+    if "--guarded" in sys.argv[1:]:  # the guarded policy of issue 17: benchmarks/guarded.py
+        import guarded
+
+        return guarded.main([a for a in sys.argv[1:] if a != "--guarded"])
     parser = argparse.ArgumentParser(description="sidecar overhead benchmark (loopback only)")
     parser.add_argument("--quick", action="store_true", help="two short rounds, 8 s storm (~2 min)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 6, quick 2)")

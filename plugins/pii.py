@@ -198,6 +198,7 @@ class PiiPlugin(Plugin[PiiConfig]):
         active = [n for n, (action, _) in self._rules.items() if action != "allow"]
         narrowed = config.detect == "default" or config.default_action == "allow" or config.entities
         self._entities = active if narrowed else None
+        self.engine.prepare(self._entities)  # the one-pass pre-scan, compiled now, not in a request
         self._min = min((t for a, t in self._rules.values() if a != "allow"), default=1.0)
         self._roles = frozenset(config.roles)
         # Shared by every pii step and policy reload in the process: one model call at a time.

@@ -29,6 +29,9 @@ class StubEngine:
         self.running = self.peak = 0
         self.lock = threading.Lock()
 
+    def prepare(self, entities: object) -> None:
+        """The real engine compiles its one-pass pre-scan here; nothing to build for the stub."""
+
     def analyze_many(self, texts: Sequence[str], entities: object, min_score: float) -> list[list[Span]]:
         with self.lock:
             self.threads.append(threading.current_thread().name)

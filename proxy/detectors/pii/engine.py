@@ -140,6 +140,11 @@ class PiiEngine:
         """True when analysis runs a neural model (worth a worker thread even for short texts)."""
         return self._ner is not None
 
+    def prepare(self, entities: list[str] | None) -> None:
+        """Compile the one-pass pre-scan for ``entities`` (what ``analyze`` will be asked for):
+        at plugin build time, so no request pays the ~1 s compile (``RuleSet.prepare``)."""
+        self._rules.prepare(frozenset(entities) if entities is not None else None)
+
     def analyze(self, text: str, entities: list[str] | None, min_score: float) -> list[Span]:
         return self.analyze_many([text], entities, min_score)[0]
 

@@ -28,6 +28,7 @@ from typing import Any, Literal, TypeAlias
 
 import regex
 
+from proxy.detectors import multiscan
 from proxy.detectors.pii.tuned import NAME_PART, TUNED_RULES, TunedRule
 
 FLAGS = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE  # presidio's global regex flags
@@ -120,6 +121,9 @@ class Rule:
 
 #: how much text before a match ``Rule.not_after`` looks at
 NOT_AFTER_CHARS = 24
+#: Rule patterns longer than this stay out of the one-pass gate (presidio's four URL regexes,
+#: ~6 KB each, would cost the gate most of its compile and scan time; they are windowed anyway).
+GATE_MAX_CHARS = 2000
 #: "release 4.2.0.1", "version 10.0.0.1", "build 1.2.3.4": a four-part version, not an address.
 _VERSION_CUE = re.compile(
     r"(?i)(?:\b(?:version|versions|ver|release|releases|rel|build|firmware|fw|patch|update|upgrade[ ]to"
@@ -288,6 +292,7 @@ class _StdRe:
     def __init__(self, pattern: str, flags: int) -> None:
         self._rx = re.compile(pattern, flags)
         self.pattern = pattern
+        self.flags = self._rx.flags  # read by the multi-pattern gate (multiscan.source)
 
     def finditer(
         self, text: str, pos: int = 0, endpos: int | None = None, timeout: float | None = None
@@ -562,6 +567,59 @@ class RuleSet:
             r.context: (tuple(c for c in r.context if " " not in c), tuple(c for c in r.context if " " in c))
             for r in rules
         }
+        self._gates: dict[frozenset[str] | None, multiscan.Gate] = {}
+        self._gates_lock = threading.Lock()
+        self._applicable_cache: dict[tuple[frozenset[str] | None, float], list[tuple[int, Rule]]] = {}
+
+    def prepare(self, entities: frozenset[str] | None) -> multiscan.Gate:
+        """Build (once) the one-pass pre-scan for the rules of ``entities``: every trigger and
+        every whole-text rule pattern in one Hyperscan database. A trigger or rule it does not
+        report cannot match, so ``scan`` skips it; what it reports is searched with the Python
+        regex as before (see ``proxy.detectors.multiscan``). Windowed rules are not gated: a match
+        cut short at a window's end need not match the whole text.
+
+        Called when a plugin is built (compiling takes ~1 s), never from ``scan``: a scan for an
+        entity set nobody prepared takes the plain path rather than stall a request."""
+        found = self._gates.get(entities)
+        if found is not None:
+            return found
+        with self._gates_lock:
+            found = self._gates.get(entities)
+            if found is None:
+                keyed: dict[tuple[str, Any], Any] = {}
+                for i, r in enumerate(self.rules):
+                    if entities is not None and r.entity_type not in entities:
+                        continue
+                    if r.trigger is not None:
+                        keyed[("t", r.trigger)] = self._triggers[r.trigger]
+                    if r.window == "text" and len(getattr(r.pattern, "pattern", "")) <= GATE_MAX_CHARS:
+                        keyed[("r", i)] = r.pattern
+                found = self._gates[entities] = multiscan.gate(list(keyed.items()))
+        return found
+
+    def _applicable(self, entities: frozenset[str] | None, min_score: float) -> list[tuple[int, Rule]]:
+        """(index, rule) of the rules ``scan`` runs for these arguments, in rule order: the rules
+        of ``entities`` that a context word could lift to ``min_score``. Depends on the arguments
+        only, so it is worked out once per (entities, min_score) instead of per text."""
+        key = (entities, min_score)
+        found = self._applicable_cache.get(key)
+        if found is None:
+            found = [
+                (index, rule)
+                for index, rule in enumerate(self.rules)
+                if (entities is None or rule.entity_type in entities)
+                and not (
+                    rule.score < min_score
+                    and rule.validate is None
+                    and (
+                        not rule.context
+                        or (rule.score + CONTEXT_BOOST < min_score and min_score > CONTEXT_MIN)
+                    )
+                )
+            ]
+            if len(self._applicable_cache) < 64:  # bounded: callers use a handful of settings
+                self._applicable_cache[key] = found
+        return found
 
     def scan(self, text: str, entities: frozenset[str] | None = None, min_score: float = 0.0) -> list[Hit]:
         """Every match of every applicable rule (overlaps included), with context-adjusted scores.
@@ -575,15 +633,12 @@ class RuleSet:
         found: dict[str, list[tuple[int, int]]] = {}  # trigger -> where (windowed rules only)
         hits: list[Hit] = []
         words_cache: dict[int, list[str]] = {}
-        for rule in self.rules:
-            if entities is not None and rule.entity_type not in entities:
-                continue
-            if (
-                rule.score < min_score
-                and rule.validate is None
-                and (not rule.context or (rule.score + CONTEXT_BOOST < min_score and min_score > CONTEXT_MIN))
-            ):
-                continue  # even a context word could not lift it to the threshold
+        gate = self._gates.get(entities)
+        may = gate.matching(text) if gate is not None else None  # None: not gated, check everything
+        gated = gate.keys if gate is not None else frozenset()
+        for index, rule in self._applicable(entities, min_score):
+            if may is not None and ("r", index) in gated and ("r", index) not in may:
+                continue  # the one-pass pre-scan found no match of this rule's pattern anywhere
             regions: list[tuple[int, int]] = [(0, len(text))]
             trigger = rule.trigger
             if trigger is not None:
@@ -595,7 +650,10 @@ class RuleSet:
                         if not digits:
                             present[trigger] = False
                             continue
-                    ok = present[trigger] = self._triggers[trigger].search(text) is not None
+                    if may is not None and ("t", trigger) in gated and ("t", trigger) not in may:
+                        ok = present[trigger] = False  # the pre-scan saw no match anywhere
+                    else:
+                        ok = present[trigger] = self._triggers[trigger].search(text) is not None
                 if not ok:
                     continue
             if rule.score < min_score and rule.validate is None:

@@ -1,0 +1,334 @@
+#!/usr/bin/env python
+"""The guarded policy of issue 17 end to end: CPU per request against the pass-through floor.
+
+    python benchmarks/run.py --guarded [--quick]          # the same as:
+    python benchmarks/guarded.py [--quick] [--rounds N] [--seconds S]
+    python benchmarks/guarded.py --compare /path/to/other/checkout   # before/after in one run
+
+Starts on loopback the fake upstream, the aiohttp pass-through (``passthrough.py``), and one
+sidecar per policy: empty, the guarded policy (``config.GUARDED_PLUGINS``: timeout, retry,
+circuit_breaker, the secrets blocklist, injection, pii with ``ner: off``, moderation on input
+and output, budget on the memory backend) and each of its steps alone (``config.GUARD_PARTS``).
+Drives them with wrk at 16 connections with a support-ticket prompt (``payload.ticket``: a few
+email addresses and phone numbers per KB, so pii redacts and restores) of 2, 16 and 64 KB: the
+pass-through, empty and guarded rows at every size, the single steps at 2 KB. Rounds are
+interleaved (order reversed every other round), and every ratio is taken round by round against
+the pass-through driven with the same body in the same round.
+
+``--compare DIR`` adds the guarded and pii rows run from another checkout's sources (its
+``proxy``/``plugins`` on ``PYTHONPATH``), so a before/after is measured in the same run.
+
+While the guarded sidecar serves the 64 KB prompt, a probe thread GETs ``/health`` every 20 ms:
+its p99 shows whether a big prompt blocks the event loop.
+
+Prints a markdown table; writes ``results/guarded.md`` and ``results/guarded.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import payload
+from config import CHAT, GUARD_PARTS, GUARD_SIZES, GUARDED_PLUGINS, HERE, ROOT
+from measure import Loader, _get_json, drain, reset_upstream
+from procs import Server, free_port
+from rows import _policy, code_version
+
+
+@dataclass
+class GRow:
+    key: str
+    server: Server
+    size: int
+    cpu_us: list[float] = field(default_factory=list)  # per round
+    ratio: list[float] = field(default_factory=list)  # per round, vs the pass-through at this size
+    p50: list[float] = field(default_factory=list)  # ms at 16 connections
+    probe_p99: list[float] = field(default_factory=list)
+    errors: int = 0
+
+
+def _sidecar(workdir: Path, key: str, plugins: list[Any], upstream: str, src: Path) -> Server:
+    port = free_port()
+    policy = _policy(workdir, key, upstream, plugins)
+    argv = [sys.executable, "-m", "proxy", "serve", "--policy", str(policy), "--port", str(port)]
+    argv += ["--no-watch", "--log-level", "warning"]
+    env = {"OTEL_TRACES_EXPORTER": "none", "PYTHONPATH": str(src)}
+    return Server(key, argv, port, workdir / f"{key}.log", env=env, cwd=str(src))
+
+
+class Bodies:
+    """wrk Lua scripts, one per prompt size."""
+
+    def __init__(self, workdir: Path, loader: Loader) -> None:
+        self.loader, self.lua = loader, {}
+        for size in GUARD_SIZES:
+            body = workdir / f"ticket-{size}.json"
+            body.write_bytes(payload.ticket_body(size))
+            self.lua[size] = workdir / f"ticket-{size}.lua"
+            loader._write_lua(self.lua[size], body)
+
+    def load(self, url: str, size: int, seconds: int) -> dict[str, Any]:
+        loader = self.loader
+        loader.lua = self.lua[size]  # Loader.load uses loader.lua for the non-prose body
+        return loader.load(url, 16, seconds)
+
+
+def _probe(url: str, stop: threading.Event, out: list[float]) -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        with contextlib.suppress(OSError), opener.open(url, timeout=5) as resp:
+            resp.read()
+            out.append((time.perf_counter() - t0) * 1000)
+        stop.wait(0.02)
+
+
+def measure(row: GRow, bodies: Bodies, upstream: Server, seconds: int, probe: bool) -> float:
+    reset_upstream(upstream)
+    samples: list[float] = []
+    stop = threading.Event()
+    thread = None
+    if probe:
+        thread = threading.Thread(
+            target=_probe, args=(row.server.url + "/health", stop, samples), daemon=True
+        )
+        thread.start()
+    drain(row.server)
+    before = row.server.cpu_precise()
+    r = bodies.load(row.server.url + CHAT, row.size, seconds)
+    stop.set()
+    # Requests still in flight when wrk stops are finished by the server (a 64 KB guarded request
+    # takes tens of ms, 16 of them are in flight): count their CPU and the requests themselves,
+    # as the fake upstream saw them, rather than charge their work to wrk's completed count.
+    drain(row.server)
+    cpu = row.server.cpu_precise() - before
+    served = max(r["requests"], len(_get_json(upstream.url + "/_fake/requests")))
+    if thread is not None:
+        thread.join(10)
+        if samples:
+            row.probe_p99.append(statistics.quantiles(samples, n=100)[98] if len(samples) > 1 else samples[0])
+    row.errors += r["errors"]
+    if r["requests"]:  # wrk reports 0 ms when nothing completed: not a latency
+        row.p50.append(r["p50_ms"])
+    us = cpu / max(1, served) * 1e6
+    row.cpu_us.append(us)
+    return us
+
+
+def _check(row: GRow) -> None:
+    req = urllib.request.Request(
+        row.server.url + CHAT, data=payload.ticket_body(row.size), headers=payload.HEADERS, method="POST"
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(req, timeout=30) as resp:
+        body = json.loads(resp.read())
+    if resp.status != 200 or not body["choices"][0]["message"]["content"]:
+        raise RuntimeError(f"{row.key}: unexpected answer {resp.status}")
+
+
+def _med(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _fmt(value: float | None, spec: str = "{:.2f}") -> str:
+    return "—" if value is None else spec.format(value)
+
+
+def render(rows: list[GRow], rss: dict[str, float]) -> list[str]:
+    floor = {r.size: _med(r.cpu_us) for r in rows if r.key == "pt-aiohttp"}
+    floor_p50 = {r.size: _med(r.p50) for r in rows if r.key == "pt-aiohttp"}
+    out = [
+        "| row | prompt | CPU/req (µs) | vs pass-through (median [min-max]) | added CPU µs per KB "
+        "| p50 @16c (ms) | added p50 | /health p99 under load (ms) | RSS (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        cpu, kb = _med(r.cpu_us), r.size / 1024
+        base = floor.get(r.size)
+        added_kb = (cpu - base) / kb if cpu is not None and base is not None else None
+        ratio = f"{_med(r.ratio):.2f}x [{min(r.ratio):.2f}-{max(r.ratio):.2f}]" if r.ratio else "1.00x"
+        p50, fp50 = _med(r.p50), floor_p50.get(r.size)
+        added = p50 - fp50 if p50 is not None and fp50 is not None else None
+        out.append(
+            f"| {r.key} | {r.size // 1024} KB | {_fmt(cpu, '{:.0f}')} | {ratio} | {_fmt(added_kb, '{:.0f}')} "
+            f"| {_fmt(p50)} | {_fmt(added, '{:+.2f}')} | {_fmt(_med(r.probe_p99))} "
+            f"| {_fmt(rss.get(r.server.name), '{:.0f}')} |"
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 1 s per row (default 4 of 2 s)")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--seconds", type=int, help="seconds of load per row and round")
+    parser.add_argument("--compare", type=Path, help="another checkout: its guarded and pii rows too")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    given = argv if argv is not None else sys.argv[1:]
+    rounds = args.rounds or (2 if args.quick else 4)
+    seconds = args.seconds or (1 if args.quick else 2)
+    workdir = Path(tempfile.mkdtemp(prefix="sidecar-guarded-"))
+    servers: list[Server] = []
+    started = time.monotonic()
+    try:
+        port = free_port()
+        upstream = Server(
+            "fake-upstream",
+            [sys.executable, "-m", "proxy", "fake-upstream", "--port", str(port)],
+            port,
+            workdir / "upstream.log",
+            cwd=str(ROOT),
+        )
+        up_api = upstream.url + "/v1"
+        pt_port = free_port()
+        pt = Server(
+            "pt-aiohttp",
+            [
+                sys.executable,
+                str(HERE / "passthrough.py"),
+                "--client",
+                "aiohttp",
+                "--port",
+                str(pt_port),
+                "--upstream",
+                up_api,
+            ],
+            pt_port,
+            workdir / "pt.log",
+            cwd=str(ROOT),
+        )
+        policies: dict[str, tuple[list[Any], Path]] = {
+            "empty": ([], ROOT),
+            "guarded": (GUARDED_PLUGINS, ROOT),
+        }
+        policies |= {part: (plugins, ROOT) for part, plugins in GUARD_PARTS.items()}
+        if args.compare:
+            src = args.compare.resolve()
+            policies |= {
+                "guarded (compare)": (GUARDED_PLUGINS, src),
+                "pii (compare)": (GUARD_PARTS["pii"], src),
+            }
+        sidecars = {
+            key: _sidecar(workdir, key.replace(" ", "-").strip("()"), plugins, up_api, src)
+            for key, (plugins, src) in policies.items()
+        }
+        for key, server in sidecars.items():
+            server.name = key
+        servers = [upstream, pt, *sidecars.values()]
+        for server in servers:
+            server.start()
+        for server in servers:
+            server.wait_listening(60)
+        loader = Loader(workdir, force_python=False)
+        bodies = Bodies(workdir, loader)
+        rows: list[GRow] = []
+        for size in GUARD_SIZES:
+            rows.append(GRow("pt-aiohttp", pt, size))
+            for key in ("empty", "guarded", "guarded (compare)"):
+                if key in sidecars:
+                    rows.append(GRow(key, sidecars[key], size))
+        for key in [*GUARD_PARTS, "pii (compare)"]:
+            if key in sidecars:
+                rows.append(GRow(key, sidecars[key], GUARD_SIZES[0]))
+        print(f"# load generator: {loader.name}", file=sys.stderr)
+        for row in rows:
+            if row.key != "pt-aiohttp":
+                _check(row)
+            bodies.load(row.server.url + CHAT, row.size, 1)  # warm-up
+        for rnd in range(rounds):
+            print(f"# round {rnd + 1}/{rounds}", file=sys.stderr)
+            for size in GUARD_SIZES if rnd % 2 == 0 else reversed(GUARD_SIZES):
+                group = [r for r in rows if r.size == size]
+                floor_row = group[0]
+                others = group[1:] if rnd % 2 == 0 else list(reversed(group[1:]))
+                floor_us = measure(floor_row, bodies, upstream, seconds, False)
+                for row in others:
+                    us = measure(row, bodies, upstream, seconds, row.key == "guarded" and size == 65536)
+                    row.ratio.append(us / floor_us)
+        rss = {s.name: s.rss() for s in [pt, *sidecars.values()]}
+        table = render(rows, rss)
+        guarded2k = next(r for r in rows if r.key == "guarded" and r.size == GUARD_SIZES[0])
+        goal = _med(guarded2k.ratio)
+        verdict = "MET" if goal is not None and goal <= 3.0 else "NOT MET"
+        header = [
+            f"# Guarded policy (issue 17) — {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+            "",
+            f"- command: `python benchmarks/guarded.py {' '.join(given)}` "
+            f"({rounds} rounds x {seconds} s per row at 16 connections, wrk; took "
+            f"{time.monotonic() - started:.0f} s)",
+            f"- code: {code_version()}" + (f"; compare rows from {args.compare}" if args.compare else ""),
+            f"- machine: {os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.2f}",
+            "- prompt: `payload.ticket(size)`, a support ticket with ~1 email address and ~1 phone number "
+            "per 700 characters; the fake upstream echoes it back (moderation checks ~the same text "
+            "on output, pii restores its placeholders)",
+            "",
+        ]
+        notes = [
+            "",
+            "CPU/req: the process's CPU time (all threads, schedstat) from the start of the 16-connection "
+            "load until the process is idle again / the requests the fake upstream received in that "
+            "time (requests in flight when wrk stops are finished and counted), median over rounds. "
+            "The ratio is taken round by round against the "
+            "pass-through driven with the same body in the same round. added CPU µs per KB = (row - "
+            "pass-through) / prompt KB. /health p99: a probe every 20 ms while the guarded sidecar "
+            "serves the 64 KB prompt at 16 connections.",
+            "",
+            f"Goal of issue 17, guarded policy on the 2 KB prompt ≤ 3.0x the pass-through: **{verdict}** "
+            f"({_fmt(goal)}x).",
+        ]
+        text = "\n".join([*header, *table, *notes]) + "\n"
+        print(text)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "guarded.md").write_text(text)
+        raw = {
+            "date": dt.datetime.now(dt.UTC).isoformat(),
+            "rounds": rounds,
+            "seconds": seconds,
+            "rows": [
+                {
+                    "key": r.key,
+                    "size": r.size,
+                    "cpu_us": r.cpu_us,
+                    "ratio": r.ratio,
+                    "p50_ms": r.p50,
+                    "probe_p99_ms": r.probe_p99,
+                    "errors": r.errors,
+                    "rss_mb": rss.get(r.server.name),
+                }
+                for r in rows
+            ],
+        }
+        (args.out / "guarded.json").write_text(json.dumps(raw, indent=1) + "\n")
+        if any(r.errors for r in rows):
+            print("WARN: errors during load: " + ", ".join(f"{r.key}/{r.size}" for r in rows if r.errors))
+        return 0
+    except (KeyboardInterrupt, RuntimeError) as exc:
+        print(f"benchmark aborted: {exc!r}", file=sys.stderr)
+        for server in servers:
+            if server.proc is not None and server.proc.poll() is not None:
+                print(f"# {server.name}:\n{server.tail()}", file=sys.stderr)
+        return 1
+    finally:
+        for server in reversed(servers):
+            with contextlib.suppress(Exception):
+                server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
