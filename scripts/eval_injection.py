@@ -27,9 +27,21 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from train_injection import DEFAULT_DATA_DIR, load_benign_hard, load_split  # noqa: E402
+import loso  # noqa: E402
+from loso_sources import injection_corpus  # noqa: E402
+from train_injection import (  # noqa: E402
+    DEFAULT_DATA_DIR,
+    QUICK_L2,
+    build_design,
+    fit,
+    load_benign_hard,
+    load_split,
+)
 
 from proxy.detectors.injection import InjectionClassifier, InjectionDetector, InjectionResult  # noqa: E402
+from proxy.detectors.injection.classifier import ModelMeta  # noqa: E402
+from proxy.detectors.injection.detector import Thresholds  # noqa: E402
+from proxy.detectors.injection.features import FeatureConfig, FeatureHasher  # noqa: E402
 
 SWEEP = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 Scores = npt.NDArray[np.float64]
@@ -80,6 +92,53 @@ def obfuscations() -> dict[str, Callable[[str], str]]:
     }
 
 
+LOSO_TARGET_FPR = 0.01  # the packaged model's own threshold rule (train_injection.TARGET_FPR)
+LOSO_ITERATIONS = 150  # half the packaged model's 300: keeps the table to a few minutes on 2 cores
+
+
+def loso_table(data_root: Path) -> str:
+    """Leave-one-source-out table for the product's model family: the hashed n-gram logistic regression
+    of ``train_injection.py`` retrained without the held-out source, combined with the (untrained) rule
+    layer and the normaliser's decoded views exactly as ``InjectionDetector.scan`` does; threshold for
+    FPR <= 1% on a group-split validation part of the training sources. The packaged column is the
+    shipped detector at its default thresholds (it was trained on jailbreak_train.csv only)."""
+    corpus = injection_corpus(data_root)
+    y = corpus.y
+    config = FeatureConfig()
+    design = build_design(corpus.texts, FeatureHasher(config))
+    shipped = InjectionDetector()
+    packaged_verdicts = np.array([shipped.scan(t).is_injection for t in corpus.texts])
+
+    def fit_rows(rows: loso.Index) -> InjectionDetector:
+        mask = np.zeros(len(y), dtype=bool)
+        mask[rows] = True
+        w, b = fit(design.subset(mask), y[mask], QUICK_L2, iterations=LOSO_ITERATIONS)
+        classifier = InjectionClassifier(w, ModelMeta(config, b))
+        return InjectionDetector(Thresholds(), classifier=classifier)
+
+    def score_rows(detector: InjectionDetector, rows: loso.Index) -> loso.Floats:
+        return np.array([detector.scan(corpus.texts[i]).combined_score for i in rows])
+
+    def choose(rows: loso.Index, scores: loso.Floats, labels: loso.Labels) -> float:
+        return loso.threshold_for_fpr(scores, labels, LOSO_TARGET_FPR)
+
+    outcomes = loso.leave_one_source_out(
+        corpus,
+        fit_rows,
+        score_rows,
+        choose,
+        packaged=lambda rows: packaged_verdicts[rows],
+        progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True),
+    )
+    head = (
+        f"## Leave-one-source-out ({len(y)} rows, {int(y.sum())} attacks; combined score; threshold: "
+        f"FPR <= {LOSO_TARGET_FPR:.0%} on a validation split (by group) of the training sources)\n\n"
+        + "".join(f"- subsampled: {n}\n" for n in corpus.notes)
+        + "\n"
+    )
+    return head + loso.markdown(outcomes, "retrained without it", "packaged model (defaults)")
+
+
 def bench(fn: Callable[[str], object], text: str, runs: int = 300) -> float:
     """Best-of-5 CPU time per call in microseconds (CPU time: the machine may be shared)."""
     fn(text)
@@ -95,6 +154,8 @@ def bench(fn: Callable[[str], object], text: str, runs: int = 300) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out table")
+    ap.add_argument("--loso-only", action="store_true", help="print only the leave-one-source-out table")
     args = ap.parse_args(argv)
     if not args.data_dir.is_dir():
         print(
@@ -103,6 +164,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if not args.no_loso:
+        root = args.data_dir.parent
+        if (root / "injection" / "garak_probes.jsonl.gz").is_file():
+            print(loso_table(root), "\n", flush=True)
+        else:
+            print(f"(leave-one-source-out table skipped: second-batch data not found in {root})\n")
+        if args.loso_only:
+            return 0
     texts, y = load_split(args.data_dir, "test")
     detector = InjectionDetector()
     t = detector.thresholds
