@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import codecs
 import statistics
 import sys
 import time
@@ -28,7 +29,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import loso  # noqa: E402
-from loso_sources import injection_corpus  # noqa: E402
+from loso_sources import _rows, injection_corpus  # noqa: E402
 from train_injection import (  # noqa: E402
     DEFAULT_DATA_DIR,
     QUICK_L2,
@@ -42,6 +43,7 @@ from proxy.detectors.injection import InjectionClassifier, InjectionDetector, In
 from proxy.detectors.injection.classifier import ModelMeta  # noqa: E402
 from proxy.detectors.injection.detector import Thresholds  # noqa: E402
 from proxy.detectors.injection.features import FeatureConfig, FeatureHasher  # noqa: E402
+from proxy.detectors.injection.multilingual import MultilingualLexicon  # noqa: E402
 
 SWEEP = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 Scores = npt.NDArray[np.float64]
@@ -83,8 +85,17 @@ def obfuscations() -> dict[str, Callable[[str], str]]:
     def zero_width(t: str) -> str:
         return "\u200b".join(t[i : i + 3] for i in range(0, len(t), 3))
 
+    leet = str.maketrans({"o": "0", "i": "1", "e": "3", "a": "4", "s": "5", "t": "7"})
+
+    def spaced(t: str, sep: str = " ") -> str:
+        return "  ".join(sep.join(word) for word in t.split())
+
     return {
         "plain": lambda t: t,
+        "leetspeak (o0 i1 e3 a4 s5 t7)": lambda t: t.lower().translate(leet),
+        "spaced letters (words: double space)": spaced,
+        "dotted letters": lambda t: spaced(t, "."),
+        "rot13 (whole text)": lambda t: codecs.encode(t, "rot13"),
         "homoglyphs (Cyrillic a/e/o/i/c/p)": lambda t: t.translate(homoglyphs),
         "zero-width every 3 chars": zero_width,
         "fullwidth": lambda t: "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in t),
@@ -139,6 +150,53 @@ def loso_table(data_root: Path) -> str:
     return head + loso.markdown(outcomes, "retrained without it", "packaged model (defaults)")
 
 
+def plain_detector() -> InjectionDetector:
+    """The detector without the de-obfuscated views and the multilingual lexicon (the behaviour before
+    they were added), to show what they cost in false positives."""
+    return InjectionDetector(lexicon=MultilingualLexicon({}), deobfuscate=False)
+
+
+def benign_fpr_table(data_root: Path) -> str:
+    """False-positive rate of the packaged detector on the benign sets, with and without the views and
+    the multilingual lexicon (full sets, not subsampled)."""
+    sets = {
+        "clinc_oos everyday queries": data_root / "moderation" / "benign_clinc_oos_queries.jsonl.gz",
+        "self_instruct tasks": data_root / "moderation" / "benign_self_instruct.jsonl",
+        "adversarialqa passages + tasks": data_root
+        / "injection"
+        / "benign_passage_tasks_adversarialqa.jsonl.gz",
+    }
+    before, after = plain_detector(), InjectionDetector()
+    rows = []
+    for name, path in sets.items():
+        if not path.is_file():
+            continue
+        texts = [t for t, _, _ in _rows(path)]
+        fp_before = sum(before.scan(t).is_injection for t in texts)
+        res_after = [after.scan(t) for t in texts]
+        fp_after = sum(r.is_injection for r in res_after)
+        views = sum(r.view not in ("text",) and not r.view.startswith("text:") for r in res_after)
+        rows.append(
+            [
+                name,
+                len(texts),
+                f"{fp_before} ({fp_before / len(texts):.4f})",
+                f"{fp_after} ({fp_after / len(texts):.4f})",
+                views,
+            ]
+        )
+    header = [
+        "benign set",
+        "rows",
+        "flagged before (no views/lexicon)",
+        "flagged after",
+        "best view not the text",
+    ]
+    return "## Benign sets: false positives before/after de-obfuscation (combined verdict)\n\n" + table(
+        header, rows
+    )
+
+
 def bench(fn: Callable[[str], object], text: str, runs: int = 300) -> float:
     """Best-of-5 CPU time per call in microseconds (CPU time: the machine may be shared)."""
     fn(text)
@@ -172,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"(leave-one-source-out table skipped: second-batch data not found in {root})\n")
         if args.loso_only:
             return 0
+    if (args.data_dir.parent / "moderation").is_dir():
+        print(benign_fpr_table(args.data_dir.parent), "\n", flush=True)
     texts, y = load_split(args.data_dir, "test")
     detector = InjectionDetector()
     t = detector.thresholds
@@ -217,12 +277,16 @@ def main(argv: list[str] | None = None) -> int:
     jailbreaks = [text for text, label in zip(texts, y, strict=True) if label == 1]
     print(f"## Obfuscated test jailbreaks ({len(jailbreaks)} prompts, synthetic transforms)\n")
     rows = []
+    before = plain_detector()
     for name, transform in obfuscations().items():
         res = [detector.scan(transform(text)) for text in jailbreaks]
         s = layer_scores(res)
         recalls = (float((s[k] >= thresholds[k]).mean()) for k in ("heuristics", "classifier", "combined"))
         rows.append([name, *recalls])
-    print(table(["transform", "recall heuristics", "recall classifier", "recall combined"], rows), "\n")
+        plain_res = [before.scan(transform(text)).is_injection for text in jailbreaks]
+        rows[-1].append(float(np.mean(plain_res)))
+    header = ["transform", "recall heuristics", "recall classifier", "recall combined", "combined, no views"]
+    print(table(header, rows), "\n")
 
     classifier = InjectionClassifier.default()
     english = " ".join(texts)

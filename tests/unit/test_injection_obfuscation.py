@@ -13,9 +13,7 @@ import codecs
 import pytest
 
 from proxy.detectors.injection import InjectionDetector
-from proxy.detectors.injection.heuristics import HeuristicScanner
 from proxy.detectors.injection.multilingual import LANGUAGES, MultilingualLexicon
-from proxy.detectors.injection.normalise import Normaliser
 from proxy.detectors.injection.views import segment_words, unleet, unspace, views
 
 
@@ -27,12 +25,7 @@ def detector() -> InjectionDetector:
 @pytest.fixture(scope="module")
 def plain() -> InjectionDetector:
     """The detector as it was: no de-obfuscated views, no multilingual phrases."""
-    d = InjectionDetector(lexicon=MultilingualLexicon({}))
-    scanner = HeuristicScanner.default()
-    d._normaliser = Normaliser(
-        rot13_probe=scanner.reveals_trigger, rot13_gate=scanner.may_reveal_trigger, deobfuscate=False
-    )
-    return d
+    return InjectionDetector(lexicon=MultilingualLexicon({}), deobfuscate=False)
 
 
 OBFUSCATED = [

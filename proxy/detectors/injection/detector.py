@@ -113,12 +113,18 @@ class InjectionDetector:
         classifier: InjectionClassifier | None = None,
         max_chars: int = 65_536,
         lexicon: MultilingualLexicon | None = None,
+        deobfuscate: bool = True,
     ) -> None:
+        """``lexicon``: the multilingual override phrases (``MultilingualLexicon({})`` turns them off);
+        ``deobfuscate``: score the leetspeak / spaced-letter / readable-rot13 views (``views.py``)."""
         self._scanner = scanner or HeuristicScanner.default()
         self._lexicon = lexicon or MultilingualLexicon.default()
         self._classifier = classifier or InjectionClassifier.default()
+        self._deobfuscate = deobfuscate
         self._normaliser = Normaliser(
-            rot13_probe=self._scanner.reveals_trigger, rot13_gate=self._scanner.may_reveal_trigger
+            rot13_probe=self._scanner.reveals_trigger,
+            rot13_gate=self._scanner.may_reveal_trigger,
+            deobfuscate=deobfuscate,
         )
         self.thresholds = thresholds or Thresholds.from_model(self._classifier)
         if max_chars < 1024:
@@ -133,6 +139,7 @@ class InjectionDetector:
             classifier=self._classifier,
             max_chars=self._max_chars,
             lexicon=self._lexicon,
+            deobfuscate=self._deobfuscate,
         )
 
     def scan(self, text: str, cache: ScanCache | None = None) -> InjectionResult:
