@@ -47,6 +47,7 @@ from proxy.detectors.injection.multilingual import MultilingualLexicon  # noqa: 
 
 SWEEP = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 Scores = npt.NDArray[np.float64]
+CARD = REPO / "proxy" / "detectors" / "injection" / "MODEL_CARD.md"
 Labels = npt.NDArray[np.int8]
 
 
@@ -214,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out table")
     ap.add_argument("--loso-only", action="store_true", help="print only the leave-one-source-out table")
+    ap.add_argument(
+        "--write-card", action="store_true", help="also write the table into the model card (MODEL_CARD.md)"
+    )
     args = ap.parse_args(argv)
     if not args.data_dir.is_dir():
         print(
@@ -225,7 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_loso:
         root = args.data_dir.parent
         if (root / "injection" / "garak_probes.jsonl.gz").is_file():
-            print(loso_table(root), "\n", flush=True)
+            loso_md = loso_table(root)
+            print(loso_md, "\n", flush=True)
+            if args.write_card:
+                card = CARD.read_text("utf-8")
+                body = f"{loso.CARD_SECTION}\n\nWritten by `{Path(__file__).name} --write-card`.\n\n{loso_md}"
+                CARD.write_text(
+                    loso.put_card_section(card, body.replace("## Leave-one-source-out (", "Setup (")), "utf-8"
+                )
         else:
             print(f"(leave-one-source-out table skipped: second-batch data not found in {root})\n")
         if args.loso_only:

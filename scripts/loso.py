@@ -209,3 +209,35 @@ def markdown(outcomes: Sequence[Outcome], model_label: str, packaged_label: str)
         rows = f"{o.tp + o.fn}/{o.fp + o.tn}"
         lines.append(f"| {o.name} | {rows} | {metric(c)} | {o.threshold:.3f} | {pk} |")
     return "\n".join(lines)
+
+
+CARD_SECTION = "## Leave-one-source-out evaluation"
+
+
+def _section(card: str) -> tuple[int, int] | None:
+    start = card.find(CARD_SECTION)
+    if start < 0:
+        return None
+    end = card.find("\n## ", start + len(CARD_SECTION))
+    return start, (len(card) if end < 0 else end + 1)
+
+
+def put_card_section(card: str, body: str) -> str:
+    """``card`` with its leave-one-source-out section replaced by ``body`` (a markdown block starting
+    with ``CARD_SECTION``), or inserted before the first other section: it goes first, ahead of the
+    in-distribution numbers."""
+    body = body.rstrip("\n") + "\n\n"
+    found = _section(card)
+    if found is not None:
+        return card[: found[0]] + body + card[found[1] :]
+    first = card.find("\n## ")
+    if first < 0:
+        return card.rstrip("\n") + "\n\n" + body
+    return card[: first + 1] + body + card[first + 1 :]
+
+
+def carry_card_section(new_card: str, old_card: str) -> str:
+    """Keep the leave-one-source-out section of the previous card when a training script rewrites it
+    (the section is written by the eval scripts' ``--write-card``, which takes minutes to compute)."""
+    found = _section(old_card)
+    return new_card if found is None else put_card_section(new_card, old_card[found[0] : found[1]])

@@ -121,3 +121,16 @@ def test_subsampling_is_deterministic_and_reported() -> None:
 )
 def test_metric_depends_on_what_the_source_holds(c: tuple[int, int, int, int], expected: str) -> None:
     assert loso.metric(c).startswith(expected)
+
+
+def test_card_section_goes_first_is_replaced_and_survives_retraining() -> None:
+    card = "# Card\n\nGenerated.\n\n## Provenance\nx\n\n## Model\ny\n"
+    body = f"{loso.CARD_SECTION}\n\n| a | b |\n"
+    once = loso.put_card_section(card, body)
+    assert once.index(loso.CARD_SECTION) < once.index("## Provenance")
+    twice = loso.put_card_section(once, f"{loso.CARD_SECTION}\n\nnew table\n")
+    assert twice.count(loso.CARD_SECTION) == 1 and "new table" in twice and "| a | b |" not in twice
+    assert twice.endswith("## Model\ny\n")
+    regenerated = loso.carry_card_section(card.replace("x", "x2"), twice)
+    assert "new table" in regenerated and "x2" in regenerated
+    assert loso.carry_card_section(card, "# old card without a table\n") == card
