@@ -76,6 +76,19 @@ _SPACED = re.compile(
     r"(?<![^\W_])(?:[^\W_]([ .\-_*|+~])(?=[^\W_]))(?:[^\W_]\1(?=[^\W_])){1,}[^\W_](?![^\W_])"
 )
 _MAX_RUN_TO_SEGMENT = 64
+# Pre-checks with a literal first character (``re`` then skips ahead at C speed): _SPACED itself,
+# with its look-behind, costs ~70 µs per 2 KB of prose, these ~15 µs, and every match of _SPACED
+# contains a match of one of them.
+_SPACE_GATE = re.compile(r" [^\W_] [^\W_](?![^\W_])")
+_SEP_GATES = tuple(
+    (sep, re.compile(re.escape(sep) + r"[^\W_]" + re.escape(sep) + r"[^\W_]")) for sep in ".-_*|+~"
+)
+
+
+def _maybe_spaced(text: str) -> bool:
+    if _SPACE_GATE.search(f" {text} "):
+        return True
+    return any(sep in text and gate.search(text) for sep, gate in _SEP_GATES)
 
 
 def unspace(text: str) -> str | None:
@@ -92,6 +105,8 @@ def unspace(text: str) -> str | None:
         changed = True
         return segment_words(joined)
 
+    if not _maybe_spaced(text):
+        return None
     out = _SPACED.sub(sub, text)
     if not changed:
         return None
