@@ -103,6 +103,10 @@ def obfuscations() -> dict[str, Callable[[str], str]]:
         "spaced letters (words: double space)": spaced,
         "dotted letters": lambda t: spaced(t, "."),
         "rot13 (whole text)": lambda t: codecs.encode(t, "rot13"),
+        "written backwards": lambda t: t[::-1],
+        "regional-indicator letters": lambda t: "".join(
+            chr(ord(c) - 97 + 0x1F1E6) + "\u200b" if "a" <= c <= "z" else c for c in t.lower()
+        ),
         "homoglyphs (Cyrillic a/e/o/i/c/p)": lambda t: t.translate(homoglyphs),
         "zero-width every 3 chars": zero_width,
         "fullwidth": lambda t: "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in t),

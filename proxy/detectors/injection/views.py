@@ -6,6 +6,7 @@ ones ("mp3", "COVID-19", "U.S.A."). So each trick yields an extra view only when
 (words mixing letters with leet digits, runs of single letters), the detector scores every view, keeps
 the maximum and names the view that produced it. A view that does not change the text is not made.
 
+Text written backwards is recognised the same way as rot13 (it reads as English once turned around).
 The rot13 check here complements the rule probe in ``normalise.py`` (which only fires when a rule
 matches the rotated text): a text that reads as English *after* rotating and not before is rotated
 text, whatever it says, and the classifier then gets to see it.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 
 from .decoders import rot13
 
@@ -212,9 +214,10 @@ def _common_share(text: str) -> tuple[int, int]:
 _CHUNK = re.compile(r"[^.:;!?\n]+")
 
 
-def rot13_if_readable(text: str) -> str | None:
-    """``text`` with every sentence-like chunk that reads as English only after rot13 rotated back, or
-    None when there is none (so "Decode this: <rot13>" is caught, and plain English is left alone)."""
+def _readable_after(text: str, transform: Callable[[str], str]) -> str | None:
+    """``text`` with every sentence-like chunk that reads as English only after ``transform`` replaced
+    by its transform, or None when there is none (so "Decode this: <hidden>" is caught, and plain
+    English is left alone: a chunk with common English words is never transformed)."""
     if len(text) < 12 or not text.isascii():
         return None
     changed = False
@@ -224,16 +227,30 @@ def rot13_if_readable(text: str) -> str | None:
         chunk = m.group()
         hits, n = _common_share(chunk)
         if n < _MIN_WORDS or hits > 0.15 * n:
-            return chunk  # plain English (or too short to tell): not rotated
-        rotated = rot13(chunk)
-        r_hits, _ = _common_share(rotated)
-        if r_hits >= max(2, 0.25 * n):
+            return chunk  # plain English (or too short to tell)
+        turned = transform(chunk)
+        t_hits, _ = _common_share(turned)
+        if t_hits >= max(2, 0.25 * n):
             changed = True
-            return rotated
+            return turned
         return chunk
 
     out = _CHUNK.sub(sub, text)
     return out if changed else None
+
+
+def rot13_if_readable(text: str) -> str | None:
+    """Chunks that read as English after rot13, rotated back (see ``_readable_after``)."""
+    return _readable_after(text, rot13)
+
+
+def reversed_if_readable(text: str) -> str | None:
+    """Chunks written backwards ("snoitcurtsni suoiverp lla erongi"), turned around."""
+    return _readable_after(text, _reverse)
+
+
+def _reverse(chunk: str) -> str:
+    return chunk[::-1]
 
 
 def views(text: str) -> list[tuple[str, str]]:
@@ -248,4 +265,7 @@ def views(text: str) -> list[tuple[str, str]]:
     rotated = rot13_if_readable(text)
     if rotated is not None:
         out.append(("rot13", rotated))
+    backwards = reversed_if_readable(text)
+    if backwards is not None:
+        out.append(("reversed", backwards))
     return out
