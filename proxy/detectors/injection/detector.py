@@ -25,11 +25,10 @@ from .heuristics import HeuristicResult, HeuristicScanner, RuleMatch
 from .multilingual import MultilingualLexicon
 from .normalise import DecodedSegment, NormalisedText, Normaliser
 
-_MIN_SEGMENT_CHARS = 16
+_MIN_SEGMENT_CHARS = 16  # shorter decoded fragments carry too little signal for the classifier
 # Flags of the folding steps of normalise.py: the text view is named after them ("text:homoglyph").
-_FOLDING = frozenset(
-    {"homoglyph", "nfkc", "diacritics", "invisible", "bidi", "tag_chars"}
-)  # shorter decoded fragments carry too little signal for the classifier
+_CATEGORY = "override_multilingual"  # rule category of the multilingual phrases
+_FOLDING = frozenset({"homoglyph", "nfkc", "diacritics", "invisible", "bidi", "tag_chars"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +181,9 @@ class InjectionDetector:
 
     def _with_lexicon(self, result: HeuristicResult, normalised: NormalisedText) -> HeuristicResult:
         """Add the multilingual override phrases (``multilingual.py``) to the rule layer's matches and
-        score (same noisy-OR over distinct ids), matched on the normalised text and, when folding changed
-        it (homoglyph folding can turn Cyrillic words into Latin look-alikes), on the original too."""
+        score (same noisy-OR over distinct ids), matched on the normalised text, on the original when
+        folding changed it (homoglyph folding can turn Cyrillic words into Latin look-alikes), and on
+        every decoded segment / view (a German override in base64 or leetspeak)."""
         found: list[RuleMatch] = []
         seen: set[str] = set()
         for m in self._lexicon.scan(normalised.text):
@@ -194,6 +194,10 @@ class InjectionDetector:
             for m in self._lexicon.scan(normalised.original):
                 if m.rule_id not in seen:
                     found.append(_phrase_match(m.rule_id, m.weight, m.span, normalised.original))
+        for index, segment in enumerate(normalised.segments):
+            for m in self._lexicon.scan(segment.text):
+                excerpt = segment.text[m.span[0] : m.span[1]][:80]
+                found.append(RuleMatch(m.rule_id, _CATEGORY, m.weight, m.span, index, excerpt))
         if not found:
             return result
         matches = (*result.matches, *found)
@@ -201,7 +205,7 @@ class InjectionDetector:
 
 
 def _phrase_match(rule_id: str, weight: float, span: tuple[int, int], original: str) -> RuleMatch:
-    return RuleMatch(rule_id, "override_multilingual", weight, span, None, original[span[0] : span[1]][:80])
+    return RuleMatch(rule_id, _CATEGORY, weight, span, None, original[span[0] : span[1]][:80])
 
 
 def _noisy_or(matches: tuple[RuleMatch, ...]) -> float:
