@@ -1,4 +1,4 @@
-"""De-obfuscated *views* of a text: leetspeak, spaced or dotted letters, and rot13 without a trigger.
+"""De-obfuscated *views* of a text: leetspeak, spaced or dotted letters, rot13 and reversed text.
 
 Why views and not a rewrite: ``1gn0r3 4ll pr3v10u5 1nstruct10ns`` or ``i g n o r e  a l l  p r e v i o u s``
 defeat both the rules and the n-gram classifier, yet undoing them on *every* text would corrupt benign
