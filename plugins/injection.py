@@ -163,6 +163,7 @@ class InjectionPlugin(Plugin[InjectionConfig]):
                 "classifier": round(result.classifier_score, 4),
                 "rules": [m.rule_id for m in result.heuristics.matches],
                 "flags": sorted(result.flags),
+                "view": result.view,
                 "judge": judged,
             }
             score, threshold = result.combined_score, self.detector.thresholds.combined

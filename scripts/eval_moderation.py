@@ -32,22 +32,38 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
+import loso  # noqa: E402
+from loso_sources import moderation_corpus  # noqa: E402
 from train_moderation import (  # noqa: E402
     DAVIDSON_FILE,
     DEFAULT_DATA_DIR,
+    FEATURES,
     OPENAI_FILE,
     any_label,
+    build_design,
+    canonical_texts,
+    fit,
     load_benign_hard,
     load_openai,
+    noisy_or,
+    rule_scores,
     split_openai,
 )
 
+from proxy.detectors.injection.features import FeatureHasher  # noqa: E402
 from proxy.detectors.moderation import CATEGORIES, CODES, ModerationDetector, ModerationResult  # noqa: E402
 from proxy.detectors.moderation.classifier import ModerationClassifier  # noqa: E402
 
 LAYERS = ("rules", "classifier", "combined")
 HOLDOUT_FILE = REPO / "scripts" / "data" / "moderation_benign_holdout.txt"
 SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+CARD_NOTE = (
+    "Written by `{script} --write-card`: read this before the in-distribution numbers below. Each row "
+    "retrains this model family without the held-out source; the threshold is chosen on the training "
+    "sources only. The packaged column is this model at its default thresholds: rows from its own "
+    "training data are in-sample for it."
+)
+CARD = REPO / "proxy" / "detectors" / "moderation" / "MODEL_CARD.md"
 Floats = npt.NDArray[np.float64]
 Labels = npt.NDArray[np.int8]
 
@@ -106,6 +122,54 @@ def bench(fn: Callable[[str], object], text: str, runs: int = 300) -> float:
     return min(samples) * 1e6
 
 
+LOSO_TARGET_FPR = 0.03  # the issue's over-blocking aim
+
+
+def loso_table(data_root: Path) -> str:
+    """Leave-one-source-out table for the product's model family: ``train_moderation.fit`` (hashed
+    n-gram logistic regression on the rule layer's canonical text) retrained without the held-out
+    source on one "unsafe in any category" label, noisy-OR'd with the (untrained) rule layer's highest
+    category score; threshold for FPR <= 3% on a group-split validation part of the training sources.
+    The packaged column is the shipped detector at its default per-category thresholds."""
+    corpus = moderation_corpus(data_root)
+    y = corpus.y
+    canon = canonical_texts(corpus.texts)
+    rules = rule_scores(corpus.texts).max(axis=1)
+    design = build_design(canon, FeatureHasher(FEATURES))
+    shipped = ModerationDetector()
+    packaged_verdicts = np.array([shipped.scan(t).flagged for t in corpus.texts])
+
+    def fit_rows(rows: loso.Index) -> tuple[Floats, float]:
+        mask = np.zeros(len(y), dtype=bool)
+        mask[rows] = True
+        return fit(design.subset(mask), y[mask].astype(np.float64), np.ones(int(mask.sum())), 1.0)
+
+    def score_rows(model: tuple[Floats, float], rows: loso.Index) -> Floats:
+        mask = np.zeros(len(y), dtype=bool)
+        mask[rows] = True
+        z = np.clip(design.subset(mask).matvec(model[0]) + model[1], -60, 60)
+        return np.asarray(noisy_or(rules[mask], 1.0 / (1.0 + np.exp(-z))), dtype=np.float64)
+
+    def choose(rows: loso.Index, scores: Floats, labels: Labels) -> float:
+        return loso.threshold_for_fpr(scores, labels, LOSO_TARGET_FPR)
+
+    outcomes = loso.leave_one_source_out(
+        corpus,
+        fit_rows,
+        score_rows,
+        choose,
+        packaged=lambda rows: packaged_verdicts[rows],
+        progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True),
+    )
+    head = (
+        f"## Leave-one-source-out ({len(y)} rows, {int(y.sum())} unsafe; any category; threshold: "
+        f"FPR <= {LOSO_TARGET_FPR:.0%} on a validation split (by group) of the training sources)\n\n"
+        + "".join(f"- subsampled: {n}\n" for n in corpus.notes)
+        + "\n"
+    )
+    return head + loso.markdown(outcomes, "retrained without it", "packaged model (defaults)")
+
+
 def print_benign_section(
     detector: ModerationDetector, th: Mapping[str, Floats], texts: Sequence[str], title: str, note: str
 ) -> None:
@@ -132,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--model", type=Path, default=None, help="model .npz to evaluate (default: packaged)")
     ap.add_argument("--holdout", type=Path, default=HOLDOUT_FILE, help="benign over-blocking set to score")
+    ap.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out table")
+    ap.add_argument("--loso-only", action="store_true", help="print only the leave-one-source-out table")
+    ap.add_argument(
+        "--write-card", action="store_true", help="also write the table into the model card (MODEL_CARD.md)"
+    )
     args = ap.parse_args(argv)
     if not (args.data_dir / OPENAI_FILE).is_file():
         print(
@@ -140,6 +209,21 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if not args.no_loso:
+        root = args.data_dir.parent
+        if (args.data_dir / "coconot.jsonl").is_file():
+            loso_md = loso_table(root)
+            print(loso_md, "\n", flush=True)
+            if args.write_card:
+                card = CARD.read_text("utf-8")
+                body = f"{loso.CARD_SECTION}\n\n{CARD_NOTE.format(script=Path(__file__).name)}\n\n{loso_md}"
+                CARD.write_text(
+                    loso.put_card_section(card, body.replace("## Leave-one-source-out (", "Setup (")), "utf-8"
+                )
+        else:
+            print(f"(leave-one-source-out table skipped: second-batch data not found in {root})\n")
+        if args.loso_only:
+            return 0
     texts, labels = load_openai(args.data_dir)
     test = split_openai(texts, labels)
     t_texts = [texts[i] for i in np.flatnonzero(test)]

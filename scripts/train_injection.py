@@ -30,6 +30,9 @@ import numpy.typing as npt
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from loso import carry_card_section  # noqa: E402
 
 from proxy.detectors.injection.classifier import MODEL_FILE  # noqa: E402
 from proxy.detectors.injection.features import FeatureConfig, FeatureHasher  # noqa: E402
@@ -278,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         "combined": (recall_at(c_oof, y, t_comb), float((c_oof[y == 0] >= t_comb).mean())),
     }
     card = model_card(meta, y, (args.out_dir / MODEL_FILE).stat().st_size, oof_stats)
-    (args.out_dir / "MODEL_CARD.md").write_text(card, "utf-8")
+    card_path = args.out_dir / "MODEL_CARD.md"
+    old = card_path.read_text("utf-8") if card_path.is_file() else ""
+    card_path.write_text(carry_card_section(card, old), "utf-8")  # keeps the LOSO table (eval script)
     print(json.dumps({"thresholds": thresholds, "oof": oof_stats}, indent=1))
     return 0
 

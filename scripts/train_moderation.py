@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
+from loso import carry_card_section  # noqa: E402
 from train_injection import Design, sha256, today, write_model  # noqa: E402
 
 from proxy.detectors.injection.features import FeatureConfig, FeatureHasher  # noqa: E402
@@ -528,7 +529,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_model(args.out_dir / MODEL_FILE, weights, meta)
     size = (args.out_dir / MODEL_FILE).stat().st_size
-    (args.out_dir / "MODEL_CARD.md").write_text(model_card(meta, o_labels, test, size), "utf-8")
+    card_path = args.out_dir / "MODEL_CARD.md"
+    old = card_path.read_text("utf-8") if card_path.is_file() else ""
+    card = carry_card_section(model_card(meta, o_labels, test, size), old)  # keeps the LOSO table
+    card_path.write_text(card, "utf-8")
     print(
         json.dumps(
             {

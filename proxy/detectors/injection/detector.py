@@ -21,10 +21,14 @@ from typing import Any
 from proxy.detectors.shared import ScanCache
 
 from .classifier import InjectionClassifier
-from .heuristics import HeuristicResult, HeuristicScanner
-from .normalise import DecodedSegment, Normaliser
+from .heuristics import HeuristicResult, HeuristicScanner, RuleMatch
+from .multilingual import MultilingualLexicon
+from .normalise import DecodedSegment, NormalisedText, Normaliser
 
 _MIN_SEGMENT_CHARS = 16  # shorter decoded fragments carry too little signal for the classifier
+# Flags of the folding steps of normalise.py: the text view is named after them ("text:homoglyph").
+_CATEGORY = "override_multilingual"  # rule category of the multilingual phrases
+_FOLDING = frozenset({"homoglyph", "nfkc", "diacritics", "invisible", "bidi", "tag_chars"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,10 @@ class InjectionResult:
     combined_score: float
     verdicts: Mapping[str, bool] = field(default_factory=lambda: MappingProxyType({}))
     truncated: bool = False
+    view: str = "text"
+    """Which view of the input scored highest: "text" (the normalised text itself; "text:homoglyph" etc.
+    when folding changed it) or the encoding of a decoded segment or de-obfuscated view ("leetspeak",
+    "spaced_letters", "rot13", "base64", ...)."""
 
     @property
     def heuristic_score(self) -> float:
@@ -89,6 +97,7 @@ class InjectionResult:
             "combined_score": round(self.combined_score, 6),
             "verdicts": dict(self.verdicts),
             "truncated": self.truncated,
+            "view": self.view,
         }
 
 
@@ -102,11 +111,19 @@ class InjectionDetector:
         scanner: HeuristicScanner | None = None,
         classifier: InjectionClassifier | None = None,
         max_chars: int = 65_536,
+        lexicon: MultilingualLexicon | None = None,
+        deobfuscate: bool = True,
     ) -> None:
+        """``lexicon``: the multilingual override phrases (``MultilingualLexicon({})`` turns them off);
+        ``deobfuscate``: score the leetspeak / spaced-letter / readable-rot13 views (``views.py``)."""
         self._scanner = scanner or HeuristicScanner.default()
+        self._lexicon = lexicon or MultilingualLexicon.default()
         self._classifier = classifier or InjectionClassifier.default()
+        self._deobfuscate = deobfuscate
         self._normaliser = Normaliser(
-            rot13_probe=self._scanner.reveals_trigger, rot13_gate=self._scanner.may_reveal_trigger
+            rot13_probe=self._scanner.reveals_trigger,
+            rot13_gate=self._scanner.may_reveal_trigger,
+            deobfuscate=deobfuscate,
         )
         self.thresholds = thresholds or Thresholds.from_model(self._classifier)
         if max_chars < 1024:
@@ -116,7 +133,12 @@ class InjectionDetector:
     def with_thresholds(self, thresholds: Thresholds) -> InjectionDetector:
         """The same loaded layers with other thresholds (a policy may tune them per step)."""
         return InjectionDetector(
-            thresholds, scanner=self._scanner, classifier=self._classifier, max_chars=self._max_chars
+            thresholds,
+            scanner=self._scanner,
+            classifier=self._classifier,
+            max_chars=self._max_chars,
+            lexicon=self._lexicon,
+            deobfuscate=self._deobfuscate,
         )
 
     def scan(self, text: str, cache: ScanCache | None = None) -> InjectionResult:
@@ -134,12 +156,17 @@ class InjectionDetector:
         if cache is not None:
             cache.folded[text] = normalised.text
             hashes = cache.hashes
-        heuristics = self._scanner.scan(normalised)
+        heuristics = self._with_lexicon(self._scanner.scan(normalised), normalised)
         classifier = self._classifier.score(normalised.text, hashes)
+        per_view = [classifier]
         for segment in normalised.segments:
             if len(segment.text) >= _MIN_SEGMENT_CHARS:
-                classifier = max(classifier, self._classifier.score(segment.text))
+                per_view.append(self._classifier.score(segment.text))
+            else:
+                per_view.append(0.0)
+        classifier = max(per_view)
         combined = 1.0 - (1.0 - heuristics.score) * (1.0 - classifier)
+        view = _best_view(normalised, heuristics, per_view)
         t = self.thresholds
         verdicts = MappingProxyType(
             {
@@ -149,5 +176,57 @@ class InjectionDetector:
             }
         )
         return InjectionResult(
-            normalised.flags, normalised.segments, heuristics, classifier, combined, verdicts, truncated
+            normalised.flags, normalised.segments, heuristics, classifier, combined, verdicts, truncated, view
         )
+
+    def _with_lexicon(self, result: HeuristicResult, normalised: NormalisedText) -> HeuristicResult:
+        """Add the multilingual override phrases (``multilingual.py``) to the rule layer's matches and
+        score (same noisy-OR over distinct ids), matched on the normalised text, on the original when
+        folding changed it (homoglyph folding can turn Cyrillic words into Latin look-alikes), and on
+        every decoded segment / view (a German override in base64 or leetspeak)."""
+        found: list[RuleMatch] = []
+        seen: set[str] = set()
+        for m in self._lexicon.scan(normalised.text):
+            span = normalised.to_original(*m.span)
+            found.append(_phrase_match(m.rule_id, m.weight, span, normalised.original))
+            seen.add(m.rule_id)
+        if normalised.text != normalised.original:
+            for m in self._lexicon.scan(normalised.original):
+                if m.rule_id not in seen:
+                    found.append(_phrase_match(m.rule_id, m.weight, m.span, normalised.original))
+        for index, segment in enumerate(normalised.segments):
+            for m in self._lexicon.scan(segment.text):
+                excerpt = segment.text[m.span[0] : m.span[1]][:80]
+                found.append(RuleMatch(m.rule_id, _CATEGORY, m.weight, m.span, index, excerpt))
+        if not found:
+            return result
+        matches = (*result.matches, *found)
+        return HeuristicResult(_noisy_or(matches), matches)
+
+
+def _phrase_match(rule_id: str, weight: float, span: tuple[int, int], original: str) -> RuleMatch:
+    return RuleMatch(rule_id, _CATEGORY, weight, span, None, original[span[0] : span[1]][:80])
+
+
+def _noisy_or(matches: tuple[RuleMatch, ...]) -> float:
+    """``1 - prod(1 - weight)`` over distinct rule ids (as ``heuristics.py`` scores its own rules)."""
+    miss = 1.0
+    for w in {m.rule_id: m.weight for m in matches}.values():
+        miss *= 1.0 - w
+    return round(1.0 - miss, 6)
+
+
+def _best_view(normalised: NormalisedText, heuristics: HeuristicResult, classifier: list[float]) -> str:
+    """The view (the text itself, or a decoded segment / de-obfuscated view) whose own rules and
+    classifier score combine highest; ties go to the text itself."""
+    folded = sorted(normalised.flags & _FOLDING)
+    text_view = "text" if not folded else "text:" + "+".join(folded)
+    best, best_score = text_view, -1.0
+    for index in range(len(classifier)):
+        segment = None if index == 0 else index - 1
+        own = tuple(m for m in heuristics.matches if m.segment == segment)
+        score = 1.0 - (1.0 - _noisy_or(own)) * (1.0 - classifier[index])
+        if score > best_score + 1e-9:
+            best_score = score
+            best = text_view if segment is None else normalised.segments[segment].encoding
+    return best

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from .decoders import FINDERS, maybe_encoded, rot13
+from .views import views
 
 Rot13Probe = Callable[[str], bool]
 """Decides whether a rot13-decoded text contains trigger phrases (the heuristic layer provides it)."""
@@ -167,12 +168,14 @@ class Normaliser:
         rot13_gate: Rot13Gate | None = None,
         max_depth: int = 2,
         max_segments: int = 16,
+        deobfuscate: bool = True,
     ) -> None:
         self._conf = confusables or Confusables.load()
         self._probe = rot13_probe
         self._gate = rot13_gate
         self._max_depth = max_depth
         self._max_segments = max_segments
+        self._views = deobfuscate
         cross = "".join(re.escape(c) for c in sorted(self._conf.cross_script))
         self._cross_char = re.compile(f"[{cross}]") if cross else None
 
@@ -206,6 +209,13 @@ class Normaliser:
             rotated = rot13(folded)
             if self._probe(rotated):
                 candidates.append(("rot13", (0, len(text)), rotated))
+        if depth == 0 and self._views:
+            # De-obfuscated views of the whole text (leetspeak, spaced letters, readable rot13): scored
+            # like decoded segments, so the detector keeps the highest score and names the view.
+            seen = {c[0] for c in candidates}
+            for name, view in views(folded):
+                if name not in seen:
+                    candidates.append((name, (0, len(text)), view))
         for encoding, span, decoded in candidates:
             flags.add(encoding)
             inner = self._normalise(decoded, depth + 1, rot13_allowed=encoding != "rot13")
