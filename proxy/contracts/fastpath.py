@@ -23,6 +23,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from proxy.contracts.refs import follow_pointer
+
 Check = Callable[[Any], bool]
 
 _ANNOTATIONS = frozenset(
@@ -168,16 +170,10 @@ class _Compiler:
             return self.root
         if not ref.startswith("#/"):
             raise _Unsupported("only local references")
-        node: Any = self.root
-        for raw in ref[2:].split("/"):
-            part = raw.replace("~1", "/").replace("~0", "~")
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            else:
-                raise _Unsupported(f"unresolvable reference {ref}")
-        return node
+        try:
+            return follow_pointer(self.root, ref)
+        except LookupError:
+            raise _Unsupported(f"unresolvable reference {ref}") from None
 
     def compile(self, schema: Any) -> Check:
         if schema is True:

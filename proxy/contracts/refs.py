@@ -65,6 +65,24 @@ def _all_nodes(root: dict[str, Any]) -> list[dict[str, Any]]:
     return nodes
 
 
+def follow_pointer(root: Any, ref: str) -> Any:
+    """The value a local ``#/a/b/0`` reference (RFC 6901 JSON pointer) points at in ``root``.
+
+    Raises ``LookupError`` when a step is missing; the caller turns it into its own error
+    (a 422 for a client schema, a fallback to the full validator in the fast path).
+    """
+    node: Any = root
+    for raw in ref[2:].split("/"):
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise LookupError(ref)
+    return node
+
+
 def _resolve(root: dict[str, Any], ref: str, anchors: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """The node ``ref`` points at; raises for a remote or unresolvable reference; None for a
     boolean schema (true / false end any chain)."""
@@ -76,15 +94,10 @@ def _resolve(root: dict[str, Any], ref: str, anchors: dict[str, dict[str, Any]])
         if ref[1:] in anchors:
             return anchors[ref[1:]]
         raise RefProblem(f"unresolvable reference {ref[:80]!r}")
-    node: Any = root
-    for raw in ref[2:].split("/"):
-        part = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            raise RefProblem(f"unresolvable reference {ref[:80]!r}")
+    try:
+        node = follow_pointer(root, ref)
+    except LookupError:
+        raise RefProblem(f"unresolvable reference {ref[:80]!r}") from None
     if isinstance(node, bool):
         return None
     if not isinstance(node, dict):
