@@ -32,6 +32,8 @@ try:  # the C parser uvicorn prefers; h11 is the pure-Python fallback it also sh
 except ImportError:  # pragma: no cover - httptools is a dependency
     from uvicorn.protocols.http.h11_impl import H11Protocol as _Base  # type: ignore[assignment]
 
+#: How long a connection answered with an error keeps draining its input before it is closed.
+LINGER_SECONDS = 2.0
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 503: b"Service Unavailable"}
 
 
@@ -59,6 +61,7 @@ class GuardedProtocol(_Base):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._read_timer: asyncio.TimerHandle | None = None
+        self._linger: asyncio.TimerHandle | None = None
         if self.max_connections is not None and len(self.connections) > self.max_connections:
             self.logger.warning("connection refused: %d open connections", len(self.connections) - 1)
             busy = ServerBusy(
@@ -69,11 +72,16 @@ class GuardedProtocol(_Base):
         self._watch_reading()
 
     def data_received(self, data: bytes) -> None:
+        if getattr(self, "_linger", None) is not None:
+            return  # answered and half-closed: what the client still sends is read and dropped
         super().data_received(data)
         self._watch_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        linger = getattr(self, "_linger", None)
+        if linger is not None:
+            linger.cancel()
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
@@ -125,10 +133,25 @@ class GuardedProtocol(_Base):
             self.transport.close()
 
     def _reply_and_close(self, exc: ProxyError) -> None:
-        # An app still waiting for the body sees a disconnect when the transport is gone
-        # (uvicorn then drops whatever it sends), so nothing is written after this answer.
+        """Answer, then close *lingering*: a client still sending its body must read the answer.
+
+        Closing a socket with unread input makes the kernel send a reset, and a reset can
+        destroy the answer before the client reads it (a trickling client saw
+        ``ECONNRESET`` instead of its 408). So, as nginx's lingering close does: send the
+        answer and a FIN, keep reading and dropping input for up to ``LINGER_SECONDS``, then
+        close. An app still waiting for the body sees a disconnect at once (uvicorn then drops
+        whatever it sends), so nothing is written after this answer.
+        """
         self.transport.write(error_bytes(exc))
-        self.transport.close()
+        cycle: Any = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self._linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, self.transport.close)
 
 
 def protocol_class(read_timeout: float | None, max_connections: int | None) -> type[GuardedProtocol]:
