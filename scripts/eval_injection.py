@@ -141,24 +141,9 @@ def loso_table(data_root: Path) -> str:
     def score_rows(detector: InjectionDetector, rows: loso.Index) -> loso.Floats:
         return np.array([detector.scan(corpus.texts[i]).combined_score for i in rows])
 
-    def choose(rows: loso.Index, scores: loso.Floats, labels: loso.Labels) -> float:
-        return loso.threshold_for_fpr(scores, labels, LOSO_TARGET_FPR)
-
-    outcomes = loso.leave_one_source_out(
-        corpus,
-        fit_rows,
-        score_rows,
-        choose,
-        packaged=lambda rows: packaged_verdicts[rows],
-        progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True),
+    return loso.fpr_report(
+        corpus, fit_rows, score_rows, packaged_verdicts, LOSO_TARGET_FPR, "attacks; combined score"
     )
-    head = (
-        f"## Leave-one-source-out ({len(y)} rows, {int(y.sum())} attacks; combined score; threshold: "
-        f"FPR <= {LOSO_TARGET_FPR:.0%} on a validation split (by group) of the training sources)\n\n"
-        + "".join(f"- subsampled: {n}\n" for n in corpus.notes)
-        + "\n"
-    )
-    return head + loso.markdown(outcomes, "retrained without it", "packaged model (defaults)")
 
 
 def plain_detector() -> InjectionDetector:
@@ -242,11 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             loso_md = loso_table(root)
             print(loso_md, "\n", flush=True)
             if args.write_card:
-                card = CARD.read_text("utf-8")
-                body = f"{loso.CARD_SECTION}\n\n{CARD_NOTE.format(script=Path(__file__).name)}\n\n{loso_md}"
-                CARD.write_text(
-                    loso.put_card_section(card, body.replace("## Leave-one-source-out (", "Setup (")), "utf-8"
-                )
+                loso.write_card(CARD, CARD_NOTE.format(script=Path(__file__).name), loso_md)
         else:
             print(f"(leave-one-source-out table skipped: second-batch data not found in {root})\n")
         if args.loso_only:

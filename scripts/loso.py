@@ -20,8 +20,10 @@ Used by ``scripts/eval_injection.py`` and ``scripts/eval_moderation.py``; tested
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -209,6 +211,46 @@ def markdown(outcomes: Sequence[Outcome], model_label: str, packaged_label: str)
         rows = f"{o.tp + o.fn}/{o.fp + o.tn}"
         lines.append(f"| {o.name} | {rows} | {metric(c)} | {o.threshold:.3f} | {pk} |")
     return "\n".join(lines)
+
+
+def fpr_report(
+    corpus: Corpus,
+    fit: Fit[M],
+    score: Score[M],
+    packaged: npt.NDArray[np.bool_],
+    max_fpr: float,
+    what: str,
+) -> str:
+    """The whole LOSO section both eval scripts print: thresholds for ``max_fpr`` on the training
+    side only, the heading (rows, positives called ``what``, subsampling notes), then the table.
+
+    ``packaged``: the shipped detector's verdict for every row of ``corpus``."""
+    y = corpus.y
+
+    def choose(_rows: Index, scores: Floats, labels: Labels) -> float:
+        return threshold_for_fpr(scores, labels, max_fpr)
+
+    outcomes = leave_one_source_out(
+        corpus,
+        fit,
+        score,
+        choose,
+        packaged=lambda rows: packaged[rows],
+        progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True),
+    )
+    head = (
+        f"## Leave-one-source-out ({len(y)} rows, {int(y.sum())} {what}; threshold: "
+        f"FPR <= {max_fpr:.0%} on a validation split (by group) of the training sources)\n\n"
+        + "".join(f"- subsampled: {n}\n" for n in corpus.notes)
+        + "\n"
+    )
+    return head + markdown(outcomes, "retrained without it", "packaged model (defaults)")
+
+
+def write_card(card: Path, note: str, table: str) -> None:
+    """Put ``table`` (``fpr_report``'s output) first in the model card at ``card``, under ``note``."""
+    body = f"{CARD_SECTION}\n\n{note}\n\n{table}".replace("## Leave-one-source-out (", "Setup (")
+    card.write_text(put_card_section(card.read_text("utf-8"), body), "utf-8")
 
 
 CARD_SECTION = "## Leave-one-source-out evaluation"

@@ -134,3 +134,23 @@ def test_card_section_goes_first_is_replaced_and_survives_retraining() -> None:
     regenerated = loso.carry_card_section(card.replace("x", "x2"), twice)
     assert "new table" in regenerated and "x2" in regenerated
     assert loso.carry_card_section(card, "# old card without a table\n") == card
+
+
+def test_fpr_report_is_the_section_both_eval_scripts_print(tmp_path: Path) -> None:
+    c = _corpus()
+    fit, score = _word_model(c, [])
+    packaged = np.array([lab == 1 for lab in c.labels])  # a perfect "shipped" detector
+    report = loso.fpr_report(c, fit, score, packaged, 0.05, "attacks")  # type: ignore[arg-type]
+    head, _, table = report.partition("\n\n")
+    assert head.startswith(
+        f"## Leave-one-source-out ({len(c.labels)} rows, 110 attacks; threshold: FPR <= 5%"
+    )
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "held-out" not in line]
+    assert [r.split(" | ")[0] for r in rows][-1] == "| in-distribution (all sources, split by group)"
+    assert "| alien |" in table
+    card = tmp_path / "card.md"
+    card.write_text("# Model card\n\nintro\n\n## Model\nbody\n")
+    loso.write_card(card, "note", report)
+    text = card.read_text()
+    assert text.index("intro") < text.index(loso.CARD_SECTION) < text.index("## Model")
+    assert "Setup (" in text and "## Leave-one-source-out (" not in text
