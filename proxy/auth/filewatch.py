@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-class WatchedFile:
+class WatchedFile(ABC):
     """Subclasses implement ``parse(text)`` (raise ``ValueError`` on bad content) and ``install``."""
 
     kind = "file"
@@ -48,11 +49,13 @@ class WatchedFile:
         self._async_lock: asyncio.Lock | None = None
 
     # -- subclass API ---------------------------------------------------------------------
+    @abstractmethod
     def parse(self, text: str) -> Any:
-        raise NotImplementedError
+        """The file's content, validated; raise ``ValueError`` to keep the previous content."""
 
+    @abstractmethod
     def install(self, parsed: Any) -> None:
-        raise NotImplementedError
+        """Make ``parse``'s result the live state (called under the load lock)."""
 
     # -- loading --------------------------------------------------------------------------
     def load_now(self) -> None:

@@ -89,7 +89,10 @@ def test_gated_scan_equals_plain_scan_on_the_evaluation_set(
     candidates = [p / "datasets" / "pii" / DATASET_NAME for p in shared]
     path = next((p for p in candidates if p.exists()), None)
     if path is None:
-        pytest.skip(f"{DATASET_NAME} not found (scripts/eval_pii.py describes where it lives)")
+        # The shared datasets sit beside the repository (CI, developers), never in a user's clone:
+        # the generated-text and support-ticket tests above cover the same equivalence there.
+        where = ", ".join(str(p) for p in candidates)
+        pytest.skip(f"shared PII dataset not present (looked in {where}); not part of a fresh clone")
     records: list[dict[str, Any]] = json.loads(path.read_text())
     gated_texts = 0
     for record in records:
