@@ -72,7 +72,7 @@ class GuardedProtocol(_Base):
         self._watch_reading()
 
     def data_received(self, data: bytes) -> None:
-        if getattr(self, "_linger", None) is not None:
+        if self._linger is not None:
             return  # answered and half-closed: what the client still sends is read and dropped
         super().data_received(data)
         self._watch_reading()
