@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 #: loop; must be cheap and must not raise. Metrics, the live page and sinks subscribe here.
 RequestObserver = Callable[["CompiledPolicy", "RequestContext", "Outcome"], None]
 
+log = logging.getLogger("policy_sidecar.access")
+
 
 @dataclass
 class Sidecar:
@@ -31,6 +34,17 @@ class Sidecar:
     telemetry: Telemetry | None = None  # tracing + metrics (build_sidecar sets it)
     #: Streams being sent right now (``routes.pipeline``); ``cut_streams`` ends them at shutdown.
     live_streams: set[LiveStream] = field(default_factory=set)
+
+    def publish(self, policy: CompiledPolicy, ctx: RequestContext, outcome: Outcome) -> None:
+        """A finished request's decision records to the sink, then every observer (each guarded:
+        one failing observer never stops the others). Every route ends its requests through here."""
+        if ctx.decisions:
+            self.sink.emit(ctx.decisions)
+        for observe in self.observers:
+            try:
+                observe(policy, ctx, outcome)
+            except Exception:
+                log.exception("request observer failed")
 
     def cut_streams(self) -> int:
         """End every live stream with an in-band error (the shutdown grace period is running out).

@@ -340,13 +340,7 @@ class PassthroughRoute:
         try:
             if done:
                 await policy.chain.run_complete_steps(done, outcome, ctx)
-            if ctx.decisions:
-                self.sidecar.sink.emit(ctx.decisions)
-            for observe in self.sidecar.observers:
-                try:
-                    observe(policy, ctx, outcome)
-                except Exception:
-                    log.exception("request observer failed")
+            self.sidecar.publish(policy, ctx, outcome)
             if self.sidecar.settings.log_requests and log.isEnabledFor(logging.INFO):
                 log.info("request", extra=self._access_fields(ctx, outcome))
         except Exception:

@@ -237,13 +237,7 @@ class ChainRoute:
             if ctx is not None:
                 if policy.chain.complete_steps:
                     await policy.chain.run_complete(outcome, ctx)
-                if ctx.decisions:
-                    self.sidecar.sink.emit(ctx.decisions)
-                for observe in self.sidecar.observers:
-                    try:
-                        observe(policy, ctx, outcome)
-                    except Exception:
-                        log.exception("request observer failed")
+                self.sidecar.publish(policy, ctx, outcome)
                 if self._access_log:
                     log.info("request", extra=self._access_fields(policy, ctx, outcome))
         except Exception:
