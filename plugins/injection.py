@@ -23,13 +23,13 @@ import time
 from collections.abc import Iterator
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from proxy.chain import Deps, Plugin, PluginConfig, Reply, RequestContext, Roles, Secret
 from proxy.detectors.injection import InjectionDetector, InjectionResult, Thresholds
 from proxy.detectors.shared import INLINE_CHARS, InlineBudget, scan_all, scan_cache
 from proxy.errors import Rejected
+from proxy.guards import JUDGE_TEXT_CHARS, RemoteModel, add_flag
 from proxy.models import ChatRequest, TextSlot
 
 NOTICE = "[content removed by policy: possible prompt injection]"
@@ -111,6 +111,8 @@ class InjectionPlugin(Plugin[InjectionConfig]):
         self._names = [re.compile(fnmatch.translate(g)) for g in config.scan.names]
         self._roles = frozenset(config.scan.roles)
         self._delims = [(re.escape(a), re.escape(b)) for a, b in config.scan.delimiters]
+        j = config.judge
+        self._judge = RemoteModel(deps, j.base_url, j.api_key, j.timeout, "judge_error") if j else None
 
     def _targets(self, req: ChatRequest) -> Iterator[tuple[TextSlot, str, int]]:
         """(slot, text to scan, offset of that text in the slot)."""
@@ -203,11 +205,7 @@ class InjectionPlugin(Plugin[InjectionConfig]):
                 )
                 raise Rejected(self.config.message, code="prompt_injection_detected")
         if flagged:  # in shadow the chain drops the header with the step's other effects
-            existing = ctx.response_headers.get("x-sidecar-flags")
-            if not existing:
-                ctx.response_headers["x-sidecar-flags"] = "injection"
-            elif "injection" not in existing.split(","):
-                ctx.response_headers["x-sidecar-flags"] = f"{existing},injection"
+            add_flag(ctx, "injection")
         return None
 
     @staticmethod
@@ -226,42 +224,8 @@ class InjectionPlugin(Plugin[InjectionConfig]):
         return "".join(out)
 
     async def _ask_judge(self, text: str, ctx: RequestContext) -> bool | None:
-        """YES/NO from the judge model, or None when it failed (timeout, error, garbage)."""
-        import asyncio
-
-        from proxy.upstream.client import HttpClient
-
+        """YES/NO from the judge model, or None when it failed (timeout, error, garbage; recorded)."""
         judge = self.config.judge
-        assert judge is not None
-        client: HttpClient = self.deps.resource(
-            f"injection:judge:{judge.base_url}",
-            lambda: HttpClient(connect_timeout=judge.timeout, read_timeout=judge.timeout, max_connections=16),
-        )
-        headers = [("content-type", "application/json")]
-        if judge.api_key is not None:
-            headers.append(("authorization", f"Bearer {judge.api_key.get_secret_value()}"))
-        body = orjson.dumps(
-            {
-                "model": judge.model,
-                "max_tokens": 2,
-                "temperature": 0,
-                "messages": [{"role": "user", "content": JUDGE_PROMPT.format(text=text[:8000])}],
-            }
-        )
-        try:
-            async with asyncio.timeout(judge.timeout):
-                resp = await client.send(
-                    "POST", judge.base_url.rstrip("/") + "/chat/completions", headers, body
-                )
-                data = orjson.loads(await resp.read())
-                await resp.aclose()
-            answer = str(data["choices"][0]["message"]["content"]).strip().upper()
-        except Exception as exc:
-            ctx.record("judge_error", "error", detail={"error": type(exc).__name__})
-            return None
-        if answer.startswith("YES"):
-            return True
-        if answer.startswith("NO"):
-            return False
-        ctx.record("judge_error", "error", detail={"error": "unparseable answer"})
-        return None
+        assert judge is not None and self._judge is not None
+        prompt = JUDGE_PROMPT.format(text=text[:JUDGE_TEXT_CHARS])
+        return await self._judge.ask_yes_no(judge.model, prompt, ctx)

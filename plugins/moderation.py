@@ -17,17 +17,15 @@ ended with an in-band error.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from proxy.chain import (
     Deps,
-    HoldBack,
     Plugin,
     PluginConfig,
     Reply,
@@ -36,13 +34,15 @@ from proxy.chain import (
     Secret,
     StreamFilter,
     SurfaceHooks,
+    TextStreamFilter,
     check_names,
 )
 from proxy.chain.holdback import sentence_boundary
 from proxy.detectors.moderation import CATEGORIES, ModerationDetector, ModerationResult
 from proxy.detectors.shared import INLINE_CHARS, InlineBudget, ScanCache, scan_all, scan_cache
 from proxy.errors import Rejected
-from proxy.models import ChatRequest, ChatResponse, Finish, StreamEvent, TextDelta, ToolCallDelta
+from proxy.guards import JUDGE_TEXT_CHARS, AwaitedWindow, RemoteModel, add_flag
+from proxy.models import ChatRequest, ChatResponse
 
 # Texts are scored on the event loop while a hook's total stays within INLINE_CHARS (4 KB), the rest
 # in the CPU pool: below that the thread hop costs a fifth to a third of the scan it moves and frees
@@ -100,6 +100,10 @@ class ModerationConfig(PluginConfig):
         return value
 
 
+def _remote(deps: Deps, spec: RemoteSpec | None) -> RemoteModel | None:
+    return RemoteModel(deps, spec.base_url, spec.api_key, spec.timeout, "remote_error") if spec else None
+
+
 JUDGE_PROMPT = (
     "You are a content moderator. Answer with exactly YES or NO. Does the following text contain {category} "
     "content that a platform's usage policy forbids?\n\n<text>\n{text}\n</text>"
@@ -127,6 +131,8 @@ class ModerationPlugin(Plugin[ModerationConfig]):
         self._input_roles = frozenset(config.input_roles)
         # Without remote layers the local scores are final: read them as they are, no copy.
         self._local_only = config.endpoint is None and config.judge is None
+        self._remote_endpoint = _remote(deps, config.endpoint)
+        self._remote_judge = _remote(deps, config.judge)
 
     # -- scoring -----------------------------------------------------------------------
     async def score(
@@ -223,11 +229,7 @@ class ModerationPlugin(Plugin[ModerationConfig]):
                 )
             flagged.update(hits)
         if flagged:  # in shadow the chain drops the header with the step's other effects
-            existing = ctx.response_headers.get("x-sidecar-flags")
-            if not existing:
-                ctx.response_headers["x-sidecar-flags"] = "moderation"
-            elif "moderation" not in existing.split(","):
-                ctx.response_headers["x-sidecar-flags"] = f"{existing},moderation"
+            add_flag(ctx, "moderation")
 
     # -- hooks -------------------------------------------------------------------------
     def surface_hooks(self, route: str, stream: bool) -> SurfaceHooks:
@@ -249,39 +251,21 @@ class ModerationPlugin(Plugin[ModerationConfig]):
     def open_stream(self, ctx: RequestContext) -> StreamFilter | None:
         if "output" not in self.config.check:
             return None
-        return _WindowFilter(self, ctx, self.config.stream == "window")
+        split = sentence_boundary(self.config.window_chars)
+        hold = self.config.stream == "window"
+        settle = functools.partial(self._check_window, ctx)
+        return TextStreamFilter(lambda: AwaitedWindow(split, settle, hold))
 
     # -- remote layers -----------------------------------------------------------------
-    async def _post(self, spec: RemoteSpec, path: str, payload: dict[str, Any], ctx: RequestContext) -> Any:
-        from proxy.upstream.client import HttpClient
-
-        client: HttpClient = self.deps.resource(
-            f"moderation:http:{spec.base_url}",
-            lambda: HttpClient(connect_timeout=spec.timeout, read_timeout=spec.timeout, max_connections=16),
-        )
-        headers = [("content-type", "application/json")]
-        if spec.api_key is not None:
-            headers.append(("authorization", f"Bearer {spec.api_key.get_secret_value()}"))
-        try:
-            async with asyncio.timeout(spec.timeout):
-                resp = await client.send(
-                    "POST", spec.base_url.rstrip("/") + path, headers, orjson.dumps(payload)
-                )
-                body = await resp.read()
-                await resp.aclose()
-            return orjson.loads(body)
-        except Exception as exc:
-            ctx.record("remote_error", "error", detail={"path": path, "error": type(exc).__name__})
-            return None
-
     async def _endpoint(self, text: str, ctx: RequestContext) -> dict[str, float] | None:
         spec = self.config.endpoint
-        assert spec is not None
-        data = await self._post(spec, "/moderations", {"model": spec.model, "input": text[:32000]}, ctx)
+        assert spec is not None and self._remote_endpoint is not None
+        payload = {"model": spec.model, "input": text[:32000]}
+        data = await self._remote_endpoint.post("/moderations", payload, ctx)
         try:
             scores = data["results"][0]["category_scores"]
             return {str(k): float(v) for k, v in scores.items()}
-        except (TypeError, KeyError, IndexError, ValueError):
+        except (TypeError, KeyError, IndexError, ValueError, AttributeError):
             if data is not None:
                 ctx.record(
                     "remote_error", "error", detail={"path": "/moderations", "error": "unexpected body"}
@@ -290,77 +274,11 @@ class ModerationPlugin(Plugin[ModerationConfig]):
 
     async def _judge(self, text: str, category: str, ctx: RequestContext) -> bool | None:
         spec = self.config.judge
-        assert spec is not None
-        prompt = JUDGE_PROMPT.format(category=category, text=text[:8000])
-        data = await self._post(
-            spec,
-            "/chat/completions",
-            {
-                "model": spec.model,
-                "max_tokens": 2,
-                "temperature": 0,
-                "messages": [{"role": "user", "content": prompt}],
-            },
-            ctx,
-        )
-        try:
-            answer = str(data["choices"][0]["message"]["content"]).strip().upper()
-        except (TypeError, KeyError, IndexError):
-            return None
-        return True if answer.startswith("YES") else False if answer.startswith("NO") else None
+        assert spec is not None and self._remote_judge is not None
+        prompt = JUDGE_PROMPT.format(category=category, text=text[:JUDGE_TEXT_CHARS])
+        return await self._remote_judge.ask_yes_no(spec.model, prompt, ctx)
 
-
-class _WindowFilter:
-    """Per-choice windows of streamed text, checked before (``hold``) or after they are released."""
-
-    def __init__(self, plugin: ModerationPlugin, ctx: RequestContext, hold: bool) -> None:
-        self._plugin = plugin
-        self._ctx = ctx
-        self._hold = hold
-        self._windows: dict[int, HoldBack] = {}
-
-    def _window(self, index: int) -> HoldBack:
-        window = self._windows.get(index)
-        if window is None:
-            window = self._windows[index] = HoldBack(sentence_boundary(self._plugin.config.window_chars))
-        return window
-
-    async def _released(self, index: int, text: str, event: TextDelta | None) -> list[StreamEvent]:
-        """Feed ``text``; returns what may go to the client now (checked windows when holding)."""
-        window = self._window(index)
-        ready = window.feed(text)
-        if not self._hold:
-            if ready:
-                await self._plugin.check([ready], self._ctx, "output")
-            passed: list[StreamEvent] = [event] if event is not None else []
-            return passed
-        if ready:
-            await self._plugin.check([ready], self._ctx, "output")
-            return [TextDelta(index, ready, None, event.meta if event else None)]
-        if event is not None and event.extra and "role" in (event.extra.get("delta") or {}):
-            return [TextDelta(index, "", {"delta": {"role": event.extra["delta"]["role"]}}, event.meta)]
-        return []
-
-    async def _flush(self, index: int) -> list[StreamEvent]:
-        window = self._windows.get(index)
-        rest = window.flush() if window is not None else ""
-        if not rest:
-            return []
-        await self._plugin.check([rest], self._ctx, "output")
-        return [TextDelta(index, rest)] if self._hold else []
-
-    async def on_event(self, event: StreamEvent) -> Sequence[StreamEvent]:
-        if isinstance(event, TextDelta):
-            return await self._released(event.index, event.text, event)
-        if isinstance(event, (Finish, ToolCallDelta)):
-            return [*(await self._flush(event.index)), event]
-        out: list[StreamEvent] = []
-        for index in sorted(self._windows):
-            out += await self._flush(index)
-        return [*out, event]
-
-    async def on_end(self) -> Sequence[StreamEvent]:
-        out: list[StreamEvent] = []
-        for index in sorted(self._windows):
-            out += await self._flush(index)
-        return out
+    async def _check_window(self, ctx: RequestContext, text: str) -> str:
+        """A streamed window, checked as output (raises to end the stream); released as it is."""
+        await self.check([text], ctx, "output")
+        return text

@@ -31,16 +31,19 @@ from proxy.chain.plugin import (
     SurfaceHooks,
     UpstreamPolicy,
 )
+from proxy.chain.ports import JsonHttp
 from proxy.chain.secrets import Secret
-from proxy.chain.textfilter import TextStreamFilter
+from proxy.chain.textfilter import AsyncTextBuffer, TextStreamFilter, role_only
 from proxy.chain.upstream import Upstream
 
 __all__ = [
     "PASSTHROUGH_COST",
     "ROLES",
+    "AsyncTextBuffer",
     "Deps",
     "HoldBack",
     "Identity",
+    "JsonHttp",
     "Match",
     "Outcome",
     "Plugin",
@@ -63,6 +66,7 @@ __all__ = [
     "check_reference",
     "keep_tail",
     "regex_safe",
+    "role_only",
     "sentence_boundary",
     "until_closed",
     "yaml_bool_as",

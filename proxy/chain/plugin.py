@@ -26,6 +26,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from proxy.chain.context import RequestContext
 from proxy.chain.identity import Identity
 from proxy.chain.names import ROUTES, names_validator, yaml_bool_as
+from proxy.chain.ports import JsonHttp, JsonHttpFactory
 from proxy.chain.upstream import Upstream
 from proxy.models.chat import ChatRequest, ChatResponse
 from proxy.models.stream import StreamEvent
@@ -208,11 +209,18 @@ async def close_items(items: list[Any]) -> None:
 class Deps:
     """What a plugin may use when it is built: shared resources and bounded CPU offload."""
 
-    def __init__(self, resources: Resources, policy_dir: str = ".", cpu_workers: int = 2) -> None:
+    def __init__(
+        self,
+        resources: Resources,
+        policy_dir: str = ".",
+        cpu_workers: int = 2,
+        http: JsonHttpFactory | None = None,
+    ) -> None:
         self.resources = resources
         self.policy_dir = policy_dir
         self.used_resources: set[str] = set()
         self._cpu_workers = cpu_workers
+        self._http = http
 
     def resource(self, key: str, factory: Callable[[], Any]) -> Any:
         """The shared object for ``key``; the revision being built holds a reference to it."""
@@ -221,6 +229,17 @@ class Deps:
         item = self.resources.acquire(key, factory)
         self.used_resources.add(key)
         return item
+
+    def json_http(self, key: str, timeout: float) -> JsonHttp:
+        """The runtime's pooled JSON client for ``key`` (one per remote endpoint and timeout).
+
+        Plugins get HTTP through this port (``proxy.chain.ports``) instead of importing
+        ``proxy.upstream``; the client is a shared resource, closed when no revision uses it."""
+        factory = self._http
+        if factory is None:
+            raise RuntimeError("no HTTP port: build Deps with http=... (the runtime passes one)")
+        client: JsonHttp = self.resource(f"http:{key}:{timeout}", lambda: factory(timeout))
+        return client
 
     async def run_cpu(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run CPU-heavy work off the event loop with bounded concurrency."""

@@ -25,6 +25,7 @@ from proxy.errors import ConfigError
 from proxy.policy.compiler import CompiledPolicy, compile_policy, revision_of
 from proxy.policy.loader import load_policy_checked, read_policy_file
 from proxy.policy.schema import PolicyBase, build_policy_model
+from proxy.upstream.json_http import pooled_json_http
 
 log = logging.getLogger("policy_sidecar.policy")
 
@@ -49,7 +50,7 @@ class PolicyStore:
     def compile_text(self, text: str, source: str) -> CompiledPolicy:
         """Validate and compile; the new revision holds references to the resources it uses."""
         policy, warnings = load_policy_checked(text, source, self.model)
-        deps = Deps(self.resources, str(Path(source).parent), self.cpu_workers)
+        deps = Deps(self.resources, str(Path(source).parent), self.cpu_workers, http=pooled_json_http)
         try:
             compiled = compile_policy(policy, revision_of(text), source, self.registry, deps)
         except BaseException:

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import plugins.schema as schema_module
+import plugins.schema.repair as schema_repair
 from proxy.chain.context import RequestContext
 from proxy.chain.plugin import PluginConfig
 from proxy.chain.registry import Registry, default_registry
@@ -358,7 +359,7 @@ async def test_repair_stops_at_the_deadline_and_the_token_budget(
     assert r.detail("invalid_attempt")["reason"] == "token_budget"
 
     policy, fake = _compile(tmp_path, REPAIR + "- type: timeout\n  total: 30\n")
-    monkeypatch.setattr(schema_module, "_now", lambda: float("inf"))  # the deadline has passed
+    monkeypatch.setattr(schema_repair, "_now", lambda: float("inf"))  # the deadline has passed
     fake.push({"content": '{"age": "x"}'})
     r = await _drive(policy, _body(response_format=_person_format()))
     assert r.status == 502 and _calls(fake) == 1

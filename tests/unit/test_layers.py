@@ -99,3 +99,27 @@ def test_readme_layer_diagram_matches_the_contract() -> None:
     layers = _contract_layers()
     assert len(layers) > 5
     assert _readme_layers() == layers
+
+
+def test_the_guard_toolkit_cannot_reach_the_http_client(tmp_path: Path) -> None:
+    """Guards get HTTP through the ``Deps.json_http`` port; importing ``proxy.upstream`` breaks the layers."""
+    layers = _contract_layers()
+    assert layers.index("proxy.guards") > layers.index("proxy.upstream")  # below it
+    assert layers.index("proxy.guards") > layers.index("proxy.auth | proxy.demo | plugins")
+    _copy_sources(tmp_path)
+    remote = tmp_path / "proxy" / "guards" / "remote.py"
+    remote.write_text(
+        remote.read_text(encoding="utf-8") + "\nfrom proxy.upstream.client import HttpClient  # noqa\n",
+        encoding="utf-8",
+    )
+    broken = _lint(tmp_path)
+    assert broken.returncode != 0
+    assert "proxy.guards.remote -> proxy.upstream.client" in broken.stdout
+
+
+def test_no_plugin_imports_the_upstream_client() -> None:
+    """The judge client's old debt is gone from the contract's exceptions, so it cannot come back silently."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    contracts = config["tool"]["importlinter"]["contracts"]
+    ignored: list[str] = next(c for c in contracts if c["id"] == "plugins").get("ignore_imports", [])
+    assert not [i for i in ignored if i.endswith("proxy.upstream.client")]

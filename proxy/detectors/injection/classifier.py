@@ -26,20 +26,18 @@ injection buried in a long benign document is not diluted away.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from proxy.detectors.model_file import read_model
+from proxy.detectors.linear_model import PackagedModel, feature_config, window_starts
 
-from .features import FEATURE_VERSION, FeatureConfig, FeatureHasher, HashCache, HashedText
+from .features import FeatureConfig, FeatureHasher, HashCache, HashedText
 from .repetition import collapse_repeats
 
 MODEL_FILE = "model.npz"
@@ -56,19 +54,7 @@ class ModelMeta:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ModelMeta:
-        feats = raw["features"]
-        if feats.get("feature_version") != FEATURE_VERSION:
-            raise ValueError(
-                f"model feature_version {feats.get('feature_version')} != code {FEATURE_VERSION}"
-            )
-        char_k, word_k = (int(k) for k in feats["smoothing"])
-        config = FeatureConfig(
-            int(feats["bits"]),
-            tuple(int(n) for n in feats["char_ngrams"]),
-            tuple(int(n) for n in feats["word_ngrams"]),
-            int(feats["window"]),
-            (char_k, word_k),
-        )
+        config = feature_config(raw["features"])
         return cls(
             config,
             float(raw["bias"]),
@@ -85,8 +71,10 @@ class ModelMeta:
         }
 
 
-class InjectionClassifier:
+class InjectionClassifier(PackagedModel):
     """Loaded once, then immutable: safe to share across threads."""
+
+    MODEL_FILE = MODEL_FILE
 
     def __init__(self, weights: npt.NDArray[np.floating[Any]], meta: ModelMeta) -> None:
         if weights.shape != (1 << meta.features.bits,):
@@ -100,15 +88,8 @@ class InjectionClassifier:
         self._hasher = FeatureHasher(meta.features)
 
     @classmethod
-    def load(cls, path: Path | None = None) -> InjectionClassifier:
-        weights, meta = read_model(__package__ or "", MODEL_FILE, path)
-        return cls(weights, ModelMeta.from_dict(meta))
-
-    @classmethod
-    @functools.cache
-    def default(cls) -> InjectionClassifier:
-        """The packaged model, loaded once per process (immutable, so sharing it is safe)."""
-        return cls.load()
+    def parse_meta(cls, raw: Mapping[str, Any]) -> ModelMeta:
+        return ModelMeta.from_dict(raw)
 
     @property
     def hasher(self) -> FeatureHasher:
@@ -128,8 +109,7 @@ class InjectionClassifier:
 
     def _window_logits(self, h: HashedText, span: int) -> npt.NDArray[np.float64]:
         """Hash once, then sum each window with cumulative sums (re-hashing every window cost ~2x)."""
-        stride = span // 2
-        a = np.arange(0, h.length - stride, stride)
+        a = np.array(window_starts(h.length, span), dtype=np.int64)  # as np.arange gave
         b = a + span
         cum = np.zeros(len(h.buckets) + 1, dtype=np.float32)  # float32: errors ~1e-3 before the /count
         np.cumsum(self._w[h.buckets], out=cum[1:])

@@ -17,20 +17,18 @@ biases, default thresholds, provenance), written by ``scripts/train_moderation.p
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from proxy.detectors.model_file import read_model
+from proxy.detectors.linear_model import PackagedModel, feature_config, windowed_max
 
-from ..injection.features import FEATURE_VERSION, FeatureConfig, FeatureHasher, HashCache
+from ..injection.features import FeatureConfig, FeatureHasher, HashCache
 from .rules import CATEGORIES, RuleScanner
 
 MODEL_FILE = "moderation_model.npz"
@@ -53,19 +51,7 @@ class ModelMeta:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ModelMeta:
-        feats = raw["features"]
-        if feats.get("feature_version") != FEATURE_VERSION:
-            raise ValueError(
-                f"model feature_version {feats.get('feature_version')} != code {FEATURE_VERSION}"
-            )
-        char_k, word_k = (int(k) for k in feats["smoothing"])
-        config = FeatureConfig(
-            int(feats["bits"]),
-            tuple(int(n) for n in feats["char_ngrams"]),
-            tuple(int(n) for n in feats["word_ngrams"]),
-            int(feats["window"]),
-            (char_k, word_k),
-        )
+        config = feature_config(raw["features"])
         categories = tuple(str(c) for c in raw["categories"])
         if categories != CATEGORIES:
             raise ValueError(f"model categories {categories} != {CATEGORIES}")
@@ -91,8 +77,10 @@ class ModelMeta:
         }
 
 
-class ModerationClassifier:
+class ModerationClassifier(PackagedModel):
     """Loaded once, then immutable: safe to share across threads."""
+
+    MODEL_FILE = MODEL_FILE
 
     def __init__(self, weights: npt.NDArray[np.floating[Any]], meta: ModelMeta) -> None:
         expected = (1 << meta.features.bits, len(meta.categories))
@@ -110,15 +98,8 @@ class ModerationClassifier:
         self._hasher = FeatureHasher(meta.features)
 
     @classmethod
-    def load(cls, path: Path | None = None) -> ModerationClassifier:
-        weights, meta = read_model(__package__ or "", MODEL_FILE, path)
-        return cls(weights, ModelMeta.from_dict(meta))
-
-    @classmethod
-    @functools.cache
-    def default(cls) -> ModerationClassifier:
-        """The packaged model, loaded once per process (immutable, so sharing it is safe)."""
-        return cls.load()
+    def parse_meta(cls, raw: Mapping[str, Any]) -> ModelMeta:
+        return ModelMeta.from_dict(raw)
 
     @property
     def hasher(self) -> FeatureHasher:
@@ -132,10 +113,9 @@ class ModerationClassifier:
         window = self.meta.features.window
         if len(canonical) <= window:
             return self._window_logits(canonical, cache)
-        stride = window // 2
-        starts = range(0, len(canonical) - stride, stride)
-        stacked = np.stack([self._window_logits(canonical[s : s + window]) for s in starts])
-        return np.asarray(stacked.max(axis=0), dtype=np.float64)
+        # Each window through the shared cache too (it used to be hashed afresh every time).
+        best = windowed_max(canonical, window, lambda part: self._window_list(part, cache))
+        return np.array(best, dtype=np.float64)
 
     def _window_logits(self, text: str, cache: HashCache | None = None) -> npt.NDArray[np.float64]:
         return np.array(self._window_list(text, cache), dtype=np.float64)
