@@ -56,7 +56,14 @@ _GEMINI_GEN = {
     "responseSchema",
     "responseJsonSchema",
 }
-_BEDROCK_TOP = {"messages", "system", "inferenceConfig", "toolConfig", "guardrailConfig", "additionalModelRequestFields"}
+_BEDROCK_TOP = {
+    "messages",
+    "system",
+    "inferenceConfig",
+    "toolConfig",
+    "guardrailConfig",
+    "additionalModelRequestFields",
+}
 _BEDROCK_BLOCK = {"text", "image", "toolUse", "toolResult", "document"}
 _BEDROCK_INFERENCE = {"maxTokens", "temperature", "topP", "stopSequences"}
 
@@ -152,7 +159,9 @@ async def _gemini(request: Request, cloud: FakeCloud, vertex: bool) -> Response:
     elif request.headers.get("x-goog-api-key") != GEMINI_KEY:
         return _bad("API key not valid. Please pass a valid API key.", "INVALID_ARGUMENT", 400)
     body = orjson.loads(await request.body())
-    cloud.requests.append(Seen(path + ("?" + request.url.query if request.url.query else ""), dict(request.headers), body))
+    cloud.requests.append(
+        Seen(path + ("?" + request.url.query if request.url.query else ""), dict(request.headers), body)
+    )
     problem = _check_gemini(body)
     if problem:
         return _bad(problem)
@@ -163,10 +172,16 @@ async def _gemini(request: Request, cloud: FakeCloud, vertex: bool) -> Response:
     parts, finish = _gemini_candidate(step, echo)
     usage = _usage(step.get("prompt_tokens", 11), step.get("completion_tokens", 7))
     if action == "generateContent":
-        cand: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}
+        cand: dict[str, Any] = {
+            "content": {"role": "model", "parts": parts},
+            "finishReason": finish,
+            "index": 0,
+        }
         if step.get("blocked"):
             return JSONResponse({"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": usage})
-        return JSONResponse({"candidates": [cand], "usageMetadata": usage, "modelVersion": model, "responseId": "resp-1"})
+        return JSONResponse(
+            {"candidates": [cand], "usageMetadata": usage, "modelVersion": model, "responseId": "resp-1"}
+        )
     if action != "streamGenerateContent" or request.query_params.get("alt") != "sse":
         return _bad(f"unknown action {action}", "NOT_FOUND", 404)
     size = step.get("chunk_size", 4)
@@ -197,7 +212,9 @@ async def _token(request: Request, cloud: FakeCloud) -> Response:
     if form.get("grant_type") != ["urn:ietf:params:oauth:grant-type:jwt-bearer"]:
         return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
     try:
-        claims = jwt.decode(form["assertion"][0], certs=cloud.public_key_pem, audience=str(request.url))
+        # google-auth signs for Google's own token URI as audience, whatever ``token_uri`` says.
+        audience = ["https://oauth2.googleapis.com/token", str(request.url)]
+        claims = jwt.decode(form["assertion"][0], certs=cloud.public_key_pem, audience=audience)
     except (ValueError, KeyError) as exc:
         return JSONResponse({"error": "invalid_grant", "error_description": str(exc)}, status_code=400)
     if "cloud-platform" not in claims.get("scope", ""):
@@ -248,7 +265,12 @@ def verify_sigv4(request: Request, body: bytes, cloud: FakeCloud) -> str | None:
     signed = fields["SignedHeaders"].split(";")
     raw_path = request.scope["raw_path"].decode()
     url = f"http://{request.headers['host']}{raw_path}"
-    aws = AWSRequest(method=request.method, url=url, data=body, headers={h: request.headers[h] for h in signed if h != "host"})
+    aws = AWSRequest(
+        method=request.method,
+        url=url,
+        data=body,
+        headers={h: request.headers[h] for h in signed if h != "host"},
+    )
     signer = SigV4Auth(Credentials(access, secret, token), "bedrock", region)
     aws.context["timestamp"] = amz_date
     expected = signer.signature(signer.string_to_sign(aws, signer.canonical_request(aws)), aws)
@@ -256,7 +278,11 @@ def verify_sigv4(request: Request, body: bytes, cloud: FakeCloud) -> str | None:
 
 
 def _aws_error(name: str, message: str, status: int) -> Response:
-    return JSONResponse({"message": message}, status_code=status, headers={"x-amzn-ErrorType": f"{name}:http://internal.amazon.com/coral/com.amazon.bedrock/"})
+    return JSONResponse(
+        {"message": message},
+        status_code=status,
+        headers={"x-amzn-ErrorType": f"{name}:http://internal.amazon.com/coral/com.amazon.bedrock/"},
+    )
 
 
 def _check_bedrock(body: Any) -> str | None:
@@ -278,7 +304,11 @@ async def _bedrock(request: Request, cloud: FakeCloud) -> Response:
     raw = await request.body()
     problem = verify_sigv4(request, raw, cloud)
     if problem:
-        return _aws_error("UnrecognizedClientException" if "Unrecognized" in problem else "InvalidSignatureException", problem, 403)
+        return _aws_error(
+            "UnrecognizedClientException" if "Unrecognized" in problem else "InvalidSignatureException",
+            problem,
+            403,
+        )
     body = orjson.loads(raw)
     cloud.requests.append(Seen(request.scope["raw_path"].decode(), dict(request.headers), body))
     problem = _check_bedrock(body)
@@ -286,7 +316,9 @@ async def _bedrock(request: Request, cloud: FakeCloud) -> Response:
         return _aws_error("ValidationException", problem, 400)
     step = cloud._next()
     if "status" in step:
-        return _aws_error(step.get("error", "ServiceUnavailableException"), step.get("message", "scripted"), step["status"])
+        return _aws_error(
+            step.get("error", "ServiceUnavailableException"), step.get("message", "scripted"), step["status"]
+        )
     text = step.get("text", f"You said: {_last_user_text(body['messages'], 'content')}")
     stop = step.get("stop", "tool_use" if step.get("calls") else "end_turn")
     usage = {"inputTokens": step.get("prompt_tokens", 13), "outputTokens": step.get("completion_tokens", 5)}
@@ -294,8 +326,18 @@ async def _bedrock(request: Request, cloud: FakeCloud) -> Response:
     calls = step.get("calls", ())
     if request.url.path.endswith("/converse"):
         content: list[dict[str, Any]] = [{"text": text}] if text else []
-        content += [{"toolUse": {"toolUseId": f"tooluse_{i}", "name": c["name"], "input": c["args"]}} for i, c in enumerate(calls)]
-        return JSONResponse({"output": {"message": {"role": "assistant", "content": content}}, "stopReason": stop, "usage": usage, "metrics": {"latencyMs": 5}})
+        content += [
+            {"toolUse": {"toolUseId": f"tooluse_{i}", "name": c["name"], "input": c["args"]}}
+            for i, c in enumerate(calls)
+        ]
+        return JSONResponse(
+            {
+                "output": {"message": {"role": "assistant", "content": content}},
+                "stopReason": stop,
+                "usage": usage,
+                "metrics": {"latencyMs": 5},
+            }
+        )
     size = step.get("chunk_size", 4)
 
     async def frames() -> AsyncIterator[bytes]:
@@ -303,7 +345,9 @@ async def _bedrock(request: Request, cloud: FakeCloud) -> Response:
         block = 0
         if text:
             for i in range(0, len(text), size):
-                yield event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": text[i : i + size]}})
+                yield event(
+                    "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": text[i : i + size]}}
+                )
             yield event("contentBlockStop", {"contentBlockIndex": 0})
             block = 1
         for i, c in enumerate(calls):
@@ -311,11 +355,18 @@ async def _bedrock(request: Request, cloud: FakeCloud) -> Response:
             yield event("contentBlockStart", {"contentBlockIndex": block, "start": start})
             args = orjson.dumps(c["args"]).decode()
             for j in range(0, len(args), size):
-                yield event("contentBlockDelta", {"contentBlockIndex": block, "delta": {"toolUse": {"input": args[j : j + size]}}})
+                yield event(
+                    "contentBlockDelta",
+                    {"contentBlockIndex": block, "delta": {"toolUse": {"input": args[j : j + size]}}},
+                )
             yield event("contentBlockStop", {"contentBlockIndex": block})
             block += 1
         if step.get("stream_exception"):
-            headers = {":exception-type": step["stream_exception"], ":content-type": "application/json", ":message-type": "exception"}
+            headers = {
+                ":exception-type": step["stream_exception"],
+                ":content-type": "application/json",
+                ":message-type": "exception",
+            }
             yield frame(headers, orjson.dumps({"message": "scripted stream failure"}))
             return
         corrupt = step.get("corrupt")
@@ -365,7 +416,11 @@ def build_app(cloud: FakeCloud) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1beta/models/{rest:path}", gemini, methods=["POST"]),
-            Route("/v1/projects/{project}/locations/{location}/publishers/google/models/{rest:path}", vertex, methods=["POST"]),
+            Route(
+                "/v1/projects/{project}/locations/{location}/publishers/google/models/{rest:path}",
+                vertex,
+                methods=["POST"],
+            ),
             Route("/token", token, methods=["POST"]),
             Route("/model/{rest:path}", bedrock, methods=["POST"]),
             Route("/sts/", sts, methods=["POST"]),

@@ -84,21 +84,35 @@ def test_chat_with_system_history_and_image(gemini: tuple[SidecarHarness, FakeCl
             {"role": "assistant", "content": "hello"},
             {
                 "role": "user",
-                "content": [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": PNG}}],
+                "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": PNG}},
+                ],
             },
         ],
     )
     assert r.choices[0].message.content == "You said: what is this?"
     assert r.choices[0].finish_reason == "stop"
-    assert r.usage is not None and (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (11, 7, 18)
+    assert r.usage is not None and (
+        r.usage.prompt_tokens,
+        r.usage.completion_tokens,
+        r.usage.total_tokens,
+    ) == (11, 7, 18)
     seen = cloud.requests[-1]
     assert seen.path == "/v1beta/models/gemini-2.0-flash:generateContent"
     assert seen.headers["x-goog-api-key"] == GEMINI_KEY and "authorization" not in seen.headers
     body = seen.json
     assert body["systemInstruction"] == {"parts": [{"text": "be brief"}]}
     assert [t["role"] for t in body["contents"]] == ["user", "model", "user"]
-    assert body["contents"][2]["parts"][1] == {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}
-    assert body["generationConfig"] == {"temperature": 0.2, "topP": 0.9, "maxOutputTokens": 64, "stopSequences": ["END"]}
+    assert body["contents"][2]["parts"][1] == {
+        "inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}
+    }
+    assert body["generationConfig"] == {
+        "temperature": 0.2,
+        "topP": 0.9,
+        "maxOutputTokens": 64,
+        "stopSequences": ["END"],
+    }
 
 
 def test_stream_arrives_in_pieces_with_usage(gemini: tuple[SidecarHarness, FakeCloud]) -> None:
@@ -119,10 +133,16 @@ def test_stream_arrives_in_pieces_with_usage(gemini: tuple[SidecarHarness, FakeC
 def test_parallel_tool_calls_and_their_results(gemini: tuple[SidecarHarness, FakeCloud]) -> None:
     h, cloud = gemini
     c = client(h)
-    calls = [{"name": "get_weather", "args": {"city": "Paris"}}, {"name": "get_weather", "args": {"city": "Oslo"}}]
+    calls = [
+        {"name": "get_weather", "args": {"city": "Paris"}},
+        {"name": "get_weather", "args": {"city": "Oslo"}},
+    ]
     cloud.push({"text": "", "calls": calls})
     r = c.chat.completions.create(
-        model="gemini-2.0-flash", messages=[{"role": "user", "content": "weather?"}], tools=TOOLS, tool_choice="required"
+        model="gemini-2.0-flash",
+        messages=[{"role": "user", "content": "weather?"}],
+        tools=TOOLS,
+        tool_choice="required",
     )
     msg = r.choices[0].message
     assert r.choices[0].finish_reason == "tool_calls" and msg.tool_calls is not None
@@ -179,7 +199,9 @@ def test_json_schema_and_safety_finish(gemini: tuple[SidecarHarness, FakeCloud])
     assert cfg == {"responseMimeType": "application/json", "responseJsonSchema": schema}
 
     cloud.push({"text": "", "finish": "SAFETY"})
-    r = client(h).chat.completions.create(model="gemini-2.0-flash", messages=[{"role": "user", "content": "x"}])
+    r = client(h).chat.completions.create(
+        model="gemini-2.0-flash", messages=[{"role": "user", "content": "x"}]
+    )
     assert r.choices[0].finish_reason == "content_filter"
     cloud.push({"text": "partial", "finish": "PROHIBITED_CONTENT"})
     _, finish, _, _ = collect(
@@ -204,14 +226,21 @@ def test_errors_map_to_openai_errors(gemini: tuple[SidecarHarness, FakeCloud]) -
     assert long.value.code == "context_length_exceeded"
     cloud.push({"status": 503, "rpc": "UNAVAILABLE", "message": "The model is overloaded."})
     with pytest.raises(openai.InternalServerError) as down:
-        c.chat.completions.create(model="gemini-2.0-flash", messages=[{"role": "user", "content": "x"}], stream=True)
+        c.chat.completions.create(
+            model="gemini-2.0-flash", messages=[{"role": "user", "content": "x"}], stream=True
+        )
     assert down.value.status_code == 503
     # What cannot be translated is refused before anything is sent.
     before = len(cloud.requests)
     with pytest.raises(openai.BadRequestError) as audio:
         c.chat.completions.create(
             model="gemini-2.0-flash",
-            messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AA==", "format": "wav"}}]}],
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "input_audio", "input_audio": {"data": "AA==", "format": "wav"}}],
+                }
+            ],
         )
     assert audio.value.code == "unsupported_content" and len(cloud.requests) == before
     with pytest.raises(openai.BadRequestError) as route:
@@ -224,18 +253,24 @@ def test_retry_on_unavailable_then_success(tmp_path: Path, cloud: tuple[str, Fak
     plugins = "  - {type: retry, max_attempts: 3, base_delay: 0.01, max_delay: 0.02}\n"
     with sidecar_harness(tmp_path, policy=gemini_policy(url, plugins)) as h:
         state.push({"status": 503, "rpc": "UNAVAILABLE"}, {"status": 429, "rpc": "RESOURCE_EXHAUSTED"})
-        r = client(h).chat.completions.create(model="gemini-1.5-pro", messages=[{"role": "user", "content": "again"}])
+        r = client(h).chat.completions.create(
+            model="gemini-1.5-pro", messages=[{"role": "user", "content": "again"}]
+        )
         assert r.choices[0].message.content == "You said: again" and len(state.requests) == 3
 
 
 def test_passthrough_moves_the_client_key(tmp_path: Path, cloud: tuple[str, FakeCloud]) -> None:
     url, state = cloud
     with sidecar_harness(tmp_path, policy=gemini_policy(url, auth="    auth: passthrough\n")) as h:
-        r = client(h, GEMINI_KEY).chat.completions.create(model="gemini-2.0-flash", messages=[{"role": "user", "content": "k"}])
+        r = client(h, GEMINI_KEY).chat.completions.create(
+            model="gemini-2.0-flash", messages=[{"role": "user", "content": "k"}]
+        )
         assert r.choices[0].message.content == "You said: k"
         assert state.requests[-1].headers["x-goog-api-key"] == GEMINI_KEY
         with pytest.raises(openai.BadRequestError):  # Google answers a wrong key with a 400
-            client(h, "wrong").chat.completions.create(model="gemini-2.0-flash", messages=[{"role": "user", "content": "k"}])
+            client(h, "wrong").chat.completions.create(
+                model="gemini-2.0-flash", messages=[{"role": "user", "content": "k"}]
+            )
 
 
 def test_pii_restore_and_blocklist_on_a_gemini_stream(tmp_path: Path, cloud: tuple[str, FakeCloud]) -> None:
@@ -260,6 +295,8 @@ def test_pii_restore_and_blocklist_on_a_gemini_stream(tmp_path: Path, cloud: tup
 
         state.push({"text": "this has a forbiddenword inside", "chunk_size": 3})
         text, _, _, _ = collect(
-            c.chat.completions.create(model="gemini-2.0-flash", messages=[{"role": "user", "content": "x"}], stream=True)
+            c.chat.completions.create(
+                model="gemini-2.0-flash", messages=[{"role": "user", "content": "x"}], stream=True
+            )
         )
         assert "forbiddenword" not in text and text.startswith("this has a ") and text.endswith(" inside")

@@ -157,8 +157,13 @@ class GeminiTarget:
     async def _headers(self, request: UpstreamRequest, ctx: RequestContext) -> list[tuple[str, str]]:
         if self._token is not None:
             headers = [(k, v) for k, v in request.headers if k.lower() not in _DROP]
-            headers.append(("authorization", await self._token.authorization()))
-            return [*self._credentials.apply(headers, ctx.upstream_headers), JSON_HEADER]
+            headers = self._credentials.apply(headers, ctx.upstream_headers)
+            token = await self._token.authorization()
+            return [
+                *(h for h in headers if h[0].lower() != "authorization"),
+                ("authorization", token),
+                JSON_HEADER,
+            ]
         headers = [(k, v) for k, v in request.headers if k.lower() not in ("content-type", "accept-encoding")]
         if self._credentials.mode == "passthrough" and not any(
             k.lower() == "x-goog-api-key" for k, _ in headers
