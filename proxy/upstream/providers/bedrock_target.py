@@ -175,7 +175,8 @@ class BedrockTarget:
         headers = await self._signed(url, payload, request.stream, ctx)
         resp = await settled(
             request,
-            lambda: self._client.send("POST", url, headers, payload),
+            # Sent as signed: the model id's ':' stays %3A (re-quoting would break the signature).
+            lambda: self._client.send("POST", url, headers, payload, encoded=True),
             self._first_token,
             self._max_response,
         )
