@@ -186,7 +186,8 @@ def test_retry_then_fallback_from_openai_to_bedrock(
             f"  bedrock:\n    base_url: {url}\n    provider: bedrock\n    region: {AWS_REGION}\n"
             "default_upstream: openai\n"
             f"routes:\n  - match: gpt-4o\n    targets: [openai, 'bedrock:{MODEL}']\n"
-            "plugins:\n  - {type: fallback}\n  - {type: retry, max_attempts: 2, base_delay: 0.01, max_delay: 0.02}\n"
+            "plugins:\n  - {type: fallback}\n"
+            "  - {type: retry, max_attempts: 2, base_delay: 0.01, max_delay: 0.02}\n"
         )
         with sidecar_harness(tmp_path, policy=policy) as h:
             _fallback_checks(h, openai_state, state)
