@@ -300,3 +300,35 @@ def test_pii_restore_and_blocklist_on_a_gemini_stream(tmp_path: Path, cloud: tup
             )
         )
         assert "forbiddenword" not in text and text.startswith("this has a ") and text.endswith(" inside")
+
+
+def test_budget_reserves_then_reconciles_with_gemini_usage(
+    tmp_path: Path, cloud: tuple[str, FakeCloud]
+) -> None:
+    """The reservation is the sidecar's (max_tokens); the charge left is what Gemini reported."""
+    url, state = cloud
+    plugins = (
+        "  - type: budget\n    limits:\n"
+        "      - {name: out, output_tokens: 1000, window: hour}\n"
+        "      - {name: usd, cost_usd: 1.0, window: hour}\n"
+    )
+    with sidecar_harness(tmp_path, policy=gemini_policy(url, plugins)) as h:
+        c = client(h)
+        state.push({"completion_tokens": 40, "prompt_tokens": 1000})
+        collect(
+            c.chat.completions.create(
+                model="gemini-2.0-flash",
+                max_tokens=500,
+                messages=[{"role": "user", "content": "a"}],
+                stream=True,
+            )
+        )
+        raw = c.chat.completions.with_raw_response.create(
+            model="gemini-2.0-flash", max_tokens=500, messages=[{"role": "user", "content": "b"}]
+        )
+        # 1000 - 40 (first, as reported by Gemini) - 500 (this one's reservation)
+        assert raw.headers["x-ratelimit-remaining-tokens"] == "460"
+        # $1 - the first request at gemini-2.0-flash list prices (1000 in, 40 out), before this one
+        first = (1000 * 0.10 + 40 * 0.40) / 1e6
+        assert float(raw.headers["x-ratelimit-remaining-usd"].lstrip("$")) < 1.0 - first + 1e-9
+        assert float(raw.headers["x-ratelimit-remaining-usd"].lstrip("$")) > 1.0 - first - 0.001
