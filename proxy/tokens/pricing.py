@@ -3,8 +3,9 @@
 The built-in table holds *defaults*: public list prices (USD per 1M tokens, standard tier, no
 batch/priority/regional discounts or surcharges) as published by OpenAI, Anthropic, Google and
 AWS at the time of writing. Prices change and contracts differ, so a policy should override
-them; pass the policy's table as ``overrides`` to :func:`price_for_model`. Unknown models return ``None`` rather
-than a guess: the caller decides whether that means "deny", "allow" or "count tokens only".
+them; pass the policy's table as ``overrides`` to :func:`price_for_model`. Unknown models
+return ``None`` rather than a guess: the caller decides whether that means "deny", "allow" or
+"count tokens only".
 """
 
 from __future__ import annotations

@@ -98,7 +98,8 @@ def test_gemini_stream_with_two_candidates_is_done_only_when_both_finish() -> No
     assert isinstance(call, ToolCallDelta) and call.index == 1 and call.arguments == '{"x":1}'
     last = dec.decode(
         _sse(
-            b'{"candidates": [{"index": 1, "finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 2}}'
+            b'{"candidates": [{"index": 1, "finishReason": "STOP"}],'
+            b' "usageMetadata": {"promptTokenCount": 2}}'
         )
     )
     assert last == [Finish(1, "tool_calls")] and dec.done
@@ -158,7 +159,8 @@ def test_a_missing_sdk_names_the_extra(
     settings = "    project: p\n    location: l\n" if provider == "vertex" else "    region: us-east-1\n"
     path = tmp_path / "p.yaml"
     path.write_text(
-        f"version: 1\nupstreams:\n  u:\n    base_url: https://example.com\n    provider: {provider}\n{settings}"
+        "version: 1\nupstreams:\n  u:\n    base_url: https://example.com\n"
+        f"    provider: {provider}\n{settings}"
         "default_upstream: u\nplugins: []\n"
     )
     with pytest.raises(ConfigError) as info:
