@@ -332,3 +332,30 @@ def test_budget_reserves_then_reconciles_with_gemini_usage(
         first = (1000 * 0.10 + 40 * 0.40) / 1e6
         assert float(raw.headers["x-ratelimit-remaining-usd"].lstrip("$")) < 1.0 - first + 1e-9
         assert float(raw.headers["x-ratelimit-remaining-usd"].lstrip("$")) > 1.0 - first - 0.001
+
+
+def test_anthropic_sdk_client_on_a_gemini_upstream(gemini: tuple[SidecarHarness, FakeCloud]) -> None:
+    import anthropic
+
+    h, cloud = gemini
+    ac = anthropic.Anthropic(base_url=h.base_url, api_key="x", max_retries=0)
+    m = ac.messages.create(
+        model="gemini-2.0-flash", max_tokens=32, system="terse", messages=[{"role": "user", "content": "hey"}]
+    )
+    assert m.content[0].text == "You said: hey" and m.stop_reason == "end_turn"  # type: ignore[union-attr]
+    assert m.usage.input_tokens == 11 and m.usage.output_tokens == 7
+    assert cloud.requests[-1].json["systemInstruction"] == {"parts": [{"text": "terse"}]}
+
+    cloud.push({"text": "", "calls": [{"name": "get_weather", "args": {"city": "Rome"}}]})
+    tools: Any = [
+        {
+            "name": "get_weather",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+        }
+    ]
+    with ac.messages.stream(
+        model="gemini-2.0-flash", max_tokens=32, tools=tools, messages=[{"role": "user", "content": "w?"}]
+    ) as stream:
+        final = stream.get_final_message()
+    use = next(b for b in final.content if b.type == "tool_use")
+    assert final.stop_reason == "tool_use" and use.input == {"city": "Rome"}  # type: ignore[union-attr]
