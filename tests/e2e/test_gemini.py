@@ -359,3 +359,22 @@ def test_anthropic_sdk_client_on_a_gemini_upstream(gemini: tuple[SidecarHarness,
         final = stream.get_final_message()
     use = next(b for b in final.content if b.type == "tool_use")
     assert final.stop_reason == "tool_use" and use.input == {"city": "Rome"}  # type: ignore[union-attr]
+
+
+def test_context_length_falls_back_to_a_longer_context_model(
+    tmp_path: Path, cloud: tuple[str, FakeCloud]
+) -> None:
+    url, state = cloud
+    policy = gemini_policy(url, "  - {type: fallback, triggers: [context_length]}\n").replace(
+        "plugins:",
+        "routes:\n  - match: long\n    targets: ['gemini:gemini-2.0-flash', 'gemini:gemini-1.5-pro']\nplugins:",
+    )
+    with sidecar_harness(tmp_path, policy=policy) as h:
+        msg = "The input token count (2000000) exceeds the maximum number of tokens allowed (1048576)."
+        state.push({"status": 400, "rpc": "INVALID_ARGUMENT", "message": msg})
+        r = client(h).chat.completions.create(model="long", messages=[{"role": "user", "content": "big"}])
+        assert r.choices[0].message.content == "You said: big"
+        assert [s.path.split("/")[-1] for s in state.requests] == [
+            "gemini-2.0-flash:generateContent",
+            "gemini-1.5-pro:generateContent",
+        ]
