@@ -367,7 +367,8 @@ def test_context_length_falls_back_to_a_longer_context_model(
     url, state = cloud
     policy = gemini_policy(url, "  - {type: fallback, triggers: [context_length]}\n").replace(
         "plugins:",
-        "routes:\n  - match: long\n    targets: ['gemini:gemini-2.0-flash', 'gemini:gemini-1.5-pro']\nplugins:",
+        "routes:\n  - match: long\n    targets: ['gemini:gemini-2.0-flash', 'gemini:gemini-1.5-pro']\n"
+        "plugins:",
     )
     with sidecar_harness(tmp_path, policy=policy) as h:
         msg = "The input token count (2000000) exceeds the maximum number of tokens allowed (1048576)."
