@@ -224,6 +224,32 @@ async def _token(request: Request, cloud: FakeCloud) -> Response:
     return JSONResponse({"access_token": token, "expires_in": cloud.token_expires_in, "token_type": "Bearer"})
 
 
+async def _metadata(request: Request, cloud: FakeCloud) -> Response:
+    """The GCE / GKE metadata server (Workload Identity): ping, service-account info, token."""
+    flavor = {"Metadata-Flavor": "Google"}
+    if request.headers.get("metadata-flavor") != "Google":
+        return Response("Missing Metadata-Flavor:Google header.", status_code=403)
+    path = request.url.path
+    if path == "/":
+        return Response("ok", headers=flavor)
+    if path.endswith("/project/project-id"):
+        return Response("proj-1", headers=flavor, media_type="text/plain")
+    if path.endswith("/service-accounts/default/"):
+        info = {
+            "email": "sidecar@proj-1.iam.gserviceaccount.com",
+            "scopes": ["https://www.googleapis.com/auth/cloud-platform"],
+        }
+        return JSONResponse(info, headers=flavor)
+    if path.endswith("/service-accounts/default/token"):
+        token = f"ya29.metadata-{len(cloud.tokens) + 1}"
+        cloud.tokens.append(token)
+        return JSONResponse(
+            {"access_token": token, "expires_in": cloud.token_expires_in, "token_type": "Bearer"},
+            headers=flavor,
+        )
+    return Response("not found", status_code=404, headers=flavor)
+
+
 # ------------------------------------------------------------------ AWS
 
 
@@ -407,6 +433,9 @@ def build_app(cloud: FakeCloud) -> Starlette:
     async def token(request: Request) -> Response:
         return await _token(request, cloud)
 
+    async def metadata(request: Request) -> Response:
+        return await _metadata(request, cloud)
+
     async def bedrock(request: Request) -> Response:
         return await _bedrock(request, cloud)
 
@@ -422,6 +451,8 @@ def build_app(cloud: FakeCloud) -> Starlette:
                 methods=["POST"],
             ),
             Route("/token", token, methods=["POST"]),
+            Route("/", metadata, methods=["GET"]),
+            Route("/computeMetadata/v1/{rest:path}", metadata, methods=["GET"]),
             Route("/model/{rest:path}", bedrock, methods=["POST"]),
             Route("/sts/", sts, methods=["POST"]),
             Route("/sts", sts, methods=["POST"]),

@@ -103,6 +103,25 @@ def test_adc_from_the_environment(
         assert state.tokens == ["ya29.fake-1"]
 
 
+def test_workload_identity_metadata_server(
+    tmp_path: Path, cloud: tuple[str, FakeCloud], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No key file anywhere: google-auth falls through to the (GKE) metadata server."""
+    from google.auth.compute_engine import _metadata
+
+    url, state = cloud
+    host = url.removeprefix("http://")
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud"))  # no gcloud user credentials
+    monkeypatch.setenv("GCE_METADATA_IP", host)
+    monkeypatch.setattr(_metadata, "_GCE_METADATA_HOST", host)  # read once at import by google-auth
+    with sidecar_harness(tmp_path, policy=vertex_policy(url)) as h:
+        assert ask(h.v1, "wi").choices[0].message.content == "You said: wi"
+        assert ask(h.v1, "wi").choices[0].message.content == "You said: wi"
+    assert state.tokens == ["ya29.metadata-1"]
+    assert state.requests[-1].headers["authorization"] == "Bearer ya29.metadata-1"
+
+
 def test_unusable_credentials_are_a_clear_503(tmp_path: Path, cloud: tuple[str, FakeCloud]) -> None:
     url, state = cloud
     sa = service_account_file(tmp_path, url, state)
