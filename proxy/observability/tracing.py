@@ -73,7 +73,14 @@ OPERATIONS = {
     Route.EMBEDDINGS: "embeddings",
 }
 #: ``gen_ai.provider.name`` per upstream ``provider:``.
-PROVIDERS = {"openai": "openai", "azure": "azure.ai.openai", "anthropic": "anthropic"}
+PROVIDERS = {
+    "openai": "openai",
+    "azure": "azure.ai.openai",
+    "anthropic": "anthropic",
+    "gemini": "gcp.gemini",
+    "vertex": "gcp.vertex_ai",
+    "bedrock": "aws.bedrock",
+}
 MEMORY_SPANS = 10_000
 #: A hook that changed nothing still gets a span when it took this long (its time matters).
 HOOK_SPAN_MIN_NS = 100_000

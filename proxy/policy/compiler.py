@@ -145,6 +145,10 @@ def _build_target(name: str, cfg: UpstreamConfig, deps: Deps) -> Upstream:
             max_connections=cfg.max_connections,
         ),
     )
+    if cfg.provider in ("gemini", "vertex", "bedrock"):
+        from proxy.upstream.providers.cloud import build_cloud_target
+
+        return build_cloud_target(name, cfg, client)
     if cfg.provider == "anthropic":
         from proxy.upstream.anthropic_target import AnthropicTarget
 

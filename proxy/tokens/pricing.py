@@ -1,10 +1,11 @@
 """Model prices and request cost, for cost budgets.
 
 The built-in table holds *defaults*: public list prices (USD per 1M tokens, standard tier, no
-batch/priority/regional discounts or surcharges) as published by OpenAI and Anthropic at the
-time of writing. Prices change and contracts differ, so a policy should override them; pass the
-policy's table as ``overrides`` to :func:`price_for_model`. Unknown models return ``None`` rather
-than a guess: the caller decides whether that means "deny", "allow" or "count tokens only".
+batch/priority/regional discounts or surcharges) as published by OpenAI, Anthropic, Google and
+AWS at the time of writing. Prices change and contracts differ, so a policy should override
+them; pass the policy's table as ``overrides`` to :func:`price_for_model`. Unknown models
+return ``None`` rather than a guess: the caller decides whether that means "deny", "allow" or
+"count tokens only".
 """
 
 from __future__ import annotations
@@ -52,15 +53,39 @@ DEFAULT_PRICES: Mapping[str, Price] = MappingProxyType(
         "claude-sonnet-4": _p(3.00, 15.00, 0.30),
         "claude-opus-4": _p(15.00, 75.00, 1.50),
         "claude-opus-4-1": _p(15.00, 75.00, 1.50),
+        "claude-3-7-sonnet": _p(3.00, 15.00, 0.30),
+        "claude-3-haiku": _p(0.25, 1.25, 0.03),
+        "claude-3-opus": _p(15.00, 75.00, 1.50),
+        # Google Gemini, Gemini Developer API paid tier, text, prompts up to 200k tokens (128k for
+        # 1.5), from https://ai.google.dev/gemini-api/docs/pricing as published in 2025 (not
+        # re-fetched on 2026-12-07: override in the policy). Vertex AI lists some models higher
+        # (https://cloud.google.com/vertex-ai/generative-ai/pricing): override for vertex.
+        # Longer prompts cost more and are not modelled; no cached price = no discount assumed.
+        "gemini-2.5-pro": _p(1.25, 10.00),
+        "gemini-2.5-flash": _p(0.30, 2.50),
+        "gemini-2.5-flash-lite": _p(0.10, 0.40),
+        "gemini-2.0-flash": _p(0.10, 0.40, 0.025),
+        "gemini-2.0-flash-lite": _p(0.075, 0.30),
+        "gemini-1.5-pro": _p(1.25, 5.00),
+        "gemini-1.5-flash": _p(0.075, 0.30),
+        # Amazon Bedrock on-demand, us-east-1, from https://aws.amazon.com/bedrock/pricing/ as
+        # published in 2025 (same caveat). Claude on Bedrock is priced as Anthropic's API (the
+        # "anthropic." / "us." id prefixes are stripped, so the entries above apply).
+        "nova-premier": _p(2.50, 12.50),
+        "nova-pro": _p(0.80, 3.20),
+        "nova-lite": _p(0.06, 0.24),
+        "nova-micro": _p(0.035, 0.14),
+        "mistral-large": _p(4.00, 12.00),
     }
 )
 """Defaults to be overridden in the policy; see the module docstring."""
 
 # What may follow a table key for the entry to still apply: version/date decorations only, e.g.
-# "-2024-08-06", "-0125", "-20241022", "-latest", "-v1:0" (Bedrock), "@20241022" (Vertex).
+# "-2024-08-06", "-0125", "-20241022", "-latest", "-v1:0" (Bedrock), "@20241022" (Vertex),
+# "-002" (Gemini stable versions).
 # Anything else is a different model: "o3-pro" must not be priced as "o3" (10x cheaper), nor
 # "gpt-4o-realtime-preview" as "gpt-4o".
-_VERSION_SUFFIX = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|-latest|-v\d+(?::\d+)?|@\d{8})*")
+_VERSION_SUFFIX = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|-\d{3}|-latest|-v\d+(?::\d+)?|@\d{8})*")
 
 
 def price_for_model(model: str, overrides: Mapping[str, Price] | None = None) -> Price | None:

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 
 import aiohttp
+import yarl
 
 from proxy.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 
@@ -102,10 +103,16 @@ class HttpClient:
         url: str,
         headers: Iterable[tuple[str, str]],
         body: bytes | AsyncIterator[bytes] | None,
+        *,
+        encoded: bool = False,
     ) -> ClientResponse:
+        """``encoded``: send ``url`` byte for byte (no re-quoting), as a signed URL must go."""
         session = self._get_session()
+        target: str | yarl.URL = yarl.URL(url, encoded=True) if encoded else url
         try:
-            resp = await session.request(method, url, headers=list(headers), data=body, allow_redirects=False)
+            resp = await session.request(
+                method, target, headers=list(headers), data=body, allow_redirects=False
+            )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _map_error(exc) from exc
         return ClientResponse(resp)

@@ -27,10 +27,12 @@ class UpstreamConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     base_url: str = Field(description="API root, e.g. https://api.openai.com/v1, or builtin:demo")
-    provider: Literal["openai", "azure", "anthropic"] = Field(
+    provider: Literal["openai", "azure", "anthropic", "gemini", "vertex", "bedrock"] = Field(
         default="openai",
         description="openai: any OpenAI-compatible server; azure: deployment URLs; "
-        "anthropic: Messages API, translated both ways",
+        "anthropic: Messages API; gemini: Generative Language API (API key); vertex: Gemini on "
+        "Vertex AI (Google ADC); bedrock: Bedrock Converse (AWS SigV4); all but openai/azure "
+        "are translated both ways",
     )
     api_version: Annotated[str, BeforeValidator(_date_as_text)] | None = Field(
         default=None, description="azure: the api-version query parameter, e.g. 2024-10-21"
@@ -40,6 +42,15 @@ class UpstreamConfig(BaseModel):
         default=None,
         description="policy: use api_key; passthrough: forward the client's key. "
         "Default: policy when api_key is set, else passthrough",
+    )
+    project: str | None = Field(default=None, description="vertex: the Google Cloud project id")
+    location: str | None = Field(default=None, description="vertex: the region, e.g. us-central1, or global")
+    region: str | None = Field(default=None, description="bedrock: the AWS region, e.g. us-east-1")
+    credentials_file: str | None = Field(
+        default=None,
+        description="vertex: a service-account JSON file (default: Google ADC, i.e. "
+        "GOOGLE_APPLICATION_CREDENTIALS, gcloud, or the GKE metadata server); bedrock: ignored, "
+        "the AWS credential chain (env, shared files, web identity, container/instance metadata) is used",
     )
     auth_header: str = "authorization"
     auth_scheme: str = "Bearer"
@@ -73,12 +84,23 @@ class UpstreamConfig(BaseModel):
         _check_base_url(self.base_url)
         if self.provider == "azure" and not self.api_version:
             raise ValueError("provider: azure needs api_version")
+        if self.provider == "vertex" and not (self.project and self.location):
+            raise ValueError("provider: vertex needs project and location")
+        if self.provider == "bedrock" and not self.region:
+            raise ValueError("provider: bedrock needs region")
+        if self.provider in ("vertex", "bedrock") and (self.auth is not None or self.api_key is not None):
+            raise ValueError(
+                f"provider: {self.provider} authenticates with cloud credentials; "
+                "leave auth and api_key unset"
+            )
         if self.auth == "policy" and self.api_key is None:
             raise ValueError("auth: policy needs api_key")
         return self
 
     @property
     def auth_mode(self) -> str:
+        if self.provider in ("vertex", "bedrock"):
+            return "cloud"  # Google ADC / the AWS credential chain, never a client's key
         return self.auth or ("policy" if self.api_key is not None else "passthrough")
 
 

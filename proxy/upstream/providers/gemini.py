@@ -1,0 +1,388 @@
+"""OpenAI chat completions <-> Gemini ``generateContent`` (AI Studio and Vertex AI alike).
+
+The chain speaks OpenAI chat completions; a Gemini upstream needs the request translated on the
+way out and the answer, its SSE stream and its error envelope on the way back. Both Google
+endpoints (the Generative Language API and Vertex AI) take the same body, so one translation
+serves ``provider: gemini`` and ``provider: vertex``. All functions are pure.
+
+Mapping: ``system``/``developer`` messages -> ``systemInstruction``; ``assistant`` -> role
+``model``; ``tool`` messages -> ``functionResponse`` parts in a user turn (Gemini wants the
+function *name*, so it is looked up from the assistant call with that id); images -> inline
+data (``data:`` URLs) or ``fileData`` (other URLs: Gemini fetches ``gs://`` and, on AI Studio,
+uploaded-file URIs only). ``temperature``, ``top_p``, ``max_tokens`` /
+``max_completion_tokens``, ``stop``, ``n``, ``presence_penalty``, ``frequency_penalty``,
+``seed`` go to ``generationConfig``; ``response_format`` ``json_object`` -> JSON MIME type and
+``json_schema`` -> ``responseJsonSchema`` (the JSON-Schema field; the older ``responseSchema``
+takes only an OpenAPI subset).
+
+Dropped: ``logit_bias``, ``logprobs``, ``user``, ``store``, ``metadata``, ``service_tier``,
+``stream_options`` (Gemini always reports usage), ``parallel_tool_calls`` (Gemini decides),
+``strict`` on tools, image ``detail``. Refused (it would change what the model sees):
+audio parts, non-function tools, unknown roles.
+
+Gemini function calls carry no id: the answer gets ``call_<random>`` ids, and a later turn maps
+them back through the assistant message that holds them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from proxy.errors import InvalidRequest
+
+__all__ = [
+    "finish_reason_to_openai",
+    "gemini_error_to_openai",
+    "gemini_response_to_openai",
+    "openai_request_to_gemini",
+    "usage_to_openai",
+]
+
+#: Every block reason (safety, blocklist, prohibited content, SPII, recitation...) is a filter.
+_FINISH = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+    "LANGUAGE": "content_filter",
+}
+
+#: Google RPC status -> (OpenAI error type, code).
+_STATUS = {
+    "INVALID_ARGUMENT": ("invalid_request_error", None),
+    "FAILED_PRECONDITION": ("invalid_request_error", None),
+    "OUT_OF_RANGE": ("invalid_request_error", None),
+    "UNAUTHENTICATED": ("authentication_error", "invalid_api_key"),
+    "PERMISSION_DENIED": ("permission_error", None),
+    "NOT_FOUND": ("not_found_error", "model_not_found"),
+    "RESOURCE_EXHAUSTED": ("rate_limit_error", "rate_limit_exceeded"),
+    "UNAVAILABLE": ("api_error", "service_unavailable"),
+    "INTERNAL": ("api_error", "server_error"),
+    "DEADLINE_EXCEEDED": ("timeout_error", "timeout"),
+}
+#: How Gemini words an over-long prompt ("The input token count (N) exceeds the maximum number
+#: of tokens allowed (M)"); mapped to OpenAI's code so fallback's ``context_length`` class fires.
+_CONTEXT_MARKERS = ("exceeds the maximum number of tokens", "input token count", "too many tokens")
+
+
+def _unsupported(what: str, param: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"{what} cannot be translated for this provider.", code="unsupported_content", param=param
+    )
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def finish_reason_to_openai(reason: str | None) -> str | None:
+    """Gemini ``finishReason`` -> OpenAI ``finish_reason``; unknown reasons end as ``stop``."""
+    if reason is None or reason == "FINISH_REASON_UNSPECIFIED":
+        return None
+    return _FINISH.get(reason, "stop")
+
+
+def usage_to_openai(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """``usageMetadata`` -> OpenAI usage. Thinking tokens are billed as output, so they count
+    as completion tokens (as OpenAI's reasoning tokens do)."""
+    prompt = _int(meta.get("promptTokenCount"))
+    thoughts = _int(meta.get("thoughtsTokenCount"))
+    completion = _int(meta.get("candidatesTokenCount")) + thoughts
+    out: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": _int(meta.get("totalTokenCount")) or prompt + completion,
+    }
+    cached = _int(meta.get("cachedContentTokenCount"))
+    if cached:
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    if thoughts:
+        out["completion_tokens_details"] = {"reasoning_tokens": thoughts}
+    return out
+
+
+# ------------------------------------------------------------------ request
+
+
+def _image_part(part: Mapping[str, Any], param: str) -> dict[str, Any]:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, Mapping) else image
+    if not isinstance(url, str) or not url:
+        raise _unsupported("An image part without a URL", param)
+    if url.startswith("data:"):
+        header, sep, data = url[5:].partition(",")
+        media, *params = header.split(";")
+        if not sep or "base64" not in params:
+            raise _unsupported("A non-base64 data URL", param)
+        return {"inlineData": {"mimeType": media, "data": data}}
+    mime = "image/png" if url.lower().endswith(".png") else "image/jpeg"
+    return {"fileData": {"mimeType": mime, "fileUri": url}}
+
+
+def _parts(content: Any, param: str) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    if not isinstance(content, list):
+        raise InvalidRequest("Message content must be a string or a list of parts.", param=param)
+    parts: list[dict[str, Any]] = []
+    for i, part in enumerate(content):
+        where = f"{param}[{i}]"
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind in ("text", "refusal"):
+            text = part.get(kind)
+            if isinstance(text, str) and text:
+                parts.append({"text": text})
+        elif kind == "image_url":
+            parts.append(_image_part(part, where))
+        elif kind == "file":
+            data = (part.get("file") or {}).get("file_data")
+            if not isinstance(data, str) or not data.startswith("data:"):
+                raise _unsupported("A file part other than inline data", where)
+            parts.append(_image_part({"image_url": {"url": data}}, where))
+        else:
+            raise _unsupported(f"Content part type {kind!r}", where)
+    return parts
+
+
+def _args(arguments: Any) -> dict[str, Any]:
+    """OpenAI's JSON-string arguments -> Gemini's object; broken JSON is kept as ``_raw``."""
+    if isinstance(arguments, dict):
+        return arguments
+    if not isinstance(arguments, str) or not arguments.strip():
+        return {}
+    try:
+        parsed = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return {"_raw_arguments": arguments}
+    return parsed if isinstance(parsed, dict) else {"_raw_arguments": arguments}
+
+
+def _tool_response(content: Any, param: str) -> dict[str, Any]:
+    """A tool message's content -> ``functionResponse.response`` (an object): JSON objects pass
+    as they are, anything else is wrapped as ``{"content": ...}`` as Google's samples do."""
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
+    if not isinstance(content, str):
+        raise InvalidRequest("A tool message's content must be text.", param=param)
+    try:
+        parsed = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {"content": content}
+
+
+def _append(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any]]) -> None:
+    """Gemini wants alternating turns: consecutive same-role messages are merged."""
+    if not parts:
+        return
+    if contents and contents[-1]["role"] == role:
+        contents[-1]["parts"].extend(parts)
+    else:
+        contents.append({"role": role, "parts": parts})
+
+
+def _tools(tools: Any, choice: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if tools:
+        decls = []
+        for i, tool in enumerate(tools):
+            if not isinstance(tool, Mapping) or tool.get("type", "function") != "function":
+                raise _unsupported("A non-function tool", f"tools[{i}]")
+            fn = tool.get("function") or {}
+            decl: dict[str, Any] = {"name": fn.get("name")}
+            if fn.get("description"):
+                decl["description"] = fn["description"]
+            if fn.get("parameters"):
+                decl["parametersJsonSchema"] = fn["parameters"]
+            decls.append(decl)
+        out["tools"] = [{"functionDeclarations": decls}]
+    if choice is None:
+        return out
+    if choice in ("auto", "required", "none"):
+        mode: dict[str, Any] = {"mode": {"auto": "AUTO", "required": "ANY", "none": "NONE"}[choice]}
+    elif isinstance(choice, Mapping) and choice.get("type") == "function":
+        mode = {"mode": "ANY", "allowedFunctionNames": [(choice.get("function") or {}).get("name")]}
+    else:
+        raise _unsupported(f"tool_choice {choice!r}", "tool_choice")
+    out["toolConfig"] = {"functionCallingConfig": mode}
+    return out
+
+
+def _generation_config(body: Mapping[str, Any]) -> dict[str, Any]:
+    cfg: dict[str, Any] = {}
+    for src, dst in (
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+        ("seed", "seed"),
+        ("n", "candidateCount"),
+    ):
+        if body.get(src) is not None:
+            cfg[dst] = body[src]
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    if limit is not None:
+        cfg["maxOutputTokens"] = limit
+    stop = body.get("stop")
+    if stop:
+        cfg["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    fmt = body.get("response_format")
+    kind = fmt.get("type") if isinstance(fmt, Mapping) else None
+    if kind == "json_object":
+        cfg["responseMimeType"] = "application/json"
+    elif kind == "json_schema" and isinstance(fmt, Mapping):
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        cfg["responseMimeType"] = "application/json"
+        if isinstance(schema, Mapping):
+            cfg["responseJsonSchema"] = schema
+    elif kind not in (None, "text"):
+        raise _unsupported(f"response_format {kind!r}", "response_format")
+    return cfg
+
+
+def openai_request_to_gemini(body: dict[str, Any]) -> dict[str, Any]:
+    """A chat-completions request -> a ``generateContent`` body (the model goes in the URL)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise InvalidRequest("messages must be a list.", param="messages")
+    system: list[dict[str, Any]] = []
+    contents: list[dict[str, Any]] = []
+    call_names: dict[str, str] = {}
+    for i, msg in enumerate(messages):
+        param = f"messages[{i}]"
+        role = msg.get("role") if isinstance(msg, Mapping) else None
+        if role in ("system", "developer"):
+            parts = _parts(msg.get("content"), f"{param}.content")
+            if any("text" not in p for p in parts):
+                raise _unsupported("A non-text system message part", f"{param}.content")
+            system.extend(parts)
+        elif role == "user":
+            _append(contents, "user", _parts(msg.get("content"), f"{param}.content"))
+        elif role == "assistant":
+            parts = _parts(msg.get("content"), f"{param}.content")
+            for call in msg.get("tool_calls") or ():
+                fn = call.get("function") or {}
+                call_names[str(call.get("id"))] = str(fn.get("name"))
+                parts.append({"functionCall": {"name": fn.get("name"), "args": _args(fn.get("arguments"))}})
+            _append(contents, "model", parts)
+        elif role == "tool":
+            name = call_names.get(str(msg.get("tool_call_id")))
+            if name is None:
+                raise InvalidRequest(
+                    "A tool message must answer a tool call of an earlier assistant message.",
+                    param=f"{param}.tool_call_id",
+                )
+            response = _tool_response(msg.get("content"), f"{param}.content")
+            _append(contents, "user", [{"functionResponse": {"name": name, "response": response}}])
+        else:
+            raise _unsupported(f"Message role {role!r}", f"{param}.role")
+    out: dict[str, Any] = {"contents": contents}
+    if system:
+        out["systemInstruction"] = {"parts": system}
+    out.update(_tools(body.get("tools"), body.get("tool_choice")))
+    cfg = _generation_config(body)
+    if cfg:
+        out["generationConfig"] = cfg
+    return out
+
+
+# ------------------------------------------------------------------ response
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def _message(candidate: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for part in (candidate.get("content") or {}).get("parts") or ():
+        if part.get("thought"):
+            continue  # thought summaries are not the answer
+        if isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif isinstance(part.get("functionCall"), Mapping):
+            call = part["functionCall"]
+            calls.append(
+                {
+                    "id": call.get("id") or new_call_id(),
+                    "type": "function",
+                    "function": {
+                        "name": call.get("name"),
+                        "arguments": orjson.dumps(call.get("args") or {}).decode(),
+                    },
+                }
+            )
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not calls else None,
+        "refusal": None,
+    }
+    if calls:
+        message["tool_calls"] = calls
+    return message, bool(calls)
+
+
+def gemini_response_to_openai(
+    body: Mapping[str, Any], model: str, *, created: int | None = None
+) -> dict[str, Any]:
+    """A ``GenerateContentResponse`` -> a ``chat.completion``.
+
+    A prompt blocked before generation (``promptFeedback.blockReason``, no candidates) becomes
+    one empty choice with ``finish_reason: content_filter``, as Azure reports a filtered prompt.
+    Function calls finish as ``tool_calls`` (Gemini says ``STOP``).
+    """
+    choices = []
+    for i, cand in enumerate(body.get("candidates") or ()):
+        message, has_calls = _message(cand)
+        finish = finish_reason_to_openai(cand.get("finishReason")) or "stop"
+        if has_calls and finish == "stop":
+            finish = "tool_calls"
+        choices.append(
+            {"index": cand.get("index", i), "message": message, "finish_reason": finish, "logprobs": None}
+        )
+    if not choices:
+        blocked = (body.get("promptFeedback") or {}).get("blockReason")
+        choices.append(
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "", "refusal": None},
+                "finish_reason": "content_filter" if blocked else "stop",
+                "logprobs": None,
+            }
+        )
+    return {
+        "id": body.get("responseId") or f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()) if created is None else created,
+        "model": body.get("modelVersion") or model,
+        "choices": choices,
+        "usage": usage_to_openai(body.get("usageMetadata") or {}),
+    }
+
+
+def gemini_error_to_openai(body: Any, status: int) -> dict[str, Any]:
+    """``{"error": {"code", "message", "status"}}`` (also Vertex's one-element list form) ->
+    ``{"error": {"message", "type", "param", "code"}}`` for the same HTTP status."""
+    if isinstance(body, list) and body:
+        body = body[0]
+    err = body.get("error") if isinstance(body, Mapping) else None
+    err = err if isinstance(err, Mapping) else {}
+    raw = err.get("message")
+    message = raw if isinstance(raw, str) else f"Upstream error ({status})."
+    rpc = err.get("status")
+    kind, code = _STATUS.get(str(rpc), ("api_error" if status >= 500 else "invalid_request_error", None))
+    if status == 400 and any(m in message.lower() for m in _CONTEXT_MARKERS):
+        code = "context_length_exceeded"
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
