@@ -173,7 +173,7 @@ def _offline_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cal.add_argument("--html", type=Path, help="also write an HTML report with plots here")
     cal.add_argument("--json", action="store_true", help="print the result as JSON")
     cal.add_argument(
-        "traffic", type=Path, help="JSONL of labelled requests, or a capture directory (observability.capture)"
+        "traffic", type=Path, help="JSONL of labelled requests, or an observability.capture directory"
     )
 
 

@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     export.add_argument("--out", type=Path, help="write here instead of stdout")
     export.add_argument("--unlabelled", action="store_true", help="only records without a label yet")
     export.add_argument(
-        "--decrypt", action="store_true", help="open sealed records (key from SIDECAR_CAPTURE_KEY): clear text!"
+        "--decrypt", action="store_true", help="open sealed records (SIDECAR_CAPTURE_KEY): clear text"
     )
     imp = actions.add_parser("import", help="append the label/labels of each JSONL line to the store")
     imp.add_argument("--capture", type=Path, required=True, help="observability.capture.dir")
