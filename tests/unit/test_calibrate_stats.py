@@ -49,7 +49,8 @@ def test_too_few_labels_is_said_and_enough_is_not() -> None:
 
 def _store(root: Path) -> None:
     for rid in ("a", "b"):
-        row = {"id": rid, "request": {"model": "m", "messages": [{"role": "user", "content": rid}]}, "weight": 2.0}
+        body = {"model": "m", "messages": [{"role": "user", "content": rid}]}
+        row = {"id": rid, "request": body, "weight": 2.0}
         capture_store.append(root, orjson.dumps(row), 1 << 20)
 
 

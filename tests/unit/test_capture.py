@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import random
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -154,7 +155,8 @@ def _ctx(rid: str, tenant: str | None, score: float) -> RequestContext:
     ctx = RequestContext(rid, Route.CHAT, {}, "rev", "m", tenant=tenant)
     ctx.active = ActiveStep("injection", "shadow")
     ctx.record("prompt_injection", "allow", score=score, threshold=0.5)
-    ctx.state["capture.request"] = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    ctx.state["capture.request"] = orjson.dumps(body)
     return ctx
 
 
@@ -166,10 +168,12 @@ def _policy(cfg: CaptureConfig) -> Any:
     )
 
 
-def test_observer_samples_opts_out_tenants_and_counts_drops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_observer_samples_opts_out_tenants_and_counts_drops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = CaptureConfig(dir=str(tmp_path), base_rate=0.0, band=0.1, exclude_tenants=("private",), queue=2)
     capture = Capture(rng=lambda: 0.5)  # keeps exactly the requests with inclusion > 0.5
-    blocked = __import__("threading").Event()
+    blocked = threading.Event()
     monkeypatch.setattr(Capture, "write", lambda self, item: blocked.wait(10))  # a stuck disk
     policy, done = _policy(cfg), Outcome(200)
     capture(policy, _ctx("far", None, 0.0), done)
