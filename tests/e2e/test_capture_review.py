@@ -133,7 +133,9 @@ def test_capture_review_in_a_browser_then_calibrate(harness: SidecarHarness, tmp
         browser.find_element(By.ID, "key").send_keys(os.environ["SIDECAR_CAPTURE_KEY"])
         browser.find_element(By.ID, "load").click()
         loaded()
-        texts = {c.get_attribute("data-id"): c.find_element(By.CSS_SELECTOR, "pre.text").text for c in cards()}
+        texts = {
+            c.get_attribute("data-id"): c.find_element(By.CSS_SELECTOR, "pre.text").text for c in cards()
+        }
         assert all("answer:" in t for t in texts.values())  # the answer was captured too
         for rid, text in texts.items():
             card = browser.find_element(By.CSS_SELECTOR, f'div.record[data-id="{rid}"]')
@@ -161,8 +163,10 @@ def test_capture_review_in_a_browser_then_calibrate(harness: SidecarHarness, tmp
 
     report = tmp_path / "report.html"
     done = subprocess.run(
-        [sys.executable, "-m", "proxy", "calibrate", "--policy", str(harness.policy_path), "--target-fpr", "0.1"]
-        + ["--html", str(report), str(root)],
+        [
+            *(sys.executable, "-m", "proxy", "calibrate", "--policy", str(harness.policy_path)),
+            *("--target-fpr", "0.1", "--html", str(report), str(root)),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
