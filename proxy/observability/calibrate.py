@@ -294,11 +294,14 @@ def confidence_text(cal: RuleCalibration) -> list[str]:
     ]
     if not conf["enough_labels"]:
         want = conf.get("negatives_needed")
-        more = f"about {want} effective negative labels" if want else "more (and better separated) labels"
         if not cal.positives:
-            more = "positive labels"
+            more = "label some positives"
+        elif want:
+            more = f"about {want} effective negatives are needed ({fpr['n_eff']:g} now)"
+        else:
+            more = "label more, or use a better-separating detector"
         out.append(
-            f"too few labels: the false-positive rate could be above {cal.target_fpr:g}; label {more} "
+            f"too few labels: the false-positive rate could be above {cal.target_fpr:g}; {more} "
             "before enforcing this threshold"
         )
     return out
