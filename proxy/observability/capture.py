@@ -24,6 +24,7 @@ Segments rotate at ``segment_mb``; segments older than ``ttl_hours`` and the old
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import queue
@@ -185,6 +186,7 @@ class Capture:
                 target=self._run, args=(self._queue,), name="capture", daemon=True
             )
             self._thread.start()
+            atexit.register(self.close)  # a clean exit writes what is queued (close waits a bounded time)
         return self._queue
 
     def _run(self, q: queue.Queue[Item | None]) -> None:
@@ -220,8 +222,12 @@ class Capture:
             self._queue.join()
 
     def close(self) -> None:
+        """Stop the writer after what is queued (a bounded wait: exit must not hang on a disk)."""
         if self._queue is not None and self._thread is not None and self._thread.is_alive():
-            self._queue.put(None)
+            try:
+                self._queue.put(None, timeout=1)
+            except queue.Full:
+                return
             self._thread.join(timeout=5)
 
     @property

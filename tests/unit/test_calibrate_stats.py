@@ -85,3 +85,20 @@ def test_review_key_prints_a_usable_key(capsys: pytest.CaptureFixture[str]) -> N
 
     assert main(["review", "key"]) == 0
     assert len(parse_key(capsys.readouterr().out)) == 32
+
+
+def test_check_warns_when_the_capture_key_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\nupstreams:\n  default:\n    base_url: builtin:demo\n"
+        f"observability:\n  capture:\n    dir: {tmp_path}\n    text: encrypted\n    key_env: H16_KEY\n"
+        "plugins: []\n"
+    )
+    monkeypatch.delenv("H16_KEY", raising=False)
+    assert main(["check", str(policy)]) == 0
+    assert "H16_KEY is not set" in capsys.readouterr().err
+    monkeypatch.setenv("H16_KEY", "anything")
+    assert main(["check", str(policy)]) == 0
+    assert "H16_KEY" not in capsys.readouterr().err
