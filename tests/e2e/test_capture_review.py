@@ -178,3 +178,50 @@ def test_capture_review_in_a_browser_then_calibrate(harness: SidecarHarness, tmp
     assert "95% CI" in done.stdout and "too few labels" in done.stdout  # seven labels cannot show 10%
     html = report.read_text()
     assert 'class="confidence too-few"' in html and "95% CI" in html
+
+
+REDACTED = """
+- type: headers
+  tenant_header: x-tenant-id
+- type: pii
+  ner: off
+- type: injection
+  mode: shadow
+"""
+
+
+def test_redacted_capture_from_the_anthropic_sdk_with_a_tenant_opted_out(tmp_path: Path) -> None:
+    import anthropic
+
+    root = tmp_path / "capture"
+    extra = f"""
+    observability:
+      capture:
+        dir: {root}
+        base_rate: 1.0
+        exclude_tenants: [private]
+    """
+    with sidecar_harness(tmp_path, REDACTED, extra) as h:
+        for tenant in ("acme", "private"):
+            client = anthropic.Anthropic(
+                base_url=h.base_url, api_key="x", max_retries=0, default_headers={"x-tenant-id": tenant}
+            )
+            client.messages.create(
+                model="claude-3-5-haiku-latest",
+                max_tokens=50,
+                messages=[{"role": "user", "content": "Call me at ann@example.com, it is " + tenant}],
+            )
+        capture = capture_for(h.sidecar)
+        deadline = time.monotonic() + 30
+        while capture.counts["kept"] + capture.counts["opted_out"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        capture.join()
+        assert capture.counts["opted_out"] == 1 and capture.counts["kept"] == 1
+    (record,) = capture_store.read_records(root)
+    assert record["tenant"] == "acme" and record["text"] == "redacted"
+    assert record["route"] == "chat.completions"  # the translated body: replayable as chat
+    text = record["request"]["messages"][-1]["content"]
+    assert "ann@example.com" not in str(record) and "<EMAIL_ADDRESS>" in text and "acme" in text
+    scored = [d for d in record["decisions"] if d["plugin"] == "injection"]
+    assert scored and scored[0]["score"] is not None and scored[0]["threshold"] is not None
+    assert 0 < record["inclusion"] <= 1 and record["weight"] == pytest.approx(1 / record["inclusion"], rel=1e-3)
