@@ -224,4 +224,5 @@ def test_redacted_capture_from_the_anthropic_sdk_with_a_tenant_opted_out(tmp_pat
     assert "ann@example.com" not in str(record) and "<EMAIL_ADDRESS>" in text and "acme" in text
     scored = [d for d in record["decisions"] if d["plugin"] == "injection"]
     assert scored and scored[0]["score"] is not None and scored[0]["threshold"] is not None
-    assert 0 < record["inclusion"] <= 1 and record["weight"] == pytest.approx(1 / record["inclusion"], rel=1e-3)
+    assert 0 < record["inclusion"] <= 1
+    assert record["weight"] == pytest.approx(1 / record["inclusion"], rel=1e-3)
