@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from proxy.detectors.moderation.rules import CATEGORIES
 from proxy.models.chat import Route
 from proxy.observability import capture_store
 from proxy.observability.calibrate import label_for
@@ -126,6 +127,7 @@ def view(
     return {
         "records_total": len(records),
         "bands": list(BANDS),
+        "categories": list(CATEGORIES),  # what a reviewer may call a harmful record
         "rules": [_agreement(s) for _, s in sorted(stats.items())],
         "records": shown[:limit],
     }

@@ -46,6 +46,7 @@ calibrate --policy POLICY CAPTURE_DIR</code> turns them into thresholds.</p>
 "use strict";
 const $ = (id) => document.getElementById(id);
 let cryptoKey = null;
+let categories = [];
 let keyText = "";
 
 function el(tag, text, cls) {
@@ -142,6 +143,14 @@ async function card(rec) {
   const none = Object.fromEntries(rec.rules.map((r) => [r.rule, false]));
   benign.onclick = () => label(rec.id, none, {label: "benign"});
   div.appendChild(benign);
+  const harm = el("select", null, "category");
+  harm.appendChild(el("option", "harmful: category…"));
+  harm.options[0].value = "";
+  for (const c of categories) { const o = el("option", c); o.value = c; harm.appendChild(o); }
+  harm.onchange = () => { if (harm.value) label(rec.id, {}, {label: harm.value}); };
+  div.appendChild(harm);
+  const whole = rec.label && rec.label.label;
+  if (whole) div.appendChild(el("span", " record labelled: " + whole, "record-label"));
   return div;
 }
 function fillSelect(sel, values) {
@@ -169,6 +178,7 @@ async function load() {
   if (!r.ok) { $("status").textContent = (data.error || {}).message || ("HTTP " + r.status); return; }
   fillSelect($("rule"), data.rules.map((x) => x.rule));
   fillSelect($("band"), data.bands);
+  categories = data.categories || [];
   const tbody = $("agreement").querySelector("tbody");
   tbody.replaceChildren();
   for (const a of data.rules) {

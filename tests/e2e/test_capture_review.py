@@ -144,6 +144,15 @@ def test_capture_review_in_a_browser_then_calibrate(harness: SidecarHarness, tmp
             else:
                 card.find_element(By.CSS_SELECTOR, "button.benign").click()
             loaded()
+        haiku = next(rid for rid, text in texts.items() if "haiku" in text)
+        from selenium.webdriver.support.ui import Select
+
+        Select(
+            browser.find_element(By.CSS_SELECTOR, f'div.record[data-id="{haiku}"] select.category')
+        ).select_by_value("violence")  # a reviewer's change of mind: the record is harmful after all
+        loaded()
+        card = browser.find_element(By.CSS_SELECTOR, f'div.record[data-id="{haiku}"]')
+        assert "record labelled: violence" in card.text
         row = f'#agreement tr[data-rule="{RULE}"]'
         assert browser.find_element(By.CSS_SELECTOR, f"{row} td.labelled").text == "7"
         shown_agreement = browser.find_element(By.CSS_SELECTOR, f"{row} td.agreement").text
@@ -160,6 +169,7 @@ def test_capture_review_in_a_browser_then_calibrate(harness: SidecarHarness, tmp
     truth = {rid: any(a in texts[rid] for a in ATTACKS) for rid in texts}
     for rid, positive in truth.items():
         assert labels[rid]["labels"][RULE] is positive
+    assert labels[haiku]["label"] == "violence"  # the last record-level label wins
 
     report = tmp_path / "report.html"
     done = subprocess.run(
