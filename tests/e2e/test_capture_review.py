@@ -25,7 +25,7 @@ from proxy.observability import capture_store
 from proxy.observability.capture_crypto import new_key
 from proxy.observability.live import capture_for
 from tests.e2e.test_live_page import _browser
-from tests.harness import SidecarHarness, sidecar_harness
+from tests.harness import SidecarHarness, policy_text, sidecar_harness
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "review-token"
@@ -104,6 +104,11 @@ def test_review_endpoints_refuse_bad_input(harness: SidecarHarness) -> None:
     assert b"Ignore all previous" not in store and b"ann@example.com" not in store  # sealed on disk
     metrics = httpx.get(f"{harness.base_url}/metrics").text
     assert 'sidecar_capture_records_total{result="kept"} 7.0' in metrics
+    old = harness.sidecar.store.current.revision
+    harness.write_policy(policy_text(harness.upstream_url, PLUGINS))  # capture switched off
+    harness.wait_for_revision(lambda info: info["revision"] != old)
+    off = httpx.get(data, headers=_auth())
+    assert off.status_code == 409 and off.json()["error"]["code"] == "capture_off"
 
 
 def test_capture_review_in_a_browser_then_calibrate(harness: SidecarHarness, tmp_path: Path) -> None:
