@@ -7,7 +7,8 @@ check [--coverage] [--json] PATH                             validate and compil
 schema                                                       JSON Schema of the policy format
 fake-upstream [--port N]                                     the scriptable fake provider
 replay --policy P [--baseline B] TRAFFIC.jsonl               what a policy would do to recorded traffic
-calibrate --policy P [--target-fpr F] [--html R] LABELLED.jsonl   threshold sweep for score-based rules
+calibrate --policy P [--target-fpr F] [--html R] LABELLED.jsonl|CAPTURE_DIR   threshold sweep
+review export|import|key --capture DIR [...]                 label captured traffic elsewhere
 keys new|hash --id ID --tenant T [...]                       API key entries for a clients: keys file
 """
 
@@ -171,7 +172,9 @@ def _offline_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cal.add_argument("--step", type=float, default=0.1, help="threshold step of the printed sweep")
     cal.add_argument("--html", type=Path, help="also write an HTML report with plots here")
     cal.add_argument("--json", action="store_true", help="print the result as JSON")
-    cal.add_argument("traffic", type=Path, help="JSONL of labelled requests")
+    cal.add_argument(
+        "traffic", type=Path, help="JSONL of labelled requests, or an observability.capture directory"
+    )
 
 
 def _quiet_broken_pipe(main: Callable[P, int]) -> Callable[P, int]:
@@ -218,11 +221,16 @@ def main(argv: list[str] | None = None) -> int:
     from proxy.auth import cli as keys_cli
 
     keys_cli.add_parser(sub)
+    from proxy.observability import review_cli
+
+    review_cli.add_parser(sub)
     add_examples(sub)
     args = parser.parse_args(argv)
 
     if args.command == "keys":
         return keys_cli.run(args)
+    if args.command == "review":
+        return review_cli.run(args)
 
     if args.command == "check":
         return _check(args.path, args.coverage, args.json)

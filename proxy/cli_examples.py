@@ -59,6 +59,18 @@ EXAMPLES: dict[str, str] = {
   # threshold sweep on labelled traffic, suggested threshold for a 5% false-positive rate
   policy-sidecar calibrate --policy examples/calibration/candidate.yaml --target-fpr 0.05 \\
       --html /tmp/calibration.html examples/calibration/traffic_labelled.jsonl
+
+  # straight from the capture store (observability.capture.dir), labels from the review page
+  policy-sidecar calibrate --policy policies/default.yaml --target-fpr 0.01 /var/lib/sidecar/capture
+""",
+    "review": """\
+  # a key for observability.capture text: encrypted (keep it in a secret store)
+  policy-sidecar review key
+
+  # label elsewhere: export the captured records, add "label"/"labels" per line, import them back
+  policy-sidecar review export --capture /var/lib/sidecar/capture --unlabelled --out /tmp/to-label.jsonl
+  policy-sidecar review import --capture /var/lib/sidecar/capture --reviewer ana \
+      examples/calibration/review_labels.jsonl
 """,
     "keys": """\
   # a new key for a clients: keys file: the key is printed once on stderr, the entry on

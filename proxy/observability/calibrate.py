@@ -24,7 +24,6 @@ observed scores so it does not sit on an example.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,9 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from proxy.chain.registry import Registry
+from proxy.observability.calibrate_stats import RateEstimate, needed
 from proxy.observability.replay import Compiled, RecordRun, TrafficRecord, load_traffic, replay_all
 
-Point = tuple[float, bool]  # (score, positive)
+#: (score, positive) or (score, positive, weight): a captured record weighs 1 / its inclusion
+#: probability, so the sums below estimate counts on the whole traffic (Horvitz-Thompson).
+Point = tuple[float, bool] | tuple[float, bool, float]
+
+
+def weight(point: Point) -> float:
+    return point[2] if len(point) > 2 else 1.0
 
 
 def _names_rule(name: str, plugin: str, plugin_type: str, rule: str) -> bool:
@@ -56,11 +62,13 @@ def label_for(record: TrafficRecord, plugin: str, plugin_type: str, rule: str) -
 
 @dataclass
 class Row:
+    """Counts at one threshold; weighted sums (floats) when the points carry weights."""
+
     threshold: float
-    tp: int
-    fp: int
-    fn: int
-    tn: int
+    tp: float
+    fp: float
+    fn: float
+    tn: float
 
     @property
     def precision(self) -> float | None:
@@ -94,20 +102,27 @@ class Row:
 
 
 def at(points: Sequence[Point], threshold: float) -> Row:
-    tp = sum(1 for s, p in points if p and s >= threshold)
-    fp = sum(1 for s, p in points if not p and s >= threshold)
-    positives = sum(1 for _, p in points if p)
-    return Row(threshold, tp, fp, positives - tp, len(points) - positives - fp)
+    tp = sum(weight(pt) for pt in points if pt[1] and pt[0] >= threshold)
+    fp = sum(weight(pt) for pt in points if not pt[1] and pt[0] >= threshold)
+    positives = sum(weight(pt) for pt in points if pt[1])
+    negatives = sum(weight(pt) for pt in points if not pt[1])
+    return Row(threshold, tp, fp, positives - tp, negatives - fp)
 
 
 def _lowest_within(points: Sequence[Point], target_fpr: float) -> float:
     """The lowest threshold whose FPR on ``points`` is at most ``target_fpr`` (the most recall)."""
-    negatives = sorted((s for s, p in points if not p), reverse=True)
-    allowed = math.floor(target_fpr * len(negatives) + 1e-9)
-    if allowed >= len(negatives):
-        return min(s for s, _ in points)  # every negative may trigger: take everything
-    must_exclude = negatives[allowed]  # the highest-scoring negative that must not trigger
-    above = [s for s, _ in points if s > must_exclude]
+    negatives = sorted(((pt[0], weight(pt)) for pt in points if not pt[1]), reverse=True)
+    allowed = target_fpr * sum(w for _, w in negatives) + 1e-9  # weight of negatives that may trigger
+    seen = 0.0
+    must_exclude: float | None = None  # the highest-scoring negative that must not trigger
+    for score, w in negatives:
+        if seen + w > allowed:
+            must_exclude = score
+            break
+        seen += w
+    if must_exclude is None:
+        return min(pt[0] for pt in points)  # every negative may trigger: take everything
+    above = [pt[0] for pt in points if pt[0] > must_exclude]
     if not above:
         return round(must_exclude + 1e-4, 4)  # nothing above it: trigger on nothing seen
     return _between(must_exclude, min(above))
@@ -129,17 +144,17 @@ def suggest(points: Sequence[Point], target_fpr: float) -> float | None:
     if not points:
         return None
     lowest = _lowest_within(points, target_fpr)
-    caught = [s for s, p in points if p and s >= lowest]
+    caught = [pt[0] for pt in points if pt[1] and pt[0] >= lowest]
     if not caught:
         return _lowest_within(points, 0.0)  # no recall to keep: take the fewest false positives
     floor = min(caught)
-    below = [s for s, _ in points if s < floor]
+    below = [pt[0] for pt in points if pt[0] < floor]
     return _between(max(below), floor) if below else floor
 
 
 def grid(points: Sequence[Point], step: float) -> list[float]:
-    lo = min((s for s, _ in points), default=0.0)
-    hi = max((s for s, _ in points), default=1.0)
+    lo = min((pt[0] for pt in points), default=0.0)
+    hi = max((pt[0] for pt in points), default=1.0)
     if lo >= 0.0 and hi <= 1.0:
         lo, hi = 0.0, 1.0
     n = max(1, round((hi - lo) / step))
@@ -167,11 +182,37 @@ class RuleCalibration:
 
     @property
     def positives(self) -> int:
-        return sum(1 for _, p in self.points if p)
+        return sum(1 for pt in self.points if pt[1])
 
     @property
     def negatives(self) -> int:
         return len(self.points) - self.positives
+
+    @property
+    def weighted(self) -> bool:
+        return any(weight(pt) != 1.0 for pt in self.points)
+
+    def fpr_at(self, threshold: float) -> RateEstimate:
+        """The (weighted) false-positive rate at ``threshold`` with its 95% Wilson interval."""
+        negs = [pt for pt in self.points if not pt[1]]
+        return RateEstimate.of([weight(pt) for pt in negs if pt[0] >= threshold], [weight(pt) for pt in negs])
+
+    def recall_at(self, threshold: float) -> RateEstimate:
+        pos = [pt for pt in self.points if pt[1]]
+        return RateEstimate.of([weight(pt) for pt in pos if pt[0] >= threshold], [weight(pt) for pt in pos])
+
+    def confidence(self) -> dict[str, Any] | None:
+        """How sure the suggestion is: the FPR and recall intervals at the suggested threshold, and
+        whether there are enough labels for the interval's upper bound to be within the target."""
+        if self.suggested is None:
+            return None
+        fpr, recall = self.fpr_at(self.suggested), self.recall_at(self.suggested)
+        enough = fpr.n_eff > 0 and fpr.high <= self.target_fpr and self.positives > 0
+        out: dict[str, Any] = {"fpr": fpr.as_dict(), "recall": recall.as_dict(), "enough_labels": enough}
+        if not enough:
+            want = needed(fpr.rate or 0.0, self.target_fpr) if fpr.n_eff > 0 else needed(0.0, self.target_fpr)
+            out["negatives_needed"] = want  # effective negative labels for the bound to fit the target
+        return out
 
     def rows(self) -> list[Row]:
         return [at(self.points, t) for t in grid(self.points, self.step)]
@@ -197,6 +238,8 @@ class RuleCalibration:
             "suggested_threshold": self.suggested,
             "suggested": at(self.points, self.suggested).as_dict() if self.suggested is not None else None,
             "sweep": [r.as_dict() for r in self.rows()],
+            "weighted": self.weighted,
+            "confidence": self.confidence(),
         }
 
 
@@ -220,9 +263,12 @@ def collect(
         points: list[Point] = []
         unlabelled = 0
         for i, score in sorted(per_record.items()):
-            label = label_for(runs[i].record, plugin, ptype, rule)
+            record = runs[i].record
+            label = label_for(record, plugin, ptype, rule)
             if label is None:
                 unlabelled += 1
+            elif record.weight != 1.0:
+                points.append((score, label, record.weight))
             else:
                 points.append((score, label))
         current = thresholds[(plugin, rule)].most_common(1)[0][0]
@@ -232,6 +278,37 @@ def collect(
 
 def _f(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def confidence_text(cal: RuleCalibration) -> list[str]:
+    """The suggestion's uncertainty in words (shared by the text output and the HTML report)."""
+    conf = cal.confidence()
+    if conf is None:
+        return []
+    fpr, recall = conf["fpr"], conf["recall"]
+    weighted = "weighted by inclusion, " if cal.weighted else ""
+    out = [
+        f"fpr {_f(fpr['rate'])} (95% CI {_f(fpr['ci95'][0])}-{_f(fpr['ci95'][1])}, {weighted}"
+        f"{fpr['n_eff']:g} effective negatives); recall {_f(recall['rate'])} "
+        f"(95% CI {_f(recall['ci95'][0])}-{_f(recall['ci95'][1])})"
+    ]
+    if not conf["enough_labels"]:
+        want = conf.get("negatives_needed")
+        if not cal.positives:
+            more = "label some positives"
+        elif want:
+            more = f"about {want} effective negatives are needed ({fpr['n_eff']:g} now)"
+        else:
+            more = "label more, or use a better-separating detector"
+        out.append(
+            f"too few labels: the false-positive rate could be above {cal.target_fpr:g}; {more} "
+            "before enforcing this threshold"
+        )
+    return out
+
+
+def _confidence_lines(cal: RuleCalibration) -> list[str]:
+    return [f"  {line}" for line in confidence_text(cal)]
 
 
 def format_text(cals: Sequence[RuleCalibration], target_fpr: float, records: int) -> str:
@@ -261,6 +338,7 @@ def format_text(cals: Sequence[RuleCalibration], target_fpr: float, records: int
                 lines.append(
                     "  no threshold within the target catches any positive: more data, or a better detector"
                 )
+            lines.extend(_confidence_lines(cal))
         lines.append("")
     if quiet:
         lines.append("rules scored but without positive labels (only the false-positive rate is known):")

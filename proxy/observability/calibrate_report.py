@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from html import escape
 
-from proxy.observability.calibrate import CalibrationRun, Point, RuleCalibration, at
+from proxy.observability.calibrate import CalibrationRun, Point, RuleCalibration, at, confidence_text
 
 W, H, PAD = 520, 220, 36
 POS, NEG = "#d9534f", "#3366cc"
@@ -52,15 +52,16 @@ def _marker(value: float | None, lo: float, hi: float, colour: str, label: str, 
 
 
 def _range(points: list[Point]) -> tuple[float, float]:
-    lo = min((s for s, _ in points), default=0.0)
-    hi = max((s for s, _ in points), default=1.0)
+    lo = min((pt[0] for pt in points), default=0.0)
+    hi = max((pt[0] for pt in points), default=1.0)
     return (0.0, 1.0) if lo >= 0.0 and hi <= 1.0 else (lo, hi if hi > lo else lo + 1.0)
 
 
 def histogram(cal: RuleCalibration, bins: int = 20) -> str:
     lo, hi = _range(cal.points)
     counts = {True: [0] * bins, False: [0] * bins}
-    for score, positive in cal.points:
+    for point in cal.points:
+        score, positive = point[0], point[1]
         i = min(bins - 1, max(0, int((score - lo) / ((hi - lo) or 1.0) * bins)))
         counts[positive][i] += 1
     top = max([1, *counts[True], *counts[False]])
@@ -143,6 +144,12 @@ def render(report: CalibrationRun) -> str:
         )
         if not cal.positives:
             summary += " No positive labels: precision and recall are unknown."
+        conf = cal.confidence()
+        if conf is not None:
+            cls = "enough" if conf["enough_labels"] else "too-few"
+            summary += "".join(
+                f'<br><span class="confidence {cls}">{escape(t)}</span>' for t in confidence_text(cal)
+            )
         sections.append(
             f'<section data-rule="{escape(cal.key)}"><h2>{title}</h2><p>{summary}</p>'
             f'<div class="plots">{histogram(cal)}{curves(cal)}</div>{_table(cal)}</section>'
@@ -154,6 +161,7 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #222; }}
 section {{ margin-bottom: 2.5rem; }}
 .plots svg {{ margin: 0 1rem 1rem 0; border: 1px solid #eee; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: .2rem .6rem; text-align: right; }}
+.confidence.too-few {{ color: #b00020; font-weight: 600; }}
 tr.current {{ background: #eee; }} tr.suggested {{ background: #f3e5f5; }}
 </style></head><body>
 <h1>Calibration report</h1>

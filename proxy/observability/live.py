@@ -140,9 +140,23 @@ def live_for(sidecar: Sidecar) -> LiveStats:
 
 
 def attach_calibration_observers(sidecar: Sidecar) -> None:
-    """Attach the live page's counters and the decision log (idempotent)."""
+    """Attach the live page's counters, the decision log and sampled capture (idempotent)."""
+    from proxy.observability.capture import Capture, CaptureMetrics
     from proxy.observability.decision_log import DecisionLog
 
     live_for(sidecar)
     if not any(isinstance(o, DecisionLog) for o in sidecar.observers):
         sidecar.observers.append(DecisionLog())
+    if not any(isinstance(o, Capture) for o in sidecar.observers):
+        capture = Capture()
+        sidecar.observers.append(capture)
+        telemetry = getattr(sidecar, "telemetry", None)  # metrics: the capture counters at scrape time
+        if telemetry is not None:
+            telemetry.metrics.registry.register(CaptureMetrics(capture))
+
+
+def capture_for(sidecar: Sidecar) -> Any:
+    """The sidecar's ``Capture`` observer (None before ``attach_calibration_observers``)."""
+    from proxy.observability.capture import Capture
+
+    return next((o for o in sidecar.observers if isinstance(o, Capture)), None)

@@ -20,6 +20,11 @@ Traffic file: JSONL, one object per line::
      "label": "injection", "labels": {"moderation/input_violence": false}}
 
 Only ``request`` is required. ``label`` / ``labels`` are for ``calibrate`` and ignored here.
+``weight`` (a captured record's 1 / inclusion probability) only weights ``calibrate``'s rates.
+
+A capture store directory (``observability.capture``) reads as traffic too: its records with
+their review labels merged; sealed (``text: encrypted``) records are opened with the key in the
+environment variable they name (``SIDECAR_CAPTURE_KEY`` by default).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from proxy.errors import ConfigError, ProxyError, Rejected
 from proxy.models.chat import ChatRequest, ChatResponse, Route
 from proxy.models.stream import Finish, TextDelta
 from proxy.models.validate import validate_body
+from proxy.observability import capture_store
 from proxy.policy.compiler import CompiledPolicy
 
 REPLAYABLE = (Route.CHAT, Route.RESPONSES, Route.EMBEDDINGS)
@@ -60,6 +66,7 @@ class TrafficRecord:
     status: int = 200
     label: tuple[str, ...] | None = None
     labels: dict[str, bool] = field(default_factory=dict)
+    weight: float = 1.0
 
 
 def _parse(raw: dict[str, Any], where: str, n: int) -> TrafficRecord:
@@ -86,6 +93,9 @@ def _parse(raw: dict[str, Any], where: str, n: int) -> TrafficRecord:
     if not isinstance(labels, dict) or not all(isinstance(v, bool | int) for v in labels.values()):
         raise ConfigError("'labels' must map a rule to true / false", location=where)
     headers = {str(k).lower(): str(v) for k, v in (raw.get("headers") or {}).items()}
+    weight = raw.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
+        raise ConfigError("'weight' must be a positive number (1 / inclusion probability)", location=where)
     return TrafficRecord(
         id=str(raw.get("id", f"line-{n}")),
         route=route,
@@ -95,11 +105,14 @@ def _parse(raw: dict[str, Any], where: str, n: int) -> TrafficRecord:
         status=int(raw.get("status", 200)),
         label=label,
         labels={str(k): bool(v) for k, v in labels.items()},
+        weight=float(weight),
     )
 
 
 def load_traffic(path: Path) -> list[TrafficRecord]:
     """Parse a traffic JSONL file; errors name ``file:line``. Blank lines and ``#`` lines are skipped."""
+    if path.is_dir():
+        return load_capture(path)
     records = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -115,8 +128,16 @@ def load_traffic(path: Path) -> list[TrafficRecord]:
             raise ConfigError(f"not JSON: {exc}", location=where) from None
         if not isinstance(raw, dict):
             raise ConfigError("each line must be a JSON object", location=where)
-        records.append(_parse(raw, where, n))
+        records.append(_parse(capture_store.opened(raw, None), where, n))
     return records
+
+
+def load_capture(root: Path, key: bytes | None = None) -> list[TrafficRecord]:
+    """A capture store's records, labels merged, sealed ones opened (``key`` or the environment)."""
+    return [
+        _parse(capture_store.opened(raw, key), f"{root}:{raw.get('id')}", n)
+        for n, raw in enumerate(capture_store.labelled_records(root), 1)
+    ]
 
 
 def forced(chain: Chain, mode: str) -> Chain:

@@ -56,6 +56,7 @@ class CompiledPolicy:
     trace_content: str = field(init=False)
     log_content: str = field(init=False)
     metrics: MetricsConfig = field(init=False)
+    capture_on: bool = field(init=False)  # observability.capture: the routes keep the request body
 
     def __post_init__(self) -> None:
         obs = self.policy.observability
@@ -63,6 +64,7 @@ class CompiledPolicy:
         self.trace_content = obs.tracing.content
         self.log_content = obs.logs.content
         self.metrics = obs.metrics
+        self.capture_on = obs.capture.enabled
 
     @property
     def captures_content(self) -> bool:

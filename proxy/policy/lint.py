@@ -15,6 +15,7 @@ and ``policy-sidecar check`` prints them.
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from collections.abc import Callable, Iterator
 from functools import lru_cache
@@ -170,4 +171,11 @@ def lint_policy(policy: PolicyBase, locate: Callable[[Loc], str]) -> list[str]:
                     f"never routes: upstream {hidden!r} (listed earlier) takes those models first"
                 )
         seen.extend((name, g) for g in cfg.models or ())
+    capture = policy.observability.capture
+    if capture.enabled and capture.text == "encrypted" and not os.environ.get(capture.key_env):
+        warnings.append(
+            f"{locate(('observability', 'capture', 'key_env'))}: capture text: encrypted but "
+            f"{capture.key_env} is not set: no record will be written (make a key with "
+            "policy-sidecar review key)"
+        )
     return warnings

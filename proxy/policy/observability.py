@@ -96,6 +96,60 @@ class DecisionLogConfig(BaseModel):
     )
 
 
+class CaptureConfig(BaseModel):
+    """Sampled capture of requests for review and calibration (``proxy/observability/capture.py``).
+
+    Off unless ``dir`` is set. A request is kept with a probability that peaks where a rule's
+    score sits near its threshold (where labels teach the most) and falls to ``base_rate`` far
+    from it; each record carries its inclusion probability so estimates can be re-weighted.
+    Text is never stored in clear: ``redacted`` masks what the policy's PII engine finds,
+    ``encrypted`` seals request and answer with AES-256-GCM under a key read from ``key_env``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dir: str | None = Field(
+        default=None, description="directory of capture segments (JSONL) and labels; unset: no capture"
+    )
+    text: Literal["redacted", "encrypted"] = Field(
+        default="redacted",
+        description="redacted (PII found by the policy's pii engine replaced by <TYPE>) or encrypted "
+        "(AES-256-GCM, key from key_env)",
+    )
+    key_env: str = Field(
+        default="SIDECAR_CAPTURE_KEY",
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="environment variable holding the base64 32-byte key for text: encrypted",
+    )
+    responses: bool = Field(default=False, description="also keep the provider's answer (non-streamed)")
+    base_rate: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="keep probability far from any threshold (and unscored)"
+    )
+    peak_rate: float = Field(
+        default=1.0, gt=0.0, le=1.0, description="keep probability of a score exactly at its threshold"
+    )
+    band: float = Field(
+        default=0.1,
+        gt=0.0,
+        le=10.0,
+        description="score distance from the threshold over which the keep probability falls off "
+        "(Gaussian width); also the review page's score bands",
+    )
+    max_mb: float = Field(default=100.0, gt=0.0, description="total size cap; oldest segments deleted")
+    segment_mb: float = Field(default=10.0, gt=0.0, description="rotate to a new segment at this size")
+    ttl_hours: float = Field(default=168.0, gt=0.0, description="segments older than this are deleted")
+    exclude_tenants: tuple[str, ...] = Field(
+        default=(), description="tenants never captured (opt-out); also requests of these tenant ids"
+    )
+    queue: int = Field(
+        default=1000, ge=1, le=100_000, description="records waiting for the writer; beyond it, dropped"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.dir is not None
+
+
 class ObservabilityConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -103,3 +157,4 @@ class ObservabilityConfig(BaseModel):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logs: LogsConfig = Field(default_factory=LogsConfig)
     decision_log: DecisionLogConfig = Field(default_factory=DecisionLogConfig)
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)

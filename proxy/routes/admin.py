@@ -1,4 +1,5 @@
-"""Admin endpoints: liveness, readiness, the live policy, reload, recent decisions, schema, live page.
+"""Admin endpoints: liveness, readiness, the live policy, reload, recent decisions, schema, live page,
+review page (``proxy/routes/review.py``: its data and labels need the admin token).
 
 Reads are open (they reveal no secrets: API keys are never shown); ``POST /admin/reload``
 requires ``Authorization: Bearer <SIDECAR_ADMIN_TOKEN>`` and is refused when no token is
@@ -19,6 +20,7 @@ from proxy.errors import ProxyError
 from proxy.observability.live import live_for
 from proxy.observability.live_page import LIVE_HTML
 from proxy.routes.common import error_response
+from proxy.routes.review import review_routes
 from proxy.runtime import Sidecar
 
 
@@ -108,6 +110,7 @@ def admin_routes(sidecar: Sidecar, prefix: str = "/admin") -> list[Route]:
         Route(f"{prefix}/live", live_page, methods=["GET"]),
         Route(f"{prefix}/live.json", live_json, methods=["GET"]),
         Route(f"{prefix}/plugins/{{step}}", plugin_report, methods=["GET"]),
+        *review_routes(sidecar, prefix, _authorised, _forbidden),
     ]
 
 

@@ -37,6 +37,7 @@ from proxy.errors import InvalidRequest, ProxyError, StreamAborted, UpstreamErro
 from proxy.models.chat import ChatRequest, ChatResponse, Route
 from proxy.models.stream import ErrorEvent, Finish, StreamEvent, TextDelta, ToolCallDelta, Usage
 from proxy.models.upstream import BufferedResponse, UpstreamRequest, UpstreamResponse
+from proxy.observability import capture
 from proxy.observability import content as content_capture
 from proxy.observability.timing import carries_token, peek_model, peek_usage
 from proxy.policy.compiler import CompiledPolicy
@@ -188,6 +189,8 @@ class ChainRoute:
                 rid, route, request.headers, policy.revision, body["model"], stream=bool(body.get("stream"))
             )
             bind(ctx, caller)  # verified tenant/user/key on ctx; 403 for a model the key may not use
+            if policy.capture_on:  # observability.capture: the body as it arrived, before any hook
+                capture.keep_request(policy, ctx, raw if raw is not None else orjson.dumps(body))
             if self._tracing is not None:
                 self._tracing.begin(ctx, request.headers, policy, body)
             response = await self._run(
@@ -327,6 +330,8 @@ class ChainRoute:
             finally:
                 await resp.aclose()
         usage: dict[str, Any] = {}
+        if policy.capture_on and resp.status < 400:
+            capture.keep_answer(policy, ctx, data)
         if resp.status < 400 and chain.response_steps:
             try:
                 parsed = orjson.loads(data)

@@ -79,7 +79,7 @@ def test_each_example_parses_and_names_existing_files(name: str, monkeypatch: py
         args = shlex.split(command)
         assert args[1] == name, command
         parser.parse_args(args[2:])  # exits (fails the test) on an unknown flag or a bad value
-        outputs = {args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--html",)}
+        outputs = {args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--html", "--out")}
         for arg in args[2:]:
             if arg.endswith((".yaml", ".jsonl")) and arg not in outputs:
                 assert (ROOT / arg).is_file(), f"{command}: {arg} does not exist"
