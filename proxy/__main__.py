@@ -9,6 +9,7 @@ fake-upstream [--port N]                                     the scriptable fake
 replay --policy P [--baseline B] TRAFFIC.jsonl               what a policy would do to recorded traffic
 calibrate --policy P [--target-fpr F] [--html R] LABELLED.jsonl   threshold sweep for score-based rules
 keys new|hash --id ID --tenant T [...]                       API key entries for a clients: keys file
+test CASES.yaml|DIR [--policy P] [--junit FILE]              policy unit tests: golden cases, in-process
 """
 
 from __future__ import annotations
@@ -218,12 +219,17 @@ def main(argv: list[str] | None = None) -> int:
     from proxy.auth import cli as keys_cli
 
     keys_cli.add_parser(sub)
+    from proxy.policytest import report as policy_tests
+
+    policy_tests.add_parser(sub)
     add_examples(sub)
     args = parser.parse_args(argv)
 
     if args.command == "keys":
         return keys_cli.run(args)
 
+    if args.command == "test":
+        return policy_tests.main(args)
     if args.command == "check":
         return _check(args.path, args.coverage, args.json)
     if args.command == "schema":
