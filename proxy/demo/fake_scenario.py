@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import logging
 import struct
 import threading
@@ -301,4 +302,4 @@ def pieces(text: str, size: int) -> list[str]:
 def pieces_at(text: str, offsets: list[int]) -> list[str]:
     """Split text at the given offsets (out-of-range and repeated offsets are ignored)."""
     cuts = [0, *sorted({o for o in offsets if 0 < o < len(text)}), len(text)]
-    return [text[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+    return [text[a:b] for a, b in itertools.pairwise(cuts) if b > a]

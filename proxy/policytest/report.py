@@ -7,6 +7,7 @@ could not be loaded (so CI tells "the policy regressed" from "the test setup is 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import xml.etree.ElementTree as ET
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.errors import ConfigError
-from proxy.policytest.cases import load_cases
+from proxy.policytest.cases import case_file_schema, load_cases
 from proxy.policytest.runner import CaseResult, run
 
 
@@ -33,10 +34,11 @@ class Suite:
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("test", help="run a policy's golden cases (policy unit tests); non-zero on failure")
-    p.add_argument("cases", type=Path, nargs="+", help="case files (YAML), or directories of them")
+    p.add_argument("cases", type=Path, nargs="*", help="case files (YAML), or directories of them")
     p.add_argument("--policy", type=Path, help="policy YAML (default: each case file's 'policy:')")
     p.add_argument("--junit", type=Path, help="also write a JUnit XML report here (for CI)")
     p.add_argument("-q", "--quiet", action="store_true", help="print failures and the summary only")
+    p.add_argument("--schema", action="store_true", help="print the JSON Schema of case files and exit")
 
 
 def _case_files(paths: list[Path]) -> list[Path]:
@@ -72,20 +74,30 @@ def junit_xml(suites: list[Suite]) -> bytes:
         ET.SubElement(ET.SubElement(el, "properties"), "property", name="policy", value=str(suite.policy))
         for result in suite.results:
             case = ET.SubElement(
-                el, "testcase", classname=suite.cases_file.stem, name=result.name, time=f"{result.seconds:.3f}"
+                el,
+                "testcase",
+                classname=suite.cases_file.stem,
+                name=result.name,
+                time=f"{result.seconds:.3f}",
             )
             if result.failures:
                 failure = ET.SubElement(case, "failure", message=result.failures[0][:500])
                 failure.text = "\n".join(result.failures)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return data
 
 
 def main(args: argparse.Namespace) -> int:
     # The sidecar logs policy loads and decisions; a test run prints its own report instead.
     logging.getLogger("policy_sidecar").setLevel(logging.ERROR)
+    if args.schema:
+        print(json.dumps(case_file_schema(), indent=2))
+        return 0
     suites: list[Suite] = []
     try:
         files = _case_files(args.cases)
+        if not args.cases:
+            raise ConfigError("give case files or directories (policies/tests), or --schema")
         if not files:
             raise ConfigError("no case files found", location=" ".join(map(str, args.cases)))
         loaded = [(f, load_cases(f)) for f in files]  # every file is validated before any run

@@ -31,6 +31,7 @@ import orjson
 from proxy.app import build_app
 from proxy.chain.decisions import Decision, DecisionSink
 from proxy.chain.registry import Registry, default_registry
+from proxy.chain.secrets import placeholders_for_missing_env
 from proxy.demo.fake_scenario import FakeState, Scenario, chat_last_user, render
 from proxy.demo.fake_upstream import build_fake_upstream
 from proxy.policy.compiler import CompiledPolicy, compile_policy, revision_of
@@ -106,7 +107,9 @@ class Harness:
         settings = Settings(policy_path=policy, watch=False, log_requests=False)
         store = _ScriptedStore(policy, registry or default_registry(), cpu_workers=1)
         store.resources.get_or_create("builtin:demo", lambda: build_fake_upstream(self.fake, echo=False))
-        self.compiled = store.load_initial()  # ConfigError for a broken policy: the caller reports it
+        # ``${ENV}`` secrets the policy needs are not needed here: no real provider is called.
+        with placeholders_for_missing_env():
+            self.compiled = store.load_initial()  # ConfigError for a broken policy: the caller reports it
         self.sidecar = Sidecar(settings=settings, store=store, sink=DecisionSink())
         self._decisions: dict[str, list[Decision]] = {}
         self.sidecar.observers.append(
@@ -208,8 +211,12 @@ async def run_case(harness: Harness, case: Case) -> CaseResult:
     first = await harness.send(case, "non-stream", False, Scenario(**scenario))
     runs = [first]
     if case.answer is not None and case.stream and case.route != "embeddings":
-        runs.append(await harness.send(case, "stream, one chunk", True, Scenario(**scenario, chunk_size=10**6)))
-        runs.append(await harness.send(case, "stream, 1 char per chunk", True, Scenario(**scenario, chunk_size=1)))
+        runs.append(
+            await harness.send(case, "stream, one chunk", True, Scenario(**scenario, chunk_size=10**6))
+        )
+        runs.append(
+            await harness.send(case, "stream, 1 char per chunk", True, Scenario(**scenario, chunk_size=1))
+        )
         if case.route == "chat.completions" and first.upstream:
             sent = orjson.loads(first.upstream[0])
             text = render(case.answer, chat_last_user(sent.get("messages")), str(sent.get("model") or ""))
@@ -230,7 +237,9 @@ async def run_case(harness: Harness, case: Case) -> CaseResult:
     return result
 
 
-async def run_cases(policy: Path, cases: Sequence[Case], registry: Registry | None = None) -> list[CaseResult]:
+async def run_cases(
+    policy: Path, cases: Sequence[Case], registry: Registry | None = None
+) -> list[CaseResult]:
     harness = Harness(policy, registry)
     try:
         return [await run_case(harness, case) for case in cases]
