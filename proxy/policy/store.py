@@ -24,6 +24,7 @@ from proxy.chain.registry import Registry
 from proxy.errors import ConfigError
 from proxy.policy.compiler import CompiledPolicy, compile_policy, revision_of
 from proxy.policy.loader import load_policy_checked, read_policy_file
+from proxy.policy.promotion import PromotionBook
 from proxy.policy.schema import PolicyBase, build_policy_model
 
 log = logging.getLogger("policy_sidecar.policy")
@@ -35,6 +36,8 @@ class PolicyStore:
         self.registry = registry
         self.model: type[PolicyBase] = build_policy_model(registry)
         self.resources = Resources()
+        # Promotion state of ``promote:`` steps: process-wide, so it survives reloads.
+        self.promotions = PromotionBook()
         self._orphans: list[Any] = []  # resources a failed compile released, to close on the loop
         self.cpu_workers = cpu_workers
         self._current: CompiledPolicy | None = None
@@ -51,7 +54,7 @@ class PolicyStore:
         policy, warnings = load_policy_checked(text, source, self.model)
         deps = Deps(self.resources, str(Path(source).parent), self.cpu_workers)
         try:
-            compiled = compile_policy(policy, revision_of(text), source, self.registry, deps)
+            compiled = compile_policy(policy, revision_of(text), source, self.registry, deps, self.promotions)
         except BaseException:
             # Give back what the failed build took; closed by the next ``_close`` / ``aclose``.
             self._orphans.extend(self.resources.release(deps.used_resources))

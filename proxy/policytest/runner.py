@@ -69,6 +69,7 @@ class _ScriptedStore(PolicyStore):
         }
         policy = policy.model_copy(update={"upstreams": upstreams})
         deps = Deps(self.resources, str(Path(source).parent), self.cpu_workers)
+        # A fresh promotion book per run: promoted steps are tested as they start, in shadow.
         compiled = compile_policy(policy, revision_of(text), source, self.registry, deps)
         compiled.warnings = warnings
         return compiled
