@@ -263,7 +263,7 @@ def compile_policy(
             raise ConfigError(f"plugins[{i}] ({config.step_id}): could not be built: {exc}") from exc
         plugins.append(plugin)
         matcher = Matcher(config.when) if config.when is not None else None
-        mode, rollout = config.mode, None
+        active_mode, rollout = config.mode, None
         if config.promote is not None:
             if isinstance(plugin, UpstreamPolicy):
                 raise ConfigError(
@@ -275,16 +275,17 @@ def compile_policy(
             if not configured:
                 promotions.configure(policy.promotion, deps.policy_dir)
                 configured = True
-            # Compiled as enforce with a moving canary: 0% (all shadow) until promoted.
-            mode, rollout = "enforce", promotions.register(config.step_id, config, config.promote)
+            # Still mode: shadow as configured, but its enforcing side is live on a moving
+            # canary share: 0% (all shadow) until promoted.
+            active_mode, rollout = "enforce", promotions.register(config.step_id, config, config.promote)
         steps.append(
             Step(
                 config.step_id,
                 plugin,
-                mode,
+                config.mode,
                 config.on_error,
                 matcher,
-                ActiveStep(config.step_id, mode),
+                ActiveStep(config.step_id, active_mode),
                 config.canary,
                 rollout,
             )

@@ -181,3 +181,21 @@ def test_bad_promote_configs(fields: dict[str, object], message: str) -> None:
 def test_promote_starts_from_shadow() -> None:
     with pytest.raises(ValidationError, match="promote starts from mode: shadow"):
         BlocklistConfig(type="blocklist", keywords=["x"], promote=PROMOTE)
+
+
+def test_check_accepts_a_promoted_guard_and_refuses_a_promoted_wrapper(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from proxy.__main__ import main
+
+    promote = "{steps: [10, 100], min_minutes: 60}"
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        f"version: 1\nplugins:\n  - {{type: blocklist, mode: shadow, keywords: [x], promote: {promote}}}\n"
+    )
+    assert main(["check", str(good)]) == 0
+    assert "blocklist (shadow)" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"version: 1\nplugins:\n  - {{type: retry, mode: shadow, promote: {promote}}}\n")
+    assert main(["check", str(bad)]) == 1
+    assert "promote applies to guard steps" in capsys.readouterr().err
