@@ -33,9 +33,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from proxy.chain.promote import PromoteConfig
+from proxy.chain.secrets import Secret
+from proxy.errors import ConfigError
 
 log = logging.getLogger("policy_sidecar.promotion")
 
@@ -52,8 +54,17 @@ class PromotionStateConfig(BaseModel):
         default="memory", description="memory survives reloads; file and redis also survive restarts"
     )
     path: str = Field(default="promotion-state.json", description="state: file; relative to the policy")
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="state: redis")
+    redis_url: Secret = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"), description="state: redis; ${ENV} allowed"
+    )
     redis_prefix: str = "sidecar:promotion:"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        return value
 
 
 class LabelSource(Protocol):
@@ -203,18 +214,19 @@ class PromotionBook:
     def configure(self, cfg: PromotionStateConfig, base_dir: str) -> None:
         """Switch the state backend when the policy's ``promotion:`` changed; reads what it holds."""
         path = Path(cfg.path) if Path(cfg.path).is_absolute() else Path(base_dir) / cfg.path
-        ident = {
-            "file": f"file:{path}",
-            "redis": f"redis:{cfg.redis_url}|{cfg.redis_prefix}",
-        }.get(cfg.state, "memory")
+        url = cfg.redis_url.get_secret_value()
+        ident = {"file": f"file:{path}", "redis": f"redis:{url}|{cfg.redis_prefix}"}.get(cfg.state, "memory")
         with self._lock:
             if ident == self._backend_id:
                 return
             backend: StateBackend = MemoryBackend()
-            if cfg.state == "file":
-                backend = FileBackend(path)
-            elif cfg.state == "redis":
-                backend = RedisBackend(cfg.redis_url, cfg.redis_prefix)
+            try:
+                if cfg.state == "file":
+                    backend = FileBackend(path)
+                elif cfg.state == "redis":
+                    backend = RedisBackend(url, cfg.redis_prefix)
+            except Exception as exc:  # a malformed URL: a load error, never a traceback
+                raise ConfigError(f"promotion.state: {cfg.state}: {exc}") from exc
             self._backend, self._backend_id = backend, ident
             self._persisted, history = backend.load()
             if history:

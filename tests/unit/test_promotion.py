@@ -199,3 +199,12 @@ def test_check_accepts_a_promoted_guard_and_refuses_a_promoted_wrapper(
     bad.write_text(f"version: 1\nplugins:\n  - {{type: retry, mode: shadow, promote: {promote}}}\n")
     assert main(["check", str(bad)]) == 1
     assert "promote applies to guard steps" in capsys.readouterr().err
+
+
+def test_a_bad_state_url_is_a_clear_load_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.__main__ import main
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text("version: 1\npromotion: {state: redis, redis_url: 'http://cache:6379'}\nplugins: []\n")
+    assert main(["check", str(policy)]) == 1
+    assert "p.yaml:2:38: promotion.redis_url: redis_url must start with redis://" in capsys.readouterr().err
