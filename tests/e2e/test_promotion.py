@@ -176,3 +176,30 @@ def test_state_survives_a_restart_with_redis(tmp_path: Path, redis_server: Redis
     with sidecar_harness(tmp_path / "b", WORDS % "", extra) as h:
         assert _promotion(h)["percent"] == 50
         assert _ask(_client(h), "a forbidden word", _ids(True, 50, 1)[0]) == 400
+
+
+def test_the_live_page_shows_the_promotion_in_a_browser(tmp_path: Path) -> None:
+    from tests.e2e.test_live_page import _browser
+
+    with sidecar_harness(tmp_path, WORDS % "") as h:
+        browser = _browser()
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        def cell(css: str) -> str:
+            found = browser.find_elements(By.CSS_SELECTOR, f'#promotions tr[data-step="words"] {css}')
+            return str(found[0].text) if found else ""
+
+        try:
+            browser.get(f"{h.base_url}/admin/live?every=1")
+            wait = WebDriverWait(browser, 20)
+            wait.until(lambda _: cell("td.status") == "shadow")
+            assert cell("td.percent") == "0%"
+            _promote_to_50(h, _with_clock(h))
+            wait.until(lambda _: cell("td.status") == "canary")  # the page polls: no reload needed
+            assert cell("td.percent") == "50%"
+            history = browser.find_elements(By.CSS_SELECTOR, "#promotion-history li.promote")
+            assert len(history) == 1 and "words: promote 0% → 50%" in history[0].text
+            assert not browser.find_element(By.ID, "no-promotions").is_displayed()
+        finally:
+            browser.quit()
