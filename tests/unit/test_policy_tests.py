@@ -173,3 +173,29 @@ def test_the_shipped_case_schema_is_current(capsys: pytest.CaptureFixture[str]) 
     assert json.loads(capsys.readouterr().out) == json.loads(
         (POLICIES / "tests" / "cases.schema.json").read_text()
     ), "regenerate with: policy-sidecar test --schema > policies/tests/cases.schema.json"
+
+
+def test_every_route_runs_and_its_answer_is_read(tmp_path: Path) -> None:
+    secret = "sk-live-0123456789abcdefghijKLMN"
+    cases = [
+        {
+            "name": "responses",
+            "route": "responses",
+            "input": f"key {secret} here",
+            "answer": "Echo: {last_user}",
+            "expect": {"redacted": ["request_match"], "output_contains": ["Echo: key [REDACTED_SECRET]"]},
+        },
+        {"name": "messages", "route": "messages", "input": "hi", "answer": "Hi", "expect": {"output": "Hi"}},
+        {"name": "embeddings", "route": "embeddings", "input": "embed me", "expect": {"status": 200}},
+        {"name": "wrong", "route": "messages", "input": "hi", "answer": "Hi", "expect": {"output": "Bye"}},
+    ]
+    results = run(
+        POLICIES / "default.yaml", load_cases(_cases(tmp_path, POLICIES / "default.yaml", cases)).cases
+    )
+    assert [(r.name, r.runs, r.ok) for r in results] == [
+        ("responses", 3, True),
+        ("messages", 3, True),
+        ("embeddings", 1, True),
+        ("wrong", 3, False),
+    ]
+    assert "expected output 'Bye', got 'Hi'" in results[3].failures[0]
