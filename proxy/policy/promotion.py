@@ -22,6 +22,7 @@ plugs in without this module knowing how labels are kept.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -43,6 +45,7 @@ log = logging.getLogger("policy_sidecar.promotion")
 
 Status = Literal["shadow", "canary", "enforced", "rolled_back"]
 HISTORY = 200  # transitions kept (in memory and in the state backend)
+LABEL_REFRESH = 30.0  # seconds between two questions to the label source, per step
 
 
 class PromotionStateConfig(BaseModel):
@@ -167,6 +170,13 @@ class Transition:
         return asdict(self)
 
 
+def _write(backend: StateBackend, states: dict[str, dict[str, Any]], history: list[dict[str, Any]]) -> None:
+    try:
+        backend.save(states, history)
+    except Exception:
+        log.exception("could not persist the promotion state (kept in memory)")
+
+
 def fingerprint(config: BaseModel) -> str:
     """The step's identity for promotion: any change to its configuration is a new rule."""
     text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
@@ -209,6 +219,8 @@ class PromotionBook:
         self._last_save = 0.0
         self._dirty = False
         self._lock = threading.Lock()
+        self._writer: ThreadPoolExecutor | None = None
+        self._label_cache: dict[str, tuple[float, tuple[int, int]]] = {}
 
     # -- configuration (compile time) ------------------------------------------------------
     def configure(self, cfg: PromotionStateConfig, base_dir: str) -> None:
@@ -280,7 +292,7 @@ class PromotionBook:
         enough = state.requests >= cfg.min_requests
         rate = state.hits / state.requests if state.requests else 0.0
         too_many = enough and rate > cfg.max_block_rate
-        fpr = self._false_positive_rate(state, cfg)
+        fpr = self._false_positive_rate(state, cfg, now)
         fpr_bound = cfg.max_false_positive_rate
         bad_labels = fpr is not None and fpr_bound is not None and fpr > fpr_bound
         if state.stage > 0 and (too_many or bad_labels):
@@ -306,14 +318,22 @@ class PromotionBook:
         )
         return self._move(key, state, cfg, nxt, status, "promote", reason, now, fpr)
 
-    def _false_positive_rate(self, state: StepState, cfg: PromoteConfig) -> float | None:
+    def _false_positive_rate(self, state: StepState, cfg: PromoteConfig, now: float) -> float | None:
+        """From the label source, asked at most every ``LABEL_REFRESH`` seconds per step (ticks
+        run per request; a label store may read files)."""
         if self.labels is None or cfg.max_false_positive_rate is None:
             return None
-        try:
-            false_positives, labelled = self.labels.labelled_hits(state.step_id, state.started)
-        except Exception:
-            log.exception("label source failed; promotion decides on the block rate alone")
-            return None
+        cached = self._label_cache.get(state.step_id)
+        if cached is not None and now - cached[0] < LABEL_REFRESH:
+            counts = cached[1]
+        else:
+            try:
+                counts = self.labels.labelled_hits(state.step_id, state.started)
+            except Exception:
+                log.exception("label source failed; promotion decides on the block rate alone")
+                counts = (0, 0)
+            self._label_cache[state.step_id] = (now, counts)
+        false_positives, labelled = counts
         return false_positives / labelled if labelled >= cfg.min_labels else None
 
     def _move(
@@ -348,15 +368,29 @@ class PromotionBook:
 
     # -- persistence and read-out -------------------------------------------------------------
     def save(self) -> None:
+        """Persist a snapshot. On the event loop the write goes to one background thread (a file
+        write or a Redis round trip must never stall requests, even with Redis down); writes stay
+        in order. Without a loop (tools, tests) it is written right away."""
         with self._lock:
             states = {**self._persisted, **{k: asdict(s) for k, s in self._states.items()}}
             self._persisted = states
             self._dirty = False
             self._last_save = self.clock()
+            backend, history = self._backend, list(self.history)
         try:
-            self._backend.save(states, self.history)
-        except Exception:
-            log.exception("could not persist the promotion state (kept in memory)")
+            asyncio.get_running_loop()
+        except RuntimeError:
+            _write(backend, states, history)
+            return
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="promotion-state")
+        self._writer.submit(_write, backend, states, history)
+
+    def close(self) -> None:
+        """Wait for pending writes (shutdown): the last transition is on disk / in Redis."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
 
     def snapshot(self, keys: tuple[str, ...]) -> list[dict[str, Any]]:
         """What the live page and ``/admin/policy`` show for these steps."""

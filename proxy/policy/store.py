@@ -195,6 +195,7 @@ class PolicyStore:
             await policy.aclose()
         await self.resources.close_unused(set())
         await self._close_orphans()
+        await asyncio.to_thread(self.promotions.close)  # pending promotion-state writes
 
     # -- watching ----------------------------------------------------------------------
     async def watch(self, stop: asyncio.Event, force_polling: bool = False) -> None:

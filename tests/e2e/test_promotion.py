@@ -150,6 +150,7 @@ def test_labelled_false_positives_roll_back(tmp_path: Path) -> None:
         client = _client(h)
         assert _ask(client, "hello", "x1") == 200 and _promotion(h)["percent"] == 50
         labels.counts = (2, 5)  # reviewers marked 2 of the rule's 5 labelled hits benign
+        clock.now += 60  # labels are read at most every 30 s
         assert _ask(client, "hello", "x2") == 200
         assert _promotion(h)["status"] == "rolled_back"
 

@@ -120,7 +120,11 @@ def test_rolls_back_on_labelled_false_positives() -> None:
     labels.false_positives, labels.labelled = 5, 10  # too few labels to judge: no action
     assert _traffic(book, key, 10, 0) == []
     labels.false_positives, labels.labelled = 6, 20  # 30% of labelled hits were benign
-    assert _traffic(book, key, 1, 0) == ["rollback"]
+    asked = len(labels.asked)
+    assert _traffic(book, key, 5, 0) == []  # the label source is asked at most every 30 s ...
+    assert len(labels.asked) == asked
+    clock.minutes(1)
+    assert _traffic(book, key, 1, 0) == ["rollback"]  # ... then it is, and the step rolls back
     assert book.history[-1]["extra"] == {"false_positive_rate": 0.3}
     assert labels.asked[-1] == ("words", 1_000_000.0)  # counted since the promotion started
 
