@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from proxy.errors import ConfigError
-from proxy.policy.loader import _node_at, _path, _where, parse_yaml
+from proxy.policy.loader import location_of, parse_yaml, path_of
 
 ROUTES = ("chat.completions", "responses", "embeddings", "messages")
 
@@ -153,8 +153,7 @@ def load_cases(path: Path) -> CaseFile:
         lines = []
         for err in exc.errors(include_url=False):
             loc = tuple(err["loc"])
-            at = _node_at(node, loc, key_node=err["type"] == "extra_forbidden")
-            where = _where(str(path), at)
-            lines.append(f"{where}: {_path(loc, node) or '(file)'}: {err['msg']}")
+            where = location_of(node, loc, str(path), key_node=err["type"] == "extra_forbidden")
+            lines.append(f"{where}: {path_of(loc, node) or '(file)'}: {err['msg']}")
         first_where, first = lines[0].split(": ", 1)
         raise ConfigError("\n".join([first, *lines[1:]]), location=first_where) from exc
