@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from plugins.blocklist import BlocklistConfig
 from proxy.chain.promote import PromoteConfig
+from proxy.errors import Rejected
 from proxy.policy.promotion import PromotionBook, PromotionStateConfig
 
 
@@ -212,3 +213,33 @@ def test_a_bad_state_url_is_a_clear_load_error(tmp_path: Path, capsys: pytest.Ca
     policy.write_text("version: 1\npromotion: {state: redis, redis_url: 'http://cache:6379'}\nplugins: []\n")
     assert main(["check", str(policy)]) == 1
     assert "p.yaml:2:38: promotion.redis_url: redis_url must start with redis://" in capsys.readouterr().err
+
+
+class _Moving:
+    """A rollout whose percentage the test moves."""
+
+    def __init__(self) -> None:
+        self.percent = 0.0
+
+
+async def test_a_stage_change_mid_request_does_not_split_the_request() -> None:
+    from proxy.chain.chain import Chain, Step
+    from proxy.chain.context import ActiveStep, RequestContext
+    from proxy.chain.plugin import Deps, Resources
+    from proxy.models import ChatRequest, ChatResponse, Route
+    from tests.unit.test_canary import Strict, StrictConfig, _NoUpstream
+
+    rollout = _Moving()
+    step = Step("strict", Strict(StrictConfig(), Deps(Resources())), "shadow", "fail_closed", None,
+                ActiveStep("strict", "enforce"), None, rollout)  # fmt: skip
+    chain = Chain([step], _NoUpstream())
+    ctx = RequestContext("r-1", Route.CHAT, {}, "rev", "m")
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    await chain.run_request(ChatRequest(body, Route.CHAT), ctx)  # 0%: shadow, not refused
+    rollout.percent = 100  # promoted while the request is in flight
+    await chain.run_response(ChatResponse({"choices": []}, Route.CHAT), ctx)
+    assert [d.mode for d in ctx.decisions] == ["shadow", "shadow"]
+    # The next request sees the new stage.
+    ctx2 = RequestContext("r-2", Route.CHAT, {}, "rev", "m")
+    with pytest.raises(Rejected):
+        await chain.run_request(ChatRequest(body, Route.CHAT), ctx2)
