@@ -10,6 +10,7 @@ replay --policy P [--baseline B] TRAFFIC.jsonl               what a policy would
 calibrate --policy P [--target-fpr F] [--html R] LABELLED.jsonl|CAPTURE_DIR   threshold sweep
 review export|import|key --capture DIR [...]                 label captured traffic elsewhere
 keys new|hash --id ID --tenant T [...]                       API key entries for a clients: keys file
+test CASES.yaml|DIR [--policy P] [--junit FILE]              policy unit tests: golden cases, in-process
 """
 
 from __future__ import annotations
@@ -224,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     from proxy.observability import review_cli
 
     review_cli.add_parser(sub)
+    from proxy.policytest import report as policy_tests
+
+    policy_tests.add_parser(sub)
     add_examples(sub)
     args = parser.parse_args(argv)
 
@@ -232,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "review":
         return review_cli.run(args)
 
+    if args.command == "test":
+        return policy_tests.main(args)
     if args.command == "check":
         return _check(args.path, args.coverage, args.json)
     if args.command == "schema":

@@ -22,6 +22,7 @@ from proxy.errors import InvalidRequest
 from proxy.models.chat import Route
 from proxy.observability.live import attach_calibration_observers
 from proxy.observability.metrics import metrics_route
+from proxy.observability.promotion import attach_promotion
 from proxy.observability.telemetry import Telemetry
 from proxy.policy.store import PolicyStore
 from proxy.routes.admin import admin_routes, self_report_route
@@ -46,6 +47,7 @@ def build_sidecar(settings: Settings, registry: Registry | None = None) -> Sidec
     sidecar = Sidecar(settings=settings, store=store, sink=DecisionSink(), telemetry=telemetry)
     sidecar.observers.append(telemetry.observe)  # request span end, metrics
     attach_calibration_observers(sidecar)  # live page counters, decision log
+    attach_promotion(sidecar)  # promote: steps move through their stages on live traffic
     return sidecar
 
 

@@ -72,6 +72,13 @@ EXAMPLES: dict[str, str] = {
   policy-sidecar review import --capture /var/lib/sidecar/capture --reviewer ana \
       examples/calibration/review_labels.jsonl
 """,
+    "test": """\
+  # every example policy's golden cases (each case file names its policy); what CI runs
+  policy-sidecar test policies/tests
+
+  # one case file against a candidate policy, JUnit XML for the CI's test report
+  policy-sidecar test policies/tests/pii.yaml --policy policies/pii.yaml --junit policy-tests.xml
+""",
     "keys": """\
   # a new key for a clients: keys file: the key is printed once on stderr, the entry on
   # stdout (append it to the keys file under keys:)

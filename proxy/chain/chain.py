@@ -12,7 +12,9 @@ Plugins only detect and act; this module decides what their actions mean:
 * ``off``: the step is not compiled at all.
 * ``canary: P`` (enforce steps): enforce on P percent of requests, shadow on the rest. The
   share is chosen by a hash of the request id, so every hook of one request agrees, and the
-  decision records carry the mode actually used.
+  decision records carry the mode actually used. A promoted step (``promote:``) has a
+  ``rollout`` instead, whose percentage moves over time (``proxy.chain.promote``); a request
+  reads it once, at its first hook of that step, so its hooks still agree.
 * ``on_error``: ``fail_closed`` turns a crash into a ``PluginError`` (500);
   ``fail_open`` skips the step and records an ``error`` decision. A ``Rejected`` is a
   decision, never an error, so ``fail_open`` never swallows it.
@@ -36,6 +38,7 @@ import orjson
 
 from proxy.chain.context import ActiveStep, RequestContext
 from proxy.chain.plugin import Match, Outcome, Plugin, Reply, StreamFilter
+from proxy.chain.promote import Rollout
 from proxy.chain.trace import HookRecord
 from proxy.chain.upstream import Upstream
 from proxy.errors import PluginError, ProxyError, Rejected
@@ -86,6 +89,7 @@ class Step:
     when: Matcher | None
     active: ActiveStep
     canary: float | None = None  # percent of requests enforced; the rest run as shadow
+    rollout: Rollout | None = None  # promote: a canary percentage that moves; None: fixed
     shadow_active: ActiveStep = field(init=False)
 
     def __post_init__(self) -> None:
@@ -98,11 +102,31 @@ class Step:
     def applies(self, ctx: RequestContext) -> bool:
         return self.when is None or self.when.matches(ctx)
 
+    @property
+    def split(self) -> bool:
+        """True when the mode is chosen per request (a canary or a promotion)."""
+        return self.canary is not None or self.rollout is not None
+
     def active_for(self, ctx: RequestContext) -> ActiveStep:
         """The mode this step runs in for this request (differs from ``mode`` only with a canary)."""
+        if self.rollout is not None:
+            return self.active if canary_bucket(ctx) < _pinned_percent(self, ctx) else self.shadow_active
         if self.canary is None:
             return self.active
         return self.active if canary_bucket(ctx) < self.canary else self.shadow_active
+
+
+def _pinned_percent(step: Step, ctx: RequestContext) -> float:
+    """A promoted step's percentage as this request first saw it (a stage change mid-request
+    must not run its request hook in shadow and its response hook in enforce)."""
+    pinned = ctx.rollouts
+    if pinned is None:
+        pinned = ctx.rollouts = {}
+    percent = pinned.get(step.id)
+    if percent is None:
+        assert step.rollout is not None
+        percent = pinned[step.id] = step.rollout.percent
+    return percent
 
 
 def canary_bucket(ctx: RequestContext) -> float:
@@ -186,7 +210,7 @@ class Chain:
         a child span afterwards (see ``RequestTrace.hook_done``); otherwise the only cost is the
         ``is None`` check.
         """
-        active = step.active if step.canary is None else step.active_for(ctx)
+        active = step.active_for(ctx) if step.split else step.active
         scratch = ctx.enter_step(active)  # shadow: effects go to a scratch buffer, dropped below
         trace = ctx.trace
         if trace is not None:

@@ -136,6 +136,7 @@ class RequestContext:
     first_token_at: float | None = None  # perf_counter when the first output text reached the client
     response_model: str | None = None  # the model the provider says answered
     canary_bucket: float | None = None  # 0 <= x < 100, from the request id; set on first canary step
+    rollouts: dict[str, float] | None = None  # promoted steps' percentages as this request saw them
 
     def get(self, key: StateKey[T], default: T | None = None) -> T | None:
         """The value of ``key`` for the active step (or the request, for a shared key)."""

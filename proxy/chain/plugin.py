@@ -27,6 +27,7 @@ from proxy.chain.context import RequestContext
 from proxy.chain.identity import Identity
 from proxy.chain.names import ROUTES, names_validator, yaml_bool_as
 from proxy.chain.ports import JsonHttp, JsonHttpFactory
+from proxy.chain.promote import PromoteConfig
 from proxy.chain.upstream import Upstream
 from proxy.models.chat import ChatRequest, ChatResponse
 from proxy.models.stream import StreamEvent
@@ -69,10 +70,18 @@ class PluginConfig(BaseModel):
         "every hook of a request agrees) and run as shadow on the rest; needs mode: enforce",
     )
 
+    promote: PromoteConfig | None = Field(
+        default=None,
+        description="staged promotion of a shadow step to enforce through canary stages, with "
+        "automatic rollback to shadow (docs/promotion.md); needs mode: shadow",
+    )
+
     @model_validator(mode="after")
     def _canary_needs_enforce(self) -> PluginConfig:
         if self.canary is not None and self.mode != "enforce":
             raise ValueError("canary applies to mode: enforce steps (it splits enforce and shadow)")
+        if self.promote is not None and self.mode != "shadow":
+            raise ValueError("promote starts from mode: shadow (the step is promoted to enforce in stages)")
         return self
 
     @property

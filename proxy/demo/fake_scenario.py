@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import logging
 import struct
 import threading
@@ -66,6 +67,9 @@ class Scenario(BaseModel):
     """Streaming: seconds between the headers and the first event."""
     chunk_size: int = Field(default=4, ge=1)
     """Characters of content (and of tool arguments) per streamed delta."""
+    split_at: list[int] | None = None
+    """Streaming chat: cut the reply text at exactly these offsets instead of every ``chunk_size``
+    characters (``policy-sidecar test`` splits an answer at each boundary in turn)."""
     chunk_delay: float = Field(default=0.0, ge=0)
     """Streaming: seconds between two events."""
     drop_after_chunks: int | None = Field(default=None, ge=0)
@@ -293,3 +297,9 @@ def new_id(prefix: str) -> str:
 def pieces(text: str, size: int) -> list[str]:
     """Split text into stream deltas of ``size`` characters (the last one may be shorter)."""
     return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def pieces_at(text: str, offsets: list[int]) -> list[str]:
+    """Split text at the given offsets (out-of-range and repeated offsets are ignored)."""
+    cuts = [0, *sorted({o for o in offsets if 0 < o < len(text)}), len(text)]
+    return [text[a:b] for a, b in itertools.pairwise(cuts) if b > a]

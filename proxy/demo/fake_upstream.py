@@ -49,6 +49,7 @@ from proxy.demo.fake_scenario import (
     install_log_filter,
     new_id,
     pieces,
+    pieces_at,
     render,
     responses_last_user,
     safe_headers,
@@ -179,7 +180,10 @@ def _chat(body: dict[str, Any], sc: Scenario, status: int) -> Response:
 
     # Role chunk: content "" as OpenAI sends it, None for a tool-calls-only turn.
     events = [chunk(i, {"role": "assistant", "content": "" if text is not None else None}) for i in range(n)]
-    for piece in pieces(text or "", sc.chunk_size):
+    parts = (
+        pieces_at(text or "", sc.split_at) if sc.split_at is not None else pieces(text or "", sc.chunk_size)
+    )
+    for piece in parts:
         events += [chunk(i, {"content": piece}) for i in range(n)]
     for k, call in enumerate(calls):
         head = {"index": k, "id": call["id"], "type": "function"}

@@ -122,6 +122,8 @@ class LiveStats:
                 "steps": [
                     {"id": s.id, "type": s.plugin.config.type, "mode": s.mode} for s in current.chain.steps
                 ],
+                "promotions": store.promotions.snapshot(current.promotion_keys),
+                "promotion_history": store.promotions.history[-20:],
                 "last_reload": store.last_reload,
                 "last_error": store.last_error,
                 "reloads": {"ok": store.reloads_ok, "failed": store.reloads_failed},

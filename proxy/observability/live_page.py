@@ -47,6 +47,14 @@ LIVE_HTML = """<!doctype html>
 </tr></thead><tbody></tbody></table>
 <p id="empty" class="muted">No decisions in the window yet.</p>
 
+<h2>Staged promotion (<code>promote:</code>)</h2>
+<table id="promotions"><thead><tr>
+ <th>step</th><th>status</th><th>enforced</th><th>stages</th><th>stage since</th>
+ <th>requests</th><th>block rate</th><th>max</th>
+</tr></thead><tbody></tbody></table>
+<ul id="promotion-history"></ul>
+<p id="no-promotions" class="muted">No promoted steps in this policy.</p>
+
 <script>
 "use strict";
 const EVERY = Math.max(1, Number(new URLSearchParams(location.search).get("every")) || 3);
@@ -111,6 +119,28 @@ function render(data) {
     body.append(tr);
   }
   document.getElementById("empty").hidden = data.rules.length > 0;
+  const promos = p.promotions || [];
+  const ptable = document.querySelector("#promotions tbody");
+  ptable.replaceChildren();
+  for (const row of promos) {
+    const tr = el("tr"); tr.dataset.step = row.step;
+    const since = new Date(row.stage_started * 1000).toISOString().replace(".000", "");
+    const names = ["shadow", ...row.steps.map(x => x + "%")];
+    const stages = names.map((x, i) => i === row.stage ? "[" + x + "]" : x);
+    tr.append(el("td", row.step, "rule"), el("td", row.status, "status"),
+      el("td", row.percent + "%", "percent"), el("td", stages.join(" → ")), el("td", since),
+      el("td", row.requests),
+      el("td", row.block_rate === null ? "-" : row.block_rate, "rate"), el("td", row.max_block_rate));
+    ptable.append(tr);
+  }
+  const hist = document.getElementById("promotion-history");
+  hist.replaceChildren();
+  for (const t of (p.promotion_history || []).slice().reverse()) {
+    const at = new Date(t.at * 1000).toISOString().replace(".000", "");
+    hist.append(el("li", at + " " + t.step_id + ": " + t.kind + " " + t.from_percent + "% → " + t.to_percent
+      + "% (" + t.reason + ")", t.kind));
+  }
+  document.getElementById("no-promotions").hidden = promos.length > 0;
   document.getElementById("updated").textContent = "updated " + new Date().toISOString();
 }
 async function poll() {

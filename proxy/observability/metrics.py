@@ -117,6 +117,27 @@ class _StateCollector(Collector):
                 for state in ("closed", "half_open", "open"):
                     circuits.add_metric([step.id, str(target), state], 1.0 if current == state else 0.0)
         yield circuits
+        yield from _promotion_metrics(store)
+
+
+def _promotion_metrics(store: PolicyStore) -> Iterator[Any]:
+    """Staged promotion (``promote:``): each promoted step's canary percent, and its stage changes."""
+    book = store.promotions
+    percent = GaugeMetricFamily(
+        "sidecar_promotion_percent",
+        "promote: steps: percent of requests enforced now (0 = shadow or rolled back)",
+        labels=["plugin", "status"],
+    )
+    for row in book.snapshot(store.current.promotion_keys):
+        percent.add_metric([row["step"], row["status"]], float(row["percent"]))
+    yield percent
+    moves = CounterMetricFamily(
+        "sidecar_promotion_transitions", "promotion stage changes by step and kind (promote, rollback)",
+        labels=["plugin", "kind"],
+    )  # fmt: skip
+    for (step, kind), n in sorted(book.transitions.items()):
+        moves.add_metric([step, kind], n)
+    yield moves
 
 
 class RequestCounter(Collector):

@@ -23,6 +23,7 @@ from proxy.errors import ConfigError
 from proxy.models.upstream import UpstreamRequest, UpstreamResponse
 from proxy.policy.observability import MetricsConfig
 from proxy.policy.passthrough import PassthroughTable, passthrough_rules
+from proxy.policy.promotion import PromotionBook, StepRollout
 from proxy.policy.schema import PolicyBase
 from proxy.upstream.client import HttpClient
 from proxy.upstream.config import UpstreamConfig
@@ -52,6 +53,9 @@ class CompiledPolicy:
     in_flight: int = 0
     retired: bool = False
     # The observability settings the hot path reads, resolved once per revision.
+    promotions: PromotionBook | None = None  # the store's book, when a step has promote:
+    promoted: tuple[Step, ...] = field(init=False)
+    promotion_keys: tuple[str, ...] = field(init=False)
     trace_ratio: float = field(init=False)
     trace_content: str = field(init=False)
     log_content: str = field(init=False)
@@ -59,6 +63,10 @@ class CompiledPolicy:
     capture_on: bool = field(init=False)  # observability.capture: the routes keep the request body
 
     def __post_init__(self) -> None:
+        # Promoted steps and their promotion-book keys: the request observer walks only these.
+        self.promoted = tuple(s for s in self.chain.steps if isinstance(s.rollout, StepRollout))
+        rollouts = [s.rollout for s in self.promoted]
+        self.promotion_keys = tuple(r.key for r in rollouts if isinstance(r, StepRollout))
         obs = self.policy.observability
         self.trace_ratio = obs.tracing.sample_ratio
         self.trace_content = obs.tracing.content
@@ -92,6 +100,7 @@ class CompiledPolicy:
                     "mode": s.mode,
                     "on_error": s.on_error,
                     **({"canary": s.canary} if s.canary is not None else {}),
+                    **self._promotion_of(s),
                 }
                 for s in self.chain.steps
             ],
@@ -115,6 +124,12 @@ class CompiledPolicy:
             },
             "warnings": list(self.warnings),
         }
+
+    def _promotion_of(self, step: Step) -> dict[str, Any]:
+        if self.promotions is None or not isinstance(step.rollout, StepRollout):
+            return {}
+        [state] = self.promotions.snapshot((step.rollout.key,))
+        return {"promote": state}
 
     async def aclose(self) -> None:
         for plugin in self.plugins:
@@ -221,8 +236,15 @@ class _Stamped:
 
 
 def compile_policy(
-    policy: PolicyBase, revision: str, source: str, registry: Registry, deps: Deps
+    policy: PolicyBase,
+    revision: str,
+    source: str,
+    registry: Registry,
+    deps: Deps,
+    promotions: PromotionBook | None = None,
 ) -> CompiledPolicy:
+    """``promotions``: the store's book (kept across reloads); without one, promoted steps start
+    from shadow in a fresh book (``check``, ``replay``)."""
     targets = {name: _build_target(name, cfg, deps) for name, cfg in policy.upstreams.items()}
     try:
         table = RouteTable(policy.routes, dict(policy.upstreams), policy.default_upstream)
@@ -233,6 +255,7 @@ def compile_policy(
 
     steps: list[Step] = []
     plugins: list[Plugin[Any]] = []
+    configured = False
     plugin_configs: list[PluginConfig] = list(getattr(policy, "plugins", []))
     for i, config in enumerate(plugin_configs):
         if config.mode == "off":
@@ -246,6 +269,21 @@ def compile_policy(
             raise ConfigError(f"plugins[{i}] ({config.step_id}): could not be built: {exc}") from exc
         plugins.append(plugin)
         matcher = Matcher(config.when) if config.when is not None else None
+        active_mode, rollout = config.mode, None
+        if config.promote is not None:
+            if isinstance(plugin, UpstreamPolicy):
+                raise ConfigError(
+                    f"plugins[{i}] ({config.step_id}): promote applies to guard steps; an upstream "
+                    "wrapper has no shadow form to start from"
+                )
+            if promotions is None:
+                promotions = PromotionBook()
+            if not configured:
+                promotions.configure(policy.promotion, deps.policy_dir)
+                configured = True
+            # Still mode: shadow as configured, but its enforcing side is live on a moving
+            # canary share: 0% (all shadow) until promoted.
+            active_mode, rollout = "enforce", promotions.register(config.step_id, config, config.promote)
         steps.append(
             Step(
                 config.step_id,
@@ -253,8 +291,9 @@ def compile_policy(
                 config.mode,
                 config.on_error,
                 matcher,
-                ActiveStep(config.step_id, config.mode),
+                ActiveStep(config.step_id, active_mode),
                 config.canary,
+                rollout,
             )
         )
 
@@ -284,4 +323,5 @@ def compile_policy(
         table,
         passthrough,
         auth=auth,
+        promotions=promotions,
     )

@@ -155,6 +155,8 @@ SURFACE_SOURCES: list[SurfaceSource] = [api_surfaces, passthrough_surfaces]
 
 
 def _mode(step: Step) -> str:
+    if step.rollout is not None:  # promote: the share enforced right now
+        return f"promote {step.rollout.percent:g}%"
     if step.canary is not None:
         return f"canary {step.canary:g}%"  # enforce on that share, shadow on the rest
     return step.mode

@@ -100,6 +100,16 @@ def _env_in_flow(text: str, index: int) -> bool:
     return 0 < index < len(text) and text[index] == "{" and text[index - 1] == "$"
 
 
+def location_of(root: yaml.Node, loc: tuple[int | str, ...], source: str, key_node: bool = False) -> str:
+    """``file:line:col`` of a validation error's path in any YAML document (policy or case file)."""
+    return _where(source, _node_at(root, loc, key_node))
+
+
+def path_of(loc: tuple[int | str, ...], root: yaml.Node) -> str:
+    """A validation error's path as the user writes it: ``cases[0].expect.status``."""
+    return _path(loc, root)
+
+
 def locator(node: yaml.Node, source: str) -> Locate:
     """``file:line:col`` of the node at a policy path (its parent when the path is absent)."""
     return lambda loc: _where(source, _node_at(node, loc))

@@ -16,6 +16,7 @@ from proxy.chain.names import check_reference
 from proxy.chain.registry import Registry
 from proxy.policy.observability import ObservabilityConfig
 from proxy.policy.passthrough import PassthroughConfig, check_passthrough
+from proxy.policy.promotion import PromotionStateConfig
 from proxy.upstream.config import RouteSpec as RouteSpec  # re-exported: the routes: section
 from proxy.upstream.config import TargetSpec as TargetSpec
 from proxy.upstream.config import UpstreamConfig as UpstreamConfig  # the upstreams: section
@@ -79,6 +80,11 @@ class PolicyBase(BaseModel):
         default_factory=PassthroughConfig,
         description="/v1/* paths outside the governed routes: refused when the upstream holds the "
         "key unless a rule allows them; budget and guards per rule",
+    )
+    promotion: PromotionStateConfig = Field(
+        default_factory=PromotionStateConfig,
+        description="where the state of promote: steps is kept (memory, file or redis); "
+        "see docs/promotion.md",
     )
 
 

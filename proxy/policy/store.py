@@ -24,6 +24,7 @@ from proxy.chain.registry import Registry
 from proxy.errors import ConfigError
 from proxy.policy.compiler import CompiledPolicy, compile_policy, revision_of
 from proxy.policy.loader import load_policy_checked, read_policy_file
+from proxy.policy.promotion import PromotionBook
 from proxy.policy.schema import PolicyBase, build_policy_model
 from proxy.upstream.json_http import pooled_json_http
 
@@ -36,6 +37,8 @@ class PolicyStore:
         self.registry = registry
         self.model: type[PolicyBase] = build_policy_model(registry)
         self.resources = Resources()
+        # Promotion state of ``promote:`` steps: process-wide, so it survives reloads.
+        self.promotions = PromotionBook()
         self._orphans: list[Any] = []  # resources a failed compile released, to close on the loop
         self.cpu_workers = cpu_workers
         self._current: CompiledPolicy | None = None
@@ -52,7 +55,7 @@ class PolicyStore:
         policy, warnings = load_policy_checked(text, source, self.model)
         deps = Deps(self.resources, str(Path(source).parent), self.cpu_workers, http=pooled_json_http)
         try:
-            compiled = compile_policy(policy, revision_of(text), source, self.registry, deps)
+            compiled = compile_policy(policy, revision_of(text), source, self.registry, deps, self.promotions)
         except BaseException:
             # Give back what the failed build took; closed by the next ``_close`` / ``aclose``.
             self._orphans.extend(self.resources.release(deps.used_resources))
@@ -193,6 +196,7 @@ class PolicyStore:
             await policy.aclose()
         await self.resources.close_unused(set())
         await self._close_orphans()
+        await asyncio.to_thread(self.promotions.close)  # pending promotion-state writes
 
     # -- watching ----------------------------------------------------------------------
     async def watch(self, stop: asyncio.Event, force_polling: bool = False) -> None:
