@@ -18,7 +18,7 @@ from proxy.chain import PluginConfig, RequestContext, UpstreamPolicy
 from proxy.chain.upstream import Upstream
 from proxy.errors import UpstreamError
 from proxy.models.upstream import UpstreamRequest, UpstreamResponse
-from proxy.upstream.failures import classes_as_text, classify_exception, classify_response
+from proxy.chain.failures import classes_as_text, classify_exception, classify_response
 
 Trigger = Literal[
     "timeout",
