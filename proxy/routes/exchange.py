@@ -193,4 +193,7 @@ class Exchange:
         async def finish(outcome: Outcome) -> None:
             await self.records.finish(policy, ctx, outcome)
 
-        return await relay.start(self.records.sidecar.live_streams, self._answer_headers(resp), finish)
+        def headers() -> dict[str, str]:
+            return self._answer_headers(resp)
+
+        return await relay.start(self.records.sidecar.live_streams, headers, finish)

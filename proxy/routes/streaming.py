@@ -124,10 +124,14 @@ class StreamRelay:
     async def start(
         self,
         live: set[LiveStream],
-        headers: dict[str, str],
+        headers: Callable[[], dict[str, str]],
         finish: Callable[[Outcome], Awaitable[None]],
     ) -> Response:
-        """Pull the first chunk (errors before it are still HTTP errors), then the response."""
+        """Pull the first chunk (errors before it are still HTTP errors), then the response.
+
+        ``headers`` is called only after that chunk: a filter that decided on it (a buffering
+        schema step flagging the answer) may have added response headers.
+        """
         body = self._body
         try:
             first = await body.__anext__()
@@ -170,7 +174,7 @@ class StreamRelay:
             )
             await finish(outcome)
 
-        return _FinalizingStream(sent, self.resp.status, headers, started, finalize)
+        return _FinalizingStream(sent, self.resp.status, headers(), started, finalize)
 
     def _first_chunk(self, chunk: bytes, token: bool) -> None:
         """Until the first output token went out: note the answering model and, then, the time."""
