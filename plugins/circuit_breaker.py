@@ -19,10 +19,10 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field
 
 from proxy.chain import Deps, PluginConfig, RequestContext, UpstreamPolicy
+from proxy.chain.failures import classes_as_text, classify_exception, classify_response
 from proxy.chain.upstream import Upstream
 from proxy.errors import UpstreamError, UpstreamUnavailable
 from proxy.models.upstream import UpstreamRequest, UpstreamResponse
-from proxy.upstream.failures import classes_as_text, classify_exception, classify_response
 
 Counted = Literal["timeout", "connect", "bad_response", "429", "5xx"]
 

@@ -15,10 +15,10 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field
 
 from proxy.chain import PluginConfig, RequestContext, UpstreamPolicy
+from proxy.chain.failures import classes_as_text, classify_exception, classify_response
 from proxy.chain.upstream import Upstream
 from proxy.errors import UpstreamError
 from proxy.models.upstream import UpstreamRequest, UpstreamResponse
-from proxy.upstream.failures import classes_as_text, classify_exception, classify_response
 
 Trigger = Literal[
     "timeout",

@@ -17,10 +17,10 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field
 
 from proxy.chain import PluginConfig, RequestContext, UpstreamPolicy
+from proxy.chain.failures import classes_as_text, classify_exception, classify_response, retry_after
 from proxy.chain.upstream import Upstream
 from proxy.errors import UpstreamError
 from proxy.models.upstream import UpstreamRequest, UpstreamResponse
-from proxy.upstream.failures import classes_as_text, classify_exception, classify_response, retry_after
 
 Retryable = Literal["timeout", "connect", "bad_response", "429", "5xx"]
 

@@ -1,15 +1,25 @@
 """Plugin registry: built-ins and third-party plugins, found through one entry-point group.
 
-Built-ins are registered through the same ``policy_sidecar.plugins`` entry-point group that
-third parties use, so there is no central enum to edit. When the package is not installed
-(running from a source tree) the built-in modules are imported directly as a fallback.
+One source of truth: the ``[project.entry-points."policy_sidecar.plugins"]`` table in
+``pyproject.toml``. Built-ins are registered there exactly like a third party's plugins, and
+the registry reads them back from the installed package metadata (``importlib.metadata``); there
+is no second list in the code to keep in step (issue 24). What makes an entry point *built-in*
+is the distribution that declares it (``policy-sidecar``): a built-in that fails to import is
+a broken installation and raises, a third party's broken plugin is logged and skipped.
+
+Why not a list in code: a third-party plugin must go through the entry points anyway, so the
+built-ins going the same way proves that path on every start; and a code list would be a
+second copy of the pyproject table. The cost is that the sidecar must be *installed*
+(``pip install -e .`` in a checkout), which ``default_registry`` says plainly when it is not.
+After adding a built-in to ``pyproject.toml``, re-run ``pip install -e .`` so the metadata
+has it; ``tests/unit/test_registry.py`` fails with that hint when the two differ.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from importlib.metadata import entry_points
+import re
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from proxy.chain.plugin import Plugin
@@ -17,29 +27,14 @@ from proxy.chain.plugin import Plugin
 log = logging.getLogger("policy_sidecar.registry")
 
 ENTRY_POINT_GROUP = "policy_sidecar.plugins"
-BUILTINS = {
-    "blocklist": "plugins.blocklist:BlocklistPlugin",
-    "budget": "plugins.budget:BudgetPlugin",
-    "bulkhead": "plugins.bulkhead:BulkheadPlugin",
-    "circuit_breaker": "plugins.circuit_breaker:CircuitBreakerPlugin",
-    "fallback": "plugins.fallback:FallbackPlugin",
-    "headers": "plugins.headers:HeadersPlugin",
-    "idempotency": "plugins.idempotency:IdempotencyPlugin",
-    "moderation": "plugins.moderation:ModerationPlugin",
-    "injection": "plugins.injection:InjectionPlugin",
-    "pii": "plugins.pii:PiiPlugin",
-    "retry": "plugins.retry:RetryPlugin",
-    "schema": "plugins.schema:SchemaPlugin",
-    "timeout": "plugins.timeout:TimeoutPlugin",
-}
+DISTRIBUTION = "policy-sidecar"  # the package whose entry points are the built-ins
+
+
+class NotInstalled(RuntimeError):
+    """The built-in plugins' entry points are missing: the package is not installed."""
+
 
 PluginClass = type[Plugin[Any]]
-
-
-def _load(target: str) -> PluginClass:
-    module_name, _, attr = target.partition(":")
-    cls: PluginClass = getattr(importlib.import_module(module_name), attr)
-    return cls
 
 
 def _type_name(cls: PluginClass) -> str:
@@ -79,13 +74,37 @@ class Registry:
         return [self._classes[n] for n in self.names()]
 
 
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503: policy_sidecar == policy-sidecar
+
+
+def is_builtin(ep: EntryPoint) -> bool:
+    """Declared by this package (not a third party's distribution)."""
+    return ep.dist is not None and _normalise(ep.dist.name) == DISTRIBUTION
+
+
+def builtin_entry_points() -> list[EntryPoint]:
+    """The built-ins as the installed metadata declares them; a clear error if there are none."""
+    points = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if is_builtin(ep)]
+    if not points:
+        raise NotInstalled(
+            f"no built-in plugins found: the {DISTRIBUTION!r} package is not installed, so its "
+            f"{ENTRY_POINT_GROUP!r} entry points are missing. Install it (`pip install -e .` in a "
+            "source checkout, `pip install policy-sidecar` otherwise) and start again."
+        )
+    return points
+
+
 def default_registry() -> Registry:
-    """Built-ins plus every installed entry point; a broken third-party plugin is logged."""
+    """Built-ins plus every installed third-party entry point; a broken third-party plugin is logged.
+
+    A built-in that fails to load raises: that is a broken installation, not a plugin to skip.
+    """
     registry = Registry()
-    for target in BUILTINS.values():
-        registry.register(_load(target))
+    for ep in builtin_entry_points():
+        registry.register(ep.load())
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.value in BUILTINS.values():
+        if is_builtin(ep):
             continue
         try:
             registry.register(ep.load())

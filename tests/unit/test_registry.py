@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import sys
 from importlib.metadata import EntryPoint
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+import plugins
 import proxy.chain.registry as registry_module
-from proxy.chain.registry import ENTRY_POINT_GROUP, default_registry
+from proxy.chain.plugin import Plugin
+from proxy.chain.registry import (
+    ENTRY_POINT_GROUP,
+    NotInstalled,
+    builtin_entry_points,
+    default_registry,
+    entry_points,
+)
 from tests.harness import sidecar_harness
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_plugin"
@@ -22,6 +33,7 @@ def third_party(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pretend ``pip install ./examples/custom_plugin`` happened: its entry point is visible."""
     monkeypatch.syspath_prepend(str(EXAMPLE))
     points = [
+        *entry_points(group=ENTRY_POINT_GROUP),  # the built-ins, from the installed metadata
         EntryPoint("audit_log", "sidecar_audit:AuditLogPlugin", ENTRY_POINT_GROUP),
         EntryPoint("broken", "no_such_module:Nothing", ENTRY_POINT_GROUP),
     ]
@@ -30,13 +42,64 @@ def third_party(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def test_builtins_are_registered_through_the_entry_point_group() -> None:
+def test_builtins_come_from_the_pyproject_entry_points_and_nothing_else() -> None:
+    """pyproject.toml is the one list: the installed metadata must match it, and each entry
+    point's name must be the YAML ``type`` of the class it loads."""
     import tomllib
 
     pyproject = tomllib.loads((EXAMPLE.parents[1] / "pyproject.toml").read_text())
     declared = pyproject["project"]["entry-points"][ENTRY_POINT_GROUP]
-    assert declared == registry_module.BUILTINS
-    assert set(declared) <= set(default_registry().names())
+    installed = {ep.name: ep.value for ep in builtin_entry_points()}
+    assert installed == declared, (
+        "the installed metadata differs from pyproject.toml: run `pip install -e .` again"
+    )
+    registry = default_registry()
+    for name, target in declared.items():
+        module, _, attr = target.partition(":")
+        assert registry.get(name) is getattr(importlib.import_module(module), attr)
+    assert not hasattr(registry_module, "BUILTINS")  # no second copy in the code
+
+
+def _concrete_plugins() -> set[type[Plugin[Any]]]:
+    """Every class in the ``plugins`` package that a policy could name (a ``type`` default)."""
+    found: set[type[Plugin[Any]]] = set()
+    for info in pkgutil.walk_packages(plugins.__path__, "plugins."):
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, Plugin)
+                and value.__module__.startswith("plugins.")
+                and isinstance(value.Config.model_fields["type"].default, str)
+            ):
+                found.add(value)
+    return found
+
+
+def test_every_plugin_class_in_the_package_is_declared_as_an_entry_point() -> None:
+    """A new built-in that was not added to pyproject.toml would never load: caught here."""
+    registered = set(default_registry().classes())
+    concrete = _concrete_plugins()
+    assert registered <= concrete  # the scan sees every built-in, so it would see a new one too
+    missing = {f"{c.__module__}:{c.__name__}" for c in concrete - registered}
+    assert not missing, f"add to [project.entry-points.{ENTRY_POINT_GROUP!r}] in pyproject.toml: {missing}"
+
+
+def test_an_uninstalled_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: [])
+    with pytest.raises(NotInstalled, match=r"pip install -e \."):
+        default_registry()
+
+
+def test_a_broken_builtin_raises_instead_of_being_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = builtin_entry_points()
+    dist = real[0].dist
+    assert dist is not None
+    broken = EntryPoint("timeout", "plugins.no_such_plugin:Nothing", ENTRY_POINT_GROUP)._for(dist)
+    points = [ep for ep in real if ep.name != "timeout"] + [broken]
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: points)
+    with pytest.raises(ModuleNotFoundError, match="no_such_plugin"):
+        default_registry()
 
 
 def test_third_party_plugin_is_loaded_and_a_broken_one_is_only_logged(

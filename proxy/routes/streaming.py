@@ -1,0 +1,259 @@
+"""A streamed answer on its way to the client: one ``StreamRelay`` per streamed request.
+
+    upstream SSE -> events (the adapter's codec) -> stream filters -> client format (encoder)
+
+With no filters and a client that speaks the upstream's format, bytes are piped as is (no SSE
+parsing, no buffering). The first chunk is pulled before response headers go out (``start``),
+so a rejection or upstream failure before any byte reached the client is still a proper HTTP
+error; after that, failures end the stream with an in-band error event in the client's format.
+
+The relay's attributes are what ``_stream`` / ``_stream_body`` used to pass each other by hand
+(usage, text count, error, completion, the sending task); while it is sent it sits in
+``sidecar.live_streams``, so a shutdown can end it cleanly (``cut``) before the grace deadline
+cancels it mid-body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import anyio
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from proxy.chain.chain import StreamPipeline
+from proxy.chain.context import RequestContext
+from proxy.chain.plugin import Outcome
+from proxy.errors import ProxyError, StreamAborted, error_event_payload
+from proxy.models.stream import ErrorEvent, StreamEvent, TextDelta, ToolCallDelta, Usage
+from proxy.models.upstream import UpstreamResponse
+from proxy.observability.timing import carries_token, peek_model, peek_usage
+from proxy.routes.adapters import StreamCodec, StreamEncoder
+from proxy.routes.records import elapsed_ms
+from proxy.runtime import LiveStream
+from proxy.upstream.sse import SSEEvent, SSEParser
+from proxy.upstream.stream_end import EndWatch, incomplete_stream
+
+log = logging.getLogger("policy_sidecar.access")
+
+
+def _shutting_down() -> StreamAborted:
+    return StreamAborted(
+        "The sidecar is shutting down; the stream was cut before it finished. Retry the request.",
+        status=503,
+        code="server_shutting_down",
+    )
+
+
+class _FinalizingStream(StreamingResponse):
+    """A streaming response that always finalises (complete hooks, release), even on disconnect."""
+
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        status: int,
+        headers: dict[str, str],
+        on_start: Callable[[], None],
+        finalize: Callable[[], Awaitable[None]],
+    ) -> None:
+        super().__init__(body, status_code=status, headers=headers)
+        self._on_start = on_start
+        self._finalize = finalize
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._on_start()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._finalize()
+
+
+class StreamRelay:
+    """The state of one streamed answer (see the module doc)."""
+
+    __slots__ = (
+        "_body",
+        "chars",
+        "codec",
+        "completed",
+        "ctx",
+        "encoder",
+        "error",
+        "max_event_bytes",
+        "pipeline",
+        "resp",
+        "task",
+        "usage",
+        "was_cut",
+    )
+
+    def __init__(
+        self,
+        resp: UpstreamResponse,
+        ctx: RequestContext,
+        codec: StreamCodec,
+        encoder: StreamEncoder,
+        pipeline: StreamPipeline | None,
+        max_event_bytes: int,
+    ) -> None:
+        self.resp = resp
+        self.ctx = ctx
+        self.codec = codec
+        self.encoder = encoder
+        self.pipeline = pipeline
+        self.max_event_bytes = max_event_bytes
+        self.usage: dict[str, Any] = {}
+        self.error: BaseException | None = None
+        self.completed = False
+        self.chars = 0
+        self.task: asyncio.Task[Any] | None = None  # the task sending this stream
+        self.was_cut = False
+        self._body = self._relay()
+
+    def cut(self) -> None:
+        """Shutdown: interrupt the stream where it waits; it then ends with an in-band error."""
+        if self.task is not None and not self.was_cut:
+            self.was_cut = True
+            self.task.cancel()
+
+    async def start(
+        self,
+        live: set[LiveStream],
+        headers: Callable[[], dict[str, str]],
+        finish: Callable[[Outcome], Awaitable[None]],
+    ) -> Response:
+        """Pull the first chunk (errors before it are still HTTP errors), then the response.
+
+        ``headers`` is called only after that chunk: a filter that decided on it (a buffering
+        schema step flagging the answer) may have added response headers.
+        """
+        body = self._body
+        try:
+            first = await body.__anext__()
+        except StopAsyncIteration:
+            first = b""
+        except BaseException:
+            await body.aclose()
+            raise
+
+        async def chunks() -> AsyncGenerator[bytes, None]:
+            # The task that sends the stream (Starlette may use a child task for it): the one a
+            # shutdown cut must interrupt.
+            self.task = asyncio.current_task()
+            live.add(self)
+            try:
+                if first:
+                    yield first
+                async for chunk in body:
+                    yield chunk
+            finally:
+                live.discard(self)
+
+        sent = chunks()
+
+        def started() -> None:
+            self.ctx.first_byte_sent = True
+
+        async def finalize() -> None:
+            await sent.aclose()
+            await body.aclose()
+            error = self.error
+            outcome = Outcome(
+                error.status if isinstance(error, ProxyError) else self.resp.status,
+                error,
+                usage=self.usage,
+                streamed=True,
+                completed=self.completed,
+                latency_ms=elapsed_ms(self.ctx),
+                output_text_chars=self.chars,
+            )
+            await finish(outcome)
+
+        return _FinalizingStream(sent, self.resp.status, headers(), started, finalize)
+
+    def _first_chunk(self, chunk: bytes, token: bool) -> None:
+        """Until the first output token went out: note the answering model and, then, the time."""
+        ctx = self.ctx
+        if ctx.response_model is None:
+            ctx.response_model = peek_model(chunk) or ""
+        if token:
+            ctx.first_token_at = time.perf_counter()
+
+    async def _decode(self, sses: Iterable[SSEEvent]) -> list[StreamEvent]:
+        """SSE events -> stream events -> filters, with the usage and text accounting.
+
+        The one decode loop: both the chunks as they arrive and the parser's flush at the end go
+        through it, so an event that only comes out at flush (no blank line after the last one)
+        is counted like any other (its usage reaches the budgets).
+        """
+        pipeline = self.pipeline
+        out: list[StreamEvent] = []
+        for sse in sses:
+            for ev in self.codec.decode(sse):
+                if isinstance(ev, Usage):
+                    self.usage = dict(ev.data)
+                elif isinstance(ev, TextDelta):
+                    self.chars += len(ev.text)
+                out.extend(await pipeline.push(ev) if pipeline else [ev])
+        return out
+
+    async def _relay(self) -> AsyncGenerator[bytes, None]:
+        """The body sent to the client: piped bytes, or decoded, filtered and re-encoded events."""
+        resp, ctx, encoder = self.resp, self.ctx, self.encoder
+        try:
+            if self.pipeline is None and encoder is self.codec:
+                prev = last = b""
+                end = EndWatch(ctx.route)
+                async for chunk in resp.aiter_bytes():
+                    if ctx.first_token_at is None:
+                        self._first_chunk(chunk, carries_token(chunk))
+                    prev, last = last, chunk
+                    end.see(chunk)
+                    yield chunk
+                if not self.usage:  # for metrics: the usage event is at the stream's end
+                    self.usage = peek_usage(prev + last)
+                if not end.ended:
+                    raise incomplete_stream()
+            else:
+                parser = SSEParser(self.max_event_bytes)
+                async for chunk in resp.aiter_bytes():
+                    out = await self._decode(parser.feed(chunk))
+                    if ctx.first_token_at is None:
+                        self._first_chunk(chunk, any(isinstance(e, (TextDelta, ToolCallDelta)) for e in out))
+                    if out:
+                        yield encoder.encode(out)
+                out = await self._decode(parser.flush())
+                if not self.codec.ended:
+                    if out:  # what did arrive (filtered) goes out before the in-band error
+                        yield encoder.encode(out)
+                    raise incomplete_stream()
+                if self.pipeline:
+                    out.extend(await self.pipeline.end())
+                # The client format's own end marker ([DONE] only if upstream sent it, for OpenAI).
+                tail = encoder.encode(out) + encoder.encode_done()
+                if tail:
+                    yield tail
+            self.completed = True
+        except ProxyError as exc:
+            if not ctx.first_byte_sent:
+                raise
+            self.error = exc
+            log.warning("stream %s aborted after first byte: %s", ctx.request_id, exc.detail or exc.message)
+            yield encoder.encode([ErrorEvent(error_event_payload(exc))])
+        except asyncio.CancelledError:
+            if not self.was_cut or self.task is None:
+                raise
+            # Cut by the shutdown (not a client disconnect): take the cancellation back and
+            # finish the stream properly, with the error event, while the server still waits.
+            self.task.uncancel()
+            cut = _shutting_down()
+            self.error = cut
+            log.warning("stream %s cut by the shutdown grace deadline", ctx.request_id)
+            yield encoder.encode([ErrorEvent(error_event_payload(cut))])
+        finally:
+            await resp.aclose()
