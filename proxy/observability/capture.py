@@ -43,6 +43,7 @@ from prometheus_client.registry import Collector
 
 from proxy.errors import ConfigError
 from proxy.observability import capture_crypto, capture_store
+from proxy.observability.capture_labels import attach_to_promotions
 from proxy.policy.observability import CaptureConfig
 
 if TYPE_CHECKING:
@@ -163,6 +164,8 @@ class Capture:
         if not isinstance(body, bytes):
             return
         cfg = policy.policy.observability.capture
+        if cfg.dir is not None:  # promote: max_false_positive_rate reads the reviewers' labels
+            attach_to_promotions(policy, Path(cfg.dir))
         if ctx.tenant is not None and ctx.tenant in cfg.exclude_tenants:
             self.counts["opted_out"] += 1
             return

@@ -165,6 +165,8 @@ def _policy(cfg: CaptureConfig) -> Any:
         capture_on=cfg.enabled,
         policy=SimpleNamespace(observability=SimpleNamespace(capture=cfg)),
         chain=SimpleNamespace(steps=[]),
+        promotions=None,  # no promoted step: the capture store is not attached as a label source
+        promotion_keys=(),
     )
 
 
