@@ -70,6 +70,7 @@ from proxy.detectors.pii.engine import BUILTIN_ENTITIES
 from proxy.detectors.shared import BATCH_TEXTS, INLINE_TEXTS
 from proxy.errors import Rejected
 from proxy.models import ChatRequest, ChatResponse, Finish, StreamEvent, TextDelta, ToolCallDelta
+from proxy.redis import RedisOptions, connect, parse, target_digest
 
 Action = Literal["redact", "mask", "hash", "block", "allow"]
 #: Pattern-only requests up to this many characters are analysed on the event loop (see
@@ -116,7 +117,11 @@ class PiiConfig(PluginConfig):
     conversation_header: str = "x-conversation-id"
     bind_to_api_key: bool = Field(default=True, description="conversations are scoped per client key too")
     backend: Literal["memory", "redis"] = "memory"
-    redis_url: Secret | None = None
+    redis_url: Secret | None = Field(
+        default=None,
+        description="redis://, rediss://, redis+sentinel://, redis+cluster:// (docs/deployment.md)",
+    )
+    redis: RedisOptions | None = Field(default=None, description="cluster, sentinel and TLS settings")
     redis_prefix: str = "sidecar:pii:"
     redis_timeout_ms: int = Field(default=200, ge=1, le=5000)
     ttl: float = Field(default=86400, gt=0, description="seconds a conversation's numbering is kept")
@@ -153,6 +158,8 @@ class PiiConfig(PluginConfig):
     def _check(self) -> PiiConfig:
         if self.backend == "redis" and (self.redis_url is None or self.secret is None):
             raise ValueError("backend: redis needs redis_url and secret (shared by every replica)")
+        if self.redis_url is not None:
+            parse(self.redis_url.get_secret_value(), self.redis)  # a URL that cannot work fails here
         return self
 
 
@@ -183,11 +190,14 @@ class PiiPlugin(Plugin[PiiConfig]):
             else deps.resource("pii-process-secret", lambda: _Bytes(os.urandom(32))).value
         )
         if config.backend == "redis" and config.redis_url is not None:
-            url, prefix = config.redis_url.get_secret_value(), config.redis_prefix
+            target, prefix = parse(config.redis_url.get_secret_value(), config.redis), config.redis_prefix
             timeout = config.redis_timeout_ms / 1000
-            vkey = f"pii-vault:redis:{hashlib.sha256(url.encode()).hexdigest()[:16]}:{prefix}:{config.ttl}"
+            vkey = f"pii-vault:redis:{target_digest(target)}:{prefix}:{config.ttl}"
             self.vault: Vault = deps.resource(
-                vkey, lambda: RedisVault.from_url(url, config.ttl, prefix, timeout)
+                vkey,
+                lambda: RedisVault(
+                    connect(target, connect_timeout=timeout, socket_timeout=timeout), config.ttl, prefix
+                ),
             )
         else:
             self.vault = deps.resource(f"pii-vault:memory:{config.ttl}", lambda: MemoryVault(config.ttl))

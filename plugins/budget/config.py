@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from proxy.chain import PluginConfig, Secret, check_reference
+from proxy.redis import RedisOptions, parse
 
 KeyPart = Literal["tenant", "api_key", "user", "model", "route"]
 Measure = Literal["requests", "tokens", "input_tokens", "output_tokens", "cost_usd", "concurrent"]
@@ -107,7 +108,12 @@ class BudgetConfig(PluginConfig):
     type: Literal["budget"] = "budget"
     limits: tuple[LimitSpec, ...] = Field(min_length=1)
     backend: Literal["memory", "redis"] = "memory"
-    redis_url: Secret | None = Field(default=None, description="redis://host:6379/0; ${ENV} allowed")
+    redis_url: Secret | None = Field(
+        default=None,
+        description="redis://host:6379/0, rediss:// (TLS), redis+sentinel://s1:26379,s2:26379/<master>, "
+        "redis+cluster://n1:7000,n2:7001; ${ENV} allowed (docs/deployment.md)",
+    )
+    redis: RedisOptions | None = Field(default=None, description="cluster, sentinel and TLS settings")
     redis_prefix: str = "sidecar:budget:"
     redis_timeout_ms: int = Field(
         default=250,
@@ -150,6 +156,8 @@ class BudgetConfig(PluginConfig):
             raise ValueError("limit names must be unique")
         if self.backend == "redis" and self.redis_url is None:
             raise ValueError("backend: redis needs redis_url")
+        if self.redis_url is not None:
+            parse(self.redis_url.get_secret_value(), self.redis)  # a URL that cannot work fails here
         if not self.tenant_from.startswith("header:"):
             known = ("context", "api_key", "user", "header:<name>")
             check_reference(self.tenant_from, known, "tenant_from", ("tenant_from",))

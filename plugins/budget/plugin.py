@@ -11,7 +11,7 @@ from typing import Any
 
 from plugins.budget.booking import BOOKING, Booking, amount, corrections, lowered_completion
 from plugins.budget.config import TOKEN_MEASURES, BudgetConfig, LimitSpec
-from plugins.budget.identity import hash_key, identify, key_scope, limit_key
+from plugins.budget.identity import identify, key_scope, limit_key
 from plugins.budget.refusal import backend_down, deny
 from plugins.budget.report import admin_usage, own_usage
 from plugins.budget.stream import UsageFilter
@@ -29,6 +29,7 @@ from proxy.chain import (
     StreamFilter,
 )
 from proxy.models import ChatRequest, ChatResponse, Route
+from proxy.redis import connect, parse, target_digest
 from proxy.tokens import (
     count_chat_request,
     count_completion_reserve,
@@ -56,15 +57,17 @@ class BudgetPlugin(Plugin[BudgetConfig]):
     def __init__(self, config: BudgetConfig, deps: Deps) -> None:
         super().__init__(config, deps)
         if config.backend == "redis" and config.redis_url is not None:
-            url = config.redis_url.get_secret_value()
+            target = parse(config.redis_url.get_secret_value(), config.redis)
             timeout = config.redis_timeout_ms / 1000
 
             def make() -> Any:
                 from proxy.budget.redis_backend import RedisBackend
 
-                return RedisBackend(url, config.redis_prefix, timeout)
+                # No socket timeout: the backend enforces one deadline per call instead.
+                client = connect(target, connect_timeout=timeout, socket_timeout=None, decode_responses=True)
+                return RedisBackend(client, config.redis_prefix, timeout, per_limit=target.cluster)
 
-            key = f"budget:redis:{hash_key(url)}:{config.redis_prefix}:{timeout}"
+            key = f"budget:redis:{target_digest(target)}:{config.redis_prefix}:{timeout}"
         else:
             make = MemoryBackend
             # Memory state is per key scope (the step id, or a namespace steps share on purpose),
