@@ -164,16 +164,34 @@ class RedisBackend:
         self._down_until = 0.0
         self._per_limit = per_limit
         self._script = self._redis.register_script(RESERVE)
-        self._window_script = self._redis.register_script(RESERVE_WINDOW)
-        self._slot_script = self._redis.register_script(RESERVE_SLOT)
+        self._started = not per_limit
+        self._start_lock = asyncio.Lock()
 
     def _k(self, key: str) -> str:
         return self._prefix + key
+
+    async def _start(self) -> None:
+        """Cluster: learn the slot map once, with its own deadline, before the first command.
+
+        Without it, the first burst of requests all time out together while the client connects
+        to every node (and a deadline cancelling the discovery half-way helps nobody)."""
+        async with self._start_lock:
+            if not self._started:
+                async with asyncio.timeout(max(self._timeout, 2.0)):
+                    await self._redis.initialize()
+                self._started = True
 
     async def _call(self, coro: Any) -> Any:
         if time.monotonic() < self._down_until:
             coro.close()
             raise BackendUnavailable("redis marked down after a recent failure")
+        if not self._started:
+            try:
+                await self._start()
+            except (RedisError, OSError, TimeoutError) as exc:
+                coro.close()
+                self._down_until = time.monotonic() + self._down_for
+                raise BackendUnavailable(f"redis cluster unreachable: {exc!r}") from exc
         try:
             async with asyncio.timeout(self._timeout):
                 return await coro
@@ -226,10 +244,12 @@ class RedisBackend:
             charges.append(charge)
             keys = [self._k(charge.counter), self._k(counter_key(tagged(c.key), c.window, i - 1))]
             args = [c.window, repr(float(c.limit)), repr(float(c.amount)), i * c.window, repr(now)]
-            calls.append(self._window_script(keys=keys, args=args))
+            # EVAL, not EVALSHA: a replica promoted by a failover may not have the script cached,
+            # and the ~0.5 KB body costs less than a NOSCRIPT round trip on every new primary.
+            calls.append(self._redis.eval(RESERVE_WINDOW, len(keys), *keys, *args))
         for s in slots:
             args = [s.limit, s.lease_id, repr(float(s.ttl)), repr(now)]
-            calls.append(self._slot_script(keys=[self._slots_key(s.key)], args=args))
+            calls.append(self._redis.eval(RESERVE_SLOT, 1, self._slots_key(s.key), *args))
         outs = await asyncio.gather(*calls)
         w_outs, s_outs = outs[: len(windows)], outs[len(windows) :]
         denied_w = next((n for n, o in enumerate(w_outs) if o[0] != "1"), None)
