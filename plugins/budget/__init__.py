@@ -3,8 +3,9 @@
 Lifecycle of one request:
 
 1. ``on_request`` estimates prompt tokens (tiktoken, offline), reserves the completion budget
-   (``max_tokens`` x ``n``, or ``default_max_tokens``), prices the worst case, and makes *one*
-   atomic reservation across all its limits (all pass and are charged, or none is). A denial
+   (``max_tokens`` x ``n``, or ``default_max_tokens``), prices the worst case, and reserves
+   across all its limits, all or nothing (one atomic call; in a Redis Cluster one atomic call
+   per limit with give-back on refusal, see ``proxy.budget.redis_backend``). A denial
    is a 429 with ``Retry-After`` and OpenAI's ``x-ratelimit-*`` headers; a cost or token limit
    may instead lower ``max_tokens`` to what still fits (``on_exceed: lower_max_tokens``).
 2. The stream filter (only when token or cost limits exist) asks the provider for usage on
