@@ -44,6 +44,9 @@ class IdempotencyConfig(PluginConfig):
     )
     redis: RedisOptions | None = Field(default=None, description="cluster, sentinel and TLS settings")
     redis_prefix: str = "sidecar:idem:"
+    redis_timeout_ms: int = Field(
+        default=500, ge=1, le=5000, description="connect and read timeout per Redis call (milliseconds)"
+    )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="larger answers are not stored")
 
     @model_validator(mode="after")
@@ -155,10 +158,11 @@ class IdempotencyPlugin(UpstreamPolicy[IdempotencyConfig]):
         super().__init__(config, deps)
         if config.backend == "redis" and config.redis_url is not None:
             target = parse(config.redis_url.get_secret_value(), config.redis)
+            timeout = config.redis_timeout_ms / 1000
             self.store: Store = deps.resource(
-                f"idempotency:redis:{target_digest(target)}:{config.redis_prefix}",
+                f"idempotency:redis:{target_digest(target)}:{config.redis_prefix}:{timeout}",
                 lambda: RedisStore(
-                    connect(target, connect_timeout=0.5, socket_timeout=0.5), config.redis_prefix
+                    connect(target, connect_timeout=timeout, socket_timeout=timeout), config.redis_prefix
                 ),
             )
         else:

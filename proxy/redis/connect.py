@@ -23,7 +23,7 @@ revisions without putting the password in the resource key.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -60,17 +60,19 @@ class Tls:
 
 @dataclass(frozen=True)
 class Target:
-    """Where Redis is and how to talk to it (parsed from the URL and the optional block)."""
+    """Where Redis is and how to talk to it (parsed from the URL and the optional block).
+
+    Passwords stay out of ``repr`` (a Target may end up in a log line or a traceback)."""
 
     kind: Kind
     hosts: tuple[tuple[str, int], ...]
     db: int = 0
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     tls: Tls | None = None
     master: str | None = None  # sentinel only
     sentinel_username: str | None = None
-    sentinel_password: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
 
     @property
     def cluster(self) -> bool:
@@ -198,7 +200,8 @@ def _validated(target: Target) -> Target:
 
 def target_digest(target: Target) -> str:
     """A short stable name of ``target`` (passwords included, so a rotated password reconnects)."""
-    return hashlib.sha256(repr(target).encode()).hexdigest()[:16]
+    secrets = (target.password, target.sentinel_password)
+    return hashlib.sha256(repr((target, secrets)).encode()).hexdigest()[:16]
 
 
 def _tls_kwargs(tls: Tls | None) -> dict[str, Any]:

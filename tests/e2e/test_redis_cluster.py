@@ -35,9 +35,9 @@ BODY = {
 
 
 def _policy(url: str) -> str:
-    # 1.5 s deadlines: 8 in-process replicas share one GIL on a 2-core CI machine, and 250 ms (the
-    # default) trips on CPU starvation there, not on Redis; failover gaps are measured in
-    # test_redis_sentinel.py with the default deadline.
+    # 1.5 s deadlines (every step): 8 in-process replicas share one GIL on a 2-core CI machine,
+    # and the defaults (250 / 200 / 500 ms) trip on CPU starvation there, not on Redis; failover
+    # gaps are measured in test_redis_sentinel.py with the default deadline.
     common = (
         f"    backend: redis\n    redis_url: {url}\n    on_backend_error: fail_closed\n"
         "    redis_timeout_ms: 1500\n"
@@ -46,6 +46,7 @@ def _policy(url: str) -> str:
         "version: 1\nupstreams:\n  default:\n    base_url: {upstream}\nplugins:\n"
         "  - type: headers\n    tenant_header: x-tenant-id\n"
         f"  - type: pii\n    ner: off\n    backend: redis\n    redis_url: {url}\n    secret: shared\n"
+        "    redis_timeout_ms: 1500\n"
         # One step holds two limits (a window and a lease): the Cluster protocol, with give-back.
         f"  - type: budget\n    id: rph\n{common}    when: {{tenants: [t-req]}}\n    limits:\n"
         f"      - {{name: rph, requests: {LIMITS['requests']}, window: hour}}\n"
@@ -55,7 +56,7 @@ def _policy(url: str) -> str:
         f"  - type: budget\n    id: usd\n{common}    when: {{tenants: [t-usd]}}\n"
         f"    default_price: {{input: {PRICE_IN}, output: {PRICE_OUT}}}\n    limits:\n"
         f"      - {{name: usd, cost_usd: {LIMITS['cost_usd']}, window: hour}}\n"
-        f"  - type: idempotency\n    backend: redis\n    redis_url: {url}\n"
+        f"  - type: idempotency\n    backend: redis\n    redis_url: {url}\n    redis_timeout_ms: 1500\n"
     )
 
 
@@ -182,3 +183,33 @@ def test_an_idempotent_request_is_replayed_by_whichever_replica_gets_the_repeat(
     assert {a.json()["choices"][0]["message"]["content"] for a in answers} == {
         answers[0].json()["choices"][0]["message"]["content"]
     }
+
+
+async def test_a_stale_slot_map_is_corrected_by_moved_without_an_error(
+    eight: tuple[rt.Cluster, Replicas],
+) -> None:
+    """After a failover the client still routes to the old primary: MOVED is followed inside the
+    client, so the very first call succeeds with the default 250 ms deadline (no fail mode)."""
+    from proxy.budget.backends import SlotCheck, WindowCheck
+    from proxy.budget.redis_backend import RedisBackend
+    from proxy.redis import connect, parse
+
+    cluster, _ = eight
+    client = connect(parse(cluster.url), connect_timeout=0.25, socket_timeout=None, decode_responses=True)
+    backend = RedisBackend(client, "moved:", timeout=0.25, down_for=60, per_limit=True)
+    keys = [f"@s/l:t{i}" for i in range(12)]  # spread over every shard
+    try:
+        await backend.reserve([WindowCheck(k, 60, 100, 1) for k in keys], [SlotCheck("@s/c:t", 5, "a", 30)])
+        stale = {n.name for n in client.get_primaries()}
+        for primary in cluster.primaries():
+            cluster.failover(primary)
+        assert {n.name for n in client.get_primaries()} == stale  # the client has not noticed yet
+        # down_for=60: one failure would fail every later call, so each success is a real one.
+        result = await backend.reserve(
+            [WindowCheck(k, 60, 100, 1) for k in keys], [SlotCheck("@s/c:t", 5, "b", 30)]
+        )
+        assert result.allowed and [s.cur for s in result.states] == [2.0] * len(keys)
+        assert result.slot_counts == [2]
+        assert {n.name for n in client.get_primaries()} != stale  # MOVED refreshed the slot map
+    finally:
+        await backend.aclose()

@@ -100,6 +100,15 @@ def test_a_bad_url_is_a_policy_error_with_position_and_without_the_password() ->
     assert "policy.yaml:" in str(info.value)
 
 
+def test_passwords_stay_out_of_repr_but_change_the_digest() -> None:
+    from proxy.redis import target_digest
+
+    a = parse("redis+sentinel://:pw1@s:1/m?sentinel_password=spw")
+    b = parse("redis+sentinel://:pw2@s:1/m?sentinel_password=spw")
+    assert "pw1" not in repr(a) and "spw" not in repr(a)
+    assert target_digest(a) != target_digest(b)  # a rotated password gets a fresh client
+
+
 async def test_connect_builds_redis_py_clients_without_connecting() -> None:
     single = connect(parse("rediss://r:1/0?ssl_cert_reqs=none"), connect_timeout=0.1, socket_timeout=None)
     cluster = connect(parse("redis+cluster://n1:1"), connect_timeout=0.1, socket_timeout=None)
