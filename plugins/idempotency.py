@@ -25,6 +25,7 @@ from proxy.chain import Deps, PluginConfig, RequestContext, Secret, UpstreamPoli
 from proxy.chain.upstream import Upstream
 from proxy.errors import InvalidRequest
 from proxy.models.upstream import BufferedResponse, UpstreamRequest, UpstreamResponse
+from proxy.redis import RedisOptions, connect, parse, target_digest
 
 _REPLAYED = ("idempotent-replayed", "true")
 
@@ -37,14 +38,23 @@ class IdempotencyConfig(PluginConfig):
     ttl: float = Field(default=86400, gt=0, description="seconds an answer is kept")
     wait: float = Field(default=60, ge=0, description="seconds a concurrent repeat waits for the first")
     backend: Literal["memory", "redis"] = "memory"
-    redis_url: Secret | None = None
+    redis_url: Secret | None = Field(
+        default=None,
+        description="redis://, rediss://, redis+sentinel://, redis+cluster:// (docs/deployment.md)",
+    )
+    redis: RedisOptions | None = Field(default=None, description="cluster, sentinel and TLS settings")
     redis_prefix: str = "sidecar:idem:"
+    redis_timeout_ms: int = Field(
+        default=500, ge=1, le=5000, description="connect and read timeout per Redis call (milliseconds)"
+    )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="larger answers are not stored")
 
     @model_validator(mode="after")
     def _check(self) -> IdempotencyConfig:
         if self.backend == "redis" and self.redis_url is None:
             raise ValueError("backend: redis needs redis_url")
+        if self.redis_url is not None:
+            parse(self.redis_url.get_secret_value(), self.redis)  # a URL that cannot work fails here
         return self
 
 
@@ -115,10 +125,10 @@ class MemoryStore:
 
 
 class RedisStore:
-    def __init__(self, url: str, prefix: str) -> None:
-        import redis.asyncio as aioredis
+    """One key per idempotency key (single-key commands: fine on one server, Sentinel or Cluster)."""
 
-        self._redis: Any = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    def __init__(self, client: Any, prefix: str) -> None:
+        self._redis: Any = client
         self._prefix = prefix
 
     async def claim(self, key: str, entry: Stored, ttl: float) -> Stored | None:
@@ -147,11 +157,13 @@ class IdempotencyPlugin(UpstreamPolicy[IdempotencyConfig]):
     def __init__(self, config: IdempotencyConfig, deps: Deps) -> None:
         super().__init__(config, deps)
         if config.backend == "redis" and config.redis_url is not None:
-            url = config.redis_url.get_secret_value()
-            digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+            target = parse(config.redis_url.get_secret_value(), config.redis)
+            timeout = config.redis_timeout_ms / 1000
             self.store: Store = deps.resource(
-                f"idempotency:redis:{digest}:{config.redis_prefix}",
-                lambda: RedisStore(url, config.redis_prefix),
+                f"idempotency:redis:{target_digest(target)}:{config.redis_prefix}:{timeout}",
+                lambda: RedisStore(
+                    connect(target, connect_timeout=timeout, socket_timeout=timeout), config.redis_prefix
+                ),
             )
         else:
             self.store = deps.resource(f"idempotency:memory:{config.step_id}", MemoryStore)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from proxy.chain import ROLES, PluginConfig, Roles, Secret, check_names
 from proxy.detectors.pii import CustomRecognizer, NerMode
 from proxy.detectors.pii.engine import BUILTIN_ENTITIES
+from proxy.redis import RedisOptions, parse
 
 Action = Literal["redact", "mask", "hash", "block", "allow"]
 
@@ -52,7 +53,11 @@ class PiiConfig(PluginConfig):
     conversation_header: str = "x-conversation-id"
     bind_to_api_key: bool = Field(default=True, description="conversations are scoped per client key too")
     backend: Literal["memory", "redis"] = "memory"
-    redis_url: Secret | None = None
+    redis_url: Secret | None = Field(
+        default=None,
+        description="redis://, rediss://, redis+sentinel://, redis+cluster:// (docs/deployment.md)",
+    )
+    redis: RedisOptions | None = Field(default=None, description="cluster, sentinel and TLS settings")
     redis_prefix: str = "sidecar:pii:"
     redis_timeout_ms: int = Field(default=200, ge=1, le=5000)
     ttl: float = Field(default=86400, gt=0, description="seconds a conversation's numbering is kept")
@@ -89,4 +94,6 @@ class PiiConfig(PluginConfig):
     def _check(self) -> PiiConfig:
         if self.backend == "redis" and (self.redis_url is None or self.secret is None):
             raise ValueError("backend: redis needs redis_url and secret (shared by every replica)")
+        if self.redis_url is not None:
+            parse(self.redis_url.get_secret_value(), self.redis)  # a URL that cannot work fails here
         return self

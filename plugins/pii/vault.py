@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from proxy.chain import Deps, RequestContext, StateKey
 from proxy.detectors.pii import MemoryVault, RedisVault, Vault
 from proxy.models import ChatRequest
+from proxy.redis import connect, parse, target_digest
 
 from .config import PiiConfig
 
@@ -47,10 +48,15 @@ def secret_of(config: PiiConfig, deps: Deps) -> bytes:
 def vault_of(config: PiiConfig, deps: Deps) -> Vault:
     """The shared vault of the configured backend (one per URL, prefix and TTL)."""
     if config.backend == "redis" and config.redis_url is not None:
-        url, prefix = config.redis_url.get_secret_value(), config.redis_prefix
+        target, prefix = parse(config.redis_url.get_secret_value(), config.redis), config.redis_prefix
         timeout = config.redis_timeout_ms / 1000
-        vkey = f"pii-vault:redis:{hashlib.sha256(url.encode()).hexdigest()[:16]}:{prefix}:{config.ttl}"
-        redis: Vault = deps.resource(vkey, lambda: RedisVault.from_url(url, config.ttl, prefix, timeout))
+        vkey = f"pii-vault:redis:{target_digest(target)}:{prefix}:{config.ttl}"
+        redis: Vault = deps.resource(
+            vkey,
+            lambda: RedisVault(
+                connect(target, connect_timeout=timeout, socket_timeout=timeout), config.ttl, prefix
+            ),
+        )
         return redis
     memory: Vault = deps.resource(f"pii-vault:memory:{config.ttl}", lambda: MemoryVault(config.ttl))
     return memory

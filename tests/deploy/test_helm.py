@@ -407,3 +407,32 @@ def test_client_keys_secret_is_mounted_as_a_directory(render: Callable[..., Docs
     assert "subPath" not in mount  # Secret updates reach directory mounts only
     volume = next(v for v in pod["volumes"] if v["name"] == "policy-sidecar-client-keys")
     assert volume["secret"] == {"secretName": "llm-client-keys"}
+
+
+@needs_helm
+def test_redis_tls_material_and_sentinel_password_come_from_secrets(render: Callable[..., Docs]) -> None:
+    """Cluster / Sentinel / TLS (issue 23): the URL from a Secret, the CA and client certificate
+    mounted from a Secret, the sentinels' own password as an env var from a Secret."""
+    plain = _one(render("gateway-values.yaml"), "Deployment")["spec"]["template"]["spec"]
+    assert "REDIS_SENTINEL_PASSWORD" not in _env(next(c for c in plain["containers"]))
+    docs = render(
+        "gateway-values.yaml",
+        redis__tls={"secretName": "redis-client-tls", "mountPath": "/etc/policy-sidecar-redis-tls"},
+        redis__sentinelPasswordSecret="redis-sentinel",
+    )
+    pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    sidecar = next(c for c in pod["containers"] if c["name"] == "policy-sidecar")
+    env = _env(sidecar)
+    assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "policy-sidecar-redis", "key": "url"}
+    assert env["REDIS_SENTINEL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "redis-sentinel",
+        "key": "sentinel-password",
+    }
+    mount = next(m for m in sidecar["volumeMounts"] if m["name"] == "policy-sidecar-redis-tls")
+    assert mount == {
+        "name": "policy-sidecar-redis-tls",
+        "mountPath": "/etc/policy-sidecar-redis-tls",
+        "readOnly": True,
+    }
+    volume = next(v for v in pod["volumes"] if v["name"] == "policy-sidecar-redis-tls")
+    assert volume["secret"] == {"secretName": "redis-client-tls"}

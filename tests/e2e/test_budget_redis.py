@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from proxy.demo.fake_upstream import fake_upstream_in_thread
@@ -230,3 +231,49 @@ def test_readiness_follows_redis_only_when_fail_closed(tmp_path: Path, redis_ser
     with sidecar_harness(tmp_path, plugins("fail_open")) as h:
         redis_server.kill()
         assert httpx.get(f"{h.base_url}/readyz").status_code == 200  # fail-open: traffic still flows
+
+
+def _two_steps(redis_url: str, namespace: str = "") -> str:
+    """Two budget steps, same limit name, one Redis; ``namespace`` set on both when given."""
+    ns = f"  namespace: {namespace}\n" if namespace else ""
+    return "- type: headers\n  tenant_header: x-tenant-id\n" + "".join(
+        f"- type: budget\n  id: {step}\n  backend: redis\n  redis_url: {redis_url}\n{ns}"
+        "  limits:\n    - {name: rph, requests: 2, window: hour}\n"
+        for step in ("first", "second")
+    )
+
+
+def _statuses(h: Any, n: int) -> list[int]:
+    client = openai.OpenAI(
+        base_url=h.v1, api_key="sk-x", max_retries=0, default_headers={"x-tenant-id": "t1"}
+    )
+    out = []
+    for _ in range(n):
+        try:
+            client.chat.completions.create(**BODY)
+            out.append(200)
+        except openai.RateLimitError as exc:
+            out.append(exc.status_code)
+    return out
+
+
+def test_two_budget_steps_on_one_redis_keep_their_own_counters(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Same limit name in two steps: each step counts once per request, in its own keys."""
+    with sidecar_harness(tmp_path, _two_steps(redis_server.url)) as h:
+        # Shared keys would charge "rph" twice per request and refuse the second one.
+        assert _statuses(h, 3) == [200, 200, 429]
+        for step in ("first", "second"):
+            report = httpx.get(f"{h.base_url}/admin/plugins/{step}", params={"tenant": "t1"}).json()
+            assert report["limits"][0]["used"] == 2, (step, report)
+
+
+def test_budget_steps_that_share_a_namespace_share_counters(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A namespace is the deliberate way to share: both steps charge the same counter."""
+    with sidecar_harness(tmp_path, _two_steps(redis_server.url, namespace="pool")) as h:
+        assert _statuses(h, 2) == [200, 429]
+        report = httpx.get(f"{h.base_url}/admin/plugins/first", params={"tenant": "t1"}).json()
+        assert report["limits"][0]["used"] == 2, report

@@ -32,13 +32,15 @@ def test_openai_duration_format(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-per-limit"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    """``redis-per-limit``: the Cluster protocol (one script per limit, give-back on refusal); the
+    same contract must hold, so the same tests run on it (real clusters: tests/e2e/test_redis_*)."""
     if request.param == "memory":
         yield MemoryBackend()
         return
     client = fakeredis.FakeAsyncRedis(decode_responses=True)
-    b = RedisBackend("redis://unused", client=client)
+    b = RedisBackend(client, per_limit=request.param == "redis-per-limit")
     yield b
     await client.flushall()
     await b.aclose()
@@ -87,13 +89,36 @@ async def test_expired_leases_come_back(backend: Backend) -> None:
 
 async def test_redis_keys_have_ttls() -> None:
     client = fakeredis.FakeAsyncRedis(decode_responses=True)
-    b = RedisBackend("redis://unused", prefix="p:", client=client)
+    b = RedisBackend(client, prefix="p:")
     await b.reserve([WindowCheck("k", 60, 10, 1)], [SlotCheck("s", 1, "l", 30)])
     keys = await client.keys("p:*")
     assert len(keys) == 2
     for key in keys:
         ttl = await client.pttl(key)
         assert 0 < ttl <= 120_000
+
+
+async def test_redis_keys_of_one_limit_share_a_cluster_hash_tag() -> None:
+    """One limit's window counters and lease set hash to one slot; another limit's need not."""
+    from redis.crc import key_slot
+
+    client = fakeredis.FakeAsyncRedis(decode_responses=True)
+    b = RedisBackend(client, prefix="p:", per_limit=True)
+    res = await b.reserve([WindowCheck("@s/tpm:acme", 60, 10, 1)], [SlotCheck("@s/tpm:acme", 1, "l", 30)])
+    await b.adjust([(res.charges[0], 1)])
+    keys = await client.keys("p:*")
+    assert len(keys) == 2 and all("{@s/tpm:acme}" in k for k in keys), keys
+    assert len({key_slot(k.encode()) for k in keys}) == 1
+
+
+async def test_per_limit_refusal_gives_back_what_it_took() -> None:
+    client = fakeredis.FakeAsyncRedis(decode_responses=True)
+    b = RedisBackend(client, per_limit=True)
+    denied = await b.reserve([_w("a", 10, 4), _w("b", 3, 4)], [SlotCheck("c", 5, "r1", 30)])
+    assert not denied.allowed and denied.denied_window == 1
+    assert [s.cur for s in denied.states] == [0, 0]  # as found, not as briefly charged
+    assert [s.cur for s in await b.peek([_w("a", 10, 0), _w("b", 3, 0)])] == [0, 0]
+    assert await b.peek_slots(["c"]) == [0]  # the lease taken on the way was released
 
 
 def test_memory_backend_sweeps_old_counters() -> None:

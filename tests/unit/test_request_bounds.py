@@ -80,7 +80,7 @@ def test_a_budget_that_counts_tokens_builds_the_encodings_at_policy_load(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Building the BPE tables holds the GIL ~0.25 s: on the first request it stalled the loop."""
-    import plugins.budget as budget_module
+    import plugins.budget.plugin as budget_module
 
     calls: list[int] = []
     monkeypatch.setattr(budget_module, "preload_encodings", lambda: calls.append(1))

@@ -144,6 +144,13 @@ are an error: which one would win is not obvious. */}}
 - name: REDIS_URL
   value: {{ .Values.redis.url | quote }}
 {{- end }}
+{{- if .Values.redis.sentinelPasswordSecret }}
+- name: REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.sentinelPasswordSecret | quote }}
+      key: {{ .Values.redis.sentinelPasswordKey | quote }}
+{{- end }}
 {{- if .Values.otel.enabled }}
 - name: OTEL_SERVICE_NAME
   value: {{ .Values.otel.serviceName | default (include "policy-sidecar.fullname" .) | quote }}
@@ -239,6 +246,12 @@ are an error: which one would win is not obvious. */}}
       mountPath: {{ .Values.clientKeys.mountPath | quote }}
       readOnly: true
     {{- end }}
+    {{- if .Values.redis.tls.secretName }}
+    # Redis TLS: CA and client certificate (policy redis: tls: block)
+    - name: policy-sidecar-redis-tls
+      mountPath: {{ .Values.redis.tls.mountPath | quote }}
+      readOnly: true
+    {{- end }}
 {{- end }}
 
 {{/* The sidecar's volumes, as items of a pod's `volumes:` list. */}}
@@ -257,6 +270,11 @@ are an error: which one would win is not obvious. */}}
 - name: policy-sidecar-client-keys
   secret:
     secretName: {{ .Values.clientKeys.secretName | quote }}
+{{- end }}
+{{- if .Values.redis.tls.secretName }}
+- name: policy-sidecar-redis-tls
+  secret:
+    secretName: {{ .Values.redis.tls.secretName | quote }}
 {{- end }}
 {{- end }}
 
