@@ -36,7 +36,7 @@ import ctypes.util
 import logging
 import re
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from typing import Any
 
 import regex
@@ -86,10 +86,14 @@ class Gate:
     scans with its own scratch space.
     """
 
-    def __init__(self, patterns: Sequence[tuple[Hashable, Any]]) -> None:
+    def __init__(self, patterns: Sequence[tuple[Hashable, Any]], ends_of: Collection[Hashable] = ()) -> None:
+        """``ends_of``: keys whose match end offsets ``scan`` reports (all of them, not only
+        "some match"), so a caller can run the exact regex only near them (``narrowed``)."""
         global _warned
         self.keys: frozenset[Hashable] = frozenset()
+        self.ends_of: frozenset[Hashable] = frozenset()
         self._db: Any = None
+        self._record: list[bool] = []
         self._local = threading.local()
         if _hs is None:
             if not _warned:
@@ -106,34 +110,96 @@ class Gate:
                 admitted.append((key, *compiled))
         if not admitted:
             return
-        db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
-        db.compile(
-            expressions=[expr for _, expr, _ in admitted],
-            ids=list(range(len(admitted))),
-            elements=len(admitted),
-            flags=[flags for _, _, flags in admitted],
-        )
+        record = [key in ends_of for key, _, _ in admitted]
+        try:  # every end offset of the recorded patterns: compiled without SINGLEMATCH
+            db = _compile(admitted, record)
+        except _hs.error:  # pragma: no cover - a pattern that compiles only as single-match
+            record = [False] * len(admitted)
+            db = _compile(admitted, record)
         self._db = db
         self._ids = [key for key, _, _ in admitted]
+        self._record = record
         self.keys = frozenset(self._ids)
+        self.ends_of = frozenset(k for k, r in zip(self._ids, record, strict=True) if r)
         _trim_heap()
 
     def matching(self, text: str) -> frozenset[Hashable] | None:
         """The admitted keys whose pattern may match ``text`` (a superset of those that do);
         None when the text is not gated (not ``eligible``, or no database): check everything."""
+        found = self.scan(text)
+        return None if found is None else found.keys
+
+    def scan(self, text: str) -> Scan | None:
+        """One pass: the keys that may match ``text`` and, for the ``ends_of`` keys among them,
+        the sorted end offsets of their matches; None when the text is not gated."""
         if self._db is None or not eligible(text):
             return None
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = _hs.Scratch(self._db)
         found: set[int] = set()
+        ends: dict[int, list[int]] = {}
+        record = self._record
 
         def on_match(pattern_id: int, start: int, end: int, flags: int, context: Any) -> None:
+            if record[pattern_id]:
+                ends.setdefault(pattern_id, []).append(end)
             found.add(pattern_id)
 
         self._db.scan(text.encode("ascii"), match_event_handler=on_match, scratch=scratch)
         ids = self._ids
-        return frozenset(ids[i] for i in found)
+        return Scan(frozenset(ids[i] for i in found), {ids[i]: sorted(e) for i, e in ends.items()})
+
+
+class Scan:
+    """What one ``Gate.scan`` found: ``keys`` that may match, ``ends`` per recorded key."""
+
+    __slots__ = ("ends", "keys")
+
+    def __init__(self, keys: frozenset[Hashable], ends: dict[Hashable, list[int]]) -> None:
+        self.keys = keys
+        self.ends = ends
+
+
+def _compile(admitted: Sequence[tuple[Hashable, bytes, int]], record: Sequence[bool]) -> Any:
+    db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+    db.compile(
+        expressions=[expr for _, expr, _ in admitted],
+        ids=list(range(len(admitted))),
+        elements=len(admitted),
+        flags=[
+            flags & ~_hs.HS_FLAG_SINGLEMATCH if recorded else flags
+            for (_, _, flags), recorded in zip(admitted, record, strict=True)
+        ],
+    )
+    return db
+
+
+def narrowed(pattern: Any, text: str, ends: Sequence[int], width: int) -> list[Any]:
+    """Exactly ``list(pattern.finditer(text))``, searching only near the reported ``ends``.
+
+    ``ends``: sorted end offsets that include the end of every match of ``pattern`` in ``text``
+    (a ``Gate.scan`` of a recorded key); ``width``: the most characters one match can span. A
+    match starting at ``p`` ends at some ``e`` in ``ends`` with ``p >= e - width``, so no match
+    starts between the current position and the first unconsumed end minus ``width``: a search
+    from there finds the same next match ``finditer`` would (a search sees the text before its
+    start position, for look-behinds and ``\b``, exactly as ``finditer`` does). Each character is
+    searched at most once, so the cost never exceeds the plain ``finditer``'s. An empty match (whose
+    ``finditer`` stepping rules differ) falls back to the plain ``finditer``.
+    """
+    out: list[Any] = []
+    pos = 0
+    for end in ends:
+        if end < pos:
+            continue  # a match starting at or after pos ends at or after pos
+        m = next(iter(pattern.finditer(text, max(pos, end - width))), None)
+        if m is None:
+            break
+        if m.end() == m.start():
+            return list(pattern.finditer(text))
+        out.append(m)
+        pos = m.end()
+    return out
 
 
 #: Non-ASCII characters that Python's ``re`` or ``regex`` match against an ASCII letter under
@@ -218,18 +284,21 @@ def _admit(pattern: Any) -> tuple[bytes, int] | None:
     return None
 
 
-_built: dict[tuple[tuple[Hashable, str, int], ...], Gate] = {}
+_built: dict[tuple[tuple[tuple[Hashable, str, int], ...], tuple[str, ...]], Gate] = {}
 _built_lock = threading.Lock()
 
 
-def gate(patterns: Sequence[tuple[Hashable, Any]]) -> Gate:
+def gate(patterns: Sequence[tuple[Hashable, Any]], ends_of: Collection[Hashable] = ()) -> Gate:
     """A ``Gate`` for ``patterns``, shared with every earlier request for the same keys and
     pattern sources (policy reloads and equal plugin configurations compile once)."""
-    signature = tuple((key, *(source(p) or ("", -1))) for key, p in patterns)
+    signature = (
+        tuple((key, *(source(p) or ("", -1))) for key, p in patterns),
+        tuple(sorted(map(repr, ends_of))),
+    )
     with _built_lock:
         found = _built.get(signature)
         if found is None:
-            found = _built[signature] = Gate(patterns)
+            found = _built[signature] = Gate(patterns, ends_of)
     return found
 
 
