@@ -202,6 +202,58 @@ def narrowed(pattern: Any, text: str, ends: Sequence[int], width: int) -> list[A
     return out
 
 
+class LiteralSet:
+    """Which of a fixed set of literal strings occur in a text: one Hyperscan pass.
+
+    Why: the injection rules' ~220 anchor literals and the multilingual lexicon's ~160 keys are
+    looked up several times per scan (the text, its rot13 probe, every decoded view); Hyperscan's
+    pure-literal compiler answers all of them in ~5 µs per 2 KB, against ~30 µs for the numpy
+    window hash (``injection.literals.LiteralIndex``, which uses this when it can). Exact: the
+    literals and the text are matched as UTF-8 bytes, and a UTF-8 byte string occurs in another
+    exactly when the characters do (UTF-8 is self-synchronising). Case-sensitive, like ``in``.
+    Thread-safe: each thread scans with its own scratch space.
+    """
+
+    def __init__(self, literals: Sequence[str]) -> None:
+        self._literals = tuple(literals)
+        raw = [lit.encode("utf-8", "surrogatepass") for lit in self._literals]
+        self._db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+        self._db.compile(
+            expressions=raw,
+            ids=list(range(len(raw))),
+            elements=len(raw),
+            flags=_hs.HS_FLAG_SINGLEMATCH,
+            literal=True,
+        )
+        self._local = threading.local()
+
+    def present(self, text: str) -> set[str]:
+        """The literals that occur in ``text``."""
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = _hs.Scratch(self._db)
+        found: list[int] = []
+
+        def on_match(pattern_id: int, start: int, end: int, flags: int, context: Any) -> None:
+            found.append(pattern_id)
+
+        self._db.scan(text.encode("utf-8", "surrogatepass"), match_event_handler=on_match, scratch=scratch)
+        literals = self._literals
+        return {literals[i] for i in found}
+
+
+def literal_set(literals: Sequence[str]) -> LiteralSet | None:
+    """A ``LiteralSet`` for ``literals`` (non-empty strings), or None without the Hyperscan wheel
+    (callers keep their own path; the warning is ``Gate``'s) or if the set does not compile."""
+    if _hs is None or not literals:
+        return None
+    try:
+        return LiteralSet(literals)
+    except _hs.error:  # pragma: no cover - the literal compiler takes any non-empty byte string
+        log.warning("hyperscan could not compile a literal set of %d entries: plain path", len(literals))
+        return None
+
+
 #: Non-ASCII characters that Python's ``re`` or ``regex`` match against an ASCII letter under
 #: IGNORECASE (dotted and dotless i, long s, Kelvin sign; found by trying every BMP character).
 _FOLDS_TO_ASCII = frozenset("\u0130\u0131\u017f\u212a")
