@@ -59,6 +59,17 @@ _KNOWN_FLAGS = re.IGNORECASE | re.MULTILINE | re.DOTALL | re.UNICODE | re.ASCII 
 _warned = False
 
 
+def _warn_missing() -> None:
+    """Log once per process that the fast path is missing (at start: detectors build eagerly)."""
+    global _warned
+    if not _warned:
+        _warned = True
+        log.warning(
+            "hyperscan is not installed: pattern detectors scan with one Python regex per "
+            "pattern (slower, same results); pip install hyperscan"
+        )
+
+
 def available() -> bool:
     """True when the Hyperscan wheel is installed and usable here (the fast path)."""
     return _hs is not None
@@ -89,19 +100,13 @@ class Gate:
     def __init__(self, patterns: Sequence[tuple[Hashable, Any]], ends_of: Collection[Hashable] = ()) -> None:
         """``ends_of``: keys whose match end offsets ``scan`` reports (all of them, not only
         "some match"), so a caller can run the exact regex only near them (``narrowed``)."""
-        global _warned
         self.keys: frozenset[Hashable] = frozenset()
         self.ends_of: frozenset[Hashable] = frozenset()
         self._db: Any = None
         self._record: list[bool] = []
         self._local = threading.local()
         if _hs is None:
-            if not _warned:
-                _warned = True
-                log.warning(
-                    "hyperscan is not installed: pattern detectors scan with one Python regex per "
-                    "pattern (slower, same results); pip install hyperscan"
-                )
+            _warn_missing()
             return
         admitted: list[tuple[Hashable, bytes, int]] = []
         for key, pattern in patterns:
@@ -244,8 +249,11 @@ class LiteralSet:
 
 def literal_set(literals: Sequence[str]) -> LiteralSet | None:
     """A ``LiteralSet`` for ``literals`` (non-empty strings), or None without the Hyperscan wheel
-    (callers keep their own path; the warning is ``Gate``'s) or if the set does not compile."""
-    if _hs is None or not literals:
+    (callers keep their own path, and the start-up warning is logged) or if it does not compile."""
+    if _hs is None:
+        _warn_missing()
+        return None
+    if not literals:
         return None
     try:
         return LiteralSet(literals)
