@@ -82,7 +82,7 @@ def eligible(text: str) -> bool:
 
 def source(pattern: Any) -> tuple[str, int] | None:
     """(pattern text, flags) of a compiled ``re``/``regex`` pattern, or of an object exposing
-    ``pattern`` and ``flags`` the same way; None for anything else (gazetteers, literal sets)."""
+    ``pattern`` and ``flags`` the same way; None for anything else (gazetteers, capitalised-word sets)."""
     text, flags = getattr(pattern, "pattern", None), getattr(pattern, "flags", None)
     if isinstance(text, str) and isinstance(flags, int):
         return text, flags

@@ -95,3 +95,17 @@ def test_the_pii_engine_narrows_whole_text_rules_on_a_ticket(size: int) -> None:
     assert len(gate.ends_of) > 10  # the bounded whole-text rules report their match ends
     scanned = gate.scan(payload.ticket(size))
     assert scanned is not None and scanned.ends  # and some did on the ticket
+
+
+def test_literal_triggers_are_answered_by_the_pre_scan() -> None:
+    rules = PiiEngine("off")._rules
+    gate = rules.prepare(None)
+    literal = [t for t in rules._triggers if t.startswith("=")]
+    assert literal and all(("t", t) in gate.keys for t in literal)
+    for text in ("my name is Ann", "the office in Leeds", "no trigger at all here", "ZIP 90210", "I\u2019m"):
+        scanned = gate.scan(text)
+        for t in literal:
+            expected = rules._triggers[t].search(text) is not None
+            if scanned is None:  # a non-ASCII text takes the plain path
+                continue
+            assert (("t", t) in scanned.keys) == expected, (t, text)

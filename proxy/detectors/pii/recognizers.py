@@ -437,6 +437,10 @@ class _Literals:
 
     def __init__(self, literals: list[str]) -> None:
         self._literals = tuple(literals)
+        # The same test as a regex source, for the one-pass pre-scan (``multiscan.source``): there
+        # the whole set costs nothing extra, where the substring tests cost 10-40 µs per 2 KB.
+        self.pattern = "|".join(re.escape(lit) for lit in self._literals)
+        self.flags = 0
 
     def search(self, text: str) -> bool | None:
         return True if any(lit in text for lit in self._literals) else None
