@@ -316,8 +316,11 @@ def _admit(pattern: Any) -> tuple[bytes, int] | None:
     if src is None:
         return None
     text, flags = src
-    if flags & ~_KNOWN_FLAGS or "{," in text:
-        return None  # "{,n}" is a repetition in Python, a literal in PCRE
+    if flags & ~_KNOWN_FLAGS or "{," in text or "{" in _BRACES.sub("", text):
+        # "{,n}" is a repetition in Python, a literal in PCRE; any other brace that is not a
+        # plain {m} / {m,} / {m,n} or part of \p{..} / \x{..} may mean something else to the
+        # regex module ("(?:foo){e<=1}" is a fuzzy match there, a literal in PCRE and in re).
+        return None
     converted = _ascii_source(text)
     if converted is None:
         return None
@@ -343,6 +346,10 @@ def _admit(pattern: Any) -> tuple[bytes, int] | None:
         return expr, hs_flags | extra
     return None
 
+
+#: What may hold a "{" in a pattern Hyperscan reads the same way: an escaped character (with a
+#: braced argument: \p{Lu}, \x{2019}) and plain counted repetitions.
+_BRACES = re.compile(r"\\[pPxN]\{[^}]*\}|\\.|\{\d+(?:,\d*)?\}", re.DOTALL)
 
 _built: dict[tuple[tuple[tuple[Hashable, str, int], ...], tuple[str, ...]], Gate] = {}
 _built_lock = threading.Lock()
