@@ -122,6 +122,7 @@ class Gate:
             record = [False] * len(admitted)
             db = _compile(admitted, record)
         self._db = db
+        self._hs = _hs
         self._ids = [key for key, _, _ in admitted]
         self._record = record
         self.keys = frozenset(self._ids)
@@ -141,7 +142,7 @@ class Gate:
             return None
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
-            scratch = self._local.scratch = _hs.Scratch(self._db)
+            scratch = self._local.scratch = self._hs.Scratch(self._db)
         found: set[int] = set()
         ends: dict[int, list[int]] = {}
         record = self._record
@@ -222,6 +223,7 @@ class LiteralSet:
     def __init__(self, literals: Sequence[str]) -> None:
         self._literals = tuple(literals)
         raw = [lit.encode("utf-8", "surrogatepass") for lit in self._literals]
+        self._hs = _hs  # the module this database belongs to (tests swap the global out)
         self._db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
         self._db.compile(
             expressions=raw,
@@ -236,7 +238,7 @@ class LiteralSet:
         """The literals that occur in ``text``."""
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
-            scratch = self._local.scratch = _hs.Scratch(self._db)
+            scratch = self._local.scratch = self._hs.Scratch(self._db)
         found: list[int] = []
 
         def on_match(pattern_id: int, start: int, end: int, flags: int, context: Any) -> None:
