@@ -355,6 +355,7 @@ _BRACES = re.compile(r"\\[pPxN]\{[^}]*\}|\\.|\{\d+(?:,\d*)?\}", re.DOTALL)
 
 _built: dict[tuple[tuple[tuple[Hashable, str, int], ...], tuple[str, ...]], Gate] = {}
 _built_lock = threading.Lock()
+_BUILT_MAX = 64
 
 
 def gate(patterns: Sequence[tuple[Hashable, Any]], ends_of: Collection[Hashable] = ()) -> Gate:
@@ -367,6 +368,8 @@ def gate(patterns: Sequence[tuple[Hashable, Any]], ends_of: Collection[Hashable]
     with _built_lock:
         found = _built.get(signature)
         if found is None:
+            if len(_built) >= _BUILT_MAX:  # bounded: reloads with ever-new blocklists must not pile up
+                del _built[next(iter(_built))]  # the oldest; plugins still using it keep their own reference
             found = _built[signature] = Gate(patterns, ends_of)
     return found
 

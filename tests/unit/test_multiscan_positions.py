@@ -109,3 +109,12 @@ def test_literal_triggers_are_answered_by_the_pre_scan() -> None:
             if scanned is None:  # a non-ASCII text takes the plain path
                 continue
             assert (("t", t) in scanned.keys) == expected, (t, text)
+
+
+def test_the_shared_gates_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(multiscan, "_built", {})
+    monkeypatch.setattr(multiscan, "_BUILT_MAX", 3)
+    gates = [multiscan.gate([("k", re.compile(f"word{i}"))]) for i in range(5)]
+    assert len(multiscan._built) == 3  # the two oldest were dropped from the share
+    assert gates[0].matching("a word0 here") == {"k"}  # and still work for whoever holds them
+    assert multiscan.gate([("k", re.compile("word4"))]) is gates[4]  # recent ones are shared
