@@ -220,19 +220,39 @@ class LiteralSet:
     Thread-safe: each thread scans with its own scratch space.
     """
 
-    def __init__(self, literals: Sequence[str]) -> None:
+    def __init__(self, literals: Sequence[str], every_match: bool = False) -> None:
+        """``every_match``: report every occurrence (for ``spans``), not only the first."""
         self._literals = tuple(literals)
         raw = [lit.encode("utf-8", "surrogatepass") for lit in self._literals]
+        self._sizes = [len(r) for r in raw]
         self._hs = _hs  # the module this database belongs to (tests swap the global out)
         self._db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
         self._db.compile(
             expressions=raw,
             ids=list(range(len(raw))),
             elements=len(raw),
-            flags=_hs.HS_FLAG_SINGLEMATCH,
+            flags=0 if every_match else _hs.HS_FLAG_SINGLEMATCH,
             literal=True,
         )
         self._local = threading.local()
+
+    def spans(self, text: str) -> list[tuple[int, int]] | None:
+        """(start, end) of every occurrence of every literal (overlaps and repeats included),
+        sorted; None for a non-ASCII text (there byte offsets are not character offsets)."""
+        if not text.isascii():
+            return None
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = self._hs.Scratch(self._db)
+        found: list[tuple[int, int]] = []
+        sizes = self._sizes
+
+        def on_match(pattern_id: int, start: int, end: int, flags: int, context: Any) -> None:
+            found.append((end - sizes[pattern_id], end))
+
+        self._db.scan(text.encode("ascii"), match_event_handler=on_match, scratch=scratch)
+        found.sort()
+        return found
 
     def present(self, text: str) -> set[str]:
         """The literals that occur in ``text``."""
@@ -249,7 +269,7 @@ class LiteralSet:
         return {literals[i] for i in found}
 
 
-def literal_set(literals: Sequence[str]) -> LiteralSet | None:
+def literal_set(literals: Sequence[str], every_match: bool = False) -> LiteralSet | None:
     """A ``LiteralSet`` for ``literals`` (non-empty strings), or None without the Hyperscan wheel
     (callers keep their own path, and the start-up warning is logged) or if it does not compile."""
     if _hs is None:
@@ -258,7 +278,7 @@ def literal_set(literals: Sequence[str]) -> LiteralSet | None:
     if not literals:
         return None
     try:
-        return LiteralSet(literals)
+        return LiteralSet(literals, every_match)
     except _hs.error:  # pragma: no cover - the literal compiler takes any non-empty byte string
         log.warning("hyperscan could not compile a literal set of %d entries: plain path", len(literals))
         return None

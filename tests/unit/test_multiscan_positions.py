@@ -118,3 +118,24 @@ def test_the_shared_gates_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(multiscan._built) == 3  # the two oldest were dropped from the share
     assert gates[0].matching("a word0 here") == {"k"}  # and still work for whoever holds them
     assert multiscan.gate([("k", re.compile("word4"))]) is gates[4]  # recent ones are shared
+
+
+_LITERAL_TRIGGERS = [t for t in PiiEngine("off")._rules._triggers if t.startswith("=")]
+_LITERAL_PIECES = sorted(
+    {lit for t in _LITERAL_TRIGGERS for lit in t[1:].split("|")} | {"\u00e9", "aaa", " "}
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.lists(
+        st.sampled_from(_LITERAL_PIECES) | st.text(alphabet="zipHQsk-_ ", max_size=5), max_size=20
+    ).map("".join)
+)
+def test_literal_trigger_positions_equal_the_substring_search(text: str) -> None:
+    triggers = PiiEngine("off")._rules._triggers
+    for t in _LITERAL_TRIGGERS:
+        literals = triggers[t]
+        assert literals._positions is not None  # the fast path is built
+        fast = [f.span() for f in literals.finditer(text)]
+        assert fast == [f.span() for f in literals.finditer_plain(text)], (t, text)
