@@ -30,6 +30,7 @@ from proxy.chain import (
     SurfaceHooks,
     TextStreamFilter,
 )
+from proxy.detectors import multiscan
 from proxy.errors import Rejected
 from proxy.models import ChatRequest, ChatResponse, TextSlot
 
@@ -84,9 +85,16 @@ class BlocklistPlugin(Plugin[BlocklistConfig]):
         flags = 0 if config.case_sensitive else regex.IGNORECASE
         # The ``regex`` module: same syntax as ``re``, plus the partial matching streams need.
         self._rx = regex.compile("|".join(alternatives), flags | regex.VERSION0)
+        # One Hyperscan pass says "no match anywhere" for most texts: then neither the search nor
+        # the substitution runs (issue 17; exact, see proxy/detectors/multiscan.py).
+        self._gate = multiscan.gate([("blocklist", self._rx)])
         longest_keyword = max((len(k) for k in config.keywords), default=1)
         self._window = max(longest_keyword, config.max_match_chars if config.patterns else 1)
         self._roles = frozenset(config.roles)
+
+    def may_match(self, text: str) -> bool:
+        """False only when the pre-scan proved ``text`` holds no match (True: check with ``_rx``)."""
+        return self._gate.matching(text) != frozenset()
 
     def _search(self, text: str) -> bool:
         return self._rx.search(text, concurrent=True) is not None
@@ -106,6 +114,8 @@ class BlocklistPlugin(Plugin[BlocklistConfig]):
             if where == "request" and slot.role not in self._roles:
                 continue
             text, big = slot.text, len(slot.text) > OFFLOAD_CHARS
+            if not self.may_match(text):
+                continue
             if self.config.action == "block":
                 found = await self.deps.run_cpu(self._search, text) if big else self._rx.search(text)
                 if found:

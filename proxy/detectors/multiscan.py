@@ -36,7 +36,7 @@ import ctypes.util
 import logging
 import re
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from typing import Any
 
 import regex
@@ -59,6 +59,17 @@ _KNOWN_FLAGS = re.IGNORECASE | re.MULTILINE | re.DOTALL | re.UNICODE | re.ASCII 
 _warned = False
 
 
+def _warn_missing() -> None:
+    """Log once per process that the fast path is missing (at start: detectors build eagerly)."""
+    global _warned
+    if not _warned:
+        _warned = True
+        log.warning(
+            "hyperscan is not installed: pattern detectors scan with one Python regex per "
+            "pattern (slower, same results); pip install hyperscan"
+        )
+
+
 def available() -> bool:
     """True when the Hyperscan wheel is installed and usable here (the fast path)."""
     return _hs is not None
@@ -71,7 +82,7 @@ def eligible(text: str) -> bool:
 
 def source(pattern: Any) -> tuple[str, int] | None:
     """(pattern text, flags) of a compiled ``re``/``regex`` pattern, or of an object exposing
-    ``pattern`` and ``flags`` the same way; None for anything else (gazetteers, literal sets)."""
+    ``pattern`` and ``flags`` the same way; None for anything else (gazetteers, capitalised-word sets)."""
     text, flags = getattr(pattern, "pattern", None), getattr(pattern, "flags", None)
     if isinstance(text, str) and isinstance(flags, int):
         return text, flags
@@ -86,18 +97,16 @@ class Gate:
     scans with its own scratch space.
     """
 
-    def __init__(self, patterns: Sequence[tuple[Hashable, Any]]) -> None:
-        global _warned
+    def __init__(self, patterns: Sequence[tuple[Hashable, Any]], ends_of: Collection[Hashable] = ()) -> None:
+        """``ends_of``: keys whose match end offsets ``scan`` reports (all of them, not only
+        "some match"), so a caller can run the exact regex only near them (``narrowed``)."""
         self.keys: frozenset[Hashable] = frozenset()
+        self.ends_of: frozenset[Hashable] = frozenset()
         self._db: Any = None
+        self._record: list[bool] = []
         self._local = threading.local()
         if _hs is None:
-            if not _warned:
-                _warned = True
-                log.warning(
-                    "hyperscan is not installed: pattern detectors scan with one Python regex per "
-                    "pattern (slower, same results); pip install hyperscan"
-                )
+            _warn_missing()
             return
         admitted: list[tuple[Hashable, bytes, int]] = []
         for key, pattern in patterns:
@@ -106,34 +115,173 @@ class Gate:
                 admitted.append((key, *compiled))
         if not admitted:
             return
-        db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
-        db.compile(
-            expressions=[expr for _, expr, _ in admitted],
-            ids=list(range(len(admitted))),
-            elements=len(admitted),
-            flags=[flags for _, _, flags in admitted],
-        )
+        record = [key in ends_of for key, _, _ in admitted]
+        try:  # every end offset of the recorded patterns: compiled without SINGLEMATCH
+            db = _compile(admitted, record)
+        except _hs.error:  # pragma: no cover - a pattern that compiles only as single-match
+            record = [False] * len(admitted)
+            db = _compile(admitted, record)
         self._db = db
+        self._hs = _hs
         self._ids = [key for key, _, _ in admitted]
+        self._record = record
         self.keys = frozenset(self._ids)
+        self.ends_of = frozenset(k for k, r in zip(self._ids, record, strict=True) if r)
         _trim_heap()
 
     def matching(self, text: str) -> frozenset[Hashable] | None:
         """The admitted keys whose pattern may match ``text`` (a superset of those that do);
         None when the text is not gated (not ``eligible``, or no database): check everything."""
+        found = self.scan(text)
+        return None if found is None else found.keys
+
+    def scan(self, text: str) -> Scan | None:
+        """One pass: the keys that may match ``text`` and, for the ``ends_of`` keys among them,
+        the sorted end offsets of their matches; None when the text is not gated."""
         if self._db is None or not eligible(text):
             return None
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
-            scratch = self._local.scratch = _hs.Scratch(self._db)
+            scratch = self._local.scratch = self._hs.Scratch(self._db)
         found: set[int] = set()
+        ends: dict[int, list[int]] = {}
+        record = self._record
 
         def on_match(pattern_id: int, start: int, end: int, flags: int, context: Any) -> None:
+            if record[pattern_id]:
+                ends.setdefault(pattern_id, []).append(end)
             found.add(pattern_id)
 
         self._db.scan(text.encode("ascii"), match_event_handler=on_match, scratch=scratch)
         ids = self._ids
-        return frozenset(ids[i] for i in found)
+        return Scan(frozenset(ids[i] for i in found), {ids[i]: sorted(e) for i, e in ends.items()})
+
+
+class Scan:
+    """What one ``Gate.scan`` found: ``keys`` that may match, ``ends`` per recorded key."""
+
+    __slots__ = ("ends", "keys")
+
+    def __init__(self, keys: frozenset[Hashable], ends: dict[Hashable, list[int]]) -> None:
+        self.keys = keys
+        self.ends = ends
+
+
+def _compile(admitted: Sequence[tuple[Hashable, bytes, int]], record: Sequence[bool]) -> Any:
+    db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+    db.compile(
+        expressions=[expr for _, expr, _ in admitted],
+        ids=list(range(len(admitted))),
+        elements=len(admitted),
+        flags=[
+            flags & ~_hs.HS_FLAG_SINGLEMATCH if recorded else flags
+            for (_, _, flags), recorded in zip(admitted, record, strict=True)
+        ],
+    )
+    return db
+
+
+def narrowed(pattern: Any, text: str, ends: Sequence[int], width: int) -> list[Any]:
+    """Exactly ``list(pattern.finditer(text))``, searching only near the reported ``ends``.
+
+    ``ends``: sorted end offsets that include the end of every match of ``pattern`` in ``text``
+    (a ``Gate.scan`` of a recorded key); ``width``: the most characters one match can span. A
+    match starting at ``p`` ends at some ``e`` in ``ends`` with ``p >= e - width``, so no match
+    starts between the current position and the first unconsumed end minus ``width``: a search
+    from there finds the same next match ``finditer`` would (a search sees the text before its
+    start position, for look-behinds and ``\b``, exactly as ``finditer`` does). Each character is
+    searched at most once, so the cost never exceeds the plain ``finditer``'s. An empty match (whose
+    ``finditer`` stepping rules differ) falls back to the plain ``finditer``.
+    """
+    out: list[Any] = []
+    pos = 0
+    for end in ends:
+        if end < pos:
+            continue  # a match starting at or after pos ends at or after pos
+        m = next(iter(pattern.finditer(text, max(pos, end - width))), None)
+        if m is None:
+            break
+        if m.end() == m.start():
+            return list(pattern.finditer(text))
+        out.append(m)
+        pos = m.end()
+    return out
+
+
+class LiteralSet:
+    """Which of a fixed set of literal strings occur in a text: one Hyperscan pass.
+
+    Why: the injection rules' ~220 anchor literals and the multilingual lexicon's ~160 keys are
+    looked up several times per scan (the text, its rot13 probe, every decoded view); Hyperscan's
+    pure-literal compiler answers all of them in ~5 µs per 2 KB, against ~30 µs for the numpy
+    window hash (``injection.literals.LiteralIndex``, which uses this when it can). Exact: the
+    literals and the text are matched as UTF-8 bytes, and a UTF-8 byte string occurs in another
+    exactly when the characters do (UTF-8 is self-synchronising). Case-sensitive, like ``in``.
+    Thread-safe: each thread scans with its own scratch space.
+    """
+
+    def __init__(self, literals: Sequence[str], every_match: bool = False) -> None:
+        """``every_match``: report every occurrence (for ``spans``), not only the first."""
+        self._literals = tuple(literals)
+        raw = [lit.encode("utf-8", "surrogatepass") for lit in self._literals]
+        self._sizes = [len(r) for r in raw]
+        self._hs = _hs  # the module this database belongs to (tests swap the global out)
+        self._db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+        self._db.compile(
+            expressions=raw,
+            ids=list(range(len(raw))),
+            elements=len(raw),
+            flags=0 if every_match else _hs.HS_FLAG_SINGLEMATCH,
+            literal=True,
+        )
+        self._local = threading.local()
+
+    def spans(self, text: str) -> list[tuple[int, int]] | None:
+        """(start, end) of every occurrence of every literal (overlaps and repeats included),
+        sorted; None for a non-ASCII text (there byte offsets are not character offsets)."""
+        if not text.isascii():
+            return None
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = self._hs.Scratch(self._db)
+        found: list[tuple[int, int]] = []
+        sizes = self._sizes
+
+        def on_match(pattern_id: int, start: int, end: int, flags: int, context: Any) -> None:
+            found.append((end - sizes[pattern_id], end))
+
+        self._db.scan(text.encode("ascii"), match_event_handler=on_match, scratch=scratch)
+        found.sort()
+        return found
+
+    def present(self, text: str) -> set[str]:
+        """The literals that occur in ``text``."""
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = self._hs.Scratch(self._db)
+        found: list[int] = []
+
+        def on_match(pattern_id: int, start: int, end: int, flags: int, context: Any) -> None:
+            found.append(pattern_id)
+
+        self._db.scan(text.encode("utf-8", "surrogatepass"), match_event_handler=on_match, scratch=scratch)
+        literals = self._literals
+        return {literals[i] for i in found}
+
+
+def literal_set(literals: Sequence[str], every_match: bool = False) -> LiteralSet | None:
+    """A ``LiteralSet`` for ``literals`` (non-empty strings), or None without the Hyperscan wheel
+    (callers keep their own path, and the start-up warning is logged) or if it does not compile."""
+    if _hs is None:
+        _warn_missing()
+        return None
+    if not literals:
+        return None
+    try:
+        return LiteralSet(literals, every_match)
+    except _hs.error:  # pragma: no cover - the literal compiler takes any non-empty byte string
+        log.warning("hyperscan could not compile a literal set of %d entries: plain path", len(literals))
+        return None
 
 
 #: Non-ASCII characters that Python's ``re`` or ``regex`` match against an ASCII letter under
@@ -190,8 +338,11 @@ def _admit(pattern: Any) -> tuple[bytes, int] | None:
     if src is None:
         return None
     text, flags = src
-    if flags & ~_KNOWN_FLAGS or "{," in text:
-        return None  # "{,n}" is a repetition in Python, a literal in PCRE
+    if flags & ~_KNOWN_FLAGS or "{," in text or "{" in _BRACES.sub("", text):
+        # "{,n}" is a repetition in Python, a literal in PCRE; any other brace that is not a
+        # plain {m} / {m,} / {m,n} or part of \p{..} / \x{..} may mean something else to the
+        # regex module ("(?:foo){e<=1}" is a fuzzy match there, a literal in PCRE and in re).
+        return None
     converted = _ascii_source(text)
     if converted is None:
         return None
@@ -218,18 +369,28 @@ def _admit(pattern: Any) -> tuple[bytes, int] | None:
     return None
 
 
-_built: dict[tuple[tuple[Hashable, str, int], ...], Gate] = {}
+#: What may hold a "{" in a pattern Hyperscan reads the same way: an escaped character (with a
+#: braced argument: \p{Lu}, \x{2019}) and plain counted repetitions.
+_BRACES = re.compile(r"\\[pPxN]\{[^}]*\}|\\.|\{\d+(?:,\d*)?\}", re.DOTALL)
+
+_built: dict[tuple[tuple[tuple[Hashable, str, int], ...], tuple[str, ...]], Gate] = {}
 _built_lock = threading.Lock()
+_BUILT_MAX = 64
 
 
-def gate(patterns: Sequence[tuple[Hashable, Any]]) -> Gate:
+def gate(patterns: Sequence[tuple[Hashable, Any]], ends_of: Collection[Hashable] = ()) -> Gate:
     """A ``Gate`` for ``patterns``, shared with every earlier request for the same keys and
     pattern sources (policy reloads and equal plugin configurations compile once)."""
-    signature = tuple((key, *(source(p) or ("", -1))) for key, p in patterns)
+    signature = (
+        tuple((key, *(source(p) or ("", -1))) for key, p in patterns),
+        tuple(sorted(map(repr, ends_of))),
+    )
     with _built_lock:
         found = _built.get(signature)
         if found is None:
-            found = _built[signature] = Gate(patterns)
+            if len(_built) >= _BUILT_MAX:  # bounded: reloads with ever-new blocklists must not pile up
+                del _built[next(iter(_built))]  # the oldest; plugins still using it keep their own reference
+            found = _built[signature] = Gate(patterns, ends_of)
     return found
 
 

@@ -34,8 +34,9 @@ event loop (the ``budget`` plugin uses ``Deps.run_cpu``; tiktoken releases the G
 
 from __future__ import annotations
 
-import functools
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
@@ -67,10 +68,32 @@ def count_text(text: str, model: str) -> int:
     return _count(encoding_for_model(model), text)
 
 
-@functools.lru_cache(maxsize=4096)
+_CACHE_ENTRIES = 4096
+_counts: OrderedDict[tuple[str, int, int], int] = OrderedDict()
+_counts_lock = threading.Lock()
+
+
 def _cached_count(text: str, encoding: str) -> int:
-    """Cached: clients resend the same system prompt and history on every turn of a chat."""
-    return len(get_encoding(encoding).encode_ordinary(text))
+    """Cached: clients resend the same system prompt and history on every turn of a chat.
+
+    Keyed by (encoding, length, ``hash``) of the text, not the text: the ``lru_cache`` on the
+    text this replaced pinned up to 4,096 texts of up to 16 KB (~64 MB of client text: issue
+    17's RSS growth). ``str`` hashes are SipHash with a per-process random key (clients cannot
+    aim a collision) and cached on the string object; an accidental 64-bit collision among
+    4,096 entries would only misestimate one reservation, which the budget corrects to the
+    provider's reported usage after the call. Least recently used entries go first."""
+    key = (encoding, len(text), hash(text))
+    with _counts_lock:
+        found = _counts.get(key)
+        if found is not None:
+            _counts.move_to_end(key)
+            return found
+    count = len(get_encoding(encoding).encode_ordinary(text))  # outside the lock: it may take ms
+    with _counts_lock:
+        _counts[key] = count
+        if len(_counts) > _CACHE_ENTRIES:
+            _counts.popitem(last=False)
+    return count
 
 
 def count_chat_request(body: Mapping[str, Any], model: str | None = None) -> int:

@@ -19,6 +19,9 @@ touches the network; an unwritable *default* cache dir is ignored by tiktoken.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import re
 import threading
@@ -112,9 +115,23 @@ def build_encoding(name: str, bpe_path: Path | None = None) -> tiktoken.Encoding
             f"got {actual}. The file is corrupted or not OpenAI's published {name} ranks; "
             "restore it from proxy/tokens/bpe (see README.md there)."
         ) from exc
-    return tiktoken.Encoding(
+    enc = tiktoken.Encoding(
         name=name, pat_str=spec.pat_str, mergeable_ranks=ranks, special_tokens=spec.special_tokens
     )
+    # The Rust core (``_core_bpe``) holds its own copy of the ranks; the Python dict the
+    # ``Encoding`` keeps is only read when the object is pickled, which the sidecar never does
+    # (counting runs in threads). Dropping it frees ~15 MB for cl100k and ~30 MB for o200k, and
+    # giving the build's transient allocations back to the OS another ~5-10 MB (issue 17: RSS).
+    del ranks
+    enc._mergeable_ranks = {}
+    _trim_heap()
+    return enc
+
+
+def _trim_heap() -> None:
+    """Return freed heap to the OS after a build (glibc ``malloc_trim``; a no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 _cache: dict[str, tiktoken.Encoding] = {}

@@ -1,12 +1,12 @@
 """The guarded policy of issue 17 through a real sidecar, with and without the one-pass pre-scan.
 
-A support ticket (the benchmark's ``payload.ticket``) goes through the whole guard stack (secrets
-blocklist, injection, pii with ``ner: off``, moderation on input and output, budget) with the
-official ``openai`` SDK against a uvicorn-served sidecar and the recording fake upstream. The
-upstream must see the ticket with its email addresses and phone numbers replaced by
-placeholders, the client must get them back, and a second sidecar whose PII engine has no
-Hyperscan (the fallback path) must send the upstream byte-for-byte the same request: the
-pre-scan changes the cost of detection, not its result.
+A support ticket (the benchmark's ``payload.ticket``, plus an API key) goes through the whole
+guard stack (secrets blocklist, injection, pii with ``ner: off``, moderation on input and
+output, budget) with the official ``openai`` SDK against a uvicorn-served sidecar and the
+recording fake upstream. The upstream must see the ticket with its email addresses and phone
+numbers replaced by placeholders and the key redacted, the client must get the addresses back,
+and a second sidecar built without Hyperscan (the fallback path) must send the upstream
+byte-for-byte the same request: the pre-scan changes the cost of detection, not its result.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def test_the_guarded_policy_redacts_and_restores_the_same_with_and_without_the_p
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, size: int
 ) -> None:
     assert multiscan.available()  # the first sidecar runs the fast path
-    text = payload.ticket(size)
+    secret = "sk-" + "Ab3" * 9  # the secrets blocklist (pre-scanned too) must redact it
+    text = payload.ticket(size) + f"\nMy old key was {secret}, please revoke it."
     emails = set(EMAIL.findall(text))
     assert len(emails) >= 2
     (tmp_path / "fast").mkdir()
@@ -64,6 +65,7 @@ def test_the_guarded_policy_redacts_and_restores_the_same_with_and_without_the_p
     upstream_text = sent["messages"][-1]["content"]
     assert not emails & set(EMAIL.findall(upstream_text))  # no address reached the model
     assert "<EMAIL_ADDRESS_1>" in upstream_text and "<PHONE_NUMBER_1>" in upstream_text
+    assert secret not in upstream_text and "was [REDACTED], please" in upstream_text
     assert emails <= set(EMAIL.findall(answer))  # the echoed answer got them back
 
     monkeypatch.setattr(multiscan, "_hs", None)  # no Hyperscan: the plain path

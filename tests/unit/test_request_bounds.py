@@ -51,11 +51,11 @@ def test_a_text_past_exact_chars_is_bounded_from_above(monkeypatch: pytest.Monke
 
 
 def test_big_texts_are_not_memoised() -> None:
-    counting._cached_count.cache_clear()
+    counting._counts.clear()
     count_text("a" * (counting.CACHE_MAX_CHARS + 1), "gpt-4o")
-    assert counting._cached_count.cache_info().currsize == 0
+    assert len(counting._counts) == 0
     count_text("short", "gpt-4o")
-    assert counting._cached_count.cache_info().currsize == 1
+    assert len(counting._counts) == 1
 
 
 class _Deps(Deps):

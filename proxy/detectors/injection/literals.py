@@ -15,6 +15,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from proxy.detectors import multiscan
+
 _BITS = 16
 _MULT = np.uint32(0x9E3779B1)  # Knuth's multiplicative hash: the top bits of key * MULT spread well
 _SHIFT = np.uint32(32 - _BITS)
@@ -53,9 +55,17 @@ class LiteralIndex:
         for key in self._by_key:
             self._table[_slot(key)] = True
         self._table.flags.writeable = False
+        # One Hyperscan pass when the wheel is there (~6x faster, same answer: issue 17).
+        self._fast = multiscan.literal_set(unique)
 
     def present(self, text: str) -> set[str]:
         """The literals that occur in ``text`` (case-sensitive: lower-case the text for folded ones)."""
+        if self._fast is not None:
+            return self._fast.present(text)
+        return self.present_numpy(text)
+
+    def present_numpy(self, text: str) -> set[str]:
+        """``present`` without Hyperscan: the numpy window hash (module docstring)."""
         # A literal's rarest character first: one memchr (~0.1 µs per 2 KB) rules out one holding a
         # character prose lacks ("<|"), where the substring search costs ~2 µs.
         found = {lit for lit, guard in self._short if guard in text and lit in text}
