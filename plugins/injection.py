@@ -27,7 +27,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from proxy.chain import Deps, Plugin, PluginConfig, Reply, RequestContext, Roles, Secret
-from proxy.detectors.injection import InjectionDetector, InjectionResult, Thresholds
+from proxy.detectors.injection import DataText, InjectionDetector, InjectionResult, Thresholds
 from proxy.detectors.shared import INLINE_CHARS, InlineBudget, scan_all, scan_cache
 from proxy.errors import Rejected
 from proxy.models import ChatRequest, TextSlot
@@ -59,6 +59,7 @@ class ThresholdSpec(BaseModel):
     heuristics: float | None = Field(default=None, ge=0, le=1)
     classifier: float | None = Field(default=None, ge=0, le=1)
     combined: float | None = Field(default=None, ge=0, le=1, description="the verdict acted on")
+    indirect: float | None = Field(default=None, ge=0, le=1, description="indirect path (data, documents)")
 
 
 class JudgeSpec(BaseModel):
@@ -105,6 +106,7 @@ class InjectionPlugin(Plugin[InjectionConfig]):
             heuristics=t.heuristics if t.heuristics is not None else defaults.heuristics,
             classifier=t.classifier if t.classifier is not None else defaults.classifier,
             combined=t.combined if t.combined is not None else defaults.combined,
+            indirect=t.indirect if t.indirect is not None else defaults.indirect,
         )
         # The model loads once per process; a detector with other thresholds shares its layers.
         self.detector = base if thresholds == defaults else base.with_thresholds(thresholds)
@@ -113,16 +115,18 @@ class InjectionPlugin(Plugin[InjectionConfig]):
         self._delims = [(re.escape(a), re.escape(b)) for a, b in config.scan.delimiters]
 
     def _targets(self, req: ChatRequest) -> Iterator[tuple[TextSlot, str, int]]:
-        """(slot, text to scan, offset of that text in the slot)."""
+        """(slot, text to scan, offset of that text in the slot). Tool results, named documents and
+        delimited content arrive as data (``DataText``: the indirect path reads them whole)."""
         for slot in req.text_slots():
             by_role = slot.role in self._roles and slot.kind != "instructions"
             by_name = slot.name is not None and any(rx.match(slot.name) for rx in self._names)
             if by_role or by_name:
-                yield slot, slot.text, 0
+                data = by_name or slot.kind == "tool_result"
+                yield slot, DataText(slot.text) if data else slot.text, 0
                 continue
             for open_, close in self._delims:
                 for m in re.finditer(f"{open_}(.*?){close}", slot.text, re.S):
-                    yield slot, m.group(1), m.start(1)
+                    yield slot, DataText(m.group(1)), m.start(1)
 
     async def on_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
         flagged = False
@@ -164,6 +168,7 @@ class InjectionPlugin(Plugin[InjectionConfig]):
                 "rules": [m.rule_id for m in result.heuristics.matches],
                 "flags": sorted(result.flags),
                 "view": result.view,
+                "indirect": result.indirect.to_dict() if result.indirect is not None else None,
                 "judge": judged,
             }
             score, threshold = result.combined_score, self.detector.thresholds.combined
