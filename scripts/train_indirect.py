@@ -86,14 +86,16 @@ def family(category: str) -> str:
 class Doc:
     """One document: label, source family, and the feature rows of its candidate segments."""
 
-    def __init__(self, text: str, label: int, fam: str, detector: IndirectDetector, lexicon: MultilingualLexicon):
+    def __init__(
+        self, text: str, label: int, fam: str, detector: IndirectDetector, lexicon: MultilingualLexicon
+    ):
         self.label, self.family = label, fam
         segs = segments(text)
         idx = detector.candidates(text, segs)
         self.seg_text = [segs[i].text for i in idx]
-        self.x = np.array([featurise(segs, i, lexicon, as_data=False) for i in idx], dtype=np.float64).reshape(
-            len(idx), len(FEATURES)
-        )
+        self.x = np.array(
+            [featurise(segs, i, lexicon, as_data=False) for i in idx], dtype=np.float64
+        ).reshape(len(idx), len(FEATURES))
 
 
 def load_docs(data: Path) -> list[Doc]:
@@ -184,8 +186,14 @@ def report(name: str, scores: Floats, y: npt.NDArray[np.int64], t: float) -> str
 
 
 def loso(docs: Sequence[Doc]) -> list[str]:
-    lines = ["| held-out source | rows (attack/benign) | recall | FPR | threshold (from training) |", "|---|---|---|---|---|"]
-    held_benign = [("adversarialqa", "adversarialqa passages (benign)"), ("self_instruct", "self_instruct (benign)")]
+    lines = [
+        "| held-out source | rows (attack/benign) | recall | FPR | threshold (from training) |",
+        "|---|---|---|---|---|",
+    ]
+    held_benign = [
+        ("adversarialqa", "adversarialqa passages (benign)"),
+        ("self_instruct", "self_instruct (benign)"),
+    ]
     for fam, label in [*FAMILIES.items(), *held_benign]:
         tr = [d for d in docs if d.family != fam]
         te = [d for d in docs if d.family == fam]
@@ -232,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         "info": {
             "trained_by": "scripts/train_indirect.py",
             "data": "garak latentinjection probes (NVIDIA/garak @ cafbe992780d, Apache-2.0) with their clean "
-            "documents; AdversarialQA passage tasks (CC BY-SA 4.0) and self-instruct tasks (Apache-2.0), both "
-            "via yizhongw/self-instruct @ 0b26ccaa4159",
+            "documents; AdversarialQA passage tasks (CC BY-SA 4.0) and self-instruct tasks "
+            "(Apache-2.0), both via yizhongw/self-instruct @ 0b26ccaa4159",
             "threshold_rule": f"document FPR <= {MAX_FPR} on the training documents",
             "l2": L2,
         },

@@ -361,7 +361,12 @@ def test_detector_verdicts(detector: InjectionDetector) -> None:
     good = detector.scan(BENIGN)
     assert not good.is_injection
     assert set(good.verdicts) == {"heuristics", "classifier", "indirect", "combined"}
-    assert good.to_dict()["verdicts"] == {"heuristics": False, "classifier": False, "indirect": False, "combined": False}
+    assert good.to_dict()["verdicts"] == {
+        "heuristics": False,
+        "classifier": False,
+        "indirect": False,
+        "combined": False,
+    }
 
 
 def test_detector_catches_obfuscated_injection(detector: InjectionDetector) -> None:

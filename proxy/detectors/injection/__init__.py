@@ -2,8 +2,8 @@
 
 Layers: ``normalise`` (undo Unicode and encoding obfuscation; ``decoders``), ``heuristics`` (rules kept
 as data in ``rules.json``), ``classifier`` (hashed n-gram logistic regression embedded as ``model.npz``;
-hashing in ``features``), combined by ``InjectionDetector``; ``indirect`` scores data (tool results, retrieved documents)
-segment by segment for instructions planted there. Typical use::
+hashing in ``features``), combined by ``InjectionDetector``; ``indirect`` scores data (tool results,
+retrieved documents) segment by segment for instructions planted there. Typical use::
 
     detector = InjectionDetector()          # build once, share across threads
     result = detector.scan(user_text)
@@ -25,10 +25,10 @@ __all__ = [
     "FeatureHasher",
     "HeuristicResult",
     "HeuristicScanner",
-    "InjectionClassifier",
-    "InjectionDetector",
     "IndirectDetector",
     "IndirectResult",
+    "InjectionClassifier",
+    "InjectionDetector",
     "InjectionResult",
     "ModelMeta",
     "NormalisedText",

@@ -62,7 +62,9 @@ class Thresholds:
                 raise ValueError(f"threshold {name}={value} must be within [0, 1]")
 
     @classmethod
-    def from_model(cls, classifier: InjectionClassifier, indirect: IndirectDetector | None = None) -> Thresholds:
+    def from_model(
+        cls, classifier: InjectionClassifier, indirect: IndirectDetector | None = None
+    ) -> Thresholds:
         """The defaults chosen at training time (out-of-fold FPR target + benign-hard constraint)."""
         t = classifier.meta.thresholds
         default = cls()
@@ -133,7 +135,7 @@ class InjectionDetector:
         max_chars: int = 65_536,
         lexicon: MultilingualLexicon | None = None,
         deobfuscate: bool = True,
-        indirect: IndirectDetector | None | bool = True,
+        indirect: IndirectDetector | bool | None = True,
     ) -> None:
         """``lexicon``: the multilingual override phrases (``MultilingualLexicon({})`` turns them off);
         ``deobfuscate``: score the leetspeak / spaced-letter / readable-rot13 views (``views.py``);
@@ -232,7 +234,9 @@ class InjectionDetector:
         offsets still valid), else the original."""
         if self._indirect is None:
             return None
-        if not as_data and (len(text) < _DOC_MIN_CHARS or text.count("\n") + text.count(". ") < _DOC_MIN_SEGMENTS - 1):
+        if not as_data and (
+            len(text) < _DOC_MIN_CHARS or text.count("\n") + text.count(". ") < _DOC_MIN_SEGMENTS - 1
+        ):
             return None
         source = normalised.text if len(normalised.text) == len(normalised.original) else normalised.original
         return self._indirect.scan(source, as_data=as_data)

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001
 """Indirect prompt injection: instructions addressed to the model, planted inside data.
 
 Why a separate path: the n-gram classifier scores a whole text (or long windows of it) for the
@@ -52,7 +53,8 @@ _VERBS = (
     "convince|praise|insult|approve|hire|describe|give|list|make|do|don't|never|always|only|begin|start"
 )
 _ADDRESSEE_STRONG = (
-    r"(?:ai|a\.i\.|assistant|chat ?bot|chatgpt|gpt(?:-?\d)?|llm|llms|language model|claude|gemini|copilot|bing|"
+    r"(?:ai|a\.i\.|assistant|chat ?bot|chatgpt|gpt(?:-?\d)?|llm|llms|language model|claude|gemini|"
+    r"copilot|bing|"
     r"ki|ia|人工智能|助手|automated (?:system|screening|analy\w+|agent|reader|tool|software|review\w*)|"
     r"ai (?:agent|model|system|reader|reviewer)s?|screening (?:system|software|tool))"
 )
@@ -84,7 +86,8 @@ _PATTERNS: dict[str, tuple[str, int]] = {
     "you_directive": (
         r"\byou (?:must|should|will|need to|have to|are (?:now|required|instructed|to)|may not|shall|"
         r"are not allowed)\b|\b(?:make sure|ensure) (?:you|to)\b|\bit is (?:mandatory|critical|important)\b|"
-        rf"\b{_ADDRESSEE_STRONG}s?\b[\w ,]{{0,30}}\b(?:should|must|shall|will|needs? to|is (?:required|instructed) to)\b",
+        rf"\b{_ADDRESSEE_STRONG}s?\b[\w ,]{{0,30}}\b"
+        r"(?:should|must|shall|will|needs? to|is (?:required|instructed) to)\b",
         _I,
     ),
     "role_marker": (
@@ -112,7 +115,8 @@ _PATTERNS: dict[str, tuple[str, int]] = {
     ),
     "in_your_answer": (
         r"\b(?:in|to|at the (?:end|start|beginning) of) your (?:response|answer|reply|summary|output|"
-        r"translation|evaluation)\b|\bwhen (?:you |an? (?:ai|assistant|llm|model|language model|agent)[\w ]{0,20}? )?"
+        r"translation|evaluation)\b|"
+        r"\bwhen (?:you |an? (?:ai|assistant|llm|model|language model|agent)[\w ]{0,20}? )?"
         r"(?:summari[sz]|translat|answer|respond|asked|questioned|reply|reading|processing)\w*|"
         r"\bif (?:the )?user asks\b|\bif questioned\b",
         _I,
@@ -130,17 +134,26 @@ _PATTERNS: dict[str, tuple[str, int]] = {
     "url_params": (r"https?://\S+[?&][\w-]+=|!\[[^\]]*\]\(", _I),
     "exfil": (
         r"\b(?:send|forward|email|e-mail|post|upload|exfiltrate|transmit|leak|append)\b[^.\n]{0,80}"
-        r"(?:@\w|https?://|\burl\b)|\b(?:api key|password|credentials?|ssh|conversation history|system prompt|"
+        r"(?:@\w|https?://|\burl\b)|"
+        r"\b(?:api key|password|credentials?|ssh|conversation history|system prompt|"
         r"hidden (?:messages?|instructions?))\b",
         _I,
     ),
     "secrecy": (
         r"\b(?:do not|don't|never) (?:tell|mention|reveal|inform|disclose|let) (?:the |this )?"
-        r"(?:user|human|anyone|them|it)\b|\bwithout (?:telling|informing|mentioning)\b|\bdo not mention this\b",
+        r"(?:user|human|anyone|them|it)\b|\bwithout (?:telling|informing|mentioning)\b|"
+        r"\bdo not mention this\b",
         _I,
     ),
-    "urgency": (r"\b(?:urgent(?:ly)?|immediately|critical|mandatory|extremely important|really important)\b", _I),
-    "persona": (r"\byou are (?:now |an? |the )|\b(?:developer|dan|god|jailbreak) mode\b|\bno (?:rules|restrictions)\b", _I),
+    "urgency": (
+        r"\b(?:urgent(?:ly)?|immediately|critical|mandatory|extremely important|really important)\b",
+        _I,
+    ),
+    "persona": (
+        r"\byou are (?:now |an? |the )|\b(?:developer|dan|god|jailbreak) mode\b|"
+        r"\bno (?:rules|restrictions)\b",
+        _I,
+    ),
     "foreign_cue": (
         r"忽略|无视|不要理会|请(?:输出|打印|回复|翻译)|ignorez|oubliez|ne tenez pas compte|"
         r"répondez|ignoriere|ignora|ignore todas|olvida",
@@ -164,19 +177,117 @@ _COMPILED = {name: re.compile(p, flags) for name, (p, flags) in _PATTERNS.items(
 # segment would cost milliseconds; the literal gate (one vectorised pass, ``literals.py``) leaves the
 # few segments that matter.
 ANCHORS = (
-    "ignor", "disregard", "forget", "overlook", "bypass", "override", "instead", "from now on", "new task",
-    "new instruction", "your task", "your job", "your goal", "your instruction", "your new", "rather than",
-    "regardless", "before you", "assistant", "chatbot", "chatgpt", "gpt", "llm", "language model", "claude",
-    "gemini", "copilot", "bing", " ai", "ai ", "ai,", "ai:", "a.i.", "automated", "screening", "you must",
-    "you should", "you will", "you need", "you have to", "you are", "you may not", "make sure", "ensure",
-    "mandatory", "critical", "important", "urgent", "system", "user:", "human:", "admin", "developer",
-    "<|", "[inst", "<<sys", "</", "<system", "<instruction", "[system", "[assistant", "end of", "print",
-    "output", "respond", "reply", "repeat", "say ", "your response", "your answer", "your summary",
-    "when summar", "when translat", "when asked", "when you", "if questioned", "user asks", "rest of",
-    "the above", "previous", "prior", "http", "![", "send", "forward", "password", "api key", "credential",
-    "system prompt", "conversation history", "tell the user", "tell them", "secret", "no rules",
-    "no restrictions", "note to", "note for", "attention", "notice", "warning", "alert", "instruction",
-    "忽略", "无视", "请", "oubliez", "répondez", "vergiss", "olvida", "ki:", "ki,",
+    "ignor",
+    "disregard",
+    "forget",
+    "overlook",
+    "bypass",
+    "override",
+    "instead",
+    "from now on",
+    "new task",
+    "new instruction",
+    "your task",
+    "your job",
+    "your goal",
+    "your instruction",
+    "your new",
+    "rather than",
+    "regardless",
+    "before you",
+    "assistant",
+    "chatbot",
+    "chatgpt",
+    "gpt",
+    "llm",
+    "language model",
+    "claude",
+    "gemini",
+    "copilot",
+    "bing",
+    " ai",
+    "ai ",
+    "ai,",
+    "ai:",
+    "a.i.",
+    "automated",
+    "screening",
+    "you must",
+    "you should",
+    "you will",
+    "you need",
+    "you have to",
+    "you are",
+    "you may not",
+    "make sure",
+    "ensure",
+    "mandatory",
+    "critical",
+    "important",
+    "urgent",
+    "system",
+    "user:",
+    "human:",
+    "admin",
+    "developer",
+    "<|",
+    "[inst",
+    "<<sys",
+    "</",
+    "<system",
+    "<instruction",
+    "[system",
+    "[assistant",
+    "end of",
+    "print",
+    "output",
+    "respond",
+    "reply",
+    "repeat",
+    "say ",
+    "your response",
+    "your answer",
+    "your summary",
+    "when summar",
+    "when translat",
+    "when asked",
+    "when you",
+    "if questioned",
+    "user asks",
+    "rest of",
+    "the above",
+    "previous",
+    "prior",
+    "http",
+    "![",
+    "send",
+    "forward",
+    "password",
+    "api key",
+    "credential",
+    "system prompt",
+    "conversation history",
+    "tell the user",
+    "tell them",
+    "secret",
+    "no rules",
+    "no restrictions",
+    "note to",
+    "note for",
+    "attention",
+    "notice",
+    "warning",
+    "alert",
+    "instruction",
+    "忽略",
+    "无视",
+    "请",
+    "oubliez",
+    "répondez",
+    "vergiss",
+    "olvida",
+    "ki:",
+    "ki,",
 )
 _GATE = LiteralIndex(ANCHORS)
 
@@ -210,15 +321,49 @@ def segments(text: str) -> list[Segment]:
     return out
 
 
-def featurise(segs: Sequence[Segment], index: int, lexicon: MultilingualLexicon, *, as_data: bool) -> list[float]:
-    """The feature vector (order of ``FEATURES``) of segment ``index``."""
+# Patterns that other features are built from: computed even when their own weight is zero.
+_DEPENDENCIES = frozenset(
+    {
+        "imperative_start",
+        "addressee",
+        "addressee_vocative",
+        "task_switch",
+        "override",
+        "output_verb",
+        "output_only",
+        "you_directive",
+        "role_marker",
+        "fake_header",
+        "chat_token",
+    }
+)
+
+
+def featurise(
+    segs: Sequence[Segment],
+    index: int,
+    lexicon: MultilingualLexicon,
+    *,
+    as_data: bool,
+    needed: frozenset[str] | None = None,
+) -> list[float]:
+    """The feature vector (order of ``FEATURES``) of segment ``index``. ``needed``: compute only these
+    patterns (the rest read 0): a model ignores its zero-weight cues, and each regex costs ~10 µs."""
     text = segs[index].text
-    f = {name: float(rx.search(text) is not None) for name, rx in _COMPILED.items()}
-    f["multilingual"] = float(bool(lexicon.scan(text.lower())))
+    f = {
+        name: float((needed is None or name in needed) and rx.search(text) is not None)
+        for name, rx in _COMPILED.items()
+    }
+    f["multilingual"] = float(
+        (needed is None or "multilingual" in needed) and bool(lexicon.scan(text.lower()))
+    )
     f["question"] = float(text.rstrip().endswith("?"))
-    letters = [c for c in text if c.isalpha()]
-    f["caps"] = float(len(letters) >= 8 and sum(c.isupper() for c in letters) / len(letters) > 0.6)
-    prev = segs[index - 1].text if index > 0 else ""
+    f["caps"] = 0.0
+    if needed is None or "caps" in needed:
+        letters = [c for c in text if c.isalpha()]
+        f["caps"] = float(len(letters) >= 8 and sum(c.isupper() for c in letters) / len(letters) > 0.6)
+    # In a user's message the first segment is the user's own request ("Summarise this:"), not a header.
+    prev = segs[index - 1].text if index > 1 or (index == 1 and as_data) else ""
     f["prev_header"] = float(
         bool(prev)
         and (
@@ -234,6 +379,9 @@ def featurise(segs: Sequence[Segment], index: int, lexicon: MultilingualLexicon,
     f["imperative_x_addressee"] = imperative * addressed
     f["imperative_x_switch"] = imperative * max(f["task_switch"], f["override"])
     f["output_x_only"] = f["output_verb"] * f["output_only"]
+    # Urgency ("critical", "immediately") is everyday prose on its own; it counts only next to a cue
+    # that addresses or instructs the reader.
+    f["urgency"] *= max(imperative, addressed, f["you_directive"], f["role_marker"], f["fake_header"])
     return [f[name] for name in FEATURES]
 
 
@@ -247,13 +395,23 @@ class IndirectResult:
     segments: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"score": round(self.score, 6), "span": list(self.span) if self.span else None, "cues": list(self.cues)}
+        return {
+            "score": round(self.score, 6),
+            "span": list(self.span) if self.span else None,
+            "cues": list(self.cues),
+        }
 
 
 class IndirectDetector:
     """Segment -> cue features -> logistic regression -> max over segments. Thread-safe."""
 
-    def __init__(self, weights: Mapping[str, float], bias: float, threshold: float, info: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        weights: Mapping[str, float],
+        bias: float,
+        threshold: float,
+        info: Mapping[str, Any] | None = None,
+    ):
         unknown = set(weights) - set(FEATURES)
         if unknown:
             raise ValueError(f"indirect model has unknown features: {sorted(unknown)}")
@@ -264,6 +422,8 @@ class IndirectDetector:
         self.threshold = float(threshold)
         self.info = dict(info or {})
         self._lexicon = MultilingualLexicon.default()
+        used = {name for name, w in zip(FEATURES, self._w, strict=True) if w}
+        self._needed = frozenset(used | _DEPENDENCIES) if weights else None
 
     @classmethod
     def load(cls, path: Path | None = None) -> IndirectDetector:
@@ -292,9 +452,10 @@ class IndirectDetector:
         """Score ``text``. ``as_data``: it arrived as data (a tool result, a retrieved document); False for
         a user's message that wraps a document, whose first and last segments are the user's own request."""
         segs = segments(text)
-        best, best_span, best_cues = _sigmoid(self.bias), None, ()
+        best, best_span = _sigmoid(self.bias), None
+        best_cues: tuple[str, ...] = ()
         for i in self.candidates(text, segs):
-            x = featurise(segs, i, self._lexicon, as_data=as_data)
+            x = featurise(segs, i, self._lexicon, as_data=as_data, needed=self._needed)
             p = _sigmoid(self.bias + sum(w * v for w, v in zip(self._w, x, strict=True)))
             if p > best:
                 best, best_span = p, (segs[i].start, segs[i].end)
