@@ -31,7 +31,7 @@ import numpy.typing as npt
 from proxy.detectors.model_file import read_model
 
 from ..injection.features import FEATURE_VERSION, FeatureConfig, FeatureHasher, HashCache
-from .rules import CATEGORIES, RuleScanner
+from .rules import CLASSIFIER_CATEGORIES, RuleScanner
 
 MODEL_FILE = "moderation_model.npz"
 
@@ -67,8 +67,8 @@ class ModelMeta:
             (char_k, word_k),
         )
         categories = tuple(str(c) for c in raw["categories"])
-        if categories != CATEGORIES:
-            raise ValueError(f"model categories {categories} != {CATEGORIES}")
+        if categories != CLASSIFIER_CATEGORIES:
+            raise ValueError(f"model categories {categories} != {CLASSIFIER_CATEGORIES}")
         thresholds = {
             str(layer): MappingProxyType({str(c): float(v) for c, v in per_cat.items()})
             for layer, per_cat in raw.get("thresholds", {}).items()
