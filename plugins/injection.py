@@ -21,12 +21,14 @@ import fnmatch
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from proxy.chain import Deps, Plugin, PluginConfig, Reply, RequestContext, Roles, Secret
+from proxy.detectors import onnx_classifier
 from proxy.detectors.injection import DataText, InjectionDetector, InjectionResult, Thresholds
 from proxy.detectors.shared import INLINE_CHARS, InlineBudget, scan_all, scan_cache
 from proxy.errors import Rejected
@@ -75,6 +77,17 @@ class JudgeSpec(BaseModel):
     on_error: Literal["fail_open", "fail_closed"] = "fail_open"
 
 
+class OnnxSpec(BaseModel):
+    """Optional transformer layer (``proxy/detectors/onnx_classifier.py``), asked in ``band`` only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    onnx: Path = Field(description="directory with model.onnx, tokenizer.json and optional config.json")
+    band: tuple[float, float] = Field(default=(0.2, 0.8), description="combined scores in [low, high) ask it")
+    threshold: float = Field(default=0.5, ge=0, le=1, description="its positive probability that decides")
+    threads: int = Field(default=1, ge=1, le=16, description="onnxruntime intra-op threads")
+
+
 class InjectionConfig(PluginConfig):
     """Prompt-injection detection on user messages, tool results and marked retrieved content."""
 
@@ -83,6 +96,7 @@ class InjectionConfig(PluginConfig):
     scan: ScanSpec = Field(default_factory=ScanSpec)
     thresholds: ThresholdSpec = Field(default_factory=ThresholdSpec, description="defaults: the model's")
     judge: JudgeSpec | None = None
+    model: OnnxSpec | None = None
     message: str = "The request was blocked by policy."
 
 
@@ -113,6 +127,8 @@ class InjectionPlugin(Plugin[InjectionConfig]):
         self._names = [re.compile(fnmatch.translate(g)) for g in config.scan.names]
         self._roles = frozenset(config.scan.roles)
         self._delims = [(re.escape(a), re.escape(b)) for a, b in config.scan.delimiters]
+        spec = config.model
+        self._onnx = None if spec is None else onnx_classifier.load(spec.onnx, spec.threads)
 
     def _targets(self, req: ChatRequest) -> Iterator[tuple[TextSlot, str, int]]:
         """(slot, text to scan, offset of that text in the slot). Tool results, named documents and
@@ -144,6 +160,9 @@ class InjectionPlugin(Plugin[InjectionConfig]):
         )
         for (slot, text, offset), result in zip(targets, results, strict=True):
             verdict = result.is_injection
+            onnx = await self._ask_model(text, result.combined_score)
+            if onnx is not None and self.config.model is not None:  # the transformer settles its band
+                verdict = onnx.score >= self.config.model.threshold
             judged: bool | None = None
             judge = self.config.judge
             if judge is not None and judge.band[0] <= result.combined_score < judge.band[1]:
@@ -156,7 +175,11 @@ class InjectionPlugin(Plugin[InjectionConfig]):
                         "allow",
                         score=result.combined_score,
                         threshold=self.detector.thresholds.combined,
-                        detail={"kind": slot.kind, "score_only": True},
+                        detail={
+                            "kind": slot.kind,
+                            "score_only": True,
+                            "onnx": onnx.to_dict() if onnx is not None else None,
+                        },
                         text=text,
                     )
                 continue
@@ -169,6 +192,7 @@ class InjectionPlugin(Plugin[InjectionConfig]):
                 "flags": sorted(result.flags),
                 "view": result.view,
                 "indirect": result.indirect.to_dict() if result.indirect is not None else None,
+                "onnx": onnx.to_dict() if onnx is not None else None,
                 "judge": judged,
             }
             score, threshold = result.combined_score, self.detector.thresholds.combined
@@ -229,6 +253,14 @@ class InjectionPlugin(Plugin[InjectionConfig]):
             last = end
         out.append(text[last:])
         return "".join(out)
+
+    async def _ask_model(self, text: str, score: float) -> onnx_classifier.OnnxScore | None:
+        """The ONNX layer's score when the cheaper layers are unsure (``model.band``), in the CPU pool."""
+        spec = self.config.model
+        if self._onnx is None or spec is None or not spec.band[0] <= score < spec.band[1]:
+            return None
+        result: onnx_classifier.OnnxScore = await self.deps.run_cpu(self._onnx.score, text)
+        return result
 
     async def _ask_judge(self, text: str, ctx: RequestContext) -> bool | None:
         """YES/NO from the judge model, or None when it failed (timeout, error, garbage)."""

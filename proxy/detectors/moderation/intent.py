@@ -113,6 +113,11 @@ _FIGURATIVE = re.compile(
 )
 
 
+_SENTENCE_END = re.compile(r"[.!?\n]")
+_REACH = 120  # characters after a request frame in which the act must be named
+_SHORT = 400  # phrases without a request frame count only in request-sized texts
+
+
 @dataclass(frozen=True, slots=True)
 class IntentHit:
     score: float
@@ -137,9 +142,24 @@ def intent_phrase(text: str, blanked: str | None = None) -> IntentHit | None:
     if _FICTION.search(text.lower()):  # fiction is left to the n-gram model (and the injection plugin)
         return None
     low = blanked if blanked is not None else literal(text)
-    act = _ACT.search(low) or _EUPHEMISM.search(low)
-    if act is None:
-        return None
+    # A request names the act right after its frame, in the same sentence ("how can I ... poison");
+    # a story that says "decided" early and "kill" three lines later is not one.
+    best: IntentHit | None = None
+    for frame in _FRAME.finditer(low):
+        tail = _SENTENCE_END.split(low[frame.end() : frame.end() + _REACH], maxsplit=1)[0]
+        for rx, reason in ((_EUPHEMISM, "request+euphemism"), (_ACT, "request")):
+            m = rx.search(tail)
+            if m is not None:
+                span = (frame.end() + m.start(), frame.end() + m.end())
+                return IntentHit(0.85, reason, span)
+    euphemism = _EUPHEMISM.search(low)
+    if euphemism is not None and len(low) <= _SHORT:
+        best = IntentHit(0.6, "euphemism", euphemism.span())
+    elif len(low) <= _SHORT:
+        act = _ACT.search(low)
+        if act is not None and _VICTIM.search(low[max(0, act.start() - 40) : act.end() + 40]):
+            best = IntentHit(0.6, "act+victim", act.span())
+    return best
     euphemism = _EUPHEMISM.search(low)
     if _FRAME.search(low):
         m = euphemism or act
