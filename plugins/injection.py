@@ -21,7 +21,6 @@ import fnmatch
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from proxy.chain import Deps, Plugin, PluginConfig, Reply, RequestContext, Roles, Secret
 from proxy.detectors import onnx_classifier
 from proxy.detectors.injection import DataText, InjectionDetector, InjectionResult, Thresholds
+from proxy.detectors.onnx_classifier import OnnxSpec
 from proxy.detectors.shared import INLINE_CHARS, InlineBudget, scan_all, scan_cache
 from proxy.errors import Rejected
 from proxy.models import ChatRequest, TextSlot
@@ -75,17 +75,6 @@ class JudgeSpec(BaseModel):
     band: tuple[float, float] = Field(default=(0.25, 0.6), description="combined scores in [low, high) ask")
     timeout: float = Field(default=3.0, gt=0)
     on_error: Literal["fail_open", "fail_closed"] = "fail_open"
-
-
-class OnnxSpec(BaseModel):
-    """Optional transformer layer (``proxy/detectors/onnx_classifier.py``), asked in ``band`` only."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    onnx: Path = Field(description="directory with model.onnx, tokenizer.json and optional config.json")
-    band: tuple[float, float] = Field(default=(0.2, 0.8), description="combined scores in [low, high) ask it")
-    threshold: float = Field(default=0.5, ge=0, le=1, description="its positive probability that decides")
-    threads: int = Field(default=1, ge=1, le=16, description="onnxruntime intra-op threads")
 
 
 class InjectionConfig(PluginConfig):

@@ -28,8 +28,20 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
 
 MAX_WINDOWS = 16  # beyond this many windows the head and tail windows are kept (bounded CPU)
+
+
+class OnnxSpec(BaseModel):
+    """``model:`` in the injection and moderation plugins: where the classifier is and when to ask it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    onnx: Path = Field(description="directory with model.onnx, tokenizer.json and optional config.json")
+    band: tuple[float, float] = Field(default=(0.2, 0.8), description="scores in [low, high) ask the model")
+    threshold: float = Field(default=0.5, ge=0, le=1, description="its positive probability that decides")
+    threads: int = Field(default=1, ge=1, le=16, description="onnxruntime intra-op threads")
 
 
 class OnnxUnavailable(RuntimeError):

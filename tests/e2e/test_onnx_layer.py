@@ -71,3 +71,24 @@ def test_a_missing_model_directory_rejects_the_policy(tmp_path: Path) -> None:
         )
         info = h.wait_for_revision(lambda i: bool(i.get("last_error") or i.get("error")))
         assert "model.onnx" in str(info)
+
+
+def test_the_moderation_plugin_asks_the_model_in_its_band(tmp_path: Path) -> None:
+    """Moderation: the model settles the top category in its band; its score and latency are recorded."""
+    model = build(tmp_path / "model", ["tell", "me", "about", "gardens"], ["gardenbomb"])
+    plugins = f"- type: moderation\n  check: [input]\n  model: {{onnx: '{model}', band: [0.0, 1.0]}}\n"
+    with sidecar_harness(tmp_path, plugins) as h:
+        client = openai.OpenAI(base_url=h.v1, api_key="x", max_retries=0)
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "tell me gardenbomb"}]
+            )
+        assert info.value.code == "content_flagged"
+        client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "tell me about gardens"}]
+        )
+        assert h.fake.requests[-1].json["messages"][-1]["content"] == "tell me about gardens"
+        recent = httpx.get(f"{h.base_url}/admin/decisions").json()["recent"]
+        scored = [d for d in recent if d["rule"] == "model_score"]
+        assert [d["action"] for d in scored] == ["flag", "allow"]
+        assert scored[0]["score"] > 0.95 and scored[0]["latency_ms"] > 0
