@@ -25,6 +25,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..injection.literals import LiteralIndex
+
 _FRAME = re.compile(
     r"\b(?:how (?:do|can|could|would|should|might|did) (?:i|we|one|you|someone|people)|how to|"
     r"(?:best|easiest|quickest|fastest|safest|cheapest|most effective|simplest|surest) way(?:s)? to|ways? to|"
@@ -118,6 +120,129 @@ _REACH = 120  # characters after a request frame in which the act must be named
 _SHORT = 400  # phrases without a request frame count only in request-sized texts
 
 
+# A necessary condition, checked first in one vectorised pass (``literals.py``): every act and
+# euphemism pattern contains one of these stems, so text without any (most prose) costs ~40 µs
+# instead of the ~400 µs the patterns take per 2 KB.
+_STEMS = LiteralIndex(
+    (
+        "kill",
+        "murder",
+        "poison",
+        "strangl",
+        "suffocat",
+        "stab",
+        "assassin",
+        "kidnap",
+        "abduct",
+        "tortur",
+        "rape",
+        "raping",
+        "molest",
+        "traffic",
+        "launder",
+        "counterfeit",
+        "forg",
+        "embezzl",
+        "blackmail",
+        "extort",
+        "stalk",
+        "dox",
+        "hack",
+        "break",
+        "steal",
+        "shoplift",
+        "burglar",
+        "rob ",
+        "robbing",
+        "arson",
+        "fire",
+        "burn",
+        "bomb",
+        "explosi",
+        "detonat",
+        "nerve",
+        "sarin",
+        "ricin",
+        "anthrax",
+        "weapon",
+        "meth",
+        "cocaine",
+        "heroin",
+        "fentanyl",
+        "lsd",
+        "mdma",
+        "crack",
+        "ransomware",
+        "malware",
+        "keylogger",
+        "spyware",
+        "phishing",
+        "ddos",
+        "botnet",
+        "credit card",
+        "identity",
+        "evade",
+        "avoid",
+        "escape",
+        "outrun",
+        "untraceable",
+        "caught",
+        "suicide",
+        "myself",
+        "my life",
+        "my own life",
+        "hurt",
+        "harm",
+        "overdose",
+        "gun",
+        "silencer",
+        "scam",
+        "fraud",
+        "bribe",
+        "cheat",
+        "beat",
+        "spike",
+        "roofie",
+        "groom",
+        "porn",
+        "csam",
+        "consensual",
+        "slur",
+        "genocide",
+        "cleansing",
+        "terroris",
+        "shoot",
+        "radicali",
+        "propaganda",
+        "disinformation",
+        "fake news",
+        "defam",
+        "impersonat",
+        "pirat",
+        "bypass",
+        "jailbreak",
+        "rid of",
+        "disappear",
+        "silence",
+        "deal with",
+        "put ",
+        "dispose",
+        "body",
+        "life",
+        "accident",
+        "knowing",
+        "noticing",
+        "finding out",
+        "lesson",
+        "wake",
+        "talk",
+        "speak",
+        "breathing",
+        "ruin",
+    )
+)
+
+
 @dataclass(frozen=True, slots=True)
 class IntentHit:
     score: float
@@ -139,7 +264,10 @@ def intent_phrase(text: str, blanked: str | None = None) -> IntentHit | None:
     if len(text) > 8192:
         text = text[:4096] + " " + text[-4096:]
         blanked = None
-    if _FICTION.search(text.lower()):  # fiction is left to the n-gram model (and the injection plugin)
+    lowered = text.lower()
+    if not _STEMS.present(lowered):
+        return None
+    if _FICTION.search(lowered):  # fiction is left to the n-gram model (and the injection plugin)
         return None
     low = blanked if blanked is not None else literal(text)
     # A request names the act right after its frame, in the same sentence ("how can I ... poison");
