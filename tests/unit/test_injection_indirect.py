@@ -82,7 +82,7 @@ def test_recipes_and_manuals_are_benign_as_data(detector: InjectionDetector) -> 
 
 def test_hand_written_attacks_in_data(detector: InjectionDetector) -> None:
     """Recall over the 25 hand-written planted instructions (e-mails, web pages, reviews, code, tool
-    results) through the whole detector; 24 of 25 at the time of writing."""
+    results) through the whole detector; 25 of 25 at the time of writing."""
     hits = [detector.scan(DataText(str(c["text"]))) for c in _cases(1)]
     caught = [r for r in hits if r.is_injection]
     assert len(caught) >= 22
