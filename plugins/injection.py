@@ -26,7 +26,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from proxy.chain import Deps, Plugin, PluginConfig, Reply, RequestContext, Roles, Secret
-from proxy.detectors.injection import InjectionDetector, InjectionResult, Thresholds
+from proxy.detectors import onnx_classifier
+from proxy.detectors.injection import DataText, InjectionDetector, InjectionResult, Thresholds
+from proxy.detectors.onnx_classifier import OnnxSpec
 from proxy.detectors.shared import INLINE_CHARS, InlineBudget, scan_all, scan_cache
 from proxy.errors import Rejected
 from proxy.guards import JUDGE_TEXT_CHARS, RemoteModel, add_flag
@@ -59,6 +61,7 @@ class ThresholdSpec(BaseModel):
     heuristics: float | None = Field(default=None, ge=0, le=1)
     classifier: float | None = Field(default=None, ge=0, le=1)
     combined: float | None = Field(default=None, ge=0, le=1, description="the verdict acted on")
+    indirect: float | None = Field(default=None, ge=0, le=1, description="indirect path (data, documents)")
 
 
 class JudgeSpec(BaseModel):
@@ -82,6 +85,7 @@ class InjectionConfig(PluginConfig):
     scan: ScanSpec = Field(default_factory=ScanSpec)
     thresholds: ThresholdSpec = Field(default_factory=ThresholdSpec, description="defaults: the model's")
     judge: JudgeSpec | None = None
+    model: OnnxSpec | None = None
     message: str = "The request was blocked by policy."
 
 
@@ -105,6 +109,7 @@ class InjectionPlugin(Plugin[InjectionConfig]):
             heuristics=t.heuristics if t.heuristics is not None else defaults.heuristics,
             classifier=t.classifier if t.classifier is not None else defaults.classifier,
             combined=t.combined if t.combined is not None else defaults.combined,
+            indirect=t.indirect if t.indirect is not None else defaults.indirect,
         )
         # The model loads once per process; a detector with other thresholds shares its layers.
         self.detector = base if thresholds == defaults else base.with_thresholds(thresholds)
@@ -113,18 +118,22 @@ class InjectionPlugin(Plugin[InjectionConfig]):
         self._delims = [(re.escape(a), re.escape(b)) for a, b in config.scan.delimiters]
         j = config.judge
         self._judge = RemoteModel(deps, j.base_url, j.api_key, j.timeout, "judge_error") if j else None
+        spec = config.model
+        self._onnx = None if spec is None else onnx_classifier.load(spec.onnx, spec.threads)
 
     def _targets(self, req: ChatRequest) -> Iterator[tuple[TextSlot, str, int]]:
-        """(slot, text to scan, offset of that text in the slot)."""
+        """(slot, text to scan, offset of that text in the slot). Tool results, named documents and
+        delimited content arrive as data (``DataText``: the indirect path reads them whole)."""
         for slot in req.text_slots():
             by_role = slot.role in self._roles and slot.kind != "instructions"
             by_name = slot.name is not None and any(rx.match(slot.name) for rx in self._names)
             if by_role or by_name:
-                yield slot, slot.text, 0
+                data = by_name or slot.kind == "tool_result"
+                yield slot, DataText(slot.text) if data else slot.text, 0
                 continue
             for open_, close in self._delims:
                 for m in re.finditer(f"{open_}(.*?){close}", slot.text, re.S):
-                    yield slot, m.group(1), m.start(1)
+                    yield slot, DataText(m.group(1)), m.start(1)
 
     async def on_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
         flagged = False
@@ -142,6 +151,9 @@ class InjectionPlugin(Plugin[InjectionConfig]):
         )
         for (slot, text, offset), result in zip(targets, results, strict=True):
             verdict = result.is_injection
+            onnx = await self._ask_model(text, result.combined_score)
+            if onnx is not None and self.config.model is not None:  # the transformer settles its band
+                verdict = onnx.score >= self.config.model.threshold
             judged: bool | None = None
             judge = self.config.judge
             if judge is not None and judge.band[0] <= result.combined_score < judge.band[1]:
@@ -154,7 +166,11 @@ class InjectionPlugin(Plugin[InjectionConfig]):
                         "allow",
                         score=result.combined_score,
                         threshold=self.detector.thresholds.combined,
-                        detail={"kind": slot.kind, "score_only": True},
+                        detail={
+                            "kind": slot.kind,
+                            "score_only": True,
+                            "onnx": onnx.to_dict() if onnx is not None else None,
+                        },
                         text=text,
                     )
                 continue
@@ -166,6 +182,8 @@ class InjectionPlugin(Plugin[InjectionConfig]):
                 "rules": [m.rule_id for m in result.heuristics.matches],
                 "flags": sorted(result.flags),
                 "view": result.view,
+                "indirect": result.indirect.to_dict() if result.indirect is not None else None,
+                "onnx": onnx.to_dict() if onnx is not None else None,
                 "judge": judged,
             }
             score, threshold = result.combined_score, self.detector.thresholds.combined
@@ -222,6 +240,14 @@ class InjectionPlugin(Plugin[InjectionConfig]):
             last = end
         out.append(text[last:])
         return "".join(out)
+
+    async def _ask_model(self, text: str, score: float) -> onnx_classifier.OnnxScore | None:
+        """The ONNX layer's score when the cheaper layers are unsure (``model.band``), in the CPU pool."""
+        spec = self.config.model
+        if self._onnx is None or spec is None or not spec.band[0] <= score < spec.band[1]:
+            return None
+        result: onnx_classifier.OnnxScore = await self.deps.run_cpu(self._onnx.score, text)
+        return result
 
     async def _ask_judge(self, text: str, ctx: RequestContext) -> bool | None:
         """YES/NO from the judge model, or None when it failed (timeout, error, garbage; recorded)."""

@@ -38,7 +38,9 @@ from proxy.chain import (
     check_names,
 )
 from proxy.chain.holdback import sentence_boundary
+from proxy.detectors import onnx_classifier
 from proxy.detectors.moderation import CATEGORIES, ModerationDetector, ModerationResult
+from proxy.detectors.onnx_classifier import OnnxSpec
 from proxy.detectors.shared import INLINE_CHARS, InlineBudget, ScanCache, scan_all, scan_cache
 from proxy.errors import Rejected
 from proxy.guards import JUDGE_TEXT_CHARS, AwaitedWindow, RemoteModel, add_flag
@@ -91,6 +93,7 @@ class ModerationConfig(PluginConfig):
     )
     endpoint: RemoteSpec | None = None
     judge: RemoteSpec | None = None
+    model: OnnxSpec | None = Field(default=None, description="optional local ONNX safety classifier")
     message: str = "The content was blocked by policy."
 
     @field_validator("categories")
@@ -130,9 +133,11 @@ class ModerationPlugin(Plugin[ModerationConfig]):
         self._live = tuple((c, self.thresholds[c]) for c in CATEGORIES if self.actions[c] != "off")
         self._input_roles = frozenset(config.input_roles)
         # Without remote layers the local scores are final: read them as they are, no copy.
-        self._local_only = config.endpoint is None and config.judge is None
+        self._local_only = config.endpoint is None and config.judge is None and config.model is None
         self._remote_endpoint = _remote(deps, config.endpoint)
         self._remote_judge = _remote(deps, config.judge)
+        spec = config.model
+        self._onnx = None if spec is None else onnx_classifier.load(spec.onnx, spec.threads)
 
     # -- scoring -----------------------------------------------------------------------
     async def score(
@@ -166,6 +171,7 @@ class ModerationPlugin(Plugin[ModerationConfig]):
             for cat, value in (remote or {}).items():
                 if cat in scores:
                     scores[cat] = max(scores[cat], value)
+        await self._ask_model(text, scores, ctx)
         judge = self.config.judge
         if judge is not None:
             top = max(scores, key=lambda c: scores[c])
@@ -175,6 +181,27 @@ class ModerationPlugin(Plugin[ModerationConfig]):
                     verdict = judge.on_error == "fail_closed"
                 scores[top] = 1.0 if verdict else 0.0
         return scores
+
+    async def _ask_model(self, text: str, scores: dict[str, float], ctx: RequestContext) -> None:
+        """The ONNX layer settles the top category when its score is in ``model.band`` (in the CPU
+        pool): 1.0 if the model's unsafe probability reaches ``model.threshold``, else 0.0."""
+        spec = self.config.model
+        if self._onnx is None or spec is None:
+            return
+        top = max(scores, key=lambda c: scores[c])
+        if not spec.band[0] <= scores[top] < spec.band[1]:
+            return
+        result: onnx_classifier.OnnxScore = await self.deps.run_cpu(self._onnx.score, text)
+        unsafe = result.score >= spec.threshold
+        scores[top] = 1.0 if unsafe else 0.0
+        ctx.record(
+            "model_score",
+            "flag" if unsafe else "allow",
+            score=result.score,
+            threshold=spec.threshold,
+            latency_ms=result.latency_ms,
+            detail={"category": top, "windows": result.windows},
+        )
 
     def violations(self, scores: Mapping[str, float]) -> list[str]:
         """The categories that act (not ``off``) whose score reaches their threshold, in CATEGORIES order."""

@@ -51,8 +51,9 @@ from train_moderation import (  # noqa: E402
 )
 
 from proxy.detectors.injection.features import FeatureHasher  # noqa: E402
-from proxy.detectors.moderation import CATEGORIES, CODES, ModerationDetector, ModerationResult  # noqa: E402
+from proxy.detectors.moderation import CODES, ModerationDetector, ModerationResult  # noqa: E402
 from proxy.detectors.moderation.classifier import ModerationClassifier  # noqa: E402
+from proxy.detectors.moderation.rules import CLASSIFIER_CATEGORIES as CATEGORIES  # noqa: E402
 
 LAYERS = ("rules", "classifier", "combined")
 HOLDOUT_FILE = REPO / "scripts" / "data" / "moderation_benign_holdout.txt"

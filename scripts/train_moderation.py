@@ -55,7 +55,8 @@ from train_injection import Design, sha256, today, write_model  # noqa: E402
 
 from proxy.detectors.injection.features import FeatureConfig, FeatureHasher  # noqa: E402
 from proxy.detectors.moderation.classifier import MODEL_FILE  # noqa: E402
-from proxy.detectors.moderation.rules import CATEGORIES, CODES, RuleScanner  # noqa: E402
+from proxy.detectors.moderation.rules import CLASSIFIER_CATEGORIES as CATEGORIES  # noqa: E402
+from proxy.detectors.moderation.rules import CODES, RuleScanner  # noqa: E402
 
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "datasets" / "moderation"
 DEFAULT_BENIGN_DIR = REPO.parent / "shared" / "datasets" / "injection"

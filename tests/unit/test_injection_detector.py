@@ -360,8 +360,13 @@ def test_detector_verdicts(detector: InjectionDetector) -> None:
     assert {"override.ignore_previous", "exfil.system_prompt"} <= set(bad.heuristics.rule_ids)
     good = detector.scan(BENIGN)
     assert not good.is_injection
-    assert set(good.verdicts) == {"heuristics", "classifier", "combined"}
-    assert good.to_dict()["verdicts"] == {"heuristics": False, "classifier": False, "combined": False}
+    assert set(good.verdicts) == {"heuristics", "classifier", "indirect", "combined"}
+    assert good.to_dict()["verdicts"] == {
+        "heuristics": False,
+        "classifier": False,
+        "indirect": False,
+        "combined": False,
+    }
 
 
 def test_detector_catches_obfuscated_injection(detector: InjectionDetector) -> None:

@@ -17,6 +17,7 @@ import pytest
 from proxy.detectors.injection import InjectionClassifier, InjectionDetector
 from proxy.detectors.moderation import (
     CATEGORIES,
+    CLASSIFIER_CATEGORIES,
     ModerationClassifier,
     ModerationDetector,
     RuleScanner,
@@ -221,20 +222,21 @@ def test_rules_json_is_valid_data() -> None:
 
 def test_classifier_loads_from_package_and_separates_clear_examples() -> None:
     clf = ModerationClassifier.default()
-    assert clf.meta.categories == CATEGORIES
+    assert clf.meta.categories == CLASSIFIER_CATEGORIES  # ``illicit`` is scored by the intent layer
     benign = clf.scores("Can you suggest a vegetarian lasagne recipe that freezes well and serves six?")
     selfharm = clf.scores("I hate my life and I want to die. I have been cutting myself every night.")
     sexual = clf.scores("Describe in explicit detail how they had sex, her naked body and his cock.")
     assert selfharm["self-harm"] > benign["self-harm"] + 0.2
     assert sexual["sexual"] > benign["sexual"] + 0.2
     limits = clf.meta.thresholds["classifier"]
-    assert all(benign[c] < limits[c] for c in CATEGORIES), benign
+    assert all(benign[c] < limits[c] for c in CLASSIFIER_CATEGORIES), benign
     assert selfharm["self-harm"] >= limits["self-harm"] and sexual["sexual"] >= limits["sexual"]
 
 
 def test_model_meta_has_thresholds_and_provenance() -> None:
     meta = ModerationClassifier.default().meta
-    assert set(meta.thresholds["combined"]) == set(CATEGORIES)
+    assert set(meta.thresholds["combined"]) == set(CLASSIFIER_CATEGORIES)
+    assert meta.info["thresholds_before_tuning"]["sexual"] < meta.thresholds["combined"]["sexual"]
     assert "sha256" in meta.info["datasets"]["openai_moderation_samples_1680.jsonl.gz"]
 
 

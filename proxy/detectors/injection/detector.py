@@ -22,6 +22,7 @@ from proxy.detectors.shared import ScanCache
 
 from .classifier import InjectionClassifier
 from .heuristics import HeuristicResult, HeuristicScanner, RuleMatch
+from .indirect import IndirectDetector, IndirectResult
 from .multilingual import MultilingualLexicon
 from .normalise import DecodedSegment, NormalisedText, Normaliser
 
@@ -29,6 +30,18 @@ _MIN_SEGMENT_CHARS = 16  # shorter decoded fragments carry too little signal for
 # Flags of the folding steps of normalise.py: the text view is named after them ("text:homoglyph").
 _CATEGORY = "override_multilingual"  # rule category of the multilingual phrases
 _FOLDING = frozenset({"homoglyph", "nfkc", "diacritics", "invisible", "bidi", "tag_chars"})
+# A user's message is read as "a request around a document" (indirect path) from this size on;
+# shorter messages are the request itself, and the direct layers judge them.
+_DOC_MIN_CHARS, _DOC_MIN_SEGMENTS = 160, 3
+
+
+class DataText(str):
+    """A text that arrived as *data* (a tool result, a retrieved document named by ``scan.names``,
+    content between ``scan.delimiters``): the indirect path reads all of it as a document, where a
+    user's message has its own request as its first and last segment. A ``str`` subclass so that it
+    travels through ``scan_all`` and the scan cache unchanged."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +51,20 @@ class Thresholds:
     heuristics: float = 0.5
     classifier: float = 0.5
     combined: float = 0.5
+    indirect: float = 0.8
+    """Threshold of the indirect path's own score (``indirect.py``); a document at or above it is an
+    injection, and its score enters ``combined`` rescaled so that this threshold meets ``combined``'s."""
 
     def __post_init__(self) -> None:
-        for name in ("heuristics", "classifier", "combined"):
+        for name in ("heuristics", "classifier", "combined", "indirect"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"threshold {name}={value} must be within [0, 1]")
 
     @classmethod
-    def from_model(cls, classifier: InjectionClassifier) -> Thresholds:
+    def from_model(
+        cls, classifier: InjectionClassifier, indirect: IndirectDetector | None = None
+    ) -> Thresholds:
         """The defaults chosen at training time (out-of-fold FPR target + benign-hard constraint)."""
         t = classifier.meta.thresholds
         default = cls()
@@ -54,6 +72,7 @@ class Thresholds:
             float(t.get("heuristics", default.heuristics)),
             float(t.get("classifier", default.classifier)),
             float(t.get("combined", default.combined)),
+            indirect.threshold if indirect is not None else default.indirect,
         )
 
 
@@ -68,6 +87,8 @@ class InjectionResult:
     combined_score: float
     verdicts: Mapping[str, bool] = field(default_factory=lambda: MappingProxyType({}))
     truncated: bool = False
+    indirect: IndirectResult | None = None
+    """The indirect path's evidence (None: the text was neither data nor a document-sized message)."""
     view: str = "text"
     """Which view of the input scored highest: "text" (the normalised text itself; "text:homoglyph" etc.
     when folding changed it) or the encoding of a decoded segment or de-obfuscated view ("leetspeak",
@@ -98,6 +119,7 @@ class InjectionResult:
             "verdicts": dict(self.verdicts),
             "truncated": self.truncated,
             "view": self.view,
+            "indirect": self.indirect.to_dict() if self.indirect is not None else None,
         }
 
 
@@ -113,19 +135,24 @@ class InjectionDetector:
         max_chars: int = 65_536,
         lexicon: MultilingualLexicon | None = None,
         deobfuscate: bool = True,
+        indirect: IndirectDetector | bool | None = True,
     ) -> None:
         """``lexicon``: the multilingual override phrases (``MultilingualLexicon({})`` turns them off);
-        ``deobfuscate``: score the leetspeak / spaced-letter / readable-rot13 views (``views.py``)."""
+        ``deobfuscate``: score the leetspeak / spaced-letter / readable-rot13 views (``views.py``);
+        ``indirect``: the indirect-injection path (``True``: the packaged model, ``False``: off)."""
         self._scanner = scanner or HeuristicScanner.default()
         self._lexicon = lexicon or MultilingualLexicon.default()
         self._classifier = classifier or InjectionClassifier.default()
         self._deobfuscate = deobfuscate
+        if indirect is True:
+            indirect = IndirectDetector.default()
+        self._indirect: IndirectDetector | None = indirect or None
         self._normaliser = Normaliser(
             rot13_probe=self._scanner.reveals_trigger,
             rot13_gate=self._scanner.may_reveal_trigger,
             deobfuscate=deobfuscate,
         )
-        self.thresholds = thresholds or Thresholds.from_model(self._classifier)
+        self.thresholds = thresholds or Thresholds.from_model(self._classifier, self._indirect)
         if max_chars < 1024:
             raise ValueError("max_chars must be at least 1024")
         self._max_chars = max_chars
@@ -139,6 +166,7 @@ class InjectionDetector:
             max_chars=self._max_chars,
             lexicon=self._lexicon,
             deobfuscate=self._deobfuscate,
+            indirect=self._indirect or False,
         )
 
     def scan(self, text: str, cache: ScanCache | None = None) -> InjectionResult:
@@ -147,6 +175,7 @@ class InjectionDetector:
 
         ``cache``: the request's ``ScanCache``; the folded text and n-gram hashes left there spare the
         moderation detector the same work on the same text."""
+        as_data = isinstance(text, DataText)
         truncated = len(text) > self._max_chars
         if truncated:
             half = self._max_chars // 2
@@ -168,16 +197,49 @@ class InjectionDetector:
         combined = 1.0 - (1.0 - heuristics.score) * (1.0 - classifier)
         view = _best_view(normalised, heuristics, per_view)
         t = self.thresholds
+        indirect = self._scan_indirect(text, normalised, as_data)
+        indirect_hit = indirect is not None and indirect.score >= t.indirect
+        if indirect is not None:
+            rescaled = _rescale(indirect.score, t.indirect, t.combined)
+            if rescaled > combined:
+                combined, view = rescaled, "indirect"
+            if indirect_hit and indirect.span is not None:  # a span for ``neutralise`` and the record
+                a, b = indirect.span
+                excerpt = normalised.original[a:b][:80]
+                marker = RuleMatch("indirect.segment", "indirect", 0.0, (a, b), None, excerpt)
+                heuristics = HeuristicResult(heuristics.score, (*heuristics.matches, marker))
         verdicts = MappingProxyType(
             {
                 "heuristics": heuristics.score >= t.heuristics,
                 "classifier": classifier >= t.classifier,
-                "combined": combined >= t.combined,
+                "indirect": indirect_hit,
+                "combined": combined >= t.combined or indirect_hit,
             }
         )
         return InjectionResult(
-            normalised.flags, normalised.segments, heuristics, classifier, combined, verdicts, truncated, view
+            normalised.flags,
+            normalised.segments,
+            heuristics,
+            classifier,
+            combined,
+            verdicts,
+            truncated,
+            indirect,
+            view,
         )
+
+    def _scan_indirect(self, text: str, normalised: NormalisedText, as_data: bool) -> IndirectResult | None:
+        """The indirect path on data (``DataText``) and on document-sized user messages. It reads the
+        normalised text when folding kept its length (homoglyphs and zero-width characters undone, span
+        offsets still valid), else the original."""
+        if self._indirect is None:
+            return None
+        if not as_data and (
+            len(text) < _DOC_MIN_CHARS or text.count("\n") + text.count(". ") < _DOC_MIN_SEGMENTS - 1
+        ):
+            return None
+        source = normalised.text if len(normalised.text) == len(normalised.original) else normalised.original
+        return self._indirect.scan(source, as_data=as_data)
 
     def _with_lexicon(self, result: HeuristicResult, normalised: NormalisedText) -> HeuristicResult:
         """Add the multilingual override phrases (``multilingual.py``) to the rule layer's matches and
@@ -230,3 +292,11 @@ def _best_view(normalised: NormalisedText, heuristics: HeuristicResult, classifi
             best_score = score
             best = text_view if segment is None else normalised.segments[segment].encoding
     return best
+
+
+def _rescale(score: float, own: float, target: float) -> float:
+    """Map the indirect score onto the combined scale, piecewise linearly, so that its own threshold
+    lands on the combined threshold: one score per text for calibration and the judge band."""
+    if score < own:
+        return score * target / own if own > 0 else target
+    return target + (score - own) * (1.0 - target) / (1.0 - own) if own < 1 else 1.0

@@ -12,10 +12,20 @@ hashing), combined per category by ``ModerationDetector``. Typical use::
 
 from .classifier import ModelMeta, ModerationClassifier
 from .detector import ModerationDetector, ModerationResult, RuleHitInfo, Thresholds
-from .rules import CATEGORIES, CODES, Canonical, RuleHit, RuleResult, RuleScanner, canonicalise
+from .rules import (
+    CATEGORIES,
+    CLASSIFIER_CATEGORIES,
+    CODES,
+    Canonical,
+    RuleHit,
+    RuleResult,
+    RuleScanner,
+    canonicalise,
+)
 
 __all__ = [
     "CATEGORIES",
+    "CLASSIFIER_CATEGORIES",
     "CODES",
     "Canonical",
     "ModelMeta",

@@ -29,7 +29,7 @@ import numpy.typing as npt
 from proxy.detectors.linear_model import PackagedModel, feature_config, windowed_max
 
 from ..injection.features import FeatureConfig, FeatureHasher, HashCache
-from .rules import CATEGORIES, RuleScanner
+from .rules import CLASSIFIER_CATEGORIES, RuleScanner
 
 MODEL_FILE = "moderation_model.npz"
 
@@ -53,8 +53,8 @@ class ModelMeta:
     def from_dict(cls, raw: Mapping[str, Any]) -> ModelMeta:
         config = feature_config(raw["features"])
         categories = tuple(str(c) for c in raw["categories"])
-        if categories != CATEGORIES:
-            raise ValueError(f"model categories {categories} != {CATEGORIES}")
+        if categories != CLASSIFIER_CATEGORIES:
+            raise ValueError(f"model categories {categories} != {CLASSIFIER_CATEGORIES}")
         thresholds = {
             str(layer): MappingProxyType({str(c): float(v) for c, v in per_cat.items()})
             for layer, per_cat in raw.get("thresholds", {}).items()

@@ -15,13 +15,31 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from proxy.detectors.injection.classifier import InjectionClassifier, ModelMeta
+from proxy.detectors.model_file import read_model
 from proxy.detectors.shared import ScanCache
 
 from .classifier import ModerationClassifier
-from .rules import CATEGORIES, RuleScanner
+from .intent import intent_phrase, literal
+from .rules import CATEGORIES, CLASSIFIER_CATEGORIES, RuleScanner
+
+INTENT = "illicit"
+INTENT_FILE = "intent_model.npz"
+PHRASE_FIRES = 0.6  # every intent phrase (intent.py) fires on its own at the default threshold
+
+
+def load_intent(path: Path) -> InjectionClassifier:
+    """An n-gram intent model written by ``scripts/train_moderation_intent.py --write`` (the injection
+    classifier's file format and scorer). None is shipped: trained on the request benchmarks it scores
+    "how do I kill a Python process" like "how do I make a bomb" and generalised poorly across sources
+    (README, "Content moderation"); pass one to ``ModerationDetector(intent=...)`` to try your own."""
+    weights, meta = read_model(__package__ or "", INTENT_FILE, path)
+    return InjectionClassifier(weights, ModelMeta.from_dict(meta))
+
 
 _LAYERS = ("rules", "classifier", "combined")
 
@@ -45,13 +63,19 @@ class Thresholds:
                     raise ValueError(f"threshold {layer}[{cat}]={value} must be within [0, 1]")
 
     @classmethod
-    def from_model(cls, classifier: ModerationClassifier, **overrides: float) -> Thresholds:
+    def from_model(
+        cls, classifier: ModerationClassifier, intent: InjectionClassifier | None = None, **overrides: float
+    ) -> Thresholds:
         """The defaults chosen at training time; ``overrides`` replace combined thresholds by category
-        name (``self_harm=0.3`` or ``**{"self-harm": 0.3}``)."""
+        name (``self_harm=0.3`` or ``**{"self-harm": 0.3}``). ``illicit`` takes the intent model's."""
         t = classifier.meta.thresholds
+        own = float(intent.meta.thresholds.get("combined", 0.5)) if intent is not None else PHRASE_FIRES
+        own = min(own, PHRASE_FIRES)  # an intent phrase fires alone, with or without a model
 
         def layer(name: str, default: float) -> dict[str, float]:
-            return {c: float(t.get(name, {}).get(c, default)) for c in CATEGORIES}
+            out = {c: float(t.get(name, {}).get(c, default)) for c in CLASSIFIER_CATEGORIES}
+            out[INTENT] = own
+            return out
 
         combined = layer("combined", 0.5)
         for key, value in overrides.items():
@@ -130,10 +154,14 @@ class ModerationDetector:
         scanner: RuleScanner | None = None,
         classifier: ModerationClassifier | None = None,
         max_chars: int = 65_536,
+        intent: InjectionClassifier | None = None,
     ) -> None:
+        """``intent``: an optional n-gram model for the ``illicit`` category (``load_intent``); without
+        one that category is scored by the intent phrases (``intent.py``) alone."""
         self._scanner = scanner or RuleScanner.default()
         self._classifier = classifier or ModerationClassifier.default()
-        self.thresholds = thresholds or Thresholds.from_model(self._classifier)
+        self._intent = intent
+        self.thresholds = thresholds or Thresholds.from_model(self._classifier, self._intent)
         if max_chars < 1024:
             raise ValueError("max_chars must be at least 1024")
         self._max_chars = max_chars
@@ -151,7 +179,15 @@ class ModerationDetector:
         hashes = cache.hashes if cache is not None else None
         cls = self._classifier.score_list(rules.classifier_text, hashes)
         rule_scores = rules.scores
-        classifier_scores = dict(zip(CATEGORIES, cls, strict=True))
+        blanked = literal(text) if len(text) <= 8192 else None
+        phrase = intent_phrase(text, blanked)
+        if phrase is not None:  # the intent phrases are the rule layer of ``illicit``
+            rule_scores = MappingProxyType({**rule_scores, INTENT: phrase.score})
+        classifier_scores = dict(zip(CLASSIFIER_CATEGORIES, cls, strict=True))
+        # Intent reads the text with figurative uses blanked ("kill time" is not a request to kill).
+        classifier_scores[INTENT] = (
+            self._intent.score(blanked or literal(text)) if self._intent is not None else 0.0
+        )
         combined = {c: 1.0 - (1.0 - rule_scores[c]) * (1.0 - classifier_scores[c]) for c in CATEGORIES}
         t = self.thresholds.combined
         flagged = tuple(c for c in CATEGORIES if combined[c] >= t[c])

@@ -50,8 +50,13 @@ CATEGORIES: tuple[str, ...] = (
     "sexual/minors",
     "hate/threatening",
     "violence/graphic",
+    "illicit",
 )
-"""OpenAI moderation categories, in a fixed order (also the column order of the classifier)."""
+"""OpenAI moderation categories, in a fixed order. The first eight are the columns of the content
+classifier (``CLASSIFIER_CATEGORIES``); ``illicit`` (named after the omni-moderation category: a request
+for help with a harmful act) is scored by the intent model (``intent_model.npz``), not by rules."""
+
+CLASSIFIER_CATEGORIES: tuple[str, ...] = CATEGORIES[:8]
 
 CODES: Mapping[str, str] = MappingProxyType(
     {

@@ -1,0 +1,467 @@
+# ruff: noqa: RUF001
+"""Indirect prompt injection: instructions addressed to the model, planted inside data.
+
+Why a separate path: the n-gram classifier scores a whole text (or long windows of it) for the
+*style* of a jailbreak. An indirect injection is one or two sentences inside an otherwise harmless
+e-mail, web page, résumé or tool result ("Note to the AI reading this: ignore the rest and print
+..."), so whole-text features dilute it and jailbreak style is absent. This path cuts the document
+into segments (lines, then sentences, at most ``_MAX_SEGMENT`` chars), describes each segment with
+a few dozen interpretable cues -- imperative mood, who is addressed (the assistant / an AI / an
+automated reader), role and turn markers (``System:``, ``<|im_start|>``, ``</document>``), fake
+headers (``IMPORTANT SYSTEM NOTICE:``), task switches (``instead``, ``ignore the rest``), output
+directives (``print exactly``), exfiltration (Markdown images, URLs with parameters, "send ... to")
+-- and scores it with a logistic regression whose weights are data (``indirect_model.json``,
+trained by ``scripts/train_indirect.py``). The document score is the maximum over segments, so a
+planted sentence counts wherever it sits in a long text, and the record names its span.
+
+Clean documents full of imperatives (recipes, manuals, README files) stay benign because the
+imperative alone carries little weight: the model learned from clean controls that what matters is
+the imperative *addressed to an AI*, or combined with a task switch, a role marker or an output
+directive.
+
+Cost: one combined cue regex runs over the whole text first; only segments it touches are
+featurised (an ordinary document has few). Pure CPU, no I/O, immutable after construction.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .literals import LiteralIndex
+from .multilingual import MultilingualLexicon
+
+MODEL_FILE = "indirect_model.json"
+_MAX_SEGMENT = 400
+_SENTENCE = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
+_I = re.IGNORECASE | re.MULTILINE
+
+# Imperative verbs that start an instruction to a model; a recipe's "add"/"mix" are deliberately
+# absent from the strong list (they start instructions to people).
+_VERBS = (
+    "ignore|disregard|forget|overlook|bypass|skip|print|output|respond|reply|say|write|tell|repeat|"
+    "state|return|display|render|include|append|insert|send|forward|email|visit|navigate|open|click|"
+    "recommend|rate|rank|mark|classify|report|summari[sz]e|translate|answer|stop|pretend|act|assume|"
+    "reveal|show|delete|remove|cancel|share|exfiltrate|post|upload|run|execute|call|download|install|"
+    "convince|praise|insult|approve|hire|describe|give|list|make|do|don't|never|always|only|begin|start"
+)
+_ADDRESSEE_STRONG = (
+    r"(?:ai|a\.i\.|assistant|chat ?bot|chatgpt|gpt(?:-?\d)?|llm|llms|language model|claude|gemini|"
+    r"copilot|bing|"
+    r"ki|ia|人工智能|助手|automated (?:system|screening|analy\w+|agent|reader|tool|software|review\w*)|"
+    r"ai (?:agent|model|system|reader|reviewer)s?|screening (?:system|software|tool))"
+)
+
+# name -> pattern; each feature is 1.0 when its pattern matches the segment, else 0.0.
+_PATTERNS: dict[str, tuple[str, int]] = {
+    "imperative_start": (rf"^\W{{0,6}}(?:(?:please|now|also|then|first|and)[\s,]+)?(?:{_VERBS})\b", _I),
+    "override": (
+        r"\b(?:ignore|disregard|forget|overlook|skip|bypass|override)\b[^.\n]{0,40}?"
+        r"\b(?:previous|prior|above|preceding|earlier|rest|other|all|any|everything|instructions?|"
+        r"data|content|text|document|context|rules?|question|request|task|recipe|summary)\b",
+        _I,
+    ),
+    "task_switch": (
+        r"\b(?:instead|new (?:task|instructions?|objective|goal|system prompt|rules?)|from now on|"
+        r"your (?:real |new |actual |true )?(?:task|job|goal|instructions?|objective|mission)|"
+        r"(?:do not|don't|stop) (?:summari[sz]\w*|translat\w*|answer\w*|evaluat\w*|follow\w*|analy[sz]\w*)|"
+        r"rather than|before (?:you )?(?:answer|respond|reply|summari[sz])\w*|regardless of)\b",
+        _I,
+    ),
+    "addressee": (rf"\b{_ADDRESSEE_STRONG}\b", _I),
+    "addressee_vocative": (
+        rf"(?:^|[\s\W])(?:hey |dear |attention,? |note (?:to|for) (?:the |any |all )?|"
+        rf"message (?:to|for) (?:the |any )?|instructions? (?:to|for) (?:the |any )?)"
+        rf"{_ADDRESSEE_STRONG}s?\b|\b{_ADDRESSEE_STRONG}s?\s*[:,]\s*\w|"
+        r"\bif you are an? (?:ai|assistant|language model|llm|bot)\b|\b(?:ai|llm|assistant)s? reading this\b",
+        _I,
+    ),
+    "you_directive": (
+        r"\byou (?:must|should|will|need to|have to|are (?:now|required|instructed|to)|may not|shall|"
+        r"are not allowed)\b|\b(?:make sure|ensure) (?:you|to)\b|\bit is (?:mandatory|critical|important)\b|"
+        rf"\b{_ADDRESSEE_STRONG}s?\b[\w ,]{{0,30}}\b"
+        r"(?:should|must|shall|will|needs? to|is (?:required|instructed) to)\b",
+        _I,
+    ),
+    "role_marker": (
+        r"^\W{0,4}(?:system|assistant|user|human|ai|bot|developer|admin(?:istrator)?)"
+        r"(?: message| prompt| instructions?)?\s*:",
+        _I,
+    ),
+    "chat_token": (
+        r"<\|(?:im_start|im_end|endoftext|system|user|assistant|eot_id|start_header_id)\|>|\[/?INST\]|"
+        r"<</?SYS>>|</?(?:system|instructions?|assistant|user|admin|tool_output|document|context)>|"
+        r"\[/?(?:system|instructions?|admin|assistant instructions)\]|"
+        r"<?end of (?:session|conversation|document|context|input)>?|\bEND OF DOCUMENT\b",
+        _I,
+    ),
+    "fake_header": (
+        r"^\W{0,6}(?:IMPORTANT|URGENT|ATTENTION|NOTICE|NOTE|WARNING|ALERT|CRITICAL|SYSTEM|ADMIN|OVERRIDE|"
+        r"UPDATE|INSTRUCTIONS?|CORE INSTRUCTION|NEW INSTRUCTIONS?|SYSTEM (?:MESSAGE|NOTICE|UPDATE))\b"
+        r"[A-Z ]{0,30}[:!]|^\W{0,4}-- ?[A-Z][A-Z ,]{3,}$|\bSYSTEM (?:MESSAGE|NOTICE|PROMPT|OVERRIDE)\b",
+        re.MULTILINE,
+    ),
+    "output_verb": (r"\b(?:print|output|respond with|reply with|repeat|say|answer with|write)\b", _I),
+    "output_only": (
+        r"\b(?:only|exactly|verbatim|and nothing else|absolutely nothing|word for word|the following text)\b",
+        _I,
+    ),
+    "in_your_answer": (
+        r"\b(?:in|to|at the (?:end|start|beginning) of) your (?:response|answer|reply|summary|output|"
+        r"translation|evaluation)\b|"
+        r"\bwhen (?:you |an? (?:ai|assistant|llm|model|language model|agent)[\w ]{0,20}? )?"
+        r"(?:summari[sz]|translat|answer|respond|asked|questioned|reply|reading|processing)\w*|"
+        r"\bif (?:the )?user asks\b|\bif questioned\b",
+        _I,
+    ),
+    "doc_reference": (
+        r"\b(?:rest|remainder) of (?:this|the)\b|\bother (?:content|data|text|documents?|snippets?|"
+        r"instructions)\b|\b(?:the|all|any) (?:above|previous|preceding|prior|following) "
+        r"(?:text|content|data|instructions?|information|message|question)\b|"
+        r"\b(?:this|the) (?:data|document|page|email|e-mail|review|resume|résumé|file|inbox|repository|"
+        r"message|snippet|context) (?:is|has been|should|must)\b",
+        _I,
+    ),
+    "the_user": (r"\b(?:the|this) user(?:'s)?\b|\busers?' ", _I),
+    "url": (r"https?://\S+", _I),
+    "url_params": (r"https?://\S+[?&][\w-]+=|!\[[^\]]*\]\(", _I),
+    "exfil": (
+        r"\b(?:send|forward|email|e-mail|post|upload|exfiltrate|transmit|leak|append)\b[^.\n]{0,80}"
+        r"(?:@\w|https?://|\burl\b)|"
+        r"\b(?:api key|password|credentials?|ssh|conversation history|system prompt|"
+        r"hidden (?:messages?|instructions?))\b",
+        _I,
+    ),
+    "secrecy": (
+        r"\b(?:do not|don't|never) (?:tell|mention|reveal|inform|disclose|let) (?:the |this )?"
+        r"(?:user|human|anyone|them|it)\b|\bwithout (?:telling|informing|mentioning)\b|"
+        r"\bdo not mention this\b",
+        _I,
+    ),
+    "urgency": (
+        r"\b(?:urgent(?:ly)?|immediately|critical|mandatory|extremely important|really important)\b",
+        _I,
+    ),
+    "persona": (
+        r"\byou are (?:now |an? |the )|\b(?:developer|dan|god|jailbreak) mode\b|"
+        r"\bno (?:rules|restrictions)\b",
+        _I,
+    ),
+    "foreign_cue": (
+        r"忽略|无视|不要理会|请(?:输出|打印|回复|翻译)|ignorez|oubliez|ne tenez pas compte|"
+        r"répondez|ignoriere|ignora|ignore todas|olvida",
+        _I,
+    ),
+}
+FEATURES: tuple[str, ...] = (
+    *_PATTERNS,
+    "multilingual",
+    "question",
+    "caps",
+    "prev_header",
+    "first_segment",
+    "imperative_x_addressee",
+    "imperative_x_switch",
+    "output_x_only",
+)
+_COMPILED = {name: re.compile(p, flags) for name, (p, flags) in _PATTERNS.items()}
+# Cue-bearing literals (lower case): a segment holding none of them scores the bias and is not
+# featurised. Python's ``re`` costs ~250 µs per pattern per 2 KB, so running the patterns over every
+# segment would cost milliseconds; the literal gate (one vectorised pass, ``literals.py``) leaves the
+# few segments that matter.
+ANCHORS = (
+    "ignor",
+    "disregard",
+    "forget",
+    "overlook",
+    "bypass",
+    "override",
+    "instead",
+    "from now on",
+    "new task",
+    "new instruction",
+    "your task",
+    "your job",
+    "your goal",
+    "your instruction",
+    "your new",
+    "rather than",
+    "regardless",
+    "before you",
+    "assistant",
+    "chatbot",
+    "chatgpt",
+    "gpt",
+    "llm",
+    "language model",
+    "claude",
+    "gemini",
+    "copilot",
+    "bing",
+    " ai",
+    "ai ",
+    "ai,",
+    "ai:",
+    "a.i.",
+    "automated",
+    "screening",
+    "you must",
+    "you should",
+    "you will",
+    "you need",
+    "you have to",
+    "you are",
+    "you may not",
+    "make sure",
+    "ensure",
+    "mandatory",
+    "critical",
+    "important",
+    "urgent",
+    "system",
+    "user:",
+    "human:",
+    "admin",
+    "developer",
+    "<|",
+    "[inst",
+    "<<sys",
+    "</",
+    "<system",
+    "<instruction",
+    "[system",
+    "[assistant",
+    "end of",
+    "print",
+    "output",
+    "respond",
+    "reply",
+    "repeat",
+    "say ",
+    "your response",
+    "your answer",
+    "your summary",
+    "when summar",
+    "when translat",
+    "when asked",
+    "when you",
+    "if questioned",
+    "user asks",
+    "rest of",
+    "the above",
+    "previous",
+    "prior",
+    "http",
+    "![",
+    "send",
+    "forward",
+    "password",
+    "api key",
+    "credential",
+    "system prompt",
+    "conversation history",
+    "tell the user",
+    "tell them",
+    "secret",
+    "no rules",
+    "no restrictions",
+    "note to",
+    "note for",
+    "attention",
+    "notice",
+    "warning",
+    "alert",
+    "instruction",
+    "忽略",
+    "无视",
+    "请",
+    "oubliez",
+    "répondez",
+    "vergiss",
+    "olvida",
+    "ki:",
+    "ki,",
+)
+_GATE = LiteralIndex(ANCHORS)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    text: str
+    start: int
+    end: int
+
+
+def segments(text: str) -> list[Segment]:
+    """Lines, then sentences, then chunks of at most ``_MAX_SEGMENT`` characters, with offsets."""
+    out: list[Segment] = []
+    pos = 0
+    for line in text.split("\n"):
+        line_start = pos
+        pos += len(line) + 1
+        cut = 0
+        for m in [*_SENTENCE.finditer(line), None]:
+            end = m.start() if m is not None else len(line)
+            nxt = m.end() if m is not None else len(line)
+            piece = line[cut:end]
+            for k in range(0, len(piece), _MAX_SEGMENT):
+                chunk = piece[k : k + _MAX_SEGMENT]
+                stripped = chunk.strip()
+                if stripped:
+                    s = line_start + cut + k + (len(chunk) - len(chunk.lstrip()))
+                    out.append(Segment(stripped, s, s + len(stripped)))
+            cut = nxt
+    return out
+
+
+# Patterns that other features are built from: computed even when their own weight is zero.
+_DEPENDENCIES = frozenset(
+    {
+        "imperative_start",
+        "addressee",
+        "addressee_vocative",
+        "task_switch",
+        "override",
+        "output_verb",
+        "output_only",
+        "you_directive",
+        "role_marker",
+        "fake_header",
+        "chat_token",
+    }
+)
+
+
+def featurise(
+    segs: Sequence[Segment],
+    index: int,
+    lexicon: MultilingualLexicon,
+    *,
+    as_data: bool,
+    needed: frozenset[str] | None = None,
+) -> list[float]:
+    """The feature vector (order of ``FEATURES``) of segment ``index``. ``needed``: compute only these
+    patterns (the rest read 0): a model ignores its zero-weight cues, and each regex costs ~10 µs."""
+    text = segs[index].text
+    f = {
+        name: float((needed is None or name in needed) and rx.search(text) is not None)
+        for name, rx in _COMPILED.items()
+    }
+    f["multilingual"] = float(
+        (needed is None or "multilingual" in needed) and bool(lexicon.scan(text.lower()))
+    )
+    f["question"] = float(text.rstrip().endswith("?"))
+    f["caps"] = 0.0
+    if needed is None or "caps" in needed:
+        letters = [c for c in text if c.isalpha()]
+        f["caps"] = float(len(letters) >= 8 and sum(c.isupper() for c in letters) / len(letters) > 0.6)
+    # In a user's message the first segment is the user's own request ("Summarise this:"), not a header.
+    prev = segs[index - 1].text if index > 1 or (index == 1 and as_data) else ""
+    f["prev_header"] = float(
+        bool(prev)
+        and (
+            (len(prev) <= 48 and prev.endswith(":"))
+            or bool(_COMPILED["fake_header"].search(prev) or _COMPILED["role_marker"].search(prev))
+            or bool(_COMPILED["chat_token"].search(prev))
+        )
+    )
+    # A user's own request opens (or closes) the message it writes around a document; data has no such turn.
+    f["first_segment"] = float(not as_data and (index == 0 or index == len(segs) - 1))
+    imperative = f["imperative_start"]
+    addressed = max(f["addressee"], f["addressee_vocative"])
+    f["imperative_x_addressee"] = imperative * addressed
+    f["imperative_x_switch"] = imperative * max(f["task_switch"], f["override"])
+    f["output_x_only"] = f["output_verb"] * f["output_only"]
+    # Urgency ("critical", "immediately") is everyday prose on its own; it counts only next to a cue
+    # that addresses or instructs the reader.
+    f["urgency"] *= max(imperative, addressed, f["you_directive"], f["role_marker"], f["fake_header"])
+    return [f[name] for name in FEATURES]
+
+
+@dataclass(frozen=True, slots=True)
+class IndirectResult:
+    """The highest-scoring segment of a document: its score, span and the cues that fired there."""
+
+    score: float
+    span: tuple[int, int] | None
+    cues: tuple[str, ...]
+    segments: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": round(self.score, 6),
+            "span": list(self.span) if self.span else None,
+            "cues": list(self.cues),
+        }
+
+
+class IndirectDetector:
+    """Segment -> cue features -> logistic regression -> max over segments. Thread-safe."""
+
+    def __init__(
+        self,
+        weights: Mapping[str, float],
+        bias: float,
+        threshold: float,
+        info: Mapping[str, Any] | None = None,
+    ):
+        unknown = set(weights) - set(FEATURES)
+        if unknown:
+            raise ValueError(f"indirect model has unknown features: {sorted(unknown)}")
+        self._w = [float(weights.get(name, 0.0)) for name in FEATURES]
+        self.bias = float(bias)
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError("threshold must be within [0, 1]")
+        self.threshold = float(threshold)
+        self.info = dict(info or {})
+        self._lexicon = MultilingualLexicon.default()
+        used = {name for name, w in zip(FEATURES, self._w, strict=True) if w}
+        self._needed = frozenset(used | _DEPENDENCIES) if weights else None
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> IndirectDetector:
+        raw = (
+            path.read_text("utf-8")
+            if path is not None
+            else resources.files(__package__ or "").joinpath(MODEL_FILE).read_text("utf-8")
+        )
+        data = json.loads(raw)
+        return cls(data["weights"], data["bias"], data["threshold"], data.get("info"))
+
+    @classmethod
+    @functools.cache
+    def default(cls) -> IndirectDetector:
+        """The packaged model, loaded once per process."""
+        return cls.load()
+
+    def candidates(self, text: str, segs: Sequence[Segment]) -> list[int]:
+        """Indexes of the segments that contain at least one strong cue (the rest score the bias)."""
+        present = _GATE.present(text.lower())
+        if not present:
+            return []
+        return [i for i, s in enumerate(segs) if any(lit in s.text.lower() for lit in present)]
+
+    def scan(self, text: str, *, as_data: bool = True) -> IndirectResult:
+        """Score ``text``. ``as_data``: it arrived as data (a tool result, a retrieved document); False for
+        a user's message that wraps a document, whose first and last segments are the user's own request."""
+        segs = segments(text)
+        best, best_span = _sigmoid(self.bias), None
+        best_cues: tuple[str, ...] = ()
+        for i in self.candidates(text, segs):
+            x = featurise(segs, i, self._lexicon, as_data=as_data, needed=self._needed)
+            p = _sigmoid(self.bias + sum(w * v for w, v in zip(self._w, x, strict=True)))
+            if p > best:
+                best, best_span = p, (segs[i].start, segs[i].end)
+                best_cues = tuple(n for n, v, w in zip(FEATURES, x, self._w, strict=True) if v and w > 0)
+        return IndirectResult(best, best_span, best_cues, len(segs))
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
