@@ -37,9 +37,10 @@ from proxy.detectors.injection import (
 from proxy.detectors.injection.features import HashedText
 from proxy.detectors.injection.literals import LiteralIndex
 from proxy.detectors.shared import ScanCache
+from tests.datasets import shared_datasets
 
 REPO = Path(__file__).resolve().parents[2]
-DATA_DIR = REPO.parent / "shared" / "datasets" / "injection"
+DATA_DIR = shared_datasets("injection")
 PKG_DIR = REPO / "proxy" / "detectors" / "injection"
 
 DAN = (

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -22,8 +21,9 @@ from proxy.detectors import multiscan
 from proxy.detectors.injection.heuristics import HeuristicScanner
 from proxy.detectors.injection.literals import LiteralIndex
 from proxy.detectors.injection.multilingual import MultilingualLexicon
+from tests.datasets import shared_datasets
 
-DATASETS = Path(__file__).resolve().parents[4] / "shared" / "datasets" / "injection"
+DATASETS = shared_datasets("injection")
 
 
 def _indexes() -> list[LiteralIndex]:

@@ -26,9 +26,10 @@ from proxy.detectors.moderation import (
 )
 from proxy.detectors.moderation import rules as rules_module
 from proxy.detectors.shared import ScanCache
+from tests.datasets import shared_datasets
 
 REPO = Path(__file__).resolve().parents[2]
-DATA_DIR = REPO.parent / "shared" / "datasets" / "moderation"
+DATA_DIR = shared_datasets("moderation")
 PKG_DIR = REPO / "proxy" / "detectors" / "moderation"
 
 

@@ -1,0 +1,20 @@
+"""Where the shared evaluation datasets are: ``../shared/datasets`` beside the repository (CI and
+the main checkout), or beside a worktree's parent directory; ``SIDECAR_DATASETS`` overrides.
+They are public data kept outside the repository (see their README), so a bare clone lacks them
+and the tests that need them skip with the path they looked at."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_datasets(*parts: str) -> Path:
+    """The first existing ``shared/datasets/<parts>`` above the repository (else the usual place)."""
+    env = os.environ.get("SIDECAR_DATASETS")
+    if env:
+        return Path(env, *parts)
+    candidates = [p / "shared" / "datasets" / Path(*parts) for p in REPO.parents[:3]]
+    return next((c for c in candidates if c.exists()), candidates[0])
