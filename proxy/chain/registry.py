@@ -25,6 +25,7 @@ BUILTINS = {
     "fallback": "plugins.fallback:FallbackPlugin",
     "headers": "plugins.headers:HeadersPlugin",
     "idempotency": "plugins.idempotency:IdempotencyPlugin",
+    "cache": "plugins.cache:CachePlugin",
     "moderation": "plugins.moderation:ModerationPlugin",
     "injection": "plugins.injection:InjectionPlugin",
     "pii": "plugins.pii:PiiPlugin",

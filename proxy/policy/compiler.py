@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from proxy.auth.authenticator import Authenticator, build_authenticator
 from proxy.chain.chain import Chain, Matcher, Step
 from proxy.chain.context import ActiveStep, RequestContext
@@ -214,6 +216,16 @@ class _Stamped:
             ctx.leave_step(scratch, previous)
 
 
+def _routing_digest(policy: PolicyBase) -> str:
+    """Digest of the upstreams, routes and default upstream (secrets masked by ``model_dump``)."""
+    data = {
+        "upstreams": {name: u.model_dump(mode="json") for name, u in policy.upstreams.items()},
+        "routes": [r.model_dump(mode="json") for r in policy.routes],
+        "default": policy.default_upstream,
+    }
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
 def compile_policy(
     policy: PolicyBase, revision: str, source: str, registry: Registry, deps: Deps
 ) -> CompiledPolicy:
@@ -228,6 +240,8 @@ def compile_policy(
     steps: list[Step] = []
     plugins: list[Plugin[Any]] = []
     plugin_configs: list[PluginConfig] = list(getattr(policy, "plugins", []))
+    deps.steps = tuple(plugin_configs)
+    deps.routing = _routing_digest(policy)
     for i, config in enumerate(plugin_configs):
         if config.mode == "off":
             continue
