@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -255,3 +256,22 @@ def test_budget_charges_nothing_for_a_hit(tmp_path: Path) -> None:
         assert ask(h)[1]["x-sidecar-cache"] == "hit"
         charged = [d for d in decisions(h) if d["plugin"] == "budget" and d["rule"] == "cache_hit"]
         assert len(charged) == 1 and charged[0]["detail"]["charged_tokens"] == 0
+
+
+def test_anthropic_sdk_hits_as_json_and_as_a_stream(cached: SidecarHarness) -> None:
+    c = anthropic.Anthropic(base_url=cached.base_url, api_key="sk-ant-client", max_retries=0)
+    ask_ = {
+        "model": "gpt-4o",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "hi"}],
+        "extra_body": {"temperature": 0},
+    }
+    cached.fake.push({"content": ANSWER})
+    first = c.messages.with_raw_response.create(**ask_)  # type: ignore[arg-type]
+    assert first.headers["x-sidecar-cache"] == "miss"
+    second = c.messages.with_raw_response.create(**ask_)  # type: ignore[arg-type]
+    assert second.headers["x-sidecar-cache"] == "hit"
+    assert second.parse().content[0].text == ANSWER  # type: ignore[union-attr]
+    with c.messages.stream(**ask_) as stream:  # type: ignore[arg-type]
+        assert "".join(stream.text_stream) == ANSWER
+    assert len(cached.fake.requests) == 1
