@@ -275,3 +275,20 @@ def test_anthropic_sdk_hits_as_json_and_as_a_stream(cached: SidecarHarness) -> N
     with c.messages.stream(**ask_) as stream:  # type: ignore[arg-type]
         assert "".join(stream.text_stream) == ANSWER
     assert len(cached.fake.requests) == 1
+
+
+def test_replay_through_guards_serves_hits_via_the_response_path(tmp_path: Path) -> None:
+    cache = "{type: cache, replay_through_guards: true}"
+    with sidecar_harness(tmp_path, policy=policy(cache)) as h:
+        h.fake.push({"content": ANSWER})
+        assert ask(h)[0] == ANSWER
+        text, headers = ask(h)
+        assert (text, headers["x-sidecar-cache"]) == (ANSWER, "hit")
+        usage = {"include_usage": True}
+        chunks = list(client(h).chat.completions.create(**BODY, stream=True, stream_options=usage))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ANSWER
+        assert chunks[-1].usage is not None
+        assert len(h.fake.requests) == 1
+        # A hit is not a local reply here: it went through the upstream wrapper, not the reply path.
+        recent = [d for d in decisions(h) if d["plugin"] == "cache"]
+        assert {d["rule"] for d in recent} == {"hit"}
