@@ -32,12 +32,13 @@ import orjson
 
 from plugins.cache.config import CACHED_ROUTES, CacheConfig
 from plugins.cache.keys import cache_key, deterministic, parse_cache_control, policy_fingerprint
-from plugins.cache.replay import Assembler, complete, text_only, to_sse
+from plugins.cache.replay import Assembler, complete, text_only
 from plugins.cache.store import CacheUnavailable, Entry, MemoryStore, RedisStore, Store, resource_key
 from proxy.chain import Deps, Reply, RequestContext, StateKey, UpstreamPolicy
 from proxy.chain.cached import CACHE_SERVED, STALE_SOURCE, Served, StaleSource
 from proxy.chain.upstream import Upstream
 from proxy.models.chat import ChatRequest, ChatResponse, Route
+from proxy.models.completion_stream import completion_to_sse
 from proxy.models.stream import StreamEvent
 from proxy.models.upstream import BufferedResponse, UpstreamRequest, UpstreamResponse
 from proxy.tokens import cost_usd, price_for_model
@@ -58,7 +59,9 @@ def _include_usage(body: dict[str, Any]) -> bool:
 def _as_upstream(body: dict[str, Any], stream: bool, include_usage: bool) -> BufferedResponse:
     """A stored answer as the upstream would have sent it (JSON, or SSE for a streamed request)."""
     if stream:
-        return BufferedResponse(200, [("content-type", "text/event-stream")], to_sse(body, include_usage))
+        return BufferedResponse(
+            200, [("content-type", "text/event-stream")], completion_to_sse(body, include_usage)
+        )
     return BufferedResponse(200, [("content-type", "application/json")], orjson.dumps(body))
 
 
@@ -112,7 +115,11 @@ class CachePlugin(UpstreamPolicy[CacheConfig]):
         if self.config.replay_through_guards:
             ctx.set(HIT, _as_upstream(entry.body, req.stream, _include_usage(req.body)))
             return None
-        sse = to_sse(entry.body, _include_usage(req.body)) if req.stream and ctx.route is Route.CHAT else None
+        sse = (
+            completion_to_sse(entry.body, _include_usage(req.body))
+            if req.stream and ctx.route is Route.CHAT
+            else None
+        )
         return Reply(body=entry.body, headers=headers, stream=sse)
 
     @staticmethod

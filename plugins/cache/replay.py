@@ -1,9 +1,8 @@
 """Stream <-> non-stream: one stored form (a chat completion body) for both kinds of clients.
 
 A streamed answer is assembled from the stream events the cache step saw (after the guards)
-into a chat completion; a stored answer is replayed to a streaming client as
-``chat.completion.chunk`` SSE events, with a usage chunk when the request asked for one
-(``stream_options.include_usage``), and ``[DONE]``.
+into a chat completion; replaying a stored answer to a streaming client is a wire-format job,
+done below the chain by ``proxy.models.completion_stream``.
 """
 
 from __future__ import annotations
@@ -11,8 +10,6 @@ from __future__ import annotations
 import time
 import uuid
 from typing import Any
-
-import orjson
 
 from proxy.models.stream import ErrorEvent, Finish, StreamEvent, TextDelta, ToolCallDelta, Usage
 
@@ -32,47 +29,6 @@ def text_only(body: dict[str, Any]) -> bool:
         return False
     msg = choices[0].get("message") or {}
     return not msg.get("tool_calls") and isinstance(msg.get("content"), str)
-
-
-def _event(chunk: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"
-
-
-def _choice(base: dict[str, Any], index: int, delta: dict[str, Any], finish: Any) -> bytes:
-    return _event({**base, "choices": [{"index": index, "delta": delta, "finish_reason": finish}]})
-
-
-def to_sse(body: dict[str, Any], include_usage: bool) -> bytes:
-    """The stored answer as an OpenAI chat completion stream."""
-    base = {
-        "id": body.get("id") or f"chatcmpl-cache-{uuid.uuid4().hex[:16]}",
-        "object": "chat.completion.chunk",
-        "created": body.get("created") or int(time.time()),
-        "model": body.get("model") or "",
-    }
-    if body.get("system_fingerprint"):
-        base["system_fingerprint"] = body["system_fingerprint"]
-    out: list[bytes] = []
-    for choice in body.get("choices") or []:
-        index = choice.get("index", 0)
-        msg = choice.get("message") or {}
-        delta: dict[str, Any] = {"role": "assistant", "content": msg.get("content")}
-        if msg.get("refusal") is not None:
-            delta["refusal"] = msg["refusal"]
-        out.append(_choice(base, index, delta, None))
-        for i, call in enumerate(msg.get("tool_calls") or []):
-            piece = {
-                "index": i,
-                "id": call.get("id"),
-                "type": call.get("type", "function"),
-                "function": call.get("function") or {},
-            }
-            out.append(_choice(base, index, {"tool_calls": [piece]}, None))
-        out.append(_choice(base, index, {}, choice.get("finish_reason")))
-    if include_usage and isinstance(body.get("usage"), dict):
-        out.append(_event({**base, "choices": [], "usage": body["usage"]}))
-    out.append(b"data: [DONE]\n\n")
-    return b"".join(out)
 
 
 class Assembler:

@@ -14,10 +14,11 @@ from plugins.blocklist import BlocklistConfig
 from plugins.budget import BudgetConfig
 from plugins.cache.config import CacheConfig
 from plugins.cache.keys import cache_key, deterministic, parse_cache_control, policy_fingerprint
-from plugins.cache.replay import Assembler, complete, to_sse
+from plugins.cache.replay import Assembler, complete
 from plugins.cache.store import Entry, MemoryStore
 from proxy.chain import RequestContext
 from proxy.models.chat import Route
+from proxy.models.completion_stream import completion_to_sse
 from proxy.upstream.providers.openai import ChatStreamCodec
 from proxy.upstream.sse import SSEParser
 
@@ -125,7 +126,7 @@ ANSWER: dict[str, Any] = {
 
 
 def test_stream_replay_round_trips_through_the_real_codec() -> None:
-    sse = to_sse(ANSWER, include_usage=True)
+    sse = completion_to_sse(ANSWER, include_usage=True)
     assert sse.endswith(b"data: [DONE]\n\n")
     codec, asm = ChatStreamCodec(), Assembler()
     for event in SSEParser(1 << 20).feed(sse):
@@ -137,7 +138,7 @@ def test_stream_replay_round_trips_through_the_real_codec() -> None:
     assert [c["message"] for c in body["choices"]] == [c["message"] for c in ANSWER["choices"]]
     assert [c["finish_reason"] for c in body["choices"]] == ["stop", "tool_calls"]
     assert body["usage"] == ANSWER["usage"]
-    assert b'"usage"' not in to_sse(ANSWER, include_usage=False)
+    assert b'"usage"' not in completion_to_sse(ANSWER, include_usage=False)
 
 
 def test_incomplete_answers_are_not_stored() -> None:
@@ -148,7 +149,7 @@ def test_incomplete_answers_are_not_stored() -> None:
     assert not complete({"choices": []})
     asm = Assembler()
     codec = ChatStreamCodec()
-    sse = to_sse(ANSWER, include_usage=False)
+    sse = completion_to_sse(ANSWER, include_usage=False)
     first_event = sse[: sse.index(b"\n\n") + 2]  # choice 0's text, before its finish reason
     for event in SSEParser(1 << 20).feed(first_event):
         for ev in codec.decode(event):
