@@ -31,12 +31,19 @@ from typing import Any
 import orjson
 
 from plugins.cache.config import CACHED_ROUTES, CacheConfig
-from plugins.cache.keys import cache_key, deterministic, parse_cache_control, policy_fingerprint
+from plugins.cache.keys import (
+    ANSWER_NEUTRAL,
+    cache_key,
+    deterministic,
+    parse_cache_control,
+    policy_fingerprint,
+)
 from plugins.cache.replay import Assembler, complete, text_only
 from plugins.cache.store import CacheUnavailable, Entry, MemoryStore, RedisStore, Store, resource_key
 from proxy.chain import Deps, Reply, RequestContext, StateKey, UpstreamPolicy
 from proxy.chain.cached import CACHE_SERVED, STALE_SOURCE, Served, StaleSource
 from proxy.chain.upstream import Upstream
+from proxy.errors import ConfigError
 from proxy.models.chat import ChatRequest, ChatResponse, Route
 from proxy.models.completion_stream import completion_to_sse
 from proxy.models.stream import StreamEvent
@@ -65,11 +72,32 @@ def _as_upstream(body: dict[str, Any], stream: bool, include_usage: bool) -> Buf
     return BufferedResponse(200, [("content-type", "application/json")], orjson.dumps(body))
 
 
+def _check_placement(config: CacheConfig, deps: Deps) -> None:
+    """Refuse an answer-changing step placed before the cache (unless hits replay through guards).
+
+    Response hooks run in reverse order: such a step would change the answer *after* the cache
+    stored it, and a hit (a local reply) would skip it: a redaction before the cache would be
+    replayed unredacted, a PII restore would be replayed as placeholders.
+    """
+    if config.replay_through_guards:
+        return
+    for cfg in deps.steps:
+        if cfg.step_id == config.step_id:
+            return
+        if cfg.mode == "enforce" and cfg.type not in ANSWER_NEUTRAL:
+            raise ConfigError(
+                f"cache step {config.step_id!r}: step {cfg.step_id!r} ({cfg.type}) can change answers "
+                "and is placed before it, so hits would skip it; put the cache after the budgets and "
+                "before the content guards, or set replay_through_guards: true"
+            )
+
+
 class CachePlugin(UpstreamPolicy[CacheConfig]):
     Config = CacheConfig
 
     def __init__(self, config: CacheConfig, deps: Deps) -> None:
         super().__init__(config, deps)
+        _check_placement(config, deps)
         self.fingerprint = policy_fingerprint(deps.steps, deps.routing)
         if config.backend == "redis" and config.redis_url is not None:
             url, prefix = config.redis_url.get_secret_value(), config.redis_prefix

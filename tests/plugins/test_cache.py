@@ -12,11 +12,14 @@ from pydantic import ValidationError
 
 from plugins.blocklist import BlocklistConfig
 from plugins.budget import BudgetConfig
+from plugins.cache import CachePlugin
 from plugins.cache.config import CacheConfig
 from plugins.cache.keys import cache_key, deterministic, parse_cache_control, policy_fingerprint
 from plugins.cache.replay import Assembler, complete
 from plugins.cache.store import Entry, MemoryStore
-from proxy.chain import RequestContext
+from proxy.chain import Deps, RequestContext
+from proxy.chain.plugin import Resources
+from proxy.errors import ConfigError
 from proxy.models.chat import Route
 from proxy.models.completion_stream import completion_to_sse
 from proxy.upstream.providers.openai import ChatStreamCodec
@@ -155,3 +158,20 @@ def test_incomplete_answers_are_not_stored() -> None:
         for ev in codec.decode(event):
             asm.see(ev)
     assert asm.body("m") is None  # the choice has no finish reason yet
+
+
+def _deps(*steps: Any) -> Deps:
+    deps = Deps(Resources())
+    deps.steps = tuple(steps)
+    return deps
+
+
+def test_an_answer_changing_step_before_the_cache_is_refused() -> None:
+    redact = BlocklistConfig(type="blocklist", patterns=("x",), action="redact")
+    cache = CacheConfig(type="cache")
+    with pytest.raises(ConfigError, match="blocklist"):
+        CachePlugin(cache, _deps(redact, cache))
+    CachePlugin(cache, _deps(cache, redact))  # guards after the cache: stored post-guard
+    CachePlugin(cache, _deps(redact.model_copy(update={"mode": "shadow"}), cache))  # changes nothing
+    through = CacheConfig(type="cache", replay_through_guards=True)
+    CachePlugin(through, _deps(redact, through))  # hits go through every response hook
