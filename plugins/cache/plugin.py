@@ -25,6 +25,7 @@ A backend that does not answer fails open: a ``backend_unavailable`` record, and
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -223,6 +224,13 @@ class CachePlugin(UpstreamPolicy[CacheConfig]):
     def open_stream(self, ctx: RequestContext) -> _Collector | None:
         key = ctx.get(KEY)
         return _Collector(self, key, ctx) if key is not None else None
+
+    async def admin_report(self, query: Mapping[str, str]) -> dict[str, Any] | None:
+        """``GET /admin/plugins/{id}``: backend, this revision's policy fingerprint, memory use."""
+        report: dict[str, Any] = {"backend": self.config.backend, "fingerprint": self.fingerprint}
+        if isinstance(self.store, MemoryStore):
+            report |= {"entries": len(self.store), "bytes": self.store.size_bytes}
+        return report
 
     # -- upstream: replay through the guards -------------------------------------------------
     def wrap(self, inner: Upstream) -> Upstream:

@@ -61,6 +61,8 @@ def test_second_identical_request_is_a_hit_and_never_reaches_the_provider(cached
     assert (text, headers["x-sidecar-cache"]) == (ANSWER, "hit")
     assert int(headers["age"]) >= 0
     assert len(cached.fake.requests) == 1
+    report = httpx.get(f"{cached.base_url}/admin/plugins/cache").json()
+    assert report["backend"] == "memory" and report["entries"] == 1 and report["bytes"] > 0
     hits = [d for d in decisions(cached) if d["plugin"] == "cache" and d["rule"] == "hit"]
     assert hits and hits[-1]["mode"] == "enforce"
     assert hits[-1]["detail"]["saved_completion_tokens"] > 0
