@@ -294,3 +294,26 @@ def test_replay_through_guards_serves_hits_via_the_response_path(tmp_path: Path)
         # A hit is not a local reply here: it went through the upstream wrapper, not the reply path.
         recent = [d for d in decisions(h) if d["plugin"] == "cache"]
         assert {d["rule"] for d in recent} == {"hit"}
+
+
+def test_live_page_shows_what_a_shadow_cache_would_save(tmp_path: Path) -> None:
+    from tests.e2e.test_live_page import _browser
+
+    browser = _browser()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def cell(css: str) -> str:
+        found = browser.find_elements(By.CSS_SELECTOR, f'#cache tr[data-mode="shadow"] {css}')
+        return str(found[0].text) if found else ""
+
+    with sidecar_harness(tmp_path, policy=policy("{type: cache, mode: shadow}")) as h:
+        try:
+            for _ in range(3):
+                ask(h)
+            browser.get(f"{h.base_url}/admin/live?every=1")
+            WebDriverWait(browser, 20).until(lambda _: cell("td.hits") == "2")
+            assert int(cell("td.tokens")) > 0
+            assert float(cell("td.usd")) > 0
+        finally:
+            browser.quit()
