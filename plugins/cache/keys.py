@@ -3,8 +3,9 @@
 The key hashes the canonical request body (sorted keys; ``stream``, ``stream_options``, ``user``
 and ``metadata`` dropped, since they change the answer's framing or bookkeeping, not its
 content), the caller's identity (verified key id and tenant, else a hash of the API key and the
-tenant header), the route, the model and routed target, and the *policy fingerprint*: a digest of
-every enforcing step that can change answers plus the upstreams and routes. Adding a redaction
+tenant header), the route, the model (and a target an earlier step pinned), and the *policy
+fingerprint*: a digest of every enforcing step that can change answers plus the upstreams and
+routes, so the routing a request gets is part of the key without the lookup waiting for it. Adding a redaction
 rule therefore changes every key: answers made under the old policy are never replayed.
 """
 
