@@ -59,6 +59,12 @@ KEY: StateKey[str] = StateKey("cache.key")
 HIT: StateKey[BufferedResponse] = StateKey("cache.hit")  # replay_through_guards: the wrapper serves it
 
 
+def _count(value: Any) -> int:
+    """A token count from a provider's usage object; anything odd counts as 0 (it only feeds
+    the savings figures, never a decision)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 def _include_usage(body: dict[str, Any]) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and bool(options.get("include_usage"))
@@ -155,8 +161,7 @@ class CachePlugin(UpstreamPolicy[CacheConfig]):
     def _served(entry: Entry, age: float, *, stale: bool) -> Served:
         raw = entry.body.get("usage")
         usage: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        prompt = int(usage.get("prompt_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or 0)
+        prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
         return Served(age, prompt, completion, stale)
 
     @staticmethod

@@ -33,9 +33,15 @@ class Entry:
         return orjson.dumps({"b": self.body, "t": self.stored_at})
 
     @classmethod
-    def loads(cls, raw: bytes | str) -> Entry:
-        data = orjson.loads(raw)
-        return cls(data["b"], float(data["t"]))
+    def loads(cls, raw: bytes | str) -> Entry | None:
+        """The entry, or None for bytes that are not one (a foreign key under our prefix, a
+        half-written value): treated as a miss, never as an error for the client."""
+        try:
+            data = orjson.loads(raw)
+            entry = cls(data["b"], float(data["t"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+        return entry if isinstance(entry.body, dict) else None
 
 
 class Store(Protocol):

@@ -175,3 +175,10 @@ def test_an_answer_changing_step_before_the_cache_is_refused() -> None:
     CachePlugin(cache, _deps(redact.model_copy(update={"mode": "shadow"}), cache))  # changes nothing
     through = CacheConfig(type="cache", replay_through_guards=True)
     CachePlugin(through, _deps(redact, through))  # hits go through every response hook
+
+
+def test_foreign_or_broken_entries_are_misses() -> None:
+    good = Entry({"choices": []}, 5.0)
+    assert Entry.loads(good.dumps()) == good
+    for raw in (b"not json", b"{}", b'{"b": [], "t": 1}', b'{"b": {}, "t": "x"}', b"[1]"):
+        assert Entry.loads(raw) is None
