@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from plugins.cache.semantic import SemanticConfig
 from proxy.chain import PluginConfig, Secret
 from proxy.chain.names import names_validator
 from proxy.models.chat import Route
@@ -48,6 +49,9 @@ class CacheConfig(PluginConfig):
     max_entry_bytes: int = Field(default=1024 * 1024, ge=256, description="larger answers are not stored")
     redis_url: Secret | None = None
     redis_prefix: str = "sidecar:cache:"
+    semantic: SemanticConfig | None = Field(
+        default=None, description="optional: near-duplicate prompts (embeddings, cosine) hit too"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CacheConfig:

@@ -40,6 +40,7 @@ from plugins.cache.keys import (
     policy_fingerprint,
 )
 from plugins.cache.replay import Assembler, complete, text_only
+from plugins.cache.semantic import SemanticIndex, embed, scope_of
 from plugins.cache.store import CacheUnavailable, Entry, MemoryStore, RedisStore, Store, resource_key
 from proxy.chain import Deps, Reply, RequestContext, StateKey, UpstreamPolicy
 from proxy.chain.cached import CACHE_SERVED, STALE_SOURCE, Served, StaleSource
@@ -57,6 +58,7 @@ _GUARD_ACTIONS = frozenset({"redact", "block", "flag"})
 
 KEY: StateKey[str] = StateKey("cache.key")
 HIT: StateKey[BufferedResponse] = StateKey("cache.hit")  # replay_through_guards: the wrapper serves it
+VECTOR: StateKey[tuple[str, list[float]]] = StateKey("cache.vector")  # semantic: (scope, prompt vector)
 
 
 def _count(value: Any) -> int:
@@ -113,6 +115,13 @@ class CachePlugin(UpstreamPolicy[CacheConfig]):
             self.store = deps.resource(
                 f"cache:memory:{config.step_id}:{config.max_bytes}", lambda: MemoryStore(config.max_bytes)
             )
+        sem = config.semantic
+        if sem is not None:
+            self.embeddings = deps.json_http(f"cache-embeddings:{sem.url}", sem.timeout)
+            self.index: SemanticIndex = deps.resource(
+                f"cache:semantic:{config.step_id}:{self.fingerprint}:{sem.max_entries}",
+                lambda: SemanticIndex(sem.max_entries),
+            )
 
     # -- request: lookup -------------------------------------------------------------------
     async def on_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
@@ -136,14 +145,59 @@ class CachePlugin(UpstreamPolicy[CacheConfig]):
             limit = cfg.ttl_for(ctx.route.value)
             fresh = age <= limit and (control.max_age is None or age <= control.max_age)
             # The Anthropic stream replay of a local reply carries one text choice only.
-            if fresh and not (ctx.route is Route.MESSAGES and req.stream and not text_only(entry.body)):
+            if fresh and self._replayable(entry, req, ctx):
                 return self._hit(entry, age, req, ctx)
+        if cfg.semantic is not None:
+            near = await self._semantic(req, ctx, control.max_age)
+            if near is not None:
+                return self._hit(
+                    near[0], near[0].age(), req, ctx, "semantic_hit", {"similarity": round(near[1], 4)}
+                )
         ctx.response_headers[HEADER] = "miss"
         return None
 
-    def _hit(self, entry: Entry, age: float, req: ChatRequest, ctx: RequestContext) -> Reply | None:
+    @staticmethod
+    def _replayable(entry: Entry, req: ChatRequest, ctx: RequestContext) -> bool:
+        # The Anthropic stream replay of a local reply carries one text choice only.
+        return not (ctx.route is Route.MESSAGES and req.stream and not text_only(entry.body))
+
+    async def _semantic(
+        self, req: ChatRequest, ctx: RequestContext, max_age: float | None
+    ) -> tuple[Entry, float] | None:
+        """The fresh answer to the closest prompt in this request's scope, with its similarity."""
+        sem = self.config.semantic
+        assert sem is not None
+        text = "\n".join(slot.text for slot in req.text_slots())
+        try:
+            vector = await embed(self.embeddings, sem, text)
+        except Exception as exc:  # transport errors, timeouts, undecodable answers: a miss
+            vector = None
+            ctx.record("embeddings_unavailable", "error", detail={"error": type(exc).__name__})
+        if vector is None:
+            return None
+        scope = scope_of(req.body, ctx, self.fingerprint)
+        ctx.set(VECTOR, (scope, vector))
+        best = self.index.nearest(scope, vector)
+        if best is None or best[1] < sem.threshold:
+            return None
+        entry = await self._get(best[0], ctx)
+        if entry is None:
+            return None
+        age = entry.age()
+        fresh = age <= self.config.ttl_for(ctx.route.value) and (max_age is None or age <= max_age)
+        return (entry, best[1]) if fresh and self._replayable(entry, req, ctx) else None
+
+    def _hit(
+        self,
+        entry: Entry,
+        age: float,
+        req: ChatRequest,
+        ctx: RequestContext,
+        rule: str = "hit",
+        extra: dict[str, Any] | None = None,
+    ) -> Reply | None:
         served = self._served(entry, age, stale=False)
-        ctx.record("hit", "reply", detail=self._saving(served, ctx.model))
+        ctx.record(rule, "reply", detail={**self._saving(served, ctx.model), **(extra or {})})
         ctx.set(CACHE_SERVED, served)
         headers = {HEADER: "hit", "age": str(int(age))}
         ctx.response_headers.update(headers)
@@ -218,6 +272,10 @@ class CachePlugin(UpstreamPolicy[CacheConfig]):
             await self.store.put(key, entry, keep)
         except CacheUnavailable as exc:
             ctx.record("backend_unavailable", "error", detail={"op": "put", "error": str(exc)})
+            return
+        vector = ctx.get(VECTOR)
+        if vector is not None:
+            self.index.add(vector[0], vector[1], key)
 
     async def on_response(self, resp: ChatResponse, ctx: RequestContext) -> None:
         key = ctx.get(KEY)

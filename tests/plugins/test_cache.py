@@ -16,6 +16,7 @@ from plugins.cache import CachePlugin
 from plugins.cache.config import CacheConfig
 from plugins.cache.keys import cache_key, deterministic, parse_cache_control, policy_fingerprint
 from plugins.cache.replay import Assembler, complete
+from plugins.cache.semantic import SemanticIndex
 from plugins.cache.store import Entry, MemoryStore
 from proxy.chain import Deps, RequestContext
 from proxy.chain.plugin import Resources
@@ -182,3 +183,14 @@ def test_foreign_or_broken_entries_are_misses() -> None:
     assert Entry.loads(good.dumps()) == good
     for raw in (b"not json", b"{}", b'{"b": [], "t": 1}', b'{"b": {}, "t": "x"}', b"[1]"):
         assert Entry.loads(raw) is None
+
+
+def test_semantic_index_finds_the_closest_prompt_in_its_scope_only() -> None:
+    index = SemanticIndex(max_entries=2)
+    index.add("s", [1.0, 0.0], "k1")
+    index.add("s", [0.6, 0.8], "k2")
+    index.add("other", [1.0, 0.0], "k3")  # over the cap: k1, the oldest, goes
+    assert index.nearest("s", [1.0, 0.1]) == ("k2", pytest.approx(0.6 / (1.01**0.5) + 0.08 / (1.01**0.5)))
+    assert index.nearest("other", [1.0, 0.0]) == ("k3", pytest.approx(1.0))
+    assert index.nearest("nobody", [1.0, 0.0]) is None
+    assert index.nearest("s", [1.0, 0.0, 0.0]) == ("k2", 0.0)  # another dimension never matches
