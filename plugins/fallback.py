@@ -4,6 +4,10 @@ Walks the request's candidates (from ``routes:``: ordered, or weighted first cho
 the next target only for the failure classes listed in ``triggers`` and while the deadline allows.
 The serving target is in the ``x-sidecar-upstream`` header; each reroute is a decision record.
 Answers are settled inside each attempt, so no fallback happens after a stream has started.
+
+``cached: {max_stale: N}`` adds a last tier: when every target failed with a listed trigger, a
+stale answer of the ``cache`` step (placed before this one) no more than N seconds past its
+ttl is served, marked ``x-sidecar-cache: stale`` with its ``Age``, instead of the error.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import time
 from dataclasses import replace
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from proxy.chain import PluginConfig, RequestContext, UpstreamPolicy
+from proxy.chain.cached import STALE_SOURCE
 from proxy.chain.failures import classes_as_text, classify_exception, classify_response
 from proxy.chain.upstream import Upstream
 from proxy.errors import UpstreamError
@@ -33,6 +38,14 @@ Trigger = Literal[
 ]
 
 
+class CachedTier(BaseModel):
+    """The last tier: a stale answer of the ``cache`` step when every target failed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_stale: float = Field(default=600, ge=0, description="seconds past the cache ttl an answer may be")
+
+
 class FallbackConfig(PluginConfig):
     """Route around failing targets along the request's route (outermost wrapper)."""
 
@@ -48,6 +61,10 @@ class FallbackConfig(PluginConfig):
         "bulkhead_full",
     )
     max_targets: int = Field(default=3, ge=1, description="targets tried at most, the first included")
+    cached: CachedTier | None = Field(
+        default=None,
+        description="serve a stale cached answer when every target failed (needs a cache step before)",
+    )
 
 
 class FallbackPlugin(UpstreamPolicy[FallbackConfig]):
@@ -62,8 +79,41 @@ class _Fallback:
         self._inner = inner
         self._on = frozenset(config.triggers)
         self._max = config.max_targets
+        self._cached = config.cached
 
     async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
+        if self._cached is None:
+            return await self._targets(request, ctx)
+        try:
+            resp = await self._targets(request, ctx)
+        except UpstreamError as exc:
+            kind = classify_exception(exc)
+            if kind not in self._on:
+                raise
+            stale = await self._stale(ctx, kind)
+            if stale is None:
+                raise
+            return stale
+        kind = classify_response(resp)
+        if kind is None or kind not in self._on:
+            return resp
+        stale = await self._stale(ctx, kind)
+        if stale is None:
+            return resp
+        await resp.aclose()
+        return stale
+
+    async def _stale(self, ctx: RequestContext, kind: str) -> UpstreamResponse | None:
+        """The cached tier: a stale answer from the cache step, or None (the failure stands)."""
+        source = ctx.get(STALE_SOURCE)
+        if source is None or self._cached is None:
+            return None
+        answer = await source(self._cached.max_stale, ctx)
+        if answer is not None:
+            ctx.record("fallback", "reroute", detail={"from": ctx.target or "", "to": "cache", "class": kind})
+        return answer
+
+    async def _targets(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
         candidates = request.candidates[: self._max]
         if len(candidates) <= 1 or not isinstance(request.body, (bytes, type(None))):
             return await self._inner.send(request, ctx)

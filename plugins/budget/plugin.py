@@ -28,6 +28,7 @@ from proxy.chain import (
     RequestContext,
     StreamFilter,
 )
+from proxy.chain.cached import CACHE_SERVED
 from proxy.models import ChatRequest, ChatResponse, Route
 from proxy.redis import connect, parse, target_digest
 from proxy.tokens import (
@@ -274,6 +275,12 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             if served:
                 usage = (0, 0)
                 ctx.cost_usd = booking.fixed_cost
+        elif served and ctx.get(CACHE_SERVED) is not None:
+            # Answered from the cache: no provider tokens were used, nothing is charged.
+            usage = (0, 0)
+            ctx.usage = {"prompt_tokens": 0, "completion_tokens": 0}
+            ctx.cost_usd = 0.0
+            ctx.record("cache_hit", "allow", detail={"charged_tokens": 0})
         elif served:
             # Recorded on the request (access log, later metrics): what it used and cost.
             usage = prompt, completion = await self._actual_usage(booking, outcome, ctx.model)

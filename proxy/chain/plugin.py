@@ -101,6 +101,9 @@ class Reply:
     body: dict[str, Any] | None = None
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+    #: For a streaming chat-completions client: the whole answer, already encoded as OpenAI
+    #: ``chat.completion.chunk`` SSE (a cached answer with several choices, tool calls, usage).
+    stream: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -228,6 +231,10 @@ class Deps:
         self.resources = resources
         self.policy_dir = policy_dir
         self.used_resources: set[str] = set()
+        #: Every step of the policy being compiled, and a digest of its upstreams and routes: what
+        #: a response cache binds its keys to (set by the compiler before plugins are built).
+        self.steps: tuple[PluginConfig, ...] = ()
+        self.routing: str = ""
         self._cpu_workers = cpu_workers
         self._http = http
 

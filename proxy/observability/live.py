@@ -38,7 +38,7 @@ DecisionKey = tuple[str, str, str, str]  # plugin, rule, mode, action
 
 
 class _Minute:
-    __slots__ = ("decisions", "errors", "minute", "refused", "requests")
+    __slots__ = ("decisions", "errors", "minute", "refused", "requests", "saved")
 
     def __init__(self, minute: int) -> None:
         self.minute = minute
@@ -46,6 +46,8 @@ class _Minute:
         self.errors = 0
         self.refused = 0
         self.decisions: Counter[DecisionKey] = Counter()
+        # Cache answers (mode -> hits, tokens, usd saved): what a shadow cache would save.
+        self.saved: dict[str, list[float]] = {}
 
 
 class LiveStats:
@@ -72,6 +74,11 @@ class LiveStats:
             slot.refused += 1
         for d in ctx.decisions:
             slot.decisions[(d.plugin, d.rule, d.mode, d.action)] += 1
+            if "saved_prompt_tokens" in d.detail:
+                row = slot.saved.setdefault(d.mode, [0, 0, 0.0])
+                row[0] += 1
+                row[1] += d.detail["saved_prompt_tokens"] + d.detail.get("saved_completion_tokens", 0)
+                row[2] += d.detail.get("saved_usd", 0.0)
 
     def series(self) -> list[_Minute]:
         """The window's minutes, oldest first; minutes without traffic are empty slots."""
@@ -101,8 +108,16 @@ class LiveStats:
                 kind = "shadow" if mode == "shadow" else "enforce"
                 row[kind][action] += n
                 row[f"{kind}_per_minute"][i] += n
+        cache: dict[str, dict[str, float]] = {}
+        for slot in minutes:
+            for mode, (hits, tokens, usd) in slot.saved.items():
+                total = cache.setdefault(mode, {"hits": 0, "tokens": 0, "usd": 0.0})
+                total["hits"] += hits
+                total["tokens"] += tokens
+                total["usd"] = round(total["usd"] + usd, 8)
         body: dict[str, Any] = {
             "now": self._clock(),
+            "cache": cache,  # answers from a cache step (shadow: would-be hits) and what they saved
             "window_minutes": self.minutes,
             "minutes": [
                 {"minute": s.minute * 60, "requests": s.requests, "errors": s.errors, "refused": s.refused}

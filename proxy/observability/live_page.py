@@ -55,6 +55,10 @@ LIVE_HTML = """<!doctype html>
 <ul id="promotion-history"></ul>
 <p id="no-promotions" class="muted">No promoted steps in this policy.</p>
 
+<h2>Response cache (last <span id="window3"></span> minutes)</h2>
+<table id="cache"><thead><tr><th>mode</th><th>answers from the cache</th><th>tokens saved</th>
+ <th>USD saved (list price)</th></tr></thead><tbody></tbody></table>
+
 <script>
 "use strict";
 const EVERY = Math.max(1, Number(new URLSearchParams(location.search).get("every")) || 3);
@@ -93,7 +97,18 @@ function render(data) {
   document.getElementById("reload").textContent = (r.result || "?") + " (" + (r.trigger || "?") + ") " + at
     + (r.error_cleared ? ": restored to the running revision, previous error cleared" : "");
   document.getElementById("reload-error").textContent = p.last_error ? "error: " + p.last_error : "";
-  for (const id of ["window", "window2"]) document.getElementById(id).textContent = data.window_minutes;
+  for (const id of ["window", "window2", "window3"]) {
+    document.getElementById(id).textContent = data.window_minutes;
+  }
+  const cache = document.querySelector("#cache tbody");
+  cache.replaceChildren();
+  for (const [mode, c] of Object.entries(data.cache || {})) {
+    const tr = el("tr"); tr.dataset.mode = mode;
+    const label = mode === "shadow" ? "shadow (would have)" : mode;
+    tr.append(el("td", label), el("td", c.hits, "hits"), el("td", c.tokens, "tokens"));
+    tr.append(el("td", c.usd.toFixed(6), "usd"));
+    cache.append(tr);
+  }
   const traffic = document.querySelector("#traffic tbody");
   traffic.replaceChildren();
   for (const key of ["requests", "errors", "refused"]) {

@@ -304,6 +304,14 @@ class Metrics:
             "sidecar_decisions", "decision records by plugin, rule, action and mode (enforce / shadow)",
             ["plugin", "rule", "action", "mode"], r,
         )  # fmt: skip
+        self.cache_tokens = RequestCounter(
+            "sidecar_cache_saved_tokens", "provider tokens a cache hit saved (shadow: would have saved)",
+            ["plugin", "mode"], r,
+        )  # fmt: skip
+        self.cache_usd = RequestCounter(
+            "sidecar_cache_saved_usd", "list-price dollars a cache hit saved (shadow: would have saved)",
+            ["plugin", "mode"], r,
+        )  # fmt: skip
         self.attempts = RequestCounter(
             "sidecar_upstream_attempts", "upstream attempts (first tries, retries and fallbacks)",
             ["route"], r,
@@ -407,6 +415,10 @@ class Metrics:
                 self.retries.inc((str(d.detail.get("target") or ""),))
             elif d.rule == "fallback":
                 self.fallbacks.inc((str(d.detail.get("from", "")), str(d.detail.get("to", ""))))
+            elif "saved_prompt_tokens" in d.detail:  # a cache hit (or stale answer): what it saved
+                saved = d.detail["saved_prompt_tokens"] + d.detail.get("saved_completion_tokens", 0)
+                self.cache_tokens.inc((d.plugin, d.mode), saved)
+                self.cache_usd.inc((d.plugin, d.mode), d.detail.get("saved_usd", 0.0))
         headers = ctx.response_headers
         if headers and any(name in headers for name in _BUDGET_HEADERS):
             tenant = self._tenant(ctx.tenant, cfg)

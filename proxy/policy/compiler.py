@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from proxy.auth.authenticator import Authenticator, build_authenticator
 from proxy.chain.chain import Chain, Matcher, Step
 from proxy.chain.context import ActiveStep, RequestContext
@@ -235,6 +237,16 @@ class _Stamped:
             ctx.leave_step(scratch, previous)
 
 
+def _routing_digest(policy: PolicyBase) -> str:
+    """Digest of the upstreams, routes and default upstream (secrets masked by ``model_dump``)."""
+    data = {
+        "upstreams": {name: u.model_dump(mode="json") for name, u in policy.upstreams.items()},
+        "routes": [r.model_dump(mode="json") for r in policy.routes],
+        "default": policy.default_upstream,
+    }
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
 def compile_policy(
     policy: PolicyBase,
     revision: str,
@@ -257,6 +269,8 @@ def compile_policy(
     plugins: list[Plugin[Any]] = []
     configured = False
     plugin_configs: list[PluginConfig] = list(getattr(policy, "plugins", []))
+    deps.steps = tuple(plugin_configs)
+    deps.routing = _routing_digest(policy)
     for i, config in enumerate(plugin_configs):
         if config.mode == "off":
             continue

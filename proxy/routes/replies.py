@@ -60,6 +60,8 @@ def reply_body(reply: Reply, route: Route, model: str) -> dict[str, Any]:
 
 def reply_stream(reply: Reply, route: Route, model: str) -> bytes:
     """The whole local reply as one SSE payload, in the shape the client's SDK expects."""
+    if reply.stream is not None and route is Route.CHAT:
+        return reply.stream
     body = reply_body(reply, route, model)
     if route is Route.RESPONSES:
         events: list[tuple[str, dict[str, Any]]] = [
