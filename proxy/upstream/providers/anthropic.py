@@ -44,7 +44,9 @@ from proxy.upstream.providers.common import (
     chat_completion,
     chat_messages,
     content_items,
+    data_url,
     function_tool,
+    image_url,
     int_or_zero,
     merge_turn,
     openai_tool_call,
@@ -164,22 +166,10 @@ def usage_to_anthropic(usage: Mapping[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------ OpenAI -> Anthropic request
 
 
-def _data_url(url: str) -> tuple[str, str] | None:
-    """``data:<media>;base64,<data>`` -> (media, data); None if not a base64 data URL."""
-    if not url.startswith("data:"):
-        return None
-    header, sep, data = url[5:].partition(",")
-    media, *params = header.split(";")
-    return (media, data) if sep and "base64" in params else None
-
-
 def _image_to_anthropic(part: Mapping[str, Any], param: str) -> dict[str, Any]:
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, Mapping) else image
-    if not isinstance(url, str) or not url:
-        raise unsupported("An image part without a URL", param)
+    url = image_url(part, param)
     if url.startswith("data:"):
-        parsed = _data_url(url)
+        parsed = data_url(url)
         if parsed is None:
             raise unsupported("A non-base64 data URL", param)
         return {"type": "image", "source": {"type": "base64", "media_type": parsed[0], "data": parsed[1]}}
@@ -189,7 +179,7 @@ def _image_to_anthropic(part: Mapping[str, Any], param: str) -> dict[str, Any]:
 def _file_to_anthropic(part: Mapping[str, Any], param: str) -> dict[str, Any]:
     file = part.get("file")
     data = file.get("file_data") if isinstance(file, Mapping) else None
-    parsed = _data_url(data) if isinstance(data, str) else None
+    parsed = data_url(data) if isinstance(data, str) else None
     if parsed is None or parsed[0] != "application/pdf":
         raise unsupported("A file part other than an inline PDF", param)
     return {"type": "document", "source": {"type": "base64", "media_type": parsed[0], "data": parsed[1]}}

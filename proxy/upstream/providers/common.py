@@ -28,8 +28,10 @@ __all__ = [
     "chat_completion",
     "chat_messages",
     "content_items",
+    "data_url",
     "dumps_json",
     "function_tool",
+    "image_url",
     "int_or_zero",
     "merge_turn",
     "new_completion_id",
@@ -154,6 +156,24 @@ def content_items(
         else:
             raise unsupported(f"Content part type {kind!r}", where)
     return items
+
+
+def image_url(part: Mapping[str, Any], param: str) -> str:
+    """The URL of an ``image_url`` part (object or bare-string form); a part without one is refused."""
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, Mapping) else image
+    if not isinstance(url, str) or not url:
+        raise unsupported("An image part without a URL", param)
+    return url
+
+
+def data_url(url: str) -> tuple[str, str] | None:
+    """``data:<media>;base64,<data>`` -> (media, data); None if not a base64 data URL."""
+    if not url.startswith("data:"):
+        return None
+    header, sep, data = url[5:].partition(",")
+    media, *params = header.split(";")
+    return (media, data) if sep and "base64" in params else None
 
 
 def arguments_to_object(arguments: Any) -> dict[str, Any]:

@@ -38,7 +38,9 @@ from proxy.upstream.providers.common import (
     chat_completion,
     chat_messages,
     content_items,
+    data_url,
     function_tool,
+    image_url,
     int_or_zero,
     merge_turn,
     new_completion_id,
@@ -120,16 +122,12 @@ def usage_to_openai(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _image_part(part: Mapping[str, Any], param: str) -> dict[str, Any]:
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, Mapping) else image
-    if not isinstance(url, str) or not url:
-        raise unsupported("An image part without a URL", param)
+    url = image_url(part, param)
     if url.startswith("data:"):
-        header, sep, data = url[5:].partition(",")
-        media, *params = header.split(";")
-        if not sep or "base64" not in params:
+        parsed = data_url(url)
+        if parsed is None:
             raise unsupported("A non-base64 data URL", param)
-        return {"inlineData": {"mimeType": media, "data": data}}
+        return {"inlineData": {"mimeType": parsed[0], "data": parsed[1]}}
     mime = "image/png" if url.lower().endswith(".png") else "image/jpeg"
     return {"fileData": {"mimeType": mime, "fileUri": url}}
 
