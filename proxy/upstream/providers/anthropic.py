@@ -46,7 +46,7 @@ from proxy.upstream.providers.common import (
     content_items,
     data_url,
     function_tool,
-    image_url,
+    image_source,
     int_or_zero,
     merge_turn,
     openai_tool_call,
@@ -167,12 +167,9 @@ def usage_to_anthropic(usage: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _image_to_anthropic(part: Mapping[str, Any], param: str) -> dict[str, Any]:
-    url = image_url(part, param)
-    if url.startswith("data:"):
-        parsed = data_url(url)
-        if parsed is None:
-            raise unsupported("A non-base64 data URL", param)
-        return {"type": "image", "source": {"type": "base64", "media_type": parsed[0], "data": parsed[1]}}
+    url, inline = image_source(part, param)
+    if inline is not None:
+        return {"type": "image", "source": {"type": "base64", "media_type": inline[0], "data": inline[1]}}
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "data_url",
     "dumps_json",
     "function_tool",
+    "image_source",
     "image_url",
     "int_or_zero",
     "merge_turn",
@@ -165,6 +166,20 @@ def image_url(part: Mapping[str, Any], param: str) -> str:
     if not isinstance(url, str) or not url:
         raise unsupported("An image part without a URL", param)
     return url
+
+
+def image_source(part: Mapping[str, Any], param: str) -> tuple[str, tuple[str, str] | None]:
+    """An ``image_url`` part -> (its URL, (media type, base64 data) when inline).
+
+    A ``data:`` URL that is not base64 is refused: providers take inline images as base64 only.
+    """
+    url = image_url(part, param)
+    if not url.startswith("data:"):
+        return url, None
+    inline = data_url(url)
+    if inline is None:
+        raise unsupported("A non-base64 data URL", param)
+    return url, inline
 
 
 def data_url(url: str) -> tuple[str, str] | None:

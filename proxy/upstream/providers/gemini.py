@@ -38,9 +38,8 @@ from proxy.upstream.providers.common import (
     chat_completion,
     chat_messages,
     content_items,
-    data_url,
     function_tool,
-    image_url,
+    image_source,
     int_or_zero,
     merge_turn,
     new_completion_id,
@@ -122,12 +121,9 @@ def usage_to_openai(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _image_part(part: Mapping[str, Any], param: str) -> dict[str, Any]:
-    url = image_url(part, param)
-    if url.startswith("data:"):
-        parsed = data_url(url)
-        if parsed is None:
-            raise unsupported("A non-base64 data URL", param)
-        return {"inlineData": {"mimeType": parsed[0], "data": parsed[1]}}
+    url, inline = image_source(part, param)
+    if inline is not None:
+        return {"inlineData": {"mimeType": inline[0], "data": inline[1]}}
     mime = "image/png" if url.lower().endswith(".png") else "image/jpeg"
     return {"fileData": {"mimeType": mime, "fileUri": url}}
 
