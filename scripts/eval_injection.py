@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import loso  # noqa: E402
-from loso_sources import _rows, injection_corpus  # noqa: E402
+from dataset_files import read_rows  # noqa: E402
+from loso_sources import injection_corpus  # noqa: E402
 from train_injection import (  # noqa: E402
     DEFAULT_DATA_DIR,
     QUICK_L2,
@@ -167,7 +168,7 @@ def benign_fpr_table(data_root: Path) -> str:
     for name, path in sets.items():
         if not path.is_file():
             continue
-        texts = [t for t, _, _ in _rows(path)]
+        texts = [t for t, _, _ in read_rows(path)]
         fp_before = sum(before.scan(t).is_injection for t in texts)
         res_after = [after.scan(t) for t in texts]
         fp_after = sum(r.is_injection for r in res_after)

@@ -22,12 +22,10 @@ Usage: python scripts/train_indirect.py [--data-dir DIR] [--loso] [--write]
 
 from __future__ import annotations
 
-import argparse
-import gzip
 import json
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,9 @@ import numpy.typing as npt
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from dataset_files import data_parser, jsonl, missing  # noqa: E402
 
 from proxy.detectors.injection.indirect import (  # noqa: E402
     FEATURES,
@@ -46,9 +47,6 @@ from proxy.detectors.injection.indirect import (  # noqa: E402
 )
 from proxy.detectors.injection.multilingual import MultilingualLexicon  # noqa: E402
 
-DATA = REPO.parent.parent / "shared" / "datasets"
-if not DATA.exists():
-    DATA = Path("/work/shared/datasets")
 HANDWRITTEN = REPO / "scripts" / "data" / "indirect_handwritten.jsonl"
 OUT = REPO / "proxy" / "detectors" / "injection" / MODEL_FILE
 MAX_FPR = 0.01
@@ -69,14 +67,6 @@ FAMILIES = {
     "Translation": "translation tasks",
     "LatentJailbreak": "latent jailbreaks",
 }
-
-
-def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
 
 
 def family(category: str) -> str:
@@ -102,13 +92,13 @@ def load_docs(data: Path) -> list[Doc]:
     detector = IndirectDetector({}, 0.0, 0.5)
     lexicon = MultilingualLexicon.default()
     docs = []
-    for d in _jsonl(data / "injection" / "garak_probes.jsonl.gz"):
+    for d in jsonl(data / "injection" / "garak_probes.jsonl.gz"):
         if d["kind"] in ("indirect_injection", "benign_document"):
             docs.append(Doc(d["text"], int(d["label"]), family(d["category"]), detector, lexicon))
-    for d in _jsonl(data / "injection" / "benign_passage_tasks_adversarialqa.jsonl.gz"):
+    for d in jsonl(data / "injection" / "benign_passage_tasks_adversarialqa.jsonl.gz"):
         docs.append(Doc(d["text"], 0, "adversarialqa", detector, lexicon))
     # Everyday tasks (e-mails, code, recipes, "print the agenda"): imperatives addressed to people.
-    for d in _jsonl(data / "moderation" / "benign_self_instruct.jsonl"):
+    for d in jsonl(data / "moderation" / "benign_self_instruct.jsonl"):
         docs.append(Doc(d["text"], 0, "self_instruct", detector, lexicon))
     return docs
 
@@ -205,7 +195,7 @@ def loso(docs: Sequence[Doc]) -> list[str]:
 
 
 def handwritten(detector: IndirectDetector) -> list[str]:
-    rows = list(_jsonl(HANDWRITTEN))
+    rows = list(jsonl(HANDWRITTEN))
     y = np.array([r["label"] for r in rows], dtype=np.int64)
     lines = []
     for mode, wrap in (("as data (tool result / retrieved)", False), ("inside a user message", True)):
@@ -216,13 +206,11 @@ def handwritten(detector: IndirectDetector) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=DATA)
+    ap = data_parser(__doc__)
     ap.add_argument("--loso", action="store_true", help="print the leave-one-family-out table")
     ap.add_argument("--write", action="store_true", help=f"write {OUT.name}")
     args = ap.parse_args(argv)
-    if not (args.data_dir / "injection" / "garak_probes.jsonl.gz").exists():
-        print(f"dataset not found under {args.data_dir}", file=sys.stderr)
+    if missing(args.data_dir, "injection/garak_probes.jsonl.gz"):
         return 2
     started = time.perf_counter()
     docs = load_docs(args.data_dir)

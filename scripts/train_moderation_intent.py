@@ -26,7 +26,6 @@ Usage: python scripts/train_moderation_intent.py [--data-dir DIR] [--loso] [--wr
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -40,16 +39,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import loso  # noqa: E402
-from loso_sources import SEED, _h, _rows  # noqa: E402
+from dataset_files import data_parser, missing, read_rows  # noqa: E402
+from loso_sources import SEED, clinc_benign  # noqa: E402
 from train_injection import fit, write_model  # noqa: E402
 from train_moderation import build_design  # noqa: E402
 
 from proxy.detectors.injection.classifier import InjectionClassifier, ModelMeta  # noqa: E402
 from proxy.detectors.injection.features import FEATURE_VERSION, FeatureConfig, FeatureHasher  # noqa: E402
 
-DATA = REPO.parent.parent / "shared" / "datasets"
-if not DATA.exists():
-    DATA = Path("/work/shared/datasets")
 OUT = REPO / "proxy" / "detectors" / "moderation" / "intent_model.npz"
 FEATURES = FeatureConfig(bits=17, char_ngrams=(3, 4, 5), word_ngrams=(1, 2), window=2048, smoothing=(100, 20))
 MAX_FPR = 0.01  # per benign pool; the union with the eight content categories must stay <= 3%
@@ -61,32 +58,29 @@ def corpus(root: Path) -> loso.Corpus:
     """Request-style sources only (the OpenAI samples and Davidson tweets are content, not requests)."""
     mod = root / "moderation"
     c = loso.Corpus()
-    c.add("ailuminate", _rows(mod / "ailuminate_demo_prompts.jsonl.gz"), cap=1600, seed=SEED)
+    c.add("ailuminate", read_rows(mod / "ailuminate_demo_prompts.jsonl.gz"), cap=1600, seed=SEED)
     c.add(
         "harmbench (no copyright)",
-        _rows(mod / "harmbench_behaviors.jsonl", lambda d: d.get("kind") != "copyright"),
+        read_rows(mod / "harmbench_behaviors.jsonl", lambda d: d.get("kind") != "copyright"),
     )
-    c.add("advbench", _rows(mod / "advbench_harmful_behaviors.jsonl"))
-    c.add("donotanswer", _rows(mod / "donotanswer.jsonl"))
-    c.add("red_instruct", _rows(mod / "red_instruct_harmful_questions.jsonl.gz"), cap=1600, seed=SEED)
-    c.add("multijail", _rows(mod / "multijail.jsonl.gz"), cap=1600, seed=SEED)
-    c.add("simplesafetytests", _rows(mod / "simplesafetytests.jsonl"))
-    c.add("gptfuzz_questions", _rows(mod / "gptfuzz_questions.jsonl"))
-    c.add("coconot", _rows(mod / "coconot.jsonl"))
-    clinc = _rows(mod / "benign_clinc_oos_queries.jsonl.gz")
-    c.add("clinc_oos (benign)", [(t, 0, _h(t)) for t, _, _ in clinc], cap=6000, seed=SEED)
-    c.add("self_instruct (benign)", _rows(mod / "benign_self_instruct.jsonl"))
+    c.add("advbench", read_rows(mod / "advbench_harmful_behaviors.jsonl"))
+    c.add("donotanswer", read_rows(mod / "donotanswer.jsonl"))
+    c.add("red_instruct", read_rows(mod / "red_instruct_harmful_questions.jsonl.gz"), cap=1600, seed=SEED)
+    c.add("multijail", read_rows(mod / "multijail.jsonl.gz"), cap=1600, seed=SEED)
+    c.add("simplesafetytests", read_rows(mod / "simplesafetytests.jsonl"))
+    c.add("gptfuzz_questions", read_rows(mod / "gptfuzz_questions.jsonl"))
+    c.add("coconot", read_rows(mod / "coconot.jsonl"))
+    c.add("clinc_oos (benign)", clinc_benign(mod), cap=6000, seed=SEED)
+    c.add("self_instruct (benign)", read_rows(mod / "benign_self_instruct.jsonl"))
     return c
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=DATA)
+    ap = data_parser(__doc__)
     ap.add_argument("--loso", action="store_true")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
-    if not (args.data_dir / "moderation" / "coconot.jsonl").exists():
-        print(f"dataset not found under {args.data_dir}", file=sys.stderr)
+    if missing(args.data_dir, "moderation/coconot.jsonl"):
         return 2
     started = time.perf_counter()
     c = corpus(args.data_dir)

@@ -16,14 +16,9 @@ Usage: python scripts/tune_moderation_thresholds.py [--data-dir DIR] [--write]
 
 from __future__ import annotations
 
-import argparse
-import gzip
 import hashlib
-import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -31,47 +26,35 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
+from dataset_files import data_parser, jsonl, missing  # noqa: E402
 from train_injection import write_model  # noqa: E402
 
 from proxy.detectors.model_file import read_model  # noqa: E402
 from proxy.detectors.moderation import CLASSIFIER_CATEGORIES, ModerationDetector  # noqa: E402
 
-DATA = REPO.parent.parent / "shared" / "datasets"
-if not DATA.exists():
-    DATA = Path("/work/shared/datasets")
 MODEL = REPO / "proxy" / "detectors" / "moderation" / "moderation_model.npz"
 PER_CATEGORY = 0.0025
 
 
-def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
-
-
 def clinc_half(root: Path, tuning: bool) -> list[str]:
     """The tuning (even hash) or the report (odd hash) half of CLINC: a fixed, seedless split."""
-    rows = [d["text"] for d in _jsonl(root / "moderation" / "benign_clinc_oos_queries.jsonl.gz")]
+    rows = [d["text"] for d in jsonl(root / "moderation" / "benign_clinc_oos_queries.jsonl.gz")]
     return [t for t in rows if (hashlib.sha256(t.encode()).digest()[0] % 2 == 0) == tuning]
 
 
 def tuning_pool(root: Path) -> list[str]:
     mod = root / "moderation"
     pool = clinc_half(root, tuning=True)
-    pool += [d["text"] for d in _jsonl(mod / "benign_self_instruct.jsonl")]
-    pool += [d["text"] for d in _jsonl(mod / "coconot.jsonl") if d["label"] == 0]
+    pool += [d["text"] for d in jsonl(mod / "benign_self_instruct.jsonl")]
+    pool += [d["text"] for d in jsonl(mod / "coconot.jsonl") if d["label"] == 0]
     return pool
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=DATA)
+    ap = data_parser(__doc__)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
-    if not (args.data_dir / "moderation" / "coconot.jsonl").exists():
-        print(f"dataset not found under {args.data_dir}", file=sys.stderr)
+    if missing(args.data_dir, "moderation/coconot.jsonl"):
         return 2
     detector = ModerationDetector()
     pool = tuning_pool(args.data_dir)

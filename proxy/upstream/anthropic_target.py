@@ -13,14 +13,12 @@ upstream's ``headers`` if you need it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 
 from proxy.chain.context import RequestContext
-from proxy.errors import InvalidRequest
-from proxy.models.chat import Route
-from proxy.models.upstream import BufferedResponse, UpstreamRequest, UpstreamResponse
+from proxy.models.upstream import BufferedResponse, UpstreamRequest
 from proxy.upstream.client import HttpClient
 from proxy.upstream.providers.anthropic import (
     anthropic_error_to_openai,
@@ -28,50 +26,16 @@ from proxy.upstream.providers.anthropic import (
     openai_request_to_anthropic,
 )
 from proxy.upstream.providers.anthropic_stream import AnthropicStreamDecoder
-from proxy.upstream.providers.openai import ChatStreamCodec
-from proxy.upstream.settle import settled
-from proxy.upstream.sse import DEFAULT_MAX_EVENT_BYTES, SSEParser
+from proxy.upstream.providers.translated import JSON_HEADER, SSEFrames, TranslatedTarget, split_bearer
+from proxy.upstream.sse import DEFAULT_MAX_EVENT_BYTES
 from proxy.upstream.targets import Credentials
 
 ANTHROPIC_VERSION = "2023-06-01"
-_JSON = ("content-type", "application/json")
 
 
-class _TranslatedStream:
-    """Anthropic SSE in, OpenAI ``chat.completion.chunk`` SSE out, as the bytes arrive."""
+class AnthropicTarget(TranslatedTarget):
+    provider = "an Anthropic"
 
-    def __init__(self, resp: UpstreamResponse, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
-        self._max_event = max_event_bytes
-        self.status = resp.status
-        self.headers = [(k, v) for k, v in resp.headers if k.lower() != "content-type"]
-        self.headers.append(("content-type", "text/event-stream; charset=utf-8"))
-        self._resp = resp
-
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        parser = SSEParser(self._max_event)
-        decoder = AnthropicStreamDecoder()
-        encoder = ChatStreamCodec()
-        async for chunk in self._resp.aiter_bytes():
-            events = [ev for sse in parser.feed(chunk) for ev in decoder.decode(sse)]
-            if events:
-                if encoder.template is None and decoder.message_id is not None:
-                    encoder.template = decoder.openai_chunk_template()
-                yield encoder.encode(events)
-        tail = [ev for sse in parser.flush() for ev in decoder.decode(sse)]
-        out = encoder.encode(tail) if tail else b""
-        encoder.done = decoder.done
-        out += encoder.encode_done()
-        if out:
-            yield out
-
-    async def read(self) -> bytes:
-        return b"".join([chunk async for chunk in self.aiter_bytes()])
-
-    async def aclose(self) -> None:
-        await self._resp.aclose()
-
-
-class AnthropicTarget:
     def __init__(
         self,
         name: str,
@@ -83,53 +47,42 @@ class AnthropicTarget:
         max_response_bytes: int | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
-        self.name = name
-        self._max_response = max_response_bytes
+        super().__init__(
+            name, client, first_token_timeout=first_token_timeout, max_response_bytes=max_response_bytes
+        )
         self._max_event = max_event_bytes
         self._url = base_url.rstrip("/") + "/messages"
-        self._client = client
         self._credentials = credentials
-        self._first_token = first_token_timeout
 
-    def _headers(self, request: UpstreamRequest, ctx: RequestContext) -> list[tuple[str, str]]:
+    def url(self, model: str, stream: bool) -> str:
+        return self._url
+
+    def translate_request(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        return openai_request_to_anthropic(body, model=model)
+
+    async def headers(
+        self, request: UpstreamRequest, ctx: RequestContext, url: str, payload: bytes
+    ) -> list[tuple[str, str]]:
         headers = [
             (k, v) for k, v in request.headers if k.lower() not in ("content-type", "anthropic-version")
         ]
         if self._credentials.mode == "passthrough" and not any(k.lower() == "x-api-key" for k, _ in headers):
-            bearer = next((v for k, v in headers if k.lower() == "authorization"), "")
-            if bearer.lower().startswith("bearer "):
-                headers = [(k, v) for k, v in headers if k.lower() != "authorization"]
-                headers.append(("x-api-key", bearer[7:].strip()))
+            rest, key = split_bearer(headers)
+            if key is not None:
+                headers = [*rest, ("x-api-key", key)]
         headers = self._credentials.apply(headers, ctx.upstream_headers)
         if not any(k == "anthropic-version" for k, _ in headers):
             headers.append(("anthropic-version", ANTHROPIC_VERSION))
-        headers.append(_JSON)
+        headers.append(JSON_HEADER)
         return headers
 
-    async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
-        if request.route not in (Route.CHAT, Route.MESSAGES) or not isinstance(request.body, bytes):
-            raise InvalidRequest(
-                f"The {request.route.value} API is not available on an Anthropic upstream.",
-                code="unsupported_route",
-            )
-        body = orjson.loads(request.body)
-        model = request.target.model if request.target else request.model
-        payload = orjson.dumps(openai_request_to_anthropic(body, model=model))
-        headers = self._headers(request, ctx)
-        resp = await settled(
-            request,
-            lambda: self._client.send("POST", self._url, headers, payload),
-            self._first_token,
-            self._max_response,
-        )
-        if isinstance(resp, BufferedResponse):
-            return self._translate_whole(resp)
-        return _TranslatedStream(resp, self._max_event)
+    def frames(self, model: str) -> SSEFrames:
+        return SSEFrames(AnthropicStreamDecoder(), self._max_event, wait_for_id=True)
 
-    @staticmethod
-    def _translate_whole(resp: BufferedResponse) -> BufferedResponse:
+    def translate_answer(self, resp: BufferedResponse, model: str) -> BufferedResponse:
+        """Unlike ``translate_whole``, a body that is no JSON object passes as it came."""
         headers = [(k, v) for k, v in resp.headers if k.lower() != "content-type"]
-        headers.append(_JSON)
+        headers.append(JSON_HEADER)
         try:
             data = orjson.loads(resp.body)
         except orjson.JSONDecodeError:

@@ -33,14 +33,31 @@ and server-tool blocks are refused with ``InvalidRequest``: nothing upstream wou
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from proxy.errors import InvalidRequest
+from proxy.upstream.providers.common import (
+    arguments_to_object,
+    assistant_message,
+    chat_completion,
+    chat_messages,
+    content_items,
+    data_url,
+    function_tool,
+    image_source,
+    int_or_zero,
+    merge_turn,
+    openai_tool_call,
+    refuse_n,
+    require_messages,
+    single_choice,
+    system_items,
+    tool_calls,
+    unsupported,
+    usage_with_cache,
+)
 
 __all__ = [
     "anthropic_error_to_openai",
@@ -115,10 +132,6 @@ def finish_reason_to_anthropic(reason: str | None) -> str | None:
     return None if reason is None else _FINISH_TO_STOP.get(reason, "end_turn")
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def usage_to_openai(usage: Mapping[str, Any]) -> dict[str, Any]:
     """Anthropic usage -> OpenAI usage.
 
@@ -126,17 +139,12 @@ def usage_to_openai(usage: Mapping[str, Any]) -> dict[str, Any]:
     ``prompt_tokens`` includes cached tokens, so the three are summed: budgets and metrics that
     read ``prompt_tokens`` then see every prompt token the request consumed.
     """
-    cache_read = _int(usage.get("cache_read_input_tokens"))
-    prompt = _int(usage.get("input_tokens")) + cache_read + _int(usage.get("cache_creation_input_tokens"))
-    completion = _int(usage.get("output_tokens"))
-    out: dict[str, Any] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
-    if cache_read:
-        out["prompt_tokens_details"] = {"cached_tokens": cache_read}
-    return out
+    return usage_with_cache(
+        int_or_zero(usage.get("input_tokens")),
+        int_or_zero(usage.get("output_tokens")),
+        int_or_zero(usage.get("cache_read_input_tokens")),
+        int_or_zero(usage.get("cache_creation_input_tokens")),
+    )
 
 
 def usage_to_anthropic(usage: Mapping[str, Any]) -> dict[str, Any]:
@@ -144,120 +152,56 @@ def usage_to_anthropic(usage: Mapping[str, Any]) -> dict[str, Any]:
 
     OpenAI caching has no write charge, so ``cache_creation_input_tokens`` is 0.
     """
-    prompt = _int(usage.get("prompt_tokens"))
+    prompt = int_or_zero(usage.get("prompt_tokens"))
     details = usage.get("prompt_tokens_details")
-    cached = min(_int(details.get("cached_tokens")) if isinstance(details, Mapping) else 0, prompt)
+    cached = min(int_or_zero(details.get("cached_tokens")) if isinstance(details, Mapping) else 0, prompt)
     return {
         "input_tokens": prompt - cached,
-        "output_tokens": _int(usage.get("completion_tokens")),
+        "output_tokens": int_or_zero(usage.get("completion_tokens")),
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": cached,
     }
 
 
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _arguments_to_input(arguments: Any) -> dict[str, Any]:
-    """OpenAI tool-call ``arguments`` (a JSON string) -> Anthropic ``input`` (an object).
-
-    Models do emit broken JSON now and then, and that call may be echoed back in history or be
-    the response itself: failing the whole exchange would be worse than passing the raw text on
-    under ``_raw_arguments``, where the tool's own validation will reject it visibly.
-    """
-    if isinstance(arguments, dict):
-        return arguments
-    if not isinstance(arguments, str) or not arguments.strip():
-        return {}
-    try:
-        parsed = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        return {"_raw_arguments": arguments}
-    return parsed if isinstance(parsed, dict) else {"_raw_arguments": arguments}
-
-
-def _unsupported(what: str, param: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"{what} cannot be translated for this provider.", code="unsupported_content", param=param
-    )
-
-
 # ------------------------------------------------------------------ OpenAI -> Anthropic request
 
 
-def _data_url(url: str) -> tuple[str, str] | None:
-    """``data:<media>;base64,<data>`` -> (media, data); None if not a base64 data URL."""
-    if not url.startswith("data:"):
-        return None
-    header, sep, data = url[5:].partition(",")
-    media, *params = header.split(";")
-    return (media, data) if sep and "base64" in params else None
-
-
 def _image_to_anthropic(part: Mapping[str, Any], param: str) -> dict[str, Any]:
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, Mapping) else image
-    if not isinstance(url, str) or not url:
-        raise _unsupported("An image part without a URL", param)
-    if url.startswith("data:"):
-        parsed = _data_url(url)
-        if parsed is None:
-            raise _unsupported("A non-base64 data URL", param)
-        return {"type": "image", "source": {"type": "base64", "media_type": parsed[0], "data": parsed[1]}}
+    url, inline = image_source(part, param)
+    if inline is not None:
+        return {"type": "image", "source": {"type": "base64", "media_type": inline[0], "data": inline[1]}}
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 
 def _file_to_anthropic(part: Mapping[str, Any], param: str) -> dict[str, Any]:
     file = part.get("file")
     data = file.get("file_data") if isinstance(file, Mapping) else None
-    parsed = _data_url(data) if isinstance(data, str) else None
+    parsed = data_url(data) if isinstance(data, str) else None
     if parsed is None or parsed[0] != "application/pdf":
-        raise _unsupported("A file part other than an inline PDF", param)
+        raise unsupported("A file part other than an inline PDF", param)
     return {"type": "document", "source": {"type": "base64", "media_type": parsed[0], "data": parsed[1]}}
+
+
+def _text_block(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
 
 
 def _blocks_to_anthropic(content: Any, param: str) -> list[dict[str, Any]]:
     """OpenAI message content (string or parts) -> Anthropic blocks; empty text is skipped
     because Anthropic rejects empty text blocks."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    if not isinstance(content, list):
-        raise InvalidRequest("Message content must be a string or a list of parts.", param=param)
-    blocks: list[dict[str, Any]] = []
-    for i, part in enumerate(content):
-        where = f"{param}[{i}]"
-        kind = part.get("type") if isinstance(part, Mapping) else None
-        if kind in ("text", "refusal"):
-            text = part.get(kind)
-            if isinstance(text, str) and text:
-                blocks.append({"type": "text", "text": text})
-        elif kind == "image_url":
-            blocks.append(_image_to_anthropic(part, where))
-        elif kind == "file":
-            blocks.append(_file_to_anthropic(part, where))
-        else:
-            raise _unsupported(f"Content part type {kind!r}", where)
-    return blocks
+    return content_items(
+        content, param, _text_block, {"image_url": _image_to_anthropic, "file": _file_to_anthropic}
+    )
 
 
 def _system_texts(content: Any, param: str) -> list[str]:
-    blocks = _blocks_to_anthropic(content, param)
-    if any(b["type"] != "text" for b in blocks):
-        raise _unsupported("A non-text system message part", param)
+    blocks = system_items(_blocks_to_anthropic(content, param), param, lambda b: b["type"] == "text")
     return [b["text"] for b in blocks]
 
 
 def _tool_to_anthropic(tool: Any, param: str) -> dict[str, Any]:
-    if not isinstance(tool, Mapping) or tool.get("type", "function") != "function":
-        raise _unsupported("A non-function tool", param)
-    fn = tool.get("function") or {}
-    out: dict[str, Any] = {"name": fn.get("name")}
-    if fn.get("description"):
-        out["description"] = fn["description"]
-    out["input_schema"] = fn.get("parameters") or {"type": "object", "properties": {}}
+    out, parameters = function_tool(tool, param)
+    out["input_schema"] = parameters or {"type": "object", "properties": {}}
     return out
 
 
@@ -268,16 +212,12 @@ def _tool_choice_to_anthropic(choice: Any) -> dict[str, Any] | None:
         return {"type": {"auto": "auto", "required": "any", "none": "none"}[choice]}
     if isinstance(choice, Mapping) and choice.get("type") == "function":
         return {"type": "tool", "name": (choice.get("function") or {}).get("name")}
-    raise _unsupported(f"tool_choice {choice!r}", "tool_choice")
+    raise unsupported(f"tool_choice {choice!r}", "tool_choice")
 
 
 def _merge(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
-    """Append, merging into the previous message of the same role: Anthropic requires
-    alternating roles, and OpenAI's consecutive ``tool`` messages all become one user turn."""
-    if messages and messages[-1]["role"] == role:
-        messages[-1]["content"].extend(blocks)
-    else:
-        messages.append({"role": role, "content": blocks})
+    """Even an empty user turn is kept (it becomes ``""``): the roles must still alternate."""
+    merge_turn(messages, role, blocks, skip_empty=False)
 
 
 def _tool_result(msg: Mapping[str, Any], param: str) -> dict[str, Any]:
@@ -307,44 +247,26 @@ def openai_request_to_anthropic(
     ``sampling=False`` leaves out ``temperature`` / ``top_p`` for an upstream called with an
     ``anthropic-version`` that refuses them (2026-10-21 and later).
     """
-    n = body.get("n")
-    if isinstance(n, int) and n > 1:
-        raise InvalidRequest(
-            "n > 1 is not supported by this provider.", code="unsupported_parameter", param="n"
-        )
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        raise InvalidRequest("messages must be a list.", param="messages")
+    refuse_n(body)
+    messages = require_messages(body)
 
     system: list[str] = []
     single_system_string = True
     out_messages: list[dict[str, Any]] = []
-    for i, msg in enumerate(messages):
-        param = f"messages[{i}]"
-        role = msg.get("role") if isinstance(msg, Mapping) else None
-        if role in ("system", "developer"):
+    for param, role, msg in chat_messages(messages):
+        if role == "system":
             single_system_string = single_system_string and not system and isinstance(msg.get("content"), str)
             system.extend(_system_texts(msg.get("content"), f"{param}.content"))
         elif role == "user":
             _merge(out_messages, "user", _blocks_to_anthropic(msg.get("content"), f"{param}.content"))
         elif role == "assistant":
             blocks = _blocks_to_anthropic(msg.get("content"), f"{param}.content")
-            for call in msg.get("tool_calls") or ():
-                fn = call.get("function") or {}
-                blocks.append(
-                    {
-                        "type": "tool_use",
-                        "id": call.get("id"),
-                        "name": fn.get("name"),
-                        "input": _arguments_to_input(fn.get("arguments")),
-                    }
-                )
+            for call_id, name, args in tool_calls(msg):
+                blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": args})
             if blocks:  # an empty assistant turn says nothing, and Anthropic rejects it
                 _merge(out_messages, "assistant", blocks)
-        elif role == "tool":
+        else:  # tool
             _merge(out_messages, "user", [_tool_result(msg, param)])
-        else:
-            raise _unsupported(f"Message role {role!r}", f"{param}.role")
     for m in out_messages:
         # One plain text block is the same message as a string; the string form is smaller.
         if len(m["content"]) == 1 and m["content"][0].keys() == {"type", "text"}:
@@ -403,14 +325,14 @@ def _image_to_openai(block: Mapping[str, Any], param: str) -> dict[str, Any]:
     elif source.get("type") == "url":
         url = source.get("url")
     else:
-        raise _unsupported(f"An image source of type {source.get('type')!r}", param)
+        raise unsupported(f"An image source of type {source.get('type')!r}", param)
     return {"type": "image_url", "image_url": {"url": url}}
 
 
 def _document_to_openai(block: Mapping[str, Any], param: str) -> dict[str, Any]:
     source = block.get("source") or {}
     if source.get("type") != "base64" or source.get("media_type") != "application/pdf":
-        raise _unsupported("A document other than an inline PDF", param)
+        raise unsupported("A document other than an inline PDF", param)
     file: dict[str, Any] = {"file_data": f"data:application/pdf;base64,{source.get('data')}"}
     if isinstance(block.get("title"), str):
         file["filename"] = block["title"]
@@ -457,11 +379,11 @@ def _user_to_openai(content: Any, param: str) -> list[dict[str, Any]]:
                 elif sub.get("type") == "image":
                     parts.append(_image_to_openai(sub, f"{where}.content[{j}]"))
                 else:
-                    raise _unsupported(f"Tool result block type {sub.get('type')!r}", f"{where}.content[{j}]")
+                    raise unsupported(f"Tool result block type {sub.get('type')!r}", f"{where}.content[{j}]")
             tool_content = _parts(texts) if texts else ""
             tools.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": tool_content})
         else:
-            raise _unsupported(f"Content block type {kind!r}", where)
+            raise unsupported(f"Content block type {kind!r}", where)
     return tools + ([{"role": "user", "content": _parts(parts)}] if parts or not tools else [])
 
 
@@ -475,15 +397,9 @@ def _assistant_to_openai(content: Any, param: str) -> dict[str, Any] | None:
         if kind == "text":
             texts.append(block["text"])
         elif kind == "tool_use":
-            calls.append(
-                {
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {"name": block.get("name"), "arguments": _dumps(block.get("input") or {})},
-                }
-            )
+            calls.append(openai_tool_call(block.get("id"), block.get("name"), block.get("input")))
         elif kind not in ("thinking", "redacted_thinking"):
-            raise _unsupported(f"Content block type {kind!r}", f"{param}[{i}]")
+            raise unsupported(f"Content block type {kind!r}", f"{param}[{i}]")
     if not texts and not calls:
         return None
     msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
@@ -494,7 +410,7 @@ def _assistant_to_openai(content: Any, param: str) -> dict[str, Any] | None:
 
 def _tool_to_openai(tool: Any, param: str) -> dict[str, Any]:
     if not isinstance(tool, Mapping) or tool.get("type", "custom") != "custom":
-        raise _unsupported("A server tool", param)
+        raise unsupported("A server tool", param)
     fn: dict[str, Any] = {"name": tool.get("name")}
     if tool.get("description"):
         fn["description"] = tool["description"]
@@ -508,7 +424,7 @@ def _tool_choice_to_openai(choice: Any) -> Any:
         return {"auto": "auto", "any": "required", "none": "none"}[kind]
     if kind == "tool":
         return {"type": "function", "function": {"name": choice.get("name")}}
-    raise _unsupported(f"tool_choice {choice!r}", "tool_choice")
+    raise unsupported(f"tool_choice {choice!r}", "tool_choice")
 
 
 def anthropic_request_to_openai(body: dict[str, Any]) -> dict[str, Any]:
@@ -528,10 +444,7 @@ def anthropic_request_to_openai(body: dict[str, Any]) -> dict[str, Any]:
         ]
         if texts:
             messages.append({"role": "system", "content": _parts(texts)})
-    raw = body.get("messages")
-    if not isinstance(raw, list):
-        raise InvalidRequest("messages must be a list.", param="messages")
-    for i, msg in enumerate(raw):
+    for i, msg in enumerate(require_messages(body)):
         param = f"messages[{i}]"
         role = msg.get("role") if isinstance(msg, Mapping) else None
         if role == "user":
@@ -541,7 +454,7 @@ def anthropic_request_to_openai(body: dict[str, Any]) -> dict[str, Any]:
             if converted is not None:
                 messages.append(converted)
         else:
-            raise _unsupported(f"Message role {role!r}", f"{param}.role")
+            raise unsupported(f"Message role {role!r}", f"{param}.role")
 
     out: dict[str, Any] = {"model": body.get("model"), "messages": messages}
     if body.get("max_tokens") is not None:
@@ -586,35 +499,15 @@ def anthropic_response_to_openai(body: dict[str, Any], *, created: int | None = 
         if block.get("type") == "text":
             texts.append(block.get("text", ""))
         elif block.get("type") == "tool_use":
-            calls.append(
-                {
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {"name": block.get("name"), "arguments": _dumps(block.get("input") or {})},
-                }
-            )
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": "".join(texts) if texts or not calls else None,
-        "refusal": None,
-    }
-    if calls:
-        message["tool_calls"] = calls
-    return {
-        "id": body.get("id"),
-        "object": "chat.completion",
-        "created": int(time.time()) if created is None else created,
-        "model": body.get("model"),
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": stop_reason_to_openai(body.get("stop_reason")) or "stop",
-                "logprobs": None,
-            }
-        ],
-        "usage": usage_to_openai(body.get("usage") or {}),
-    }
+            calls.append(openai_tool_call(block.get("id"), block.get("name"), block.get("input")))
+    finish = stop_reason_to_openai(body.get("stop_reason")) or "stop"
+    return chat_completion(
+        body.get("id"),
+        body.get("model"),
+        single_choice(assistant_message(texts, calls), finish),
+        usage_to_openai(body.get("usage") or {}),
+        created,
+    )
 
 
 def openai_response_to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
@@ -636,7 +529,7 @@ def openai_response_to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
                 "type": "tool_use",
                 "id": call.get("id") or f"toolu_{uuid.uuid4().hex[:24]}",
                 "name": fn.get("name"),
-                "input": _arguments_to_input(fn.get("arguments")),
+                "input": arguments_to_object(fn.get("arguments")),
             }
         )
     stop = finish_reason_to_anthropic(choice.get("finish_reason"))

@@ -21,14 +21,31 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from proxy.errors import InvalidRequest
 from proxy.models.stream import ErrorEvent, Finish, StreamEvent, TextDelta, ToolCallDelta, Usage
+from proxy.upstream.providers.common import (
+    assistant_message,
+    chat_completion,
+    chat_messages,
+    content_items,
+    function_tool,
+    int_or_zero,
+    merge_turn,
+    new_completion_id,
+    openai_tool_call,
+    refuse_n,
+    require_messages,
+    single_choice,
+    stop_sequences,
+    system_items,
+    tool_calls,
+    tool_text,
+    unsupported,
+    usage_with_cache,
+)
 
 __all__ = [
     "BedrockStreamDecoder",
@@ -71,16 +88,6 @@ _IMAGE_FORMATS = {
 }
 
 
-def _unsupported(what: str, param: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"{what} cannot be translated for this provider.", code="unsupported_content", param=param
-    )
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def stop_reason_to_openai(reason: Any) -> str | None:
     return None if not isinstance(reason, str) else _STOP.get(reason, "stop")
 
@@ -88,17 +95,12 @@ def stop_reason_to_openai(reason: Any) -> str | None:
 def usage_to_openai(usage: Mapping[str, Any]) -> dict[str, Any]:
     """Converse usage -> OpenAI usage; cache reads and writes are prompt tokens too (as for
     Anthropic), so a budget reading ``prompt_tokens`` sees every token billed as input."""
-    cache_read = _int(usage.get("cacheReadInputTokens"))
-    prompt = _int(usage.get("inputTokens")) + cache_read + _int(usage.get("cacheWriteInputTokens"))
-    completion = _int(usage.get("outputTokens"))
-    out: dict[str, Any] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
-    if cache_read:
-        out["prompt_tokens_details"] = {"cached_tokens": cache_read}
-    return out
+    return usage_with_cache(
+        int_or_zero(usage.get("inputTokens")),
+        int_or_zero(usage.get("outputTokens")),
+        int_or_zero(usage.get("cacheReadInputTokens")),
+        int_or_zero(usage.get("cacheWriteInputTokens")),
+    )
 
 
 # ------------------------------------------------------------------ request
@@ -108,12 +110,12 @@ def _image(part: Mapping[str, Any], param: str) -> dict[str, Any]:
     image = part.get("image_url")
     url = image.get("url") if isinstance(image, Mapping) else image
     if not isinstance(url, str) or not url.startswith("data:"):
-        raise _unsupported("An image by URL (Bedrock takes inline images only)", param)
+        raise unsupported("An image by URL (Bedrock takes inline images only)", param)
     header, _, data = url[5:].partition(",")
     media, *params = header.split(";")
     fmt = _IMAGE_FORMATS.get(media.lower())
     if fmt is None or "base64" not in params:
-        raise _unsupported(f"An image of type {media!r}", param)
+        raise unsupported(f"An image of type {media!r}", param)
     try:
         base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
@@ -121,45 +123,12 @@ def _image(part: Mapping[str, Any], param: str) -> dict[str, Any]:
     return {"image": {"format": fmt, "source": {"bytes": data}}}
 
 
+def _text(text: str) -> dict[str, Any]:
+    return {"text": text}
+
+
 def _blocks(content: Any, param: str) -> list[dict[str, Any]]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise InvalidRequest("Message content must be a string or a list of parts.", param=param)
-    blocks: list[dict[str, Any]] = []
-    for i, part in enumerate(content):
-        where = f"{param}[{i}]"
-        kind = part.get("type") if isinstance(part, Mapping) else None
-        if kind in ("text", "refusal"):
-            text = part.get(kind)
-            if isinstance(text, str) and text:
-                blocks.append({"text": text})
-        elif kind == "image_url":
-            blocks.append(_image(part, where))
-        else:
-            raise _unsupported(f"Content part type {kind!r}", where)
-    return blocks
-
-
-def _input(arguments: Any) -> dict[str, Any]:
-    if isinstance(arguments, dict):
-        return arguments
-    try:
-        parsed = orjson.loads(arguments) if isinstance(arguments, str) and arguments.strip() else {}
-    except orjson.JSONDecodeError:
-        return {"_raw_arguments": arguments}
-    return parsed if isinstance(parsed, dict) else {"_raw_arguments": arguments}
-
-
-def _merge(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
-    if not blocks:
-        return
-    if messages and messages[-1]["role"] == role:
-        messages[-1]["content"].extend(blocks)
-    else:
-        messages.append({"role": role, "content": blocks})
+    return content_items(content, param, _text, {"image_url": _image})
 
 
 def _tool_config(body: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -169,13 +138,8 @@ def _tool_config(body: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     specs = []
     for i, tool in enumerate(tools):
-        if not isinstance(tool, Mapping) or tool.get("type", "function") != "function":
-            raise _unsupported("A non-function tool", f"tools[{i}]")
-        fn = tool.get("function") or {}
-        spec: dict[str, Any] = {"name": fn.get("name")}
-        if fn.get("description"):
-            spec["description"] = fn["description"]
-        spec["inputSchema"] = {"json": fn.get("parameters") or {"type": "object", "properties": {}}}
+        spec, parameters = function_tool(tool, f"tools[{i}]")
+        spec["inputSchema"] = {"json": parameters or {"type": "object", "properties": {}}}
         specs.append({"toolSpec": spec})
     out: dict[str, Any] = {"tools": specs}
     if choice == "required":
@@ -185,51 +149,29 @@ def _tool_config(body: Mapping[str, Any]) -> dict[str, Any] | None:
     elif isinstance(choice, Mapping) and choice.get("type") == "function":
         out["toolChoice"] = {"tool": {"name": (choice.get("function") or {}).get("name")}}
     elif choice is not None:
-        raise _unsupported(f"tool_choice {choice!r}", "tool_choice")
+        raise unsupported(f"tool_choice {choice!r}", "tool_choice")
     return out
 
 
 def openai_request_to_bedrock(body: dict[str, Any]) -> dict[str, Any]:
     """A chat-completions request -> a Converse body (the model id goes in the URL)."""
-    n = body.get("n")
-    if isinstance(n, int) and n > 1:
-        raise InvalidRequest(
-            "n > 1 is not supported by this provider.", code="unsupported_parameter", param="n"
-        )
-    raw = body.get("messages")
-    if not isinstance(raw, list):
-        raise InvalidRequest("messages must be a list.", param="messages")
+    refuse_n(body)
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
-    for i, msg in enumerate(raw):
-        param = f"messages[{i}]"
-        role = msg.get("role") if isinstance(msg, Mapping) else None
-        if role in ("system", "developer"):
-            blocks = _blocks(msg.get("content"), f"{param}.content")
-            if any("text" not in b for b in blocks):
-                raise _unsupported("A non-text system message part", f"{param}.content")
-            system.extend(blocks)
-        elif role == "user":
-            _merge(messages, "user", _blocks(msg.get("content"), f"{param}.content"))
-        elif role == "assistant":
-            blocks = _blocks(msg.get("content"), f"{param}.content")
-            for call in msg.get("tool_calls") or ():
-                fn = call.get("function") or {}
-                use = {
-                    "toolUseId": call.get("id"),
-                    "name": fn.get("name"),
-                    "input": _input(fn.get("arguments")),
-                }
-                blocks.append({"toolUse": use})
-            _merge(messages, "assistant", blocks)
-        elif role == "tool":
-            content = msg.get("content")
-            if isinstance(content, list):
-                content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
+    for param, role, msg in chat_messages(require_messages(body)):
+        if role == "tool":
+            content = tool_text(msg.get("content"))
             result = {"toolUseId": msg.get("tool_call_id"), "content": [{"text": content or ""}]}
-            _merge(messages, "user", [{"toolResult": result}])
-        else:
-            raise _unsupported(f"Message role {role!r}", f"{param}.role")
+            merge_turn(messages, "user", [{"toolResult": result}])
+            continue
+        blocks = _blocks(msg.get("content"), f"{param}.content")
+        if role == "system":
+            system.extend(system_items(blocks, f"{param}.content"))
+            continue
+        if role == "assistant":
+            for call_id, name, args in tool_calls(msg):
+                blocks.append({"toolUse": {"toolUseId": call_id, "name": name, "input": args}})
+        merge_turn(messages, role, blocks)
     out: dict[str, Any] = {"messages": messages}
     if system:
         out["system"] = system
@@ -240,9 +182,9 @@ def openai_request_to_bedrock(body: dict[str, Any]) -> dict[str, Any]:
     for src, dst in (("temperature", "temperature"), ("top_p", "topP")):
         if body.get(src) is not None:
             inference[dst] = body[src]
-    stop = body.get("stop")
+    stop = stop_sequences(body.get("stop"))
     if stop:
-        inference["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+        inference["stopSequences"] = stop
     if inference:
         out["inferenceConfig"] = inference
     tools = _tool_config(body)
@@ -252,10 +194,6 @@ def openai_request_to_bedrock(body: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ response
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 def bedrock_response_to_openai(
@@ -269,35 +207,15 @@ def bedrock_response_to_openai(
             texts.append(block["text"])
         elif isinstance(block.get("toolUse"), Mapping):
             use = block["toolUse"]
-            calls.append(
-                {
-                    "id": use.get("toolUseId"),
-                    "type": "function",
-                    "function": {"name": use.get("name"), "arguments": _dumps(use.get("input") or {})},
-                }
-            )
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": "".join(texts) if texts or not calls else None,
-        "refusal": None,
-    }
-    if calls:
-        message["tool_calls"] = calls
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-        "object": "chat.completion",
-        "created": int(time.time()) if created is None else created,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": stop_reason_to_openai(body.get("stopReason")) or "stop",
-                "logprobs": None,
-            }
-        ],
-        "usage": usage_to_openai(body.get("usage") or {}),
-    }
+            calls.append(openai_tool_call(use.get("toolUseId"), use.get("name"), use.get("input")))
+    finish = stop_reason_to_openai(body.get("stopReason")) or "stop"
+    return chat_completion(
+        new_completion_id(),
+        model,
+        single_choice(assistant_message(texts, calls), finish),
+        usage_to_openai(body.get("usage") or {}),
+        created,
+    )
 
 
 def error_name(header: str | None, body: Any) -> str:
@@ -337,7 +255,7 @@ class BedrockStreamDecoder:
 
     def __init__(self, model: str) -> None:
         self.model = model
-        self.message_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.message_id = new_completion_id()
         self.done = False
         self._calls: dict[int, int] = {}  # content block index -> tool call index
 
@@ -355,7 +273,7 @@ class BedrockStreamDecoder:
         if kind == "contentBlockStart":
             use = (payload.get("start") or {}).get("toolUse")
             if isinstance(use, Mapping):
-                call = self._calls[_int(payload.get("contentBlockIndex"))] = len(self._calls)
+                call = self._calls[int_or_zero(payload.get("contentBlockIndex"))] = len(self._calls)
                 return [ToolCallDelta(0, call, "", use.get("toolUseId"), use.get("name"))]
             return []
         if kind == "contentBlockDelta":
@@ -363,7 +281,7 @@ class BedrockStreamDecoder:
             if isinstance(delta.get("text"), str) and delta["text"]:
                 return [TextDelta(0, delta["text"])]
             use = delta.get("toolUse")
-            found = self._calls.get(_int(payload.get("contentBlockIndex")))
+            found = self._calls.get(int_or_zero(payload.get("contentBlockIndex")))
             if isinstance(use, Mapping) and found is not None and use.get("input"):
                 return [ToolCallDelta(0, found, str(use["input"]))]
             return []

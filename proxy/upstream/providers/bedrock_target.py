@@ -21,8 +21,7 @@ from urllib.parse import quote
 import orjson
 
 from proxy.chain.context import RequestContext
-from proxy.errors import InvalidRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from proxy.models.chat import Route
+from proxy.errors import UpstreamError, UpstreamTimeout
 from proxy.models.stream import StreamEvent
 from proxy.models.upstream import BufferedResponse, UpstreamRequest, UpstreamResponse
 from proxy.upstream.client import HttpClient
@@ -34,8 +33,7 @@ from proxy.upstream.providers.bedrock import (
     openai_request_to_bedrock,
 )
 from proxy.upstream.providers.gemini_target import missing_extra
-from proxy.upstream.providers.translated import JSON_HEADER, TranslatedStream
-from proxy.upstream.settle import settled
+from proxy.upstream.providers.translated import JSON_HEADER, TranslatedTarget, credentials_unavailable
 
 _EVENTSTREAM = "application/vnd.amazon.eventstream"
 
@@ -59,17 +57,14 @@ class AwsCredentials:
             if self._creds is None:
                 self._creds = botocore.session.get_session().get_credentials()
             if self._creds is None:
-                raise UpstreamUnavailable(
+                raise credentials_unavailable(
                     "The sidecar found no AWS credentials for the upstream.",
-                    code="upstream_credentials_unavailable",
-                    detail="no credentials in env, shared files, web identity or metadata",
+                    "no credentials in env, shared files, web identity or metadata",
                 )
             return self._creds.get_frozen_credentials()
         except botocore.exceptions.BotoCoreError as exc:
-            raise UpstreamUnavailable(
-                "The sidecar could not get AWS credentials for the upstream.",
-                code="upstream_credentials_unavailable",
-                detail=repr(exc),
+            raise credentials_unavailable(
+                "The sidecar could not get AWS credentials for the upstream.", repr(exc)
             ) from exc
 
     async def frozen(self) -> Any:
@@ -125,7 +120,9 @@ class _EventStreamFrames:
         return self._decoder.openai_chunk_template()
 
 
-class BedrockTarget:
+class BedrockTarget(TranslatedTarget):
+    provider = "a Bedrock"
+
     def __init__(
         self,
         name: str,
@@ -137,55 +134,43 @@ class BedrockTarget:
         first_token_timeout: float | None = None,
         max_response_bytes: int | None = None,
     ) -> None:
-        self.name = name
+        super().__init__(
+            name, client, first_token_timeout=first_token_timeout, max_response_bytes=max_response_bytes
+        )
         self._base = base_url.rstrip("/")
-        self._client = client
         self._region = region
         self._static = [(k.lower(), v) for k, v in static_headers.items()]
         self._credentials = AwsCredentials()
-        self._first_token = first_token_timeout
-        self._max_response = max_response_bytes
 
     def url(self, model: str, stream: bool) -> str:
         return f"{self._base}/model/{quote(model, safe='')}/{'converse-stream' if stream else 'converse'}"
 
-    async def _signed(
-        self, url: str, payload: bytes, stream: bool, ctx: RequestContext
+    def translate_request(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        return openai_request_to_bedrock(body)
+
+    async def headers(
+        self, request: UpstreamRequest, ctx: RequestContext, url: str, payload: bytes
     ) -> list[tuple[str, str]]:
+        """Only what is signed (and the policy's static headers): no client header reaches AWS."""
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
 
         headers = dict(self._static)
         headers.update({k.lower(): v for k, v in ctx.upstream_headers.items() if v})
         headers["content-type"] = "application/json"
-        headers["accept"] = _EVENTSTREAM if stream else "application/json"
+        headers["accept"] = _EVENTSTREAM if request.stream else "application/json"
         aws = AWSRequest(method="POST", url=url, data=payload, headers=headers)
         SigV4Auth(await self._credentials.frozen(), "bedrock", self._region).add_auth(aws)
         return [(k, str(v)) for k, v in aws.headers.items()]
 
-    async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
-        if request.route not in (Route.CHAT, Route.MESSAGES) or not isinstance(request.body, bytes):
-            raise InvalidRequest(
-                f"The {request.route.value} API is not available on a Bedrock upstream.",
-                code="unsupported_route",
-            )
-        model = request.target.model if request.target else request.model
-        payload = orjson.dumps(openai_request_to_bedrock(orjson.loads(request.body)))
-        url = self.url(model, request.stream)
-        headers = await self._signed(url, payload, request.stream, ctx)
-        resp = await settled(
-            request,
-            # Sent as signed: the model id's ':' stays %3A (re-quoting would break the signature).
-            lambda: self._client.send("POST", url, headers, payload, encoded=True),
-            self._first_token,
-            self._max_response,
-        )
-        if isinstance(resp, BufferedResponse):
-            return self._whole(resp, model)
-        return TranslatedStream(resp, _EventStreamFrames(model))
+    async def post(self, url: str, headers: list[tuple[str, str]], payload: bytes) -> UpstreamResponse:
+        # Sent as signed: the model id's ':' stays %3A (re-quoting would break the signature).
+        return await self._client.send("POST", url, headers, payload, encoded=True)
 
-    @staticmethod
-    def _whole(resp: BufferedResponse, model: str) -> BufferedResponse:
+    def frames(self, model: str) -> _EventStreamFrames:
+        return _EventStreamFrames(model)
+
+    def translate_answer(self, resp: BufferedResponse, model: str) -> BufferedResponse:
         headers = [(k, v) for k, v in resp.headers if k.lower() not in ("content-type", "x-amzn-errortype")]
         headers.append(JSON_HEADER)
         try:

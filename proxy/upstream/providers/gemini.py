@@ -26,7 +26,6 @@ them back through the assistant message that holds them.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -34,6 +33,24 @@ from typing import Any
 import orjson
 
 from proxy.errors import InvalidRequest
+from proxy.upstream.providers.common import (
+    assistant_message,
+    chat_completion,
+    chat_messages,
+    content_items,
+    function_tool,
+    image_source,
+    int_or_zero,
+    merge_turn,
+    new_completion_id,
+    openai_tool_call,
+    require_messages,
+    stop_sequences,
+    system_items,
+    tool_calls,
+    tool_text,
+    unsupported,
+)
 
 __all__ = [
     "finish_reason_to_openai",
@@ -74,16 +91,6 @@ _STATUS = {
 _CONTEXT_MARKERS = ("exceeds the maximum number of tokens", "input token count", "too many tokens")
 
 
-def _unsupported(what: str, param: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"{what} cannot be translated for this provider.", code="unsupported_content", param=param
-    )
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def finish_reason_to_openai(reason: str | None) -> str | None:
     """Gemini ``finishReason`` -> OpenAI ``finish_reason``; unknown reasons end as ``stop``."""
     if reason is None or reason == "FINISH_REASON_UNSPECIFIED":
@@ -94,15 +101,15 @@ def finish_reason_to_openai(reason: str | None) -> str | None:
 def usage_to_openai(meta: Mapping[str, Any]) -> dict[str, Any]:
     """``usageMetadata`` -> OpenAI usage. Thinking tokens are billed as output, so they count
     as completion tokens (as OpenAI's reasoning tokens do)."""
-    prompt = _int(meta.get("promptTokenCount"))
-    thoughts = _int(meta.get("thoughtsTokenCount"))
-    completion = _int(meta.get("candidatesTokenCount")) + thoughts
+    prompt = int_or_zero(meta.get("promptTokenCount"))
+    thoughts = int_or_zero(meta.get("thoughtsTokenCount"))
+    completion = int_or_zero(meta.get("candidatesTokenCount")) + thoughts
     out: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": _int(meta.get("totalTokenCount")) or prompt + completion,
+        "total_tokens": int_or_zero(meta.get("totalTokenCount")) or prompt + completion,
     }
-    cached = _int(meta.get("cachedContentTokenCount"))
+    cached = int_or_zero(meta.get("cachedContentTokenCount"))
     if cached:
         out["prompt_tokens_details"] = {"cached_tokens": cached}
     if thoughts:
@@ -114,65 +121,32 @@ def usage_to_openai(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _image_part(part: Mapping[str, Any], param: str) -> dict[str, Any]:
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, Mapping) else image
-    if not isinstance(url, str) or not url:
-        raise _unsupported("An image part without a URL", param)
-    if url.startswith("data:"):
-        header, sep, data = url[5:].partition(",")
-        media, *params = header.split(";")
-        if not sep or "base64" not in params:
-            raise _unsupported("A non-base64 data URL", param)
-        return {"inlineData": {"mimeType": media, "data": data}}
+    url, inline = image_source(part, param)
+    if inline is not None:
+        return {"inlineData": {"mimeType": inline[0], "data": inline[1]}}
     mime = "image/png" if url.lower().endswith(".png") else "image/jpeg"
     return {"fileData": {"mimeType": mime, "fileUri": url}}
 
 
+def _file_part(part: Mapping[str, Any], param: str) -> dict[str, Any]:
+    data = (part.get("file") or {}).get("file_data")
+    if not isinstance(data, str) or not data.startswith("data:"):
+        raise unsupported("A file part other than inline data", param)
+    return _image_part({"image_url": {"url": data}}, param)
+
+
+def _text(text: str) -> dict[str, Any]:
+    return {"text": text}
+
+
 def _parts(content: Any, param: str) -> list[dict[str, Any]]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise InvalidRequest("Message content must be a string or a list of parts.", param=param)
-    parts: list[dict[str, Any]] = []
-    for i, part in enumerate(content):
-        where = f"{param}[{i}]"
-        kind = part.get("type") if isinstance(part, Mapping) else None
-        if kind in ("text", "refusal"):
-            text = part.get(kind)
-            if isinstance(text, str) and text:
-                parts.append({"text": text})
-        elif kind == "image_url":
-            parts.append(_image_part(part, where))
-        elif kind == "file":
-            data = (part.get("file") or {}).get("file_data")
-            if not isinstance(data, str) or not data.startswith("data:"):
-                raise _unsupported("A file part other than inline data", where)
-            parts.append(_image_part({"image_url": {"url": data}}, where))
-        else:
-            raise _unsupported(f"Content part type {kind!r}", where)
-    return parts
-
-
-def _args(arguments: Any) -> dict[str, Any]:
-    """OpenAI's JSON-string arguments -> Gemini's object; broken JSON is kept as ``_raw``."""
-    if isinstance(arguments, dict):
-        return arguments
-    if not isinstance(arguments, str) or not arguments.strip():
-        return {}
-    try:
-        parsed = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        return {"_raw_arguments": arguments}
-    return parsed if isinstance(parsed, dict) else {"_raw_arguments": arguments}
+    return content_items(content, param, _text, {"image_url": _image_part, "file": _file_part})
 
 
 def _tool_response(content: Any, param: str) -> dict[str, Any]:
     """A tool message's content -> ``functionResponse.response`` (an object): JSON objects pass
     as they are, anything else is wrapped as ``{"content": ...}`` as Google's samples do."""
-    if isinstance(content, list):
-        content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
+    content = tool_text(content)
     if not isinstance(content, str):
         raise InvalidRequest("A tool message's content must be text.", param=param)
     try:
@@ -184,12 +158,7 @@ def _tool_response(content: Any, param: str) -> dict[str, Any]:
 
 def _append(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any]]) -> None:
     """Gemini wants alternating turns: consecutive same-role messages are merged."""
-    if not parts:
-        return
-    if contents and contents[-1]["role"] == role:
-        contents[-1]["parts"].extend(parts)
-    else:
-        contents.append({"role": role, "parts": parts})
+    merge_turn(contents, role, parts, key="parts")
 
 
 def _tools(tools: Any, choice: Any) -> dict[str, Any]:
@@ -197,14 +166,9 @@ def _tools(tools: Any, choice: Any) -> dict[str, Any]:
     if tools:
         decls = []
         for i, tool in enumerate(tools):
-            if not isinstance(tool, Mapping) or tool.get("type", "function") != "function":
-                raise _unsupported("A non-function tool", f"tools[{i}]")
-            fn = tool.get("function") or {}
-            decl: dict[str, Any] = {"name": fn.get("name")}
-            if fn.get("description"):
-                decl["description"] = fn["description"]
-            if fn.get("parameters"):
-                decl["parametersJsonSchema"] = fn["parameters"]
+            decl, parameters = function_tool(tool, f"tools[{i}]")
+            if parameters:
+                decl["parametersJsonSchema"] = parameters
             decls.append(decl)
         out["tools"] = [{"functionDeclarations": decls}]
     if choice is None:
@@ -214,7 +178,7 @@ def _tools(tools: Any, choice: Any) -> dict[str, Any]:
     elif isinstance(choice, Mapping) and choice.get("type") == "function":
         mode = {"mode": "ANY", "allowedFunctionNames": [(choice.get("function") or {}).get("name")]}
     else:
-        raise _unsupported(f"tool_choice {choice!r}", "tool_choice")
+        raise unsupported(f"tool_choice {choice!r}", "tool_choice")
     out["toolConfig"] = {"functionCallingConfig": mode}
     return out
 
@@ -234,9 +198,9 @@ def _generation_config(body: Mapping[str, Any]) -> dict[str, Any]:
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if limit is not None:
         cfg["maxOutputTokens"] = limit
-    stop = body.get("stop")
+    stop = stop_sequences(body.get("stop"))
     if stop:
-        cfg["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+        cfg["stopSequences"] = stop
     fmt = body.get("response_format")
     kind = fmt.get("type") if isinstance(fmt, Mapping) else None
     if kind == "json_object":
@@ -247,36 +211,27 @@ def _generation_config(body: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(schema, Mapping):
             cfg["responseJsonSchema"] = schema
     elif kind not in (None, "text"):
-        raise _unsupported(f"response_format {kind!r}", "response_format")
+        raise unsupported(f"response_format {kind!r}", "response_format")
     return cfg
 
 
 def openai_request_to_gemini(body: dict[str, Any]) -> dict[str, Any]:
     """A chat-completions request -> a ``generateContent`` body (the model goes in the URL)."""
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        raise InvalidRequest("messages must be a list.", param="messages")
     system: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []
     call_names: dict[str, str] = {}
-    for i, msg in enumerate(messages):
-        param = f"messages[{i}]"
-        role = msg.get("role") if isinstance(msg, Mapping) else None
-        if role in ("system", "developer"):
-            parts = _parts(msg.get("content"), f"{param}.content")
-            if any("text" not in p for p in parts):
-                raise _unsupported("A non-text system message part", f"{param}.content")
-            system.extend(parts)
+    for param, role, msg in chat_messages(require_messages(body)):
+        if role == "system":
+            system.extend(system_items(_parts(msg.get("content"), f"{param}.content"), f"{param}.content"))
         elif role == "user":
             _append(contents, "user", _parts(msg.get("content"), f"{param}.content"))
         elif role == "assistant":
             parts = _parts(msg.get("content"), f"{param}.content")
-            for call in msg.get("tool_calls") or ():
-                fn = call.get("function") or {}
-                call_names[str(call.get("id"))] = str(fn.get("name"))
-                parts.append({"functionCall": {"name": fn.get("name"), "args": _args(fn.get("arguments"))}})
+            for call_id, name, args in tool_calls(msg):
+                call_names[str(call_id)] = str(name)
+                parts.append({"functionCall": {"name": name, "args": args}})
             _append(contents, "model", parts)
-        elif role == "tool":
+        else:  # tool
             name = call_names.get(str(msg.get("tool_call_id")))
             if name is None:
                 raise InvalidRequest(
@@ -285,8 +240,6 @@ def openai_request_to_gemini(body: dict[str, Any]) -> dict[str, Any]:
                 )
             response = _tool_response(msg.get("content"), f"{param}.content")
             _append(contents, "user", [{"functionResponse": {"name": name, "response": response}}])
-        else:
-            raise _unsupported(f"Message role {role!r}", f"{param}.role")
     out: dict[str, Any] = {"contents": contents}
     if system:
         out["systemInstruction"] = {"parts": system}
@@ -314,24 +267,9 @@ def _message(candidate: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
             texts.append(part["text"])
         elif isinstance(part.get("functionCall"), Mapping):
             call = part["functionCall"]
-            calls.append(
-                {
-                    "id": call.get("id") or new_call_id(),
-                    "type": "function",
-                    "function": {
-                        "name": call.get("name"),
-                        "arguments": orjson.dumps(call.get("args") or {}).decode(),
-                    },
-                }
-            )
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": "".join(texts) if texts or not calls else None,
-        "refusal": None,
-    }
-    if calls:
-        message["tool_calls"] = calls
-    return message, bool(calls)
+            call_id = call.get("id") or new_call_id()
+            calls.append(openai_tool_call(call_id, call.get("name"), call.get("args")))
+    return assistant_message(texts, calls), bool(calls)
 
 
 def gemini_response_to_openai(
@@ -362,14 +300,13 @@ def gemini_response_to_openai(
                 "logprobs": None,
             }
         )
-    return {
-        "id": body.get("responseId") or f"chatcmpl-{uuid.uuid4().hex[:24]}",
-        "object": "chat.completion",
-        "created": int(time.time()) if created is None else created,
-        "model": body.get("modelVersion") or model,
-        "choices": choices,
-        "usage": usage_to_openai(body.get("usageMetadata") or {}),
-    }
+    return chat_completion(
+        body.get("responseId") or new_completion_id(),
+        body.get("modelVersion") or model,
+        choices,
+        usage_to_openai(body.get("usageMetadata") or {}),
+        created,
+    )
 
 
 def gemini_error_to_openai(body: Any, status: int) -> dict[str, Any]:

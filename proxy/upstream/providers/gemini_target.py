@@ -20,13 +20,9 @@ import asyncio
 from typing import Any
 from urllib.parse import quote
 
-import orjson
-
 from proxy.chain.context import RequestContext
-from proxy.errors import ConfigError, InvalidRequest, UpstreamUnavailable
-from proxy.models.chat import Route
-from proxy.models.stream import StreamEvent
-from proxy.models.upstream import BufferedResponse, UpstreamRequest, UpstreamResponse
+from proxy.errors import ConfigError
+from proxy.models.upstream import BufferedResponse, UpstreamRequest
 from proxy.upstream.client import HttpClient
 from proxy.upstream.providers.gemini import (
     gemini_error_to_openai,
@@ -34,9 +30,15 @@ from proxy.upstream.providers.gemini import (
     openai_request_to_gemini,
 )
 from proxy.upstream.providers.gemini_stream import GeminiStreamDecoder
-from proxy.upstream.providers.translated import JSON_HEADER, TranslatedStream, translate_whole
-from proxy.upstream.settle import settled
-from proxy.upstream.sse import DEFAULT_MAX_EVENT_BYTES, SSEParser
+from proxy.upstream.providers.translated import (
+    JSON_HEADER,
+    SSEFrames,
+    TranslatedTarget,
+    credentials_unavailable,
+    split_bearer,
+    translate_whole,
+)
+from proxy.upstream.sse import DEFAULT_MAX_EVENT_BYTES
 from proxy.upstream.targets import AMBIENT_HEADERS, AUTH_HEADERS, Credentials
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
@@ -83,10 +85,8 @@ class GoogleToken:
                     self._creds, _ = google.auth.default(scopes=SCOPES)
             self._creds.refresh(google.auth.transport.requests.Request())
         except (google.auth.exceptions.GoogleAuthError, OSError, ValueError) as exc:
-            raise UpstreamUnavailable(
-                "The sidecar could not get Google credentials for the upstream.",
-                code="upstream_credentials_unavailable",
-                detail=repr(exc),
+            raise credentials_unavailable(
+                "The sidecar could not get Google credentials for the upstream.", repr(exc)
             ) from exc
 
     async def authorization(self) -> str:
@@ -97,30 +97,10 @@ class GoogleToken:
         return f"Bearer {self._creds.token}"
 
 
-class _SSEFrames:
-    """``FrameDecoder`` over Gemini SSE."""
-
-    def __init__(self, model: str, max_event_bytes: int) -> None:
-        self._parser = SSEParser(max_event_bytes)
-        self._decoder = GeminiStreamDecoder(model)
-
-    @property
-    def done(self) -> bool:
-        return self._decoder.done
-
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        return [ev for sse in self._parser.feed(chunk) for ev in self._decoder.decode(sse)]
-
-    def flush(self) -> list[StreamEvent]:
-        events = [ev for sse in self._parser.flush() for ev in self._decoder.decode(sse)]
-        return events + self._decoder.flush()
-
-    def openai_chunk_template(self) -> dict[str, Any]:
-        return self._decoder.openai_chunk_template()
-
-
-class GeminiTarget:
+class GeminiTarget(TranslatedTarget):
     """``provider: gemini`` (API key) or ``vertex`` (``token`` set: Google ADC)."""
+
+    provider = "a Gemini"
 
     def __init__(
         self,
@@ -135,7 +115,9 @@ class GeminiTarget:
         max_response_bytes: int | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
-        self.name = name
+        super().__init__(
+            name, client, first_token_timeout=first_token_timeout, max_response_bytes=max_response_bytes
+        )
         base = base_url.rstrip("/")
         if vertex is not None:
             project, location = vertex
@@ -143,18 +125,20 @@ class GeminiTarget:
                 f"/projects/{quote(project, safe='')}/locations/{quote(location, safe='')}/publishers/google"
             )
         self._models = base + "/models/"
-        self._client = client
         self._credentials = credentials
         self._token = token
-        self._first_token = first_token_timeout
-        self._max_response = max_response_bytes
         self._max_event = max_event_bytes
 
     def url(self, model: str, stream: bool) -> str:
         method = ":streamGenerateContent?alt=sse" if stream else ":generateContent"
         return self._models + quote(model, safe="") + method
 
-    async def _headers(self, request: UpstreamRequest, ctx: RequestContext) -> list[tuple[str, str]]:
+    def translate_request(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        return openai_request_to_gemini(body)
+
+    async def headers(
+        self, request: UpstreamRequest, ctx: RequestContext, url: str, payload: bytes
+    ) -> list[tuple[str, str]]:
         if self._token is not None:
             headers = [(k, v) for k, v in request.headers if k.lower() not in _DROP]
             headers = self._credentials.apply(headers, ctx.upstream_headers)
@@ -168,31 +152,14 @@ class GeminiTarget:
         if self._credentials.mode == "passthrough" and not any(
             k.lower() == "x-goog-api-key" for k, _ in headers
         ):
-            bearer = next((v for k, v in headers if k.lower() == "authorization"), "")
-            headers = [(k, v) for k, v in headers if k.lower() != "authorization"]
-            if bearer.lower().startswith("bearer "):
-                headers.append(("x-goog-api-key", bearer[7:].strip()))
+            headers, key = split_bearer(headers)
+            if key is not None:
+                headers.append(("x-goog-api-key", key))
         return [*self._credentials.apply(headers, ctx.upstream_headers), JSON_HEADER]
 
-    async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
-        if request.route not in (Route.CHAT, Route.MESSAGES) or not isinstance(request.body, bytes):
-            raise InvalidRequest(
-                f"The {request.route.value} API is not available on a Gemini upstream.",
-                code="unsupported_route",
-            )
-        body = orjson.loads(request.body)
-        model = request.target.model if request.target else request.model
-        payload = orjson.dumps(openai_request_to_gemini(body))
-        headers = await self._headers(request, ctx)
-        url = self.url(model, request.stream)
-        resp = await settled(
-            request,
-            lambda: self._client.send("POST", url, headers, payload),
-            self._first_token,
-            self._max_response,
-        )
-        if isinstance(resp, BufferedResponse):
-            return translate_whole(
-                resp, lambda d: gemini_response_to_openai(d, model), gemini_error_to_openai
-            )
-        return TranslatedStream(resp, _SSEFrames(model, self._max_event))
+    def translate_answer(self, resp: BufferedResponse, model: str) -> BufferedResponse:
+        return translate_whole(resp, lambda d: gemini_response_to_openai(d, model), gemini_error_to_openai)
+
+    def frames(self, model: str) -> SSEFrames:
+        decoder = GeminiStreamDecoder(model)
+        return SSEFrames(decoder, self._max_event, flush=decoder.flush)
