@@ -11,12 +11,14 @@ the relay pays nothing.
 
 Why a cap (``max_response_kb``): a stream has no ``Content-Length`` the body limit could check,
 and the capture record sits in memory until the writer thread takes it. Text and tool-call
-arguments beyond the cap are dropped; the record then says ``response_truncated: true``. The
+arguments beyond the cap are cut off; the record then says ``response_truncated: true``. The
 events are the provider's, before any stream filter, like the whole answer kept before response
 hooks (``capture.keep_answer``).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import orjson
 
@@ -44,12 +46,16 @@ class StreamCapture:
         self.truncated = False
 
     def feed(self, event: StreamEvent) -> None:
-        if isinstance(event, TextDelta | ToolCallDelta):
-            size = len(event.text) if isinstance(event, TextDelta) else len(event.arguments)
-            if size > self._room:
+        if isinstance(event, TextDelta):
+            if len(event.text) > self._room:
+                event = replace(event, text=event.text[: self._room])
                 self.truncated = True
-                return
-            self._room -= size
+            self._room -= len(event.text)
+        elif isinstance(event, ToolCallDelta):
+            if len(event.arguments) > self._room:
+                event = replace(event, arguments=event.arguments[: self._room])
+                self.truncated = True
+            self._room -= len(event.arguments)
         elif isinstance(event, RawEvent) and event.event in _FINAL_EVENTS:
             self._keep_final(event.data)
             return
