@@ -16,8 +16,10 @@ runs in one writer thread fed by a bounded queue. A full queue drops the record 
 (``sidecar_capture_records_total{result="dropped"}``): capture never slows traffic down.
 
 Records are the JSONL that ``replay`` and ``calibrate`` read (``id``, ``route``, ``headers``,
-``request``, ``response``), plus ``weight``, ``inclusion``, ``decisions`` (scores, thresholds,
-actions; never text) and, for ``text: encrypted``, ``sealed`` in place of request and response.
+``request``, ``response``; a streamed answer is joined into the same JSON by ``capture_stream``
+and noted ``response_streamed`` / ``response_truncated``), plus ``weight``, ``inclusion``,
+``decisions`` (scores, thresholds, actions; never text) and, for ``text: encrypted``, ``sealed``
+in place of request and response.
 Segments rotate at ``segment_mb``; segments older than ``ttl_hours`` and the oldest beyond
 ``max_mb`` are deleted by the writer (``capture_store.prune``).
 """
@@ -56,6 +58,8 @@ log = logging.getLogger("policy_sidecar.capture")
 
 REQUEST_KEY = "capture.request"  # ctx.state: the client's body (bytes) as it arrived, before any hook
 RESPONSE_KEY = "capture.response"  # ctx.state: the provider's answer (bytes), before response hooks
+PATH_KEY = "capture.path"  # ctx.state: the pass-through rule's path (pass-through requests only)
+STREAM_KEY = "capture.stream"  # ctx.state: a streamed answer's notes (truncated, completed)
 #: JSON keys whose string values are structure, not text: never redacted.
 STRUCTURAL = frozenset(
     {"model", "role", "type", "id", "tool_call_id", "finish_reason", "object", "name", "format", "detail"}
@@ -77,10 +81,13 @@ def scored(ctx: RequestContext) -> list[tuple[float, float]]:
     return [(d.score, d.threshold) for d in ctx.decisions if d.score is not None and d.threshold is not None]
 
 
-def keep_request(policy: CompiledPolicy, ctx: RequestContext, body: bytes) -> None:
+def keep_request(policy: CompiledPolicy, ctx: RequestContext, body: bytes, path: str | None = None) -> None:
     """Called by the routes for a new request when the policy captures: keep the body, and have
-    score-based rules record their score even when they do not trigger (the sampler needs it)."""
+    score-based rules record their score even when they do not trigger (the sampler needs it).
+    ``path``: a pass-through rule's path, shown by the review page (such records are not replayed)."""
     ctx.state[REQUEST_KEY] = body
+    if path is not None:
+        ctx.state[PATH_KEY] = path
     ctx.record_scores = True
 
 
@@ -250,6 +257,7 @@ def _row(ctx: RequestContext, outcome: Outcome, p: float) -> dict[str, Any]:
         "headers": {"x-tenant-id": ctx.tenant} if ctx.tenant else {},
         "inclusion": round(p, 6),
         "weight": round(1.0 / p, 6),
+        **_notes(ctx),
         "decisions": [
             {
                 "plugin": d.plugin,
@@ -261,6 +269,22 @@ def _row(ctx: RequestContext, outcome: Outcome, p: float) -> dict[str, Any]:
             }
             for d in ctx.decisions
         ],
+    }
+
+
+def _notes(ctx: RequestContext) -> dict[str, Any]:
+    """A streamed answer says so, and whether it was cut at ``max_response_kb`` or ended early;
+    a pass-through request names its rule's path."""
+    path = ctx.state.get(PATH_KEY)
+    if isinstance(path, str):
+        return {"path": path}
+    notes = ctx.state.get(STREAM_KEY)
+    if not isinstance(notes, dict):
+        return {}
+    return {
+        "response_streamed": True,
+        "response_truncated": bool(notes.get("truncated")),
+        "response_completed": bool(notes.get("completed")),
     }
 
 

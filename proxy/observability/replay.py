@@ -133,10 +133,15 @@ def load_traffic(path: Path) -> list[TrafficRecord]:
 
 
 def load_capture(root: Path, key: bytes | None = None) -> list[TrafficRecord]:
-    """A capture store's records, labels merged, sealed ones opened (``key`` or the environment)."""
+    """A capture store's records, labels merged, sealed ones opened (``key`` or the environment).
+
+    Pass-through records (``route: passthrough``, kept for review and the promotion labels) are
+    left out: their guards run on a rule's fields, not through the chain ``replay`` drives."""
+    replayable = {r.value for r in REPLAYABLE}
     return [
         _parse(capture_store.opened(raw, key), f"{root}:{raw.get('id')}", n)
         for n, raw in enumerate(capture_store.labelled_records(root), 1)
+        if raw.get("route", Route.CHAT.value) in replayable
     ]
 
 

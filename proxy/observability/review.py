@@ -147,10 +147,14 @@ def _agreement(s: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: What the page shows of a record besides its rules and text.
+KEYS = ("id", "ts", "tenant", "route", "path", "status", "weight", "inclusion", "text", "response_truncated")
+
+
 def _record_view(
     raw: dict[str, Any], rows: list[dict[str, Any]], lab: dict[str, Any] | None
 ) -> dict[str, Any]:
-    out = {k: raw.get(k) for k in ("id", "ts", "tenant", "route", "status", "weight", "inclusion", "text")}
+    out = {k: raw.get(k) for k in KEYS}
     out["rules"] = rows
     out["label"] = lab
     if isinstance(raw.get("sealed"), dict):

@@ -81,6 +81,10 @@ function render(payload) {
   if (resp && Array.isArray(resp.choices)) {
     for (const c of resp.choices) lines.push("answer: " + partText((c.message || {}).content));
   }
+  if (resp && Array.isArray(resp.output)) {
+    for (const o of resp.output) if (o && o.content) lines.push("answer: " + partText(o.content));
+  }
+  if (!lines.length && payload && payload.request) lines.push("body: " + JSON.stringify(req));
   return lines.join("\\n");
 }
 async function openSealed(rec) {
@@ -120,6 +124,8 @@ async function card(rec) {
   div.dataset.id = rec.id;
   const when = new Date(rec.ts * 1000).toISOString();
   const meta = [rec.id, when, "tenant " + (rec.tenant || "-"), "weight " + num(rec.weight), rec.text];
+  if (rec.path) meta.push("pass-through " + rec.path);
+  if (rec.response_truncated) meta.push("answer truncated");
   div.appendChild(el("div", meta.join(" · "), "meta"));
   div.appendChild(el("pre", rec.sealed ? await openSealed(rec) : render(rec), "text"));
   const table = el("table");

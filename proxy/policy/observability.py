@@ -121,7 +121,17 @@ class CaptureConfig(BaseModel):
         pattern=r"^[A-Z_][A-Z0-9_]*$",
         description="environment variable holding the base64 32-byte key for text: encrypted",
     )
-    responses: bool = Field(default=False, description="also keep the provider's answer (non-streamed)")
+    responses: bool = Field(
+        default=False,
+        description="also keep the provider's answer; a streamed one is joined into the same JSON",
+    )
+    max_response_kb: float = Field(
+        default=64.0,
+        gt=0.0,
+        le=4096.0,
+        description="cap on a streamed answer's kept text and tool arguments; beyond it the record "
+        "says response_truncated",
+    )
     base_rate: float = Field(
         default=0.01, ge=0.0, le=1.0, description="keep probability far from any threshold (and unscored)"
     )

@@ -33,6 +33,7 @@ from proxy.models.chat import ChatRequest, ChatResponse
 from proxy.models.upstream import BufferedResponse, UpstreamRequest, UpstreamResponse
 from proxy.observability import capture
 from proxy.observability import content as content_capture
+from proxy.observability.capture_stream import open_capture
 from proxy.observability.timing import peek_model, peek_usage
 from proxy.policy.compiler import CompiledPolicy
 from proxy.routes.adapters import FormatAdapter
@@ -191,6 +192,7 @@ class Exchange:
             self.adapter.stream_encoder(ctx.model, codec),
             pipeline,
             upstream.max_event_bytes if upstream is not None else DEFAULT_MAX_EVENT_BYTES,
+            open_capture(policy, ctx, self.adapter.chain_route) if policy.capture_on else None,
         )
 
         async def finish(outcome: Outcome) -> None:

@@ -14,6 +14,8 @@ Order of work for one request:
    the rule's price; guards read the named JSON fields through a synthetic chat request, and
    pii redactions are written back into the body. Only then is a JSON body buffered (within
    ``limits.max_body_bytes``); otherwise the body, file uploads included, is streamed upstream.
+   With ``observability.capture`` on, a guarded rule's JSON body is kept for the capture
+   observer (``proxy.observability.capture``) with the steps' decisions and scores.
 5. The answer is streamed back; the rule's complete hooks (budget commit or refund), decision
    records and request observers run when it ends.
 
@@ -44,6 +46,7 @@ from proxy.chain.plugin import Outcome
 from proxy.errors import InvalidRequest, PassthroughRefused, ProxyError, Rejected
 from proxy.models.chat import ChatRequest, Route
 from proxy.models.upstream import Candidate, UpstreamRequest, UpstreamResponse
+from proxy.observability import capture
 from proxy.policy.compiler import CompiledPolicy
 from proxy.policy.passthrough import CompiledRule, PassthroughRule, Verdict
 from proxy.routes.common import (
@@ -318,6 +321,10 @@ class PassthroughRoute:
         if budget is not None:
             ctx.set(PASSTHROUGH_COST, budget.price_usd * _multiplier(data, budget.per_field))
         synthetic, where = field_request(data, config.fields, model)
+        if raw is not None and policy.capture_on and rule.request_steps:
+            # observability.capture: the JSON body a guard reads (already bounded by
+            # limits.max_body_bytes), kept like a chain request's; the answer is not kept.
+            capture.keep_request(policy, ctx, raw, path=config.path)
         done.extend(rule.complete_steps)  # before running: a later refusal must still refund
         reply = await policy.chain.run_request_steps(rule.request_steps, synthetic, ctx)
         if reply is not None:

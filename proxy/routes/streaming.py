@@ -31,6 +31,7 @@ from proxy.chain.plugin import Outcome
 from proxy.errors import ProxyError, StreamAborted, error_event_payload
 from proxy.models.stream import ErrorEvent, StreamEvent, TextDelta, ToolCallDelta, Usage
 from proxy.models.upstream import UpstreamResponse
+from proxy.observability.capture_stream import StreamCapture, keep_stream
 from proxy.observability.timing import carries_token, peek_model, peek_usage
 from proxy.routes.adapters import StreamCodec, StreamEncoder
 from proxy.routes.records import elapsed_ms
@@ -78,6 +79,7 @@ class StreamRelay:
 
     __slots__ = (
         "_body",
+        "capture",
         "chars",
         "codec",
         "completed",
@@ -100,8 +102,10 @@ class StreamRelay:
         encoder: StreamEncoder,
         pipeline: StreamPipeline | None,
         max_event_bytes: int,
+        capture: StreamCapture | None = None,
     ) -> None:
         self.resp = resp
+        self.capture = capture  # observability.capture with responses: joins the answer's events
         self.ctx = ctx
         self.codec = codec
         self.encoder = encoder
@@ -162,6 +166,8 @@ class StreamRelay:
         async def finalize() -> None:
             await sent.aclose()
             await body.aclose()
+            if self.capture is not None and self.resp.status < 400:
+                keep_stream(self.ctx, self.capture, self.completed)
             error = self.error
             outcome = Outcome(
                 error.status if isinstance(error, ProxyError) else self.resp.status,
@@ -191,16 +197,34 @@ class StreamRelay:
         through it, so an event that only comes out at flush (no blank line after the last one)
         is counted like any other (its usage reaches the budgets).
         """
-        pipeline = self.pipeline
+        pipeline, cap = self.pipeline, self.capture
         out: list[StreamEvent] = []
         for sse in sses:
             for ev in self.codec.decode(sse):
+                if cap is not None:
+                    cap.feed(ev)
                 if isinstance(ev, Usage):
                     self.usage = dict(ev.data)
                 elif isinstance(ev, TextDelta):
                     self.chars += len(ev.text)
                 out.extend(await pipeline.push(ev) if pipeline else [ev])
         return out
+
+    def _capture_side(self, parser: SSEParser, chunk: bytes | None) -> SSEParser | None:
+        """Piped stream, capture on: decode a copy of the bytes for the capture only (``None``
+        flushes). The client's bytes never depend on it: a failure drops this answer's capture."""
+        cap = self.capture
+        if cap is None:
+            return None
+        try:
+            for sse in parser.feed(chunk) if chunk is not None else parser.flush():
+                for ev in self.codec.decode(sse):
+                    cap.feed(ev)
+        except Exception:
+            log.debug("stream %s: answer not captured (undecodable)", self.ctx.request_id)
+            self.capture = None
+            return None
+        return parser
 
     async def _relay(self) -> AsyncGenerator[bytes, None]:
         """The body sent to the client: piped bytes, or decoded, filtered and re-encoded events."""
@@ -209,12 +233,17 @@ class StreamRelay:
             if self.pipeline is None and encoder is self.codec:
                 prev = last = b""
                 end = EndWatch(ctx.route)
+                side = SSEParser(self.max_event_bytes) if self.capture is not None else None
                 async for chunk in resp.aiter_bytes():
                     if ctx.first_token_at is None:
                         self._first_chunk(chunk, carries_token(chunk))
                     prev, last = last, chunk
                     end.see(chunk)
+                    if side is not None:
+                        side = self._capture_side(side, chunk)
                     yield chunk
+                if side is not None:
+                    self._capture_side(side, None)
                 if not self.usage:  # for metrics: the usage event is at the stream's end
                     self.usage = peek_usage(prev + last)
                 if not end.ended:
