@@ -143,6 +143,7 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=5, help="blocks per policy (alternating)")
     parser.add_argument("--cprofile", type=int, default=0, help="print this many top functions")
     parser.add_argument("--policy", default="guarded", help="what --cprofile profiles: guarded, pii...")
+    parser.add_argument("--callers", default="", help="with --cprofile: who calls functions matching this")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     args = parser.parse_args()
     body = payload.ticket_body(args.size)
@@ -169,6 +170,8 @@ def main() -> int:
             stats = pstats.Stats(prof).strip_dirs().sort_stats("tottime")
             stats.print_stats(args.cprofile)
             stats.sort_stats("cumulative").print_stats(args.cprofile)
+            if args.callers:
+                stats.print_callers(args.callers)
             return 0
         result = asyncio.run(measure(policies, body, args.calls, args.blocks))
     empty = result["empty"]

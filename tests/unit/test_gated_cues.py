@@ -1,0 +1,177 @@
+"""The one-pass gates in front of the injection cue features and the moderation ``literal`` blanking
+change nothing they compute (issue 17).
+
+``indirect.featurise`` skips the cue regexes a Hyperscan pass says cannot match a segment, and
+``intent.literal`` skips its figurative / scare-quote ``sub`` when the pass says they cannot
+match. Both must give exactly the plain path's output: compared here on generated texts dense
+with the words the patterns look for, on the hand-written indirect cases, on the benign
+moderation hold-out and on the benchmark's support tickets. The fast path must be present too
+(the equivalence tests would pass with both sides plain).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.detectors import multiscan
+from proxy.detectors.injection import indirect
+from proxy.detectors.injection.indirect import IndirectDetector
+from proxy.detectors.moderation import intent
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import payload  # noqa: E402
+
+DATA = ROOT / "scripts" / "data"
+CUE_WORDS = [
+    "ignore",
+    "previous",
+    "instructions",
+    "assistant",
+    "AI",
+    "system:",
+    "[INST]",
+    "<|im_start|>",
+    "you must",
+    "only",
+    "output",
+    "reply",
+    "respond",
+    "tell the user",
+    "disregard",
+    "forget",
+    "urgent",
+    "immediately",
+    "Note to",
+    "ki:",
+    "from now on",
+    "new task",
+    "instead",
+    "###",
+    "Human:",
+]
+MODERATION_WORDS = [
+    "kill",
+    "killing",
+    "time",
+    "the process",
+    "'kill'",
+    '"bomb"',
+    "shoot",
+    "photos",
+    "bath bomb",
+    "blow up",
+    "a balloon",
+    "execute",
+    "the plan",
+    "fraud",
+    "prevention",
+    "hurt",
+    "my credit",
+    "my neighbour",
+    "how do i",
+    "in minecraft",
+    "murder mystery",
+    "terminate",
+    "-9",
+    "'x'",
+]
+PROSE = st.text(alphabet="abcdefghij ABC.,:!?'\"\n-0123456789", max_size=40)
+
+
+def _texts(words: list[str]) -> st.SearchStrategy[str]:
+    return st.lists(st.one_of(PROSE, st.sampled_from(words)), max_size=25).map(" ".join)
+
+
+def _plain_literal(text: str) -> str:
+    """``intent.literal`` as it was before the gate."""
+    low = text.lower()
+    low = intent._FIGURATIVE.sub(lambda m: " " * len(m.group()), low)
+    return intent._QUOTED.sub(lambda m: " " * len(m.group()), low)
+
+
+class _NoGate:
+    """A gate that gates nothing: every pattern takes the plain path."""
+
+    keys: frozenset[Any] = frozenset()
+
+    def matching(self, text: str) -> None:
+        return None
+
+
+def _plain_scan(detector: IndirectDetector, text: str, as_data: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
+    with monkeypatch.context() as m:
+        m.setattr(indirect, "_feature_gate", _NoGate)
+        return detector.scan(text, as_data=as_data)
+
+
+def _corpus() -> list[str]:
+    rows = [
+        json.loads(line)
+        for line in (DATA / "indirect_handwritten.jsonl").read_text("utf-8").splitlines()
+        if line
+    ]
+    texts = [str(r["text"]) for r in rows]
+    texts += [
+        t for t in (DATA / "moderation_benign_holdout.txt").read_text("utf-8").splitlines() if t.strip()
+    ]
+    texts += [payload.ticket(size) for size in (2048, 16384)]
+    return texts
+
+
+def test_the_fast_path_is_present() -> None:
+    assert multiscan.available(), "hyperscan is missing: the gated cue features fall back to plain regexes"
+    assert indirect._feature_gate().keys == frozenset(indirect._COMPILED)
+    assert intent._literal_gate().keys == {"figurative", "quoted"}
+
+
+def test_the_gate_does_skip_work() -> None:
+    """Not vacuous: on a plain ticket the gate rules patterns out, on a planted cue it keeps them."""
+    may = indirect._feature_gate().matching("Please check the invoice for order 1234.")
+    assert may is not None and len(may) < len(indirect._COMPILED)
+    assert intent._literal_gate().matching("thanks for the quick reply") == frozenset()
+    assert "figurative" in (intent._literal_gate().matching("how do i kill the process") or ())
+
+
+@pytest.mark.parametrize("as_data", [True, False])
+def test_indirect_scan_is_unchanged_on_the_corpus(as_data: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    detector = IndirectDetector.default()
+    for text in _corpus():
+        assert detector.scan(text, as_data=as_data) == _plain_scan(detector, text, as_data, monkeypatch), text
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_texts(CUE_WORDS), as_data=st.booleans())
+def test_indirect_scan_is_unchanged_on_generated_texts(text: str, as_data: bool) -> None:
+    detector = IndirectDetector.default()
+    with pytest.MonkeyPatch.context() as m:
+        gated = detector.scan(text, as_data=as_data)
+        m.setattr(indirect, "_feature_gate", _NoGate)
+        plain = detector.scan(text, as_data=as_data)
+    assert gated == plain
+
+
+def test_literal_is_unchanged_on_the_corpus() -> None:
+    for text in _corpus():
+        assert intent.literal(text) == _plain_literal(text), text
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=_texts(MODERATION_WORDS))
+def test_literal_is_unchanged_on_generated_texts(text: str) -> None:
+    assert intent.literal(text) == _plain_literal(text)
+
+
+def test_non_ascii_texts_take_the_plain_path() -> None:
+    text = "Comment « kill the process » marche — 'kill' it"
+    assert intent._literal_gate().matching(text.lower()) is None
+    assert intent.literal(text) == _plain_literal(text)
+    assert re.search(r"\s{4}", intent.literal(text))  # something was blanked
