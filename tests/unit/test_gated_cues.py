@@ -5,12 +5,14 @@ change nothing they compute (issue 17).
 ``intent.literal`` skips its figurative / scare-quote ``sub`` when the pass says they cannot
 match. Both must give exactly the plain path's output: compared here on generated texts dense
 with the words the patterns look for, on the hand-written indirect cases, on the benign
-moderation hold-out and on the benchmark's support tickets. The fast path must be present too
-(the equivalence tests would pass with both sides plain).
+moderation hold-out, on the benchmark's support tickets and on the shared evaluation sets. The
+fast path must be present too (the equivalence tests would pass with both sides plain).
 """
 
 from __future__ import annotations
 
+import csv
+import gzip
 import json
 import re
 import sys
@@ -25,6 +27,7 @@ from proxy.detectors import multiscan
 from proxy.detectors.injection import indirect
 from proxy.detectors.injection.indirect import IndirectDetector
 from proxy.detectors.moderation import intent
+from tests.datasets import shared_datasets
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -175,3 +178,37 @@ def test_non_ascii_texts_take_the_plain_path() -> None:
     assert intent._literal_gate().matching(text.lower()) is None
     assert intent.literal(text) == _plain_literal(text)
     assert re.search(r"\s{4}", intent.literal(text))  # something was blanked
+
+
+def _dataset_texts() -> tuple[list[str], list[str]]:
+    """(injection texts, moderation texts) of the shared evaluation sets; skips where they are absent."""
+    inj, mod = shared_datasets("injection"), shared_datasets("moderation")
+    if not (inj / "jailbreak_test.csv").is_file() or not mod.is_dir():
+        pytest.skip(reason=f"shared datasets not present: {inj} / {mod}")
+    with (inj / "jailbreak_test.csv").open(encoding="utf-8", newline="") as fh:
+        injection = [row["prompt"] for row in csv.DictReader(fh)]
+    with gzip.open(inj / "benign_passage_tasks_adversarialqa.jsonl.gz", "rt", encoding="utf-8") as fh:
+        injection += [json.loads(line)["text"] for line in fh if line.strip()][:400]
+    moderation: list[str] = []
+    for path in sorted(mod.glob("*.jsonl*")):
+        opener: Any = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                row = json.loads(line) if line.strip() else {}
+                text = row.get("text") or row.get("prompt")
+                if isinstance(text, str):
+                    moderation.append(text)
+    return injection, moderation
+
+
+def test_unchanged_on_the_evaluation_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    injection, moderation = _dataset_texts()
+    assert len(injection) > 500 and len(moderation) > 1000
+    detector = IndirectDetector.default()
+    for text in injection:
+        for as_data in (True, False):
+            assert detector.scan(text, as_data=as_data) == _plain_scan(
+                detector, text, as_data, monkeypatch
+            ), text
+    for text in moderation + injection:
+        assert intent.literal(text) == _plain_literal(text), text
