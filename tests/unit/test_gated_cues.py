@@ -206,9 +206,46 @@ def test_unchanged_on_the_evaluation_sets(monkeypatch: pytest.MonkeyPatch) -> No
     assert len(injection) > 500 and len(moderation) > 1000
     detector = IndirectDetector.default()
     for text in injection:
+        assert indirect.segments(text) == _old_segments(text), text
         for as_data in (True, False):
             assert detector.scan(text, as_data=as_data) == _plain_scan(
                 detector, text, as_data, monkeypatch
             ), text
     for text in moderation + injection:
         assert intent.literal(text) == _plain_literal(text), text
+
+
+_OLD_SENTENCE = re.compile("(?<=[.!?\u3002\uff01\uff1f])\\s+|(?<=[\u3002\uff01\uff1f])")
+
+
+def _old_segments(text: str) -> list[indirect.Segment]:
+    """``indirect.segments`` as it was with the look-behind sentence pattern."""
+    out: list[indirect.Segment] = []
+    pos = 0
+    for line in text.split("\n"):
+        line_start = pos
+        pos += len(line) + 1
+        cut = 0
+        for m in [*_OLD_SENTENCE.finditer(line), None]:
+            end = m.start() if m is not None else len(line)
+            nxt = m.end() if m is not None else len(line)
+            piece = line[cut:end]
+            for k in range(0, len(piece), 400):
+                chunk = piece[k : k + 400]
+                stripped = chunk.strip()
+                if stripped:
+                    s = line_start + cut + k + (len(chunk) - len(chunk.lstrip()))
+                    out.append(indirect.Segment(stripped, s, s + len(stripped)))
+            cut = nxt
+    return out
+
+
+@settings(max_examples=1000, deadline=None)
+@given(text=st.text(alphabet="ab .!?\u3002\uff01\uff1f \t\n\u3000x", max_size=60) | _texts(CUE_WORDS))
+def test_segments_are_unchanged(text: str) -> None:
+    assert indirect.segments(text) == _old_segments(text)
+
+
+def test_segments_are_unchanged_on_the_corpus() -> None:
+    for text in _corpus():
+        assert indirect.segments(text) == _old_segments(text)

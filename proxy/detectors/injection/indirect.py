@@ -42,7 +42,10 @@ from .multilingual import MultilingualLexicon
 
 MODEL_FILE = "indirect_model.json"
 _MAX_SEGMENT = 400
-_SENTENCE = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
+# A sentence ends at the whitespace after . ! ? (group 1: the cut) or right after a CJK stop.
+# Written with the stop inside the match rather than as a look-behind: ``re`` then skips to the
+# next stop at C speed instead of trying the look-behind at every character (~3x faster).
+_SENTENCE = re.compile(r"[.!?。！？](\s+)|[。！？]")
 _I = re.IGNORECASE | re.MULTILINE
 
 # Imperative verbs that start an instruction to a model; a recipe's "add"/"mix" are deliberately
@@ -310,8 +313,12 @@ def segments(text: str) -> list[Segment]:
         pos += len(line) + 1
         cut = 0
         for m in [*_SENTENCE.finditer(line), None]:
-            end = m.start() if m is not None else len(line)
-            nxt = m.end() if m is not None else len(line)
+            if m is None:
+                end = nxt = len(line)
+            elif m.group(1) is not None:
+                end, nxt = m.span(1)
+            else:
+                end = nxt = m.end()
             piece = line[cut:end]
             for k in range(0, len(piece), _MAX_SEGMENT):
                 chunk = piece[k : k + _MAX_SEGMENT]
