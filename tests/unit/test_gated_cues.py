@@ -1,5 +1,5 @@
-"""The one-pass gates in front of the injection cue features and the moderation ``literal`` blanking
-change nothing they compute (issue 17).
+"""The one-pass gates in front of the injection cue features, the moderation ``literal`` blanking and
+the PII context-word scan change nothing they compute (issue 17).
 
 ``indirect.featurise`` skips the cue regexes a Hyperscan pass says cannot match a segment, and
 ``intent.literal`` skips its figurative / scare-quote ``sub`` when the pass says they cannot
@@ -27,6 +27,8 @@ from proxy.detectors import multiscan
 from proxy.detectors.injection import indirect
 from proxy.detectors.injection.indirect import IndirectDetector
 from proxy.detectors.moderation import intent
+from proxy.detectors.pii import PiiEngine
+from proxy.detectors.pii.recognizers import RuleSet
 from tests.datasets import shared_datasets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -249,3 +251,46 @@ def test_segments_are_unchanged(text: str) -> None:
 def test_segments_are_unchanged_on_the_corpus() -> None:
     for text in _corpus():
         assert indirect.segments(text) == _old_segments(text)
+
+
+@pytest.fixture(scope="module")
+def rules() -> RuleSet:
+    return PiiEngine("off")._rules
+
+
+def _plain_context_words(rules: RuleSet, text: str) -> set[str]:
+    return {m.group(0) for m in rules._all_context.finditer(text.lower())}
+
+
+CONTEXT_WORDS = [
+    "phone",
+    "number",
+    "call",
+    "card",
+    "credit",
+    "at",
+    "that",
+    "email",
+    "mail",
+    "e-mail",
+    "ssn",
+    "_x",
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=_texts(CONTEXT_WORDS))
+def test_pii_context_words_are_unchanged(rules: RuleSet, text: str) -> None:
+    assert rules._context_words(text.lower()) == _plain_context_words(rules, text)
+
+
+def test_pii_context_words_are_unchanged_on_the_evaluation_set(rules: RuleSet) -> None:
+    assert rules._context_literals is not None  # the fast path is present
+    path = shared_datasets("pii", "presidio_synth_dataset_v2.json")
+    if not path.is_file():
+        pytest.skip(reason=f"shared datasets not present: {path}")
+    texts = [str(row["full_text"]) for row in json.loads(path.read_text("utf-8"))]
+    texts += [payload.ticket(size) for size in (2048, 65536)] + _corpus()
+    assert len(texts) > 1000
+    for text in texts:
+        assert rules._context_words(text.lower()) == _plain_context_words(rules, text), text
