@@ -4,6 +4,7 @@
     python benchmarks/guard_profile.py                    # µs per call: guarded + each part, 2 KB
     python benchmarks/guard_profile.py --size 65536       # the same on a 64 KB ticket
     python benchmarks/guard_profile.py --cprofile 25      # top 25 functions of the guarded policy
+    python benchmarks/guard_profile.py --cprofile 25 --callers 'search|sub'   # + who calls them
 
 Compiles the policies as the sidecar does (``PolicyStore.compile_text``) with the upstream
 replaced by a stub that echoes the last user message back the way the fake upstream does (so
