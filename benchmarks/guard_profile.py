@@ -4,6 +4,7 @@
     python benchmarks/guard_profile.py                    # µs per call: guarded + each part, 2 KB
     python benchmarks/guard_profile.py --size 65536       # the same on a 64 KB ticket
     python benchmarks/guard_profile.py --cprofile 25      # top 25 functions of the guarded policy
+    python benchmarks/guard_profile.py --cprofile 25 --callers 'search|sub'   # + who calls them
 
 Compiles the policies as the sidecar does (``PolicyStore.compile_text``) with the upstream
 replaced by a stub that echoes the last user message back the way the fake upstream does (so
@@ -143,6 +144,7 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=5, help="blocks per policy (alternating)")
     parser.add_argument("--cprofile", type=int, default=0, help="print this many top functions")
     parser.add_argument("--policy", default="guarded", help="what --cprofile profiles: guarded, pii...")
+    parser.add_argument("--callers", default="", help="with --cprofile: who calls functions matching this")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     args = parser.parse_args()
     body = payload.ticket_body(args.size)
@@ -169,6 +171,8 @@ def main() -> int:
             stats = pstats.Stats(prof).strip_dirs().sort_stats("tottime")
             stats.print_stats(args.cprofile)
             stats.sort_stats("cumulative").print_stats(args.cprofile)
+            if args.callers:
+                stats.print_callers(args.callers)
             return 0
         result = asyncio.run(measure(policies, body, args.calls, args.blocks))
     empty = result["empty"]

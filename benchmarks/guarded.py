@@ -67,7 +67,10 @@ def _sidecar(workdir: Path, key: str, plugins: list[Any], upstream: str, src: Pa
     policy = _policy(workdir, key, upstream, plugins)
     argv = [sys.executable, "-m", "proxy", "serve", "--policy", str(policy), "--port", str(port)]
     argv += ["--no-watch", "--log-level", "warning"]
-    env = {"OTEL_TRACES_EXPORTER": "none", "PYTHONPATH": str(src)}
+    # The checkout first; an inherited PYTHONPATH after it (e.g. a metadata shim for a worktree
+    # whose installed entry points name plugins it does not have).
+    path = os.pathsep.join(p for p in (str(src), os.environ.get("BENCH_EXTRA_PYTHONPATH", "")) if p)
+    env = {"OTEL_TRACES_EXPORTER": "none", "PYTHONPATH": path}
     return Server(key, argv, port, workdir / f"{key}.log", env=env, cwd=str(src))
 
 

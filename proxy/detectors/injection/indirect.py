@@ -29,18 +29,23 @@ import functools
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .. import multiscan
 from .literals import LiteralIndex
 from .multilingual import MultilingualLexicon
 
 MODEL_FILE = "indirect_model.json"
 _MAX_SEGMENT = 400
-_SENTENCE = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
+# A sentence ends at the whitespace after . ! ? (group 1: the cut) or right after a CJK stop.
+# Written with the stop inside the match rather than as a look-behind: ``re`` then skips to the
+# next stop at C speed instead of trying the look-behind at every character (~3x faster).
+_SENTENCE = re.compile(r"[.!?。！？](\s+)|[。！？]")
 _I = re.IGNORECASE | re.MULTILINE
 
 # Imperative verbs that start an instruction to a model; a recipe's "add"/"mix" are deliberately
@@ -308,8 +313,12 @@ def segments(text: str) -> list[Segment]:
         pos += len(line) + 1
         cut = 0
         for m in [*_SENTENCE.finditer(line), None]:
-            end = m.start() if m is not None else len(line)
-            nxt = m.end() if m is not None else len(line)
+            if m is None:
+                end = nxt = len(line)
+            elif m.group(1) is not None:
+                end, nxt = m.span(1)
+            else:
+                end = nxt = m.end()
             piece = line[cut:end]
             for k in range(0, len(piece), _MAX_SEGMENT):
                 chunk = piece[k : k + _MAX_SEGMENT]
@@ -346,12 +355,14 @@ def featurise(
     *,
     as_data: bool,
     needed: frozenset[str] | None = None,
+    absent: AbstractSet[Hashable] = frozenset(),
 ) -> list[float]:
     """The feature vector (order of ``FEATURES``) of segment ``index``. ``needed``: compute only these
-    patterns (the rest read 0): a model ignores its zero-weight cues, and each regex costs ~10 µs."""
+    patterns (the rest read 0): a model ignores its zero-weight cues, and each regex costs ~10 µs.
+    ``absent``: patterns known not to match the segment (the one-pass gate said so): they read 0."""
     text = segs[index].text
     f = {
-        name: float((needed is None or name in needed) and rx.search(text) is not None)
+        name: float((needed is None or name in needed) and name not in absent and rx.search(text) is not None)
         for name, rx in _COMPILED.items()
     }
     f["multilingual"] = float(
@@ -454,13 +465,27 @@ class IndirectDetector:
         segs = segments(text)
         best, best_span = _sigmoid(self.bias), None
         best_cues: tuple[str, ...] = ()
+        gate = _feature_gate()
         for i in self.candidates(text, segs):
-            x = featurise(segs, i, self._lexicon, as_data=as_data, needed=self._needed)
+            may = gate.matching(segs[i].text)
+            absent = gate.keys - may if may is not None else frozenset()
+            x = featurise(segs, i, self._lexicon, as_data=as_data, needed=self._needed, absent=absent)
             p = _sigmoid(self.bias + sum(w * v for w, v in zip(self._w, x, strict=True)))
             if p > best:
                 best, best_span = p, (segs[i].start, segs[i].end)
                 best_cues = tuple(n for n, v, w in zip(FEATURES, x, self._w, strict=True) if v and w > 0)
         return IndirectResult(best, best_span, best_cues, len(segs))
+
+
+@functools.cache
+def _feature_gate() -> multiscan.Gate:
+    """One Hyperscan pass per candidate segment that says which cue patterns can match it.
+
+    Why: ``featurise`` runs ~14 case-insensitive alternations per candidate segment (~15 µs
+    each with ``re``) and most of them find nothing; the pass (a few µs) lets it skip those.
+    Exact: a pattern the gate reports absent cannot match, one it reports is still confirmed
+    by ``re``, and patterns or texts the gate cannot take exactly take the plain path."""
+    return multiscan.gate(list(_COMPILED.items()))
 
 
 def _sigmoid(z: float) -> float:

@@ -22,9 +22,11 @@ Scores: frame + act 0.85, frame + euphemism 0.85, act with a victim or evasion c
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
+from .. import multiscan
 from ..injection.literals import LiteralIndex
 
 _FRAME = re.compile(
@@ -255,8 +257,31 @@ def literal(text: str) -> str:
     the intent phrases read, and what the n-gram intent model scores ("how do I kill a Python process"
     is then "how do i  python process")."""
     low = text.lower()
-    low = _FIGURATIVE.sub(lambda m: " " * len(m.group()), low)
-    return _QUOTED.sub(lambda m: " " * len(m.group()), low)
+    gate = _literal_gate()
+    may = gate.matching(low)  # None: not gated, run both
+    if may is not None:  # a pattern the gate did not admit always runs
+        may = may | (frozenset({"figurative", "quoted"}) - gate.keys)
+    if may is None or "figurative" in may:
+        low = _FIGURATIVE.sub(_blank, low)
+        may = None  # blanking changed the text: the pre-scan no longer speaks for it
+    if may is None or "quoted" in may:
+        low = _QUOTED.sub(_blank, low)
+    return low
+
+
+def _blank(m: re.Match[str]) -> str:
+    return " " * len(m.group())
+
+
+@functools.cache
+def _literal_gate() -> multiscan.Gate:
+    """One Hyperscan pass that says whether ``_FIGURATIVE`` / ``_QUOTED`` can match at all.
+
+    Why: ``_FIGURATIVE`` is a ~150-branch alternation that Python's ``re`` tries at every word
+    boundary (~160 µs per 2 KB, four times per moderated exchange) and it almost never matches;
+    the gate skips the ``sub`` when it cannot, so the output is unchanged (``sub`` without a match
+    returns the text as is). A pattern the gate did not admit is always run."""
+    return multiscan.gate([("figurative", _FIGURATIVE), ("quoted", _QUOTED)])
 
 
 def intent_phrase(text: str, blanked: str | None = None) -> IntentHit | None:
