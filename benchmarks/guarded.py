@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import payload
 from config import CHAT, GUARD_PARTS, GUARD_SIZES, GUARDED_PLUGINS, HERE, ROOT
 from measure import Loader, _get_json, drain, reset_upstream
-from procs import Server, free_port
+from procs import Server, fake_upstream, free_port, passthrough_floor
 from rows import _policy, code_version
 
 
@@ -190,32 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[Server] = []
     started = time.monotonic()
     try:
-        port = free_port()
-        upstream = Server(
-            "fake-upstream",
-            [sys.executable, "-m", "proxy", "fake-upstream", "--port", str(port)],
-            port,
-            workdir / "upstream.log",
-            cwd=str(ROOT),
-        )
+        upstream = fake_upstream(workdir, ROOT)
         up_api = upstream.url + "/v1"
-        pt_port = free_port()
-        pt = Server(
-            "pt-aiohttp",
-            [
-                sys.executable,
-                str(HERE / "passthrough.py"),
-                "--client",
-                "aiohttp",
-                "--port",
-                str(pt_port),
-                "--upstream",
-                up_api,
-            ],
-            pt_port,
-            workdir / "pt.log",
-            cwd=str(ROOT),
-        )
+        pt = passthrough_floor(workdir, HERE, up_api)
         policies: dict[str, tuple[list[Any], Path]] = {
             "empty": ([], ROOT),
             "guarded": (GUARDED_PLUGINS, ROOT),

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -151,3 +152,22 @@ class Server:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+def fake_upstream(workdir: Path, root: Path) -> Server:
+    """The scriptable fake provider every benchmark row talks to (``policy-sidecar fake-upstream``)."""
+    port = free_port()
+    return Server(
+        "fake-upstream",
+        [sys.executable, "-m", "proxy", "fake-upstream", "--port", str(port)],
+        port,
+        workdir / "upstream.log",
+        cwd=str(root),
+    )
+
+
+def passthrough_floor(workdir: Path, here: Path, upstream_api: str, name: str = "pt-aiohttp") -> Server:
+    """The baseline: a 40-line aiohttp pass-through (``benchmarks/passthrough.py``) to the same upstream."""
+    port = free_port()
+    argv = [sys.executable, str(here / "passthrough.py"), "--client", "aiohttp", "--port", str(port)]
+    return Server(name, [*argv, "--upstream", upstream_api], port, workdir / "pt.log", cwd=str(here.parent))

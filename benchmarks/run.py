@@ -65,7 +65,7 @@ from measure import (
     profile_rows,
     run_storm,
 )
-from procs import Server, free_port
+from procs import Server, fake_upstream
 from report import (
     _f,
     client_comparison,
@@ -131,14 +131,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="sidecar-bench-"))
     servers: list[Server] = []
     try:
-        port = free_port()
-        upstream = Server(
-            "fake-upstream",
-            [sys.executable, "-m", "proxy", "fake-upstream", "--port", str(port)],
-            port,
-            workdir / "upstream.log",
-            cwd=str(ROOT),
-        )
+        upstream = fake_upstream(workdir, ROOT)
         servers.append(upstream)
         upstream.start()
         upstream.wait_listening()
