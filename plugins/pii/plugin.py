@@ -81,6 +81,12 @@ class PiiPlugin(Plugin[PiiConfig]):
         # Shared by every pii step and policy reload in the process: one model call at a time.
         self._model_gate: asyncio.Semaphore = deps.resource("pii-model-gate", lambda: asyncio.Semaphore(1))
 
+    @property
+    def scan_entities(self) -> list[str] | None:
+        """The entity types this step looks for (None: every type its engine knows); sampled
+        capture masks the same ones."""
+        return self._entities
+
     def _rule(self, name: str) -> tuple[Action, float]:
         rule = self.config.entities.get(name)
         action = rule.action if rule else self.config.default_action

@@ -97,23 +97,24 @@ def keep_answer(policy: CompiledPolicy, ctx: RequestContext, data: bytes) -> Non
 
 
 # -- text redaction (writer thread) -------------------------------------------------------------
-def _mask(text: str, engine: PiiEngine) -> str:
+def _mask(text: str, engine: PiiEngine, entities: list[str] | None) -> str:
     from proxy.detectors.pii.spans import resolve
 
-    spans = resolve(engine.analyze(text, None, MIN_SCORE), text)
+    spans = resolve(engine.analyze(text, entities, MIN_SCORE), text)
     for span in sorted(spans, key=lambda s: s.start, reverse=True):
         text = f"{text[: span.start]}<{span.entity_type}>{text[span.end :]}"
     return text
 
 
-def redact_tree(value: Any, engine: PiiEngine, key: str = "") -> Any:
-    """Every string of a JSON body masked by the PII engine, except structural fields."""
+def redact_tree(value: Any, engine: PiiEngine, key: str = "", entities: list[str] | None = None) -> Any:
+    """Every string of a JSON body masked by the PII engine, except structural fields.
+    ``entities``: the types to mask (the policy's pii step's; None: every type the engine knows)."""
     if isinstance(value, str):
-        return value if key in STRUCTURAL or not value.strip() else _mask(value, engine)
+        return value if key in STRUCTURAL or not value.strip() else _mask(value, engine, entities)
     if isinstance(value, list):
-        return [redact_tree(v, engine, key) for v in value]
+        return [redact_tree(v, engine, key, entities) for v in value]
     if isinstance(value, dict):
-        return {k: redact_tree(v, engine, k) for k, v in value.items()}
+        return {k: redact_tree(v, engine, k, entities) for k, v in value.items()}
     return value
 
 
@@ -132,22 +133,31 @@ def _fallback_engine() -> PiiEngine:
         return _default_engine
 
 
-def policy_engine(policy: CompiledPolicy) -> PiiEngine | None:
-    """The PII engine of the policy's first pii step (its recognisers, its NER), if it has one."""
+def policy_engine(policy: CompiledPolicy) -> tuple[PiiEngine, list[str] | None] | None:
+    """The PII engine of the policy's first pii step (its recognisers, its NER) and the entity
+    types that step acts on, if the policy has one."""
     from proxy.detectors.pii.engine import PiiEngine
 
     for step in policy.chain.steps:
         engine = getattr(step.plugin, "engine", None)
         if isinstance(engine, PiiEngine):
-            return engine
+            return engine, getattr(step.plugin, "scan_entities", None)
     return None
+
+
+def fallback_entities() -> list[str]:
+    """Without a pii step: the pii plugin's default set, so "the capital of France" stays readable
+    while names, contact data, IDs and credentials are masked."""
+    from proxy.detectors.pii.defaults import DEFAULT_ENTITIES
+
+    return sorted(DEFAULT_ENTITIES)
 
 
 # -- the observer --------------------------------------------------------------------------------
 @dataclass
 class Item:
     cfg: CaptureConfig
-    engine: PiiEngine | None
+    engine: tuple[PiiEngine, list[str] | None] | None  # the policy's pii engine and its entity types
     row: dict[str, Any]
     request: bytes
     response: bytes | None
@@ -304,9 +314,9 @@ def build_record(item: Item) -> dict[str, Any]:
         row["text"] = "encrypted"
         row["sealed"] = capture_crypto.seal(key, str(row["id"]), payload, cfg.key_env)
     else:
-        engine = item.engine or _fallback_engine()
+        engine, entities = item.engine or (_fallback_engine(), fallback_entities())
         row["text"] = "redacted"
-        row.update(redact_tree(payload, engine))
+        row.update(redact_tree(payload, engine, "", entities))
     return row
 
 

@@ -137,6 +137,15 @@ def test_redacted_text_is_masked_by_the_pii_engine(tmp_path: Path) -> None:
     assert record["request"]["model"] == "m" and record["request"]["messages"][0]["role"] == "user"
 
 
+def test_without_a_pii_step_redaction_masks_the_default_set_only(tmp_path: Path) -> None:
+    """Reviewers must read everyday text: places and nationalities stay, contact data goes."""
+    text = "What is the capital of France? Translate to French and mail ann@example.com"
+    record = build_record(_item(CaptureConfig(dir=str(tmp_path)), text=text))
+    content = record["request"]["messages"][0]["content"]
+    assert "capital of France" in content and "to French" in content
+    assert "ann@example.com" not in content and "<EMAIL_ADDRESS>" in content
+
+
 def test_segments_rotate_and_prune_by_size_and_age(tmp_path: Path) -> None:
     line = b"x" * 100
     for _ in range(10):
