@@ -52,12 +52,23 @@ def _unleet_token(token: str) -> str | None:
     return plain if plain.isalpha() else None
 
 
+def _in_email(text: str, m: re.Match[str]) -> bool:
+    """Is this token the local part and domain head of an e-mail address (``name0@host.tld``)?
+    Support tickets are full of them; read as leetspeak they doubled the classifier's work and
+    added nothing (an address is not an instruction)."""
+    token, end = m.group(), m.end()
+    at = token.find("@")
+    return 0 < at < len(token) - 1 and end + 1 < len(text) and text[end] == "." and text[end + 1].isalpha()
+
+
 def unleet(text: str) -> str | None:
     """``text`` with leet words spelled out, or None when fewer than two words look like leetspeak."""
     hits = 0
 
     def sub(m: re.Match[str]) -> str:
         nonlocal hits
+        if _in_email(text, m):
+            return m.group()  # "lopez0@example.com": an address, not "lopezoaexample"
         plain = _unleet_token(m.group())
         if plain is None:
             return m.group()
