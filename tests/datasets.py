@@ -18,3 +18,18 @@ def shared_datasets(*parts: str) -> Path:
         return Path(env, *parts)
     candidates = [p / "shared" / "datasets" / Path(*parts) for p in REPO.parents[:3]]
     return next((c for c in candidates if c.exists()), candidates[0])
+
+
+def dataset_or_skip(*parts: str) -> Path:
+    """The shared dataset at ``parts``, or a skip that says where it was looked for and why that
+    is not an error. ``SIDECAR_REQUIRE_DATASETS=1`` (a checkout that must have them) fails instead,
+    so a moved dataset cannot turn an equivalence test into a silent skip there."""
+    import pytest
+
+    path = shared_datasets(*parts)
+    if path.exists():
+        return path
+    message = f"shared dataset not present at {path} (public data kept beside the repository, not in a clone)"
+    if os.environ.get("SIDECAR_REQUIRE_DATASETS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)

@@ -14,6 +14,7 @@ the request's shared hash cache like every other text.
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
@@ -44,7 +45,7 @@ def feature_config(feats: Mapping[str, Any]) -> FeatureConfig:
     )
 
 
-class PackagedModel:
+class PackagedModel(ABC):
     """Mixin: ``load`` (a file, or the one shipped next to the subclass) and ``default`` (once per process).
 
     A subclass names its ``MODEL_FILE``, takes ``(weights, meta)`` in ``__init__`` and parses the
@@ -52,12 +53,14 @@ class PackagedModel:
 
     MODEL_FILE: ClassVar[str]
 
+    @abstractmethod
     def __init__(self, weights: npt.NDArray[np.floating[Any]], meta: Any) -> None:
-        raise NotImplementedError
+        """A subclass keeps the weights and its parsed meta record."""
 
     @classmethod
+    @abstractmethod
     def parse_meta(cls, raw: Mapping[str, Any]) -> Any:
-        raise NotImplementedError
+        """The subclass's typed view of the model file's meta record."""
 
     @classmethod
     def load(cls, path: Path | None = None) -> Self:

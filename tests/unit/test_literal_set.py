@@ -21,7 +21,7 @@ from proxy.detectors import multiscan
 from proxy.detectors.injection.heuristics import HeuristicScanner
 from proxy.detectors.injection.literals import LiteralIndex
 from proxy.detectors.injection.multilingual import MultilingualLexicon
-from tests.datasets import shared_datasets
+from tests.datasets import dataset_or_skip, shared_datasets
 
 DATASETS = shared_datasets("injection")
 
@@ -73,8 +73,7 @@ def _dataset_texts() -> Iterator[str]:
 
 
 def test_hyperscan_and_numpy_agree_on_the_injection_datasets() -> None:
-    if not DATASETS.is_dir():
-        pytest.skip(f"shared injection datasets not present at {DATASETS}; not part of a fresh clone")
+    dataset_or_skip("injection")
     seen = found = 0
     for text in _dataset_texts():
         lowered = text.lower()

@@ -23,6 +23,7 @@ from proxy.detectors import multiscan
 from proxy.detectors.pii import PiiEngine
 from proxy.detectors.pii.defaults import DEFAULT_ENTITIES
 from proxy.detectors.pii.recognizers import Hit, RuleSet
+from tests.datasets import dataset_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -85,14 +86,9 @@ def test_gated_scan_equals_plain_scan_on_support_tickets(
 def test_gated_scan_equals_plain_scan_on_the_evaluation_set(
     pair: tuple[RuleSet, RuleSet, frozenset[str]],
 ) -> None:
-    shared = (ROOT.parent / "shared", ROOT.parents[1] / "shared")
-    candidates = [p / "datasets" / "pii" / DATASET_NAME for p in shared]
-    path = next((p for p in candidates if p.exists()), None)
-    if path is None:
-        # The shared datasets sit beside the repository (CI, developers), never in a user's clone:
-        # the generated-text and support-ticket tests above cover the same equivalence there.
-        where = ", ".join(str(p) for p in candidates)
-        pytest.skip(f"shared PII dataset not present (looked in {where}); not part of a fresh clone")
+    # Beside the repository (CI, developers), never in a user's clone: the generated-text and
+    # support-ticket tests above cover the same equivalence there.
+    path = dataset_or_skip("pii", DATASET_NAME)
     records: list[dict[str, Any]] = json.loads(path.read_text())
     gated_texts = 0
     for record in records:
