@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import payload
 from config import CHAT, GUARD_PARTS, GUARD_SIZES, GUARDED_PLUGINS, HERE, ROOT
 from measure import Loader, _get_json, drain, reset_upstream
-from procs import Server, fake_upstream, free_port, passthrough_floor
+from procs import Server, fake_upstream, free_port, passthrough_floor, report_abort, stop_all
 from rows import _policy, code_version
 
 
@@ -299,15 +299,9 @@ def main(argv: list[str] | None = None) -> int:
             print("WARN: errors during load: " + ", ".join(f"{r.key}/{r.size}" for r in rows if r.errors))
         return 0
     except (KeyboardInterrupt, RuntimeError) as exc:
-        print(f"benchmark aborted: {exc!r}", file=sys.stderr)
-        for server in servers:
-            if server.proc is not None and server.proc.poll() is not None:
-                print(f"# {server.name}:\n{server.tail()}", file=sys.stderr)
-        return 1
+        return report_abort(exc, servers)
     finally:
-        for server in reversed(servers):
-            with contextlib.suppress(Exception):
-                server.stop()
+        stop_all(servers)
 
 
 if __name__ == "__main__":

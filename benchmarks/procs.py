@@ -171,3 +171,19 @@ def passthrough_floor(workdir: Path, here: Path, upstream_api: str, name: str = 
     port = free_port()
     argv = [sys.executable, str(here / "passthrough.py"), "--client", "aiohttp", "--port", str(port)]
     return Server(name, [*argv, "--upstream", upstream_api], port, workdir / "pt.log", cwd=str(here.parent))
+
+
+def report_abort(exc: BaseException, servers: Sequence[Server]) -> int:
+    """An aborted benchmark: the reason, and the log tail of every server that died (exit code 1)."""
+    print(f"benchmark aborted: {exc!r}", file=sys.stderr)
+    for server in servers:
+        if server.proc is not None and server.proc.poll() is not None:
+            print(f"# {server.name}:\n{server.tail()}", file=sys.stderr)
+    return 1
+
+
+def stop_all(servers: Sequence[Server]) -> None:
+    """Stop every server, newest first; one that fails to stop does not keep the others running."""
+    for server in reversed(servers):
+        with contextlib.suppress(Exception):
+            server.stop()

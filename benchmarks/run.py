@@ -27,7 +27,6 @@ read from /proc, is the figure to trust.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -65,7 +64,7 @@ from measure import (
     profile_rows,
     run_storm,
 )
-from procs import Server, fake_upstream
+from procs import Server, fake_upstream, stop_all
 from report import (
     _f,
     client_comparison,
@@ -322,9 +321,7 @@ def main() -> int:
         return 1
     finally:
         signal.alarm(0)
-        for server in reversed(servers):
-            with contextlib.suppress(Exception):
-                server.stop()
+        stop_all(servers)
         for server in servers:
             if server.proc and server.proc.returncode not in (None, 0, -signal.SIGTERM):
                 print(
