@@ -224,13 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.no_loso:
         root = args.data_dir.parent
-        if (root / "injection" / "garak_probes.jsonl.gz").is_file():
-            loso_md = loso_table(root)
-            print(loso_md, "\n", flush=True)
-            if args.write_card:
-                loso.write_card(CARD, CARD_NOTE.format(script=Path(__file__).name), loso_md)
-        else:
-            print(f"(leave-one-source-out table skipped: second-batch data not found in {root})\n")
+        note = CARD_NOTE.format(script=Path(__file__).name)
+        marker = root / "injection" / "garak_probes.jsonl.gz"
+        loso.print_loso(root, marker, loso_table, CARD if args.write_card else None, note)
         if args.loso_only:
             return 0
     if (args.data_dir.parent / "moderation").is_dir():

@@ -283,3 +283,15 @@ def carry_card_section(new_card: str, old_card: str) -> str:
     (the section is written by the eval scripts' ``--write-card``, which takes minutes to compute)."""
     found = _section(old_card)
     return new_card if found is None else put_card_section(new_card, old_card[found[0] : found[1]])
+
+
+def print_loso(root: Path, marker: Path, table: Callable[[Path], str], card: Path | None, note: str) -> None:
+    """Print the leave-one-source-out table when its data (``marker``) is present, and put it in the
+    model card when ``card`` is given; else say why it was skipped (the evaluators' shared step)."""
+    if not marker.is_file():
+        print(f"(leave-one-source-out table skipped: second-batch data not found in {root})\n")
+        return
+    md = table(root)
+    print(md, "\n", flush=True)
+    if card is not None:
+        write_card(card, note, md)
