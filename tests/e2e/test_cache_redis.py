@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.e2e.test_budget_redis import REDIS, RedisServer
 from tests.e2e.test_cache import ANSWER, BODY, REDACT, ask, client, decisions, policy
-from tests.harness import free_port, sidecar_harness
+from tests.harness import sidecar_harness
+from tests.redis_support import REDIS, RedisServer
 
 pytestmark = pytest.mark.skipif(
     REDIS is None, reason="redis-server is not installed (apt-get install redis-server; .ci/run installs it)"
 )
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def _cache(url: str, ttl: float = 60, keep_stale: float = 600) -> str:

@@ -20,8 +20,8 @@ import pytest
 from proxy.chain.chain import canary_bucket
 from proxy.chain.context import RequestContext
 from proxy.models import Route
-from tests.e2e.test_budget_redis import REDIS, RedisServer
 from tests.harness import SidecarHarness, free_port, sidecar_harness
+from tests.redis_support import REDIS, RedisServer
 
 WORDS = """
 - type: blocklist

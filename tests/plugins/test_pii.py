@@ -284,8 +284,8 @@ def test_names_are_redacted_and_restored_with_the_ner_model(tmp_path: Path) -> N
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 def test_redis_backend_numbers_consistently_across_replicas(tmp_path: Path) -> None:
-    from tests.e2e.test_budget_redis import RedisServer
     from tests.harness import free_port
+    from tests.redis_support import RedisServer
 
     server = RedisServer(free_port(), tmp_path)
     server.start()
