@@ -18,7 +18,7 @@ live in one small place:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from proxy.budget.windows import WindowState, format_duration
@@ -83,11 +83,14 @@ def headers_for(
     return headers
 
 
-def _amount(measure: str, value: float) -> str:
+def _amount(measure: str, value: float, rounding: Callable[[float], int] = math.ceil) -> str:
+    """A count in words. What a request needs rounds up; what is left rounds down (``floor``),
+    as the ``x-ratelimit-remaining-*`` header does, so message and header always agree."""
     if measure == "cost_usd":
         return f"${value:,.6f}".rstrip("0").rstrip(".")
     unit = UNITS.get(measure, measure)
-    return f"{math.ceil(value):,} {unit[:-1] if unit.endswith('s') and math.ceil(value) == 1 else unit}"
+    n = rounding(value)
+    return f"{n:,} {unit[:-1] if unit.endswith('s') and n == 1 else unit}"
 
 
 def refusal_message(
@@ -98,7 +101,7 @@ def refusal_message(
     head = f"This request alone exceeds the '{name}' limit" if alone else f"Rate limit '{name}' reached"
     text = (
         f"{head} ({_amount(measure, state.limit)}{per}): it needs {_amount(measure, demand.amount)}, "
-        f"{_amount(measure, state.remaining)} remain."
+        f"{_amount(measure, state.remaining, math.floor)} remain."
     )
     if measure in RESERVE_MEASURES and demand.completion:
         if demand.defaulted:

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from proxy.budget.explain import headers_for
+from proxy.budget.explain import Demand, headers_for, refusal_message
 from proxy.budget.windows import WindowState
 from tests.harness import policy_text, sidecar_harness
 from tests.plugins.test_budget import BODY, _budget, _sdk
@@ -114,6 +114,15 @@ def test_a_refusal_reports_the_refusing_limit_consistently(tmp_path: Path) -> No
         assert 1 <= retry <= 60
         assert abs(_seconds(headers["x-ratelimit-reset-tokens"]) - retry) <= 1
         assert "x-ratelimit-limit-requests" not in headers  # only the refusing limit is described
+
+
+def test_message_and_header_agree_on_a_fractional_remainder() -> None:
+    """A sliding window leaves fractions (here 289.5 tokens): both say 289, never 290 vs 289."""
+    state = WindowState(prev=21, cur=0, now=30, window=60, limit=300)  # 10.5 still counted
+    assert state.remaining == 289.5
+    message = refusal_message("tpm", "tokens", "minute", state, Demand(295, 10, 285, False, 0), False)
+    assert "it needs 295 tokens, 289 tokens remain" in message
+    assert headers_for([("tokens", state)])["x-ratelimit-remaining-tokens"] == "289"
 
 
 def test_headers_cap_reset_at_one_window() -> None:
