@@ -326,9 +326,139 @@ static struct PyModuleDef module = {
     methods, NULL, NULL, NULL, NULL,
 };
 
+static int add_moderation_functions(PyObject *module); /* the moderation block, at the end */
+
 PyMODINIT_FUNC PyInit__ngram_kernel(void) {
     const char *word = "abcdefghijklmnopqrstuvwxyz0123456789_";
     memset(WORD_ASCII, 0, sizeof(WORD_ASCII));
     for (const char *c = word; *c; c++) WORD_ASCII[(unsigned char)*c] = 1;
-    return PyModule_Create(&module);
+    PyObject *created = PyModule_Create(&module);
+    if (created != NULL && add_moderation_functions(created) < 0) Py_CLEAR(created);
+    return created;
 }
+
+
+/* ==== Moderation canonicalisation (proxy.detectors.moderation.rules; issue 17) ====================
+ * A block of its own at the end of the file, apart from the n-gram hashing above; registered on the
+ * module by add_moderation_functions (called from PyInit). Each function has a pure-Python reference
+ * in rules.py (the fallback when this module is missing or older) that
+ * tests/unit/test_moderation_kernel.py compares it with. */
+
+/* By ASCII byte: 1 letter a-z, 2 leet character (0-9 @ $), 0 otherwise; a "token character" of the
+ * leet fold (rules._TOKEN_CHAR) is either. */
+static unsigned char MOD_CLASS[128];
+/* By ASCII byte: what the fold writes there (rules._LEET), 0 for characters it keeps. */
+static unsigned char MOD_LEET[128];
+
+static inline int mod_class(uint32_t c) { return c < 128 ? MOD_CLASS[c] : 0; }
+
+/* leet_fold(text) -> None | (folded, alt | None)
+ *   text: lower-cased. Every maximal run of [a-z0-9@$] that holds a leet character and a letter is
+ *   folded (0->o 1->i 3->e 4->a 5->s 7->t @->a $->s, other digits kept); alt reads 1 as l in those
+ *   runs and is None when no folded run holds a 1. None when no run is folded.
+ * Why: rules._leet_tokens grew each run character by character in Python (~28 us per 2 KB support
+ * ticket, whose e-mail addresses hold digits), and the fold then sliced and joined per run. */
+static PyObject *leet_fold(PyObject *self, PyObject *text) {
+    (void)self;
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "leet_fold(str)");
+        return NULL;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) return NULL;
+#endif
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    PyObject *folded = NULL, *alt = NULL;
+    void *fdata = NULL, *adata = NULL;
+    int has_one = 0;
+    Py_ssize_t i = 0;
+    while (i < n) {
+        if (!mod_class(PyUnicode_READ(kind, data, i))) {
+            i++;
+            continue;
+        }
+        Py_ssize_t start = i;
+        int seen = 0, ones = 0; /* bit 1: a letter, bit 2: a leet character */
+        for (; i < n; i++) {
+            uint32_t c = PyUnicode_READ(kind, data, i);
+            int k = mod_class(c);
+            if (!k) break;
+            seen |= k;
+            ones |= c == '1';
+        }
+        if (seen != 3) continue;
+        if (folded == NULL) { /* the first folded run: copy the text once, then edit in place */
+            Py_UCS4 maxchar = PyUnicode_MAX_CHAR_VALUE(text);
+            folded = PyUnicode_New(n, maxchar);
+            alt = PyUnicode_New(n, maxchar);
+            if (folded == NULL || alt == NULL) {
+                Py_XDECREF(folded);
+                Py_XDECREF(alt);
+                return NULL;
+            }
+            fdata = PyUnicode_DATA(folded);
+            adata = PyUnicode_DATA(alt);
+            memcpy(fdata, data, (size_t)n * (size_t)kind);
+            memcpy(adata, data, (size_t)n * (size_t)kind);
+        }
+        has_one |= ones;
+        for (Py_ssize_t j = start; j < i; j++) {
+            uint32_t c = PyUnicode_READ(kind, data, j); /* ASCII: the run holds only [a-z0-9@$] */
+            unsigned char to = MOD_LEET[c];
+            if (to) PyUnicode_WRITE(kind, fdata, j, to);
+            if (c == '1') to = 'l';
+            if (to) PyUnicode_WRITE(kind, adata, j, to);
+        }
+    }
+    if (folded == NULL) Py_RETURN_NONE;
+    if (!has_one) {
+        Py_DECREF(alt);
+        alt = Py_NewRef(Py_None);
+    }
+    return Py_BuildValue("(NN)", folded, alt);
+}
+
+/* has_letter_triple(text) -> bool: some letter a-z three times in a row (rules._RUN can match).
+ * Why: the numpy comparison it replaces (rules._has_triple) cost ~6 us per 2 KB, mostly call overhead. */
+static PyObject *has_letter_triple(PyObject *self, PyObject *text) {
+    (void)self;
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "has_letter_triple(str)");
+        return NULL;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) return NULL;
+#endif
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    uint32_t prev = 0;
+    Py_ssize_t run = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t c = PyUnicode_READ(kind, data, i);
+        run = c == prev ? run + 1 : 1;
+        prev = c;
+        if (run >= 3 && c >= 'a' && c <= 'z') Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
+}
+
+static PyMethodDef moderation_methods[] = {
+    {"leet_fold", (PyCFunction)leet_fold, METH_O, "Moderation: fold leetspeak runs (see rules.py)."},
+    {"has_letter_triple", (PyCFunction)has_letter_triple, METH_O,
+     "Moderation: some letter a-z three times in a row (see rules.py)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int add_moderation_functions(PyObject *module) {
+    memset(MOD_CLASS, 0, sizeof(MOD_CLASS));
+    memset(MOD_LEET, 0, sizeof(MOD_LEET));
+    for (int c = 'a'; c <= 'z'; c++) MOD_CLASS[c] = 1;
+    for (const char *c = "0123456789@$"; *c; c++) MOD_CLASS[(unsigned char)*c] = 2;
+    const char *from = "013457@$", *to = "oieastas"; /* rules._LEET, pair by pair */
+    for (int k = 0; from[k]; k++) MOD_LEET[(unsigned char)from[k]] = (unsigned char)to[k];
+    return PyModule_AddFunctions(module, moderation_methods);
+}
+/* ==== end of the moderation block ==================================================================== */
