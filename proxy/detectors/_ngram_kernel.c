@@ -352,10 +352,38 @@ static unsigned char MOD_LEET[128];
 
 static inline int mod_class(uint32_t c) { return c < 128 ? MOD_CLASS[c] : 0; }
 
-/* leet_fold(text) -> None | (folded, alt | None)
+static inline int mod_piece(uint32_t c) { return c < 128 && (MOD_CLASS[c] || c == '\'' || c == '!' || c == '|'); }
+
+/* leet_fold's alt_pieces: each maximal run of piece characters ([a-z0-9'!|@$]) of alt that holds a
+ * character differing from folded (an l read from a 1), in order, joined by single spaces. The runs
+ * hold only ASCII characters, so the result is ASCII. */
+static PyObject *alt_pieces(const void *fdata, const void *adata, int kind, Py_ssize_t n) {
+    char *buf = PyMem_Malloc((size_t)(2 * n + 1));
+    if (buf == NULL) return PyErr_NoMemory();
+    Py_ssize_t len = 0, i = 0;
+    while (i < n) {
+        if (PyUnicode_READ(kind, fdata, i) == PyUnicode_READ(kind, adata, i)) {
+            i++;
+            continue;
+        }
+        Py_ssize_t p = i, q = i + 1;
+        while (p > 0 && mod_piece(PyUnicode_READ(kind, adata, p - 1))) p--;
+        while (q < n && mod_piece(PyUnicode_READ(kind, adata, q))) q++;
+        if (len) buf[len++] = ' ';
+        for (Py_ssize_t j = p; j < q; j++) buf[len++] = (char)PyUnicode_READ(kind, adata, j);
+        i = q;
+    }
+    PyObject *out = PyUnicode_DecodeASCII(buf, len, NULL);
+    PyMem_Free(buf);
+    return out;
+}
+
+/* leet_fold(text) -> None | (folded, alt | None, alt_pieces | None)
  *   text: lower-cased. Every maximal run of [a-z0-9@$] that holds a leet character and a letter is
  *   folded (0->o 1->i 3->e 4->a 5->s 7->t @->a $->s, other digits kept); alt reads 1 as l in those
- *   runs and is None when no folded run holds a 1. None when no run is folded.
+ *   runs and is None when no folded run holds a 1. None when no run is folded. alt_pieces: the only
+ *   parts of alt that differ from folded, each widened to its maximal run of [a-z0-9'!|@$] (so
+ *   whole tokens, whatever "!" or "|" later become), in order, joined by single spaces; None with alt.
  * Why: rules._leet_tokens grew each run character by character in Python (~28 us per 2 KB support
  * ticket, whose e-mail addresses hold digits), and the fold then sliced and joined per run. */
 static PyObject *leet_fold(PyObject *self, PyObject *text) {
@@ -415,9 +443,15 @@ static PyObject *leet_fold(PyObject *self, PyObject *text) {
     if (folded == NULL) Py_RETURN_NONE;
     if (!has_one) {
         Py_DECREF(alt);
-        alt = Py_NewRef(Py_None);
+        return Py_BuildValue("(NOO)", folded, Py_None, Py_None);
     }
-    return Py_BuildValue("(NN)", folded, alt);
+    PyObject *pieces = alt_pieces(fdata, adata, kind, n);
+    if (pieces == NULL) {
+        Py_DECREF(folded);
+        Py_DECREF(alt);
+        return NULL;
+    }
+    return Py_BuildValue("(NNN)", folded, alt, pieces);
 }
 
 /* has_letter_triple(text) -> bool: some letter a-z three times in a row (rules._RUN can match).

@@ -52,22 +52,40 @@ def test_has_letter_triple_equals_the_python_reference(text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("k1ll", ("kill", "klll")),
-        ("$h1t and 1488", ("shit and 1488", "shlt and 1488")),
-        ("h3llo", ("hello", None)),
+        ("k1ll", ("kill", "klll", "klll")),
+        ("$h1t and 1488", ("shit and 1488", "shlt and 1488", "shlt")),
+        ("h3llo", ("hello", None, None)),
         ("no digits", None),
         ("1488 -9", None),
-        ("caf\u00e9 k1ll\U0001f600", ("caf\u00e9 kill\U0001f600", "caf\u00e9 klll\U0001f600")),
+        ("caf\u00e9 k1ll\U0001f600", ("caf\u00e9 kill\U0001f600", "caf\u00e9 klll\U0001f600", "klll")),
+        (
+            "x k1l!ng's, 1ll| and k1ll",
+            ("x kil!ng's, ill| and kill", "x kll!ng's, lll| and klll", "kll!ng's lll| klll"),
+        ),
     ],
 )
-def test_leet_fold_examples(text: str, expected: tuple[str, str | None] | None) -> None:
+def test_leet_fold_examples(text: str, expected: tuple[str, str | None, str | None] | None) -> None:
     assert kernel.leet_fold(text) == expected
     assert rules._fold_leet_python(text) == expected
 
 
 def test_canonicalise_without_the_kernel_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
-    samples = ["I w4nt t0 k1lll mys3lf!!", "sh!t happens, kiiilll", "plain text", "f1n@nce1@acme"]
-    fast = [rules.canonicalise(s) for s in samples]
+    samples = ["I w4nt t0 k1lll mys3lf!!", "sh!t happens, kiiilll", "plain text", "f1n@nce1@acme", "k1l!ng"]
+    fast = [(c, c.alt_pieces) for c in map(rules.canonicalise, samples)]
     monkeypatch.setattr(rules, "_fold_leet", rules._fold_leet_python)
     monkeypatch.setattr(rules, "_has_letter_triple", rules._has_triple)
-    assert [rules.canonicalise(s) for s in samples] == fast
+    assert [(c, c.alt_pieces) for c in map(rules.canonicalise, samples)] == fast
+
+
+@FAST
+@given(TEXTS)
+def test_alt_pieces_hold_every_token_alt_adds(text: str) -> None:
+    """The rules read ``text``'s tokens and ``alt_pieces``' in place of ``alt``'s: the same union."""
+    canon = rules.canonicalise(text)
+    if canon.alt is None:
+        assert canon.alt_pieces is None
+        return
+    assert canon.alt_pieces is not None
+    whole = rules._tokens(canon.text) | rules._tokens(canon.alt)
+    assert rules._tokens(canon.text) | rules._tokens(canon.alt_pieces) == whole
+    assert rules._tokens(canon.alt_pieces) <= rules._tokens(canon.alt)
