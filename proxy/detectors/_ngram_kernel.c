@@ -479,10 +479,148 @@ static PyObject *has_letter_triple(PyObject *self, PyObject *text) {
     Py_RETURN_FALSE;
 }
 
+/* hash_bucket_sums(text, char_sizes, char_salts, word_unigrams, word_bigrams, salt_w1, salt_w2, shift,
+ *                  weights) -> (char_sums, word_sums, n_char, n_word)
+ *   bucket_sums(hash_ngrams(text, ...)[0], shift, weights, n_char) in one call: the same hashes
+ *   (fill_hashes) summed in the same order by the same loop, so the sums are equal bit for bit.
+ *   n_char / n_word: how many char / word n-grams were summed (the groups' sizes for their scales).
+ * Why: the moderation classifier scores a window it has not hashed before (answers, and prompts whose
+ * canonical text differs from the injection step's) with hash_ngrams, numpy views of its three
+ * buffers and bucket_sums; the bytes objects, the views and the Python in between cost ~6 us of
+ * ~32 per 2 KB, for hashes nobody else reads. */
+static PyObject *hash_bucket_sums(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "hash_bucket_sums takes 9 arguments");
+        return NULL;
+    }
+    PyObject *text = args[0], *sizes = args[1], *salts = args[2];
+    if (!PyUnicode_Check(text) || !PyTuple_Check(sizes) || !PyTuple_Check(salts)) {
+        PyErr_SetString(PyExc_TypeError, "hash_bucket_sums(str, tuple, tuple, bool, bool, int, int, int, array)");
+        return NULL;
+    }
+    Py_ssize_t n_sizes = PyTuple_GET_SIZE(sizes);
+    if (n_sizes != PyTuple_GET_SIZE(salts) || n_sizes > MAX_CHAR_SIZES) {
+        PyErr_SetString(PyExc_ValueError, "one salt per char n-gram size, at most 8 sizes");
+        return NULL;
+    }
+    Py_ssize_t ks[MAX_CHAR_SIZES];
+    uint64_t char_salts[MAX_CHAR_SIZES];
+    for (Py_ssize_t i = 0; i < n_sizes; i++) {
+        ks[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(sizes, i));
+        if (ks[i] == -1 && PyErr_Occurred()) return NULL;
+        if (ks[i] < 1 || ks[i] > MAX_CHAR_LEN) {
+            PyErr_SetString(PyExc_ValueError, "char n-gram sizes must be within [1, 16]");
+            return NULL;
+        }
+        if (read_u64(PyTuple_GET_ITEM(salts, i), &char_salts[i]) < 0) return NULL;
+    }
+    int want_uni = PyObject_IsTrue(args[3]);
+    int want_bi = PyObject_IsTrue(args[4]);
+    if (want_uni < 0 || want_bi < 0) return NULL;
+    uint64_t salt_w1, salt_w2;
+    if (read_u64(args[5], &salt_w1) < 0 || read_u64(args[6], &salt_w2) < 0) return NULL;
+    Py_ssize_t shift = PyLong_AsSsize_t(args[7]);
+    if (shift == -1 && PyErr_Occurred()) return NULL;
+    if (shift < 31 || shift > 63) {
+        PyErr_SetString(PyExc_ValueError, "shift must be within [31, 63] (1 to 33 bucket bits)");
+        return NULL;
+    }
+    Py_buffer wb;
+    if (PyObject_GetBuffer(args[8], &wb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_ND) < 0) return NULL;
+    PyObject *result = NULL;
+    uint32_t *cp = NULL;
+    Py_ssize_t *bounds = NULL;
+    uint64_t *hashes = NULL;
+    Py_ssize_t *starts = NULL, *ends = NULL;
+    Py_ssize_t rows = (Py_ssize_t)1 << (64 - shift);
+    Py_ssize_t cols = wb.ndim == 2 ? wb.shape[1] : 1;
+    if (strcmp(wb.format ? wb.format : "B", "f") != 0 || wb.itemsize != 4 || wb.ndim < 1 || wb.ndim > 2
+        || wb.shape[0] != rows || cols < 1 || cols > MAX_COLUMNS) {
+        PyErr_SetString(PyExc_ValueError, "weights must be float32 of shape (2**bits,) or (2**bits, <= 64)");
+        goto done;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) goto done;
+#endif
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    cp = PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(uint32_t));
+    bounds = PyMem_Malloc((size_t)(n + 2) * sizeof(Py_ssize_t));
+    if (cp == NULL || bounds == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t n_words = read_text(PyUnicode_KIND(text), PyUnicode_DATA(text), n, cp, bounds) / 2;
+    Py_ssize_t n_uni = want_uni ? n_words : 0;
+    Py_ssize_t n_bi = (want_bi && n_words > 1) ? n_words - 1 : 0;
+    Py_ssize_t n_char = 0;
+    for (Py_ssize_t i = 0; i < n_sizes; i++)
+        if (n >= ks[i]) n_char += n - ks[i] + 1;
+    Py_ssize_t n_word = n_uni + n_bi;
+    /* hash_ngrams' own arithmetic into a scratch buffer (summing while hashing was slower: the
+     * gathers of a separate pass over ready hashes overlap far better), then bucket_sums' loop. */
+    hashes = PyMem_Malloc((size_t)(n_char + n_word + 1) * sizeof(uint64_t));
+    starts = PyMem_Malloc((size_t)(n_words + 1) * sizeof(Py_ssize_t));
+    ends = PyMem_Malloc((size_t)(n_words + 1) * sizeof(Py_ssize_t));
+    if (hashes == NULL || starts == NULL || ends == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    fill_hashes(cp, n, ks, char_salts, n_sizes, bounds, n_words, n_uni, n_bi, salt_w1, salt_w2, hashes, starts,
+                ends);
+    const float *weights = (const float *)wb.buf;
+    double sums[2][MAX_COLUMNS];
+    memset(sums, 0, sizeof(sums));
+    for (int group = 0; group < 2; group++) {
+        Py_ssize_t lo = group ? n_char : 0, hi = group ? n_char + n_word : n_char;
+        double *acc = sums[group];
+        if (cols == 8) {
+            for (Py_ssize_t i = lo; i < hi; i++) {
+                const float *row = weights + (hashes[i] >> shift) * 8;
+                for (int c = 0; c < 8; c++) acc[c] += row[c];
+            }
+        } else {
+            for (Py_ssize_t i = lo; i < hi; i++) {
+                const float *row = weights + (hashes[i] >> shift) * (uint64_t)cols;
+                for (Py_ssize_t c = 0; c < cols; c++) acc[c] += row[c];
+            }
+        }
+    }
+    PyObject *char_sums = PyTuple_New(cols), *word_sums = PyTuple_New(cols);
+    if (char_sums == NULL || word_sums == NULL) {
+        Py_XDECREF(char_sums);
+        Py_XDECREF(word_sums);
+        goto done;
+    }
+    for (Py_ssize_t c = 0; c < cols; c++) {
+        PyObject *a = PyFloat_FromDouble(sums[0][c]), *b = PyFloat_FromDouble(sums[1][c]);
+        if (a == NULL || b == NULL) {
+            Py_XDECREF(a);
+            Py_XDECREF(b);
+            Py_DECREF(char_sums);
+            Py_DECREF(word_sums);
+            goto done;
+        }
+        PyTuple_SET_ITEM(char_sums, c, a);
+        PyTuple_SET_ITEM(word_sums, c, b);
+    }
+    result = Py_BuildValue("(NNnn)", char_sums, word_sums, n_char, n_word);
+done:
+    PyMem_Free(cp);
+    PyMem_Free(bounds);
+    PyMem_Free(hashes);
+    PyMem_Free(starts);
+    PyMem_Free(ends);
+    PyBuffer_Release(&wb);
+    return result;
+}
+
 static PyMethodDef moderation_methods[] = {
     {"leet_fold", (PyCFunction)leet_fold, METH_O, "Moderation: fold leetspeak runs (see rules.py)."},
     {"has_letter_triple", (PyCFunction)has_letter_triple, METH_O,
      "Moderation: some letter a-z three times in a row (see rules.py)."},
+    {"hash_bucket_sums", (PyCFunction)(void (*)(void))hash_bucket_sums, METH_FASTCALL,
+     "Moderation classifier: hash_ngrams + bucket_sums in one pass (see classifier.py)."},
     {NULL, NULL, 0, NULL},
 };
 

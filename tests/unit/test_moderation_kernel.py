@@ -1,5 +1,7 @@
 """The moderation block of the compiled kernel (``_ngram_kernel.c``) against its Python references.
 
+(``hash_bucket_sums``, at the end, against the hasher's ``bucket_sums`` it stands in for.)
+
 ``leet_fold`` and ``has_letter_triple`` replace per-character Python loops of the rule layer's
 canonicaliser (issue 17); they must answer exactly as ``rules._fold_leet_python`` and
 ``rules._has_triple``, which stay as the fallback when the kernel is missing or was built before
@@ -9,12 +11,15 @@ so any difference would change scores (``test_moderation_output_digest.py`` chec
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.detectors import _ngram_kernel as kernel
+from proxy.detectors.injection.features import FeatureConfig, FeatureHasher
 from proxy.detectors.moderation import rules
+from proxy.detectors.moderation.classifier import ModerationClassifier, _fused_args
 
 FAST = settings(max_examples=500, deadline=None)
 # Letters, every leet character and digit, token breakers ("!", "|", "'", "-", "."), spaces, and
@@ -89,3 +94,44 @@ def test_alt_pieces_hold_every_token_alt_adds(text: str) -> None:
     whole = rules._tokens(canon.text) | rules._tokens(canon.alt)
     assert rules._tokens(canon.text) | rules._tokens(canon.alt_pieces) == whole
     assert rules._tokens(canon.alt_pieces) <= rules._tokens(canon.alt)
+
+
+# --- hash_bucket_sums: the moderation classifier's one-call hashing and summing ---------------------
+
+SUM_ALPHABET = "ab z_09 .,'\t\n-é\u00df\u4e2d\U0001f600"
+
+
+def test_the_classifier_uses_the_one_call_sums() -> None:
+    assert ModerationClassifier.default()._fused is not None, "hash_bucket_sums missing: rebuild the kernel"
+
+
+@FAST
+@given(st.text(alphabet=SUM_ALPHABET, max_size=120))
+def test_hash_bucket_sums_equal_the_hasher_sums(text: str) -> None:
+    """Bit for bit (same hashes, same summation order), for the moderation model and other shapes."""
+    clf = ModerationClassifier.default()
+    cases = [(clf.hasher, clf._w)]
+    for config, cols in ((FeatureConfig(bits=12, word_ngrams=(2,)), 3), (FeatureConfig(bits=10), 1)):
+        hasher = FeatureHasher(config)
+        weights = (
+            np.random.default_rng(len(text)).standard_normal((1 << config.bits, cols)).astype(np.float32)
+        )
+        cases.append((hasher, weights if cols > 1 else weights[:, 0].copy()))
+    for hasher, weights in cases:
+        prepared = hasher.prepare(text)
+        args = _fused_args(hasher)
+        assert args is not None
+        char_sums, word_sums, n_char, n_word = kernel.hash_bucket_sums(prepared, *args, weights)
+        expected = hasher.bucket_sums(prepared, weights)
+        char_k, word_k = hasher.config.smoothing
+        assert (char_sums, word_sums) == expected[:2]
+        assert (1.0 / (n_char + char_k) if n_char else 0.0) == expected[2]
+        assert (1.0 / (n_word + word_k) if n_word else 0.0) == expected[3]
+
+
+def test_classifier_scores_do_not_depend_on_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    clf = ModerationClassifier.default()
+    texts = ["you are a worthless idiot", "kill -9 the process", "a benign sentence " * 40, ""]
+    fast = [clf.score_list(t) for t in texts]
+    monkeypatch.setattr(clf, "_fused", None)
+    assert [clf.score_list(t) for t in texts] == fast
