@@ -135,3 +135,16 @@ def test_classifier_scores_do_not_depend_on_the_path(monkeypatch: pytest.MonkeyP
     fast = [clf.score_list(t) for t in texts]
     monkeypatch.setattr(clf, "_fused", None)
     assert [clf.score_list(t) for t in texts] == fast
+
+
+def test_hashes_left_by_another_step_are_used_and_give_the_same_scores() -> None:
+    """A prompt the injection step hashed already: the classifier sums the cached hashes instead."""
+    clf = ModerationClassifier.default()
+    text = "you are a worthless idiot and nobody likes you"
+    prepared = clf.hasher.prepare(text)
+    cache: dict = {}  # type: ignore[type-arg]
+    clf.hasher.hash_prepared(prepared, cache)  # what another step leaves behind
+    assert len(cache) == 1
+    assert clf.score_list(text, cache) == clf.score_list(text)
+    empty: dict = {}  # type: ignore[type-arg]
+    assert clf.score_list(text, empty) == clf.score_list(text) and not empty  # fused: nothing kept
