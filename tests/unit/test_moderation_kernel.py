@@ -148,3 +148,33 @@ def test_hashes_left_by_another_step_are_used_and_give_the_same_scores() -> None
     assert clf.score_list(text, cache) == clf.score_list(text)
     empty: dict = {}  # type: ignore[type-arg]
     assert clf.score_list(text, empty) == clf.score_list(text) and not empty  # fused: nothing kept
+
+
+# --- vocab_tokens: the rule vocabulary's words among a text's tokens ------------------------------
+
+VOCAB_WORDS = st.sampled_from(["one", "kill", "don't", "you're", "1488", "14words", "a", "u", "kill's", "x9"])
+TOKEN_TEXTS = st.one_of(
+    st.lists(
+        st.one_of(VOCAB_WORDS, st.sampled_from(["'", " ", "-", "9", "é", "日", "K", "\n", "s", "''"]))
+    ).map("".join),
+    st.text(alphabet="ak1o9ne' -é\U0001f600", max_size=60),
+)
+
+
+def test_vocab_tokens_is_built() -> None:
+    assert rules._kernel_vocab_tokens is kernel.vocab_tokens, "vocab_tokens missing: rebuild the kernel"
+
+
+@FAST
+@given(TOKEN_TEXTS, st.frozensets(VOCAB_WORDS, min_size=1))
+def test_vocab_tokens_equals_the_python_reference(text: str, vocab: frozenset[str]) -> None:
+    assert rules._vocab_tokens(text, vocab) == rules._vocab_tokens_python(text, vocab)
+    assert rules._vocab_tokens(text, vocab) == rules._tokens(text) & vocab
+
+
+@FAST
+@given(TEXTS)
+def test_vocab_tokens_with_the_packaged_vocabulary(text: str) -> None:
+    vocab = rules.RuleScanner.default()._vocab
+    canon = rules.canonicalise(text).text
+    assert rules._vocab_tokens(canon, vocab) == rules._vocab_tokens_python(canon, vocab)

@@ -201,6 +201,9 @@ def _fold_leet_python(text: str) -> tuple[str, str | None, str | None] | None:
 
 # The compiled versions (issue 17): same answers (tests/unit/test_moderation_kernel.py), a few µs
 # instead of ~30 per 2 KB with digits in it. A kernel built before they existed has neither.
+_kernel_vocab_tokens: Callable[[str, bytes, frozenset[str]], set[str]] | None = getattr(
+    _kernel, "vocab_tokens", None
+)
 _fold_leet: Callable[[str], tuple[str, str | None, str | None] | None] = getattr(
     _kernel, "leet_fold", _fold_leet_python
 )
@@ -577,7 +580,33 @@ def _tokens(text: str) -> set[str]:
 
 
 def _vocab_tokens(text: str, vocab: frozenset[str]) -> set[str]:
-    """``_tokens(text) & vocab`` without building the set of every token.
+    """``_tokens(text) & vocab``: the compiled ``vocab_tokens`` when the kernel has it (~1 µs per 2 KB
+    of prose instead of ~15: no object per word), else ``_vocab_tokens_python``."""
+    if _kernel_vocab_tokens is None:
+        return _vocab_tokens_python(text, vocab)
+    return _kernel_vocab_tokens(text, _token_filter(vocab), vocab)
+
+
+_TOKEN_SYMBOLS = "abcdefghijklmnopqrstuvwxyz0123456789'"
+_TOKEN_MAX_LEN = 31  # the filter's last length slot holds every longer word
+
+
+@functools.lru_cache(maxsize=8)
+def _token_filter(words: frozenset[str]) -> bytes:
+    """The kernel's pre-check for ``words``: 1 at (length, first, last character) of every word.
+
+    Why: most tokens of prose are ruled out by it before a string object is made for the set lookup."""
+    size = len(_TOKEN_SYMBOLS)
+    table = bytearray((_TOKEN_MAX_LEN + 1) * size * size)
+    for w in words:
+        slot = (min(len(w), _TOKEN_MAX_LEN) * size + _TOKEN_SYMBOLS.index(w[0])) * size
+        table[slot + _TOKEN_SYMBOLS.index(w[-1])] = 1
+    return bytes(table)
+
+
+def _vocab_tokens_python(text: str, vocab: frozenset[str]) -> set[str]:
+    """``_tokens(text) & vocab`` without building the set of every token (the reference for the
+    compiled ``vocab_tokens``, and the fallback without it).
 
     Why: hashing ~350 words of 2 KB into a set cost ~120k instructions, and only the few that are rule
     words are ever looked at. ``frozenset.intersection`` of the split pieces keeps just those. Exact
