@@ -617,24 +617,16 @@ done:
 
 /* By ASCII byte: 1 for the characters of a rules token ([a-z0-9']), 2 for [a-z0-9] (rules._TOKEN). */
 static unsigned char TOK_CLASS[128];
-#define TOK_SYMBOLS 37
-#define TOK_MAX_LEN 31
+/* The filter: a byte per slot, set for every vocabulary word; a token's slot is the 32-bit FNV-1a of
+ * its (ASCII) characters folded to 16 bits (rules._token_slot computes the same). It rules out almost
+ * every word of prose before a str is made for the set lookup. */
+#define TOK_FILTER_SIZE 65536
 
 static inline int tok_class(uint32_t c) { return c < 128 ? TOK_CLASS[c] : 0; }
-static inline int tok_symbol(uint32_t c) { return c == '\'' ? 36 : (c <= '9' ? (int)(c - '0') + 26 : (int)(c - 'a')); }
 
-/* One candidate token text[a:b] (ASCII [a-z0-9']): added to found when it is in vocab. The filter
- * (by length, first and last character) rules out almost every word of prose before a str is made. */
-static int tok_check(int kind, const void *data, Py_ssize_t a, Py_ssize_t b, const unsigned char *filter,
-                     PyObject *vocab, PyObject *found) {
-    Py_ssize_t len = b - a;
-    int first = tok_symbol(PyUnicode_READ(kind, data, a)), last = tok_symbol(PyUnicode_READ(kind, data, b - 1));
-    Py_ssize_t slot = ((len < TOK_MAX_LEN ? len : TOK_MAX_LEN) * TOK_SYMBOLS + first) * TOK_SYMBOLS + last;
-    if (!filter[slot]) return 0;
-    char buf[256];
-    if (len > (Py_ssize_t)sizeof(buf)) return 0; /* vocabulary words are shorter (the filter says so too) */
-    for (Py_ssize_t j = 0; j < len; j++) buf[j] = (char)PyUnicode_READ(kind, data, a + j);
-    PyObject *word = PyUnicode_DecodeASCII(buf, len, NULL);
+/* One candidate token text[a:b] that passed the filter: added to found when it is in vocab. */
+static int tok_check(PyObject *text, Py_ssize_t a, Py_ssize_t b, PyObject *vocab, PyObject *found) {
+    PyObject *word = PyUnicode_Substring(text, a, b);
     if (word == NULL) return -1;
     int in = PySet_Contains(vocab, word);
     int rc = in > 0 ? PySet_Add(found, word) : in;
@@ -658,7 +650,7 @@ static PyObject *vocab_tokens(PyObject *self, PyObject *const *args, Py_ssize_t 
     PyObject *text = args[0], *vocab = args[2];
     Py_buffer fb;
     if (PyObject_GetBuffer(args[1], &fb, PyBUF_SIMPLE) < 0) return NULL;
-    if (fb.len != (TOK_MAX_LEN + 1) * TOK_SYMBOLS * TOK_SYMBOLS) {
+    if (fb.len != TOK_FILTER_SIZE) {
         PyBuffer_Release(&fb);
         PyErr_SetString(PyExc_ValueError, "vocab_tokens: filter of the wrong size");
         return NULL;
@@ -675,28 +667,46 @@ static PyObject *vocab_tokens(PyObject *self, PyObject *const *args, Py_ssize_t 
     const void *data = PyUnicode_DATA(text);
     PyObject *found = PySet_New(NULL);
     if (found == NULL) goto fail;
-    Py_ssize_t i = 0;
-    while (i < n) {
-        /* findall: a token starts at [a-z0-9]; anything else ("'", separators) is stepped over */
-        if (tok_class(PyUnicode_READ(kind, data, i)) != 2) {
-            i++;
-            continue;
-        }
-        Py_ssize_t a = i;
-        while (i < n && tok_class(PyUnicode_READ(kind, data, i)) == 2) i++;
-        if (i + 1 < n && PyUnicode_READ(kind, data, i) == '\'') {
-            uint32_t c = PyUnicode_READ(kind, data, i + 1);
-            if (c >= 'a' && c <= 'z') {
-                i += 2;
-                while (i < n) {
-                    c = PyUnicode_READ(kind, data, i);
-                    if (c < 'a' || c > 'z') break;
-                    i++;
-                }
-            }
-        }
-        if (tok_check(kind, data, a, i, filter, vocab, found) < 0) goto fail;
-    }
+    /* The scan, once per string kind (READ with a constant kind: no switch per character). */
+#define TOK_SCAN(KIND)                                                                                \
+    do {                                                                                              \
+        Py_ssize_t i = 0;                                                                             \
+        while (i < n) {                                                                               \
+            /* findall: a token starts at [a-z0-9]; anything else ("'", separators) is stepped over */ \
+            if (tok_class(PyUnicode_READ(KIND, data, i)) != 2) {                                      \
+                i++;                                                                                  \
+                continue;                                                                             \
+            }                                                                                         \
+            Py_ssize_t a = i;                                                                         \
+            uint32_t h = 2166136261u;                                                                 \
+            uint32_t c;                                                                               \
+            while (i < n && tok_class(c = PyUnicode_READ(KIND, data, i)) == 2) {                      \
+                h = (h ^ c) * 16777619u;                                                              \
+                i++;                                                                                  \
+            }                                                                                         \
+            if (i + 1 < n && PyUnicode_READ(KIND, data, i) == '\'') {                                 \
+                c = PyUnicode_READ(KIND, data, i + 1);                                                \
+                if (c >= 'a' && c <= 'z') {                                                           \
+                    h = (h ^ '\'') * 16777619u;                                                       \
+                    i++;                                                                              \
+                    while (i < n && (c = PyUnicode_READ(KIND, data, i)) >= 'a' && c <= 'z') {         \
+                        h = (h ^ c) * 16777619u;                                                      \
+                        i++;                                                                          \
+                    }                                                                                 \
+                }                                                                                     \
+            }                                                                                         \
+            if (filter[(h ^ (h >> 16)) & (TOK_FILTER_SIZE - 1)]                                       \
+                && tok_check(text, a, i, vocab, found) < 0)                                           \
+                goto fail;                                                                            \
+        }                                                                                             \
+    } while (0)
+    if (kind == PyUnicode_1BYTE_KIND)
+        TOK_SCAN(PyUnicode_1BYTE_KIND);
+    else if (kind == PyUnicode_2BYTE_KIND)
+        TOK_SCAN(PyUnicode_2BYTE_KIND);
+    else
+        TOK_SCAN(PyUnicode_4BYTE_KIND);
+#undef TOK_SCAN
     PyBuffer_Release(&fb);
     return found;
 fail:
