@@ -137,8 +137,8 @@ def test_classifier_scores_do_not_depend_on_the_path(monkeypatch: pytest.MonkeyP
     assert [clf.score_list(t) for t in texts] == fast
 
 
-def test_hashes_left_by_another_step_are_used_and_give_the_same_scores() -> None:
-    """A prompt the injection step hashed already: the classifier sums the cached hashes instead."""
+def test_a_request_cache_keeps_the_hasher_path_and_the_scores() -> None:
+    """With the request's cache (prompts) the hashes go through it as before, same scores."""
     clf = ModerationClassifier.default()
     text = "you are a worthless idiot and nobody likes you"
     prepared = clf.hasher.prepare(text)
@@ -147,7 +147,7 @@ def test_hashes_left_by_another_step_are_used_and_give_the_same_scores() -> None
     assert len(cache) == 1
     assert clf.score_list(text, cache) == clf.score_list(text)
     empty: dict = {}  # type: ignore[type-arg]
-    assert clf.score_list(text, empty) == clf.score_list(text) and not empty  # fused: nothing kept
+    assert clf.score_list(text, empty) == clf.score_list(text) and len(empty) == 1  # left for others
 
 
 # --- vocab_tokens: the rule vocabulary's words among a text's tokens ------------------------------

@@ -140,23 +140,18 @@ class ModerationClassifier(PackagedModel):
     def _window_logits(self, text: str, cache: HashCache | None = None) -> npt.NDArray[np.float64]:
         return np.array(self._window_list(text, cache), dtype=np.float64)
 
-    def _window_list(self, text: str, cache: HashCache | None = None, whole: bool = False) -> list[float]:
+    def _window_list(self, text: str, cache: HashCache | None = None) -> list[float]:
         """One window's logits as Python floats: the per-category weight sums of the char and word
         n-grams (``FeatureHasher.bucket_sums``, one pass over the weight rows), scaled, plus the biases.
 
         Why lists: the eight-element arithmetic after the sums (scale, add the biases, the sigmoid)
-        cost a numpy call of ~1 µs each; Python floats are float64, as the sums are.
-
-        ``whole``: ``text`` is the whole text, not a window of a long one (whose windows always go
-        through ``cache``, so scoring the text again in the request finds them)."""
+        cost a numpy call of ~1 µs each; Python floats are float64, as the sums are."""
         features = self.meta.features
         prepared = self._hasher.prepare(text)[: features.window + 2]
-        if self._fused is not None and (
-            cache is None or (whole and (prepared, features.char_ngrams, features.word_ngrams) not in cache)
-        ):  # hashes no other step has computed: hashed and summed in one call, not kept
-            char_sums, word_sums, char_scale, word_scale = self._fused_sums(prepared)
-        else:  # the injection step's hashes of this string (or no kernel): only the sums are left
+        if self._fused is None or cache is not None:  # a request's text: hashes shared through the cache
             char_sums, word_sums, char_scale, word_scale = self._hasher.bucket_sums(prepared, self._w, cache)
+        else:  # answers and stream windows (no cache): nobody else reads their hashes
+            char_sums, word_sums, char_scale, word_scale = self._fused_sums(prepared)
         return [
             bias + c * char_scale + w * word_scale
             for bias, c, w in zip(self.meta.biases, char_sums, word_sums, strict=True)
@@ -165,10 +160,9 @@ class ModerationClassifier(PackagedModel):
     def _fused_sums(self, prepared: str) -> tuple[tuple[float, ...], tuple[float, ...], float, float]:
         """``FeatureHasher.bucket_sums(prepared, weights)`` by the kernel's ``hash_bucket_sums``: the
         same sums bit for bit (tests/unit/test_moderation_kernel.py) in one call (~5 µs less per 2 KB:
-        no bytes objects, numpy views or Python between hashing and summing). Used when no step has
-        left this string's hashes in the request's cache; ours are then not left there either: the
-        one other reader, the injection step, runs first in the usual policies (and hashes another
-        string whenever the canonical text differs from its own)."""
+        no bytes objects, numpy views or Python between hashing and summing). Only for texts scored
+        without the request's cache (answers, stream windows): a prompt's hashes go through the cache,
+        where the injection step may have left them or may find them."""
         assert self._fused is not None and _kernel is not None
         sizes, salts, w1, w2, salt_w1, salt_w2, shift = self._fused
         char_sums, word_sums, n_char, n_word = _kernel.hash_bucket_sums(
@@ -189,7 +183,7 @@ class ModerationClassifier(PackagedModel):
         Short texts (the common case) stay in Python floats from the reductions on; longer ones take
         the per-window maximum of ``logits_canonical``."""
         if len(canonical) <= self.meta.features.window:
-            logits = self._window_list(canonical, cache, whole=True)
+            logits = self._window_list(canonical, cache)
         else:
             logits = self.logits_canonical(canonical, cache).tolist()
         return [_sigmoid(min(max(z, -60.0), 60.0)) for z in logits]
