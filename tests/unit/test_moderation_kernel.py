@@ -178,3 +178,34 @@ def test_vocab_tokens_with_the_packaged_vocabulary(text: str) -> None:
     vocab = rules.RuleScanner.default()._vocab
     canon = rules.canonicalise(text).text
     assert rules._vocab_tokens(canon, vocab) == rules._vocab_tokens_python(canon, vocab)
+
+
+# --- the prefilter gate on an aligned 1-as-l reading ----------------------------------------------
+
+_GATE_PIECES = ["no one ", "nob1dy ", "1ikes you", "the wor1d ", "everyone ", "hates ", "you deserve to die"]
+GATE_TEXTS = st.lists(
+    st.sampled_from(
+        [*_GATE_PIECES, "f1n@nce1", "1", "l", "i", " ", "!", "111", "ll", "k1ll", "se1f", "u", "."]
+    ),
+    max_size=25,
+).map("".join)
+
+
+@FAST
+@given(GATE_TEXTS)
+def test_aligned_alt_differs_only_by_l(text: str) -> None:
+    canon = rules.canonicalise(text)
+    if canon.alt_aligned:
+        assert canon.alt is not None and len(canon.alt) == len(canon.text)
+        assert all(a == t or (a, t) == ("l", "i") for a, t in zip(canon.alt, canon.text, strict=True))
+
+
+@FAST
+@given(GATE_TEXTS)
+def test_the_aligned_gate_never_closes_where_the_plain_one_opens(text: str) -> None:
+    canon = rules.canonicalise(text)
+    if canon.alt is None or not canon.alt_aligned:
+        return
+    for pattern in rules.RuleScanner.default()._patterns:
+        if pattern.may_match((canon.text, canon.alt)):
+            assert pattern.may_match_aligned(canon.text, canon.alt), pattern.id
