@@ -356,11 +356,11 @@ static inline int mod_piece(uint32_t c) { return c < 128 && (MOD_CLASS[c] || c =
 
 /* leet_fold's alt_pieces: each maximal run of piece characters ([a-z0-9'!|@$]) of alt that holds a
  * character differing from folded (an l read from a 1), in order, joined by single spaces. The runs
- * hold only ASCII characters, so the result is ASCII. */
-static PyObject *alt_pieces(const void *fdata, const void *adata, int kind, Py_ssize_t n) {
+ * hold only ASCII characters, so the result is ASCII. from: no difference lies before it. */
+static PyObject *alt_pieces(const void *fdata, const void *adata, int kind, Py_ssize_t n, Py_ssize_t from) {
     char *buf = PyMem_Malloc((size_t)(2 * n + 1));
     if (buf == NULL) return PyErr_NoMemory();
-    Py_ssize_t len = 0, i = 0;
+    Py_ssize_t len = 0, i = from; /* nothing differs before the first run holding a 1 */
     while (i < n) {
         if (PyUnicode_READ(kind, fdata, i) == PyUnicode_READ(kind, adata, i)) {
             i++;
@@ -400,58 +400,65 @@ static PyObject *leet_fold(PyObject *self, PyObject *text) {
     const void *data = PyUnicode_DATA(text);
     PyObject *folded = NULL, *alt = NULL;
     void *fdata = NULL, *adata = NULL;
-    int has_one = 0;
-    Py_ssize_t i = 0;
-    while (i < n) {
-        if (!mod_class(PyUnicode_READ(kind, data, i))) {
-            i++;
-            continue;
-        }
-        Py_ssize_t start = i;
-        int seen = 0, ones = 0; /* bit 1: a letter, bit 2: a leet character */
-        for (; i < n; i++) {
-            uint32_t c = PyUnicode_READ(kind, data, i);
-            int k = mod_class(c);
-            if (!k) break;
-            seen |= k;
-            ones |= c == '1';
-        }
-        if (seen != 3) continue;
-        if (folded == NULL) { /* the first folded run: copy the text once, then edit in place */
-            Py_UCS4 maxchar = PyUnicode_MAX_CHAR_VALUE(text);
-            folded = PyUnicode_New(n, maxchar);
-            alt = PyUnicode_New(n, maxchar);
-            if (folded == NULL || alt == NULL) {
-                Py_XDECREF(folded);
-                Py_XDECREF(alt);
-                return NULL;
-            }
-            fdata = PyUnicode_DATA(folded);
-            adata = PyUnicode_DATA(alt);
-            memcpy(fdata, data, (size_t)n * (size_t)kind);
-            memcpy(adata, data, (size_t)n * (size_t)kind);
-        }
-        has_one |= ones;
-        for (Py_ssize_t j = start; j < i; j++) {
-            uint32_t c = PyUnicode_READ(kind, data, j); /* ASCII: the run holds only [a-z0-9@$] */
-            unsigned char to = MOD_LEET[c];
-            if (to) PyUnicode_WRITE(kind, fdata, j, to);
-            if (c == '1') to = 'l';
-            if (to) PyUnicode_WRITE(kind, adata, j, to);
-        }
-    }
+    Py_ssize_t first_one = -1; /* where the first folded run holding a 1 starts */
+    /* The scan, once per string kind (READ with a constant kind: no switch per character). */
+#define LEET_SCAN(KIND)                                                                               \
+    do {                                                                                              \
+        Py_ssize_t i = 0;                                                                             \
+        while (i < n) {                                                                               \
+            if (!mod_class(PyUnicode_READ(KIND, data, i))) {                                          \
+                i++;                                                                                  \
+                continue;                                                                             \
+            }                                                                                         \
+            Py_ssize_t start = i;                                                                     \
+            int seen = 0, ones = 0; /* bit 1: a letter, bit 2: a leet character */                    \
+            for (; i < n; i++) {                                                                      \
+                uint32_t c = PyUnicode_READ(KIND, data, i);                                           \
+                int k = mod_class(c);                                                                 \
+                if (!k) break;                                                                        \
+                seen |= k;                                                                            \
+                ones |= c == '1';                                                                     \
+            }                                                                                         \
+            if (seen != 3) continue;                                                                  \
+            if (folded == NULL) { /* the first folded run: copy the text once, then edit in place */ \
+                Py_UCS4 maxchar = PyUnicode_MAX_CHAR_VALUE(text);                                     \
+                folded = PyUnicode_New(n, maxchar);                                                   \
+                alt = PyUnicode_New(n, maxchar);                                                      \
+                if (folded == NULL || alt == NULL) goto fail;                                         \
+                fdata = PyUnicode_DATA(folded);                                                       \
+                adata = PyUnicode_DATA(alt);                                                          \
+                memcpy(fdata, data, (size_t)n * (size_t)kind);                                        \
+                memcpy(adata, data, (size_t)n * (size_t)kind);                                        \
+            }                                                                                         \
+            if (ones && first_one < 0) first_one = start;                                             \
+            for (Py_ssize_t j = start; j < i; j++) {                                                  \
+                uint32_t c = PyUnicode_READ(KIND, data, j); /* ASCII: the run holds [a-z0-9@$] */     \
+                unsigned char to = MOD_LEET[c];                                                       \
+                if (to) PyUnicode_WRITE(KIND, fdata, j, to);                                          \
+                if (c == '1') to = 'l';                                                               \
+                if (to) PyUnicode_WRITE(KIND, adata, j, to);                                          \
+            }                                                                                         \
+        }                                                                                             \
+    } while (0)
+    if (kind == PyUnicode_1BYTE_KIND)
+        LEET_SCAN(PyUnicode_1BYTE_KIND);
+    else if (kind == PyUnicode_2BYTE_KIND)
+        LEET_SCAN(PyUnicode_2BYTE_KIND);
+    else
+        LEET_SCAN(PyUnicode_4BYTE_KIND);
+#undef LEET_SCAN
     if (folded == NULL) Py_RETURN_NONE;
-    if (!has_one) {
+    if (first_one < 0) {
         Py_DECREF(alt);
         return Py_BuildValue("(NOO)", folded, Py_None, Py_None);
     }
-    PyObject *pieces = alt_pieces(fdata, adata, kind, n);
-    if (pieces == NULL) {
-        Py_DECREF(folded);
-        Py_DECREF(alt);
-        return NULL;
-    }
+    PyObject *pieces = alt_pieces(fdata, adata, kind, n, first_one);
+    if (pieces == NULL) goto fail;
     return Py_BuildValue("(NNN)", folded, alt, pieces);
+fail:
+    Py_XDECREF(folded);
+    Py_XDECREF(alt);
+    return NULL;
 }
 
 /* has_letter_triple(text) -> bool: some letter a-z three times in a row (rules._RUN can match).
