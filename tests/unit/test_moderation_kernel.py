@@ -48,6 +48,14 @@ def test_leet_fold_equals_the_python_reference(text: str) -> None:
 
 
 @FAST
+@given(st.one_of(TEXTS, st.text(alphabet="aaabbbllliiio0é日\U0001f600 .", max_size=60)))
+def test_squeeze_runs_equals_the_python_reference(text: str) -> None:
+    assert rules._squeeze_runs is kernel.squeeze_runs, "squeeze_runs missing: rebuild the kernel"
+    low = text.lower()
+    assert kernel.squeeze_runs(low) == rules._squeeze_runs_python(low)
+
+
+@FAST
 @given(TEXTS)
 def test_has_letter_triple_equals_the_python_reference(text: str) -> None:
     low = text.lower()
@@ -79,6 +87,7 @@ def test_canonicalise_without_the_kernel_is_the_same(monkeypatch: pytest.MonkeyP
     fast = [(c, c.alt_pieces) for c in map(rules.canonicalise, samples)]
     monkeypatch.setattr(rules, "_fold_leet", rules._fold_leet_python)
     monkeypatch.setattr(rules, "_has_letter_triple", rules._has_triple)
+    monkeypatch.setattr(rules, "_squeeze_runs", rules._squeeze_runs_python)
     assert [(c, c.alt_pieces) for c in map(rules.canonicalise, samples)] == fast
 
 

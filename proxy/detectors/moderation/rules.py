@@ -213,6 +213,15 @@ _fold_leet: Callable[[str], tuple[str, str | None, str | None] | None] = getattr
 _has_letter_triple: Callable[[str], bool] = getattr(_kernel, "has_letter_triple", _has_triple)
 
 
+def _squeeze_runs_python(text: str) -> str:
+    """Letter runs of three or more squeezed (``_squeeze``): the reference for the compiled
+    ``squeeze_runs`` (~3 ms less per 64 KB with a run in it), and the fallback without it."""
+    return _RUN.sub(_squeeze, text)
+
+
+_squeeze_runs: Callable[[str], str] = getattr(_kernel, "squeeze_runs", _squeeze_runs_python)
+
+
 def canonicalise(normalised: str) -> Canonical:
     """Lower-case, unify quotes, fold leetspeak inside lettered tokens, squeeze letter runs.
 
@@ -236,9 +245,9 @@ def canonicalise(normalised: str) -> Canonical:
             alt, pieces = _BANG.sub("i", alt), _BANG.sub("i", pieces)
     squeeze = _has_letter_triple(text)
     if squeeze:
-        text = _RUN.sub(_squeeze, text)
+        text = _squeeze_runs(text)
         if alt is not None and pieces is not None:
-            alt, pieces = _RUN.sub(_squeeze, alt), _RUN.sub(_squeeze, pieces)
+            alt, pieces = _squeeze_runs(alt), _squeeze_runs(pieces)
     # Aligned: the fold wrote "i" in text where alt has "l" and nothing else; "!" between letters
     # becomes "i" at the same places in both (the neighbours are letters in both or in neither).
     return Canonical(text, alt, pieces, alt is not None and not squeeze)
