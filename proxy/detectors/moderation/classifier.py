@@ -31,12 +31,31 @@ from proxy.detectors.linear_model import PackagedModel, feature_config, windowed
 from ..injection.features import FeatureConfig, FeatureHasher, HashCache
 from .rules import CLASSIFIER_CATEGORIES, RuleScanner
 
+try:  # built by setup.py when a C compiler is there
+    from proxy.detectors import _ngram_kernel as _kernel
+except ImportError:  # pragma: no cover - installs without a compiler
+    _kernel = None  # type: ignore[assignment]
+
 MODEL_FILE = "moderation_model.npz"
 
 
 def _sigmoid(z: float) -> float:
     """``1 / (1 + exp(-z))`` on a clipped logit (|z| <= 60, so exp cannot overflow)."""
     return 1.0 / (1.0 + math.exp(-z))
+
+
+_FusedArgs = tuple[tuple[int, ...], tuple[int, ...], bool, bool, int, int, int]
+
+
+def _fused_args(hasher: FeatureHasher) -> _FusedArgs | None:
+    """``hash_bucket_sums``' arguments between the text and the weights, or None without that
+    function (no compiler, or a kernel built before it): windows then go through the hasher."""
+    args = getattr(hasher, "_kernel_args", None)
+    shift = getattr(hasher, "_shift_bits", None)
+    if getattr(_kernel, "hash_bucket_sums", None) is None or args is None or shift is None:
+        return None
+    sizes, salts, w1, w2, salt_w1, salt_w2 = args
+    return (tuple(sizes), tuple(salts), bool(w1), bool(w2), int(salt_w1), int(salt_w2), int(shift))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +115,7 @@ class ModerationClassifier(PackagedModel):
         self._w.flags.writeable = False
         self.meta = meta
         self._hasher = FeatureHasher(meta.features)
+        self._fused = _fused_args(self._hasher)
 
     @classmethod
     def parse_meta(cls, raw: Mapping[str, Any]) -> ModelMeta:
@@ -126,12 +146,32 @@ class ModerationClassifier(PackagedModel):
 
         Why lists: the eight-element arithmetic after the sums (scale, add the biases, the sigmoid)
         cost a numpy call of ~1 µs each; Python floats are float64, as the sums are."""
-        prepared = self._hasher.prepare(text)[: self.meta.features.window + 2]
-        char_sums, word_sums, char_scale, word_scale = self._hasher.bucket_sums(prepared, self._w, cache)
+        features = self.meta.features
+        prepared = self._hasher.prepare(text)[: features.window + 2]
+        if self._fused is None or cache is not None:  # a request's text: hashes shared through the cache
+            char_sums, word_sums, char_scale, word_scale = self._hasher.bucket_sums(prepared, self._w, cache)
+        else:  # answers and stream windows (no cache): nobody else reads their hashes
+            char_sums, word_sums, char_scale, word_scale = self._fused_sums(prepared)
         return [
             bias + c * char_scale + w * word_scale
             for bias, c, w in zip(self.meta.biases, char_sums, word_sums, strict=True)
         ]
+
+    def _fused_sums(self, prepared: str) -> tuple[tuple[float, ...], tuple[float, ...], float, float]:
+        """``FeatureHasher.bucket_sums(prepared, weights)`` by the kernel's ``hash_bucket_sums``: the
+        same sums bit for bit (tests/unit/test_moderation_kernel.py) in one call (~5 µs less per 2 KB:
+        no bytes objects, numpy views or Python between hashing and summing). Only for texts scored
+        without the request's cache (answers, stream windows): a prompt's hashes go through the cache,
+        where the injection step may have left them or may find them."""
+        assert self._fused is not None and _kernel is not None
+        sizes, salts, w1, w2, salt_w1, salt_w2, shift = self._fused
+        char_sums, word_sums, n_char, n_word = _kernel.hash_bucket_sums(
+            prepared, sizes, salts, w1, w2, salt_w1, salt_w2, shift, self._w
+        )
+        char_k, word_k = self.meta.features.smoothing
+        char_scale = 1.0 / (n_char + char_k) if n_char else 0.0
+        word_scale = 1.0 / (n_word + word_k) if n_word else 0.0
+        return char_sums, word_sums, char_scale, word_scale
 
     def scores_canonical(self, canonical: str, cache: HashCache | None = None) -> npt.NDArray[np.float64]:
         """Probability-like scores in [0, 1] per category for canonical text."""

@@ -179,7 +179,9 @@ class ModerationDetector:
         hashes = cache.hashes if cache is not None else None
         cls = self._classifier.score_list(rules.classifier_text, hashes)
         rule_scores = rules.scores
-        blanked = literal(text) if len(text) <= 8192 else None
+        # ``literal`` (figurative uses blanked) only for a reader that needs it: without an intent model
+        # the phrases compute it themselves, only when a stem is present (most texts: ~9 µs per 2 KB saved).
+        blanked = literal(text) if self._intent is not None and len(text) <= 8192 else None
         phrase = intent_phrase(text, blanked)
         if phrase is not None:  # the intent phrases are the rule layer of ``illicit``
             rule_scores = MappingProxyType({**rule_scores, INTENT: phrase.score})
