@@ -176,20 +176,26 @@ def generated_sources(data: dict[str, list[str]]) -> dict[str, list[str]]:
     rng = random.Random(17)
     attacks = list(_ATTACKS) + data["injection/jailbreak_test.csv"][:200]
     short_attacks = [a for a in attacks if 20 <= len(a) <= 400]
-    benign = data["moderation/benign_clinc_oos_queries.jsonl.gz"] + data["moderation/benign_self_instruct.jsonl"]
+    benign = [
+        *data["moderation/benign_clinc_oos_queries.jsonl.gz"],
+        *data["moderation/benign_self_instruct.jsonl"],
+    ]
     prose = [p for p in data["injection/benign_passage_tasks_adversarialqa.jsonl.gz"] if len(p) > 200]
     obfuscated = []
     for _ in range(900):
         base = rng.choice(short_attacks if rng.random() < 0.7 else benign)
-        kind, text = _obfuscate(rng, base)
-        obfuscated.append(text)
+        obfuscated.append(_obfuscate(rng, base)[1])
     documents: list[str] = []
     for _ in range(250):
         attack = rng.choice(short_attacks) if rng.random() < 0.5 else None
         doc = _document(rng, prose, attack)
         documents.append(DataText(doc) if rng.random() < 0.5 else doc)
     tickets = _tickets(rng, benign, short_attacks)
-    return {"generated/obfuscated": obfuscated, "generated/documents": documents, "generated/tickets": tickets}
+    return {
+        "generated/obfuscated": obfuscated,
+        "generated/documents": documents,
+        "generated/tickets": tickets,
+    }
 
 
 def _tickets(rng: random.Random, benign: list[str], attacks: list[str]) -> list[str]:
