@@ -201,7 +201,7 @@ def generated_sources(data: dict[str, list[str]]) -> dict[str, list[str]]:
 def _tickets(rng: random.Random, benign: list[str], attacks: list[str]) -> list[str]:
     """The benchmark's support ticket at several sizes, and tickets with an attack or leet e-mails."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    import payload  # the benchmark's ticket (benchmarks/payload.py)
+    import payload  # type: ignore[import-not-found]  # the benchmark ticket (benchmarks/payload.py)
 
     out = [payload.ticket(size) for size in (256, 1024, 2048, 4096, 16384, 70000)]
     for _ in range(60):

@@ -13,8 +13,10 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.detectors.injection import views
+from proxy.detectors.injection import repetition, views
+from proxy.detectors.injection.features import FeatureHasher
 from proxy.detectors.injection.views import _LEET_TOKEN, _MIN_LEET_TOKENS, _unleet_token
+from tests.datasets import dataset_or_skip
 
 # Characters that exercise every branch: letters, leet digits and others, @ $ _ . -, the letters
 # IGNORECASE maps onto a-z (U+0130, U+0131, U+017F, U+212A), accented and Cyrillic letters, a
@@ -80,3 +82,71 @@ def test_unleet_examples() -> None:
         "0th3r 4ll",
     ):
         assert views.unleet(text) == reference_unleet(text), text
+
+
+def reference_has_repeat(prepared: str, min_repeats: int, max_unit: int) -> bool:
+    """The run ``collapse_repeats`` collapses, found by brute force over words."""
+    words = prepared.split(" ")
+    for p in range(1, max_unit + 1):
+        run = 0
+        for j in range(len(words) - p):
+            run = run + 1 if words[j] == words[j + p] else 0
+            if run >= (min_repeats - 1) * p:
+                return True
+    return False
+
+
+REPEATS = st.lists(st.sampled_from(["a", "b", "ab", "", "é", "\U0001f600", "c d"]), max_size=40)
+
+
+def test_the_compiled_repeat_gate_is_built() -> None:
+    assert repetition._has_repeat is not None, (
+        "proxy/detectors/_ngram_kernel.c lacks has_repeat (an old build?): rebuild it with "
+        "`python setup.py build_ext --inplace`; without it every text takes the numpy search"
+    )
+
+
+@settings(max_examples=2000, deadline=None)
+@given(REPEATS, st.integers(2, 4), st.integers(1, 5))
+def test_has_repeat_is_the_brute_force_run(parts: list[str], min_repeats: int, max_unit: int) -> None:
+    assert repetition._has_repeat is not None
+    text = " ".join(parts)
+    assert repetition._has_repeat(text, min_repeats, max_unit) == reference_has_repeat(
+        text, min_repeats, max_unit
+    )
+
+
+@settings(max_examples=1500, deadline=None)
+@given(REPEATS, st.lists(st.integers(1, 6), max_size=4))
+def test_collapse_repeats_is_unchanged_by_the_gate(parts: list[str], copies: list[int]) -> None:
+    units = [" ".join(parts[i : i + 3]) for i in range(0, len(parts), 3)]
+    body = " ".join(u for u, k in zip(units, copies + [1] * len(units), strict=False) for _ in range(k))
+    prepared = FeatureHasher.prepare(body)
+    gated = repetition.collapse_repeats(prepared)
+    saved = repetition._has_repeat
+    try:
+        repetition._has_repeat = None
+        plain = repetition.collapse_repeats(prepared)
+    finally:
+        repetition._has_repeat = saved
+    assert gated == plain
+
+
+def test_collapse_repeats_on_the_shared_datasets() -> None:
+    """Real prose and attacks: the gate's answer is the numpy search's (collapsed or not)."""
+    from tests.unit.injection_corpus import all_sources
+
+    dataset_or_skip("injection")
+    saved = repetition._has_repeat
+    checked = 0
+    for texts in all_sources().values():
+        for text in texts[::3]:
+            prepared = FeatureHasher.prepare(text)
+            gated = repetition.collapse_repeats(prepared)
+            repetition._has_repeat = None
+            try:
+                assert repetition.collapse_repeats(prepared) == gated, text[:60]
+            finally:
+                repetition._has_repeat = saved
+            checked += 1
+    assert checked > 3000
