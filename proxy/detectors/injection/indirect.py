@@ -385,10 +385,10 @@ def featurise(
     ``absent``: patterns known not to match the segment (the one-pass gate said so): they read 0.
     ``prev_absent``: the same for the previous segment (its header patterns are not run)."""
     text = segs[index].text
-    f = {
-        name: float((needed is None or name in needed) and name not in absent and rx.search(text) is not None)
-        for name, rx in _COMPILED.items()
-    }
+    f = dict.fromkeys(_COMPILED, 0.0)
+    for name in (_COMPILED.keys() if needed is None else _COMPILED.keys() & needed) - absent:
+        if _COMPILED[name].search(text) is not None:
+            f[name] = 1.0
     f["multilingual"] = float(
         (needed is None or "multilingual" in needed) and bool(lexicon.scan(text.lower()))
     )
