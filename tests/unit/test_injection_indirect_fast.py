@@ -1,6 +1,6 @@
 """The indirect path's shortcuts (issue #17) give exactly what the plain versions give.
 
-``segments`` cuts the whole text in one pass (ASCII text with an ASCII-only pattern), and
+``segments`` cuts the whole text in one pass (one pattern that starts with a character class), and
 ``candidates`` finds the anchor literals in the lower-cased text once instead of per segment;
 each is compared here with the straightforward version on generated texts and the shared
 datasets. (``tests/unit/test_gated_cues.py`` compares ``segments`` with its line-by-line

@@ -36,7 +36,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import multiscan
 from .literals import LiteralIndex
@@ -299,18 +299,20 @@ ANCHORS = (
 _GATE = LiteralIndex(ANCHORS)
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
+class Segment(NamedTuple):
+    """One segment and its span in the document. A named tuple, not a frozen dataclass: a 2 KB
+    document has ~20 segments, and a dataclass costs ~0.45 µs each to build, a tuple ~0.15."""
+
     text: str
     start: int
     end: int
 
 
 # The cuts of ``segments`` over the whole text: a line break, or ``_SENTENCE``'s sentence end (its
-# whitespace kept to the line). ASCII text cannot hold the CJK stops, and ``re`` scans for a small
-# ASCII class ~4x faster than for one with them (7 vs 28 µs per 2 KB).
-_CUT = re.compile(r"\n|[.!?。！？]([^\S\n]+)|[。！？]")
-_CUT_ASCII = re.compile(r"\n|[.!?]([^\S\n]+)")
+# whitespace kept to the line). Written to begin with one character class (the look-behinds tell
+# which one it was): ``re`` then skips to the next candidate at C speed, where the alternation
+# ``\n|<stop>(\s+)|<CJK stop>`` is tried at every position (2 KB: ~8 instead of ~28 µs).
+_CUT = re.compile(r"[.!?。！？\n](?:(?<=\n)|([^\S\n]+)|(?<=[。！？]))")
 
 
 def segments(text: str) -> list[Segment]:
@@ -321,23 +323,23 @@ def segments(text: str) -> list[Segment]:
     line-by-line version as the reference)."""
     out: list[Segment] = []
     cut = 0
-    for m in (_CUT_ASCII if text.isascii() else _CUT).finditer(text):
+    clean = False  # the piece starts right after a sentence end's whitespace: at a non-blank character
+    for m in _CUT.finditer(text):
         space = m.start(1)
         if space >= 0:  # a sentence end: the stop stays with the sentence, the whitespace goes
-            end, nxt = space, m.end()
+            end, nxt, stop = space, m.end(), True
         elif text[m.start()] == "\n":
-            end, nxt = m.start(), m.end()
+            end, nxt, stop = m.start(), m.end(), False
         else:  # a CJK stop with no whitespace after it
             end = nxt = m.end()
-        if end - cut <= _MAX_SEGMENT:  # one chunk (inlined: a call per sentence costs ~1 µs)
-            chunk = text[cut:end]
-            stripped = chunk.strip()
-            if stripped:
-                s = end - len(chunk.lstrip())
-                out.append(Segment(stripped, s, s + len(stripped)))
+            stop = True
+        if end - cut > _MAX_SEGMENT:
+            _pieces(out, text, cut, end)
+        elif clean and stop:  # from a non-blank character to a stop: nothing to strip
+            out.append(Segment(text[cut:end], cut, end))
         else:
             _pieces(out, text, cut, end)
-        cut = nxt
+        cut, clean = nxt, stop
     _pieces(out, text, cut, len(text))
     return out
 
