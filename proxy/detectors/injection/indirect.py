@@ -380,16 +380,18 @@ def featurise(
     as_data: bool,
     needed: frozenset[str] | None = None,
     absent: AbstractSet[Hashable] = frozenset(),
-    prev_absent: AbstractSet[Hashable] = frozenset(),
+    may: AbstractSet[Hashable] | None = None,
+    prev_may: AbstractSet[Hashable] | None = None,
 ) -> list[float]:
     """The feature vector (order of ``FEATURES``) of segment ``index``. ``needed``: compute only these
     patterns (the rest read 0): a model ignores its zero-weight cues, and each regex costs ~10 µs.
-    ``absent``: patterns known not to match the segment (the one-pass gate said so): they read 0.
-    ``prev_absent``: the same for the previous segment (its header patterns are not run)."""
+    ``absent``: patterns known not to match the segment: they read 0. ``may``: the only patterns
+    that can match it (the one-pass gate said so; None: any); ``prev_may``: the same for the
+    previous segment, whose header patterns are then run only when listed there."""
     text = segs[index].text
     f = dict.fromkeys(_COMPILED, 0.0)
-    for name in (_COMPILED.keys() if needed is None else _COMPILED.keys() & needed) - absent:
-        if _COMPILED[name].search(text) is not None:
+    for name in _COMPILED.keys() if may is None else _COMPILED.keys() & may:
+        if (needed is None or name in needed) and name not in absent and _COMPILED[name].search(text):
             f[name] = 1.0
     f["multilingual"] = float(
         (needed is None or "multilingual" in needed) and bool(lexicon.scan(text.lower()))
@@ -406,8 +408,8 @@ def featurise(
         and (
             (len(prev) <= 48 and prev.endswith(":"))
             or any(
-                name not in prev_absent and _COMPILED[name].search(prev) is not None
-                for name in ("fake_header", "role_marker", "chat_token")
+                (prev_may is None or name in prev_may) and _COMPILED[name].search(prev) is not None
+                for name in _HEADER_CUES
             )
         )
     )
@@ -422,6 +424,9 @@ def featurise(
     # that addresses or instructs the reader.
     f["urgency"] *= max(imperative, addressed, f["you_directive"], f["role_marker"], f["fake_header"])
     return [f[name] for name in FEATURES]
+
+
+_HEADER_CUES = ("fake_header", "role_marker", "chat_token")  # what makes the previous segment a header
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,14 +502,12 @@ class IndirectDetector:
         best, best_span = _sigmoid(self.bias), None
         best_cues: tuple[str, ...] = ()
         gate = _feature_gate()
-        absent_in: dict[int, AbstractSet[Hashable]] = {}  # per segment: the gate's answer
+        may_in: dict[int, AbstractSet[Hashable] | None] = {}  # per segment: the gate's answer
 
-        def absent(i: int) -> AbstractSet[Hashable]:
-            found = absent_in.get(i)
-            if found is None:
-                may = gate.matching(segs[i].text)
-                found = absent_in[i] = gate.keys - may if may is not None else frozenset()
-            return found
+        def may(i: int) -> AbstractSet[Hashable] | None:
+            if i not in may_in:
+                may_in[i] = gate.matching(segs[i].text)
+            return may_in[i]
 
         for i in self.candidates(text, segs):
             # The previous segment's header patterns matter only where it is read (see featurise).
@@ -515,8 +518,8 @@ class IndirectDetector:
                 self._lexicon,
                 as_data=as_data,
                 needed=self._needed,
-                absent=absent(i),
-                prev_absent=absent(i - 1) if header else frozenset(),
+                may=may(i),
+                prev_may=may(i - 1) if header else None,
             )
             p = _sigmoid(self.bias + sum(map(operator.mul, self._w, x)))  # left to right, as before
             if p > best:

@@ -98,8 +98,8 @@ def unleet(text: str) -> str | None:
         start = n - _run_end(reverse, n - p)
         done = _run_end(text, p)
         token = text[start:done]
-        if not _LEET_TOKEN.fullmatch(token) or _in_email(text, token, done):
-            continue  # not a token ("a_b0"), or an address ("lopez0@example.com")
+        if _in_email(text, token, done) or not _LEET_TOKEN.fullmatch(token):
+            continue  # an address ("lopez0@example.com"), or not a token ("a_b0")
         plain = _unleet_token(token)
         if plain is None:
             continue
@@ -267,7 +267,14 @@ def _plainly_english(text: str) -> bool:
     short hidden sentence inside long English prose is then missed: the classifier still sees it)."""
     low = text.lower()
     spaces = low.count(" ")
-    return spaces >= 24 and sum(map(low.count, _MARKERS)) * 12 >= spaces
+    if spaces < 24:
+        return False
+    found = 0
+    for marker in _MARKERS:  # commonest first; stop counting once there are enough (~10 -> ~4 µs)
+        found += low.count(marker)
+        if found * 12 >= spaces:
+            return True
+    return False
 
 
 def _readable_after(text: str, transform: Callable[[str], str]) -> str | None:
