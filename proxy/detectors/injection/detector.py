@@ -188,9 +188,15 @@ class InjectionDetector:
         heuristics = self._with_lexicon(self._scanner.scan(normalised), normalised)
         classifier = self._classifier.score(normalised.text, hashes)
         per_view = [classifier]
+        # A view or decoded segment that repeats a text already scored gets that score (the score is
+        # a function of the text alone): nested decodings and views often coincide.
+        scored = {normalised.text: classifier}
         for segment in normalised.segments:
             if len(segment.text) >= _MIN_SEGMENT_CHARS:
-                per_view.append(self._classifier.score(segment.text))
+                score = scored.get(segment.text)
+                if score is None:
+                    score = scored[segment.text] = self._classifier.score(segment.text)
+                per_view.append(score)
             else:
                 per_view.append(0.0)
         classifier = max(per_view)

@@ -52,33 +52,65 @@ def _unleet_token(token: str) -> str | None:
     return plain if plain.isalpha() else None
 
 
-def _in_email(text: str, m: re.Match[str]) -> bool:
-    """Is this token the local part and domain head of an e-mail address (``name0@host.tld``)?
-    Support tickets are full of them; read as leetspeak they doubled the classifier's work and
-    added nothing (an address is not an instruction)."""
-    token, end = m.group(), m.end()
+def _in_email(text: str, token: str, end: int) -> bool:
+    """Is this token (ending at ``end`` in ``text``) the local part and domain head of an e-mail
+    address (``name0@host.tld``)? Support tickets are full of them; read as leetspeak they doubled
+    the classifier's work and added nothing (an address is not an instruction)."""
     at = token.find("@")
     return 0 < at < len(token) - 1 and end + 1 < len(text) and text[end] == "." and text[end + 1].isalpha()
 
 
+# A leet character (or any digit) with a letter beside it. Why: ``_LEET_TOKEN`` has no literal to
+# skip ahead to, so ``re`` tries it at every word (~80 µs per 2 KB of prose, most of ``views``);
+# this one starts with a character class ``re`` scans for at C speed (~3 µs), and every token
+# ``_unleet_token`` accepts has such a seam (it holds a letter and a leet character, and all its
+# characters are either). Each seam's token is then cut out and checked exactly as before.
+_LEET_SEAM = re.compile(r"[0-9@$](?:(?<=[a-z].)|(?=[a-z]))", re.IGNORECASE)
+# A run of the characters ``_LEET_TOKEN``'s look-around excludes: a token is a whole such run.
+_RUN = re.compile(r"[\w@$]*", re.IGNORECASE)
+
+
+def _run_end(text: str, pos: int) -> int:
+    m = _RUN.match(text, pos)
+    return m.end() if m is not None else pos  # always a match: the run may be empty
+
+
 def unleet(text: str) -> str | None:
-    """``text`` with leet words spelled out, or None when fewer than two words look like leetspeak."""
-    hits = 0
+    """``text`` with leet words spelled out, or None when fewer than two words look like leetspeak.
 
-    def sub(m: re.Match[str]) -> str:
-        nonlocal hits
-        if _in_email(text, m):
-            return m.group()  # "lopez0@example.com": an address, not "lopezoaexample"
-        plain = _unleet_token(m.group())
-        if plain is None:
-            return m.group()
-        hits += 1
-        return plain
-
+    The words are the matches of ``_LEET_TOKEN`` (maximal runs of letters, digits, ``@`` and ``$``
+    holding a digit, ``@`` or ``$``), visited through ``_LEET_SEAM``: only tokens with a seam can
+    read as a word, so the others are left as they are without being looked at
+    (tests/unit/test_injection_views_fast.py checks this against the plain ``_LEET_TOKEN.sub``)."""
     if not any(c in text for c in "0134578@$"):
         return None
-    out = _LEET_TOKEN.sub(sub, text)
-    return out if hits >= _MIN_LEET_TOKENS else None
+    out: list[str] = []
+    hits = done = 0  # done: end of the last token visited (and of the text copied to ``out``)
+    copied = 0
+    reverse = ""
+    n = len(text)
+    for seam in _LEET_SEAM.finditer(text):
+        p = seam.start()
+        if p < done:
+            continue  # another seam of a token already visited
+        if not reverse:
+            reverse = text[::-1]
+        start = n - _run_end(reverse, n - p)
+        done = _run_end(text, p)
+        token = text[start:done]
+        if _in_email(text, token, done) or not _LEET_TOKEN.fullmatch(token):
+            continue  # an address ("lopez0@example.com"), or not a token ("a_b0")
+        plain = _unleet_token(token)
+        if plain is None:
+            continue
+        hits += 1
+        out.append(text[copied:start])
+        out.append(plain)
+        copied = done
+    if hits < _MIN_LEET_TOKENS:
+        return None
+    out.append(text[copied:])
+    return "".join(out)
 
 
 # --- spaced / dotted letters -------------------------------------------------------------------------
@@ -235,7 +267,14 @@ def _plainly_english(text: str) -> bool:
     short hidden sentence inside long English prose is then missed: the classifier still sees it)."""
     low = text.lower()
     spaces = low.count(" ")
-    return spaces >= 24 and sum(map(low.count, _MARKERS)) * 12 >= spaces
+    if spaces < 24:
+        return False
+    found = 0
+    for marker in _MARKERS:  # commonest first; stop counting once there are enough (~10 -> ~4 µs)
+        found += low.count(marker)
+        if found * 12 >= spaces:
+            return True
+    return False
 
 
 def _readable_after(text: str, transform: Callable[[str], str]) -> str | None:
