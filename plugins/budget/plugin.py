@@ -46,6 +46,8 @@ from proxy.tokens.pricing import Price
 OFFLOAD_CHARS = 32_768
 _NO_OVERRIDES: Mapping[str, float] = MappingProxyType({})
 _OUTPUT_CAPS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+#: Distinct model names whose price a step remembers (names come from clients: bounded).
+_PRICE_MEMO_MAX = 1024
 
 
 def _positive_int(value: object) -> bool:
@@ -89,6 +91,9 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             name: Price(input=p.input, output=p.output, cached_input=p.cached_input)
             for name, p in config.prices.items()
         }
+        # model -> price: the table is fixed for the step's life and the longest-key search
+        # (a regex per table key) cost more than counting a cached prompt (issue 17).
+        self._price_memo: dict[str, Price | None] = {}
 
     # -- identity ----------------------------------------------------------------------
     def identity(
@@ -105,6 +110,17 @@ class BudgetPlugin(Plugin[BudgetConfig]):
 
     # -- amounts -------------------------------------------------------------------------
     def _price(self, model: str) -> Price | None:
+        try:
+            return self._price_memo[model]
+        except KeyError:
+            pass
+        price = self._lookup_price(model)
+        if len(self._price_memo) >= _PRICE_MEMO_MAX:
+            self._price_memo.clear()
+        self._price_memo[model] = price
+        return price
+
+    def _lookup_price(self, model: str) -> Price | None:
         price = price_for_model(model, self._prices)
         if price is None and self.config.default_price is not None:
             p = self.config.default_price
