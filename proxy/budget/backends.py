@@ -63,49 +63,7 @@ def counter_key(key: str, window: int, index: int) -> str:
 
 
 class Backend(Protocol):
-    async def reserve(self, windows: Sequence[WindowCheck], slots: Sequence[SlotCheck]) -> Reservation:
-        now = self._clock()
-        self._maybe_sweep(now)
-        # Each check's window index and counter key, worked out once: this runs on every request
-        # (issue 17), and the states read before and after charging use the same ones.
-        charges = []
-        for c in windows:
-            index = window_index(now, c.window)
-            charges.append(Charge(counter_key(c.key, c.window, index), c.window, index))
-        states = self._charged_states(windows, charges, now)
-        for i, (check, state) in enumerate(zip(windows, states, strict=True)):
-            if state.used + check.amount > check.limit:
-                return Reservation(False, states, charges, denied_window=i)
-        counts = []
-        for i, slot in enumerate(slots):
-            holders = self._holders(slot.key, now)
-            if slot.lease_id not in holders and len(holders) >= slot.limit:
-                return Reservation(
-                    False, states, charges, [len(self._holders(s.key, now)) for s in slots], denied_slot=i
-                )
-            counts.append(len(holders))
-        for check, charge in zip(windows, charges, strict=True):
-            self._add(charge.counter, check.amount, (charge.index + 2) * check.window, now)
-        for i, slot in enumerate(slots):
-            self._holders(slot.key, now)[slot.lease_id] = now + slot.ttl
-            counts[i] = len(self._slots[slot.key])
-        return Reservation(True, self._charged_states(windows, charges, now), charges, counts)
-
-    def _charged_states(
-        self, windows: Sequence[WindowCheck], charges: Sequence[Charge], now: float
-    ) -> list[WindowState]:
-        """``_states`` for ``reserve``, reusing the counter keys its charges already hold."""
-        get = self._get
-        return [
-            WindowState(
-                get(counter_key(check.key, check.window, charge.index - 1), now),
-                get(charge.counter, now) + 0.0,
-                now,
-                check.window,
-                check.limit,
-            )
-            for check, charge in zip(windows, charges, strict=True)
-        ]
+    async def reserve(self, windows: Sequence[WindowCheck], slots: Sequence[SlotCheck]) -> Reservation: ...
 
     async def adjust(self, corrections: Sequence[tuple[Charge, float]]) -> None: ...
 
@@ -163,15 +121,13 @@ class MemoryBackend:
     async def reserve(self, windows: Sequence[WindowCheck], slots: Sequence[SlotCheck]) -> Reservation:
         now = self._clock()
         self._maybe_sweep(now)
-        states = self._states(windows, now, [0.0] * len(windows))
-        charges = [
-            Charge(
-                counter_key(c.key, c.window, window_index(now, c.window)),
-                c.window,
-                window_index(now, c.window),
-            )
-            for c in windows
-        ]
+        # Each check's window index and counter key, worked out once: this runs on every request
+        # (issue 17), and the states read before and after charging use the same ones.
+        charges = []
+        for c in windows:
+            index = window_index(now, c.window)
+            charges.append(Charge(counter_key(c.key, c.window, index), c.window, index))
+        states = self._charged_states(windows, charges, now)
         for i, (check, state) in enumerate(zip(windows, states, strict=True)):
             if state.used + check.amount > check.limit:
                 return Reservation(False, states, charges, denied_window=i)
@@ -188,7 +144,23 @@ class MemoryBackend:
         for i, slot in enumerate(slots):
             self._holders(slot.key, now)[slot.lease_id] = now + slot.ttl
             counts[i] = len(self._slots[slot.key])
-        return Reservation(True, self._states(windows, now, [0.0] * len(windows)), charges, counts)
+        return Reservation(True, self._charged_states(windows, charges, now), charges, counts)
+
+    def _charged_states(
+        self, windows: Sequence[WindowCheck], charges: Sequence[Charge], now: float
+    ) -> list[WindowState]:
+        """``_states`` for ``reserve``, reusing the counter keys its charges already hold."""
+        get = self._get
+        return [
+            WindowState(
+                get(counter_key(check.key, check.window, charge.index - 1), now),
+                get(charge.counter, now) + 0.0,
+                now,
+                check.window,
+                check.limit,
+            )
+            for check, charge in zip(windows, charges, strict=True)
+        ]
 
     async def adjust(self, corrections: Sequence[tuple[Charge, float]]) -> None:
         now = self._clock()
