@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from proxy.budget.windows import WindowState, window_index
+from proxy.budget.windows import WindowState, estimate, window_index
 
 
 class BackendUnavailable(Exception):
@@ -127,16 +127,24 @@ class MemoryBackend:
         for c in windows:
             index = window_index(now, c.window)
             charges.append(Charge(counter_key(c.key, c.window, index), c.window, index))
-        states = self._charged_states(windows, charges, now)
-        for i, (check, state) in enumerate(zip(windows, states, strict=True)):
-            if state.used + check.amount > check.limit:
+        get = self._get
+        for i, (check, charge) in enumerate(zip(windows, charges, strict=True)):
+            # ``WindowState(...).used``, without building the state unless it is returned.
+            prev = get(counter_key(check.key, check.window, charge.index - 1), now)
+            used = estimate(prev, get(charge.counter, now) + 0.0, now, check.window)
+            if used + check.amount > check.limit:
+                states = self._charged_states(windows, charges, now)
                 return Reservation(False, states, charges, denied_window=i)
         counts = []
         for i, slot in enumerate(slots):
             holders = self._holders(slot.key, now)
             if slot.lease_id not in holders and len(holders) >= slot.limit:
                 return Reservation(
-                    False, states, charges, [len(self._holders(s.key, now)) for s in slots], denied_slot=i
+                    False,
+                    self._charged_states(windows, charges, now),
+                    charges,
+                    [len(self._holders(s.key, now)) for s in slots],
+                    denied_slot=i,
                 )
             counts.append(len(holders))
         for check, charge in zip(windows, charges, strict=True):
