@@ -176,3 +176,27 @@ def _budget_step(prices: dict[str, dict[str, float]], **extra: object) -> Budget
         {"limits": [{"name": "usd", "cost_usd": 100, "window": "day"}], "prices": prices, **extra}
     )
     return BudgetPlugin(config, Deps(Resources()))
+
+
+KEY_PARTS = st.lists(
+    st.sampled_from(["tenant", "api_key", "user", "model", "route"]), max_size=3, unique=True
+)
+PART_VALUES = st.dictionaries(
+    st.sampled_from(["tenant", "api_key", "user", "model", "route"]), st.text(max_size=8), max_size=5
+)
+
+
+@FAST
+@given(st.lists(KEY_PARTS, min_size=1, max_size=3), st.sampled_from([None, "shared"]), PART_VALUES)
+def test_the_planned_counter_key_equals_limit_key(
+    keys: list[list[str]], namespace: str | None, parts: dict[str, str]
+) -> None:
+    from plugins.budget.identity import limit_key
+
+    limits = [{"name": f"l{i}", "requests": 10, "window": "minute", "key": k} for i, k in enumerate(keys)]
+    config = BudgetConfig.model_validate(
+        {"limits": limits, **({"namespace": namespace} if namespace else {})}
+    )
+    step = BudgetPlugin(config, Deps(Resources()))
+    for limit in config.limits:
+        assert step._key(limit, parts) == limit_key(config, limit, parts)
