@@ -200,3 +200,75 @@ def test_the_planned_counter_key_equals_limit_key(
     step = BudgetPlugin(config, Deps(Resources()))
     for limit in config.limits:
         assert step._key(limit, parts) == limit_key(config, limit, parts)
+
+
+def _reference_headers(
+    limits: Sequence[tuple[str, WindowState]], reset_override: float | None = None
+) -> dict[str, str]:
+    """``headers_for`` before it worked out each state's ``remaining`` once (the reference)."""
+    from proxy.budget.explain import HEADER_KIND, _fmt, capped_reset
+    from proxy.budget.windows import format_duration
+
+    tightest: dict[str, tuple[float, WindowState]] = {}
+    for measure, state in limits:
+        kind = HEADER_KIND.get(measure, "tokens")
+        ratio = state.remaining / state.limit if state.limit else 0.0
+        if kind not in tightest or ratio < tightest[kind][0]:
+            tightest[kind] = (ratio, state)
+    headers = {}
+    for kind, (_, state) in tightest.items():
+        reset = capped_reset(state) if reset_override is None else reset_override
+        headers[f"x-ratelimit-limit-{kind}"] = _fmt(kind, state.limit)
+        headers[f"x-ratelimit-remaining-{kind}"] = _fmt(kind, state.remaining)
+        headers[f"x-ratelimit-reset-{kind}"] = format_duration(reset)
+    return headers
+
+
+STATE = st.builds(
+    WindowState,
+    st.floats(0, 1e6, allow_nan=False),
+    st.floats(0, 1e6, allow_nan=False),
+    st.floats(1e9, 2e9, allow_nan=False),
+    st.sampled_from([1, 60, 3600, 86400]),
+    st.one_of(st.just(0.0), st.floats(0, 1e6, allow_nan=False)),
+)
+MEASURES = st.sampled_from(["requests", "tokens", "input_tokens", "output_tokens", "cost_usd"])
+
+
+@FAST
+@given(
+    st.lists(st.tuples(MEASURES, STATE), max_size=5), st.one_of(st.none(), st.floats(0, 120, allow_nan=False))
+)
+def test_budget_headers_equal_the_reference(
+    limits: list[tuple[str, WindowState]], reset: float | None
+) -> None:
+    from proxy.budget.explain import headers_for
+
+    got = headers_for(limits, reset)
+    want = _reference_headers(limits, reset)
+    assert got == want and list(got) == list(want)  # same values, same order
+
+
+def test_the_budget_gauge_reads_the_remaining_headers_and_skips_junk() -> None:
+    """``Metrics.observe`` without ``contextlib.suppress`` still ignores a value that is no number."""
+    from types import SimpleNamespace
+
+    from proxy.chain.context import RequestContext
+    from proxy.chain.plugin import Outcome
+    from proxy.models.chat import Route
+    from proxy.observability.config import MetricsConfig
+    from proxy.observability.metrics import Metrics
+
+    metrics = Metrics(SimpleNamespace())  # type: ignore[arg-type]
+    ctx = RequestContext("r", Route.CHAT, {}, "rev", "gpt-4o")
+    ctx.response_headers.update(
+        {"x-ratelimit-remaining-requests": "41", "x-ratelimit-remaining-tokens": "junk", "x-other": "1"}
+    )
+    metrics.observe(SimpleNamespace(metrics=MetricsConfig()), ctx, Outcome(200, latency_ms=1.0))  # type: ignore[arg-type]
+    samples = {
+        s.labels["kind"]: s.value
+        for m in metrics.budget.collect()
+        for s in m.samples
+        if s.name.endswith("remaining")
+    }
+    assert samples == {"requests": 41.0}  # "junk" made no series; usd was absent
