@@ -272,3 +272,12 @@ def test_the_budget_gauge_reads_the_remaining_headers_and_skips_junk() -> None:
         if s.name.endswith("remaining")
     }
     assert samples == {"requests": 41.0}  # "junk" made no series; usd was absent
+
+
+@FAST
+@given(STATE)
+def test_the_inlined_window_estimate_equals_estimate(state: WindowState) -> None:
+    from proxy.budget.windows import estimate
+
+    assert state.used == estimate(state.prev, state.cur, state.now, state.window)
+    assert state.remaining == max(0.0, state.limit - estimate(state.prev, state.cur, state.now, state.window))
