@@ -6,6 +6,7 @@ helpers can import the models without the request path.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -80,8 +81,11 @@ class LimitSpec(BaseModel):
             )
         return self
 
-    @property
+    @cached_property
     def measure(self) -> Measure:
+        """The one measure set; cached (the model is frozen): it is read several times per request
+        and scanning six fields each time showed in the budget step's profile (issue 17). Pydantic
+        keeps cached properties out of equality, hashing and dumps."""
         for m in ("requests", "tokens", "input_tokens", "output_tokens", "cost_usd", "concurrent"):
             if getattr(self, m) is not None:
                 return m

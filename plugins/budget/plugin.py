@@ -11,7 +11,7 @@ from typing import Any
 
 from plugins.budget.booking import BOOKING, Booking, amount, corrections, lowered_completion
 from plugins.budget.config import TOKEN_MEASURES, BudgetConfig, LimitSpec
-from plugins.budget.identity import identify, key_scope, limit_key
+from plugins.budget.identity import identify, key_scope
 from plugins.budget.refusal import backend_down, deny
 from plugins.budget.report import admin_usage, own_usage
 from plugins.budget.stream import UsageFilter
@@ -46,6 +46,8 @@ from proxy.tokens.pricing import Price
 OFFLOAD_CHARS = 32_768
 _NO_OVERRIDES: Mapping[str, float] = MappingProxyType({})
 _OUTPUT_CAPS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+#: Distinct model names whose price a step remembers (names come from clients: bounded).
+_PRICE_MEMO_MAX = 1024
 
 
 def _positive_int(value: object) -> bool:
@@ -75,6 +77,10 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             # so a reload that keeps the step keeps the counts.
             key = f"budget:memory:{key_scope(config)}"
         self.backend: Backend = deps.resource(key, make)
+        # Per limit name: the counter key's prefix and parts (``limit_key`` without redoing the
+        # scope and the format on every request). Limit names are unique within a step.
+        scope = key_scope(config)
+        self._key_plan = {lim.name: (f"{scope}/{lim.name}:", lim.key) for lim in config.limits}
         self._windowed = [lim for lim in config.limits if lim.measure != "concurrent"]
         self._concurrent = [lim for lim in config.limits if lim.measure == "concurrent"]
         self._counts_tokens = any(lim.measure in TOKEN_MEASURES for lim in config.limits)
@@ -89,6 +95,9 @@ class BudgetPlugin(Plugin[BudgetConfig]):
             name: Price(input=p.input, output=p.output, cached_input=p.cached_input)
             for name, p in config.prices.items()
         }
+        # model -> price: the table is fixed for the step's life and the longest-key search
+        # (a regex per table key) cost more than counting a cached prompt (issue 17).
+        self._price_memo: dict[str, Price | None] = {}
 
     # -- identity ----------------------------------------------------------------------
     def identity(
@@ -101,10 +110,25 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         return identify(self.config, self._uses_api_key, headers, body, ctx_tenant, verified)
 
     def _key(self, limit: LimitSpec, parts: Mapping[str, str]) -> str:
-        return limit_key(self.config, limit, parts)
+        """``limit_key(self.config, limit, parts)``, from a prefix worked out once per limit."""
+        prefix, key_parts = self._key_plan[limit.name]
+        if len(key_parts) == 1:  # the usual case (``key: [tenant]``): no join
+            return prefix + parts.get(key_parts[0], "-")
+        return prefix + "|".join(parts.get(p, "-") for p in key_parts)
 
     # -- amounts -------------------------------------------------------------------------
     def _price(self, model: str) -> Price | None:
+        try:
+            return self._price_memo[model]
+        except KeyError:
+            pass
+        price = self._lookup_price(model)
+        if len(self._price_memo) >= _PRICE_MEMO_MAX:
+            self._price_memo.clear()
+        self._price_memo[model] = price
+        return price
+
+    def _lookup_price(self, model: str) -> Price | None:
         price = price_for_model(model, self._prices)
         if price is None and self.config.default_price is not None:
             p = self.config.default_price

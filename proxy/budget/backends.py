@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from proxy.budget.windows import WindowState, window_index
+from proxy.budget.windows import WindowState, estimate, window_index
 
 
 class BackendUnavailable(Exception):
@@ -121,24 +121,30 @@ class MemoryBackend:
     async def reserve(self, windows: Sequence[WindowCheck], slots: Sequence[SlotCheck]) -> Reservation:
         now = self._clock()
         self._maybe_sweep(now)
-        states = self._states(windows, now, [0.0] * len(windows))
-        charges = [
-            Charge(
-                counter_key(c.key, c.window, window_index(now, c.window)),
-                c.window,
-                window_index(now, c.window),
-            )
-            for c in windows
-        ]
-        for i, (check, state) in enumerate(zip(windows, states, strict=True)):
-            if state.used + check.amount > check.limit:
+        # Each check's window index and counter key, worked out once: this runs on every request
+        # (issue 17), and the states read before and after charging use the same ones.
+        charges = []
+        for c in windows:
+            index = window_index(now, c.window)
+            charges.append(Charge(counter_key(c.key, c.window, index), c.window, index))
+        get = self._get
+        for i, (check, charge) in enumerate(zip(windows, charges, strict=True)):
+            # ``WindowState(...).used``, without building the state unless it is returned.
+            prev = get(counter_key(check.key, check.window, charge.index - 1), now)
+            used = estimate(prev, get(charge.counter, now) + 0.0, now, check.window)
+            if used + check.amount > check.limit:
+                states = self._charged_states(windows, charges, now)
                 return Reservation(False, states, charges, denied_window=i)
         counts = []
         for i, slot in enumerate(slots):
             holders = self._holders(slot.key, now)
             if slot.lease_id not in holders and len(holders) >= slot.limit:
                 return Reservation(
-                    False, states, charges, [len(self._holders(s.key, now)) for s in slots], denied_slot=i
+                    False,
+                    self._charged_states(windows, charges, now),
+                    charges,
+                    [len(self._holders(s.key, now)) for s in slots],
+                    denied_slot=i,
                 )
             counts.append(len(holders))
         for check, charge in zip(windows, charges, strict=True):
@@ -146,7 +152,23 @@ class MemoryBackend:
         for i, slot in enumerate(slots):
             self._holders(slot.key, now)[slot.lease_id] = now + slot.ttl
             counts[i] = len(self._slots[slot.key])
-        return Reservation(True, self._states(windows, now, [0.0] * len(windows)), charges, counts)
+        return Reservation(True, self._charged_states(windows, charges, now), charges, counts)
+
+    def _charged_states(
+        self, windows: Sequence[WindowCheck], charges: Sequence[Charge], now: float
+    ) -> list[WindowState]:
+        """``_states`` for ``reserve``, reusing the counter keys its charges already hold."""
+        get = self._get
+        return [
+            WindowState(
+                get(counter_key(check.key, check.window, charge.index - 1), now),
+                get(charge.counter, now) + 0.0,
+                now,
+                check.window,
+                check.limit,
+            )
+            for check, charge in zip(windows, charges, strict=True)
+        ]
 
     async def adjust(self, corrections: Sequence[tuple[Charge, float]]) -> None:
         now = self._clock()

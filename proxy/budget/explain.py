@@ -66,21 +66,32 @@ def headers_for(
     """OpenAI's header names; per kind, the limit closest to exhaustion is reported.
 
     ``limits`` pairs a measure with its state; ``reset_override`` (a refusal's Retry-After)
-    replaces the reset so both headers agree.
+    replaces the reset so both headers agree. Runs on every budgeted request: each state's
+    ``remaining`` is worked out once and the header names are prepared (issue 17).
     """
-    tightest: dict[str, tuple[float, WindowState]] = {}
+    tightest: dict[str, tuple[float, float, WindowState]] = {}
     for measure, state in limits:
         kind = HEADER_KIND.get(measure, "tokens")
-        ratio = state.remaining / state.limit if state.limit else 0.0
-        if kind not in tightest or ratio < tightest[kind][0]:
-            tightest[kind] = (ratio, state)
+        remaining = state.remaining
+        ratio = remaining / state.limit if state.limit else 0.0
+        best = tightest.get(kind)
+        if best is None or ratio < best[0]:
+            tightest[kind] = (ratio, remaining, state)
     headers = {}
-    for kind, (_, state) in tightest.items():
+    for kind, (_, remaining, state) in tightest.items():
         reset = capped_reset(state) if reset_override is None else reset_override
-        headers[f"x-ratelimit-limit-{kind}"] = _fmt(kind, state.limit)
-        headers[f"x-ratelimit-remaining-{kind}"] = _fmt(kind, state.remaining)
-        headers[f"x-ratelimit-reset-{kind}"] = format_duration(reset)
+        limit_name, remaining_name, reset_name = _HEADER_NAMES.get(kind) or _header_names(kind)
+        headers[limit_name] = _fmt(kind, state.limit)
+        headers[remaining_name] = _fmt(kind, remaining)
+        headers[reset_name] = format_duration(reset)
     return headers
+
+
+def _header_names(kind: str) -> tuple[str, str, str]:
+    return (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}")
+
+
+_HEADER_NAMES = {kind: _header_names(kind) for kind in ("requests", "tokens", "usd")}
 
 
 def _amount(measure: str, value: float, rounding: Callable[[float], int] = math.ceil) -> str:

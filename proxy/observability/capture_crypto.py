@@ -21,10 +21,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from proxy.errors import ConfigError
+
+# ``cryptography`` is imported by the functions that seal and open records, not here: every
+# sidecar imports this module (captures are per policy), and only one that seals pays its RSS
+# (issue 17).
 
 ALG = "A256GCM"
 KEY_BYTES = 32
@@ -34,6 +36,8 @@ DEFAULT_KEY_ENV = "SIDECAR_CAPTURE_KEY"
 
 def new_key() -> str:
     """A fresh key, base64, for ``SIDECAR_CAPTURE_KEY`` (``policy-sidecar review key``)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     return base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()
 
 
@@ -62,6 +66,8 @@ def key_id(key: bytes) -> str:
 def seal(
     key: bytes, record_id: str, payload: dict[str, Any], key_env: str = DEFAULT_KEY_ENV
 ) -> dict[str, Any]:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     nonce = os.urandom(NONCE_BYTES)
     data = AESGCM(key).encrypt(nonce, orjson.dumps(payload), record_id.encode())
     return {
@@ -75,6 +81,9 @@ def seal(
 
 def unseal(key: bytes, record_id: str, sealed: Mapping[str, Any]) -> dict[str, Any]:
     """The payload of a sealed record; ConfigError for a wrong key, a tampered or foreign record."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     if sealed.get("alg") != ALG:
         raise ConfigError(f"record {record_id}: unknown sealing algorithm {sealed.get('alg')!r}")
     kid = key_id(key)

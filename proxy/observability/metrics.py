@@ -22,7 +22,6 @@ they are bounded already. Each sidecar has its own registry (tests run several i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import time
 from bisect import bisect_left
@@ -420,17 +419,20 @@ class Metrics:
                 self.cache_tokens.inc((d.plugin, d.mode), saved)
                 self.cache_usd.inc((d.plugin, d.mode), d.detail.get("saved_usd", 0.0))
         headers = ctx.response_headers
-        if headers and any(name in headers for name in _BUDGET_HEADERS):
+        if headers and not headers.keys().isdisjoint(_BUDGET_HEADERS):
             tenant = self._tenant(ctx.tenant, cfg)
             for kind, name in zip(_BUDGET_KINDS, _BUDGET_HEADERS, strict=True):
                 value = headers.get(name)
-                if value is not None:
-                    with contextlib.suppress(ValueError):
-                        remaining = float(value)  # before the series exists: junk creates none
-                        gauge = self._budget.get((kind, tenant))
-                        if gauge is None:
-                            gauge = self._budget[kind, tenant] = self.budget.labels(kind, tenant)
-                        gauge.set(remaining)
+                if value is None:
+                    continue
+                try:
+                    remaining = float(value)  # before the series exists: junk creates none
+                except ValueError:
+                    continue
+                gauge = self._budget.get((kind, tenant))
+                if gauge is None:
+                    gauge = self._budget[kind, tenant] = self.budget.labels(kind, tenant)
+                gauge.set(remaining)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -27,10 +27,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.sentinel import Sentinel
-
 from proxy.redis.config import RedisOptions
 
 Kind = Literal["single", "sentinel", "cluster"]
@@ -217,18 +213,6 @@ def _tls_kwargs(tls: Tls | None) -> dict[str, Any]:
     }
 
 
-class _SentinelPrimary(aioredis.Redis):
-    """The primary's client; closing it also closes the connections to the sentinels."""
-
-    sentinel_manager: Sentinel | None = None
-
-    async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        await super().aclose(close_connection_pool)
-        if self.sentinel_manager is not None:
-            for client in self.sentinel_manager.sentinels:
-                await client.aclose()
-
-
 def connect(
     target: Target,
     *,
@@ -238,40 +222,17 @@ def connect(
 ) -> Any:
     """A redis-py asyncio client for ``target``: ``Redis``, a Sentinel-managed ``Redis``, or
     ``RedisCluster``. Nothing connects until the first command (policy load never blocks)."""
-    common: dict[str, Any] = {
-        "username": target.username,
-        "password": target.password,
-        "socket_connect_timeout": connect_timeout,
-        "socket_timeout": socket_timeout,
-        "decode_responses": decode_responses,
-        **_tls_kwargs(target.tls),
-    }
-    if target.kind == "cluster":
-        return RedisCluster(
-            startup_nodes=[ClusterNode(h, p) for h, p in target.hosts],
-            # During a shard failover some slots have no primary for a moment: keep serving the
-            # others instead of refusing every command.
-            require_full_coverage=False,
-            **common,
-        )
-    if target.kind == "sentinel":
-        sentinel_kwargs = {
-            "username": target.sentinel_username,
-            "password": target.sentinel_password,
-            "socket_connect_timeout": connect_timeout,
-            "socket_timeout": connect_timeout,
-            **_tls_kwargs(target.tls),
-        }
-        sentinel = Sentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs, db=target.db, **common)
-        assert target.master is not None  # _validated
-        client: _SentinelPrimary = sentinel.master_for(target.master, redis_class=_SentinelPrimary)
-        client.sentinel_manager = sentinel
-        return client
-    host, port = target.hosts[0]
-    return aioredis.Redis(
-        host=host,
-        port=port,
-        db=target.db,
-        health_check_interval=0,
-        **common,
-    )
+    # redis-py (~8 MB of RSS with its asyncio, cluster and sentinel modules) is imported on the
+    # first connect: a policy without a Redis-backed step never loads it (issue 17).
+    from proxy.redis.clients import build_client
+
+    return build_client(target, connect_timeout, socket_timeout, decode_responses, _tls_kwargs(target.tls))
+
+
+def __getattr__(name: str) -> Any:
+    """``_SentinelPrimary`` lives with the other redis-py code (``proxy.redis.clients``)."""
+    if name == "_SentinelPrimary":
+        from proxy.redis.clients import _SentinelPrimary
+
+        return _SentinelPrimary
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -65,6 +65,21 @@ class ClientResponse:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _map_error(exc) from exc
 
+    @property
+    def plain_length(self) -> int | None:
+        """The declared Content-Length of a body that arrives as sent, else None.
+
+        "As sent": no Content-Encoding for aiohttp to undo and no Transfer-Encoding, so what
+        ``read`` returns can be no longer than this (a gzip body of a few KB may inflate to
+        gigabytes: then None, and the caller reads chunk by chunk against its limit).
+        """
+        headers = self._resp.headers
+        if headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+            return None
+        if "Transfer-Encoding" in headers:
+            return None
+        return self._resp.content_length
+
     async def read(self) -> bytes:
         try:
             return await self._resp.read()

@@ -74,6 +74,11 @@ async def read_limited(resp: UpstreamResponse, limit: int | None) -> bytes:
     for name, value in resp.headers:
         if name.lower() == "content-length" and value.strip().isdigit() and int(value) > limit:
             raise _too_large(limit, f"Content-Length {value.strip()}")
+    declared = getattr(resp, "plain_length", None)  # an aiohttp answer (``ClientResponse``)
+    if isinstance(declared, int) and declared <= limit:
+        # The body cannot outgrow its declared, unencoded length: one read instead of the chunk
+        # loop and its async generator (~6 us of CPU per answer, issue 17).
+        return await resp.read()
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.aiter_bytes():
