@@ -30,6 +30,7 @@ from typing import Any, Literal, TypeAlias
 import regex
 
 from proxy.detectors import multiscan
+from proxy.detectors.pii.presidio_rules import Recognizer
 from proxy.detectors.pii.tuned import NAME_PART, TUNED_RULES, TunedRule
 
 FLAGS = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE  # presidio's global regex flags
@@ -359,38 +360,26 @@ def caseless(pattern: str) -> bool:
     return not any(c.lower() != c.upper() for c in text)
 
 
-def _presidio_rules(recognizers: Iterable[Any]) -> list[Rule]:
-    from presidio_analyzer import PatternRecognizer
-
+def _presidio_rules(recognizers: Iterable[Recognizer]) -> list[Rule]:
+    """One rule per pattern of presidio's recognisers (``presidio_rules``, vendored), in order."""
     rules = []
     for rec in recognizers:
-        if not isinstance(rec, PatternRecognizer):
-            continue
-        kind = type(rec)
-        validate = (
-            rec.validate_result if kind.validate_result is not PatternRecognizer.validate_result else None
-        )
-        invalidate = (
-            rec.invalidate_result
-            if kind.invalidate_result is not PatternRecognizer.invalidate_result
-            else None
-        )
-        entity = rec.supported_entities[0]
-        patterns: list[Any] = getattr(rec, "patterns", [])
-        for p in patterns:
+        entity = rec.entity_type
+        context = tuple(w.lower() for w in rec.context)
+        for name, rx, score in rec.patterns:
             rules.append(
                 Rule(
                     entity,
-                    _StdRe(p.regex, re.DOTALL | re.MULTILINE | re.IGNORECASE)
+                    _StdRe(rx, re.DOTALL | re.MULTILINE | re.IGNORECASE)
                     if entity in STD_RE_ENTITIES
-                    else regex.compile(p.regex, FLAGS & ~regex.IGNORECASE if caseless(p.regex) else FLAGS),
-                    float(p.score),
-                    tuple(w.lower() for w in rec.context or ()),
-                    PATTERN_TRIGGERS.get(p.name, TRIGGERS.get(entity)),
-                    validate,
-                    invalidate,
+                    else regex.compile(rx, FLAGS & ~regex.IGNORECASE if caseless(rx) else FLAGS),
+                    float(score),
+                    context,
+                    PATTERN_TRIGGERS.get(name, TRIGGERS.get(entity)),
+                    rec.validate,
+                    rec.invalidate,
                     window=WINDOWS.get(entity, "text"),
-                    linear=bounded(p.regex),
+                    linear=bounded(rx),
                     not_after=NOT_AFTER.get(entity),
                 )
             )
@@ -420,7 +409,7 @@ def _tuned(rule: TunedRule) -> Rule:
     )
 
 
-def build_rules(predefined: Iterable[Any], custom: Iterable[Rule] = ()) -> list[Rule]:
+def build_rules(predefined: Iterable[Recognizer], custom: Iterable[Rule] = ()) -> list[Rule]:
     """Presidio's pattern recognisers, then this project's tuned rules, then the policy's own."""
     return [*_presidio_rules(predefined), *(_tuned(r) for r in TUNED_RULES), *custom]
 
