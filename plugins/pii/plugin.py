@@ -40,6 +40,7 @@ from proxy.detectors.pii import (
     placeholder,
     resolve,
     restore,
+    splice,
 )
 from proxy.detectors.shared import BATCH_TEXTS, INLINE_TEXTS
 from proxy.errors import Rejected
@@ -173,14 +174,20 @@ class PiiPlugin(Plugin[PiiConfig]):
         if blocked:
             ctx.record("request_pii", "block", detail={"entities": _counts(blocked)})
             raise Rejected(self.config.message, code="pii_blocked")
-        # Number every reversible value (one vault call per request).
+        # Number every reversible value (one vault call per request). Each distinct value's
+        # digest is computed once per request (a resent history repeats the same values).
         items: dict[tuple[str, str], str] = {}
+        digests: dict[tuple[str, str], tuple[str, str]] = {}
         for slot, spans in zip(slots, found, strict=True):
             for s in spans:
                 value = slot.text[s.start : s.end]
                 state.values.add(value)
-                if self._action(s.entity_type) == "redact":
-                    items[(s.entity_type, digest(self._secret, s.entity_type, value))] = value
+                if self._action(s.entity_type) == "redact" and (s.entity_type, value) not in digests:
+                    key = digests[(s.entity_type, value)] = (
+                        s.entity_type,
+                        digest(self._secret, s.entity_type, value),
+                    )
+                    items[key] = value
         keys = list(items)
         # In shadow too: like a shadow budget's counters, the vault numbers "as if enforced" so
         # the would-be placeholders match what enforcing would produce; the edit itself happens
@@ -192,18 +199,21 @@ class PiiPlugin(Plugin[PiiConfig]):
             state.mapping[ph] = items[(etype, dig)]
         actions: Counter[str] = Counter()
         for slot, spans in zip(slots, found, strict=True):
+            if not spans:
+                continue
             text = slot.text
-            for s in reversed(spans):
+            edits: list[tuple[int, int, str]] = []
+            for s in reversed(spans):  # from the end: the order actions have always been counted in
                 value, action = text[s.start : s.end], self._action(s.entity_type)
                 actions[action] += 1
                 if action == "redact":
-                    new = token[(s.entity_type, digest(self._secret, s.entity_type, value))]
+                    new = token[digests[(s.entity_type, value)]]
                 elif action == "mask":
                     new = self.config.mask_text
                 else:
                     new = self._hash(s.entity_type, value)
-                text = text[: s.start] + new + text[s.end :]
-            slot.set(text)
+                edits.append((s.start, s.end, new))
+            slot.set(splice(text, edits))
         detail["actions"] = dict(actions)
         main = "redact" if actions["redact"] else max(actions, key=lambda a: actions[a])
         ctx.record("request_pii", main, detail=detail)
