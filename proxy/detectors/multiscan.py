@@ -102,6 +102,10 @@ class Gate:
         "some match"), so a caller can run the exact regex only near them (``narrowed``)."""
         self.keys: frozenset[Hashable] = frozenset()
         self.ends_of: frozenset[Hashable] = frozenset()
+        #: keys compiled exactly (not ``HS_FLAG_PREFILTER``): on a gated text, such a key is
+        #: reported exactly when its pattern's ``search`` finds a match, so a caller that only
+        #: asks "is there a match" needs no Python search at all
+        self.exact: frozenset[Hashable] = frozenset()
         self._db: Any = None
         self._record: list[bool] = []
         self._local = threading.local()
@@ -127,6 +131,7 @@ class Gate:
         self._record = record
         self.keys = frozenset(self._ids)
         self.ends_of = frozenset(k for k, r in zip(self._ids, record, strict=True) if r)
+        self.exact = frozenset(key for key, _, flags in admitted if not flags & _hs.HS_FLAG_PREFILTER)
         _trim_heap()
 
     def matching(self, text: str) -> frozenset[Hashable] | None:

@@ -151,3 +151,41 @@ def test_without_hyperscan_everything_takes_the_plain_path(
     fresh.prepare(None)
     text = payload.ticket(2048)
     assert fresh.scan(text, None, 0.4) == RuleSet(rules.rules).scan(text, None, 0.4)
+
+
+def _exact_triggers(pair: tuple[RuleSet, RuleSet, frozenset[str]]) -> list[tuple[Any, Any]]:
+    gated, _, entities = pair
+    gate = gated.prepare(entities)
+    return [(key, gated._triggers[key[1]]) for key in sorted(gate.exact, key=repr) if key[0] == "t"]
+
+
+def _exact_reports_are_searches(pair: tuple[RuleSet, RuleSet, frozenset[str]], text: str) -> None:
+    """The scan trusts an exactly compiled trigger's report without a Python search: it must be
+    the search's answer, both ways."""
+    gated, _, entities = pair
+    may = gated.prepare(entities).matching(text)
+    if may is None:
+        return
+    for key, trigger in _exact_triggers(pair):
+        assert (key in may) is (trigger.search(text) is not None), (key, text)
+
+
+def test_most_triggers_are_exact(pair: tuple[RuleSet, RuleSet, frozenset[str]]) -> None:
+    assert len(_exact_triggers(pair)) >= 10
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=TEXTS)
+def test_exact_trigger_reports_equal_searches_on_generated_texts(
+    pair: tuple[RuleSet, RuleSet, frozenset[str]], text: str
+) -> None:
+    _exact_reports_are_searches(pair, text)
+
+
+def test_exact_trigger_reports_equal_searches_on_the_evaluation_set(
+    pair: tuple[RuleSet, RuleSet, frozenset[str]],
+) -> None:
+    path = dataset_or_skip("pii", DATASET_NAME)
+    for record in json.loads(path.read_text()):
+        _exact_reports_are_searches(pair, record["full_text"])
+    _exact_reports_are_searches(pair, payload.ticket(16384))

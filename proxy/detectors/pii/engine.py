@@ -17,6 +17,7 @@ so nothing is ever fetched.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -176,6 +177,9 @@ def _predefined() -> list[Recognizer]:
     recogniser is replaced by a tuned regex (see recognizers.py)."""
     extract = offline_tldextract()
 
+    # Cached: ~5 µs per address in tldextract, and a conversation resends the same addresses
+    # with every turn (a pure function of the text: the suffix list never changes at runtime).
+    @functools.lru_cache(maxsize=4096)
     def email_valid(pattern_text: str) -> bool:
         return bool(extract(pattern_text).fqdn)
 
