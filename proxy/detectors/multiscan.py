@@ -225,20 +225,29 @@ class LiteralSet:
     Thread-safe: each thread scans with its own scratch space.
     """
 
-    def __init__(self, literals: Sequence[str], every_match: bool = False) -> None:
-        """``every_match``: report every occurrence (for ``spans``), not only the first."""
+    def __init__(self, literals: Sequence[str], every_match: bool = False, word_start: bool = False) -> None:
+        """``every_match``: report every occurrence (for ``spans``), not only the first.
+        ``word_start``: ``spans`` reports only occurrences that start a word (not after an ASCII
+        word character, Hyperscan's ``\\b``; ``present`` likewise): every literal must start with
+        a word character. Why: a caller that only wants word starts ("text" in "context" is
+        none) is spared about half the occurrences, each a Python callback."""
         self._literals = tuple(literals)
         raw = [lit.encode("utf-8", "surrogatepass") for lit in self._literals]
         self._sizes = [len(r) for r in raw]
         self._hs = _hs  # the module this database belongs to (tests swap the global out)
         self._db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
-        self._db.compile(
-            expressions=raw,
-            ids=list(range(len(raw))),
-            elements=len(raw),
-            flags=0 if every_match else _hs.HS_FLAG_SINGLEMATCH,
-            literal=True,
-        )
+        flags = 0 if every_match else _hs.HS_FLAG_SINGLEMATCH
+        if word_start:  # \b, then every byte of the literal as \xHH: no character is special
+            self._db.compile(
+                expressions=[b"\\b" + b"".join(b"\\x%02x" % c for c in r) for r in raw],
+                ids=list(range(len(raw))),
+                elements=len(raw),
+                flags=flags,
+            )
+        else:
+            self._db.compile(
+                expressions=raw, ids=list(range(len(raw))), elements=len(raw), flags=flags, literal=True
+            )
         self._local = threading.local()
 
     def spans(self, text: str) -> list[tuple[int, int]] | None:
@@ -274,7 +283,9 @@ class LiteralSet:
         return {literals[i] for i in found}
 
 
-def literal_set(literals: Sequence[str], every_match: bool = False) -> LiteralSet | None:
+def literal_set(
+    literals: Sequence[str], every_match: bool = False, word_start: bool = False
+) -> LiteralSet | None:
     """A ``LiteralSet`` for ``literals`` (non-empty strings), or None without the Hyperscan wheel
     (callers keep their own path, and the start-up warning is logged) or if it does not compile."""
     if _hs is None:
@@ -283,7 +294,7 @@ def literal_set(literals: Sequence[str], every_match: bool = False) -> LiteralSe
     if not literals:
         return None
     try:
-        return LiteralSet(literals, every_match)
+        return LiteralSet(literals, every_match, word_start)
     except _hs.error:  # pragma: no cover - the literal compiler takes any non-empty byte string
         log.warning("hyperscan could not compile a literal set of %d entries: plain path", len(literals))
         return None

@@ -189,3 +189,20 @@ def test_exact_trigger_reports_equal_searches_on_the_evaluation_set(
     for record in json.loads(path.read_text()):
         _exact_reports_are_searches(pair, record["full_text"])
     _exact_reports_are_searches(pair, payload.ticket(16384))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    words=st.lists(
+        st.text(alphabet="ab#-_1", min_size=1, max_size=4).filter(lambda w: w[0] in "ab_1"), min_size=1
+    ),
+    text=st.text(alphabet="ab#-_1 .\n", max_size=60),
+)
+def test_word_start_spans_are_the_occurrences_not_after_a_word_character(words: list[str], text: str) -> None:
+    every = multiscan.literal_set(words, every_match=True)
+    starts = multiscan.literal_set(words, every_match=True, word_start=True)
+    assert every is not None and starts is not None
+    all_spans = every.spans(text)
+    assert all_spans is not None
+    word = re.compile(r"\w")
+    assert starts.spans(text) == [(s, e) for s, e in all_spans if s == 0 or not word.match(text, s - 1)]

@@ -591,7 +591,7 @@ class RuleSet:
         # ``_all_context`` starts at one of these, so ``_context_words`` tries only there.
         # (Only when every word starts with a word character: the word-start test below needs it.)
         self._context_literals = (
-            multiscan.literal_set(words, every_match=True)
+            multiscan.literal_set(words, every_match=True, word_start=True)
             if words and all(w[0] in _ASCII_WORD for w in words)
             else None
         )
