@@ -206,3 +206,18 @@ def test_word_start_spans_are_the_occurrences_not_after_a_word_character(words: 
     assert all_spans is not None
     word = re.compile(r"\w")
     assert starts.spans(text) == [(s, e) for s, e in all_spans if s == 0 or not word.match(text, s - 1)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    text=st.text(
+        alphabet=st.sampled_from("ab 1\t\n\r\x00\x08\x0b\x0c\x0e\x1c\x1f\x7f\x80\u00e9"), max_size=40
+    )
+)
+def test_a_text_is_gated_exactly_when_it_is_eligible(text: str) -> None:
+    """The pass itself answers ``eligible`` (its last pattern finds the control characters)."""
+    gate = multiscan.gate([("a", re.compile(r"a")), ("digit", re.compile(r"\d"))])
+    found = gate.matching(text)
+    assert (found is not None) is multiscan.eligible(text)
+    if found is not None:
+        assert found == {k for k, rx in (("a", r"a"), ("digit", r"\d")) if re.search(rx, text)}
