@@ -211,10 +211,14 @@ def narrowed(pattern: Any, text: str, ends: Sequence[int], width: int) -> list[A
     """
     out: list[Any] = []
     pos = 0
+    # ``search(text, p)`` is the first match of ``finditer(text, p)`` without building an iterator
+    # (``regex`` and ``re`` patterns both have it; other objects keep ``finditer``)
+    search = getattr(pattern, "search", None)
     for end in ends:
         if end < pos:
             continue  # a match starting at or after pos ends at or after pos
-        m = next(iter(pattern.finditer(text, max(pos, end - width))), None)
+        start = max(pos, end - width)
+        m = search(text, start) if search is not None else next(iter(pattern.finditer(text, start)), None)
         if m is None:
             break
         if m.end() == m.start():
