@@ -39,7 +39,7 @@ def _presidio_recognizers() -> list[Any]:
     presidio_log.setLevel(logging.ERROR)
     extract = offline_tldextract()
 
-    class OfflineEmailRecognizer(EmailRecognizer):  # type: ignore[misc]
+    class OfflineEmailRecognizer(EmailRecognizer):
         def validate_result(self, pattern_text: str) -> bool:
             return bool(extract(pattern_text).fqdn)
 
