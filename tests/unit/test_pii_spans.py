@@ -72,3 +72,12 @@ def test_stream_split_holds_only_an_unclosed_candidate() -> None:
     out = [hb.feed(c) for c in ["Hi <PER", "SON", "_1> and [x", "] a < b ", "x" * 70]]
     assert out[0] == "Hi " and out[1] == "" and out[2] == "Ann and "
     assert "".join(out) + hb.flush() == "Hi Ann and [x] a < b " + "x" * 70
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.text(alphabet="<>[]_ aZ1\n", max_size=40))
+def test_literal_spans_are_the_placeholder_matches(text: str) -> None:
+    from proxy.detectors.pii.spans import PLACEHOLDER_RX
+
+    expected = [Span(m.start(), m.end(), LITERAL, 2.0) for m in PLACEHOLDER_RX.finditer(text)]
+    assert literal_spans(text) == expected

@@ -24,6 +24,8 @@ def placeholder(entity_type: str, number: int) -> str:
 
 def literal_spans(text: str) -> list[Span]:
     """Placeholder-shaped input: always wins over any other detection (score above 1)."""
+    if "<" not in text and "[" not in text:
+        return []  # every placeholder opens with one of them: two memchr scans, not a regex walk
     return [Span(m.start(), m.end(), LITERAL, 2.0) for m in PLACEHOLDER_RX.finditer(text)]
 
 
