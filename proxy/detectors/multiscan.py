@@ -214,9 +214,16 @@ def narrowed(pattern: Any, text: str, ends: Sequence[int], width: int) -> list[A
     # ``search(text, p)`` is the first match of ``finditer(text, p)`` without building an iterator
     # (``regex`` and ``re`` patterns both have it; other objects keep ``finditer``)
     search = getattr(pattern, "search", None)
+    match = getattr(pattern, "match", None)
     for end in ends:
         if end < pos:
             continue  # a match starting at or after pos ends at or after pos
+        if end == pos and match is not None and match(text, pos) is None:
+            # Only a match *starting* at pos can end here (an empty one, or one that ends later):
+            # there is none, so the next match ends at a later reported end. Searching from pos
+            # instead would walk on to that match, however far (the end of the previous match is
+            # usually reported too, so this was the common case: ~50 µs per 2 KB for a phone rule).
+            continue
         start = max(pos, end - width)
         m = search(text, start) if search is not None else next(iter(pattern.finditer(text, start)), None)
         if m is None:

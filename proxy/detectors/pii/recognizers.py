@@ -301,6 +301,14 @@ class _StdRe:
     ) -> Any:
         return self._rx.finditer(text, pos, len(text) if endpos is None else endpos)
 
+    def search(self, text: str, pos: int = 0) -> Any:
+        """For ``multiscan.narrowed``: the first match of ``finditer(text, pos)``."""
+        return self._rx.search(text, pos)
+
+    def match(self, text: str, pos: int = 0) -> Any:
+        """For ``multiscan.narrowed``: the match starting at ``pos``, if any."""
+        return self._rx.match(text, pos)
+
 
 #: presidio patterns stdlib re runs 2-4x faster than the regex module (measured on 2 KB).
 STD_RE_ENTITIES = frozenset({"IBAN_CODE", "EMAIL_ADDRESS", "US_DRIVER_LICENSE"})
