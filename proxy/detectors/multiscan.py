@@ -102,6 +102,10 @@ class Gate:
         "some match"), so a caller can run the exact regex only near them (``narrowed``)."""
         self.keys: frozenset[Hashable] = frozenset()
         self.ends_of: frozenset[Hashable] = frozenset()
+        #: keys compiled exactly (not ``HS_FLAG_PREFILTER``): on a gated text, such a key is
+        #: reported exactly when its pattern's ``search`` finds a match, so a caller that only
+        #: asks "is there a match" needs no Python search at all
+        self.exact: frozenset[Hashable] = frozenset()
         self._db: Any = None
         self._record: list[bool] = []
         self._local = threading.local()
@@ -124,9 +128,10 @@ class Gate:
         self._db = db
         self._hs = _hs
         self._ids = [key for key, _, _ in admitted]
-        self._record = record
+        self._record = [*record, False]  # ``_UNSAFE_HS``: never recorded
         self.keys = frozenset(self._ids)
         self.ends_of = frozenset(k for k, r in zip(self._ids, record, strict=True) if r)
+        self.exact = frozenset(key for key, _, flags in admitted if not flags & _hs.HS_FLAG_PREFILTER)
         _trim_heap()
 
     def matching(self, text: str) -> frozenset[Hashable] | None:
@@ -138,7 +143,7 @@ class Gate:
     def scan(self, text: str) -> Scan | None:
         """One pass: the keys that may match ``text`` and, for the ``ends_of`` keys among them,
         the sorted end offsets of their matches; None when the text is not gated."""
-        if self._db is None or not eligible(text):
+        if self._db is None or not text.isascii():
             return None
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
@@ -153,6 +158,8 @@ class Gate:
             found.add(pattern_id)
 
         self._db.scan(text.encode("ascii"), match_event_handler=on_match, scratch=scratch)
+        if len(self._ids) in found:
+            return None  # a control character (``_UNSAFE``, the last pattern): not ``eligible``
         ids = self._ids
         return Scan(frozenset(ids[i] for i in found), {ids[i]: sorted(e) for i, e in ends.items()})
 
@@ -167,15 +174,24 @@ class Scan:
         self.ends = ends
 
 
+#: ``_UNSAFE`` for Hyperscan: the gate's last pattern, so the pass itself tells whether an ASCII
+#: text is ``eligible`` (a separate ``_UNSAFE.search`` walked the whole text again: ~5 µs per 2 KB)
+_UNSAFE_HS = rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+
+
 def _compile(admitted: Sequence[tuple[Hashable, bytes, int]], record: Sequence[bool]) -> Any:
+    """The gate's database: the admitted patterns (ids 0..n-1), then ``_UNSAFE_HS`` (id n)."""
     db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
     db.compile(
-        expressions=[expr for _, expr, _ in admitted],
-        ids=list(range(len(admitted))),
-        elements=len(admitted),
+        expressions=[*(expr for _, expr, _ in admitted), _UNSAFE_HS],
+        ids=list(range(len(admitted) + 1)),
+        elements=len(admitted) + 1,
         flags=[
-            flags & ~_hs.HS_FLAG_SINGLEMATCH if recorded else flags
-            for (_, _, flags), recorded in zip(admitted, record, strict=True)
+            *(
+                flags & ~_hs.HS_FLAG_SINGLEMATCH if recorded else flags
+                for (_, _, flags), recorded in zip(admitted, record, strict=True)
+            ),
+            _hs.HS_FLAG_SINGLEMATCH,
         ],
     )
     return db
@@ -195,10 +211,21 @@ def narrowed(pattern: Any, text: str, ends: Sequence[int], width: int) -> list[A
     """
     out: list[Any] = []
     pos = 0
+    # ``search(text, p)`` is the first match of ``finditer(text, p)`` without building an iterator
+    # (``regex`` and ``re`` patterns both have it; other objects keep ``finditer``)
+    search = getattr(pattern, "search", None)
+    match = getattr(pattern, "match", None)
     for end in ends:
         if end < pos:
             continue  # a match starting at or after pos ends at or after pos
-        m = next(iter(pattern.finditer(text, max(pos, end - width))), None)
+        if end == pos and match is not None and match(text, pos) is None:
+            # Only a match *starting* at pos can end here (an empty one, or one that ends later):
+            # there is none, so the next match ends at a later reported end. Searching from pos
+            # instead would walk on to that match, however far (the end of the previous match is
+            # usually reported too, so this was the common case: ~50 µs per 2 KB for a phone rule).
+            continue
+        start = max(pos, end - width)
+        m = search(text, start) if search is not None else next(iter(pattern.finditer(text, start)), None)
         if m is None:
             break
         if m.end() == m.start():
@@ -220,20 +247,29 @@ class LiteralSet:
     Thread-safe: each thread scans with its own scratch space.
     """
 
-    def __init__(self, literals: Sequence[str], every_match: bool = False) -> None:
-        """``every_match``: report every occurrence (for ``spans``), not only the first."""
+    def __init__(self, literals: Sequence[str], every_match: bool = False, word_start: bool = False) -> None:
+        """``every_match``: report every occurrence (for ``spans``), not only the first.
+        ``word_start``: ``spans`` reports only occurrences that start a word (not after an ASCII
+        word character, Hyperscan's ``\\b``; ``present`` likewise): every literal must start with
+        a word character. Why: a caller that only wants word starts ("text" in "context" is
+        none) is spared about half the occurrences, each a Python callback."""
         self._literals = tuple(literals)
         raw = [lit.encode("utf-8", "surrogatepass") for lit in self._literals]
         self._sizes = [len(r) for r in raw]
         self._hs = _hs  # the module this database belongs to (tests swap the global out)
         self._db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
-        self._db.compile(
-            expressions=raw,
-            ids=list(range(len(raw))),
-            elements=len(raw),
-            flags=0 if every_match else _hs.HS_FLAG_SINGLEMATCH,
-            literal=True,
-        )
+        flags = 0 if every_match else _hs.HS_FLAG_SINGLEMATCH
+        if word_start:  # \b, then every byte of the literal as \xHH: no character is special
+            self._db.compile(
+                expressions=[b"\\b" + b"".join(b"\\x%02x" % c for c in r) for r in raw],
+                ids=list(range(len(raw))),
+                elements=len(raw),
+                flags=flags,
+            )
+        else:
+            self._db.compile(
+                expressions=raw, ids=list(range(len(raw))), elements=len(raw), flags=flags, literal=True
+            )
         self._local = threading.local()
 
     def spans(self, text: str) -> list[tuple[int, int]] | None:
@@ -269,7 +305,9 @@ class LiteralSet:
         return {literals[i] for i in found}
 
 
-def literal_set(literals: Sequence[str], every_match: bool = False) -> LiteralSet | None:
+def literal_set(
+    literals: Sequence[str], every_match: bool = False, word_start: bool = False
+) -> LiteralSet | None:
     """A ``LiteralSet`` for ``literals`` (non-empty strings), or None without the Hyperscan wheel
     (callers keep their own path, and the start-up warning is logged) or if it does not compile."""
     if _hs is None:
@@ -278,7 +316,7 @@ def literal_set(literals: Sequence[str], every_match: bool = False) -> LiteralSe
     if not literals:
         return None
     try:
-        return LiteralSet(literals, every_match)
+        return LiteralSet(literals, every_match, word_start)
     except _hs.error:  # pragma: no cover - the literal compiler takes any non-empty byte string
         log.warning("hyperscan could not compile a literal set of %d entries: plain path", len(literals))
         return None

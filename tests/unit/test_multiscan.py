@@ -151,3 +151,73 @@ def test_without_hyperscan_everything_takes_the_plain_path(
     fresh.prepare(None)
     text = payload.ticket(2048)
     assert fresh.scan(text, None, 0.4) == RuleSet(rules.rules).scan(text, None, 0.4)
+
+
+def _exact_triggers(pair: tuple[RuleSet, RuleSet, frozenset[str]]) -> list[tuple[Any, Any]]:
+    gated, _, entities = pair
+    gate = gated.prepare(entities)
+    return [(key, gated._triggers[key[1]]) for key in sorted(gate.exact, key=repr) if key[0] == "t"]
+
+
+def _exact_reports_are_searches(pair: tuple[RuleSet, RuleSet, frozenset[str]], text: str) -> None:
+    """The scan trusts an exactly compiled trigger's report without a Python search: it must be
+    the search's answer, both ways."""
+    gated, _, entities = pair
+    may = gated.prepare(entities).matching(text)
+    if may is None:
+        return
+    for key, trigger in _exact_triggers(pair):
+        assert (key in may) is (trigger.search(text) is not None), (key, text)
+
+
+def test_most_triggers_are_exact(pair: tuple[RuleSet, RuleSet, frozenset[str]]) -> None:
+    assert len(_exact_triggers(pair)) >= 10
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=TEXTS)
+def test_exact_trigger_reports_equal_searches_on_generated_texts(
+    pair: tuple[RuleSet, RuleSet, frozenset[str]], text: str
+) -> None:
+    _exact_reports_are_searches(pair, text)
+
+
+def test_exact_trigger_reports_equal_searches_on_the_evaluation_set(
+    pair: tuple[RuleSet, RuleSet, frozenset[str]],
+) -> None:
+    path = dataset_or_skip("pii", DATASET_NAME)
+    for record in json.loads(path.read_text()):
+        _exact_reports_are_searches(pair, record["full_text"])
+    _exact_reports_are_searches(pair, payload.ticket(16384))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    words=st.lists(
+        st.text(alphabet="ab#-_1", min_size=1, max_size=4).filter(lambda w: w[0] in "ab_1"), min_size=1
+    ),
+    text=st.text(alphabet="ab#-_1 .\n", max_size=60),
+)
+def test_word_start_spans_are_the_occurrences_not_after_a_word_character(words: list[str], text: str) -> None:
+    every = multiscan.literal_set(words, every_match=True)
+    starts = multiscan.literal_set(words, every_match=True, word_start=True)
+    assert every is not None and starts is not None
+    all_spans = every.spans(text)
+    assert all_spans is not None
+    word = re.compile(r"\w")
+    assert starts.spans(text) == [(s, e) for s, e in all_spans if s == 0 or not word.match(text, s - 1)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    text=st.text(
+        alphabet=st.sampled_from("ab 1\t\n\r\x00\x08\x0b\x0c\x0e\x1c\x1f\x7f\x80\u00e9"), max_size=40
+    )
+)
+def test_a_text_is_gated_exactly_when_it_is_eligible(text: str) -> None:
+    """The pass itself answers ``eligible`` (its last pattern finds the control characters)."""
+    gate = multiscan.gate([("a", re.compile(r"a")), ("digit", re.compile(r"\d"))])
+    found = gate.matching(text)
+    assert (found is not None) is multiscan.eligible(text)
+    if found is not None:
+        assert found == {k for k, rx in (("a", r"a"), ("digit", r"\d")) if re.search(rx, text)}

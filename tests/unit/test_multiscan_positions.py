@@ -32,6 +32,8 @@ PATTERNS: list[Any] = [
     regex.compile(r"(?i)\b(?:mr|dr)\.? [a-z]{2,8}\b"),  # the regex module, case-insensitive
     re.compile(r"a{1,3}b?"),  # overlapping candidates
     re.compile(r"(\w)\1"),  # a back-reference: prefiltered
+    re.compile(r"\d{0,2}b?"),  # empty matches beside non-empty ones (an end at the last match's end)
+    regex.compile(r"(?<![\w.])\d{2,3}+(?:[ .-]\d{2,3}+){1,2}+(?![\w-])"),  # phone-like, possessive
 ]
 ALPHABET = "0123456789 -.abdrmcAB\n"
 TEXTS = st.lists(

@@ -23,11 +23,13 @@ from proxy.detectors.pii.recognizers import (
     Rule,
     RuleSet,
     _regions,
+    _supports,
     bounded,
     caseless,
     prefix_tree,
 )
 from proxy.detectors.pii.spans import LITERAL
+from proxy.detectors.pii.tuned import _not_phone
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +200,29 @@ def test_regions_match_the_reference(text: str, cuts: list[int], window: Any) ->
     points = sorted(min(c, len(text)) for c in cuts)
     where = list(zip(points[::2], points[1::2], strict=False))  # ordered, non-overlapping
     assert _regions(text, where, window) == _regions_reference(text, where, window)
+
+
+def _supports_reference(context: tuple[tuple[str, ...], tuple[str, ...]], words: list[str]) -> bool:
+    singles, phrases = context
+    if singles and any(w.startswith(singles) for w in words):
+        return True
+    return bool(phrases) and any(p in " ".join(words) for p in phrases)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    singles=st.lists(st.text(alphabet="abc", min_size=1, max_size=3), max_size=4).map(tuple),
+    phrases=st.lists(st.text(alphabet="ab c", min_size=1, max_size=5), max_size=3).map(tuple),
+    words=st.lists(st.text(alphabet="abc", max_size=4), max_size=6),
+)
+def test_supports_matches_the_reference(
+    singles: tuple[str, ...], phrases: tuple[str, ...], words: list[str]
+) -> None:
+    assert _supports((singles, phrases), words) is _supports_reference((singles, phrases), words)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.text(alphabet=st.sampled_from("0123456789 +-()x\u0663\u00b2a"), max_size=30))
+def test_not_phone_counts_digits_as_before(value: str) -> None:
+    n = sum(c.isdigit() for c in value)
+    assert _not_phone(value) is (not 7 <= n <= 15)

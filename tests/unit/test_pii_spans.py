@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from proxy.chain import HoldBack
-from proxy.detectors.pii import LITERAL, Span, literal_spans, resolve, restore, stream_split
+from proxy.detectors.pii import LITERAL, Span, literal_spans, resolve, restore, splice, stream_split
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    text=st.text(alphabet="ab <>_1", max_size=60),
+    cuts=st.lists(st.integers(0, 60), max_size=12),
+    news=st.lists(st.text(alphabet="XY<>_", max_size=8), min_size=6, max_size=6),
+)
+def test_splice_is_the_slice_by_slice_redaction(text: str, cuts: list[int], news: list[str]) -> None:
+    """What the plugin did per span (``text[:start] + new + text[end:]``, from the last span),
+    on ordered non-overlapping spans (empty ones too)."""
+    points = sorted(min(c, len(text)) for c in cuts)
+    spans = list(zip(points[::2], points[1::2], strict=False))
+    edits = [(a, b, news[i % len(news)]) for i, (a, b) in enumerate(spans)][::-1]
+    expected = text
+    for start, end, new in edits:
+        expected = expected[:start] + new + expected[end:]
+    assert splice(text, edits) == expected
 
 
 def test_higher_score_wins_then_longer_span() -> None:
@@ -51,3 +72,12 @@ def test_stream_split_holds_only_an_unclosed_candidate() -> None:
     out = [hb.feed(c) for c in ["Hi <PER", "SON", "_1> and [x", "] a < b ", "x" * 70]]
     assert out[0] == "Hi " and out[1] == "" and out[2] == "Ann and "
     assert "".join(out) + hb.flush() == "Hi Ann and [x] a < b " + "x" * 70
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.text(alphabet="<>[]_ aZ1\n", max_size=40))
+def test_literal_spans_are_the_placeholder_matches(text: str) -> None:
+    from proxy.detectors.pii.spans import PLACEHOLDER_RX
+
+    expected = [Span(m.start(), m.end(), LITERAL, 2.0) for m in PLACEHOLDER_RX.finditer(text)]
+    assert literal_spans(text) == expected

@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import time
 
 import fakeredis
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.detectors.pii import MemoryVault, RedisVault, Vault, digest
+
+
+@settings(max_examples=300, deadline=None)
+@given(secret=st.binary(max_size=80), entity=st.text(max_size=20), value=st.text(max_size=60))
+def test_digest_is_the_hmac_sha256_hexdigest_it_always_was(secret: bytes, entity: str, value: str) -> None:
+    """The one-shot ``hmac.digest`` path gives the digests existing vaults (Redis) already hold."""
+    try:
+        message = f"{entity}\x00{value}".encode()
+    except UnicodeEncodeError:  # lone surrogates: both paths raise the same error
+        with pytest.raises(UnicodeEncodeError):
+            digest(secret, entity, value)
+        return
+    assert digest(secret, entity, value) == hmac.new(secret, message, hashlib.sha256).hexdigest()[:32]
 
 
 def _vaults() -> list[Vault]:

@@ -18,6 +18,7 @@ from proxy.detectors.pii.spans import (
     placeholder,
     resolve,
     restore,
+    splice,
     stream_split,
 )
 from proxy.detectors.pii.vault import MemoryVault, RedisVault, Vault, digest
@@ -42,5 +43,6 @@ __all__ = [
     "placeholder",
     "resolve",
     "restore",
+    "splice",
     "stream_split",
 ]

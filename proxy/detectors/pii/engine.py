@@ -1,6 +1,7 @@
 """The PII detection engine, offline: no model download, no network.
 
-Pattern rules always run: presidio's own English pattern recognisers (same regexes and
+Pattern rules always run: presidio's English pattern recognisers (vendored in
+``presidio_rules.py``, so presidio and its NLP engines are never imported; same regexes and
 checksums: email, credit card, IBAN, US SSN, IP, crypto, dates, ...) plus this project's rules
 (``tuned.py``: phones, URLs, addresses, countries, ages, organisations, names, titles,
 postcodes, nationalities), executed by
@@ -15,6 +16,8 @@ so nothing is ever fetched.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -23,11 +26,12 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from proxy.detectors.pii.ner import NerModel
+from proxy.detectors.pii.presidio_rules import EMAIL, RECOGNIZERS, Recognizer
 from proxy.detectors.pii.recognizers import FLAGS, Hit, Rule, RuleSet, build_rules
 from proxy.detectors.pii.tuned import offline_tldextract
 
@@ -166,37 +170,20 @@ class PiiEngine:
         return None
 
 
-def _predefined() -> list[Any]:
-    """Presidio's English pattern recognisers (no NLP engine: none of them needs one).
-
-    Email validation uses an offline tldextract (bundled suffix list, never fetched); the
-    ``phonenumbers``-based phone recogniser is replaced by a tuned regex (see recognizers.py).
-    """
-    if importlib.util.find_spec("presidio_analyzer") is None:
-        raise RuntimeError("pii: presidio-analyzer is not installed (pip install presidio-analyzer)")
-    from presidio_analyzer import RecognizerRegistry
-    from presidio_analyzer.predefined_recognizers import EmailRecognizer, UrlRecognizer
-
-    # presidio logs analysed text (context words) at DEBUG: never let values reach the logs. Its
-    # registry also says "Loaded recognizer" (INFO) about 30 times and warns 11 times that the
-    # Polish / Italian / Spanish recognisers do not fit an English registry: expected, noise at
-    # every start. Quiet while building, WARNING afterwards (this engine never calls presidio's
-    # analyser, so nothing of presidio's is lost).
-    presidio_log = logging.getLogger("presidio-analyzer")
-    presidio_log.setLevel(logging.ERROR)
+def _predefined() -> list[Recognizer]:
+    """Presidio's English pattern recognisers (vendored in ``presidio_rules``: importing
+    presidio would load its NLP engines, see there), email checked against the offline
+    tldextract (bundled suffix list, never fetched); the ``phonenumbers``-based phone
+    recogniser is replaced by a tuned regex (see recognizers.py)."""
     extract = offline_tldextract()
 
-    class OfflineEmailRecognizer(EmailRecognizer):
-        def validate_result(self, pattern_text: str) -> bool:
-            return bool(extract(pattern_text).fqdn)
+    # Cached: ~5 µs per address in tldextract, and a conversation resends the same addresses
+    # with every turn (a pure function of the text: the suffix list never changes at runtime).
+    @functools.lru_cache(maxsize=4096)
+    def email_valid(pattern_text: str) -> bool:
+        return bool(extract(pattern_text).fqdn)
 
-    try:
-        registry = RecognizerRegistry(supported_languages=["en"])
-        registry.load_predefined_recognizers(languages=["en"])  # pattern recognisers: no NLP needed
-    finally:
-        presidio_log.setLevel(logging.WARNING)
-    recs = [r for r in registry.recognizers if not isinstance(r, EmailRecognizer | UrlRecognizer)]
-    return [*recs, OfflineEmailRecognizer()]
+    return [*RECOGNIZERS, dataclasses.replace(EMAIL, validate=email_valid)]
 
 
 def _custom_rules(custom: tuple[CustomRecognizer, ...]) -> list[Rule]:

@@ -25,11 +25,12 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, NamedTuple, TypeAlias
 
 import regex
 
 from proxy.detectors import multiscan
+from proxy.detectors.pii.presidio_rules import Recognizer
 from proxy.detectors.pii.tuned import NAME_PART, TUNED_RULES, TunedRule
 
 FLAGS = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE  # presidio's global regex flags
@@ -300,6 +301,14 @@ class _StdRe:
     ) -> Any:
         return self._rx.finditer(text, pos, len(text) if endpos is None else endpos)
 
+    def search(self, text: str, pos: int = 0) -> Any:
+        """For ``multiscan.narrowed``: the first match of ``finditer(text, pos)``."""
+        return self._rx.search(text, pos)
+
+    def match(self, text: str, pos: int = 0) -> Any:
+        """For ``multiscan.narrowed``: the match starting at ``pos``, if any."""
+        return self._rx.match(text, pos)
+
 
 #: presidio patterns stdlib re runs 2-4x faster than the regex module (measured on 2 KB).
 STD_RE_ENTITIES = frozenset({"IBAN_CODE", "EMAIL_ADDRESS", "US_DRIVER_LICENSE"})
@@ -359,38 +368,26 @@ def caseless(pattern: str) -> bool:
     return not any(c.lower() != c.upper() for c in text)
 
 
-def _presidio_rules(recognizers: Iterable[Any]) -> list[Rule]:
-    from presidio_analyzer import PatternRecognizer
-
+def _presidio_rules(recognizers: Iterable[Recognizer]) -> list[Rule]:
+    """One rule per pattern of presidio's recognisers (``presidio_rules``, vendored), in order."""
     rules = []
     for rec in recognizers:
-        if not isinstance(rec, PatternRecognizer):
-            continue
-        kind = type(rec)
-        validate = (
-            rec.validate_result if kind.validate_result is not PatternRecognizer.validate_result else None
-        )
-        invalidate = (
-            rec.invalidate_result
-            if kind.invalidate_result is not PatternRecognizer.invalidate_result
-            else None
-        )
-        entity = rec.supported_entities[0]
-        patterns: list[Any] = getattr(rec, "patterns", [])
-        for p in patterns:
+        entity = rec.entity_type
+        context = tuple(w.lower() for w in rec.context)
+        for name, rx, score in rec.patterns:
             rules.append(
                 Rule(
                     entity,
-                    _StdRe(p.regex, re.DOTALL | re.MULTILINE | re.IGNORECASE)
+                    _StdRe(rx, re.DOTALL | re.MULTILINE | re.IGNORECASE)
                     if entity in STD_RE_ENTITIES
-                    else regex.compile(p.regex, FLAGS & ~regex.IGNORECASE if caseless(p.regex) else FLAGS),
-                    float(p.score),
-                    tuple(w.lower() for w in rec.context or ()),
-                    PATTERN_TRIGGERS.get(p.name, TRIGGERS.get(entity)),
-                    validate,
-                    invalidate,
+                    else regex.compile(rx, FLAGS & ~regex.IGNORECASE if caseless(rx) else FLAGS),
+                    float(score),
+                    context,
+                    PATTERN_TRIGGERS.get(name, TRIGGERS.get(entity)),
+                    rec.validate,
+                    rec.invalidate,
                     window=WINDOWS.get(entity, "text"),
-                    linear=bounded(p.regex),
+                    linear=bounded(rx),
                     not_after=NOT_AFTER.get(entity),
                 )
             )
@@ -420,7 +417,7 @@ def _tuned(rule: TunedRule) -> Rule:
     )
 
 
-def build_rules(predefined: Iterable[Any], custom: Iterable[Rule] = ()) -> list[Rule]:
+def build_rules(predefined: Iterable[Recognizer], custom: Iterable[Rule] = ()) -> list[Rule]:
     """Presidio's pattern recognisers, then this project's tuned rules, then the policy's own."""
     return [*_presidio_rules(predefined), *(_tuned(r) for r in TUNED_RULES), *custom]
 
@@ -551,13 +548,35 @@ def _supports(context: tuple[tuple[str, ...], tuple[str, ...]], words: list[str]
     is not "email"); presidio's default substring match let "us" (US passport) hit "thus".
     ``context`` is (single words, multi-word phrases); ``str.startswith`` takes them all at once."""
     singles, phrases = context
-    if singles and any(w.startswith(singles) for w in words):
-        return True
-    return bool(phrases) and any(p in " ".join(words) for p in phrases)
+    if singles:
+        for w in words:  # plain loops: a generator per call cost more than the test itself
+            if w.startswith(singles):
+                return True
+    if phrases:
+        joined = " ".join(words)
+        for p in phrases:
+            if p in joined:
+                return True
+    return False
 
 
 def _context_words(text: str, start: int) -> list[str]:
     return _WORD.findall(text[max(0, start - 80) : start].lower())[-CONTEXT_WORDS_BEFORE:]
+
+
+class _Step(NamedTuple):
+    """One applicable rule as ``scan`` runs it (``RuleSet._plan``): a plain tuple, unpacked once."""
+
+    position: int  # in ``RuleSet.rules``
+    rule: Rule
+    rkey: tuple[str, int] | None  # the rule's pattern in the gate
+    trigger: str | None
+    needs_digit: bool  # the trigger cannot match without a digit
+    tkey: tuple[str, str] | None  # the trigger in the gate
+    tkey_exact: bool  # ... compiled exactly: its report is the Python search's answer
+    weak: bool  # below ``min_score`` and not validated: runs only with a context word
+    windowed: bool  # runs only around its trigger's matches
+    timeout: float | None
 
 
 class RuleSet:
@@ -580,7 +599,7 @@ class RuleSet:
         # ``_all_context`` starts at one of these, so ``_context_words`` tries only there.
         # (Only when every word starts with a word character: the word-start test below needs it.)
         self._context_literals = (
-            multiscan.literal_set(words, every_match=True)
+            multiscan.literal_set(words, every_match=True, word_start=True)
             if words and all(w[0] in _ASCII_WORD for w in words)
             else None
         )
@@ -593,6 +612,7 @@ class RuleSet:
         #: rule index -> the most characters one match spans (bounded whole-text rules only)
         self._widths: dict[int, int] = {}
         self._applicable_cache: dict[tuple[frozenset[str] | None, float], list[tuple[int, Rule]]] = {}
+        self._plans: dict[tuple[frozenset[str] | None, float], tuple[multiscan.Gate | None, list[_Step]]] = {}
 
     def prepare(self, entities: frozenset[str] | None) -> multiscan.Gate:
         """Build (once) the one-pass pre-scan for the rules of ``entities``: every trigger and
@@ -648,6 +668,42 @@ class RuleSet:
                 self._applicable_cache[key] = found
         return found
 
+    def _plan(
+        self, entities: frozenset[str] | None, min_score: float
+    ) -> tuple[multiscan.Gate | None, list[_Step]]:
+        """The gate and the ``_Step`` of every applicable rule (``_applicable``), in rule order:
+        what ``scan`` would otherwise look up per rule and per text (gate keys, whether the
+        trigger needs a digit, the timeout). Rebuilt when ``prepare`` has since built the gate."""
+        key = (entities, min_score)
+        gate = self._gates.get(entities)
+        found = self._plans.get(key)
+        if found is not None and found[0] is gate:
+            return found
+        keys = gate.keys if gate is not None else frozenset()
+        exact = gate.exact if gate is not None else frozenset()
+        steps = []
+        for index, rule in self._applicable(entities, min_score):
+            trigger = rule.trigger
+            tkey = ("t", trigger) if trigger is not None and ("t", trigger) in keys else None
+            steps.append(
+                _Step(
+                    index,
+                    rule,
+                    ("r", index) if ("r", index) in keys else None,
+                    trigger,
+                    trigger is not None and trigger in self._needs_digit,
+                    tkey,
+                    tkey is not None and tkey in exact,
+                    rule.score < min_score and rule.validate is None,
+                    trigger is not None and rule.window != "text",
+                    None if rule.linear else TIMEOUT_S,
+                )
+            )
+        found = (gate, steps)
+        if len(self._plans) < 64:  # bounded like ``_applicable``
+            self._plans[key] = found
+        return found
+
     def scan(self, text: str, entities: frozenset[str] | None = None, min_score: float = 0.0) -> list[Hit]:
         """Every match of every applicable rule (overlaps included), with context-adjusted scores.
 
@@ -660,44 +716,42 @@ class RuleSet:
         found: dict[str, list[tuple[int, int]]] = {}  # trigger -> where (windowed rules only)
         hits: list[Hit] = []
         words_cache: dict[int, list[str]] = {}
-        gate = self._gates.get(entities)
+        gate, plan = self._plan(entities, min_score)
         scanned = gate.scan(text) if gate is not None else None  # None: not gated, check everything
         may = scanned.keys if scanned is not None else None
-        gated = gate.keys if gate is not None else frozenset()
-        for index, rule in self._applicable(entities, min_score):
-            if may is not None and ("r", index) in gated and ("r", index) not in may:
+        for index, rule, rkey, trigger, needs_digit, tkey, tkey_exact, weak, windowed, timeout in plan:
+            if may is not None and rkey is not None and rkey not in may:
                 continue  # the one-pass pre-scan found no match of this rule's pattern anywhere
             regions: list[tuple[int, int]] = [(0, len(text))]
-            trigger = rule.trigger
             if trigger is not None:
                 ok = present.get(trigger)
                 if ok is None:
-                    if trigger in self._needs_digit:
+                    if needs_digit:
                         if digits is None:
                             digits = _DIGIT.search(text) is not None
                         if not digits:
                             present[trigger] = False
                             continue
-                    if may is not None and ("t", trigger) in gated and ("t", trigger) not in may:
-                        ok = present[trigger] = False  # the pre-scan saw no match anywhere
+                    if may is not None and tkey is not None and (tkey_exact or tkey not in may):
+                        # the pre-scan saw no match anywhere, or (an exactly compiled trigger) one
+                        ok = present[trigger] = tkey in may
                     else:
                         ok = present[trigger] = self._triggers[trigger].search(text) is not None
                 if not ok:
                     continue
-            if rule.score < min_score and rule.validate is None:
+            if weak:
                 # Weak rule: it only matters next to a context word; one scan of the text for
                 # every rule's context words (at word starts) answers all of them.
                 if words_present is None:
                     words_present = self._context_words(text.lower())
                 if not any(w.startswith(rule.context) for w in words_present):
                     continue
-            if trigger is not None and rule.window != "text":
+            if windowed and trigger is not None:
                 where = found.get(trigger)
                 if where is None:
                     where = found[trigger] = [m.span() for m in self._triggers[trigger].finditer(text)]
                 regions = _regions(text, where, rule.window)
-            timeout = None if rule.linear else TIMEOUT_S
-            ends = scanned.ends.get(("r", index)) if scanned is not None else None
+            ends = scanned.ends.get(rkey) if scanned is not None and rkey is not None else None
             try:
                 if ends is not None and len(ends) * self._widths[index] < len(text):
                     # Few matches for the text's length: search only next to their ends (one
@@ -742,24 +796,29 @@ class RuleSet:
 
         Why not ``finditer``: the pattern starts with ``\\b``, so ``re`` tries it at every
         position (~130 µs per 2 KB). Every match spells a context word from its start, so the
-        occurrences of the words (one literal pass) hold every match start; trying ``match``
-        at those in order, from the end of the last match on, yields exactly ``finditer``'s
-        matches (they are never empty). Non-ASCII texts take ``finditer``."""
+        occurrences of the words (one literal pass, word starts only) hold every match start.
+        At such a start the pattern (a prefix tree of the words, see ``prefix_tree``) matches the
+        longest word occurring there, and the pass reports every occurrence, sorted by (start,
+        end): the last one of a start is that match, no regex call needed. Taken in order, from
+        the end of the last match on, they are exactly ``finditer``'s matches (never empty).
+        Non-ASCII texts take ``finditer``."""
         spans = self._context_literals.spans(low) if self._context_literals is not None else None
         if spans is None:
             return {m.group(0) for m in self._all_context.finditer(low)}
         out: set[str] = set()
-        match = self._all_context.match
         pos = 0
-        for start, _ in spans:
+        n = len(spans)
+        i = 0
+        while i < n:
+            start, end = spans[i]
+            i += 1
+            while i < n and spans[i][0] == start:  # the longest word at this start ends last
+                end = spans[i][1]
+                i += 1
             if start < pos or (start and low[start - 1] in _ASCII_WORD):
                 continue  # inside an earlier match, or not at a word start (``\\b`` fails there)
-            m = match(low, start)
-            if m is not None:
-                out.add(m.group(0))
-                pos = m.end()
-            else:
-                pos = start + 1  # the same start again (another word) cannot match either
+            out.add(low[start:end])
+            pos = end
         return out
 
 
