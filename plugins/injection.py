@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from proxy.chain import Deps, Plugin, PluginConfig, Reply, RequestContext, Roles, Secret
 from proxy.detectors import onnx_classifier
 from proxy.detectors.injection import DataText, InjectionDetector, InjectionResult, Thresholds
+from proxy.detectors.injection.warmup import warmed_default
 from proxy.detectors.onnx_classifier import OnnxSpec
 from proxy.detectors.shared import INLINE_CHARS, InlineBudget, scan_all, scan_cache
 from proxy.errors import Rejected
@@ -102,7 +103,7 @@ class InjectionPlugin(Plugin[InjectionConfig]):
 
     def __init__(self, config: InjectionConfig, deps: Deps) -> None:
         super().__init__(config, deps)
-        base: InjectionDetector = deps.resource("injection:detector", InjectionDetector)
+        base: InjectionDetector = deps.resource("injection:detector", warmed_default)
         t = config.thresholds
         defaults = base.thresholds
         thresholds = Thresholds(
