@@ -203,6 +203,18 @@ def prose(root: Path, size: int) -> str:
     return text[:size]
 
 
+def final_head(task: str, corpus: loso.Corpus, emb: og.Embedded) -> tuple[og.Head, float]:
+    """The shipped head: fitted on 80% of all sources' groups, its suggested ``threshold`` (FPR <=
+    the task's target) chosen on the other 20%, as every LOSO fold does on its training sources."""
+    everything = np.arange(len(corpus.texts), dtype=np.int64)
+    val_side = loso.group_split(corpus.groups, everything, loso.VALIDATION_FRACTION, 1)
+    fit, val = everything[~val_side], everything[val_side]
+    y = corpus.y
+    head = og.train_head(emb, fit.tolist(), y[fit].tolist())
+    scores = head.text_scores(emb, val.tolist())
+    return head, loso.threshold_for_fpr(scores, y[val], TARGET_FPR[task])
+
+
 # -- main --------------------------------------------------------------------------------------
 def minilm_dir() -> Path:
     try:
@@ -221,29 +233,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evaluate", action="store_true", help="print LOSO tables, cascade and cost")
     ap.add_argument("--write-heads", action="store_true", help=f"save the trained heads into {HEADS}")
     ap.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    ap.add_argument("--max-tokens", type=int, default=og.MAX_TOKENS, help="window length (stride: 3/4 of it)")
     args = ap.parse_args(argv)
+    size, stride = args.max_tokens, args.max_tokens * 3 // 4
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model_dir = minilm_dir()
     encoder = args.work / "encoder.onnx"
     if not encoder.is_file():
         og.export_encoder(model_dir, encoder)
-    clf = OnnxTextClassifier(og.encoder_dir(encoder, model_dir / "tokenizer.json", args.work / "encoder"))
+    clf = OnnxTextClassifier(
+        og.encoder_dir(encoder, model_dir / "tokenizer.json", args.work / f"encoder_{size}", size, stride)
+    )
     for task in args.tasks:
-        provenance = {
+        provenance: dict[str, object] = {
             "encoder": LICENCES["encoder"],
             "data": LICENCES[task],
             "script": "scripts/build_onnx_guard.py",
+            "windows": {"max_tokens": size, "stride": stride},
         }
         if args.heads is not None and not args.evaluate:
             head = og.load_head(args.heads / f"{task}.json")
         else:
             corpus = corpus_for(task, args.data_dir)
-            emb = cached_embeddings(clf, corpus.texts, args.work / f"{task}_embeddings.npz")
+            emb = cached_embeddings(clf, corpus.texts, args.work / f"{task}_{size}_embeddings.npz")
             if args.evaluate:
                 cheap, flag = cheap_scores(task, corpus.texts)
                 print(evaluate(task, corpus, emb, cheap, flag), flush=True)
-            everything = list(range(len(corpus.texts)))
-            head = og.train_head(emb, everything, corpus.labels)
+            head, threshold = final_head(task, corpus, emb)
+            provenance["suggested_threshold"] = round(threshold, 4)
             provenance["rows"] = f"{len(corpus.texts)} ({sum(corpus.labels)} positive); " + "; ".join(
                 corpus.notes
             )
@@ -252,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 og.save_head(head, HEADS / f"{task}.json", provenance)
         if args.out is not None:
             target = og.write_guard_dir(
-                encoder, model_dir / "tokenizer.json", head, args.out / task, provenance
+                encoder, model_dir / "tokenizer.json", head, args.out / task, provenance, size, stride
             )
             print(f"wrote {target}")
     if args.evaluate and args.out is not None:

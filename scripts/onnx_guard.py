@@ -86,14 +86,16 @@ def export_encoder(model_dir: Path, out: Path, *, opset: int = 17) -> None:
         )
 
 
-def encoder_dir(encoder_onnx: Path, tokenizer_json: Path, out: Path) -> Path:
+def encoder_dir(
+    encoder_onnx: Path, tokenizer_json: Path, out: Path, max_tokens: int = MAX_TOKENS, stride: int = STRIDE
+) -> Path:
     """A loader directory around the bare encoder (its "logits" are embeddings): the build script
     embeds through ``OnnxTextClassifier`` so the windows are the serving ones."""
     out.mkdir(parents=True, exist_ok=True)
     if encoder_onnx.resolve() != (out / "model.onnx").resolve():
         shutil.copyfile(encoder_onnx, out / "model.onnx")
     shutil.copyfile(tokenizer_json, out / "tokenizer.json")
-    (out / "config.json").write_text(json.dumps({"max_tokens": MAX_TOKENS, "stride": STRIDE}))
+    (out / "config.json").write_text(json.dumps({"max_tokens": max_tokens, "stride": stride}))
     return out
 
 
@@ -222,18 +224,25 @@ def attach_head(encoder_onnx: Path, head: Head, out: Path) -> None:
 
 
 def write_guard_dir(
-    encoder_onnx: Path, tokenizer_json: Path, head: Head, out: Path, provenance: Mapping[str, object]
+    encoder_onnx: Path,
+    tokenizer_json: Path,
+    head: Head,
+    out: Path,
+    provenance: Mapping[str, object],
+    max_tokens: int = MAX_TOKENS,
+    stride: int = STRIDE,
 ) -> Path:
     """The ``model: {onnx: DIR}`` directory: model.onnx (encoder + head), tokenizer.json and a
-    config.json naming the positive label, the windows and where everything came from."""
+    config.json naming the positive label, the windows (those the head was trained on) and where
+    everything came from (the loader ignores keys it does not know)."""
     out.mkdir(parents=True, exist_ok=True)
     attach_head(encoder_onnx, head, out / "model.onnx")
     shutil.copyfile(tokenizer_json, out / "tokenizer.json")
     config = {
         "labels": ["benign", "positive"],
         "positive": "positive",
-        "max_tokens": MAX_TOKENS,
-        "stride": STRIDE,
+        "max_tokens": max_tokens,
+        "stride": stride,
         "provenance": provenance,
     }
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
