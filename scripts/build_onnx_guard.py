@@ -56,7 +56,7 @@ LICENCES = {
     "(CC-BY-SA-4.0), CLINC OOS (CC-BY-3.0), self-instruct (Apache-2.0): ../shared/datasets LICENSE.*",
     "moderation": "OpenAI moderation samples (MIT), Davidson (MIT), AILuminate demo (CC-BY-4.0), "
     "HarmBench (MIT), AdvBench (MIT), Do-Not-Answer (Apache-2.0), red-instruct (Apache-2.0), "
-    "MultiJail (MIT), SimpleSafetyTests (CC-BY-4.0), GPTFuzz (MIT), CoCoNot (ODC-BY), hh-rlhf (MIT), "
+    "MultiJail (MIT), SimpleSafetyTests (CC-BY-4.0), GPTFuzz (MIT), CoCoNot (MIT repository), hh-rlhf (MIT), "
     "CLINC OOS (CC-BY-3.0), self-instruct (Apache-2.0): ../shared/datasets LICENSE.*",
 }
 
