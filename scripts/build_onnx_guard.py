@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 import time
@@ -253,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.heads is not None and not args.evaluate:
             head = og.load_head(args.heads / f"{task}.json")
+            provenance = dict(json.loads((args.heads / f"{task}.json").read_text())["provenance"])
+            if provenance.get("windows", {"max_tokens": size}) != {"max_tokens": size, "stride": stride}:
+                sys.exit(
+                    f"{task}: the head was trained on windows {provenance['windows']}: pass --max-tokens"
+                )
         else:
             corpus = corpus_for(task, args.data_dir)
             emb = cached_embeddings(clf, corpus.texts, args.work / f"{task}_{size}_embeddings.npz")
