@@ -157,3 +157,25 @@ def test_torch_export_matches_the_pytorch_encoder(tmp_path: Path) -> None:
         want = torch.nn.functional.normalize(hidden, dim=0).numpy()
         np.testing.assert_allclose(got[i], want, atol=1e-5)
     assert Counter(np.round(np.linalg.norm(got, axis=1), 5)) == Counter({1.0: 2})
+
+
+def test_the_cascade_takes_the_model_only_in_the_band(tmp_path: Path) -> None:
+    """``evaluate``: outside the band the cascade column is the cheap layers' verdict, inside it the
+    held-out head's; every source gets a row, then the in-distribution split."""
+    corpus = _corpus()
+    _, emb, _, _ = _embedded(tmp_path, corpus.texts)
+    y = corpus.y.astype(bool)
+    wrong = ~y  # cheap layers that are always wrong
+    sure = bog.evaluate("injection", corpus, emb, np.where(wrong, 0.9, 0.0), wrong)
+    rows = [line for line in sure.splitlines() if line.startswith("| ") and "held-out" not in line]
+    assert [r.split(" | ")[0][2:] for r in rows] == [
+        *corpus.source_names(),
+        "in-distribution (all sources, split by group)",
+    ]
+    for r in rows:  # nothing in band: cascade == cheap layers, all wrong
+        cells = r.split(" | ")
+        assert cells[5] == cells[4] and cells[6].strip(" |") == "0%"
+    unsure = bog.evaluate("injection", corpus, emb, np.full(len(y), 0.5), wrong)
+    for r in [line for line in unsure.splitlines() if line.startswith("| attacks_")]:
+        cells = r.split(" | ")
+        assert cells[5] == cells[2] and cells[6].strip(" |") == "100%"  # the head decides everything
