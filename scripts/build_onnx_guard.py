@@ -138,19 +138,24 @@ def cheap_scores(task: str, texts: Sequence[str]) -> tuple[loso.Floats, npt.NDAr
 
 # -- evaluation --------------------------------------------------------------------------------
 def evaluate(
-    task: str, corpus: loso.Corpus, emb: og.Embedded, cheap: loso.Floats, cheap_flag: npt.NDArray[np.bool_]
+    task: str,
+    corpus: loso.Corpus,
+    emb: og.Embedded,
+    cheap: loso.Floats,
+    cheap_flag: npt.NDArray[np.bool_],
+    band: tuple[float, float] = BAND,
 ) -> str:
     """The markdown LOSO table: ONNX head alone, shipped cheap layers, and the cascade."""
     y = corpus.y
     max_fpr = TARGET_FPR[task]
-    in_band = (cheap >= BAND[0]) & (cheap < BAND[1])
+    in_band = (cheap >= band[0]) & (cheap < band[1])
     header = [
         "held-out source",
         "rows (pos/neg)",
         "ONNX head (LOSO)",
         "threshold",
         "cheap layers (shipped, defaults)",
-        f"cascade: ONNX in band {list(BAND)}",
+        f"cascade: ONNX in band {list(band)}",
         "in band",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -234,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evaluate", action="store_true", help="print LOSO tables, cascade and cost")
     ap.add_argument("--write-heads", action="store_true", help=f"save the trained heads into {HEADS}")
     ap.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    ap.add_argument("--band", type=float, nargs=2, default=BAND, help="the cascade's band (evaluation)")
     ap.add_argument("--max-tokens", type=int, default=og.MAX_TOKENS, help="window length (stride: 3/4 of it)")
     args = ap.parse_args(argv)
     size, stride = args.max_tokens, args.max_tokens * 3 // 4
@@ -264,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             emb = cached_embeddings(clf, corpus.texts, args.work / f"{task}_{size}_embeddings.npz")
             if args.evaluate:
                 cheap, flag = cheap_scores(task, corpus.texts)
-                print(evaluate(task, corpus, emb, cheap, flag), flush=True)
+                print(evaluate(task, corpus, emb, cheap, flag, (args.band[0], args.band[1])), flush=True)
             head, threshold = final_head(task, corpus, emb)
             provenance["suggested_threshold"] = round(threshold, 4)
             provenance["rows"] = f"{len(corpus.texts)} ({sum(corpus.labels)} positive); " + "; ".join(
