@@ -12,8 +12,8 @@ downloaded: ``DIR`` holds files the operator put there (see docs/deployment.md):
 - ``config.json`` (optional): ``{"positive": [index or label names], "labels": [...],
   "max_tokens": 512, "stride": 256}``; by default the positive class is the last label.
 
-Long texts are scored in windows of ``max_tokens`` token ids (overlapping by ``max_tokens - stride``)
-in one batch; the text's score is the highest window's probability of the positive labels. Each
+Long texts are scored in windows of ``max_tokens`` token ids (each next one starts ``stride`` content
+tokens later) in one batch; the text's score is the highest window's probability of the positive labels. Each
 window carries the tokenizer's special tokens (a BERT ``[CLS] ... [SEP]``), as the model saw them in
 training, and the truncation/padding a ``tokenizer.json`` may carry (sentence-transformers ship
 ``max_length: 128`` with fixed padding) is switched off: it would silently drop everything past the
@@ -96,14 +96,17 @@ class OnnxTextClassifier:
             raise OnnxUnavailable(f"{model}: the graph has no 'input_ids' input")
         self._tokenizer = Tokenizer.from_file(str(tok))
         self._tokenizer.no_truncation()  # windows below see the whole text ...
-        self._tokenizer.no_padding()  # ... and ``_run`` pads each batch to its longest window
+        self._tokenizer.no_padding()  # ... and ``run`` pads each batch to its longest window
         self._prefix, self._suffix = _special_frame(self._tokenizer)
         self._lock = threading.Lock()
         self.max_tokens = int(config.get("max_tokens", 512))
         room = self.max_tokens - len(self._prefix) - len(self._suffix)  # content ids per window
-        self.stride = int(config.get("stride", self.max_tokens // 2))
-        if not 0 < self.stride <= room:
-            raise OnnxUnavailable("config.json: need 0 < stride <= max_tokens (less the special tokens)")
+        stride = int(config.get("stride", self.max_tokens // 2))
+        if not 0 < stride <= self.max_tokens or room <= 0:
+            raise OnnxUnavailable("config.json: need 0 < stride <= max_tokens (and room for special tokens)")
+        # a window's content is ``room`` ids; a stride past that would skip some (stride == max_tokens
+        # meant "no overlap" before windows carried special tokens, and still does)
+        self.stride = min(stride, room)
         self._room = room
         labels = [str(x) for x in config.get("labels", [])]
         positive = config.get("positive")

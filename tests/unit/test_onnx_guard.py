@@ -179,3 +179,17 @@ def test_the_cascade_takes_the_model_only_in_the_band(tmp_path: Path) -> None:
     for r in [line for line in unsure.splitlines() if line.startswith("| attacks_")]:
         cells = r.split(" | ")
         assert cells[5] == cells[2] and cells[6].strip(" |") == "100%"  # the head decides everything
+
+
+def test_windows_with_special_tokens_leave_no_gap(tmp_path: Path) -> None:
+    """``stride == max_tokens`` (no overlap) stays valid with a ``[CLS] ... [SEP]`` frame: the stride
+    is clamped to the window's content, so every token lands in some window exactly once."""
+    encoder, tokenizer = build_encoder(tmp_path / "enc", BENIGN)
+    clf = OnnxTextClassifier(og.encoder_dir(encoder, tokenizer, tmp_path / "d", max_tokens=6, stride=6))
+    text = " ".join(BENIGN)
+    windows = clf.windows(text)
+    assert all(w[0] == 2 and w[-1] == 3 and len(w) <= 6 for w in windows)
+    from tokenizers import Tokenizer
+
+    ids = Tokenizer.from_file(str(tokenizer)).encode(text, add_special_tokens=False).ids
+    assert [i for w in windows for i in w[1:-1]] == ids and len(windows) == 3  # 10 ids, 4 per window
