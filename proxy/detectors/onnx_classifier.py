@@ -12,9 +12,15 @@ downloaded: ``DIR`` holds files the operator put there (see docs/deployment.md):
 - ``config.json`` (optional): ``{"positive": [index or label names], "labels": [...],
   "max_tokens": 512, "stride": 256}``; by default the positive class is the last label.
 
-Long texts are scored in windows of ``max_tokens`` token ids (overlapping by ``max_tokens - stride``)
-in one batch; the text's score is the highest window's probability of the positive labels. Needs
-the ``onnx`` extra (``pip install 'policy-sidecar[onnx]'``: onnxruntime, tokenizers).
+Long texts are scored in windows of ``max_tokens`` token ids (each next one starts ``stride`` content
+tokens later) in one batch; the text's score is the highest window's probability of the positive labels. Each
+window carries the tokenizer's special tokens (a BERT ``[CLS] ... [SEP]``), as the model saw them in
+training, and the truncation/padding a ``tokenizer.json`` may carry (sentence-transformers ship
+``max_length: 128`` with fixed padding) is switched off: it would silently drop everything past the
+first 128 tokens, so a long document would never reach a second window. A graph whose first output
+is a pooled embedding plus a linear head (``scripts/build_onnx_guard.py``) is just another
+classifier here: its logits are ``[0, w.e + b]``. Needs the ``onnx`` extra (``pip install
+'policy-sidecar[onnx]'``: onnxruntime, tokenizers).
 """
 
 from __future__ import annotations
@@ -89,11 +95,19 @@ class OnnxTextClassifier:
         if "input_ids" not in self._inputs:
             raise OnnxUnavailable(f"{model}: the graph has no 'input_ids' input")
         self._tokenizer = Tokenizer.from_file(str(tok))
+        self._tokenizer.no_truncation()  # windows below see the whole text ...
+        self._tokenizer.no_padding()  # ... and ``run`` pads each batch to its longest window
+        self._prefix, self._suffix = _special_frame(self._tokenizer)
         self._lock = threading.Lock()
         self.max_tokens = int(config.get("max_tokens", 512))
-        self.stride = int(config.get("stride", self.max_tokens // 2))
-        if not 0 < self.stride <= self.max_tokens:
-            raise OnnxUnavailable("config.json: need 0 < stride <= max_tokens")
+        room = self.max_tokens - len(self._prefix) - len(self._suffix)  # content ids per window
+        stride = int(config.get("stride", self.max_tokens // 2))
+        if not 0 < stride <= self.max_tokens or room <= 0:
+            raise OnnxUnavailable("config.json: need 0 < stride <= max_tokens (and room for special tokens)")
+        # a window's content is ``room`` ids; a stride past that would skip some (stride == max_tokens
+        # meant "no overlap" before windows carried special tokens, and still does)
+        self.stride = min(stride, room)
+        self._room = room
         labels = [str(x) for x in config.get("labels", [])]
         positive = config.get("positive")
         self._positive: list[int] | None = None
@@ -103,21 +117,24 @@ class OnnxTextClassifier:
         self.directory = directory
 
     def windows(self, text: str) -> list[list[int]]:
-        """Token-id windows of at most ``max_tokens``; the head and tail ones when there are too many."""
+        """Token-id windows of at most ``max_tokens`` (special tokens included); the head and tail
+        ones when there are too many."""
         with self._lock:
-            ids = list(self._tokenizer.encode(text).ids)
-        if len(ids) <= self.max_tokens:
-            return [ids]
-        starts = list(range(0, len(ids) - self.max_tokens + self.stride, self.stride))
+            ids = list(self._tokenizer.encode(text, add_special_tokens=False).ids)
+        room, pre, post = self._room, self._prefix, self._suffix
+        if len(ids) <= room:
+            return [pre + ids + post]
+        starts = list(range(0, len(ids) - room + self.stride, self.stride))
         if len(starts) > MAX_WINDOWS:
             half = MAX_WINDOWS // 2
             starts = starts[:half] + starts[-half:]
-        return [ids[s : s + self.max_tokens] for s in starts]
+        return [pre + ids[s : s + room] + post for s in starts]
 
-    def score(self, text: str) -> OnnxScore:
-        """Probability of the positive labels (max over windows) and the wall time it took."""
-        started = time.perf_counter()
-        wins = self.windows(text) or [[]]
+    def run(self, windows: list[list[int]]) -> npt.NDArray[np.float64]:
+        """The graph's first output for a batch of token-id windows (padded with id 0, masked):
+        logits for a classifier, pooled embeddings for an encoder (the build script embeds with it,
+        so training sees exactly the windows serving does)."""
+        wins = windows or [[]]
         width = max(1, max(len(w) for w in wins))
         ids = np.zeros((len(wins), width), dtype=np.int64)
         mask = np.zeros((len(wins), width), dtype=np.int64)
@@ -127,8 +144,13 @@ class OnnxTextClassifier:
         feeds = {"input_ids": ids}
         if "attention_mask" in self._inputs:
             feeds["attention_mask"] = mask
-        logits = np.asarray(self._session.run(None, feeds)[0], dtype=np.float64)
-        probs = _softmax(logits)
+        return np.asarray(self._session.run(None, feeds)[0], dtype=np.float64)
+
+    def score(self, text: str) -> OnnxScore:
+        """Probability of the positive labels (max over windows) and the wall time it took."""
+        started = time.perf_counter()
+        wins = self.windows(text) or [[]]
+        probs = _softmax(self.run(wins))
         positive = self._positive if self._positive is not None else [probs.shape[1] - 1]
         score = float(probs[:, positive].sum(axis=1).max())
         return OnnxScore(score, (time.perf_counter() - started) * 1000, len(wins))
@@ -145,6 +167,19 @@ def load(directory: Path, threads: int = 1) -> OnnxTextClassifier:
         if key not in _LOADED:
             _LOADED[key] = OnnxTextClassifier(directory, threads=threads)
         return _LOADED[key]
+
+
+def _special_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special ids the tokenizer's post-processor puts before and after one sequence (BERT:
+    ``[CLS]`` / ``[SEP]``; none for a bare word-level tokenizer), found by encoding a probe word
+    with and without them: each window gets the same frame as a whole short text."""
+    probe = "a"
+    bare = list(tokenizer.encode(probe, add_special_tokens=False).ids)
+    full = list(tokenizer.encode(probe).ids)
+    for i in range(len(full) - len(bare) + 1):
+        if full[i : i + len(bare)] == bare:
+            return full[:i], full[i + len(bare) :]
+    return [], []
 
 
 def _softmax(logits: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

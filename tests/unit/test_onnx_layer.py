@@ -55,3 +55,19 @@ def test_missing_files_and_bad_config_are_clear_errors(tmp_path: Path) -> None:
 def test_one_session_per_directory(tmp_path: Path) -> None:
     directory = build(tmp_path, WORDS, ["planted"])
     assert onnx_classifier.load(directory) is onnx_classifier.load(directory)
+
+
+def test_a_tokenizer_files_truncation_and_padding_do_not_hide_the_tail(tmp_path: Path) -> None:
+    """sentence-transformers ship ``tokenizer.json`` with ``max_length: 128`` and fixed padding: the
+    loader must still see a word past that point (in a later window), and windows must not be padded."""
+    from tokenizers import Tokenizer
+
+    directory = build(tmp_path, WORDS, ["planted"], max_tokens=8, stride=4)
+    tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    tok.enable_truncation(max_length=6)
+    tok.enable_padding(length=6, pad_id=1, pad_token="[PAD]")
+    tok.save(str(directory / "tokenizer.json"))
+    clf = OnnxTextClassifier(directory)
+    text = "the museum holds many objects and the museum opened in planted"
+    assert clf.score(text).score > 0.95
+    assert [len(w) for w in clf.windows("the museum")] == [2]
