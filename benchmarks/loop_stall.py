@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Event-loop stalls under 64 KB prompts (issue 17): /health p50/p99 and CPU per request, per setting.
+
+    python benchmarks/loop_stall.py [--rounds N] [--seconds S] [--size BYTES]
+    python benchmarks/loop_stall.py --config "1ms=SIDECAR_SWITCH_INTERVAL=0.001" --config ...
+
+Starts the fake upstream and one sidecar per configuration, all with the guarded policy
+(``config.GUARDED_PLUGINS``, as ``guarded.py``), each configuration being a set of ``SIDECAR_*``
+environment variables (default set: the switch interval at Python's 5 ms, 1 ms and 0.5 ms, and
+one CPU-pool thread instead of two). Drives each with wrk at 16 connections with the 64 KB
+support ticket (``payload.ticket``) while a probe thread GETs ``/health`` every 20 ms, rounds
+interleaved (order reversed every other round). Reports, per configuration, the probe's p50, p99
+and max, the CPU per request (all threads, schedstat, requests in flight when wrk stops
+included) and the ratio of each to the first configuration, round by round. No thresholds: it
+prints figures to choose a default by.
+
+Why a probe and not the loop's own lag: ``/health`` answers from the event loop without touching
+any plugin, so its latency is what a kubelet probe or any cheap request sees while big prompts
+are scanned in the CPU pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from config import GUARDED_PLUGINS, ROOT
+from guarded import Bodies, GRow, _check, _sidecar, measure
+from measure import Loader, drain
+from procs import Server, fake_upstream, report_abort, stop_all
+
+DEFAULT_CONFIGS = (
+    "python-5ms=SIDECAR_SWITCH_INTERVAL=0",
+    "1ms=SIDECAR_SWITCH_INTERVAL=0.001",
+    "0.5ms=SIDECAR_SWITCH_INTERVAL=0.0005",
+    "5ms-1worker=SIDECAR_SWITCH_INTERVAL=0,SIDECAR_CPU_WORKERS=1",
+    "1ms-1worker=SIDECAR_SWITCH_INTERVAL=0.001,SIDECAR_CPU_WORKERS=1",
+)
+
+
+@dataclass
+class Config:
+    name: str
+    env: dict[str, str]
+    row: GRow | None = None
+    probe: list[list[float]] = field(default_factory=list)  # per round: the probe's samples (ms)
+
+
+def parse_config(spec: str) -> Config:
+    """``name=VAR=value,VAR=value`` (``name=`` alone: no variables, the built-in defaults)."""
+    name, _, rest = spec.partition("=")
+    env = dict(item.split("=", 1) for item in rest.split(",") if item)
+    return Config(name, env)
+
+
+def _q(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", action="append", help="name=VAR=value,... (repeatable)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--size", type=int, default=65536, help="prompt characters (2048, 16384, 65536)")
+    args = parser.parse_args(argv)
+    configs = [parse_config(spec) for spec in (args.config or DEFAULT_CONFIGS)]
+    workdir = Path(tempfile.mkdtemp(prefix="sidecar-loopstall-"))
+    servers: list[Server] = []
+    try:
+        upstream = fake_upstream(workdir, ROOT)
+        up_api = upstream.url + "/v1"
+        for i, cfg in enumerate(configs):
+            server = _sidecar(workdir, f"stall-{i}", GUARDED_PLUGINS, up_api, ROOT)
+            server.env.update(cfg.env)
+            server.name = cfg.name
+            cfg.row = GRow(cfg.name, server, args.size)
+        servers = [upstream, *(c.row.server for c in configs if c.row)]
+        for server in servers:
+            server.start()
+        for server in servers:
+            server.wait_listening(60)
+        bodies = Bodies(workdir, Loader(workdir, force_python=False))
+        rows = [c.row for c in configs if c.row]
+        for row in rows:
+            _check(row)
+        for row in rows:
+            bodies.load(row.server.url + "/v1/chat/completions", row.size, 1)  # warm-up
+            drain(row.server)
+        for rnd in range(args.rounds):
+            print(f"# round {rnd + 1}/{args.rounds}", file=sys.stderr)
+            order = configs if rnd % 2 == 0 else list(reversed(configs))
+            for cfg in order:
+                assert cfg.row is not None
+                before = len(cfg.row.probe_p99)
+                samples = _measure_with_samples(cfg.row, bodies, upstream, args.seconds)
+                cfg.probe.append(samples)
+                del cfg.row.probe_p99[before:]
+        print(render(configs, args))
+        return 0
+    except (KeyboardInterrupt, RuntimeError) as exc:
+        return report_abort(exc, servers)
+    finally:
+        stop_all(servers)
+
+
+def _measure_with_samples(row: GRow, bodies: Bodies, upstream: Server, seconds: int) -> list[float]:
+    """``guarded.measure`` with the probe on, keeping the raw samples (it keeps only their p99)."""
+    import guarded
+
+    kept: list[float] = []
+    original = guarded._probe
+
+    def probe(url: str, stop: object, out: list[float]) -> None:
+        original(url, stop, out)  # type: ignore[arg-type]
+        kept.extend(out)
+
+    guarded._probe = probe  # type: ignore[assignment]
+    try:
+        measure(row, bodies, upstream, seconds, True)
+    finally:
+        guarded._probe = original
+    return kept
+
+
+def render(configs: list[Config], args: argparse.Namespace) -> str:
+    base = configs[0]
+    assert base.row is not None
+    out = [
+        f"# Event-loop stalls: guarded policy, {args.size // 1024} KB ticket, 16 connections "
+        f"({args.rounds} rounds x {args.seconds} s, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
+        "",
+        "| config | env | /health p50 (ms) | p99 (ms) | max (ms) | p99 vs first (median of rounds) "
+        "| CPU/req (µs) | CPU vs first | p50 @16c (ms) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for cfg in configs:
+        row = cfg.row
+        assert row is not None
+        pooled = [s for rnd in cfg.probe for s in rnd]
+        p99s = [_q(r, 99) for r in cfg.probe if r]
+        base_p99s = [_q(r, 99) for r in base.probe if r]
+        p99_ratio = statistics.median(a / b for a, b in zip(p99s, base_p99s, strict=False))
+        cpu_ratio = statistics.median(a / b for a, b in zip(row.cpu_us, base.row.cpu_us, strict=False))
+        env = ", ".join(f"{k}={v}" for k, v in cfg.env.items()) or "(defaults)"
+        out.append(
+            f"| {cfg.name} | {env} | {_q(pooled, 50):.1f} | {_q(pooled, 99):.1f} | {max(pooled):.1f} "
+            f"| {p99_ratio:.2f}x | {statistics.median(row.cpu_us):.0f} | {cpu_ratio:.2f}x "
+            f"| {statistics.median(row.p50) if row.p50 else float('nan'):.0f} |"
+        )
+    out += [
+        "",
+        "/health: a GET every 20 ms from a probe thread while wrk drives the sidecar; p50/p99/max over "
+        "all rounds' samples pooled. CPU/req: process CPU (all threads, schedstat) / requests the "
+        "upstream received, median over rounds; ratios are taken round by round against the first row.",
+    ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
