@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         bodies = Bodies(workdir, Loader(workdir, force_python=False))
         rows = [c.row for c in configs if c.row]
         for row in rows:
-            _check(row)
+            _first_request(row)
         for row in rows:
             bodies.load(row.server.url + "/v1/chat/completions", row.size, 1)  # warm-up
             drain(row.server)
@@ -109,6 +109,18 @@ def main(argv: list[str] | None = None) -> int:
         return report_abort(exc, servers)
     finally:
         stop_all(servers)
+
+
+def _first_request(row: GRow) -> None:
+    """``guarded._check``, retried: five sidecars starting together on 2 busy cores can take longer
+    than its 30 s timeout to answer their first 64 KB request (lazy compiles, cold caches)."""
+    for attempt in range(3):
+        try:
+            _check(row)
+            return
+        except TimeoutError:
+            print(f"# {row.key}: first request timed out (attempt {attempt + 1})", file=sys.stderr)
+    raise RuntimeError(f"{row.key}: no answer to the first request")
 
 
 def _measure_with_samples(row: GRow, bodies: Bodies, upstream: Server, seconds: int) -> list[float]:
