@@ -6,13 +6,13 @@
 
 Starts the fake upstream and one sidecar per configuration, all with the guarded policy
 (``config.GUARDED_PLUGINS``, as ``guarded.py``), each configuration being a set of ``SIDECAR_*``
-environment variables (default set: the switch interval at Python's 5 ms, 1 ms and 0.5 ms, and
-one CPU-pool thread instead of two). Drives each with wrk at 16 connections with the 64 KB
-support ticket (``payload.ticket``) while a probe thread GETs ``/health`` every 20 ms, rounds
-interleaved (order reversed every other round). Reports, per configuration, the probe's p50, p99
-and max, the CPU per request (all threads, schedstat, requests in flight when wrk stops
-included) and the ratio of each to the first configuration, round by round. No thresholds: it
-prints figures to choose a default by.
+environment variables (default set: the switch interval at Python's 5 ms, 1 ms and 0.5 ms, with
+two CPU-pool threads and with one, and the checkout's defaults). Drives each with wrk at 16
+connections with the 64 KB support ticket (``payload.ticket``) while a probe thread GETs
+``/health`` every 20 ms, rounds interleaved (order reversed every other round). Reports, per
+configuration, the probe's p50, p99 and max, the CPU per request (all threads, schedstat,
+requests in flight when wrk stops included) and the ratio of each to the first configuration,
+round by round. No thresholds: it prints figures to choose a default by.
 
 Why a probe and not the loop's own lag: ``/health`` answers from the event loop without touching
 any plugin, so its latency is what a kubelet probe or any cheap request sees while big prompts
@@ -37,11 +37,12 @@ from measure import Loader, drain
 from procs import Server, fake_upstream, report_abort, stop_all
 
 DEFAULT_CONFIGS = (
-    "python-5ms=SIDECAR_SWITCH_INTERVAL=0",
-    "1ms=SIDECAR_SWITCH_INTERVAL=0.001",
-    "0.5ms=SIDECAR_SWITCH_INTERVAL=0.0005",
+    "5ms-2workers=SIDECAR_SWITCH_INTERVAL=0,SIDECAR_CPU_WORKERS=2",  # before issue 17's loop work
+    "1ms-2workers=SIDECAR_SWITCH_INTERVAL=0.001,SIDECAR_CPU_WORKERS=2",
+    "0.5ms-2workers=SIDECAR_SWITCH_INTERVAL=0.0005,SIDECAR_CPU_WORKERS=2",
     "5ms-1worker=SIDECAR_SWITCH_INTERVAL=0,SIDECAR_CPU_WORKERS=1",
-    "1ms-1worker=SIDECAR_SWITCH_INTERVAL=0.001,SIDECAR_CPU_WORKERS=1",
+    "0.5ms-1worker=SIDECAR_SWITCH_INTERVAL=0.0005,SIDECAR_CPU_WORKERS=1",
+    "defaults=",  # whatever this checkout's settings default to (1 ms, 1 worker)
 )
 
 

@@ -82,7 +82,10 @@ class Settings:
     log_requests: bool = True
     watch: bool = True
     watch_polling: bool = False
-    cpu_workers: int = 2
+    # Threads of the CPU pool (``Deps.run_cpu``). One: the detectors are mostly Python, so a second
+    # thread adds GIL contention, not throughput; it doubled the event loop's stalls under 64 KB
+    # prompts (``benchmarks/loop_stall.py``, README "Performance").
+    cpu_workers: int = 1
     drain_delay: float = 0.0  # SIGTERM: seconds of "not ready" before the listeners close
     grace_seconds: float = 25.0  # then: how long in-flight requests and streams may take
     # A client gets this long to send a request's headers (new connection) or body, else 408;
