@@ -25,6 +25,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,11 +132,11 @@ def _measure_with_samples(row: GRow, bodies: Bodies, upstream: Server, seconds: 
     kept: list[float] = []
     original = guarded._probe
 
-    def probe(url: str, stop: object, out: list[float]) -> None:
-        original(url, stop, out)  # type: ignore[arg-type]
+    def probe(url: str, stop: threading.Event, out: list[float]) -> None:
+        original(url, stop, out)
         kept.extend(out)
 
-    guarded._probe = probe  # type: ignore[assignment]
+    guarded._probe = probe
     try:
         measure(row, bodies, upstream, seconds, True)
     finally:
