@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _first_request(row: GRow) -> None:
-    """``guarded._check``, retried: five sidecars starting together on 2 busy cores can take longer
+    """``guarded._check``, retried: several sidecars starting together on 2 busy cores can take longer
     than its 30 s timeout to answer their first 64 KB request (lazy compiles, cold caches)."""
     for attempt in range(3):
         try:
