@@ -22,17 +22,20 @@ are scanned in the CPU pool.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from config import GUARDED_PLUGINS, ROOT
+import payload
+from config import CHAT, GUARDED_PLUGINS, ROOT
 from guarded import Bodies, GRow, _check, _sidecar, measure
 from measure import Loader, drain
 from procs import Server, fake_upstream, report_abort, stop_all
@@ -72,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--size", type=int, default=65536, help="prompt characters (2048, 16384, 65536)")
+    parser.add_argument(
+        "--probe-prompt",
+        type=int,
+        default=0,
+        help="the probe POSTs a guarded chat request with a ticket of this many characters instead "
+        "of GET /health: what a small request waits behind the big ones (e.g. for the CPU pool)",
+    )
     args = parser.parse_args(argv)
     configs = [parse_config(spec) for spec in (args.config or DEFAULT_CONFIGS)]
     workdir = Path(tempfile.mkdtemp(prefix="sidecar-loopstall-"))
@@ -102,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             for cfg in order:
                 assert cfg.row is not None
                 before = len(cfg.row.probe_p99)
-                samples = _measure_with_samples(cfg.row, bodies, upstream, args.seconds)
+                samples = _measure_with_samples(cfg.row, bodies, upstream, args.seconds, args.probe_prompt)
                 cfg.probe.append(samples)
                 del cfg.row.probe_p99[before:]
         print(render(configs, args))
@@ -125,15 +135,33 @@ def _first_request(row: GRow) -> None:
     raise RuntimeError(f"{row.key}: no answer to the first request")
 
 
-def _measure_with_samples(row: GRow, bodies: Bodies, upstream: Server, seconds: int) -> list[float]:
+def _chat_probe(url: str, body: bytes, stop: threading.Event, out: list[float]) -> None:
+    """``guarded._probe`` with a POST of a small chat request instead of GET /health."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    while not stop.is_set():
+        req = urllib.request.Request(url, data=body, headers=payload.HEADERS, method="POST")
+        t0 = time.perf_counter()
+        with contextlib.suppress(OSError), opener.open(req, timeout=30) as resp:
+            resp.read()
+            out.append((time.perf_counter() - t0) * 1000)
+        stop.wait(0.02)
+
+
+def _measure_with_samples(
+    row: GRow, bodies: Bodies, upstream: Server, seconds: int, probe_prompt: int = 0
+) -> list[float]:
     """``guarded.measure`` with the probe on, keeping the raw samples (it keeps only their p99)."""
     import guarded
 
     kept: list[float] = []
     original = guarded._probe
+    chat = payload.ticket_body(probe_prompt) if probe_prompt else b""
 
     def probe(url: str, stop: threading.Event, out: list[float]) -> None:
-        original(url, stop, out)
+        if probe_prompt:
+            _chat_probe(url.removesuffix("/health") + CHAT, chat, stop, out)
+        else:
+            original(url, stop, out)
         kept.extend(out)
 
     guarded._probe = probe
@@ -147,11 +175,12 @@ def _measure_with_samples(row: GRow, bodies: Bodies, upstream: Server, seconds: 
 def render(configs: list[Config], args: argparse.Namespace) -> str:
     base = configs[0]
     assert base.row is not None
+    probe = f"{args.probe_prompt // 1024} KB chat probe" if args.probe_prompt else "/health"
     out = [
         f"# Event-loop stalls: guarded policy, {args.size // 1024} KB ticket, 16 connections "
         f"({args.rounds} rounds x {args.seconds} s, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
         "",
-        "| config | env | /health p50 (ms) | p99 (ms) | max (ms) | p99 vs first (median of rounds) "
+        f"| config | env | {probe} p50 (ms) | p99 (ms) | max (ms) | p99 vs first (median of rounds) "
         "| CPU/req (µs) | CPU vs first | p50 @16c (ms) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -171,9 +200,15 @@ def render(configs: list[Config], args: argparse.Namespace) -> str:
         )
     out += [
         "",
-        "/health: a GET every 20 ms from a probe thread while wrk drives the sidecar; p50/p99/max over "
+        f"{probe}: a request every 20 ms from a probe thread while wrk drives the sidecar; p50/p99/max over "
         "all rounds' samples pooled. CPU/req: process CPU (all threads, schedstat) / requests the "
-        "upstream received, median over rounds; ratios are taken round by round against the first row.",
+        "upstream received, median over rounds; ratios are taken round by round against the first row."
+        + (
+            " With a chat probe CPU/req also divides by the probe's requests, whose number depends "
+            "on their latency: not a cost figure then."
+            if args.probe_prompt
+            else ""
+        ),
     ]
     return "\n".join(out)
 
