@@ -46,6 +46,30 @@ def _env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+#: Default of ``SIDECAR_SWITCH_INTERVAL`` (chosen with ``benchmarks/loop_stall.py``, see README
+#: "Performance"): a CPU-pool thread scanning a long prompt holds the GIL until the interval ends,
+#: so the event loop waits up to this long each time it needs the GIL back.
+SWITCH_INTERVAL_DEFAULT = 0.001
+#: Above this the setting is certainly a unit mistake (milliseconds given as seconds).
+_SWITCH_INTERVAL_MAX = 0.1
+
+
+def _env_switch_interval(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected seconds, e.g. 0.001 (0: Python's default)") from None
+    if not math.isfinite(value) or value < 0 or value > _SWITCH_INTERVAL_MAX:
+        raise ConfigError(
+            f"{name}={raw!r}: expected seconds between 0 (Python's default) and "
+            f"{_SWITCH_INTERVAL_MAX}, e.g. 0.001"
+        )
+    return value
+
+
 @dataclass
 class Settings:
     policy_path: Path = field(default_factory=default_policy_path)
@@ -58,7 +82,10 @@ class Settings:
     log_requests: bool = True
     watch: bool = True
     watch_polling: bool = False
-    cpu_workers: int = 2
+    # Threads of the CPU pool (``Deps.run_cpu``). One: the detectors are mostly Python, so a second
+    # thread adds GIL contention, not throughput; it doubled the event loop's stalls under 64 KB
+    # prompts (``benchmarks/loop_stall.py``, README "Performance").
+    cpu_workers: int = 1
     drain_delay: float = 0.0  # SIGTERM: seconds of "not ready" before the listeners close
     grace_seconds: float = 25.0  # then: how long in-flight requests and streams may take
     # A client gets this long to send a request's headers (new connection) or body, else 408;
@@ -69,6 +96,9 @@ class Settings:
     # First-generation threshold of Python's cyclic garbage collector (``server.tune_gc``);
     # 0 keeps the interpreter's defaults (700, and no freezing of the startup heap).
     gc_threshold: int = 10_000
+    # Seconds a thread may hold the GIL before another one that waits for it gets it
+    # (``sys.setswitchinterval``, ``server.tune_switch_interval``); 0 keeps the interpreter's 5 ms.
+    switch_interval: float = SWITCH_INTERVAL_DEFAULT
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -98,4 +128,5 @@ class Settings:
             if threshold < 0:
                 raise ConfigError(f"SIDECAR_GC_THRESHOLD={threshold}: expected 0 (defaults) or more")
             s.gc_threshold = threshold
+        s.switch_interval = _env_switch_interval("SIDECAR_SWITCH_INTERVAL", s.switch_interval)
         return s
