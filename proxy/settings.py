@@ -26,16 +26,23 @@ def _env_int(name: str) -> int | None:
     return int(value) if value else None
 
 
-def _env_seconds(name: str, default: float) -> float:
+def _env_seconds(name: str, default: float, maximum: float | None = None, example: str = "") -> float:
+    """Seconds from ``name`` (``default`` when unset); not a number, negative, infinite or above
+    ``maximum`` is a ``ConfigError`` that names the variable (the process must not start)."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
+    hint = f", e.g. {example}" if example else ""
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected a number of seconds") from None
+        raise ConfigError(f"{name}={raw!r}: expected a number of seconds{hint}") from None
     if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name}={raw!r}: expected a number of seconds >= 0")
+        raise ConfigError(f"{name}={raw!r}: expected a number of seconds >= 0{hint}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(
+            f"{name}={raw!r}: expected at most {maximum} seconds{hint} (milliseconds given as seconds?)"
+        )
     return value
 
 
@@ -52,22 +59,6 @@ def _env_bool(name: str, default: bool) -> bool:
 SWITCH_INTERVAL_DEFAULT = 0.001
 #: Above this the setting is certainly a unit mistake (milliseconds given as seconds).
 _SWITCH_INTERVAL_MAX = 0.1
-
-
-def _env_switch_interval(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected seconds, e.g. 0.001 (0: Python's default)") from None
-    if not math.isfinite(value) or value < 0 or value > _SWITCH_INTERVAL_MAX:
-        raise ConfigError(
-            f"{name}={raw!r}: expected seconds between 0 (Python's default) and "
-            f"{_SWITCH_INTERVAL_MAX}, e.g. 0.001"
-        )
-    return value
 
 
 @dataclass
@@ -128,5 +119,7 @@ class Settings:
             if threshold < 0:
                 raise ConfigError(f"SIDECAR_GC_THRESHOLD={threshold}: expected 0 (defaults) or more")
             s.gc_threshold = threshold
-        s.switch_interval = _env_switch_interval("SIDECAR_SWITCH_INTERVAL", s.switch_interval)
+        s.switch_interval = _env_seconds(
+            "SIDECAR_SWITCH_INTERVAL", s.switch_interval, _SWITCH_INTERVAL_MAX, "0.001 (0: Python's default)"
+        )
         return s
