@@ -61,6 +61,8 @@ class EchoTarget:
         self.name = name
 
     async def send(self, request: UpstreamRequest, ctx: RequestContext) -> UpstreamResponse:
+        if not isinstance(request.body, bytes):
+            raise TypeError("the benchmark sends buffered request bodies")
         body = orjson.loads(request.body)
         last = next(m["content"] for m in reversed(body["messages"]) if m.get("role") == "user")
         answer = {
