@@ -18,9 +18,11 @@ request after the first, which real traffic mostly would not. In the sidecar tho
   the model-to-encoding map, pii's applicable-rule lists.
 
 Both 4,096-entry LRUs would hold a set of 256 tickets after one lap, so a set alone is not
-enough: every ticket has a **marker** in each of its e-mail addresses (the ``MARKER`` text,
-the width of a request id) that the sender replaces with a per-request id (``uid``: five
-lower-case letters, so no number recogniser sees it and the PII counts stay put). Request ``i``
+enough: every ticket has a **marker** in each of its e-mail addresses and in a reference in its
+first sentence (the ``MARKER`` text, the width of a request id) that the sender replaces with a
+per-request id (``uid``: five lower-case letters, so no number recogniser sees it and the PII
+counts stay put). The one outside the addresses matters: pii redacts the addresses before the
+budget step counts tokens, and without it the redacted texts would repeat every 256 requests. Request ``i``
 sends ticket ``i % count`` with ``uid(i)``: ``TicketSet.body(i)`` in Python and the same join in
 the wrk script ``write_lua`` generates. Every request's text and addresses are then new, as for
 a stream of distinct tickets; names, phone numbers, invoice numbers and some sentences vary
@@ -89,9 +91,9 @@ _ASK = (
 #: The paragraphs of a ticket, in the order ``payload._TICKET_PARTS`` has them: the same mix of
 #: e-mail addresses (two per five paragraphs) and phone numbers (two per five).
 _PARTS = (
-    "Hello support team, I am writing on behalf of our accounts department about {what} {invoice}, "
-    "which was charged twice this month. Please reply to {first}.{last}.{uid}@{domain} or call me on "
-    "+1 {area} 555 01{d1:02d} during office hours, {days}. ",
+    "Hello support team, I am writing on behalf of our accounts department about {what} {invoice} "
+    "(our reference {uid}), which was charged twice this month. Please reply to "
+    "{first}.{last}.{uid}@{domain} or call me on +1 {area} 555 01{d1:02d} during office hours, {days}. ",
     "We checked the billing page and both charges show the same amount and the same reference, so it "
     "looks like the retry after a timeout went through as a second payment. Our {role}, who "
     "approves refunds on our side, can be reached at {team}.{uid}@{domain2}. ",
