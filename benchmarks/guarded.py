@@ -14,11 +14,11 @@ Drives them with wrk at 16 connections with support-ticket prompts (``tickets.Ti
 email addresses and phone numbers per KB, so pii redacts and restores) of 2, 16 and 64 KB: the
 pass-through, empty and guarded rows at every size, the single steps at 2 KB. Every request
 sends a different ticket (the wrk script cycles through 256 and puts a per-request id in the
-e-mail addresses; the system prompt stays the same), pass-through and sidecars alike, so caches
-keyed by text content miss as on real traffic; ``--same-body`` sends one body on every request
-instead (the behaviour before), and by default the guarded, pii and budget rows at 2 KB are
-also measured that way (``(same body)`` rows, ratio against the pass-through's rotating
-figure), to show how much those caches flatter a same-body run. Rounds are
+e-mail addresses and a reference; the system prompt stays the same), pass-through and sidecars
+alike, so caches keyed by text content miss as on real traffic; ``--same-body`` sends one
+body on every request instead (the behaviour before), and by default the guarded, pii and
+budget rows at 2 KB are also measured that way (``(same body)`` rows, ratio against the
+pass-through's rotating figure), to show how much those caches flatter a same-body run. Rounds are
 interleaved (order reversed every other round), and every ratio is taken round by round against
 the pass-through driven with the same body in the same round.
 
@@ -286,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                 "**one body on every request** (`--same-body`)"
                 if same
                 else "a different ticket on every request (256 generated, a per-request id in the "
-                "e-mail addresses, the system prompt constant); `(same body)` rows: one body on every "
-                "request, ratio against the pass-through's rotating figure"
+                "e-mail addresses and in a reference, the system prompt constant); `(same body)` rows: "
+                "one body on every request, ratio against the pass-through's rotating figure"
             )
             + "; the fake upstream echoes it back (moderation checks ~the same text on output, pii "
             "restores its placeholders)",
