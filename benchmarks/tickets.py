@@ -46,6 +46,8 @@ SEED = 17
 #: Stands for the request id in the tickets' e-mail addresses; as wide as ``uid``'s output.
 UID_WIDTH = 5
 MARKER = "~UID~"
+#: Ids a wrk run skips after the ones it counted: requests in flight or prepared when it stopped.
+SLACK = 1024
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 _FIRST = (
@@ -191,8 +193,14 @@ class TicketSet:
         The templates go to ``bodies`` (one JSON body per line: JSON has no raw newline), which
         the script reads at start and splits at the markers; per request it joins ticket
         ``n % count``'s pieces with ``uid(n)``, a copy of the body: microseconds of wrk's CPU even
-        at 64 KB. wrk runs one Lua state per thread, each counting from 0 (the benchmarks run
-        ``-t1``)."""
+        at 64 KB.
+
+        ``n`` goes on from run to run: ``done()`` writes the next free id (the ids handed out plus
+        ``SLACK`` for requests wrk prepared but did not count) to ``<lua>.next`` and ``setup()``
+        of the next run starts there. Without that every wrk run (each row, round and warm-up)
+        would resend ids 0, 1, ... to a sidecar that cached their token counts in the run before.
+        One Lua state per wrk thread, each counting from the same start: the benchmarks run
+        ``-t1``."""
         bodies.write_text("".join(MARKER.join(p) + "\n" for p in self.pieces))
         headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in payload.HEADERS.items())
         lua.write_text(
@@ -223,7 +231,18 @@ local function uid(i)
   end
   return table.concat(out)
 end
-local n = 0
+local state = "{lua}.next"
+local function first_id()
+  local f = io.open(state, "r")
+  if not f then return 0 end
+  local v = tonumber(f:read("*l")) or 0
+  f:close()
+  return v
+end
+n = 0  -- global: setup() sets it in each thread's Lua state
+setup = function(thread)
+  thread:set("n", first_id())
+end
 request = function()
   local id = same and 0 or n
   local body = table.concat(tickets[(n % #tickets) + 1], uid(id))
@@ -231,6 +250,9 @@ request = function()
   return wrk.format(nil, nil, nil, body)
 end
 done = function(summary, latency, requests)
+  local f = assert(io.open(state, "w"))
+  f:write(string.format("%d\\n", first_id() + summary.requests + summary.errors.write + {SLACK}))
+  f:close()
   local e = summary.errors
   io.write(string.format(
     'WRKJSON {{"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, '
