@@ -4,7 +4,7 @@ Why: sending the same body on every request lets every cache keyed by text conte
 request after the first, which real traffic mostly would not. In the sidecar those are (issue 17):
 
 - the token counts of ``proxy/tokens/counting.py`` (budget; 4,096 entries keyed by the text's
-  length and hash: the whole 2-64 KB user message);
+  length and hash: the whole user message, up to 16,384 characters);
 - pii's e-mail validity LRU (``proxy/detectors/pii/engine.py``, ``email_valid``: 4,096
   addresses; tldextract is ~5 µs per address);
 - pii's vault: one conversation per first user message (``plugins/pii/vault.py``), so one
