@@ -4,14 +4,21 @@
     python benchmarks/run.py --guarded [--quick]          # the same as:
     python benchmarks/guarded.py [--quick] [--rounds N] [--seconds S]
     python benchmarks/guarded.py --compare /path/to/other/checkout   # before/after in one run
+    python benchmarks/guarded.py --same-body      # the old way: one body on every request
 
 Starts on loopback the fake upstream, the aiohttp pass-through (``passthrough.py``), and one
 sidecar per policy: empty, the guarded policy (``config.GUARDED_PLUGINS``: timeout, retry,
 circuit_breaker, the secrets blocklist, injection, pii with ``ner: off``, moderation on input
 and output, budget on the memory backend) and each of its steps alone (``config.GUARD_PARTS``).
-Drives them with wrk at 16 connections with a support-ticket prompt (``payload.ticket``: a few
+Drives them with wrk at 16 connections with support-ticket prompts (``tickets.TicketSet``: a few
 email addresses and phone numbers per KB, so pii redacts and restores) of 2, 16 and 64 KB: the
-pass-through, empty and guarded rows at every size, the single steps at 2 KB. Rounds are
+pass-through, empty and guarded rows at every size, the single steps at 2 KB. Every request
+sends a different ticket (the wrk script cycles through 256 and puts a per-request id in the
+e-mail addresses and a reference; the system prompt stays the same), pass-through and sidecars
+alike, so caches keyed by text content miss as on real traffic; ``--same-body`` sends one
+body on every request instead (the behaviour before), and by default the guarded, pii and
+budget rows at 2 KB are also measured that way (``(same body)`` rows, ratio against the
+pass-through's rotating figure), to show how much those caches flatter a same-body run. Rounds are
 interleaved (order reversed every other round), and every ratio is taken round by round against
 the pass-through driven with the same body in the same round.
 
@@ -44,6 +51,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import payload
+import tickets
 from config import CHAT, GUARD_PARTS, GUARD_SIZES, GUARDED_PLUGINS, HERE, ROOT
 from measure import Loader, _get_json, drain, reset_upstream
 from procs import Server, fake_upstream, free_port, passthrough_floor, report_abort, stop_all
@@ -55,11 +63,17 @@ class GRow:
     key: str
     server: Server
     size: int
+    same: bool = False  # one body on every request (else the rotating tickets)
     cpu_us: list[float] = field(default_factory=list)  # per round
     ratio: list[float] = field(default_factory=list)  # per round, vs the pass-through at this size
     p50: list[float] = field(default_factory=list)  # ms at 16 connections
     probe_p99: list[float] = field(default_factory=list)
     errors: int = 0
+
+
+#: Rows measured a second time with one body on every request (unless ``--same-body``): the steps
+#: whose caches are keyed by text (token counts; e-mail validity, vault) and the whole stack.
+SAME_BODY_ROWS = ("guarded", "pii", "budget")
 
 
 def _sidecar(workdir: Path, key: str, plugins: list[Any], upstream: str, src: Path) -> Server:
@@ -75,19 +89,25 @@ def _sidecar(workdir: Path, key: str, plugins: list[Any], upstream: str, src: Pa
 
 
 class Bodies:
-    """wrk Lua scripts, one per prompt size."""
+    """wrk Lua scripts, one per prompt size and body mode (rotating tickets or one body)."""
 
     def __init__(self, workdir: Path, loader: Loader) -> None:
-        self.loader, self.lua = loader, {}
+        self.loader = loader
+        self.lua: dict[tuple[int, bool], Path] = {}
+        self.sets: dict[tuple[int, bool], tickets.TicketSet] = {}
         for size in GUARD_SIZES:
-            body = workdir / f"ticket-{size}.json"
-            body.write_bytes(payload.ticket_body(size))
-            self.lua[size] = workdir / f"ticket-{size}.lua"
-            loader._write_lua(self.lua[size], body)
+            for same in (False, True):
+                name = f"ticket-{size}{'-same' if same else ''}"
+                self.sets[(size, same)] = ticket_set = tickets.TicketSet(size, same=same)
+                self.lua[(size, same)] = workdir / f"{name}.lua"
+                ticket_set.write_lua(self.lua[(size, same)], workdir / f"{name}.jsonl")
+                # The Python load client (no wrk) sends one body: the set's first.
+                (workdir / f"{name}.json").write_bytes(ticket_set.body(0))
 
-    def load(self, url: str, size: int, seconds: int) -> dict[str, Any]:
+    def load(self, url: str, size: int, seconds: int, same: bool) -> dict[str, Any]:
         loader = self.loader
-        loader.lua = self.lua[size]  # Loader.load uses loader.lua for the non-prose body
+        loader.lua = self.lua[(size, same)]  # Loader.load uses loader.lua for the non-prose body
+        loader.body = self.lua[(size, same)].with_suffix(".json")
         return loader.load(url, 16, seconds)
 
 
@@ -113,7 +133,7 @@ def measure(row: GRow, bodies: Bodies, upstream: Server, seconds: int, probe: bo
         thread.start()
     drain(row.server)
     before = row.server.cpu_precise()
-    r = bodies.load(row.server.url + CHAT, row.size, seconds)
+    r = bodies.load(row.server.url + CHAT, row.size, seconds, row.same)
     stop.set()
     # Requests still in flight when wrk stops are finished by the server (a 64 KB guarded request
     # takes tens of ms, 16 of them are in flight): count their CPU and the requests themselves,
@@ -128,15 +148,14 @@ def measure(row: GRow, bodies: Bodies, upstream: Server, seconds: int, probe: bo
     row.errors += r["errors"]
     if r["requests"]:  # wrk reports 0 ms when nothing completed: not a latency
         row.p50.append(r["p50_ms"])
-    us = cpu / max(1, served) * 1e6
+    us = float(cpu / max(1, served) * 1e6)
     row.cpu_us.append(us)
     return us
 
 
-def _check(row: GRow) -> None:
-    req = urllib.request.Request(
-        row.server.url + CHAT, data=payload.ticket_body(row.size), headers=payload.HEADERS, method="POST"
-    )
+def _check(row: GRow, bodies: Bodies) -> None:
+    body = bodies.sets[(row.size, row.same)].body(0)
+    req = urllib.request.Request(row.server.url + CHAT, data=body, headers=payload.HEADERS, method="POST")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(req, timeout=30) as resp:
         body = json.loads(resp.read())
@@ -181,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--seconds", type=int, help="seconds of load per row and round")
     parser.add_argument("--compare", type=Path, help="another checkout: its guarded and pii rows too")
+    parser.add_argument(
+        "--same-body", action="store_true", help="one body on every request (default: rotating tickets)"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     given = argv if argv is not None else sys.argv[1:]
@@ -218,19 +240,23 @@ def main(argv: list[str] | None = None) -> int:
         loader = Loader(workdir, force_python=False)
         bodies = Bodies(workdir, loader)
         rows: list[GRow] = []
+        same = args.same_body
         for size in GUARD_SIZES:
-            rows.append(GRow("pt-aiohttp", pt, size))
+            rows.append(GRow("pt-aiohttp", pt, size, same))
             for key in ("empty", "guarded", "guarded (compare)"):
                 if key in sidecars:
-                    rows.append(GRow(key, sidecars[key], size))
+                    rows.append(GRow(key, sidecars[key], size, same))
         for key in [*GUARD_PARTS, "pii (compare)"]:
             if key in sidecars:
-                rows.append(GRow(key, sidecars[key], GUARD_SIZES[0]))
+                rows.append(GRow(key, sidecars[key], GUARD_SIZES[0], same))
+        if not same:  # what the text caches flatter: these rows again, one body on every request
+            for key in SAME_BODY_ROWS:
+                rows.append(GRow(f"{key} (same body)", sidecars[key], GUARD_SIZES[0], True))
         print(f"# load generator: {loader.name}", file=sys.stderr)
         for row in rows:
             if row.key != "pt-aiohttp":
-                _check(row)
-            bodies.load(row.server.url + CHAT, row.size, 1)  # warm-up
+                _check(row, bodies)
+            bodies.load(row.server.url + CHAT, row.size, 1, row.same)  # warm-up
         for rnd in range(rounds):
             print(f"# round {rnd + 1}/{rounds}", file=sys.stderr)
             for size in GUARD_SIZES if rnd % 2 == 0 else reversed(GUARD_SIZES):
@@ -254,9 +280,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{time.monotonic() - started:.0f} s)",
             f"- code: {code_version()}" + (f"; compare rows from {args.compare}" if args.compare else ""),
             f"- machine: {os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.2f}",
-            "- prompt: `payload.ticket(size)`, a support ticket with ~1 email address and ~1 phone number "
-            "per 700 characters; the fake upstream echoes it back (moderation checks ~the same text "
-            "on output, pii restores its placeholders)",
+            "- prompt: `tickets.TicketSet(size)`, support tickets with ~1.6 email addresses and ~1.6 "
+            "phone numbers per KB; "
+            + (
+                "**one body on every request** (`--same-body`)"
+                if same
+                else "a different ticket on every request (256 generated, a per-request id in the "
+                "e-mail addresses and in a reference, the system prompt constant); `(same body)` rows: "
+                "one body on every request, ratio against the pass-through's rotating figure"
+            )
+            + "; the fake upstream echoes it back (moderation checks ~the same text on output, pii "
+            "restores its placeholders)",
             "",
         ]
         notes = [
@@ -280,10 +314,12 @@ def main(argv: list[str] | None = None) -> int:
             "date": dt.datetime.now(dt.UTC).isoformat(),
             "rounds": rounds,
             "seconds": seconds,
+            "same_body": same,
             "rows": [
                 {
                     "key": r.key,
                     "size": r.size,
+                    "same_body": r.same,
                     "cpu_us": r.cpu_us,
                     "ratio": r.ratio,
                     "p50_ms": r.p50,
