@@ -32,7 +32,8 @@ def reference_unleet(text: str) -> str | None:
     def in_email(m: re.Match[str]) -> bool:
         token, end = m.group(), m.end()
         at = token.find("@")
-        after = end + 1 < len(text) and text[end] == "." and text[end + 1].isalpha()
+        # the rest of the first domain label (letters, digits, hyphens), a dot, the next label
+        after = re.match(r"[A-Za-z0-9-]*[.][A-Za-z0-9]", text[end:]) is not None
         return 0 < at < len(token) - 1 and after
 
     def sub(m: re.Match[str]) -> str:

@@ -98,7 +98,9 @@ _PATTERNS: dict[str, tuple[str, int]] = {
         _I,
     ),
     "role_marker": (
-        r"^\W{0,4}(?:system|assistant|user|human|ai|bot|developer|admin(?:istrator)?)"
+        # at the start of a line, or of a field's value (``Registrant Organization: SYSTEM: ...``)
+        r"^\W{0,4}(?:[A-Za-z][\w/ -]{0,40}:[^\S\n]*)?"
+        r"(?:system|assistant|user|human|ai|bot|developer|admin(?:istrator)?)"
         r"(?: message| prompt| instructions?)?\s*:",
         _I,
     ),
@@ -401,14 +403,18 @@ def featurise(
     if needed is None or "caps" in needed:
         letters = [c for c in text if c.isalpha()]
         f["caps"] = float(len(letters) >= 8 and sum(c.isupper() for c in letters) / len(letters) > 0.6)
+    if f["role_marker"] and _in_record(segs, index) and not _turn_shaped(text):
+        f["role_marker"] = 0.0  # ``User: jsmith`` among ``Key: value`` lines is a field, not a turn
     # In a user's message the first segment is the user's own request ("Summarise this:"), not a header.
     prev = segs[index - 1].text if index > 1 or (index == 1 and as_data) else ""
     f["prev_header"] = float(
         bool(prev)
         and (
-            (len(prev) <= 48 and prev.endswith(":"))
+            (len(prev) <= 48 and prev.endswith(":") and not _is_field(text))
             or any(
-                (prev_may is None or name in prev_may) and _COMPILED[name].search(prev) is not None
+                (prev_may is None or name in prev_may)
+                and _COMPILED[name].search(prev) is not None
+                and (name != "role_marker" or not _is_field(prev))  # ``User: svc-billing`` heads nothing
                 for name in _HEADER_CUES
             )
         )
@@ -427,6 +433,37 @@ def featurise(
 
 
 _HEADER_CUES = ("fake_header", "role_marker", "chat_token")  # what makes the previous segment a header
+
+# A field of a key-value record: a key of at most four words, a colon, then a value or nothing
+# (WHOIS ``Admin Email:``, e-mail and HTTP headers, YAML ``retries: 3``, ``Domain Status: ok``).
+# Why it matters: a short line ending in ``:`` reads as a header over the next segment and
+# ``User:`` / ``Admin:`` as a chat turn, and a record is nothing but such lines; a document type
+# never seen in training (WHOIS, held out: FPR 0.735) then over-flags. So a short ``Key:`` line is
+# a header only when the segment after it is not itself a field, and a role marker is a turn only
+# when it does not sit among fields. A role line followed by a sentence (or by nothing: a turn's
+# header) is never a field, so a fake ``System:`` turn still counts, among fields too.
+_FIELD = re.compile(r"[A-Za-z][\w.'/()&-]*(?: [\w.'/()&-]+){0,3}[^\S\n]*:(?:\s|$)")
+_ROLE = _COMPILED["role_marker"]
+
+
+def _is_field(text: str) -> bool:
+    """``text`` is a ``Key: value`` (or ``Key:``) field: its key is no chat role, or the role's value
+    is no turn (``User: svc-billing``)."""
+    return _FIELD.match(text) is not None and (_ROLE.search(text) is None or not _turn_shaped(text))
+
+
+def _turn_shaped(text: str) -> bool:
+    """What follows the role marker reads as a turn: nothing (a header line) or a sentence of at
+    least three words, not a one- or two-word value (``User: jsmith``, ``System: Linux x86_64``)."""
+    m = _ROLE.search(text)
+    return m is None or len(text[m.end() :].split()) not in (1, 2)
+
+
+def _in_record(segs: Sequence[Segment], index: int) -> bool:
+    """Segment ``index`` has a record field right before or after it."""
+    return (index > 0 and _is_field(segs[index - 1].text)) or (
+        index + 1 < len(segs) and _is_field(segs[index + 1].text)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,12 +52,19 @@ def _unleet_token(token: str) -> str | None:
     return plain if plain.isalpha() else None
 
 
+# The rest of an address's first domain label after a token (a token stops at ``-``), then a dot and
+# the start of the next label: ``-widgets.e`` in ``finance1@acme-widgets.example.org``. A label is
+# letters, digits and hyphens and may start with a digit (``3m.com``).
+_DOMAIN_REST = re.compile(r"[A-Za-z0-9-]*\.[A-Za-z0-9]")
+
+
 def _in_email(text: str, token: str, end: int) -> bool:
     """Is this token (ending at ``end`` in ``text``) the local part and domain head of an e-mail
-    address (``name0@host.tld``)? Support tickets are full of them; read as leetspeak they doubled
-    the classifier's work and added nothing (an address is not an instruction)."""
+    address (``name0@host.tld``, ``finance1@acme-widgets.example.org``)? Support tickets are full of
+    them; read as leetspeak they doubled the classifier's work and added nothing (an address is not
+    an instruction)."""
     at = token.find("@")
-    return 0 < at < len(token) - 1 and end + 1 < len(text) and text[end] == "." and text[end + 1].isalpha()
+    return 0 < at < len(token) - 1 and _DOMAIN_REST.match(text, end) is not None
 
 
 # A leet character (or any digit) with a letter beside it. Why: ``_LEET_TOKEN`` has no literal to
