@@ -318,7 +318,11 @@ class _CapitalisedWords:
         self._words = frozenset(words)
 
     def search(self, text: str) -> bool | None:
-        return True if any(w in self._words for _, _, w in capitalised_words(text)) else None
+        words = self._words
+        for _, _, w in capitalised_words(text):  # a plain loop: no generator per call
+            if w in words:
+                return True
+        return None
 
     def finditer(self, text: str) -> list[_Found]:
         return [_Found(s, e) for s, e, w in capitalised_words(text) if w in self._words]
@@ -593,7 +597,10 @@ class RuleSet:
                 # every rule's context words (at word starts) answers all of them.
                 if words_present is None:
                     words_present = self._context_words(text.lower())
-                if not any(w.startswith(rule.context) for w in words_present):
+                for w in words_present:  # a plain loop: no generator per weak rule
+                    if w.startswith(rule.context):
+                        break
+                else:
                     continue
             if windowed and trigger is not None:
                 where = found.get(trigger)
