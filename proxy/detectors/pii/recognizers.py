@@ -120,6 +120,11 @@ class Rule:
     linear: bool = False
     #: a regex searched in the text just before a match (``NOT_AFTER_CHARS``): a hit drops it
     not_after: Any = None
+    #: a regex (Hyperscan syntax, compiled exactly, window "text" only) such that every match
+    #: of ``pattern`` starts where a match of it does, at the leftmost start among its matches
+    #: that end at the same offset (``HS_FLAG_SOM_LEFTMOST``): the gate reports those starts and
+    #: the rule's regex is tried only there (``multiscan.from_starts``)
+    starts: str | None = None
 
 
 #: how much text before a match ``Rule.not_after`` looks at
@@ -263,6 +268,7 @@ def _tuned(rule: TunedRule) -> Rule:
         rule.group,
         rule.window,
         linear=not (rule.people or rule.words) and bounded(rule.regex),
+        starts=rule.starts,
     )
 
 
@@ -430,6 +436,7 @@ class _Step(NamedTuple):
     weak: bool  # below ``min_score`` and not validated: runs only with a context word
     windowed: bool  # runs only around its trigger's matches
     timeout: float | None
+    skey: tuple[str, int] | None  # the rule's ``starts`` hint in the gate (start offsets reported)
 
 
 class RuleSet:
@@ -493,8 +500,11 @@ class RuleSet:
                         width = max_width(r.pattern)
                         if width is not None:
                             self._widths[i] = width
+                    if r.window == "text" and r.starts is not None:
+                        keyed[("s", i)] = re.compile(r.starts)
                 ends_of = [("r", i) for i in self._widths if ("r", i) in keyed]
-                found = self._gates[entities] = multiscan.gate(list(keyed.items()), ends_of)
+                starts_of = [k for k in keyed if k[0] == "s"]
+                found = self._gates[entities] = multiscan.gate(list(keyed.items()), ends_of, starts_of)
         return found
 
     def _applicable(self, entities: frozenset[str] | None, min_score: float) -> list[tuple[int, Rule]]:
@@ -534,6 +544,7 @@ class RuleSet:
             return found
         keys = gate.keys if gate is not None else frozenset()
         exact = gate.exact if gate is not None else frozenset()
+        starts_of = gate.starts_of if gate is not None else frozenset()
         steps = []
         for index, rule in self._applicable(entities, min_score):
             trigger = rule.trigger
@@ -550,6 +561,7 @@ class RuleSet:
                     rule.score < min_score and rule.validate is None,
                     trigger is not None and rule.window != "text",
                     None if rule.linear else TIMEOUT_S,
+                    ("s", index) if ("s", index) in starts_of else None,
                 )
             )
         found = (gate, steps)
@@ -572,7 +584,7 @@ class RuleSet:
         gate, plan = self._plan(entities, min_score)
         scanned = gate.scan(text) if gate is not None else None  # None: not gated, check everything
         may = scanned.keys if scanned is not None else None
-        for index, rule, rkey, trigger, needs_digit, tkey, tkey_exact, weak, windowed, timeout in plan:
+        for index, rule, rkey, trigger, needs_digit, tkey, tkey_exact, weak, windowed, timeout, skey in plan:
             if may is not None and rkey is not None and rkey not in may:
                 continue  # the one-pass pre-scan found no match of this rule's pattern anywhere
             regions: list[tuple[int, int]] = [(0, len(text))]
@@ -609,7 +621,10 @@ class RuleSet:
                 regions = _regions(text, where, rule.window)
             ends = scanned.ends.get(rkey) if scanned is not None and rkey is not None else None
             try:
-                if ends is not None and len(ends) * self._widths[index] < len(text):
+                if skey is not None and scanned is not None:
+                    # Only where the rule's start hint matched (none: no match anywhere).
+                    matches = multiscan.from_starts(rule.pattern, text, scanned.ends.get(skey, ()), timeout)
+                elif ends is not None and len(ends) * self._widths[index] < len(text):
                     # Few matches for the text's length: search only next to their ends (one
                     # search call each costs more than walking a short stretch of text).
                     matches = multiscan.narrowed(rule.pattern, text, ends, self._widths[index])
