@@ -293,7 +293,9 @@ def from_starts(pattern: Any, text: str, starts: Sequence[int], timeout: float |
         if m is None:
             continue
         if m.end() == m.start():
-            return list(pattern.finditer(text, timeout=timeout))
+            return list(
+                pattern.finditer(text) if timeout is None else pattern.finditer(text, timeout=timeout)
+            )
         out.append(m)
         pos = m.end()
     return out
