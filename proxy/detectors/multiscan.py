@@ -36,6 +36,7 @@ import ctypes.util
 import logging
 import re
 import threading
+import time
 from collections.abc import Collection, Hashable, Sequence
 from typing import Any
 
@@ -97,17 +98,27 @@ class Gate:
     scans with its own scratch space.
     """
 
-    def __init__(self, patterns: Sequence[tuple[Hashable, Any]], ends_of: Collection[Hashable] = ()) -> None:
+    def __init__(
+        self,
+        patterns: Sequence[tuple[Hashable, Any]],
+        ends_of: Collection[Hashable] = (),
+        starts_of: Collection[Hashable] = (),
+    ) -> None:
         """``ends_of``: keys whose match end offsets ``scan`` reports (all of them, not only
-        "some match"), so a caller can run the exact regex only near them (``narrowed``)."""
+        "some match"), so a caller can run the exact regex only near them (``narrowed``).
+        ``starts_of``: keys whose leftmost start offset per match end ``scan`` reports
+        (Hyperscan's ``HS_FLAG_SOM_LEFTMOST``; only for patterns it compiles exactly), for
+        ``from_starts``."""
         self.keys: frozenset[Hashable] = frozenset()
         self.ends_of: frozenset[Hashable] = frozenset()
+        self.starts_of: frozenset[Hashable] = frozenset()
         #: keys compiled exactly (not ``HS_FLAG_PREFILTER``): on a gated text, such a key is
         #: reported exactly when its pattern's ``search`` finds a match, so a caller that only
         #: asks "is there a match" needs no Python search at all
         self.exact: frozenset[Hashable] = frozenset()
         self._db: Any = None
         self._record: list[bool] = []
+        self._som: list[bool] = []
         self._local = threading.local()
         if _hs is None:
             _warn_missing()
@@ -120,17 +131,20 @@ class Gate:
         if not admitted:
             return
         record = [key in ends_of for key, _, _ in admitted]
+        som = [key in starts_of and not flags & _hs.HS_FLAG_PREFILTER for key, _, flags in admitted]
         try:  # every end offset of the recorded patterns: compiled without SINGLEMATCH
-            db = _compile(admitted, record)
+            db = _compile(admitted, record, som)
         except _hs.error:  # pragma: no cover - a pattern that compiles only as single-match
-            record = [False] * len(admitted)
-            db = _compile(admitted, record)
+            record = som = [False] * len(admitted)
+            db = _compile(admitted, record, som)
         self._db = db
+        self._som = [*som, False]
         self._hs = _hs
         self._ids = [key for key, _, _ in admitted]
         self._record = [*record, False]  # ``_UNSAFE_HS``: never recorded
         self.keys = frozenset(self._ids)
         self.ends_of = frozenset(k for k, r in zip(self._ids, record, strict=True) if r)
+        self.starts_of = frozenset(k for k, r in zip(self._ids, som, strict=True) if r)
         self.exact = frozenset(key for key, _, flags in admitted if not flags & _hs.HS_FLAG_PREFILTER)
         _trim_heap()
 
@@ -142,7 +156,8 @@ class Gate:
 
     def scan(self, text: str) -> Scan | None:
         """One pass: the keys that may match ``text`` and, for the ``ends_of`` keys among them,
-        the sorted end offsets of their matches; None when the text is not gated."""
+        the sorted end offsets of their matches (``starts_of`` keys: the sorted distinct leftmost
+        start offsets); None when the text is not gated."""
         if self._db is None or not text.isascii():
             return None
         scratch = getattr(self._local, "scratch", None)
@@ -150,22 +165,30 @@ class Gate:
             scratch = self._local.scratch = self._hs.Scratch(self._db)
         found: set[int] = set()
         ends: dict[int, list[int]] = {}
+        starts: dict[int, set[int]] = {}
         record = self._record
+        som = self._som
 
         def on_match(pattern_id: int, start: int, end: int, flags: int, context: Any) -> None:
             if record[pattern_id]:
                 ends.setdefault(pattern_id, []).append(end)
+            elif som[pattern_id]:
+                starts.setdefault(pattern_id, set()).add(start)
             found.add(pattern_id)
 
         self._db.scan(text.encode("ascii"), match_event_handler=on_match, scratch=scratch)
         if len(self._ids) in found:
             return None  # a control character (``_UNSAFE``, the last pattern): not ``eligible``
         ids = self._ids
-        return Scan(frozenset(ids[i] for i in found), {ids[i]: sorted(e) for i, e in ends.items()})
+        found_ends = {ids[i]: sorted(e) for i, e in ends.items()}
+        if starts:
+            found_ends.update((ids[i], sorted(e)) for i, e in starts.items())
+        return Scan(frozenset(ids[i] for i in found), found_ends)
 
 
 class Scan:
-    """What one ``Gate.scan`` found: ``keys`` that may match, ``ends`` per recorded key."""
+    """What one ``Gate.scan`` found: ``keys`` that may match, ``ends`` per recorded key (the
+    start offsets for a ``starts_of`` key)."""
 
     __slots__ = ("ends", "keys")
 
@@ -179,7 +202,9 @@ class Scan:
 _UNSAFE_HS = rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 
 
-def _compile(admitted: Sequence[tuple[Hashable, bytes, int]], record: Sequence[bool]) -> Any:
+def _compile(
+    admitted: Sequence[tuple[Hashable, bytes, int]], record: Sequence[bool], som: Sequence[bool]
+) -> Any:
     """The gate's database: the admitted patterns (ids 0..n-1), then ``_UNSAFE_HS`` (id n)."""
     db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
     db.compile(
@@ -188,8 +213,12 @@ def _compile(admitted: Sequence[tuple[Hashable, bytes, int]], record: Sequence[b
         elements=len(admitted) + 1,
         flags=[
             *(
-                flags & ~_hs.HS_FLAG_SINGLEMATCH if recorded else flags
-                for (_, _, flags), recorded in zip(admitted, record, strict=True)
+                (flags & ~_hs.HS_FLAG_SINGLEMATCH) | _hs.HS_FLAG_SOM_LEFTMOST
+                if leftmost
+                else flags & ~_hs.HS_FLAG_SINGLEMATCH
+                if recorded
+                else flags
+                for (_, _, flags), recorded, leftmost in zip(admitted, record, som, strict=True)
             ),
             _hs.HS_FLAG_SINGLEMATCH,
         ],
@@ -230,6 +259,43 @@ def narrowed(pattern: Any, text: str, ends: Sequence[int], width: int) -> list[A
             break
         if m.end() == m.start():
             return list(pattern.finditer(text))
+        out.append(m)
+        pos = m.end()
+    return out
+
+
+def from_starts(pattern: Any, text: str, starts: Sequence[int], timeout: float | None = None) -> list[Any]:
+    """Exactly ``list(pattern.finditer(text, timeout=timeout))``, trying only the ``starts``.
+
+    ``starts``: sorted offsets that include the start of every match ``pattern`` could have in
+    ``text`` (whatever position a search would begin at). ``finditer`` returns, from the end of
+    its last match on, the match at the first position where ``pattern`` matches; that position
+    is one of ``starts``, and ``match`` there gives the same match (like a search, it sees the
+    text before its position, for look-behinds). Why: a pattern that opens with a look-behind or
+    a class is tried at every position of the text; here only where a hint (a ``Gate``
+    ``starts_of`` key) matched. ``timeout`` bounds the whole call, as it bounds ``finditer``.
+    An empty match (whose ``finditer`` stepping rules differ) falls back to ``finditer``.
+    """
+    out: list[Any] = []
+    pos = 0
+    match = pattern.match
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for start in starts:
+        if start < pos:
+            continue
+        if deadline is None:
+            m = match(text, start)
+        else:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("regex timed out")
+            m = match(text, start, timeout=left)
+        if m is None:
+            continue
+        if m.end() == m.start():
+            return list(
+                pattern.finditer(text) if timeout is None else pattern.finditer(text, timeout=timeout)
+            )
         out.append(m)
         pos = m.end()
     return out
@@ -411,24 +477,29 @@ def _admit(pattern: Any) -> tuple[bytes, int] | None:
 #: braced argument: \p{Lu}, \x{2019}) and plain counted repetitions.
 _BRACES = re.compile(r"\\[pPxN]\{[^}]*\}|\\.|\{\d+(?:,\d*)?\}", re.DOTALL)
 
-_built: dict[tuple[tuple[tuple[Hashable, str, int], ...], tuple[str, ...]], Gate] = {}
+_built: dict[tuple[tuple[tuple[Hashable, str, int], ...], tuple[str, ...], tuple[str, ...]], Gate] = {}
 _built_lock = threading.Lock()
 _BUILT_MAX = 64
 
 
-def gate(patterns: Sequence[tuple[Hashable, Any]], ends_of: Collection[Hashable] = ()) -> Gate:
+def gate(
+    patterns: Sequence[tuple[Hashable, Any]],
+    ends_of: Collection[Hashable] = (),
+    starts_of: Collection[Hashable] = (),
+) -> Gate:
     """A ``Gate`` for ``patterns``, shared with every earlier request for the same keys and
     pattern sources (policy reloads and equal plugin configurations compile once)."""
     signature = (
         tuple((key, *(source(p) or ("", -1))) for key, p in patterns),
         tuple(sorted(map(repr, ends_of))),
+        tuple(sorted(map(repr, starts_of))),
     )
     with _built_lock:
         found = _built.get(signature)
         if found is None:
             if len(_built) >= _BUILT_MAX:  # bounded: reloads with ever-new blocklists must not pile up
                 del _built[next(iter(_built))]  # the oldest; plugins still using it keep their own reference
-            found = _built[signature] = Gate(patterns, ends_of)
+            found = _built[signature] = Gate(patterns, ends_of, starts_of)
     return found
 
 

@@ -30,8 +30,9 @@ from typing import Any, Literal, NamedTuple, TypeAlias
 import regex
 
 from proxy.detectors import multiscan
+from proxy.detectors.pii.capitalised import Gazetteer, NameGazetteer, _Found, capitalised_words
 from proxy.detectors.pii.presidio_rules import Recognizer
-from proxy.detectors.pii.tuned import NAME_PART, TUNED_RULES, TunedRule
+from proxy.detectors.pii.tuned import TUNED_RULES, TunedRule
 
 FLAGS = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE  # presidio's global regex flags
 #: per regex scan of a rule that is not ``bounded``: a pathological input costs at most this,
@@ -119,6 +120,11 @@ class Rule:
     linear: bool = False
     #: a regex searched in the text just before a match (``NOT_AFTER_CHARS``): a hit drops it
     not_after: Any = None
+    #: a regex (Hyperscan syntax, compiled exactly, window "text" only) such that every match
+    #: of ``pattern`` starts where a match of it does, at the leftmost start among its matches
+    #: that end at the same offset (``HS_FLAG_SOM_LEFTMOST``): the gate reports those starts and
+    #: the rule's regex is tried only there (``multiscan.from_starts``)
+    starts: str | None = None
 
 
 #: how much text before a match ``Rule.not_after`` looks at
@@ -133,158 +139,6 @@ _VERSION_CUE = re.compile(
 )
 #: entity type -> the veto of its presidio rules (``Rule.not_after``)
 NOT_AFTER: dict[str, Any] = {"IP_ADDRESS": _VERSION_CUE}
-
-
-class _Found:
-    __slots__ = ("_span",)
-
-    def __init__(self, start: int, end: int) -> None:
-        self._span = (start, end)
-
-    def span(self, group: int = 0) -> tuple[int, int]:
-        return self._span
-
-
-_CAPITALISED = regex.compile(r"(?<![\w\-])\p{Lu}[\w\-]*")
-_scan_cache = threading.local()
-
-
-def capitalised_words(text: str, pos: int = 0, endpos: int | None = None) -> list[tuple[int, int, str]]:
-    """(start, end, lower-cased word) of every capitalised word: one scan per text, shared by
-    the gazetteers (countries, nationalities, given names). The last text's scan is kept per
-    thread, so ``scan`` stays thread-safe and three gazetteers cost one pass."""
-    stop = len(text) if endpos is None else endpos
-    cached = getattr(_scan_cache, "value", None)
-    if cached is None or cached[0] is not text:
-        words = [(m.start(), m.end(), m.group(0).lower()) for m in _CAPITALISED.finditer(text)]
-        _scan_cache.value = cached = (text, words)
-    return [w for w in cached[1] if w[0] >= pos and w[1] <= stop]
-
-
-class Gazetteer:
-    """Whole-word, case-insensitive lookup of a word list, with the interface of a compiled regex.
-
-    Why not one regex alternation: 200 country names with IGNORECASE cost 2-3 ms per 2 KB in
-    either regex engine. Here only capitalised words are candidates (one fast scan), and each is
-    looked up by its lower-cased first word; the longest listed name starting there wins.
-    """
-
-    def __init__(self, names: Iterable[str], not_before: str = "") -> None:
-        self.pattern = f"gazetteer({len(list(names))} names)"
-        #: a name followed by this is part of something else ("Czech" in "Czech Republic")
-        self._not_before = re.compile(not_before) if not_before else None
-        first: dict[str, list[str]] = {}
-        for name in names:
-            low = name.lower()
-            first.setdefault(low.split(" ", 1)[0], []).append(low)
-        self._first = {k: sorted(v, key=len, reverse=True) for k, v in first.items()}
-
-    def finditer(
-        self, text: str, pos: int = 0, endpos: int | None = None, timeout: float | None = None
-    ) -> list[_Found]:
-        out: list[_Found] = []
-        lowered: str | None = None
-        stop = len(text) if endpos is None else endpos
-        for start, _, word in capitalised_words(text, pos, stop):
-            names = self._first.get(word)
-            if names is None:
-                continue
-            if lowered is None:
-                lowered = text.lower()
-            for name in names:
-                end = start + len(name)
-                if (
-                    end <= stop
-                    and lowered.startswith(name, start)
-                    and not (end < len(text) and text[end].isalnum())
-                    and not (self._not_before is not None and self._not_before.match(text, end))
-                ):
-                    out.append(_Found(start, end))
-                    break
-        return out
-
-
-#: Words that end a place or an organisation, never a surname.
-NOT_SURNAMES = frozenset(
-    """street st road rd avenue ave lane drive way square place court park hill hills bridge
-    station hospital university college school church inc ltd llc group company corporation
-    bank hotel airport centre center museum foundation institute""".split()  # noqa: SIM905
-)
-
-
-class NameGazetteer:
-    """A known given name followed by an optional initial and one or two capitalised words.
-
-    Same candidate scan as ``Gazetteer`` (capitalised words only, dictionary lookup); the
-    surname must follow, so a lone "Anna" or a given name used as a word is left to NER.
-    """
-
-    _TAIL = regex.compile(
-        r"(?:[ ]\p{Lu}\.?)?(?:[ ](?:van|von|de|der|den|da|di|dos|del|le|la|ten|ter)){0,2}"
-        r"[ ]" + NAME_PART + r"(?:[ ]" + NAME_PART + r")?(?![\w\-])"
-    )
-
-    #: a given name alone is a person where it is addressed or speaks: "Ella: What a ...",
-    #: "Danial, can I ...", "Remember me, Maria?", "Dear Anna", "named him Luis", "Jacob lives"
-    _CUE_BEFORE = regex.compile(
-        r"(?i:\b(?:dear|hi|hello|hey|(?:named|called)(?:[ ](?:him|her|me|them))?|call[ ]me|calls[ ]me"
-        r"|thanks)[ ,]*)$"
-    )
-    _CUE_AFTER = regex.compile(r"[ ](?:lives|lived|said|says|asked|told|wrote|replied|smiled)\b|[?!]")
-
-    def _alone(self, text: str, start: int, end: int) -> bool:
-        line_start = start == 0 or text[start - 1] == "\n"
-        nxt = text[end : end + 1]
-        if line_start and nxt in (":", ","):
-            return True
-        if text[max(0, start - 2) : start] == ", " and self._CUE_AFTER.match(text, end) is not None:
-            return True  # vocative: "Remember me, Maria?"
-        if self._CUE_BEFORE.search(text[max(0, start - 16) : start]) is not None:
-            return True
-        return bool(line_start and self._CUE_AFTER.match(text, end) is not None)
-
-    def __init__(self, names: Iterable[str]) -> None:
-        self._names = frozenset(n.lower() for n in names)
-        self.pattern = f"names({len(self._names)})"
-
-    def _given(self, word: str, text: str, start: int) -> bool:
-        """A known given name, or a hyphenated one that starts with it ("Jean-Luc", "Anna-Lena":
-        every part capitalised, so "Anna-based" is not one)."""
-        if word in self._names:
-            return True
-        parts = word.split("-")
-        if len(parts) < 2 or parts[0] not in self._names:
-            return False
-        offset = start
-        for part in parts:
-            if not part or not text[offset].isupper():
-                return False
-            offset += len(part) + 1
-        return True
-
-    def finditer(
-        self, text: str, pos: int = 0, endpos: int | None = None, timeout: float | None = None
-    ) -> list[_Found]:
-        out: list[_Found] = []
-        stop = len(text) if endpos is None else endpos
-        after = pos
-        for start, first_end, word in capitalised_words(text, pos, stop):
-            if start < after or not self._given(word, text, start):
-                continue
-            tail = self._TAIL.match(text, first_end, stop)
-            if tail is None:
-                if self._alone(text, start, first_end):
-                    out.append(_Found(start, first_end))
-                continue
-            end = tail.end()
-            last = text.rfind(" ", first_end, end)
-            if text[last + 1 : end].lower() in NOT_SURNAMES:  # "Thomas Street", "Maria Hospital"
-                if last <= first_end:
-                    continue  # nothing but the given name would be left
-                end = last
-            out.append(_Found(start, end))
-            after = end
-        return out
 
 
 class _StdRe:
@@ -414,6 +268,7 @@ def _tuned(rule: TunedRule) -> Rule:
         rule.group,
         rule.window,
         linear=not (rule.people or rule.words) and bounded(rule.regex),
+        starts=rule.starts,
     )
 
 
@@ -469,7 +324,11 @@ class _CapitalisedWords:
         self._words = frozenset(words)
 
     def search(self, text: str) -> bool | None:
-        return True if any(w in self._words for _, _, w in capitalised_words(text)) else None
+        words = self._words
+        for _, _, w in capitalised_words(text):  # a plain loop: no generator per call
+            if w in words:
+                return True
+        return None
 
     def finditer(self, text: str) -> list[_Found]:
         return [_Found(s, e) for s, e, w in capitalised_words(text) if w in self._words]
@@ -577,6 +436,7 @@ class _Step(NamedTuple):
     weak: bool  # below ``min_score`` and not validated: runs only with a context word
     windowed: bool  # runs only around its trigger's matches
     timeout: float | None
+    skey: tuple[str, int] | None  # the rule's ``starts`` hint in the gate (start offsets reported)
 
 
 class RuleSet:
@@ -640,8 +500,11 @@ class RuleSet:
                         width = max_width(r.pattern)
                         if width is not None:
                             self._widths[i] = width
+                    if r.window == "text" and r.starts is not None:
+                        keyed[("s", i)] = re.compile(r.starts)
                 ends_of = [("r", i) for i in self._widths if ("r", i) in keyed]
-                found = self._gates[entities] = multiscan.gate(list(keyed.items()), ends_of)
+                starts_of = [k for k in keyed if k[0] == "s"]
+                found = self._gates[entities] = multiscan.gate(list(keyed.items()), ends_of, starts_of)
         return found
 
     def _applicable(self, entities: frozenset[str] | None, min_score: float) -> list[tuple[int, Rule]]:
@@ -681,6 +544,7 @@ class RuleSet:
             return found
         keys = gate.keys if gate is not None else frozenset()
         exact = gate.exact if gate is not None else frozenset()
+        starts_of = gate.starts_of if gate is not None else frozenset()
         steps = []
         for index, rule in self._applicable(entities, min_score):
             trigger = rule.trigger
@@ -697,6 +561,7 @@ class RuleSet:
                     rule.score < min_score and rule.validate is None,
                     trigger is not None and rule.window != "text",
                     None if rule.linear else TIMEOUT_S,
+                    ("s", index) if ("s", index) in starts_of else None,
                 )
             )
         found = (gate, steps)
@@ -719,7 +584,7 @@ class RuleSet:
         gate, plan = self._plan(entities, min_score)
         scanned = gate.scan(text) if gate is not None else None  # None: not gated, check everything
         may = scanned.keys if scanned is not None else None
-        for index, rule, rkey, trigger, needs_digit, tkey, tkey_exact, weak, windowed, timeout in plan:
+        for index, rule, rkey, trigger, needs_digit, tkey, tkey_exact, weak, windowed, timeout, skey in plan:
             if may is not None and rkey is not None and rkey not in may:
                 continue  # the one-pass pre-scan found no match of this rule's pattern anywhere
             regions: list[tuple[int, int]] = [(0, len(text))]
@@ -744,7 +609,10 @@ class RuleSet:
                 # every rule's context words (at word starts) answers all of them.
                 if words_present is None:
                     words_present = self._context_words(text.lower())
-                if not any(w.startswith(rule.context) for w in words_present):
+                for w in words_present:  # a plain loop: no generator per weak rule
+                    if w.startswith(rule.context):
+                        break
+                else:
                     continue
             if windowed and trigger is not None:
                 where = found.get(trigger)
@@ -753,7 +621,10 @@ class RuleSet:
                 regions = _regions(text, where, rule.window)
             ends = scanned.ends.get(rkey) if scanned is not None and rkey is not None else None
             try:
-                if ends is not None and len(ends) * self._widths[index] < len(text):
+                if skey is not None and scanned is not None:
+                    # Only where the rule's start hint matched (none: no match anywhere).
+                    matches = multiscan.from_starts(rule.pattern, text, scanned.ends.get(skey, ()), timeout)
+                elif ends is not None and len(ends) * self._widths[index] < len(text):
                     # Few matches for the text's length: search only next to their ends (one
                     # search call each costs more than walking a short stretch of text).
                     matches = multiscan.narrowed(rule.pattern, text, ends, self._widths[index])

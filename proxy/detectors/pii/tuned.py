@@ -32,6 +32,8 @@ class TunedRule:
     words: tuple[str, ...] = ()  # a gazetteer instead of ``regex`` (whole words, any case)
     people: frozenset[str] = frozenset()  # given names: a ``NameGazetteer`` instead of ``regex``
     not_before: str = ""  # gazetteer only: a regex that, right after a name, vetoes it
+    #: a hint for where matches start (``Rule.starts``): Hyperscan, exact, no look-arounds
+    starts: str | None = None
 
 
 @functools.cache
@@ -431,6 +433,10 @@ TUNED_RULES: tuple[TunedRule, ...] = (
         r"\d",
         invalidate=_not_address,
         case_sensitive=True,
+        # A match starts with "P.O. Box " or with a run of at most six digits and a space, and
+        # no digit before it (the look-behind): that run's start is the leftmost start of the
+        # hint's matches that end at the space, which is what Hyperscan reports.
+        starts=r"\d{1,6} |P\.O\. Box ",
     ),
     # Windowed: these regexes are costly at every position, their trigger words are rare.
     TunedRule("ADDRESS", MILITARY, 0.9, ADDRESS_CONTEXT, r"[ADF]PO A[AEP] \d", window=90),
