@@ -185,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out table")
     ap.add_argument("--loso-only", action="store_true", help="print only the leave-one-source-out table")
     ap.add_argument(
+        "--no-harmful-request",
+        action="store_true",
+        help="skip the harmful-request model's leave-one-source/language-out table (~15 min)",
+    )
+    ap.add_argument(
         "--write-card", action="store_true", help="also write the table into the model card (MODEL_CARD.md)"
     )
     args = ap.parse_args(argv)
@@ -200,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         note = CARD_NOTE.format(script=Path(__file__).name)
         marker = args.data_dir / "coconot.jsonl"
         loso.print_loso(root, marker, loso_table, CARD if args.write_card else None, note)
+        if marker.is_file() and not args.no_harmful_request:
+            from train_harmful_request import loso_report
+
+            print(loso_report(root), "\n", flush=True)
         if args.loso_only:
             return 0
     texts, labels = load_openai(args.data_dir)

@@ -38,6 +38,7 @@ Usage: python scripts/train_harmful_request.py [--data-dir DIR] [--loso] [--writ
 
 from __future__ import annotations
 
+import csv
 import gettext
 import json
 import re
@@ -55,7 +56,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import loso  # noqa: E402
 from dataset_files import DATA, data_parser, jsonl, missing, text_hash  # noqa: E402
-from loso_sources import SEED, clinc_benign  # noqa: E402
+from loso_sources import OPENAI_CODES, SEED, clinc_benign  # noqa: E402
 from train_injection import write_model  # noqa: E402
 from train_moderation import build_design  # noqa: E402
 from train_moderation import fit as fit_weighted  # noqa: E402
@@ -67,7 +68,8 @@ from proxy.detectors.moderation.intent import literal  # noqa: E402
 OUT = REPO / "proxy" / "detectors" / "moderation" / "harmful_request_model.npz"
 FEATURES = FeatureConfig(bits=18, char_ngrams=(3, 4, 5), word_ngrams=(1, 2), window=2048, smoothing=(100, 20))
 MAX_FPR = 0.03  # per benign source on the training side (the issue's over-blocking goal)
-L2 = 1e-8  # 1e-6 / 1e-7 underfit: left-out recall at 3% FPR 0.10-0.12 / 0.13-0.34 (HarmBench, AILuminate, DNA)
+# 1e-6 / 1e-7 underfit: left-out recall at 3% FPR 0.10-0.12 / 0.13-0.34 (HarmBench, AILuminate, DNA).
+L2 = 1e-8
 LOOK_ALIKE_WEIGHT = 3.0  # CoCoNot's safe look-alikes count 3x: they are the contrast n-grams need most
 ITERATIONS = 300
 LOCALE_DIR = Path("/usr/share/locale")
@@ -111,10 +113,42 @@ def ui_translations(locale_dir: Path = LOCALE_DIR, per_lang: int = UI_PER_LANG) 
     return out
 
 
+def more_benign(root: Path) -> dict[str, list[tuple[str, int, str, str]]]:
+    """Benign text of other kinds, so that "benign" is not just the style of three request sets:
+    prompts people write to chat models (the jailbreak set's benign rows: role-play set-ups, tasks),
+    the OpenAI moderation samples judged safe, AdversarialQA passage tasks, tweets judged neither
+    hateful nor offensive (Davidson)."""
+    inj, mod = root / "injection", root / "moderation"
+    prompts = []
+    for split in ("train", "test"):
+        with (inj / f"jailbreak_{split}.csv").open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                if row["type"] != "jailbreak":
+                    prompts.append((row["prompt"], 0, text_hash(row["prompt"]), "en"))
+    openai = [
+        (str(d["prompt"]), 0, text_hash(str(d["prompt"])), "en")
+        for d in jsonl(mod / "openai_moderation_samples_1680.jsonl.gz")
+        if all(d.get(code) == 0 for code in OPENAI_CODES)
+    ]
+    qa = [
+        (str(d["text"]), 0, str(d.get("group") or text_hash(str(d["text"]))), "en")
+        for d in jsonl(inj / "benign_passage_tasks_adversarialqa.jsonl.gz")
+    ]
+    with (mod / "davidson_labeled_data.csv").open(newline="", encoding="utf-8") as fh:
+        neither = [r["tweet"] for r in csv.DictReader(fh) if r["class"] == "2"]
+    tweets = [(t, 0, text_hash(t), "en") for t in neither]
+    return {
+        "chat prompts (benign rows of jailbreak_csv)": prompts,
+        "openai_moderation (safe rows)": openai,
+        "adversarialqa passage tasks (benign)": qa,
+        "davidson tweets (neither)": tweets,
+    }
+
+
 class Data:
     """The corpus plus each row's language (MultiJail's leave-one-language-out needs it)."""
 
-    def __init__(self, root: Path, locale_dir: Path = LOCALE_DIR) -> None:
+    def __init__(self, root: Path, locale_dir: Path = LOCALE_DIR, extra_benign: bool = True) -> None:
         mod = root / "moderation"
         self.corpus = c = loso.Corpus()
         self.langs: list[str] = []
@@ -125,7 +159,9 @@ class Data:
             by_text = {t: lang for t, _, _, lang in rows}
             self.langs += [by_text[t] for t in c.texts[before:]]
 
-        def rows(path: Path, keep: Callable[[dict[str, object]], bool] | None = None) -> list[tuple[str, int, str, str]]:
+        def rows(
+            path: Path, keep: Callable[[dict[str, object]], bool] | None = None
+        ) -> list[tuple[str, int, str, str]]:
             out = []
             for d in jsonl(path):
                 if keep is None or keep(d):
@@ -136,7 +172,10 @@ class Data:
             return out
 
         add("ailuminate (en+fr)", rows(mod / "ailuminate_demo_prompts.jsonl.gz"), cap=1600)
-        add("harmbench (no copyright)", rows(mod / "harmbench_behaviors.jsonl", lambda d: d.get("kind") != "copyright"))
+        add(
+            "harmbench (no copyright)",
+            rows(mod / "harmbench_behaviors.jsonl", lambda d: d.get("kind") != "copyright"),
+        )
         add("advbench", rows(mod / "advbench_harmful_behaviors.jsonl"))
         add("donotanswer", rows(mod / "donotanswer.jsonl"))
         add("red_instruct (en+zh+vi)", rows(mod / "red_instruct_harmful_questions.jsonl.gz"), cap=1600)
@@ -149,6 +188,9 @@ class Data:
         add("clinc_oos (benign)", clinc, cap=4000)
         add("self_instruct (benign)", rows(mod / "benign_self_instruct.jsonl"))
         add(UI, [(t, 0, f"{lang}/{cat}", lang) for t, lang, cat in ui_translations(locale_dir)])
+        if extra_benign:
+            for name, found in more_benign(root).items():
+                add(name, found, cap=1000)
         self.texts = [literal(t) for t in c.texts]  # what the detector scores at runtime
         src = np.asarray(c.sources)
         self.weak = src == WEAK
@@ -163,7 +205,9 @@ class Data:
 
 def make_fit_score(
     data: Data, design: object, l2: float = L2
-) -> tuple[Callable[[loso.Index], tuple[Floats, float]], Callable[[tuple[Floats, float], loso.Index], Floats]]:
+) -> tuple[
+    Callable[[loso.Index], tuple[Floats, float]], Callable[[tuple[Floats, float], loso.Index], Floats]
+]:
     """``fit`` (never on weak-label rows) and ``score`` closures over the featurised corpus."""
     y = data.corpus.y
     n = len(y)
@@ -249,16 +293,32 @@ def report(data: Data, design: object, packaged: npt.NDArray[np.bool_]) -> str:
     for o in lolo:
         lang = o.name.rsplit("[", 1)[1].rstrip("]")
         rows = np.flatnonzero((src == "multijail (10 languages)") & (langs == lang))
-        packaged_lolo.append(loso.Outcome(**{**o.__dict__, "packaged": loso.counts(packaged[rows], c.y[rows])}))
+        packaged_lolo.append(
+            loso.Outcome(**{**o.__dict__, "packaged": loso.counts(packaged[rows], c.y[rows])})
+        )
     head = (
         f"## Harmful-request model: leave-one-source-out ({len(c.y)} rows; threshold: FPR <= {MAX_FPR:.0%} "
         "on each benign source of a group-split validation fifth of the training side; weak-label rows "
-        "never trained on)\n\n"
-        + "".join(f"- subsampled: {n}\n" for n in c.notes)
-        + "\n"
+        "never trained on)\n\n" + "".join(f"- subsampled: {n}\n" for n in c.notes) + "\n"
     )
-    table = loso.markdown(outcomes[:-1] + packaged_lolo + outcomes[-1:], "retrained without it", "packaged detector (before)")
+    rows = outcomes[:-1] + packaged_lolo + outcomes[-1:]
+    table = loso.markdown(rows, "retrained without it", "packaged detector (before)")
     return head + table
+
+
+def packaged_before(texts: list[str]) -> npt.NDArray[np.bool_]:
+    """The shipped detector's verdicts without this model (its content categories and intent phrases)."""
+    from proxy.detectors.moderation import ModerationDetector
+
+    shipped = ModerationDetector(harmful_request=False)
+    return np.array([shipped.scan(t).flagged for t in texts])
+
+
+def loso_report(data_dir: Path) -> str:
+    """The whole evaluation section (``scripts/eval_moderation.py`` prints it): a few minutes per source."""
+    data = Data(data_dir)
+    design = build_design(data.texts, FeatureHasher(FEATURES))
+    return report(data, design, packaged_before(data.corpus.texts))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,11 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(y)} rows featurised in {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
     fit_rows, score_rows = make_fit_score(data, design)
     if args.loso:
-        from proxy.detectors.moderation import ModerationDetector
-
-        shipped = ModerationDetector(harmful_request=False)  # before this model
-        packaged = np.array([shipped.scan(t).flagged for t in c.texts])
-        print(report(data, design, packaged), "\n", flush=True)
+        print(report(data, design, packaged_before(c.texts)), "\n", flush=True)
 
     everything = np.arange(len(y), dtype=np.int64)
     val = loso.group_split(c.groups, everything, loso.VALIDATION_FRACTION, 11)
@@ -301,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             "feature_version": FEATURE_VERSION,
             "label": "illicit: a request for harmful help (any hazard, any language)",
             "input": "proxy.detectors.moderation.intent.literal(text)",
-            "threshold_rule": f"FPR <= {MAX_FPR} per benign source on a group-split validation fifth (seed 11)",
+            "threshold_rule": f"FPR <= {MAX_FPR} per benign source, group-split validation fifth (seed 11)",
             "raw_threshold": threshold,
             "bias_shift": shift,
             "look_alike_weight": LOOK_ALIKE_WEIGHT,
@@ -316,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         write_model(OUT, w, meta.to_dict())
         check = InjectionClassifier.load(OUT)
-        print(f"wrote {OUT} ({OUT.stat().st_size // 1024} KB); 'how do I kill time' scores {check.score(literal('how do I kill time')):.3f}")
+        probe = check.score(literal("how do I kill time"))
+        print(f"wrote {OUT} ({OUT.stat().st_size // 1024} KB); 'how do I kill time' scores {probe:.3f}")
     print(json.dumps({"threshold": threshold, "data": str(DATA)}))
     return 0
 
