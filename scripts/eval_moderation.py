@@ -12,6 +12,10 @@ prompts that look dangerous or are just everyday, never used for training or thr
 Reference point (not a target): an LLM self-check prompt reached overall F1 0.62 on the full OpenAI set
 (NeMo Guardrails evaluation docs).
 
+The leave-one-source-out section also prints the opt-in harmful-request model's table
+(``train_harmful_request.loso_report``: per source, per MultiJail language, in-distribution; ~30 min,
+``--no-harmful-request`` skips it).
+
 Usage: python scripts/eval_moderation.py [--data-dir DIR] [--model PATH]
 (exits non-zero if the dataset is absent; ``--model`` scores a model file other than the packaged one,
 e.g. a candidate trained with ``train_moderation.py --out-dir``, without replacing the shipped weights)

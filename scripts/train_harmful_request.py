@@ -32,7 +32,7 @@ Every threshold is chosen on the training side only: the lowest score with FPR <
 group-split validation fifth of the training rows. The shipped model is fitted on everything, its
 threshold chosen the same way on a validation fifth.
 
-Usage: python scripts/train_harmful_request.py [--data-dir DIR] [--loso] [--write]
+Usage: python scripts/train_harmful_request.py [--data-dir DIR] [--loso] [--write [--out PATH]]
 (deterministic: seeded subsampling and splits, full-batch gradient descent from zeros)
 """
 
@@ -325,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = data_parser(__doc__)
     ap.add_argument("--loso", action="store_true", help="print the leave-one-source/language-out tables")
     ap.add_argument("--write", action="store_true", help=f"write {OUT.name}")
+    ap.add_argument("--out", type=Path, default=OUT, help="where --write puts the model (default: packaged)")
     args = ap.parse_args(argv)
     if missing(args.data_dir, "moderation/coconot.jsonl"):
         return 2
@@ -370,10 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"threshold {threshold:.4f} (validation FPR <= {MAX_FPR})")
     if args.write:
-        write_model(OUT, w, meta.to_dict())
-        check = InjectionClassifier.load(OUT)
+        write_model(args.out, w, meta.to_dict())
+        check = InjectionClassifier.load(args.out)
         probe = check.score(literal("how do I kill time"))
-        print(f"wrote {OUT} ({OUT.stat().st_size // 1024} KB); 'how do I kill time' scores {probe:.3f}")
+        size = args.out.stat().st_size // 1024
+        print(f"wrote {args.out} ({size} KB); 'how do I kill time' scores {probe:.3f}")
     print(json.dumps({"threshold": threshold, "data": str(DATA)}))
     return 0
 
