@@ -7,12 +7,13 @@ in eleven languages against everyday queries, CoCoNot's safe look-alikes and tra
 (``scripts/train_harmful_request.py``; model card ``MODEL_CARD_harmful_request.md``). Its character
 n-grams need no tokenizer per language.
 
-It is the injection classifier's model family and file format (hashed char 3-5 / word 1-2 grams, one
-linear layer, ``.npz``), so scoring is one hash-and-gather of the text (~60 µs per 2 KB, see the model
-card). It reads ``intent.literal(text)`` -- figurative uses such as "kill the process" blanked -- as
-in training. The bias is shifted at training time so that the threshold chosen on training data
-(<= 3% false positives on each benign source) scores exactly 0.6, the ``illicit`` category's default:
-``ModerationDetector`` needs no extra threshold, and ``policy-sidecar calibrate`` sees one score.
+It is the injection classifier's model family and file format (hashed char 3-5 / word 1-2 grams,
+one linear layer, ``.npz``), so scoring is one hash-and-gather of the text (120-150 µs per 2 KB
+alone, more inside a scan: see the model card). It reads ``intent.literal(text)`` -- figurative
+uses such as "kill the process" blanked -- as in training. The bias is shifted at training time so
+that the threshold chosen on training data (<= 3% false positives on each benign source) scores
+exactly 0.6, the ``illicit`` category's default: ``ModerationDetector`` needs no extra threshold,
+and ``policy-sidecar calibrate`` sees one score.
 """
 
 from __future__ import annotations
