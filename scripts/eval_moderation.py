@@ -12,6 +12,10 @@ prompts that look dangerous or are just everyday, never used for training or thr
 Reference point (not a target): an LLM self-check prompt reached overall F1 0.62 on the full OpenAI set
 (NeMo Guardrails evaluation docs).
 
+The leave-one-source-out section also prints the opt-in harmful-request model's table
+(``train_harmful_request.loso_report``: per source, per MultiJail language, in-distribution; ~30 min,
+``--no-harmful-request`` skips it).
+
 Usage: python scripts/eval_moderation.py [--data-dir DIR] [--model PATH]
 (exits non-zero if the dataset is absent; ``--model`` scores a model file other than the packaged one,
 e.g. a candidate trained with ``train_moderation.py --out-dir``, without replacing the shipped weights)
@@ -185,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out table")
     ap.add_argument("--loso-only", action="store_true", help="print only the leave-one-source-out table")
     ap.add_argument(
+        "--no-harmful-request",
+        action="store_true",
+        help="skip the harmful-request model's leave-one-source/language-out table (~15 min)",
+    )
+    ap.add_argument(
         "--write-card", action="store_true", help="also write the table into the model card (MODEL_CARD.md)"
     )
     args = ap.parse_args(argv)
@@ -200,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         note = CARD_NOTE.format(script=Path(__file__).name)
         marker = args.data_dir / "coconot.jsonl"
         loso.print_loso(root, marker, loso_table, CARD if args.write_card else None, note)
+        if marker.is_file() and not args.no_harmful_request:
+            from train_harmful_request import loso_report
+
+            print(loso_report(root), "\n", flush=True)
         if args.loso_only:
             return 0
     texts, labels = load_openai(args.data_dir)

@@ -24,6 +24,7 @@ from proxy.detectors.model_file import read_model
 from proxy.detectors.shared import ScanCache
 
 from .classifier import ModerationClassifier
+from .harmful_request import default as harmful_request_model
 from .intent import intent_phrase, literal
 from .rules import CATEGORIES, CLASSIFIER_CATEGORIES, RuleScanner
 
@@ -155,12 +156,15 @@ class ModerationDetector:
         classifier: ModerationClassifier | None = None,
         max_chars: int = 65_536,
         intent: InjectionClassifier | None = None,
+        harmful_request: bool = False,
     ) -> None:
-        """``intent``: an optional n-gram model for the ``illicit`` category (``load_intent``); without
-        one that category is scored by the intent phrases (``intent.py``) alone."""
+        """``intent``: an n-gram model for the ``illicit`` category (``load_intent``); without one that
+        category is scored by the intent phrases (``intent.py``) alone. ``harmful_request=True`` uses
+        the packaged harmful-request model (``harmful_request.py``): opt-in, because on benign sources
+        it was not trained on it flags 5-15% (its model card)."""
         self._scanner = scanner or RuleScanner.default()
         self._classifier = classifier or ModerationClassifier.default()
-        self._intent = intent
+        self._intent = intent or (harmful_request_model() if harmful_request else None)
         self.thresholds = thresholds or Thresholds.from_model(self._classifier, self._intent)
         if max_chars < 1024:
             raise ValueError("max_chars must be at least 1024")
