@@ -94,6 +94,13 @@ class ModerationConfig(PluginConfig):
     endpoint: RemoteSpec | None = None
     judge: RemoteSpec | None = None
     model: OnnxSpec | None = Field(default=None, description="optional local ONNX safety classifier")
+    harmful_request: bool = Field(
+        default=False,
+        description=(
+            "add the packaged harmful-request model to the `illicit` category (opt-in: it flags "
+            "5-15% of benign sources it was not trained on; run it in shadow mode first)"
+        ),
+    )
     message: str = "The content was blocked by policy."
 
     @field_validator("categories")
@@ -119,7 +126,12 @@ class ModerationPlugin(Plugin[ModerationConfig]):
 
     def __init__(self, config: ModerationConfig, deps: Deps) -> None:
         super().__init__(config, deps)
-        self.detector: ModerationDetector = deps.resource("moderation:detector", ModerationDetector)
+        if config.harmful_request:
+            self.detector: ModerationDetector = deps.resource(
+                "moderation:detector:harmful_request", lambda: ModerationDetector(harmful_request=True)
+            )
+        else:
+            self.detector = deps.resource("moderation:detector", ModerationDetector)
         defaults = self.detector.thresholds.combined
         self.thresholds = {
             c: (config.categories.get(c) or CategorySpec()).threshold or defaults[c] for c in CATEGORIES

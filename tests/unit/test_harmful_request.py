@@ -180,3 +180,19 @@ def test_chooser_holds_each_benign_source_to_the_fpr() -> None:
     t = thr.chooser(data)(rows, scores, labels)  # type: ignore[arg-type]
     ui = scores[data.sources[rows] == "ui"]
     assert np.mean(ui >= t) <= thr.MAX_FPR
+
+
+# ---- the policy option -----------------------------------------------------------------------
+
+
+def test_the_policy_option_turns_the_model_on_for_that_step_only() -> None:
+    """``harmful_request: true`` in a moderation step (and only there) uses the model."""
+    from plugins.moderation import ModerationConfig, ModerationPlugin
+    from proxy.chain.plugin import Deps, Resources
+
+    deps = Deps(Resources())
+    on = ModerationPlugin(ModerationConfig(harmful_request=True), deps)
+    off = ModerationPlugin(ModerationConfig(), deps)
+    text = HARMFUL[2]
+    assert INTENT in on.detector.scan(text).flagged_categories
+    assert INTENT not in off.detector.scan(text).flagged_categories
