@@ -60,12 +60,7 @@ wrk.body = f:read("*a")
 f:close()
 {headers}
 done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRKJSON {{"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, '
-    .. '"status": %d, "timeout": %d, "p50_us": %.0f, "p99_us": %.0f}}\\n',
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(99)))
+{payload.WRK_REPORT_LUA}
 end
 """
         )

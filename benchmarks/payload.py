@@ -144,3 +144,13 @@ def ticket_body(size: int) -> bytes:
         "user": "bench-user-0001",
     }
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+#: The body of a wrk Lua ``done`` function that prints one ``WRKJSON {...}`` line (requests, errors,
+#: p50/p99), which ``measure.Loader`` parses: shared by every generated wrk script.
+WRK_REPORT_LUA = """  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, '
+    .. '"status": %d, "timeout": %d, "p50_us": %.0f, "p99_us": %.0f}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))"""

@@ -253,12 +253,7 @@ done = function(summary, latency, requests)
   local f = assert(io.open(state, "w"))
   f:write(string.format("%d\\n", first_id() + summary.requests + summary.errors.write + {SLACK}))
   f:close()
-  local e = summary.errors
-  io.write(string.format(
-    'WRKJSON {{"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, '
-    .. '"status": %d, "timeout": %d, "p50_us": %.0f, "p99_us": %.0f}}\\n',
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(99)))
+{payload.WRK_REPORT_LUA}
 end
 """
         )
