@@ -313,12 +313,3 @@ def intent_phrase(text: str, blanked: str | None = None) -> IntentHit | None:
         if act is not None and _VICTIM.search(low[max(0, act.start() - 40) : act.end() + 40]):
             best = IntentHit(0.6, "act+victim", act.span())
     return best
-    euphemism = _EUPHEMISM.search(low)
-    if _FRAME.search(low):
-        m = euphemism or act
-        return IntentHit(0.85, "request" if euphemism is None else "request+euphemism", m.span())
-    if euphemism is not None:
-        return IntentHit(0.6, "euphemism", euphemism.span())
-    if _VICTIM.search(low):
-        return IntentHit(0.6, "act+victim", act.span())
-    return None
