@@ -32,4 +32,4 @@ def dataset_or_skip(*parts: str) -> Path:
     message = f"shared dataset not present at {path} (public data kept beside the repository, not in a clone)"
     if os.environ.get("SIDECAR_REQUIRE_DATASETS") == "1":
         pytest.fail(message)
-    pytest.skip(message)
+    pytest.skip(reason=message)

@@ -395,9 +395,10 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 
 
 def _ascii_source(text: str) -> str | None:
-    """``text`` with every non-ASCII character (literal, ``\\uXXXX`` or ``\\UXXXXXXXX``) written
-    as PCRE's ``\\x{XXXX}``; None when a non-ASCII character could match ASCII text in Python
-    (``_FOLDS_TO_ASCII``), sits in a range, or is named (``\\N{...}``)."""
+    """``text`` with every non-ASCII character (literal, or a ``\\u`` / ``\\U`` escape of its code
+    point) written as PCRE's ``\\x{...}`` with the code point in hex; None when a non-ASCII
+    character could match ASCII text in Python (``_FOLDS_TO_ASCII``), sits in a range, or is
+    named (``\\N{...}``)."""
     out: list[str] = []
     wide: list[str] = []
     i, n = 0, len(text)
