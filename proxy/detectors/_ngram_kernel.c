@@ -121,6 +121,53 @@ static void fill_hashes(const uint32_t *cp, Py_ssize_t n, const Py_ssize_t *ks, 
     }
 }
 
+/* The hashing arguments hash_ngrams and hash_bucket_sums share: args[0..6] = (text, char_sizes,
+ * char_salts, word_unigrams, word_bigrams, salt_w1, salt_w2). Fills h; -1 with an exception set when
+ * an argument is wrong (signature: the TypeError message, naming the caller). */
+typedef struct {
+    Py_ssize_t n_sizes;
+    Py_ssize_t ks[MAX_CHAR_SIZES];
+    uint64_t char_salts[MAX_CHAR_SIZES];
+    int want_uni, want_bi;
+    uint64_t salt_w1, salt_w2;
+} HashArgs;
+
+static int read_hash_args(PyObject *const *args, HashArgs *h, const char *signature) {
+    PyObject *text = args[0], *sizes = args[1], *salts = args[2];
+    if (!PyUnicode_Check(text) || !PyTuple_Check(sizes) || !PyTuple_Check(salts)) {
+        PyErr_SetString(PyExc_TypeError, signature);
+        return -1;
+    }
+    h->n_sizes = PyTuple_GET_SIZE(sizes);
+    if (h->n_sizes != PyTuple_GET_SIZE(salts) || h->n_sizes > MAX_CHAR_SIZES) {
+        PyErr_SetString(PyExc_ValueError, "one salt per char n-gram size, at most 8 sizes");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < h->n_sizes; i++) {
+        h->ks[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(sizes, i));
+        if (h->ks[i] == -1 && PyErr_Occurred()) return -1;
+        if (h->ks[i] < 1 || h->ks[i] > MAX_CHAR_LEN) {
+            PyErr_SetString(PyExc_ValueError, "char n-gram sizes must be within [1, 16]");
+            return -1;
+        }
+        for (Py_ssize_t j = 0; j < i; j++) {
+            if (h->ks[j] == h->ks[i]) {
+                PyErr_SetString(PyExc_ValueError, "char n-gram sizes must be distinct");
+                return -1;
+            }
+        }
+        if (read_u64(PyTuple_GET_ITEM(salts, i), &h->char_salts[i]) < 0) return -1;
+    }
+    h->want_uni = PyObject_IsTrue(args[3]);
+    h->want_bi = PyObject_IsTrue(args[4]);
+    if (h->want_uni < 0 || h->want_bi < 0) return -1;
+    if (read_u64(args[5], &h->salt_w1) < 0 || read_u64(args[6], &h->salt_w2) < 0) return -1;
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) return -1; /* legacy (wstr) strings only; a no-op otherwise */
+#endif
+    return 0;
+}
+
 /* hash_ngrams(text, char_sizes, char_salts, word_unigrams, word_bigrams, salt_w1, salt_w2)
  *   -> (hashes: bytes of uint64, starts: bytes of intp, ends: bytes of intp, n_uni, n_bi)
  * Layout of hashes: one block per char size present (n - k + 1 values, only when n >= k), then the
@@ -131,42 +178,15 @@ static PyObject *hash_ngrams(PyObject *self, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_TypeError, "hash_ngrams takes 7 arguments");
         return NULL;
     }
-    PyObject *text = args[0], *sizes = args[1], *salts = args[2];
-    if (!PyUnicode_Check(text) || !PyTuple_Check(sizes) || !PyTuple_Check(salts)) {
-        PyErr_SetString(PyExc_TypeError, "hash_ngrams(str, tuple, tuple, bool, bool, int, int)");
-        return NULL;
-    }
-    Py_ssize_t n_sizes = PyTuple_GET_SIZE(sizes);
-    if (n_sizes != PyTuple_GET_SIZE(salts) || n_sizes > MAX_CHAR_SIZES) {
-        PyErr_SetString(PyExc_ValueError, "one salt per char n-gram size, at most 8 sizes");
-        return NULL;
-    }
-    Py_ssize_t ks[MAX_CHAR_SIZES];
-    uint64_t char_salts[MAX_CHAR_SIZES];
-    for (Py_ssize_t i = 0; i < n_sizes; i++) {
-        ks[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(sizes, i));
-        if (ks[i] == -1 && PyErr_Occurred()) return NULL;
-        if (ks[i] < 1 || ks[i] > MAX_CHAR_LEN) {
-            PyErr_SetString(PyExc_ValueError, "char n-gram sizes must be within [1, 16]");
-            return NULL;
-        }
-        for (Py_ssize_t j = 0; j < i; j++) {
-            if (ks[j] == ks[i]) {
-                PyErr_SetString(PyExc_ValueError, "char n-gram sizes must be distinct");
-                return NULL;
-            }
-        }
-        if (read_u64(PyTuple_GET_ITEM(salts, i), &char_salts[i]) < 0) return NULL;
-    }
-    int want_uni = PyObject_IsTrue(args[3]);
-    int want_bi = PyObject_IsTrue(args[4]);
-    if (want_uni < 0 || want_bi < 0) return NULL;
-    uint64_t salt_w1, salt_w2;
-    if (read_u64(args[5], &salt_w1) < 0 || read_u64(args[6], &salt_w2) < 0) return NULL;
+    HashArgs h;
+    if (read_hash_args(args, &h, "hash_ngrams(str, tuple, tuple, bool, bool, int, int)") < 0) return NULL;
+    PyObject *text = args[0];
+    Py_ssize_t n_sizes = h.n_sizes;
+    const Py_ssize_t *ks = h.ks;
+    const uint64_t *char_salts = h.char_salts;
+    int want_uni = h.want_uni, want_bi = h.want_bi;
+    uint64_t salt_w1 = h.salt_w1, salt_w2 = h.salt_w2;
 
-#if PY_VERSION_HEX < 0x030C0000
-    if (PyUnicode_READY(text) < 0) return NULL; /* legacy (wstr) strings only; a no-op otherwise */
-#endif
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
@@ -584,32 +604,15 @@ static PyObject *hash_bucket_sums(PyObject *self, PyObject *const *args, Py_ssiz
         PyErr_SetString(PyExc_TypeError, "hash_bucket_sums takes 9 arguments");
         return NULL;
     }
-    PyObject *text = args[0], *sizes = args[1], *salts = args[2];
-    if (!PyUnicode_Check(text) || !PyTuple_Check(sizes) || !PyTuple_Check(salts)) {
-        PyErr_SetString(PyExc_TypeError, "hash_bucket_sums(str, tuple, tuple, bool, bool, int, int, int, array)");
+    HashArgs h;
+    if (read_hash_args(args, &h, "hash_bucket_sums(str, tuple, tuple, bool, bool, int, int, int, array)") < 0)
         return NULL;
-    }
-    Py_ssize_t n_sizes = PyTuple_GET_SIZE(sizes);
-    if (n_sizes != PyTuple_GET_SIZE(salts) || n_sizes > MAX_CHAR_SIZES) {
-        PyErr_SetString(PyExc_ValueError, "one salt per char n-gram size, at most 8 sizes");
-        return NULL;
-    }
-    Py_ssize_t ks[MAX_CHAR_SIZES];
-    uint64_t char_salts[MAX_CHAR_SIZES];
-    for (Py_ssize_t i = 0; i < n_sizes; i++) {
-        ks[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(sizes, i));
-        if (ks[i] == -1 && PyErr_Occurred()) return NULL;
-        if (ks[i] < 1 || ks[i] > MAX_CHAR_LEN) {
-            PyErr_SetString(PyExc_ValueError, "char n-gram sizes must be within [1, 16]");
-            return NULL;
-        }
-        if (read_u64(PyTuple_GET_ITEM(salts, i), &char_salts[i]) < 0) return NULL;
-    }
-    int want_uni = PyObject_IsTrue(args[3]);
-    int want_bi = PyObject_IsTrue(args[4]);
-    if (want_uni < 0 || want_bi < 0) return NULL;
-    uint64_t salt_w1, salt_w2;
-    if (read_u64(args[5], &salt_w1) < 0 || read_u64(args[6], &salt_w2) < 0) return NULL;
+    PyObject *text = args[0];
+    Py_ssize_t n_sizes = h.n_sizes;
+    const Py_ssize_t *ks = h.ks;
+    const uint64_t *char_salts = h.char_salts;
+    int want_uni = h.want_uni, want_bi = h.want_bi;
+    uint64_t salt_w1 = h.salt_w1, salt_w2 = h.salt_w2;
     Py_ssize_t shift = PyLong_AsSsize_t(args[7]);
     if (shift == -1 && PyErr_Occurred()) return NULL;
     if (shift < 31 || shift > 63) {
@@ -630,9 +633,6 @@ static PyObject *hash_bucket_sums(PyObject *self, PyObject *const *args, Py_ssiz
         PyErr_SetString(PyExc_ValueError, "weights must be float32 of shape (2**bits,) or (2**bits, <= 64)");
         goto done;
     }
-#if PY_VERSION_HEX < 0x030C0000
-    if (PyUnicode_READY(text) < 0) goto done;
-#endif
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     cp = PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(uint32_t));
     bounds = PyMem_Malloc((size_t)(n + 2) * sizeof(Py_ssize_t));
