@@ -33,3 +33,23 @@ def dataset_or_skip(*parts: str) -> Path:
     if os.environ.get("SIDECAR_REQUIRE_DATASETS") == "1":
         pytest.fail(message)
     pytest.skip(reason=message)
+
+
+#: Every moderation dataset file of the shared datasets (``shared/datasets/moderation``), for the
+#: detectors' output-digest corpora.
+MODERATION_FILES: tuple[str, ...] = (
+    "advbench_harmful_behaviors.jsonl",
+    "ailuminate_demo_prompts.jsonl.gz",
+    "benign_clinc_oos_queries.jsonl.gz",
+    "benign_self_instruct.jsonl",
+    "coconot.jsonl",
+    "davidson_labeled_data.csv",
+    "donotanswer.jsonl",
+    "gptfuzz_questions.jsonl",
+    "harmbench_behaviors.jsonl",
+    "hh_rlhf_harmless_base_test_openings.jsonl",
+    "multijail.jsonl.gz",
+    "openai_moderation_samples_1680.jsonl.gz",
+    "red_instruct_harmful_questions.jsonl.gz",
+    "simplesafetytests.jsonl",
+)

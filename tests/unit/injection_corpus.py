@@ -30,7 +30,7 @@ from typing import Any
 
 from proxy.detectors.injection.detector import DataText, InjectionDetector, InjectionResult
 from proxy.detectors.shared import ScanCache
-from tests.datasets import shared_datasets
+from tests.datasets import MODERATION_FILES, shared_datasets
 
 DIGESTS = Path(__file__).with_name("data") / "injection_digests.json"
 PER_SOURCE = 700  # texts kept per dataset file (evenly spaced rows): ~20 s for the whole sample
@@ -42,22 +42,7 @@ _INJECTION = (
     "garak_probes.jsonl.gz",
     "benign_passage_tasks_adversarialqa.jsonl.gz",
 )
-_MODERATION = (
-    "advbench_harmful_behaviors.jsonl",
-    "ailuminate_demo_prompts.jsonl.gz",
-    "benign_clinc_oos_queries.jsonl.gz",
-    "benign_self_instruct.jsonl",
-    "coconot.jsonl",
-    "donotanswer.jsonl",
-    "gptfuzz_questions.jsonl",
-    "harmbench_behaviors.jsonl",
-    "hh_rlhf_harmless_base_test_openings.jsonl",
-    "multijail.jsonl.gz",
-    "openai_moderation_samples_1680.jsonl.gz",
-    "red_instruct_harmful_questions.jsonl.gz",
-    "simplesafetytests.jsonl",
-    "davidson_labeled_data.csv",
-)
+_MODERATION = MODERATION_FILES
 
 
 def _rows(path: Path) -> list[str]:

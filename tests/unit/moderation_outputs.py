@@ -30,27 +30,12 @@ from pathlib import Path
 from proxy.detectors.moderation import ModerationDetector, RuleScanner
 from proxy.detectors.moderation.classifier import ModerationClassifier
 from proxy.detectors.moderation.intent import intent_phrase, literal
-from tests.datasets import shared_datasets
+from tests.datasets import MODERATION_FILES, shared_datasets
 
 DIGESTS = Path(__file__).with_name("moderation_digests.json")
 CAP = 3000  # texts per source: enough for every branch, a few seconds per source
 ECHO = "Hello from the demo upstream. You said: "
-FILES = (
-    "advbench_harmful_behaviors.jsonl",
-    "ailuminate_demo_prompts.jsonl.gz",
-    "benign_clinc_oos_queries.jsonl.gz",
-    "benign_self_instruct.jsonl",
-    "coconot.jsonl",
-    "davidson_labeled_data.csv",
-    "donotanswer.jsonl",
-    "gptfuzz_questions.jsonl",
-    "harmbench_behaviors.jsonl",
-    "hh_rlhf_harmless_base_test_openings.jsonl",
-    "multijail.jsonl.gz",
-    "openai_moderation_samples_1680.jsonl.gz",
-    "red_instruct_harmful_questions.jsonl.gz",
-    "simplesafetytests.jsonl",
-)
+FILES = MODERATION_FILES
 _LEET = {"a": "4@", "e": "3", "i": "1!|", "l": "1|", "o": "0", "s": "5$", "t": "7", "g": "9", "b": "8"}
 
 
