@@ -43,7 +43,14 @@ def test_four_replicas_share_one_token_budget(tmp_path: Path, redis_server: Redi
     with fake_upstream_in_thread() as (upstream, _fake):
         policy = tmp_path / "policy.yaml"
         policy.write_text(
-            _policy(upstream, redis_server.url, f"      - {{name: tpm, tokens: {limit}, window: hour}}\n")
+            # 1.5 s Redis deadline: four sidecars on a 2-core CI machine trip the 250 ms default on
+            # CPU starvation, not on Redis (test_redis_down_then_back covers the deadline itself).
+            _policy(
+                upstream,
+                redis_server.url,
+                f"      - {{name: tpm, tokens: {limit}, window: hour}}\n",
+                "    redis_timeout_ms: 1500\n",
+            )
         )
         ports = [free_port() for _ in range(4)]
         env = {**os.environ, "SIDECAR_LOG_LEVEL": "warning"}
