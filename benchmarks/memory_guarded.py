@@ -3,7 +3,7 @@
 
     python benchmarks/memory_guarded.py                        # guarded policy, defaults
     python benchmarks/memory_guarded.py --policy pii --policy empty
-    python benchmarks/memory_guarded.py --env MALLOC_ARENA_MAX=2 --env SIDECAR_CPU_WORKERS=1
+    python benchmarks/memory_guarded.py --env MALLOC_ARENA_MAX=2 --env "A=1 B=2"   # 3 variants each
     python benchmarks/memory_guarded.py --compare /path/to/other/checkout   # before/after, same run
 
 Starts the fake upstream and one sidecar per variant (policy x environment x checkout), then per
@@ -21,10 +21,12 @@ Writes a markdown table to stdout (and ``--out`` when given).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,7 +115,9 @@ def render(variants: list[Variant], top_files: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", action="append", choices=sorted(POLICIES), help="default: guarded")
-    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for a second variant")
+    parser.add_argument(
+        "--env", action="append", default=[], help="'NAME=VALUE ...': one more variant of each policy"
+    )
     parser.add_argument("--compare", type=Path, help="another checkout: the same variants from its sources")
     parser.add_argument("--seconds", type=int, default=3, help="seconds of wrk load per size")
     parser.add_argument("--top-files", type=int, default=6)
@@ -121,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     policies = args.policy or ["guarded"]
     envs: list[dict[str, str]] = [{}]
-    if args.env:
-        envs.append(dict(item.split("=", 1) for item in args.env))
+    envs += [dict(item.split("=", 1) for item in variant.split()) for variant in args.env]
     sources = [ROOT] + ([args.compare.resolve()] if args.compare else [])
     workdir = Path(tempfile.mkdtemp(prefix="sidecar-memory-"))
     servers: list[Server] = []
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                     tag = f"{policy}-{src_i}-{env_i}"
                     server = _sidecar(workdir, tag, POLICIES[policy], up_api, src)
                     server.env.update(env)
-                    label = policy + (f" [{' '.join(args.env)}]" if env else "")
+                    label = policy + (f" [{' '.join(f'{k}={v}' for k, v in env.items())}]" if env else "")
                     label += " (compare)" if src_i else ""
                     variants.append(Variant(label, server))
         servers = [upstream, *(v.server for v in variants)]
@@ -144,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             server.start()
         for server in servers:
             server.wait_listening(90)
+        for v in variants:
+            _wait_ready(v.server, 120)
         time.sleep(1.0)
         for v in variants:
             v.snapshot("idle")
@@ -167,6 +172,18 @@ def main(argv: list[str] | None = None) -> int:
         return report_abort(exc, servers)
     finally:
         stop_all(servers)
+
+
+def _wait_ready(server: Server, timeout: float) -> None:
+    """Until ``/ready`` answers 200: the socket is bound before the policy is compiled."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), opener.open(server.url + "/ready", timeout=5) as resp:
+            if resp.status == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.name} not ready within {timeout}s: {server.tail()}")
 
 
 def _check_one(server: Server, bodies: Bodies, size: int) -> None:
