@@ -31,14 +31,35 @@ R = TypeVar("R")
 
 _MAX_ENTRIES = 32  # per map: bounds the memory a request with very many messages can pin
 _MAX_CHARS = 65_536  # longer texts are not kept (the detectors only scan head and tail of them anyway)
+#: Characters of text (all entries together) whose n-gram hashes one request's cache keeps. Why:
+#: hashes cost ~43 bytes per character (three char n-gram sizes and the word offsets, 8 bytes
+#: each), and the cache lives as long as the request, upstream call included. Unbounded (32
+#: entries of up to 64 K characters), a 64 KB prompt pinned ~5.6 MB for its whole life and 16 such
+#: requests in flight grew the guarded sidecar's RSS by ~75 MB (``benchmarks/memory_guarded.py``).
+#: What is worth keeping is small: the two classifiers only ever hash the same string for a text
+#: that fits one window (4,096 characters); for longer texts injection hashes the whole text and
+#: moderation its windows, so none of those entries is ever read again. 16 K characters (~0.7 MB)
+#: keeps every text of an ordinary request and several full windows.
+_MAX_HASHED_CHARS = 16_384
 
 
 class _Memo(dict[K, V]):
-    """A dict that stops growing at ``_MAX_ENTRIES`` and skips over-long texts: a memo, not a store."""
+    """A dict that stops growing at ``_MAX_ENTRIES`` entries or ``chars`` characters of keys in
+    total, and skips over-long texts: a memo, not a store."""
+
+    def __init__(self, chars: int = _MAX_ENTRIES * _MAX_CHARS) -> None:
+        super().__init__()
+        self.chars_left = chars
 
     def __setitem__(self, key: K, value: V) -> None:
         text = key[0] if isinstance(key, tuple) else key
-        if len(self) < _MAX_ENTRIES and isinstance(text, str) and len(text) <= _MAX_CHARS:
+        if (
+            len(self) < _MAX_ENTRIES
+            and isinstance(text, str)
+            and len(text) <= min(_MAX_CHARS, self.chars_left)
+            and key not in self
+        ):
+            self.chars_left -= len(text)
             super().__setitem__(key, value)
 
     def setdefault(self, key: K, default: V) -> V:  # dict's own would skip the bound in __setitem__
@@ -55,7 +76,8 @@ class ScanCache:
 
     def __init__(self) -> None:
         self.folded: _Memo[str, str] = _Memo()
-        self.hashes: _Memo[tuple[str, tuple[int, ...], tuple[int, ...]], HashedText] = _Memo()
+        self.hashes: _Memo[tuple[str, tuple[int, ...], tuple[int, ...]], HashedText]
+        self.hashes = _Memo(_MAX_HASHED_CHARS)
 
 
 #: Characters one hook may score on the event loop; texts past it go to the CPU pool. Measured with
