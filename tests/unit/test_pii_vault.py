@@ -59,6 +59,21 @@ async def test_memory_vault_expires_and_is_bounded(monkeypatch: pytest.MonkeyPat
     assert len(vault) == 3
 
 
+async def test_memory_vault_is_bounded_by_numbered_values_not_only_conversations() -> None:
+    """Long prompts number many values per conversation: the value bound evicts the oldest
+    conversations (the count held stays exact), and an evicted one numbers from 1 again."""
+    vault = MemoryVault(ttl=60, max_conversations=1000, max_values=25)
+    for c in range(5):
+        assert await vault.assign(f"c{c}", [("X", f"d{i}") for i in range(10)]) == list(range(1, 11))
+    assert len(vault) == 2 and vault.values == 20  # c3 and c4: a third would exceed 25
+    assert await vault.assign("c4", [("X", "d3"), ("X", "new")]) == [4, 11]  # kept: same numbers
+    assert await vault.assign("c0", [("X", "d5")]) == [1]  # evicted: numbering starts over
+    assert vault.values == sum(len(conv.numbers) for conv in vault._convs.values())
+    big = [("X", f"v{i}") for i in range(40)]  # one turn above the bound alone is still answered
+    assert await vault.assign("huge", big) == list(range(1, 41))
+    assert len(vault) == 1 and vault.values == 40
+
+
 async def test_redis_vault_sets_a_ttl_and_stores_no_values() -> None:
     client = fakeredis.FakeAsyncRedis()
     vault = RedisVault(client, 120, prefix="p:")

@@ -42,47 +42,71 @@ class _Conversation:
 
 
 class MemoryVault:
-    """In-process; per-replica. Entries expire ``ttl`` seconds after last use; LRU-bounded."""
+    """In-process; per-replica. Entries expire ``ttl`` seconds after last use; LRU-bounded.
 
-    def __init__(self, ttl: float, max_conversations: int = 100_000) -> None:
+    Two bounds, both evicting whole conversations least recently used first: a number of
+    conversations, and a number of numbered values over all of them. The second is the one
+    that bounds memory: a conversation costs ~150 bytes per value it numbered, so 100,000
+    conversations of 64 KB prompts (~170 values each) would hold ~2.5 GB under the first bound
+    alone; ``max_values`` (default 300,000, ~45 MB) caps it whatever the prompt size. An evicted
+    conversation starts numbering again from 1 on its next turn, exactly as after its TTL.
+    """
+
+    def __init__(self, ttl: float, max_conversations: int = 100_000, max_values: int = 300_000) -> None:
         self.ttl = ttl
         self.max_conversations = max_conversations
+        self.max_values = max_values
         self._convs: OrderedDict[str, _Conversation] = OrderedDict()
+        self._values = 0  # numbered values over all conversations held
 
     async def assign(self, conversation: str, items: Sequence[tuple[str, str]]) -> list[int]:
         # No await inside: atomic on the event loop.
         now = time.monotonic()
         conv = self._convs.get(conversation)
         if conv is None or conv.expires < now:
+            if conv is not None:
+                self._values -= len(conv.numbers)
             conv = _Conversation(now + self.ttl)
             self._convs[conversation] = conv
         conv.expires = now + self.ttl
         self._convs.move_to_end(conversation)
         out: list[int] = []
+        numbers = conv.numbers
         for entity_type, dig in items:
             key = f"{entity_type}:{dig}"
-            n = conv.numbers.get(key)
+            n = numbers.get(key)
             if n is None:
-                n = conv.numbers[key] = conv.counters.get(entity_type, 0) + 1
+                n = numbers[key] = conv.counters.get(entity_type, 0) + 1
                 conv.counters[entity_type] = n
+                self._values += 1
             out.append(n)
         self._evict(now)
         return out
 
     def _evict(self, now: float) -> None:
-        while len(self._convs) > self.max_conversations:
-            self._convs.popitem(last=False)
-        while self._convs:
-            key, oldest = next(iter(self._convs.items()))
+        convs = self._convs
+        # The conversation just used is the newest: it is kept even if it alone exceeds max_values.
+        while len(convs) > 1 and (len(convs) > self.max_conversations or self._values > self.max_values):
+            _, oldest = convs.popitem(last=False)
+            self._values -= len(oldest.numbers)
+        while convs:
+            key, oldest = next(iter(convs.items()))
             if oldest.expires >= now:
                 break
-            del self._convs[key]
+            del convs[key]
+            self._values -= len(oldest.numbers)
 
     def __len__(self) -> int:
         return len(self._convs)
 
+    @property
+    def values(self) -> int:
+        """Numbered values held over all conversations (what ``max_values`` bounds)."""
+        return self._values
+
     async def aclose(self) -> None:
         self._convs.clear()
+        self._values = 0
 
 
 _ASSIGN = """
