@@ -9,16 +9,20 @@ loopback the fake upstream, the aiohttp pass-through (``passthrough.py``) and a 
 empty policy (with ``--compare DIR``, a second one run from another checkout's sources, so a
 before/after is measured in the same run), then drives each with wrk at 16 connections, rounds
 interleaved, and prints CPU per request (schedstat, the process's all threads) and the ratio to
-the pass-through, taken round by round. A narrower, quicker tool than ``guarded.py``.
+the pass-through, taken round by round. A narrower, quicker tool than ``guarded.py``; writes
+``results/empty_overhead.md`` (``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,7 @@ from config import CHAT, HERE, ROOT
 from guarded import _sidecar
 from measure import _get_json, drain, reset_upstream
 from procs import Server, fake_upstream, passthrough_floor, report_abort, stop_all
+from rows import code_version
 
 #: 50 content chunks of 16 characters (plus the role chunk, the finish chunk and [DONE]).
 STREAM_SCENARIO = json.dumps({"chunk_size": 16, "chunk_delay": 0.0, "content": "0123456789abcdef" * 50})
@@ -77,7 +82,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=int, default=2)
     parser.add_argument("--compare", type=Path, help="another checkout: its empty sidecar too")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
+    started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="sidecar-empty-"))
     servers: list[Server] = []
     try:
@@ -85,7 +92,8 @@ def main() -> int:
         up_api = upstream.url + "/v1"
         sidecars = {"empty": _sidecar(workdir, "empty", [], up_api, ROOT)}
         if args.compare:
-            sidecars["empty (compare)"] = _sidecar(workdir, "compare", [], up_api, args.compare.resolve())
+            sidecars["compare"] = _sidecar(workdir, "compare", [], up_api, args.compare.resolve())
+            sidecars["compare"].name = "empty (compare)"
         servers = [upstream, passthrough_floor(workdir, HERE, up_api), *sidecars.values()]
         for server in servers:
             server.start()
@@ -118,12 +126,33 @@ def main() -> int:
                     us = _cpu_per_request(server, upstream, lua, args.seconds)
                     cpu.setdefault((server.name, mode), []).append(us)
                     ratio.setdefault((server.name, mode), []).append(us / floor)
-        print("| row | mode | CPU/req (µs) | vs pass-through (median [min-max]) |")
-        print("|---|---|---:|---:|")
+        lines = [
+            f"# Empty policy and streamed overhead (issue 17) — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}",
+            "",
+            f"- command: `python benchmarks/empty_overhead.py {' '.join(sys.argv[1:])}` "
+            f"({args.rounds} rounds x {args.seconds} s per row at 16 connections, wrk; "
+            f"took {time.monotonic() - started:.0f} s)",
+            f"- code: {code_version()}" + (f"; compare row from {args.compare}" if args.compare else ""),
+            f"- machine: {os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.2f}",
+            "- body: one 2 KB support ticket (`tickets.TicketSet(2048, same=True)`); streamed: the same "
+            "with `stream: true`, answered in 50 content chunks of 16 characters",
+            "",
+            "| row | mode | CPU/req (µs) | vs pass-through (median [min-max]) |",
+            "|---|---|---:|---:|",
+        ]
         for (name, mode), values in cpu.items():
             r = ratio.get((name, mode))
             shown = f"{statistics.median(r):.2f}x [{min(r):.2f}-{max(r):.2f}]" if r else "1.00x"
-            print(f"| {name} | {mode} | {statistics.median(values):.0f} | {shown} |")
+            lines.append(f"| {name} | {mode} | {statistics.median(values):.0f} | {shown} |")
+        lines += [
+            "",
+            "CPU/req: the process's CPU time (all threads, schedstat) over the 16-connection load until "
+            "it is idle again / the requests the fake upstream received, median over rounds; the ratio "
+            "is taken round by round against the pass-through in the same round.",
+        ]
+        print("\n".join(lines))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "empty_overhead.md").write_text("\n".join(lines) + "\n")
         return 0
     except Exception as exc:
         return report_abort(exc, servers)
