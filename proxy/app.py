@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as HttpRoute
 from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from proxy.chain.decisions import DecisionSink
 from proxy.chain.registry import Registry, default_registry
@@ -63,6 +64,42 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class SidecarApp(Starlette):
+    """Starlette, plus a direct dispatch of the chain routes (issue 17: the empty policy's cost).
+
+    Every chain request used to pass six ASGI layers before its endpoint ran (the error and
+    exception middlewares, the router's scan of the route table, the route, Starlette's
+    ``request_response`` wrapper and its exception-handling wrapper), and every message it sent
+    went back through two ``send`` wrappers: CPU the pass-through floor pays too, but that a
+    proxy serving four fixed ``POST`` paths does not need. So a ``POST`` to one of ``fast``'s
+    paths goes straight to its endpoint, with the same ``Request`` and the same ``Response``
+    objects; everything else (other methods and paths, 404/405, websockets, a mounted
+    ``root_path``, an app with user middleware) goes through Starlette as before.
+
+    Nothing is lost on the way: the chain endpoints answer every exception themselves
+    (``ChainRoute.handle``), no exception handler of the app applies to them, and what could
+    still escape (a failure while sending) reaches uvicorn, which logs it and answers 500
+    before a response started, as Starlette's ``ServerErrorMiddleware`` would.
+    """
+
+    def __init__(self, *, fast: dict[str, Endpoint], **options: Any) -> None:
+        super().__init__(**options)
+        self._fast = fast
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            endpoint = self._fast.get(scope["path"])
+            if endpoint is not None and not self.user_middleware:
+                scope["app"] = self
+                response = await endpoint(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(sidecar: Sidecar) -> AsyncIterator[None]:
     stop = asyncio.Event()
@@ -98,17 +135,20 @@ def build_app(sidecar: Sidecar, *, include_admin: bool = True) -> Starlette:
     chain_route = ChainRoute(sidecar)
     passthrough = PassthroughRoute(sidecar)
 
-    def chain_endpoint(route: Route) -> Any:
+    def chain_endpoint(route: Route) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             return await chain_route.handle(request, route)
 
         return endpoint
 
+    fast = {
+        "/v1/chat/completions": chain_endpoint(Route.CHAT),
+        "/v1/responses": chain_endpoint(Route.RESPONSES),
+        "/v1/embeddings": chain_endpoint(Route.EMBEDDINGS),
+        "/v1/messages": chain_endpoint(Route.MESSAGES),
+    }
     routes: list[Any] = [
-        HttpRoute("/v1/chat/completions", chain_endpoint(Route.CHAT), methods=["POST"]),
-        HttpRoute("/v1/responses", chain_endpoint(Route.RESPONSES), methods=["POST"]),
-        HttpRoute("/v1/embeddings", chain_endpoint(Route.EMBEDDINGS), methods=["POST"]),
-        HttpRoute("/v1/messages", chain_endpoint(Route.MESSAGES), methods=["POST"]),
+        *(HttpRoute(path, endpoint, methods=["POST"]) for path, endpoint in fast.items()),
         HttpRoute("/v1/{path:path}", passthrough.handle, methods=ALL_METHODS),
         WebSocketRoute("/v1/{path:path}", passthrough.websocket),  # refused, with a record
         self_report_route(sidecar),
@@ -124,7 +164,8 @@ def build_app(sidecar: Sidecar, *, include_admin: bool = True) -> Starlette:
         if sidecar.telemetry is not None:
             routes.append(metrics_route(sidecar.telemetry.metrics))
 
-    app = Starlette(
+    app = SidecarApp(
+        fast=fast,
         routes=routes,
         exception_handlers={404: _http_error, 405: _http_error},
         lifespan=lambda _app: _lifespan(sidecar),

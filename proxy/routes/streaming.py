@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -50,28 +51,87 @@ def _shutting_down() -> StreamAborted:
     )
 
 
-class _FinalizingStream(StreamingResponse):
-    """A streaming response that always finalises (complete hooks, release), even on disconnect."""
+class _RelayResponse(StreamingResponse):
+    """The streamed answer as a plain ASGI response: always finalises, even on disconnect.
+
+    Starlette's ``StreamingResponse`` is kept for its headers, not for sending (issue 17: the
+    streamed row's cost). Its ``__call__`` runs every stream in an anyio task group, a child
+    task sending and the parent waiting for a disconnect, and pulls the body through one more
+    async generator; here the request's own task sends, straight from the relay, and only the
+    disconnect watch is a (plain asyncio) child task. The behaviour is Starlette's: a client
+    that disconnects ends the stream where it waits (the upstream read is cancelled), and under
+    ASGI 2.4 servers, which raise on a send to a closed connection instead, that error becomes a
+    ``ClientDisconnect``. The relay is in ``live`` while its body is sent, so a shutdown can
+    ``cut`` it (``StreamRelay.task`` is this task).
+    """
 
     def __init__(
         self,
-        body: AsyncIterator[bytes],
-        status: int,
+        relay: StreamRelay,
+        first: bytes,
         headers: dict[str, str],
-        on_start: Callable[[], None],
+        live: set[LiveStream],
         finalize: Callable[[], Awaitable[None]],
     ) -> None:
-        super().__init__(body, status_code=status, headers=headers)
-        self._on_start = on_start
+        super().__init__(relay.body, status_code=relay.resp.status, headers=headers)
+        self._relay = relay
+        self._first = first
+        self._live = live
         self._finalize = finalize
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._on_start()
+        relay = self._relay
+        relay.ctx.first_byte_sent = True
         try:
-            await super().__call__(scope, receive, send)
+            spec = scope.get("asgi", {}).get("spec_version", "2.0")
+            if tuple(map(int, spec.split("."))) >= (2, 4):
+                try:
+                    await self._send_body(send)
+                except OSError:
+                    raise ClientDisconnect() from None
+            else:
+                await self._send_watching(receive, send)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._finalize()
+
+    async def _send_watching(self, receive: Receive, send: Send) -> None:
+        """Send the body while a child task waits for the client to disconnect."""
+        task = asyncio.current_task()
+        assert task is not None
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            task.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await self._send_body(send)
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            task.uncancel()  # our own cancellation: the client left, the stream just ends
+        finally:
+            watcher.cancel()
+
+    async def _send_body(self, send: Send) -> None:
+        relay, first = self._relay, self._first
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        # The task that sends the stream: the one a shutdown cut must interrupt.
+        relay.task = asyncio.current_task()
+        self._live.add(relay)
+        try:
+            if first:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+            async for chunk in relay.body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            self._live.discard(relay)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class StreamRelay:
@@ -145,26 +205,7 @@ class StreamRelay:
             await body.aclose()
             raise
 
-        async def chunks() -> AsyncGenerator[bytes, None]:
-            # The task that sends the stream (Starlette may use a child task for it): the one a
-            # shutdown cut must interrupt.
-            self.task = asyncio.current_task()
-            live.add(self)
-            try:
-                if first:
-                    yield first
-                async for chunk in body:
-                    yield chunk
-            finally:
-                live.discard(self)
-
-        sent = chunks()
-
-        def started() -> None:
-            self.ctx.first_byte_sent = True
-
         async def finalize() -> None:
-            await sent.aclose()
             await body.aclose()
             if self.capture is not None and self.resp.status < 400:
                 keep_stream(self.ctx, self.capture, self.completed)
@@ -180,7 +221,12 @@ class StreamRelay:
             )
             await finish(outcome)
 
-        return _FinalizingStream(sent, self.resp.status, headers(), started, finalize)
+        return _RelayResponse(self, first, headers(), live, finalize)
+
+    @property
+    def body(self) -> AsyncGenerator[bytes, None]:
+        """The rest of the body for the client, after the chunk ``start`` pulled."""
+        return self._body
 
     def _first_chunk(self, chunk: bytes, token: bool) -> None:
         """Until the first output token went out: note the answering model and, then, the time."""
