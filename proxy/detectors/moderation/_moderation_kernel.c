@@ -1,0 +1,406 @@
+/*
+ * The moderation classifier's n-gram sums from a float16 weight table (issue 17).
+ *
+ * What: the same (char_sums, word_sums) as _ngram_kernel's hash_bucket_sums / bucket_sums on the
+ * model's float32 table, read from the file's float16 table instead (rows of 8 halves: 16 bytes).
+ * The hashing (read_text, fill_hashes) is a copy of _ngram_kernel.c's, which this module must not
+ * change; tests/unit/test_moderation_kernel16.py compares the two bit for bit.
+ *
+ * Why float16: the model's weights are float16 in moderation_model.npz; widened to float32 the
+ * table is 4 MB, more than a core's L2, and a 2 KB scan gathers ~6,500 random rows of it. At 2 MB
+ * fewer of those gathers miss, and every other step of the scan keeps more of its own data cached.
+ *
+ * Why the sums are equal bit for bit, in any order: every float16 value is an integer multiple of
+ * 2^-24 (the smallest subnormal). A sum of such values is again one, and it is exact in double as
+ * long as its magnitude stays below 2^29 (then it is m * 2^-24 with |m| < 2^53). So while
+ * bound * terms < 2^28 (bound: the largest |weight|; checked per call) no partial sum is rounded,
+ * whatever the order, and the kernel may use four independent accumulators: the reference's single
+ * chain of dependent additions (4 cycles each, ~6,500 per 2 KB) was the loop's limit, not the loads.
+ * Past that bound it sums in the reference's order, one accumulator, which is equal by construction
+ * (float16 -> float32 -> double is exact either way).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#define HAVE_X86_F16C 1
+#else
+#define HAVE_X86_F16C 0
+#endif
+
+#define P 0x100000001B3ULL
+#define M1 0xFF51AFD7ED558CCDULL
+#define M2 0xC4CEB9FE1A85EC53ULL
+#define BIGRAM 0x9E3779B97F4A7C15ULL
+#define MAX_CHAR_SIZES 8
+#define MAX_CHAR_LEN 16
+#define COLUMNS 8
+/* Four accumulators only while every partial sum is provably exact (see the header). */
+#define EXACT_LIMIT 268435456.0 /* 2^28 */
+#define RELEASE_GIL_FROM 16384
+
+static inline uint64_t mix_partial(uint64_t h) {
+    h ^= h >> 33;
+    h *= M1;
+    h ^= h >> 33;
+    h *= M2;
+    return h;
+}
+
+static inline uint64_t mix_full(uint64_t h) {
+    h = mix_partial(h);
+    return h ^ (h >> 33);
+}
+
+static unsigned char WORD_ASCII[128];
+
+static inline int is_word(uint32_t c) { return c >= 128 ? 1 : WORD_ASCII[c]; }
+
+static int read_u64(PyObject *obj, uint64_t *out) {
+    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+/* _ngram_kernel.c's read_text: code points into cp, word boundaries into bounds. */
+static Py_ssize_t read_text(int kind, const void *data, Py_ssize_t n, uint32_t *cp, Py_ssize_t *bounds) {
+    Py_ssize_t n_bounds = 0;
+    int prev = 0;
+    for (Py_ssize_t t = 0; t < n; t++) {
+        uint32_t c = PyUnicode_READ(kind, data, t);
+        cp[t] = c;
+        int cur = is_word(c);
+        bounds[n_bounds] = t;
+        n_bounds += cur ^ prev;
+        prev = cur;
+    }
+    if (prev) bounds[n_bounds++] = n;
+    return n_bounds;
+}
+
+/* _ngram_kernel.c's fill_hashes (without the word starts and ends nobody reads here). */
+static void fill_hashes(const uint32_t *cp, Py_ssize_t n, const Py_ssize_t *ks, const uint64_t *char_salts,
+                        Py_ssize_t n_sizes, const Py_ssize_t *bounds, Py_ssize_t n_words, Py_ssize_t n_uni,
+                        Py_ssize_t n_bi, uint64_t salt_w1, uint64_t salt_w2, uint64_t *out) {
+    Py_ssize_t pos = 0;
+    Py_ssize_t block_at[MAX_CHAR_LEN + 1];
+    uint64_t salt_at[MAX_CHAR_LEN + 1];
+    Py_ssize_t longest = 0;
+    for (Py_ssize_t len = 0; len <= MAX_CHAR_LEN; len++) block_at[len] = -1;
+    for (Py_ssize_t s = 0; s < n_sizes; s++) {
+        Py_ssize_t k = ks[s];
+        if (n < k) continue;
+        block_at[k] = pos;
+        salt_at[k] = char_salts[s];
+        pos += n - k + 1;
+        if (k > longest) longest = k;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t reach = n - i < longest ? n - i : longest;
+        uint64_t h = 0;
+        for (Py_ssize_t len = 1; len <= reach; len++) {
+            h = h * P + cp[i + len - 1];
+            if (block_at[len] >= 0) out[block_at[len] + i] = mix_partial(h ^ salt_at[len]);
+        }
+    }
+    Py_ssize_t uni_pos = pos, bi_pos = pos + n_uni;
+    uint64_t previous = 0;
+    for (Py_ssize_t w = 0; w < n_words; w++) {
+        Py_ssize_t a = bounds[2 * w], b = bounds[2 * w + 1];
+        uint64_t h = 0;
+        for (Py_ssize_t j = a; j < b; j++) h = h * P + cp[j];
+        if (n_uni) out[uni_pos + w] = mix_partial(h ^ salt_w1);
+        if (n_bi && w > 0) out[bi_pos + w - 1] = mix_partial((mix_full(previous) * BIGRAM + h) ^ salt_w2);
+        previous = h;
+    }
+}
+
+/* IEEE half -> float, exact (every half is a float): the portable path. */
+static inline float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu, bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do {
+                e++;
+                man <<= 1;
+            } while ((man & 0x400u) == 0);
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3FFu) << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7F800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* Sums of rows[hashes[i] >> shift] over [lo, hi) into acc (8 doubles), portable. ways: 1 = the
+ * reference's order, 4 = four interleaved accumulators (only when exact, see the header). */
+static void sum_rows_portable(const uint64_t *hashes, Py_ssize_t lo, Py_ssize_t hi, int shift,
+                              const uint16_t *w, int ways, double *acc) {
+    double part[4][COLUMNS];
+    memset(part, 0, sizeof(part));
+    Py_ssize_t i = lo;
+    if (ways == 4) {
+        for (; i + 4 <= hi; i += 4) {
+            for (int k = 0; k < 4; k++) {
+                const uint16_t *row = w + (hashes[i + k] >> shift) * COLUMNS;
+                for (int c = 0; c < COLUMNS; c++) part[k][c] += (double)half_to_float(row[c]);
+            }
+        }
+    }
+    for (; i < hi; i++) {
+        const uint16_t *row = w + (hashes[i] >> shift) * COLUMNS;
+        for (int c = 0; c < COLUMNS; c++) part[0][c] += (double)half_to_float(row[c]);
+    }
+    for (int c = 0; c < COLUMNS; c++) acc[c] = ((part[0][c] + part[1][c]) + part[2][c]) + part[3][c];
+}
+
+#if HAVE_X86_F16C
+/* sum_rows_portable with F16C/AVX: a row is one 128-bit load, widened to 8 floats then 2 x 4 doubles;
+ * each column still gets one IEEE double addition per term (no fused multiply-add anywhere). */
+__attribute__((target("avx,f16c"))) static void sum_rows_f16c(const uint64_t *hashes, Py_ssize_t lo,
+                                                               Py_ssize_t hi, int shift, const uint16_t *w,
+                                                               int ways, double *acc) {
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd(), b0 = _mm256_setzero_pd(),
+            b1 = _mm256_setzero_pd(), c0 = _mm256_setzero_pd(), c1 = _mm256_setzero_pd(),
+            d0 = _mm256_setzero_pd(), d1 = _mm256_setzero_pd();
+#define ROW(IDX, X0, X1)                                                                             \
+    do {                                                                                             \
+        __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + ((IDX) >> shift) * COLUMNS))); \
+        X0 = _mm256_add_pd(X0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));                          \
+        X1 = _mm256_add_pd(X1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));                        \
+    } while (0)
+    Py_ssize_t i = lo;
+    if (ways == 4) {
+        for (; i + 4 <= hi; i += 4) {
+            ROW(hashes[i], a0, a1);
+            ROW(hashes[i + 1], b0, b1);
+            ROW(hashes[i + 2], c0, c1);
+            ROW(hashes[i + 3], d0, d1);
+        }
+    }
+    for (; i < hi; i++) ROW(hashes[i], a0, a1);
+#undef ROW
+    __m256d s0 = _mm256_add_pd(_mm256_add_pd(_mm256_add_pd(a0, b0), c0), d0);
+    __m256d s1 = _mm256_add_pd(_mm256_add_pd(_mm256_add_pd(a1, b1), c1), d1);
+    _mm256_storeu_pd(acc, s0);
+    _mm256_storeu_pd(acc + 4, s1);
+}
+#endif
+
+static int use_f16c = 0;
+
+/* The sums of both groups: [0, n_char) chars, [n_char, count) words. bound: the largest |weight|. */
+static void group_sums(const uint64_t *hashes, Py_ssize_t n_char, Py_ssize_t count, int shift,
+                       const uint16_t *w, double bound, double sums[2][COLUMNS]) {
+    for (int group = 0; group < 2; group++) {
+        Py_ssize_t lo = group ? n_char : 0, hi = group ? count : n_char;
+        int ways = bound * (double)(hi - lo) < EXACT_LIMIT ? 4 : 1;
+#if HAVE_X86_F16C
+        if (use_f16c) {
+            sum_rows_f16c(hashes, lo, hi, shift, w, ways, sums[group]);
+            continue;
+        }
+#endif
+        sum_rows_portable(hashes, lo, hi, shift, w, ways, sums[group]);
+    }
+}
+
+/* Reads the float16 table argument: C-contiguous, format "e", shape (2**(64 - shift), 8). */
+static int read_weights(PyObject *obj, Py_ssize_t shift, Py_buffer *wb) {
+    if (PyObject_GetBuffer(obj, wb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_ND) < 0) return -1;
+    if (strcmp(wb->format ? wb->format : "B", "e") != 0 || wb->itemsize != 2 || wb->ndim != 2
+        || wb->shape[0] != ((Py_ssize_t)1 << (64 - shift)) || wb->shape[1] != COLUMNS) {
+        PyBuffer_Release(wb);
+        PyErr_SetString(PyExc_ValueError, "weights must be float16 of shape (2**bits, 8)");
+        return -1;
+    }
+    return 0;
+}
+
+static int read_shift(PyObject *obj, Py_ssize_t *shift) {
+    *shift = PyLong_AsSsize_t(obj);
+    if (*shift == -1 && PyErr_Occurred()) return -1;
+    if (*shift < 31 || *shift > 63) {
+        PyErr_SetString(PyExc_ValueError, "shift must be within [31, 63] (1 to 33 bucket bits)");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *sums_tuple(const double sums[2][COLUMNS]) {
+    PyObject *a = PyTuple_New(COLUMNS), *b = PyTuple_New(COLUMNS);
+    if (a == NULL || b == NULL) goto fail;
+    for (int c = 0; c < COLUMNS; c++) {
+        PyObject *x = PyFloat_FromDouble(sums[0][c]), *y = PyFloat_FromDouble(sums[1][c]);
+        if (x == NULL || y == NULL) {
+            Py_XDECREF(x);
+            Py_XDECREF(y);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(a, c, x);
+        PyTuple_SET_ITEM(b, c, y);
+    }
+    return Py_BuildValue("(NN)", a, b);
+fail:
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    return NULL;
+}
+
+/* hash_sums16(text, char_sizes, char_salts, word_unigrams, word_bigrams, salt_w1, salt_w2, shift,
+ *             weights16, bound) -> (char_sums, word_sums, n_char, n_word)
+ *   _ngram_kernel.hash_bucket_sums with the float16 table; bound: max |weight| of the table. */
+static PyObject *hash_sums16(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 10 || !PyUnicode_Check(args[0]) || !PyTuple_Check(args[1]) || !PyTuple_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "hash_sums16(str, tuple, tuple, bool, bool, int, int, int, array, float)");
+        return NULL;
+    }
+    PyObject *text = args[0], *sizes = args[1], *salts = args[2];
+    Py_ssize_t n_sizes = PyTuple_GET_SIZE(sizes);
+    Py_ssize_t ks[MAX_CHAR_SIZES];
+    uint64_t char_salts[MAX_CHAR_SIZES];
+    if (n_sizes != PyTuple_GET_SIZE(salts) || n_sizes > MAX_CHAR_SIZES) {
+        PyErr_SetString(PyExc_ValueError, "one salt per char n-gram size, at most 8 sizes");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n_sizes; i++) {
+        ks[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(sizes, i));
+        if (ks[i] == -1 && PyErr_Occurred()) return NULL;
+        if (ks[i] < 1 || ks[i] > MAX_CHAR_LEN) {
+            PyErr_SetString(PyExc_ValueError, "char n-gram sizes must be within [1, 16]");
+            return NULL;
+        }
+        for (Py_ssize_t j = 0; j < i; j++) {
+            if (ks[j] == ks[i]) {
+                PyErr_SetString(PyExc_ValueError, "char n-gram sizes must be distinct");
+                return NULL;
+            }
+        }
+        if (read_u64(PyTuple_GET_ITEM(salts, i), &char_salts[i]) < 0) return NULL;
+    }
+    int want_uni = PyObject_IsTrue(args[3]), want_bi = PyObject_IsTrue(args[4]);
+    if (want_uni < 0 || want_bi < 0) return NULL;
+    uint64_t salt_w1, salt_w2;
+    if (read_u64(args[5], &salt_w1) < 0 || read_u64(args[6], &salt_w2) < 0) return NULL;
+    Py_ssize_t shift;
+    if (read_shift(args[7], &shift) < 0) return NULL;
+    double bound = PyFloat_AsDouble(args[9]);
+    if (bound == -1.0 && PyErr_Occurred()) return NULL;
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) return NULL;
+#endif
+    Py_buffer wb;
+    if (read_weights(args[8], shift, &wb) < 0) return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    uint32_t *cp = PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(uint32_t));
+    Py_ssize_t *bounds = PyMem_Malloc((size_t)(n + 2) * sizeof(Py_ssize_t));
+    uint64_t *hashes = NULL;
+    if (cp == NULL || bounds == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t n_words = read_text(PyUnicode_KIND(text), PyUnicode_DATA(text), n, cp, bounds) / 2;
+    Py_ssize_t n_uni = want_uni ? n_words : 0;
+    Py_ssize_t n_bi = (want_bi && n_words > 1) ? n_words - 1 : 0;
+    Py_ssize_t n_char = 0;
+    for (Py_ssize_t i = 0; i < n_sizes; i++)
+        if (n >= ks[i]) n_char += n - ks[i] + 1;
+    Py_ssize_t n_word = n_uni + n_bi;
+    hashes = PyMem_Malloc((size_t)(n_char + n_word + 1) * sizeof(uint64_t));
+    if (hashes == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    double sums[2][COLUMNS];
+    PyThreadState *released = n >= RELEASE_GIL_FROM ? PyEval_SaveThread() : NULL;
+    fill_hashes(cp, n, ks, char_salts, n_sizes, bounds, n_words, n_uni, n_bi, salt_w1, salt_w2, hashes);
+    group_sums(hashes, n_char, n_char + n_word, (int)shift, (const uint16_t *)wb.buf, bound, sums);
+    if (released) PyEval_RestoreThread(released);
+    PyObject *pair = sums_tuple((const double(*)[COLUMNS])sums);
+    if (pair != NULL) {
+        result = Py_BuildValue("(OOnn)", PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), n_char, n_word);
+        Py_DECREF(pair);
+    }
+done:
+    PyMem_Free(cp);
+    PyMem_Free(bounds);
+    PyMem_Free(hashes);
+    PyBuffer_Release(&wb);
+    return result;
+}
+
+/* sums16(hashes, shift, weights16, n_char, bound) -> (char_sums, word_sums)
+ *   _ngram_kernel.bucket_sums with the float16 table (mixed hashes from a request's HashCache). */
+static PyObject *sums16(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "sums16(hashes, int, array, int, float)");
+        return NULL;
+    }
+    Py_ssize_t shift;
+    if (read_shift(args[1], &shift) < 0) return NULL;
+    Py_ssize_t n_char = PyLong_AsSsize_t(args[3]);
+    if (n_char == -1 && PyErr_Occurred()) return NULL;
+    double bound = PyFloat_AsDouble(args[4]);
+    if (bound == -1.0 && PyErr_Occurred()) return NULL;
+    Py_buffer hb, wb;
+    if (PyObject_GetBuffer(args[0], &hb, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (read_weights(args[2], shift, &wb) < 0) {
+        PyBuffer_Release(&hb);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t count = hb.len / (Py_ssize_t)sizeof(uint64_t);
+    if (hb.len % (Py_ssize_t)sizeof(uint64_t) != 0 || n_char < 0 || n_char > count) {
+        PyErr_SetString(PyExc_ValueError, "hashes must be a buffer of uint64 with at least n_char values");
+        goto done;
+    }
+    double sums[2][COLUMNS];
+    PyThreadState *released = count >= RELEASE_GIL_FROM ? PyEval_SaveThread() : NULL;
+    group_sums((const uint64_t *)hb.buf, n_char, count, (int)shift, (const uint16_t *)wb.buf, bound, sums);
+    if (released) PyEval_RestoreThread(released);
+    result = sums_tuple((const double(*)[COLUMNS])sums);
+done:
+    PyBuffer_Release(&hb);
+    PyBuffer_Release(&wb);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"hash_sums16", (PyCFunction)(void (*)(void))hash_sums16, METH_FASTCALL,
+     "hash_bucket_sums from a float16 table (see classifier.py)."},
+    {"sums16", (PyCFunction)(void (*)(void))sums16, METH_FASTCALL,
+     "bucket_sums from a float16 table (see classifier.py)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_moderation_kernel",
+    "The moderation classifier's n-gram sums from its float16 table; _ngram_kernel is the reference.", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__moderation_kernel(void) {
+    memset(WORD_ASCII, 0, sizeof(WORD_ASCII));
+    for (const char *c = "abcdefghijklmnopqrstuvwxyz0123456789_"; *c; c++) WORD_ASCII[(unsigned char)*c] = 1;
+#if HAVE_X86_F16C
+    __builtin_cpu_init();
+    use_f16c = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+#endif
+    return PyModule_Create(&module);
+}

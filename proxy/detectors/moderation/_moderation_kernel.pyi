@@ -1,0 +1,22 @@
+# The moderation classifier's sums from its float16 table (_moderation_kernel.c; classifier.py).
+def hash_sums16(
+    text: str,
+    char_sizes: tuple[int, ...],
+    char_salts: tuple[int, ...],
+    word_unigrams: bool,
+    word_bigrams: bool,
+    salt_w1: int,
+    salt_w2: int,
+    shift: int,
+    weights: object,
+    bound: float,
+    /,
+) -> tuple[tuple[float, ...], tuple[float, ...], int, int]: ...
+def sums16(
+    hashes: bytes | memoryview | object,
+    shift: int,
+    weights: object,
+    n_char: int,
+    bound: float,
+    /,
+) -> tuple[tuple[float, ...], tuple[float, ...]]: ...
