@@ -381,7 +381,71 @@ done:
     return result;
 }
 
+/* By ASCII letter: 1 for the letters squeezed to two (rules._DOUBLING), 0 for those squeezed to one. */
+static unsigned char DOUBLING[128];
+
+/* squeeze_runs(text) -> str: rules._squeeze_runs_python(text) (every maximal run of three or more
+ *   equal letters a-z becomes two of them, for letters that double in English, or one), as
+ *   _ngram_kernel.squeeze_runs computes it, in a fraction of the time.
+ * Why again here: that version reads and writes every character through PyUnicode_READ/WRITE with
+ *   the kind chosen per character (~7 us per 2 KB; the benchmark's tickets, and any text with "www."
+ *   or "zzz", pay it); this one walks typed arrays and copies the stretches between runs whole
+ *   (~1 us). The result is built with PyUnicode_FromKindAndData, canonical like the reference's. */
+#define SQUEEZE(TYPE)                                                                                  \
+    do {                                                                                               \
+        const TYPE *in = (const TYPE *)data;                                                           \
+        TYPE *out = (TYPE *)buf;                                                                       \
+        Py_ssize_t copied = 0, i = 0;                                                                  \
+        while (i + 2 < n) {                                                                            \
+            TYPE c = in[i + 2];                                                                        \
+            if (in[i + 1] != c) { /* no run of three can hold both i + 1 and i + 2 */                  \
+                i += 2;                                                                                \
+                continue;                                                                              \
+            }                                                                                          \
+            if (in[i] != c || c < 'a' || c > 'z') {                                                    \
+                i += 1;                                                                                \
+                continue;                                                                              \
+            }                                                                                          \
+            Py_ssize_t j = i + 3; /* a run of c from i: find its end */                                \
+            while (j < n && in[j] == c) j++;                                                           \
+            Py_ssize_t keep = DOUBLING[c] ? 2 : 1;                                                     \
+            memcpy(out + len, in + copied, (size_t)(i + keep - copied) * sizeof(TYPE));                \
+            len += i + keep - copied;                                                                  \
+            copied = j;                                                                                \
+            i = j;                                                                                     \
+        }                                                                                              \
+        memcpy(out + len, in + copied, (size_t)(n - copied) * sizeof(TYPE));                           \
+        len += n - copied;                                                                             \
+    } while (0)
+
+static PyObject *squeeze_runs(PyObject *self, PyObject *text) {
+    (void)self;
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "squeeze_runs(str)");
+        return NULL;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) return NULL;
+#endif
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), len = 0;
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    void *buf = PyMem_Malloc((size_t)(n > 0 ? n : 1) * (size_t)kind);
+    if (buf == NULL) return PyErr_NoMemory();
+    if (kind == PyUnicode_1BYTE_KIND)
+        SQUEEZE(Py_UCS1);
+    else if (kind == PyUnicode_2BYTE_KIND)
+        SQUEEZE(Py_UCS2);
+    else
+        SQUEEZE(Py_UCS4);
+    PyObject *result = PyUnicode_FromKindAndData(kind, buf, len);
+    PyMem_Free(buf);
+    return result;
+}
+#undef SQUEEZE
+
 static PyMethodDef methods[] = {
+    {"squeeze_runs", (PyCFunction)squeeze_runs, METH_O, "Squeeze letter runs (see rules.py)."},
     {"hash_sums16", (PyCFunction)(void (*)(void))hash_sums16, METH_FASTCALL,
      "hash_bucket_sums from a float16 table (see classifier.py)."},
     {"sums16", (PyCFunction)(void (*)(void))sums16, METH_FASTCALL,
@@ -398,6 +462,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__moderation_kernel(void) {
     memset(WORD_ASCII, 0, sizeof(WORD_ASCII));
     for (const char *c = "abcdefghijklmnopqrstuvwxyz0123456789_"; *c; c++) WORD_ASCII[(unsigned char)*c] = 1;
+    memset(DOUBLING, 0, sizeof(DOUBLING));
+    for (const char *c = "bcdefglmnoprstz"; *c; c++) DOUBLING[(unsigned char)*c] = 1; /* rules._DOUBLING */
 #if HAVE_X86_F16C
     __builtin_cpu_init();
     use_f16c = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");

@@ -219,7 +219,10 @@ def _squeeze_runs_python(text: str) -> str:
     return _RUN.sub(_squeeze, text)
 
 
-_squeeze_runs: Callable[[str], str] = getattr(_kernel, "squeeze_runs", _squeeze_runs_python)
+try:  # ours (setup.py, optional): the same squeeze as _ngram_kernel's, ~7x faster (its docstring)
+    from ._moderation_kernel import squeeze_runs as _squeeze_runs
+except ImportError:  # pragma: no cover - installs without a compiler
+    _squeeze_runs = getattr(_kernel, "squeeze_runs", _squeeze_runs_python)
 
 
 def canonicalise(normalised: str) -> Canonical:
