@@ -220,9 +220,14 @@ def _squeeze_runs_python(text: str) -> str:
 
 
 try:  # ours (setup.py, optional): the same squeeze as _ngram_kernel's, ~7x faster (its docstring)
-    from ._moderation_kernel import squeeze_runs as _squeeze_runs
+    from . import _moderation_kernel as _kernel16
 except ImportError:  # pragma: no cover - installs without a compiler
-    _squeeze_runs = getattr(_kernel, "squeeze_runs", _squeeze_runs_python)
+    _kernel16 = None  # type: ignore[assignment]
+_squeeze_runs: Callable[[str], str] = (
+    _kernel16.squeeze_runs
+    if _kernel16 is not None
+    else getattr(_kernel, "squeeze_runs", _squeeze_runs_python)
+)
 
 
 def canonicalise(normalised: str) -> Canonical:
