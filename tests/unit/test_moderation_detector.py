@@ -439,11 +439,12 @@ def test_detector_reuses_the_injection_detectors_work(detector: ModerationDetect
     hashed = dict(cache.hashes)
     assert detector.scan(text, cache).to_dict() == detector.scan(text).to_dict()
     assert cache.hashes == hashed  # a hit, no new entry
-    # Allow-listed spans are blanked before the classifier: that text is hashed on its own.
+    # Allow-listed spans are blanked before the classifier: that text is hashed on its own, and
+    # not left in the cache (the float16 kernel hashes and sums it in one call: ``_half_sums``).
     benign = "How do I kill a Python process? Then shoot a photo of the garden and execute the script."
     InjectionDetector().scan(benign, cache)
     assert detector.scan(benign, cache).to_dict() == detector.scan(benign).to_dict()
-    assert len(cache.hashes) == len(hashed) + 2
+    assert len(cache.hashes) == len(hashed) + 1  # the injection step's entry only
 
 
 def test_both_detectors_share_one_set_of_hasher_tables() -> None:

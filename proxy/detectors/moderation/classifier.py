@@ -201,19 +201,27 @@ class ModerationClassifier(PackagedModel):
     def _half_sums(self, prepared: str, cache: HashCache | None) -> _Sums:
         """``FeatureHasher.bucket_sums(prepared, self._w, cache)`` from the float16 table
         (``_moderation_kernel.c``): equal bit for bit (tests/unit/test_moderation_kernel16.py), with
-        half the table competing for the CPU caches (~4-8 µs less per 2 KB scan). With the request's
-        cache the n-gram hashes come from it (or are left in it), as on the float32 path."""
+        half the table competing for the CPU caches.
+
+        ``cache``: read, not written. Hashes an earlier step (injection) left for this very string
+        are summed as they are; otherwise the kernel hashes and sums in one call and keeps nothing.
+        Why not leave ours: making the cache entry (three buffers, numpy views, a ``HashedText``)
+        cost ~12 µs per 2 KB, and it is rarely read: the injection step usually runs first, and a
+        pii step between the two changes the prompt (redacted addresses) so the strings differ."""
         assert self._half is not None and _kernel16 is not None
         half, bound = self._half
         hasher = self._hasher
-        char_k, word_k = self.meta.features.smoothing
-        if cache is None:
+        features = self.meta.features
+        char_k, word_k = features.smoothing
+        mixed = (
+            cache.get((prepared, features.char_ngrams, features.word_ngrams)) if cache is not None else None
+        )
+        if mixed is None:
             sizes, salts, w1, w2, salt_w1, salt_w2 = hasher._kernel_args
             char_sums, word_sums, n_char, n_word = _kernel16.hash_sums16(
                 prepared, sizes, salts, w1, w2, salt_w1, salt_w2, hasher._shift_bits, half, bound
             )
         else:
-            mixed = hasher._lookup(prepared, cache)
             n_char = sum(count for _, count in mixed.char_blocks)
             n_word = mixed.n_uni + mixed.n_bi
             char_sums, word_sums = _kernel16.sums16(mixed.buckets, hasher._shift_bits, half, n_char, bound)

@@ -174,7 +174,7 @@ class ModerationDetector:
         """Score one text. Inputs beyond ``max_chars`` are scanned head and tail only (``truncated``).
 
         ``cache``: the request's ``ScanCache``; reuses the injection detector's folding and n-gram
-        hashing of the same text (and leaves ours for a later step)."""
+        hashing of the same text (leaving no hashes of its own: ``ModerationClassifier._half_sums``)."""
         truncated = len(text) > self._max_chars
         if truncated:
             half = self._max_chars // 2
