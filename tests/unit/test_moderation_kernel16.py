@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from proxy.detectors import _ngram_kernel as kernel
 from proxy.detectors.moderation import _moderation_kernel as kernel16
+from proxy.detectors.moderation import classifier as classifier_module
 from proxy.detectors.moderation.classifier import ModerationClassifier, _half_table
 from proxy.detectors.shared import ScanCache
 
@@ -124,3 +125,41 @@ def test_scores_equal_the_float32_path(cached: bool, monkeypatch: pytest.MonkeyP
     reference = ModerationClassifier(clf._w, clf.meta)
     monkeypatch.setattr(reference, "_half", None)
     assert [reference.score_list(t, ScanCache().hashes if cached else None) for t in texts] == fast
+
+
+ASCII_TEXTS = st.one_of(
+    st.text(alphabet="abcXYZ kill you 019_'.!\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x00~", max_size=300),
+    st.lists(st.sampled_from(["Kill ", "you", "  ", "\t", "HATE ", " the\n", "x"]), max_size=60).map("".join),
+)
+
+
+def _reference_scores(clf: ModerationClassifier, text: str) -> list[float]:
+    """``score_list``'s window path without the one-call kernel: ``_window_list`` and the sigmoid."""
+    logits = clf._window_list(text)
+    return [classifier_module._sigmoid(min(max(z, -60.0), 60.0)) for z in logits]
+
+
+@FAST
+@given(ASCII_TEXTS)
+def test_ascii_scores16_equal_the_python_path(text: str) -> None:
+    clf = _clf()
+    assert clf._ascii_scores(text) == _reference_scores(clf, text)
+    assert clf.score_list(text) == _reference_scores(clf, text)
+
+
+def test_ascii_scores16_on_real_texts_and_edges() -> None:
+    clf = _clf()
+    window = clf.meta.features.window
+    texts = [
+        "",
+        " ",
+        "\t\n",
+        "I will KILL you, you worthless idiot!!",
+        "  leading and trailing  ",
+        "a" * window,  # exactly one window: prepared is window + 2 characters
+        ("word " * 2000)[:window],
+    ]
+    for text in texts:
+        assert clf._ascii_scores(text) == _reference_scores(clf, text), text[:40]
+    assert clf._ascii_scores("caf\u00e9 au lait") is None  # not ASCII: prepared in Python
+    assert clf.score_list("caf\u00e9 au lait") == _reference_scores(clf, "caf\u00e9 au lait")

@@ -21,3 +21,20 @@ def sums16(
     /,
 ) -> tuple[tuple[float, ...], tuple[float, ...]]: ...
 def squeeze_runs(text: str, /) -> str: ...
+def ascii_scores16(
+    text: str,
+    char_sizes: tuple[int, ...],
+    char_salts: tuple[int, ...],
+    word_unigrams: bool,
+    word_bigrams: bool,
+    salt_w1: int,
+    salt_w2: int,
+    shift: int,
+    weights: object,
+    bound: float,
+    biases: tuple[float, ...],
+    char_k: int,
+    word_k: int,
+    window: int,
+    /,
+) -> list[float] | None: ...

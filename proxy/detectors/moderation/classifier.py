@@ -229,6 +229,32 @@ class ModerationClassifier(PackagedModel):
         word_scale = 1.0 / (n_word + word_k) if n_word else 0.0
         return char_sums, word_sums, char_scale, word_scale
 
+    def _ascii_scores(self, canonical: str) -> list[float] | None:
+        """``score_list`` of one window by ``_moderation_kernel.ascii_scores16`` (prepare, hash, sum,
+        logits and sigmoid in C: ~6 µs less per scan than the Python around ``_half_sums``; equal
+        bit for bit, tests/unit/test_moderation_kernel16.py); None when ``canonical`` is not ASCII."""
+        assert self._half is not None and _kernel16 is not None
+        half, bound = self._half
+        hasher, features = self._hasher, self.meta.features
+        sizes, salts, w1, w2, salt_w1, salt_w2 = hasher._kernel_args
+        char_k, word_k = features.smoothing
+        return _kernel16.ascii_scores16(
+            canonical,
+            sizes,
+            salts,
+            w1,
+            w2,
+            salt_w1,
+            salt_w2,
+            hasher._shift_bits,
+            half,
+            bound,
+            self.meta.biases,
+            char_k,
+            word_k,
+            features.window,
+        )
+
     def scores_canonical(self, canonical: str, cache: HashCache | None = None) -> npt.NDArray[np.float64]:
         """Probability-like scores in [0, 1] per category for canonical text."""
         return np.array(self.score_list(canonical, cache), dtype=np.float64)
@@ -239,6 +265,10 @@ class ModerationClassifier(PackagedModel):
         Short texts (the common case) stay in Python floats from the reductions on; longer ones take
         the per-window maximum of ``logits_canonical``."""
         if len(canonical) <= self.meta.features.window:
+            if self._half is not None and not cache:  # no hashes to peek at: all of it in one call
+                scores = self._ascii_scores(canonical)
+                if scores is not None:
+                    return scores
             logits = self._window_list(canonical, cache)
         else:
             logits = self.logits_canonical(canonical, cache).tolist()
