@@ -152,7 +152,8 @@ def test_classifier_scores_do_not_depend_on_the_path(monkeypatch: pytest.MonkeyP
 
 
 def test_a_request_cache_keeps_the_hasher_path_and_the_scores() -> None:
-    """With the request's cache (prompts) the hashes go through it as before, same scores."""
+    """With the request's cache (prompts) hashes found there are used, same scores; the classifier
+    reads the cache only (``_half_sums``: entries of its own cost more than they saved)."""
     clf = ModerationClassifier.default()
     text = "you are a worthless idiot and nobody likes you"
     prepared = clf.hasher.prepare(text)
@@ -161,7 +162,7 @@ def test_a_request_cache_keeps_the_hasher_path_and_the_scores() -> None:
     assert len(cache) == 1
     assert clf.score_list(text, cache) == clf.score_list(text)
     empty: dict = {}  # type: ignore[type-arg]
-    assert clf.score_list(text, empty) == clf.score_list(text) and len(empty) == 1  # left for others
+    assert clf.score_list(text, empty) == clf.score_list(text) and len(empty) == 0  # read, not written
 
 
 # --- vocab_tokens: the rule vocabulary's words among a text's tokens ------------------------------
