@@ -163,3 +163,32 @@ def test_ascii_scores16_on_real_texts_and_edges() -> None:
         assert clf._ascii_scores(text) == _reference_scores(clf, text), text[:40]
     assert clf._ascii_scores("caf\u00e9 au lait") is None  # not ASCII: prepared in Python
     assert clf.score_list("caf\u00e9 au lait") == _reference_scores(clf, "caf\u00e9 au lait")
+
+
+@FAST
+@given(TEXTS)
+def test_the_hashing_is_the_same_with_and_without_avx512(text: str) -> None:
+    """The AVX-512 char n-gram hashing (when the CPU has it) and the scalar loop give the same sums
+    as ``_ngram_kernel``; ``set_simd`` switches between them."""
+    clf = _clf()
+    assert clf._half is not None
+    half, bound = clf._half
+    prepared = clf.hasher.prepare(text) + text.lower()  # every string kind, long and short
+    expected = kernel.hash_bucket_sums(prepared, *_args(clf), clf._w)
+    before = kernel16.set_simd(False)
+    try:
+        assert kernel16.hash_sums16(prepared, *_args(clf), half, bound) == expected
+        assert clf._ascii_scores(prepared.encode("ascii", "replace").decode()) == _reference_scores(
+            clf, prepared.encode("ascii", "replace").decode()
+        )
+    finally:
+        kernel16.set_simd(before)
+    assert kernel16.hash_sums16(prepared, *_args(clf), half, bound) == expected
+
+
+def test_set_simd_reports_the_previous_setting() -> None:
+    before = kernel16.set_simd(False)
+    try:
+        assert kernel16.set_simd(True) is False
+    finally:
+        kernel16.set_simd(before)
