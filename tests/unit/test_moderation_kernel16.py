@@ -18,6 +18,7 @@ from proxy.detectors import _ngram_kernel as kernel
 from proxy.detectors.moderation import _moderation_kernel as kernel16
 from proxy.detectors.moderation import classifier as classifier_module
 from proxy.detectors.moderation.classifier import ModerationClassifier, _half_table
+from proxy.detectors.moderation.rules import RuleScanner
 from proxy.detectors.shared import ScanCache
 
 FAST = settings(max_examples=300, deadline=None)
@@ -192,3 +193,72 @@ def test_set_simd_reports_the_previous_setting() -> None:
         assert kernel16.set_simd(True) is False
     finally:
         kernel16.set_simd(before)
+
+
+# --- literals_present and the rules' one-pass prefilter gate (rules._LiteralScan) -----------------
+
+LITERALS = ["no one ", "nobody ", "noone ", "the world ", "you deserve to ", "yo", "you ", "xy"]
+GATE_TEXTS = st.one_of(
+    st.lists(st.sampled_from([*LITERALS, "one", " ", "no", "body", "deserve", "caf\u00e9", "u", "\n"])).map(
+        "".join
+    ),
+    st.text(alphabet="noe ybdywrlthu", max_size=200),
+)
+
+
+def _buckets(literals: list[str]) -> tuple[bytes, tuple[tuple[str, ...], ...]]:
+    by_pair: dict[str, list[str]] = {}
+    for lit in literals:
+        by_pair.setdefault(lit[:2], []).append(lit)
+    table = bytearray(1 << 16)
+    for slot, pair in enumerate(by_pair, start=1):
+        table[ord(pair[0]) << 8 | ord(pair[1])] = slot
+    return bytes(table), tuple(tuple(v) for v in by_pair.values())
+
+
+@FAST
+@given(GATE_TEXTS)
+def test_literals_present_finds_exactly_the_literals_in_the_text(text: str) -> None:
+    table, buckets = _buckets(LITERALS)
+    found = kernel16.literals_present(text, table, buckets)
+    if not text.isascii():
+        assert found is None
+        return
+    assert found == {lit for lit in LITERALS if lit in text}
+
+
+def test_literals_present_rejects_bad_arguments() -> None:
+    table, buckets = _buckets(LITERALS)
+    with pytest.raises(ValueError, match="two characters"):
+        kernel16.literals_present("x", table, (("a",),))
+    with pytest.raises(ValueError, match="wrong size"):
+        kernel16.literals_present("x", b"\0", buckets)
+
+
+@FAST
+@given(st.lists(GATE_TEXTS, min_size=1, max_size=2))
+def test_the_rules_literal_gate_never_rules_out_a_possible_match(texts: list[str]) -> None:
+    """Where the one-pass gate says no, the pattern's own prefilter says no as well (both forms)."""
+    scanner = RuleScanner.default()
+    for pattern, gate in zip(scanner._patterns, scanner._literal_scans, strict=True):
+        if gate is not None and not gate.may_match(texts):
+            assert not pattern.may_match(texts)
+            if len(texts) == 2:
+                assert not pattern.may_match_aligned(texts[0], texts[1])
+
+
+def test_rule_results_are_the_same_without_the_literal_gate(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = [
+        "Honestly, no one likes you and everyone hates you.",
+        "You deserve to suffer for this.",
+        "Only one of the two invoices was paid; nobody told us why.",
+        "n0 0ne l1kes y0u",  # folded: a 1-as-l reading
+        "The world would be better off without you, caf\u00e9 owner",  # not ASCII: no gate
+        "One more thing: the world is big. " * 40,
+    ]
+    scanner = RuleScanner.default()
+    assert any(gate is not None for gate in scanner._literal_scans)
+    gated = [scanner.scan(t) for t in texts]
+    monkeypatch.setattr(scanner, "_literal_scans", (None,) * len(scanner._patterns))
+    assert [scanner.scan(t) for t in texts] == gated
+    assert any(result.hits for result in gated)
