@@ -262,3 +262,18 @@ def test_rule_results_are_the_same_without_the_literal_gate(monkeypatch: pytest.
     monkeypatch.setattr(scanner, "_literal_scans", (None,) * len(scanner._patterns))
     assert [scanner.scan(t) for t in texts] == gated
     assert any(result.hits for result in gated)
+
+
+def test_a_cache_holding_other_texts_gives_the_same_scores() -> None:
+    """A request cache with another step's entry (a miss for this text), with this text's entry
+    (a hit), or empty: the same scores as without a cache, and nothing added to it."""
+    clf = _clf()
+    text = "you are a worthless idiot and nobody likes you"
+    expected = _reference_scores(clf, text)
+    other: dict = {}  # type: ignore[type-arg]
+    clf.hasher.hash_prepared(clf.hasher.prepare("an unrelated prompt"), other)
+    assert clf.score_list(text, other) == expected and len(other) == 1
+    hit: dict = {}  # type: ignore[type-arg]
+    clf.hasher.hash_prepared(clf.hasher.prepare(text), hit)
+    assert clf.score_list(text, hit) == expected and len(hit) == 1
+    assert clf.score_list(text, {}) == expected

@@ -169,8 +169,10 @@ class ModerationClassifier(PackagedModel):
 
         Why lists: the eight-element arithmetic after the sums (scale, add the biases, the sigmoid)
         cost a numpy call of ~1 µs each; Python floats are float64, as the sums are."""
-        features = self.meta.features
-        prepared = self._hasher.prepare(text)[: features.window + 2]
+        return self._prepared_list(self._hasher.prepare(text)[: self.meta.features.window + 2], cache)
+
+    def _prepared_list(self, prepared: str, cache: HashCache | None = None) -> list[float]:
+        """``_window_list`` of a text already prepared and cut to the window."""
         if self._half is not None:
             char_sums, word_sums, char_scale, word_scale = self._half_sums(prepared, cache)
         elif self._fused is None or cache is not None:  # a request's text: hashes shared through the cache
@@ -264,12 +266,22 @@ class ModerationClassifier(PackagedModel):
 
         Short texts (the common case) stay in Python floats from the reductions on; longer ones take
         the per-window maximum of ``logits_canonical``."""
-        if len(canonical) <= self.meta.features.window:
-            if self._half is not None and not cache:  # no hashes to peek at: all of it in one call
-                scores = self._ascii_scores(canonical)
+        features = self.meta.features
+        if len(canonical) <= features.window:
+            if self._half is None:
+                logits = self._window_list(canonical, cache)
+            else:  # without hashes to use from the cache, all of it in one call
+                prepared = None
+                if cache:  # an earlier step's hashes of this very string, if it left them
+                    prepared = self._hasher.prepare(canonical)[: features.window + 2]
+                    if (prepared, features.char_ngrams, features.word_ngrams) not in cache:
+                        prepared = None
+                scores = self._ascii_scores(canonical) if prepared is None else None
                 if scores is not None:
                     return scores
-            logits = self._window_list(canonical, cache)
+                logits = (
+                    self._prepared_list(prepared, cache) if prepared else self._window_list(canonical, cache)
+                )
         else:
             logits = self.logits_canonical(canonical, cache).tolist()
         return [_sigmoid(min(max(z, -60.0), 60.0)) for z in logits]
