@@ -75,8 +75,10 @@ def test_sums16_equal_bucket_sums(text: str) -> None:
     assert kernel16.sums16(hashes, shift, half, n_char, ENDLESS) == expected
 
 
-def test_a_random_float16_table_sums_equal_in_any_order() -> None:
-    """The exactness argument on a table with the extremes float16 has (subnormals, ~99, signs)."""
+@pytest.mark.parametrize("simd", [True, False])
+def test_a_random_float16_table_sums_equal_in_any_order(simd: bool) -> None:
+    """The exactness argument on a table with the extremes float16 has (subnormals, ~99, signs),
+    on the x86 path and on the portable one (its own float16 conversion)."""
     rng = np.random.default_rng(17)
     bits = 12
     half = (rng.standard_normal((1 << bits, 8)) * 30).astype(np.float16)
@@ -86,9 +88,14 @@ def test_a_random_float16_table_sums_equal_in_any_order() -> None:
     hashes = rng.integers(0, 2**63, size=20_000, dtype=np.uint64) * 2 + 1
     shift = 64 - bits
     bound = float(np.abs(weights).max())
-    for n_char in (0, 1, 3, 7, 12_345, 20_000):
-        expected = kernel.bucket_sums(hashes.tobytes(), shift, weights, n_char)
-        assert kernel16.sums16(hashes.tobytes(), shift, half, n_char, bound) == expected
+    before = kernel16.set_simd(simd)
+    try:
+        for n_char in (0, 1, 3, 7, 12_345, 20_000):
+            expected = kernel.bucket_sums(hashes.tobytes(), shift, weights, n_char)
+            assert kernel16.sums16(hashes.tobytes(), shift, half, n_char, bound) == expected
+            assert kernel16.sums16(hashes.tobytes(), shift, half, n_char, ENDLESS) == expected
+    finally:
+        kernel16.set_simd(before)
 
 
 def test_a_table_that_is_not_float16_keeps_the_float32_path() -> None:
@@ -168,9 +175,9 @@ def test_ascii_scores16_on_real_texts_and_edges() -> None:
 
 @FAST
 @given(TEXTS)
-def test_the_hashing_is_the_same_with_and_without_avx512(text: str) -> None:
-    """The AVX-512 char n-gram hashing (when the CPU has it) and the scalar loop give the same sums
-    as ``_ngram_kernel``; ``set_simd`` switches between them."""
+def test_the_sums_are_the_same_with_and_without_simd(text: str) -> None:
+    """The x86 paths (AVX-512 hashing, F16C sums, when the CPU has them) and the portable C that
+    other CPUs run give the same sums as ``_ngram_kernel``; ``set_simd`` switches between them."""
     clf = _clf()
     assert clf._half is not None
     half, bound = clf._half
@@ -179,6 +186,7 @@ def test_the_hashing_is_the_same_with_and_without_avx512(text: str) -> None:
     before = kernel16.set_simd(False)
     try:
         assert kernel16.hash_sums16(prepared, *_args(clf), half, bound) == expected
+        assert kernel16.hash_sums16(prepared, *_args(clf), half, ENDLESS) == expected
         assert clf._ascii_scores(prepared.encode("ascii", "replace").decode()) == _reference_scores(
             clf, prepared.encode("ascii", "replace").decode()
         )

@@ -704,15 +704,17 @@ done:
     return found;
 }
 
-/* set_simd(enabled) -> bool: use the AVX-512 hashing when the CPU has it (enabled) or not; returns
- * the previous setting. For the tests, which compare both paths; the module starts with it on. */
+/* set_simd(enabled) -> bool: use the x86 paths the CPU has (AVX-512 hashing, F16C sums) or only the
+ * portable C (what other CPUs run); returns whether any was in use before. For the tests, which
+ * compare every path with _ngram_kernel; the module starts with them on. */
 static PyObject *set_simd(PyObject *self, PyObject *flag) {
     (void)self;
     int want = PyObject_IsTrue(flag);
     if (want < 0) return NULL;
-    int before = use_avx512;
+    int before = use_avx512 || use_f16c;
 #if HAVE_X86_F16C
     use_avx512 = want && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+    use_f16c = want && __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
 #endif
     return PyBool_FromLong(before);
 }
