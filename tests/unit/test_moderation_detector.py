@@ -510,3 +510,12 @@ def test_vocabulary_tokens_equal_the_token_set_cut_to_the_vocabulary(scanner: Ru
         assert rules_module._vocab_tokens(text, vocab) == rules_module._tokens(text) & vocab, repr(text)
         full = scanner._vocab
         assert rules_module._vocab_tokens(text, full) == rules_module._tokens(text) & full, repr(text)
+
+
+def test_thresholds_replaced_after_construction_take_effect() -> None:
+    """``thresholds`` is a public attribute: the scan reads the one set now, not the first one."""
+    detector = ModerationDetector()
+    text = "Could you recommend a good book about gardening?"
+    assert detector.scan(text).flagged_categories == ()
+    detector.thresholds = Thresholds.from_model(detector._classifier, None, **dict.fromkeys(CATEGORIES, 0.0))
+    assert detector.scan(text).flagged_categories == CATEGORIES
