@@ -156,25 +156,29 @@ class ModerationClassifier(PackagedModel):
         window = self.meta.features.window
         if len(canonical) <= window:
             return self._window_logits(canonical, cache)
-        # Each window through the shared cache too (it used to be hashed afresh every time).
-        best = windowed_max(canonical, window, lambda part: self._window_list(part, cache))
+        # Each window through the shared cache too (it used to be hashed afresh every time), and left
+        # there: the injection classifier cuts a long prompt into the same windows.
+        best = windowed_max(canonical, window, lambda part: self._window_list(part, cache, store=True))
         return np.array(best, dtype=np.float64)
 
     def _window_logits(self, text: str, cache: HashCache | None = None) -> npt.NDArray[np.float64]:
         return np.array(self._window_list(text, cache), dtype=np.float64)
 
-    def _window_list(self, text: str, cache: HashCache | None = None) -> list[float]:
+    def _window_list(self, text: str, cache: HashCache | None = None, store: bool = False) -> list[float]:
         """One window's logits as Python floats: the per-category weight sums of the char and word
         n-grams (``FeatureHasher.bucket_sums``, one pass over the weight rows), scaled, plus the biases.
 
         Why lists: the eight-element arithmetic after the sums (scale, add the biases, the sigmoid)
         cost a numpy call of ~1 µs each; Python floats are float64, as the sums are."""
-        return self._prepared_list(self._hasher.prepare(text)[: self.meta.features.window + 2], cache)
+        prepared = self._hasher.prepare(text)[: self.meta.features.window + 2]
+        return self._prepared_list(prepared, cache, store)
 
-    def _prepared_list(self, prepared: str, cache: HashCache | None = None) -> list[float]:
+    def _prepared_list(
+        self, prepared: str, cache: HashCache | None = None, store: bool = False
+    ) -> list[float]:
         """``_window_list`` of a text already prepared and cut to the window."""
         if self._half is not None:
-            char_sums, word_sums, char_scale, word_scale = self._half_sums(prepared, cache)
+            char_sums, word_sums, char_scale, word_scale = self._half_sums(prepared, cache, store)
         elif self._fused is None or cache is not None:  # a request's text: hashes shared through the cache
             char_sums, word_sums, char_scale, word_scale = self._hasher.bucket_sums(prepared, self._w, cache)
         else:  # answers and stream windows (no cache): nobody else reads their hashes
@@ -200,24 +204,28 @@ class ModerationClassifier(PackagedModel):
         word_scale = 1.0 / (n_word + word_k) if n_word else 0.0
         return char_sums, word_sums, char_scale, word_scale
 
-    def _half_sums(self, prepared: str, cache: HashCache | None) -> _Sums:
+    def _half_sums(self, prepared: str, cache: HashCache | None, store: bool = False) -> _Sums:
         """``FeatureHasher.bucket_sums(prepared, self._w, cache)`` from the float16 table
         (``_moderation_kernel.c``): equal bit for bit (tests/unit/test_moderation_kernel16.py), with
         half the table competing for the CPU caches.
 
-        ``cache``: read, not written. Hashes an earlier step (injection) left for this very string
-        are summed as they are; otherwise the kernel hashes and sums in one call and keeps nothing.
-        Why not leave ours: making the cache entry (three buffers, numpy views, a ``HashedText``)
-        cost ~12 µs per 2 KB, and it is rarely read: the injection step usually runs first, and a
-        pii step between the two changes the prompt (redacted addresses) so the strings differ."""
+        ``cache``: read; written only with ``store`` (the windows of a long text). Hashes an earlier
+        step (injection) left for this very string are summed as they are; otherwise the kernel
+        hashes and sums in one call and keeps nothing. Why not leave ours for a single window:
+        making the cache entry (three buffers, numpy views, a ``HashedText``) cost ~12 µs per 2 KB,
+        and it is rarely read: the injection step usually runs first, and a pii step between the
+        two changes the prompt (redacted addresses) so the strings differ."""
         assert self._half is not None and _kernel16 is not None
         half, bound = self._half
         hasher = self._hasher
         features = self.meta.features
         char_k, word_k = features.smoothing
-        mixed = (
-            cache.get((prepared, features.char_ngrams, features.word_ngrams)) if cache is not None else None
-        )
+        if cache is None:
+            mixed = None
+        elif store:
+            mixed = hasher._lookup(prepared, cache)  # computed and left there on a miss
+        else:
+            mixed = cache.get((prepared, features.char_ngrams, features.word_ngrams))
         if mixed is None:
             sizes, salts, w1, w2, salt_w1, salt_w2 = hasher._kernel_args
             char_sums, word_sums, n_char, n_word = _kernel16.hash_sums16(
