@@ -1,7 +1,12 @@
 /*
- * The moderation classifier's n-gram sums from a float16 weight table (issue 17).
+ * The moderation detector's hot loops (issue 17); every function has a reference it must equal:
+ *   hash_sums16, sums16   _ngram_kernel's hash_bucket_sums / bucket_sums, from the float16 table;
+ *   ascii_scores16        ModerationClassifier.score_list of one ASCII window, in one call;
+ *   squeeze_runs          rules._squeeze_runs_python;
+ *   literals_present      {lit for lit in literals if lit in text} (rules._LiteralScan);
+ *   set_simd              for the tests: the x86 paths on or off (the portable C is the other).
  *
- * What: the same (char_sums, word_sums) as _ngram_kernel's hash_bucket_sums / bucket_sums on the
+ * The sums: the same (char_sums, word_sums) as _ngram_kernel's hash_bucket_sums / bucket_sums on the
  * model's float32 table, read from the file's float16 table instead (rows of 8 halves: 16 bytes).
  * The hashing (read_text, fill_hashes) is a copy of _ngram_kernel.c's, which this module must not
  * change; tests/unit/test_moderation_kernel16.py compares the two bit for bit.
