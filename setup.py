@@ -13,6 +13,11 @@ setup(
             "proxy.detectors._ngram_kernel",
             ["proxy/detectors/_ngram_kernel.c"],
             optional=True,
-        )
+        ),
+        Extension(
+            "proxy.detectors.moderation._moderation_kernel",
+            ["proxy/detectors/moderation/_moderation_kernel.c"],
+            optional=True,
+        ),
     ]
 )

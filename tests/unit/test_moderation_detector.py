@@ -439,11 +439,12 @@ def test_detector_reuses_the_injection_detectors_work(detector: ModerationDetect
     hashed = dict(cache.hashes)
     assert detector.scan(text, cache).to_dict() == detector.scan(text).to_dict()
     assert cache.hashes == hashed  # a hit, no new entry
-    # Allow-listed spans are blanked before the classifier: that text is hashed on its own.
+    # Allow-listed spans are blanked before the classifier: that text is hashed on its own, and
+    # not left in the cache (the float16 kernel hashes and sums it in one call: ``_half_sums``).
     benign = "How do I kill a Python process? Then shoot a photo of the garden and execute the script."
     InjectionDetector().scan(benign, cache)
     assert detector.scan(benign, cache).to_dict() == detector.scan(benign).to_dict()
-    assert len(cache.hashes) == len(hashed) + 2
+    assert len(cache.hashes) == len(hashed) + 1  # the injection step's entry only
 
 
 def test_both_detectors_share_one_set_of_hasher_tables() -> None:
@@ -509,3 +510,12 @@ def test_vocabulary_tokens_equal_the_token_set_cut_to_the_vocabulary(scanner: Ru
         assert rules_module._vocab_tokens(text, vocab) == rules_module._tokens(text) & vocab, repr(text)
         full = scanner._vocab
         assert rules_module._vocab_tokens(text, full) == rules_module._tokens(text) & full, repr(text)
+
+
+def test_thresholds_replaced_after_construction_take_effect() -> None:
+    """``thresholds`` is a public attribute: the scan reads the one set now, not the first one."""
+    detector = ModerationDetector()
+    text = "Could you recommend a good book about gardening?"
+    assert detector.scan(text).flagged_categories == ()
+    detector.thresholds = Thresholds.from_model(detector._classifier, None, **dict.fromkeys(CATEGORIES, 0.0))
+    assert detector.scan(text).flagged_categories == CATEGORIES

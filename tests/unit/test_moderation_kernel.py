@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from proxy.detectors import _ngram_kernel as kernel
 from proxy.detectors.injection.features import FeatureConfig, FeatureHasher
+from proxy.detectors.moderation import _moderation_kernel as kernel16
 from proxy.detectors.moderation import rules
 from proxy.detectors.moderation.classifier import ModerationClassifier, _fused_args
 
@@ -48,11 +49,15 @@ def test_leet_fold_equals_the_python_reference(text: str) -> None:
 
 
 @FAST
-@given(st.one_of(TEXTS, st.text(alphabet="aaabbbllliiio0é日\U0001f600 .", max_size=60)))
+@given(st.one_of(TEXTS, st.text(alphabet="aaabbbllliiizzzo0ZZé日\U0001f600 .", max_size=60)))
 def test_squeeze_runs_equals_the_python_reference(text: str) -> None:
-    assert rules._squeeze_runs is kernel.squeeze_runs, "squeeze_runs missing: rebuild the kernel"
+    """Both compiled versions: ``_ngram_kernel``'s, and ``_moderation_kernel``'s that the rules use."""
+    assert rules._squeeze_runs is kernel16.squeeze_runs, "_moderation_kernel missing: rebuild it"
     low = text.lower()
-    assert kernel.squeeze_runs(low) == rules._squeeze_runs_python(low)
+    expected = rules._squeeze_runs_python(low)
+    assert kernel.squeeze_runs(low) == expected
+    assert kernel16.squeeze_runs(low) == expected
+    assert kernel16.squeeze_runs(text) == rules._squeeze_runs_python(text)
 
 
 @FAST
@@ -147,7 +152,8 @@ def test_classifier_scores_do_not_depend_on_the_path(monkeypatch: pytest.MonkeyP
 
 
 def test_a_request_cache_keeps_the_hasher_path_and_the_scores() -> None:
-    """With the request's cache (prompts) the hashes go through it as before, same scores."""
+    """With the request's cache (prompts) hashes found there are used, same scores; the classifier
+    reads the cache only (``_half_sums``: entries of its own cost more than they saved)."""
     clf = ModerationClassifier.default()
     text = "you are a worthless idiot and nobody likes you"
     prepared = clf.hasher.prepare(text)
@@ -156,7 +162,7 @@ def test_a_request_cache_keeps_the_hasher_path_and_the_scores() -> None:
     assert len(cache) == 1
     assert clf.score_list(text, cache) == clf.score_list(text)
     empty: dict = {}  # type: ignore[type-arg]
-    assert clf.score_list(text, empty) == clf.score_list(text) and len(empty) == 1  # left for others
+    assert clf.score_list(text, empty) == clf.score_list(text) and len(empty) == 0  # read, not written
 
 
 # --- vocab_tokens: the rule vocabulary's words among a text's tokens ------------------------------

@@ -169,12 +169,22 @@ class ModerationDetector:
         if max_chars < 1024:
             raise ValueError("max_chars must be at least 1024")
         self._max_chars = max_chars
+        self._limits_of: tuple[Thresholds, tuple[float, ...]] | None = None
+
+    def _limits(self) -> tuple[float, ...]:
+        """The combined thresholds in CATEGORIES order, for the ``thresholds`` set now (it is a public
+        attribute: a caller may replace it after construction)."""
+        known = self._limits_of
+        if known is None or known[0] is not self.thresholds:
+            t = self.thresholds.combined
+            known = self._limits_of = (self.thresholds, tuple(t[c] for c in CATEGORIES))
+        return known[1]
 
     def scan(self, text: str, cache: ScanCache | None = None) -> ModerationResult:
         """Score one text. Inputs beyond ``max_chars`` are scanned head and tail only (``truncated``).
 
         ``cache``: the request's ``ScanCache``; reuses the injection detector's folding and n-gram
-        hashing of the same text (and leaves ours for a later step)."""
+        hashing of the same text (leaving no hashes of its own: ``ModerationClassifier._half_sums``)."""
         truncated = len(text) > self._max_chars
         if truncated:
             half = self._max_chars // 2
@@ -189,14 +199,17 @@ class ModerationDetector:
         phrase = intent_phrase(text, blanked)
         if phrase is not None:  # the intent phrases are the rule layer of ``illicit``
             rule_scores = MappingProxyType({**rule_scores, INTENT: phrase.score})
-        classifier_scores = dict(zip(CLASSIFIER_CATEGORIES, cls, strict=True))
         # Intent reads the text with figurative uses blanked ("kill time" is not a request to kill).
-        classifier_scores[INTENT] = (
-            self._intent.score(blanked or literal(text)) if self._intent is not None else 0.0
+        cls.append(self._intent.score(blanked or literal(text)) if self._intent is not None else 0.0)
+        # Lists in CATEGORIES order, zipped: the same values and dict order as per-category lookups
+        # in the mappings, at about half the ~6 µs those took per scan.
+        rule_values = map(rule_scores.__getitem__, CATEGORIES)
+        values = [1.0 - (1.0 - r) * (1.0 - c) for r, c in zip(rule_values, cls, strict=True)]
+        classifier_scores = dict(zip(CATEGORIES, cls, strict=True))
+        combined = dict(zip(CATEGORIES, values, strict=True))
+        flagged = tuple(
+            [c for c, v, limit in zip(CATEGORIES, values, self._limits(), strict=True) if v >= limit]
         )
-        combined = {c: 1.0 - (1.0 - rule_scores[c]) * (1.0 - classifier_scores[c]) for c in CATEGORIES}
-        t = self.thresholds.combined
-        flagged = tuple(c for c in CATEGORIES if combined[c] >= t[c])
         hits = tuple(RuleHitInfo(h.rule_id, h.categories, h.weight, h.span) for h in rules.hits)
         allowed = tuple(dict.fromkeys(rule_id for rule_id, _ in rules.allowed))
         return ModerationResult(

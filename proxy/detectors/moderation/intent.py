@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from .. import multiscan
@@ -284,6 +285,30 @@ def _literal_gate() -> multiscan.Gate:
     return multiscan.gate([("figurative", _FIGURATIVE), ("quoted", _QUOTED)])
 
 
+_PHRASES = frozenset({"fiction", "frame"})
+
+
+@functools.cache
+def _phrase_gate() -> multiscan.Gate:
+    """One Hyperscan pass that says whether ``_FICTION`` and ``_FRAME`` can match a whole text.
+
+    Why: the stems are common words ("life", "put ", "talk", "harm", "avoid"), so most prose passes
+    ``_STEMS``, and then two ~100-branch alternations walked the text with ``re`` (~120 µs per
+    2 KB). Exact, like ``_literal_gate``: a pattern the pass does not report cannot match, so its
+    search is skipped (it would find nothing); one it reports, or did not admit, runs as before.
+    The act and euphemism searches stay ungated: those in the short tail after a frame (a tail cut
+    mid-word can match where the whole text does not), and those over the whole text, which only
+    request-sized texts (``_SHORT``) need."""
+    return multiscan.gate([("fiction", _FICTION), ("frame", _FRAME)])
+
+
+def _may_match(text: str) -> frozenset[Hashable]:
+    """The gated patterns that may match ``text``: both when the text is not gated."""
+    gate = _phrase_gate()
+    found = gate.matching(text)
+    return _PHRASES if found is None else found | (_PHRASES - gate.keys)
+
+
 def intent_phrase(text: str, blanked: str | None = None) -> IntentHit | None:
     """The strongest intent phrase in ``text`` (None: none). ``blanked``: ``literal(text)`` if known."""
     if len(text) > 8192:
@@ -292,24 +317,28 @@ def intent_phrase(text: str, blanked: str | None = None) -> IntentHit | None:
     lowered = text.lower()
     if not _STEMS.present(lowered):
         return None
-    if _FICTION.search(lowered):  # fiction is left to the n-gram model (and the injection plugin)
+    may = _may_match(lowered)
+    # fiction is left to the n-gram model (and the injection plugin)
+    if "fiction" in may and _FICTION.search(lowered):
         return None
     low = blanked if blanked is not None else literal(text)
+    if low != lowered:  # figurative uses were blanked: the pass no longer speaks for this text
+        may = _may_match(low)
     # A request names the act right after its frame, in the same sentence ("how can I ... poison");
     # a story that says "decided" early and "kill" three lines later is not one.
-    best: IntentHit | None = None
-    for frame in _FRAME.finditer(low):
+    for frame in _FRAME.finditer(low) if "frame" in may else ():
         tail = _SENTENCE_END.split(low[frame.end() : frame.end() + _REACH], maxsplit=1)[0]
         for rx, reason in ((_EUPHEMISM, "request+euphemism"), (_ACT, "request")):
             m = rx.search(tail)
             if m is not None:
                 span = (frame.end() + m.start(), frame.end() + m.end())
                 return IntentHit(0.85, reason, span)
+    if len(low) > _SHORT:  # phrases without a request frame count only in request-sized texts
+        return None
     euphemism = _EUPHEMISM.search(low)
-    if euphemism is not None and len(low) <= _SHORT:
-        best = IntentHit(0.6, "euphemism", euphemism.span())
-    elif len(low) <= _SHORT:
-        act = _ACT.search(low)
-        if act is not None and _VICTIM.search(low[max(0, act.start() - 40) : act.end() + 40]):
-            best = IntentHit(0.6, "act+victim", act.span())
-    return best
+    if euphemism is not None:
+        return IntentHit(0.6, "euphemism", euphemism.span())
+    act = _ACT.search(low)
+    if act is not None and _VICTIM.search(low[max(0, act.start() - 40) : act.end() + 40]):
+        return IntentHit(0.6, "act+victim", act.span())
+    return None

@@ -219,7 +219,15 @@ def _squeeze_runs_python(text: str) -> str:
     return _RUN.sub(_squeeze, text)
 
 
-_squeeze_runs: Callable[[str], str] = getattr(_kernel, "squeeze_runs", _squeeze_runs_python)
+try:  # ours (setup.py, optional): the same squeeze as _ngram_kernel's, ~7x faster (its docstring)
+    from . import _moderation_kernel as _kernel16
+except ImportError:  # pragma: no cover - installs without a compiler
+    _kernel16 = None  # type: ignore[assignment]
+_squeeze_runs: Callable[[str], str] = (
+    _kernel16.squeeze_runs
+    if _kernel16 is not None
+    else getattr(_kernel, "squeeze_runs", _squeeze_runs_python)
+)
 
 
 def canonicalise(normalised: str) -> Canonical:
@@ -309,6 +317,63 @@ class _Pattern:
             else:
                 return True
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class _LiteralScan:
+    """A gate in front of a pattern's prefilter: the first group of each of its alternatives (the
+    most selective one, ``Prefilter.of`` ranks them), searched in one pass of
+    ``_moderation_kernel.literals_present`` (``filter``: leading character pairs -> ``buckets``;
+    single characters, ``short``, with ``in``: one ``memchr``).
+
+    Why: ``Prefilter.may_match`` searches literal by literal, each ``in`` a pass over the text; the
+    "no one likes you" rule, which the word "one" sends every English text to, searched seven
+    first-group literals (~8 µs per 2 KB) to find none. Exact: ``may_match`` (and its aligned form)
+    needs some alternative's first group in some text, so when no text holds any first-group
+    literal the pattern is skipped; otherwise ``may_match`` decides as before."""
+
+    filter: bytes
+    buckets: tuple[tuple[str, ...], ...]
+    short: tuple[str, ...]
+    firsts: tuple[frozenset[str], ...]
+
+    @classmethod
+    def of(cls, prefilter: Prefilter | None) -> _LiteralScan | None:
+        """None without a prefilter, without the kernel, or when a literal is not ASCII."""
+        if prefilter is None or _kernel16 is None:
+            return None
+        firsts = tuple(frozenset(alternative[0]) for alternative in prefilter.alternatives)
+        literals = sorted(frozenset().union(*firsts))
+        if not all(lit.isascii() and lit for lit in literals):
+            return None
+        by_pair: dict[str, list[str]] = {}
+        for lit in literals:
+            if len(lit) >= 2:
+                by_pair.setdefault(lit[:2], []).append(lit)
+        if len(by_pair) > 255:
+            return None
+        table = bytearray(1 << 16)
+        for slot, pair in enumerate(by_pair, start=1):
+            table[ord(pair[0]) << 8 | ord(pair[1])] = slot
+        return cls(
+            bytes(table),
+            tuple(tuple(group) for group in by_pair.values()),
+            tuple(lit for lit in literals if len(lit) == 1),
+            firsts,
+        )
+
+    def may_match(self, texts: Sequence[str]) -> bool:
+        """False only when no text holds a literal of any alternative's first group (the pattern's
+        prefilter would say False too); True when one does, or a text is not ASCII."""
+        assert _kernel16 is not None
+        found: set[str] = set()
+        for text in texts:
+            present = _kernel16.literals_present(text, self.filter, self.buckets)
+            if present is None:
+                return True
+            found |= present
+            found.update(c for c in self.short if c in text)
+        return any(not found.isdisjoint(first) for first in self.firsts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +468,8 @@ class RuleScanner:
         self._word_regex: dict[str, re.Pattern[str]] = {
             w: re.compile(rf"(?<![a-z0-9]){re.escape(w)}(?![a-z0-9])", re.ASCII) for w in self._term_words
         }
+        # Per pattern, a one-pass gate in front of its prefilter (``_LiteralScan``).
+        self._literal_scans = tuple(_LiteralScan.of(p.prefilter) for p in self._patterns)
         # Visible text only (max_depth=0: no base64/hex/url decoding): decoding is the injection detector's
         # job, and it would double the cost of a scan.
         self._normaliser = Normaliser(max_depth=0)
@@ -451,8 +518,10 @@ class RuleScanner:
             for group in self._term_index[word]:
                 hits.append(RuleHit(group.id, group.categories, group.weight, span))
         aligned = canon.alt is not None and canon.alt_aligned
-        for pattern in self._patterns:
+        for pattern, literal_scan in zip(self._patterns, self._literal_scans, strict=True):
             if pattern.anchors.isdisjoint(tokens):
+                continue
+            if literal_scan is not None and not literal_scan.may_match(texts):
                 continue
             if aligned and canon.alt is not None:
                 if not pattern.may_match_aligned(canon.text, canon.alt):
