@@ -45,7 +45,7 @@ from typing import Any, TypeGuard
 import tiktoken
 
 from proxy.tokens.encodings import encoding_for_model, get_encoding
-from proxy.tokens.fast_count import count_tokens
+from proxy.tokens.fast_count import count_tokens, piece_counter
 from proxy.tokens.images import image_url_tokens
 
 TOKENS_PER_MESSAGE = 3
@@ -57,6 +57,9 @@ TOOL_CALL_OVERHEAD = 3
 DEFAULT_COMPLETION_RESERVE = 4096
 EXACT_CHARS = 1_000_000
 """Characters of one text encoded exactly; the rest is bounded by its UTF-8 length (module doc)."""
+SHORT_CHARS = 64
+"""Texts this short skip the memo when the compiled counter is built: counting them costs less
+than hashing the text and taking the memo's lock."""
 CACHE_MAX_CHARS = 16_384
 """Longer texts are not memoised: the cache must not pin megabytes of client text per entry."""
 
@@ -110,7 +113,16 @@ def count_chat_request(body: Mapping[str, Any], model: str | None = None) -> int
     total = REPLY_PRIMING_TOKENS
     messages = body.get("messages")
     if isinstance(messages, list):
-        total += sum(_message_tokens(enc, m) for m in messages if isinstance(m, Mapping))
+        for m in messages:
+            # The usual message, {"role": ..., "content": "..."}: what ``_message_tokens`` counts
+            # for it (the message overhead, the role, the content), without its general walk.
+            if type(m) is dict and len(m) == 2:
+                role, content = m.get("role"), m.get("content")
+                if type(role) is str and type(content) is str:
+                    total += TOKENS_PER_MESSAGE + _count(enc, role) + _count(enc, content)
+                    continue
+            if isinstance(m, Mapping):
+                total += _message_tokens(enc, m)
     else:
         total += _responses_input_tokens(enc, body)
     total += _schema_tokens(enc, body)
@@ -170,6 +182,10 @@ def _is_positive_int(value: object) -> TypeGuard[int]:
 def _count(enc: tiktoken.Encoding, text: str) -> int:
     if not text:
         return 0
+    if len(text) <= SHORT_CHARS:  # roles, names, short messages: one lookup per piece, no memo
+        counter = piece_counter(enc)
+        if counter is not None:
+            return counter.count(text)
     if len(text) <= CACHE_MAX_CHARS:
         return _cached_count(text, enc.name)
     if len(text) <= EXACT_CHARS:

@@ -247,3 +247,33 @@ def test_unknown_encodings_and_bad_arguments_are_refused() -> None:
         PieceCounter("cl100k_base", 1, 2)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         _counter("cl100k_base").count(b"bytes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4", "claude-3-5-sonnet"])
+def test_plain_messages_count_as_the_general_walk_counts_them(model: str) -> None:
+    """count_chat_request's shortcut for {"role", "content"} messages (and its memo-free short
+    texts) against the general per-message walk, forced by read-only mappings."""
+    from types import MappingProxyType
+
+    from proxy.tokens.counting import count_chat_request
+
+    messages = [
+        {"role": "system", "content": "You are a careful assistant.\nAnswer briefly."},
+        {"role": "user", "content": "naïve question: what's 2+2?" * 3},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "x" * 70},
+        {"role": "tool", "content": "y", "tool_call_id": "call_1"},  # 3 keys: the general walk
+        {"role": "user", "content": ["not", "a", "string"]},
+    ]
+    body = {"model": model, "messages": messages}
+    general = {"model": model, "messages": [MappingProxyType(m) for m in messages]}
+    assert count_chat_request(body) == count_chat_request(general)
+    enc = get_encoding("o200k_base" if model.startswith("gpt-4o") else "cl100k_base")
+    by_hand = 3 + sum(
+        3 + _tiktoken(enc.name, m["role"]) + _tiktoken(enc.name, m["content"])
+        for m in messages[:4]
+        if isinstance(m["content"], str)
+    )
+    tool = 3 + _tiktoken(enc.name, "tool") + _tiktoken(enc.name, "y") + _tiktoken(enc.name, "call_1")
+    listed = 3 + _tiktoken(enc.name, "user") + sum(_tiktoken(enc.name, t) for t in ("not", "a", "string"))
+    assert count_chat_request(body) == by_hand + tool + listed
