@@ -16,6 +16,7 @@ import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -257,7 +258,7 @@ def test_plain_messages_count_as_the_general_walk_counts_them(model: str) -> Non
 
     from proxy.tokens.counting import count_chat_request
 
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "system", "content": "You are a careful assistant.\nAnswer briefly."},
         {"role": "user", "content": "naïve question: what's 2+2?" * 3},
         {"role": "assistant", "content": ""},
