@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from proxy.budget.windows import WindowState, window_index
 
@@ -20,9 +20,13 @@ class BackendUnavailable(Exception):
     """The shared state cannot be reached (Redis down or too slow)."""
 
 
-@dataclass(frozen=True, slots=True)
-class WindowCheck:
-    """Charge ``amount`` to the sliding window ``window`` (seconds) of ``key``, up to ``limit``."""
+class WindowCheck(NamedTuple):
+    """Charge ``amount`` to the sliding window ``window`` (seconds) of ``key``, up to ``limit``.
+
+    These request-path records are immutable named tuples rather than frozen dataclasses: a
+    frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, about 1 µs per
+    object, and every budgeted request builds several (issue 17). ``Charge`` stays a dataclass:
+    its ``index`` field would shadow ``tuple.index``."""
 
     key: str
     window: int
@@ -30,8 +34,7 @@ class WindowCheck:
     amount: float
 
 
-@dataclass(frozen=True, slots=True)
-class SlotCheck:
+class SlotCheck(NamedTuple):
     """Hold one of ``limit`` concurrent slots of ``key`` as lease ``lease_id`` (expires after ``ttl``)."""
 
     key: str
