@@ -13,7 +13,8 @@
  * regex engine would matter) it gives up that piece, and tiktoken's own ``encode_ordinary`` counts the
  * text from that piece's start up to the next position that is a piece boundary whatever the
  * characters around it are: just after a CR or LF followed by an ASCII character that is neither
- * whitespace nor '/' (no alternative of either pattern can continue a piece across such a point;
+ * whitespace nor '/', or at a space after an ASCII character that is not whitespace (no
+ * alternative of either pattern can continue a piece across such a point;
  * proxy/tokens/fast_count.py gives the argument). Splitting there is exact because the patterns
  * have no look-behind: the pieces from a boundary on depend only on the text from it.
  * tests/unit/test_token_fast_count.py compares every count with tiktoken's over the datasets and
@@ -223,13 +224,18 @@ static Py_ssize_t next_o200k(Text *t, Py_ssize_t i) {
 }
 
 /* The first position after ``from`` where a piece boundary is certain whatever the characters
- * around it: just after \r or \n, before an ASCII character that is not whitespace nor '/'. */
+ * around it: just after \r or \n, before an ASCII character that is not whitespace nor '/'; or
+ * at a space that follows an ASCII character other than whitespace (no piece takes a space after
+ * a non-space character: spaces only start letter and punctuation pieces). */
 static Py_ssize_t next_safe_boundary(Text *t, Py_ssize_t from) {
     for (Py_ssize_t p = from + 1; p < t->n; p++) {
         Py_UCS4 prev = char_at(t, p - 1);
-        if (prev != '\n' && prev != '\r') continue;
         Py_UCS4 c = char_at(t, p);
-        if (c < 128 && !(CLS[c] & C_WS) && c != '/') return p;
+        if (prev == '\n' || prev == '\r') {
+            if (c < 128 && !(CLS[c] & C_WS) && c != '/') return p;
+        } else if (c == ' ' && prev < 128 && !(CLS[prev] & C_WS)) {
+            return p;
+        }
     }
     return t->n;
 }

@@ -9,22 +9,26 @@ itself fills (``encode_single_piece``) on a miss: ~15-20 µs for the same ticket
 
 Where the scanner is not sure, tiktoken decides. It gives up a piece as soon as it reads a
 non-ASCII character, and ``encode_ordinary`` counts from that piece's start to the next *certain*
-boundary: the position just after a CR or LF that holds an ASCII character other than whitespace
-and ``/``. No alternative of either pattern continues a piece across such a point (letter pieces
-never take CR/LF, not even as their one-character prefix; digit pieces hold digits only;
-punctuation pieces end in ``[\\r\\n]*`` or, for o200k, ``[\\r\\n/]*``; whitespace pieces stop at the
-first non-space), and the patterns have no look-behind, so the pieces from that point on depend
-only on the text from it, and the pieces before it are the ones tiktoken finds in the cut text
-(the last of them is the whitespace or punctuation run ending in the line break, which the cut does
-not change). When most pieces miss the cache (new vocabulary, or a client sending random
-strings), the rest of the text goes to ``encode_ordinary`` in one call, so the worst case stays
-close to tiktoken's own.
+boundary: just after a CR or LF, before an ASCII character other than whitespace and ``/``; or at
+a space that follows an ASCII character other than whitespace. No alternative of either pattern
+continues a piece across such a point: letter pieces never take CR/LF, not even as their
+one-character prefix, and take a space only as that prefix (at their start); digit pieces hold
+digits only; punctuation pieces start with at most one space and end in ``[\\r\\n]*`` or, for
+o200k, ``[\\r\\n/]*``; whitespace pieces hold whitespace only. The patterns have no look-behind,
+so the pieces from that point on depend only on the text from it; and the pieces before it are
+the ones tiktoken finds in the cut text: the last of them ends at the cut in both texts (a
+whitespace or punctuation run ending in the line break, or a letter, digit or punctuation run
+that stops at the space or at the end alike), and no earlier piece looks past it (contractions
+look at most two characters ahead, and neither a space nor the end completes one).
+
+When most pieces miss the cache (new vocabulary, or a client sending random strings), the rest of
+the text goes to ``encode_ordinary`` in one call, so the worst case stays close to tiktoken's own.
 
 Texts longer than :data:`FAST_MAX_CHARS` keep the plain encode: it releases the GIL, the scanner
 does not, and a long text is counted in the CPU pool while the event loop must go on.
 
-``tests/unit/test_token_fast_count.py`` compares these counts with tiktoken's over the datasets,
-the benchmark tickets and adversarial Unicode (case folding, Unicode spaces and digits, CR/LF and
+``tests/unit/test_token_fast_count.py`` compares these counts with tiktoken's over the datasets
+and adversarial Unicode (case folding, Unicode spaces and digits, CR/LF and
 ``/`` next to non-ASCII characters). Without the compiled module (no C compiler at install)
 tiktoken counts every text: the same numbers, more CPU.
 """

@@ -102,6 +102,7 @@ ADVERSARIAL = [
     "naïve café — 東京 🙂 <|endoftext|> \t\n  spaces   and\r\nlines",
     "mixed\nline é\nnext line\n\u00a0nbsp\nplain\n",
     "\u3000\n\u0085\nx\u00a0 y\n",
+    "caf\u00e9 au lait, don\u2019t \u201cquote\u201d x\u00a0 y \u00e9  z \u00e9\t w",
     "a" * 5000,
     " " * 3000 + "x",
     "\n" * 500 + "/" * 200,
@@ -185,6 +186,18 @@ def test_non_ascii_lines_are_left_to_tiktoken_and_ascii_lines_are_not() -> None:
     # From the piece that reads the first non-ASCII character to the next line start.
     assert stats["fallback_chars"] == len(" français\n")
     assert stats["hits"] + stats["misses"] > 0
+
+
+def test_a_non_ascii_word_is_left_to_tiktoken_up_to_the_next_safe_space() -> None:
+    """A space after an ASCII non-space character is a certain boundary: the scanner resumes there."""
+    counter = fast_count.new_counter(get_encoding("o200k_base"))
+    text = "the caf\u00e9 is open and the na\u00efve \u00a0 x are here"
+    assert counter.count(text) == _tiktoken("o200k_base", text)
+    # From the piece that reads a non-ASCII character to the next space after an ASCII non-space:
+    # " café is" (the space after "é" does not count), " naïve" (the space after "e" does), and
+    # " \u00a0 x" (NBSP is whitespace: the spaces around it do not count).
+    fallback = len(" caf\u00e9 is") + len(" na\u00efve") + len(" \u00a0 x")
+    assert counter.stats()["fallback_chars"] == fallback
 
 
 def test_mostly_new_pieces_fall_back_to_one_encode() -> None:
