@@ -22,7 +22,8 @@
  *
  * Bounded worst case: a miss costs a call into tiktoken (~1 us), so when misses exceed a quarter of
  * the pieces (plus a start allowance that lets a cold cache warm up) the rest of the text is
- * counted by ``encode_ordinary`` in one call. The cache is keyed with CPython's keyed SipHash
+ * counted by ``encode_ordinary`` in one call; so it is when the text keeps handing non-ASCII
+ * stretches over (more than 4 plus one per 16 pieces counted here). The cache is keyed with CPython's keyed SipHash
  * (``_Py_HashBytes``), probes a bounded number of slots and is emptied when full, so its memory is
  * fixed (about 2 MB per encoding) and clients cannot aim collisions at it.
  */
@@ -52,6 +53,9 @@
 #define MAX_CACHED_LEN 48
 #define ARENA_BYTES (TABLE_MAX_USED * 16)
 #define MISS_ALLOWANCE 48
+/* Stretches handed to tiktoken before the rest of a text goes to it in one call: each hand-over
+ * is a Python call (a few us), so text that is mostly non-ASCII is cheaper encoded in one go. */
+#define HANDOVER_ALLOWANCE 4
 
 static unsigned char CLS[128];
 
@@ -346,13 +350,14 @@ static PyObject *Counter_count(Counter *self, PyObject *text) {
     Text t = {PyUnicode_KIND(text), PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text), 0};
     Py_ssize_t (*next_piece)(Text *, Py_ssize_t) = self->encoding == ENC_O200K ? next_o200k : next_cl100k;
     long long total = 0;
-    Py_ssize_t pieces = 0, misses = 0, i = 0;
+    Py_ssize_t pieces = 0, misses = 0, handovers = 0, i = 0;
     while (i < t.n) {
         t.bad = 0;
         Py_ssize_t end = next_piece(&t, i);
         if (end < 0) {
             /* Non-ASCII read: tiktoken counts up to the next certain boundary. */
             Py_ssize_t stop = next_safe_boundary(&t, i);
+            if (++handovers > HANDOVER_ALLOWANCE + pieces / 16) stop = t.n; /* mostly non-ASCII */
             Py_ssize_t part = fallback_count(self, text, i, stop);
             if (part < 0) return NULL;
             total += part;

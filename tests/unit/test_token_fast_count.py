@@ -200,6 +200,16 @@ def test_a_non_ascii_word_is_left_to_tiktoken_up_to_the_next_safe_space() -> Non
     assert counter.stats()["fallback_chars"] == fallback
 
 
+def test_mostly_non_ascii_text_goes_to_tiktoken_in_one_call() -> None:
+    """Each hand-over is a Python call: after a few, the rest of the text is one call (so text in
+    another script costs about what tiktoken costs, not a call per word)."""
+    counter = fast_count.new_counter(get_encoding("cl100k_base"))
+    text = "caf\u00e9 au lait " * 200
+    assert counter.count(text) == _tiktoken("cl100k_base", text)
+    fallback = counter.stats()["fallback_chars"]
+    assert fallback > len(text) * 0.9  # one stretch per "café" would hand over a third of it
+
+
 def test_mostly_new_pieces_fall_back_to_one_encode() -> None:
     """Random strings miss the cache; past the allowance the rest is one tiktoken call, so a
     client sending noise costs about what tiktoken costs, not a call per piece."""
