@@ -301,3 +301,30 @@ def test_plain_messages_count_as_the_general_walk_counts_them(model: str) -> Non
     tool = 3 + _tiktoken(enc.name, "tool") + _tiktoken(enc.name, "y") + _tiktoken(enc.name, "call_1")
     listed = 3 + _tiktoken(enc.name, "user") + sum(_tiktoken(enc.name, t) for t in ("not", "a", "string"))
     assert count_chat_request(body) == by_hand + tool + listed
+
+
+def test_threads_sharing_one_counter_get_exact_counts() -> None:
+    """Counting runs in the CPU pool too, and tiktoken releases the GIL inside the counter's
+    calls: other threads then insert into (or empty) the same cache meanwhile."""
+    import threading
+
+    enc = get_encoding("o200k_base")
+    counter = fast_count.new_counter(enc)
+    wrong: list[str] = []
+
+    def work(seed: int) -> None:
+        rnd = random.Random(seed)
+        for _ in range(300):
+            words = ["".join(rnd.choices("abcdefghij", k=rnd.randint(2, 7))) for _ in range(20)]
+            words.insert(rnd.randint(0, 20), "caf\u00e9")  # one hand-over to tiktoken per text
+            text = " ".join(words)
+            if counter.count(text) != len(enc.encode_ordinary(text)):
+                wrong.append(text)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not wrong
+    assert counter.stats()["misses"] > 1000  # the threads really did fill the cache concurrently
