@@ -341,7 +341,15 @@ static Py_ssize_t fallback_count(Counter *self, PyObject *text, Py_ssize_t i, Py
     return count;
 }
 
+/* A PieceCounter made with __new__ alone (no __init__) has no table and no tiktoken to call. */
+static int check_ready(Counter *self) {
+    if (self->slots != NULL && self->encode_piece != NULL && self->encode_text != NULL) return 0;
+    PyErr_SetString(PyExc_RuntimeError, "PieceCounter was not initialised");
+    return -1;
+}
+
 static PyObject *Counter_count(Counter *self, PyObject *text) {
+    if (check_ready(self) < 0) return NULL;
     if (!PyUnicode_Check(text)) {
         PyErr_SetString(PyExc_TypeError, "count() takes a str");
         return NULL;
@@ -383,12 +391,14 @@ static PyObject *Counter_count(Counter *self, PyObject *text) {
 }
 
 static PyObject *Counter_stats(Counter *self, PyObject *Py_UNUSED(ignored)) {
+    if (check_ready(self) < 0) return NULL;
     return Py_BuildValue("{s:K,s:K,s:K,s:K,s:n}", "hits", self->hits, "misses", self->misses,
                          "fallback_chars", self->fallback_chars, "resets", self->resets, "entries",
                          (Py_ssize_t)self->used);
 }
 
 static PyObject *Counter_clear(Counter *self, PyObject *Py_UNUSED(ignored)) {
+    if (check_ready(self) < 0) return NULL;
     table_reset(self);
     self->hits = self->misses = self->fallback_chars = self->resets = 0;
     Py_RETURN_NONE;

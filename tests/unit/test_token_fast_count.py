@@ -271,6 +271,10 @@ def test_unknown_encodings_and_bad_arguments_are_refused() -> None:
         PieceCounter("cl100k_base", 1, 2)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         _counter("cl100k_base").count(b"bytes")  # type: ignore[arg-type]
+    bare = PieceCounter.__new__(PieceCounter)  # no __init__: no table, no tiktoken
+    for call in (lambda: bare.count("x"), bare.stats, bare.clear):
+        with pytest.raises(RuntimeError, match="not initialised"):
+            call()
 
 
 @pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4", "claude-3-5-sonnet"])
