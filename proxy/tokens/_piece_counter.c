@@ -466,7 +466,7 @@ static PyTypeObject CounterType = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_piece_counter",
-    "Exact tiktoken token counts from a pre-tokeniser over ASCII and a piece cache.", -1, NULL,
+    "Exact tiktoken token counts from a pre-tokeniser over ASCII and a piece cache.", -1, NULL, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__piece_counter(void) {
