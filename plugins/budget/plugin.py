@@ -82,6 +82,12 @@ class BudgetPlugin(Plugin[BudgetConfig]):
         scope = key_scope(config)
         self._key_plan = {lim.name: (f"{scope}/{lim.name}:", lim.key) for lim in config.limits}
         self._windowed = [lim for lim in config.limits if lim.measure != "concurrent"]
+        # Per windowed limit, what ``_checks`` reads on every request, worked out once (issue 17).
+        self._window_plan = [
+            (lim, lim.name, WINDOWS[lim.window or "minute"], lim.amount_limit, lim.measure == "cost_usd")
+            for lim in self._windowed
+        ]
+        self._prices_cost = any(lim.measure == "cost_usd" for lim in self._windowed)
         self._concurrent = [lim for lim in config.limits if lim.measure == "concurrent"]
         self._counts_tokens = any(lim.measure in TOKEN_MEASURES for lim in config.limits)
         if self._counts_tokens:
@@ -150,38 +156,41 @@ class BudgetPlugin(Plugin[BudgetConfig]):
                 lim,
                 WindowCheck(
                     self._key(lim, parts),
-                    WINDOWS[lim.window or "minute"],
-                    overrides.get(lim.name, lim.amount_limit),
+                    window,
+                    overrides.get(name, limit) if overrides else limit,
                     fixed_cost
-                    if fixed_cost is not None and lim.measure == "cost_usd"
+                    if fixed_cost is not None and is_cost
                     else amount(lim, prompt, completion, price),
                 ),
             )
-            for lim in self._windowed
+            for lim, name, window, limit, is_cost in self._window_plan
         ]
 
     # -- hooks -----------------------------------------------------------------------------
     async def on_request(self, req: ChatRequest, ctx: RequestContext) -> Reply | None:
         body = req.body
-        parts = {
-            **self.identity(ctx.headers, body, ctx.tenant, ctx.identity),
-            "model": req.model,
-            "route": req.route.value,
-        }
+        model, route = req.model, req.route
+        parts = self.identity(ctx.headers, body, ctx.tenant, ctx.identity)
+        parts["model"] = model
+        parts["route"] = route.value
         overrides = ctx.identity.budget if ctx.identity is not None else _NO_OVERRIDES
         # A pass-through request (files, images, audio...) has no tokens to count: it counts once
         # for requests, zero tokens, and the price its ``passthrough:`` rule set for cost_usd.
-        fixed = (ctx.get(PASSTHROUGH_COST) or 0.0) if req.route is Route.PASSTHROUGH else None
+        fixed = (ctx.get(PASSTHROUGH_COST) or 0.0) if route is Route.PASSTHROUGH else None
         counts_tokens = self._counts_tokens and fixed is None
-        prompt = await self._count_prompt(req) if counts_tokens else 0
+        prompt = 0
+        if counts_tokens:  # small prompts are counted here, without a coroutine (issue 17)
+            prompt = self._count_small(req)
+            if prompt < 0:
+                prompt = await self._count_prompt(req)
         completion = 0
         defaulted = False
-        if counts_tokens and req.route is not Route.EMBEDDINGS:
+        if counts_tokens and route is not Route.EMBEDDINGS:
             completion = count_completion_reserve(body, self.config.default_max_tokens)
             defaulted = not any(_positive_int(body.get(k)) for k in _OUTPUT_CAPS)
-        price = self._price(req.model) if fixed is None else None
-        if fixed is None and price is None and any(lim.measure == "cost_usd" for lim in self._windowed):
-            ctx.record("unpriced_model", "flag", detail={"model": req.model})
+        price = self._price(model) if fixed is None else None
+        if fixed is None and price is None and self._prices_cost:
+            ctx.record("unpriced_model", "flag", detail={"model": model})
         slots = [
             SlotCheck(
                 self._key(lim, parts),
@@ -219,6 +228,16 @@ class BudgetPlugin(Plugin[BudgetConfig]):
                 headers_for([(lim.measure, st) for (lim, _), st in zip(checks, result.states, strict=True)])
             )
         return None
+
+    @staticmethod
+    def _count_small(req: ChatRequest) -> int:
+        """Prompt tokens of a request small enough to count on the loop; -1 for a big one."""
+        size = len(req.raw) if req.raw is not None else body_chars(req.body)
+        if size > OFFLOAD_CHARS:
+            return -1
+        if req.route is Route.EMBEDDINGS:
+            return count_embedding_inputs(req.body.get("input"), req.model)
+        return count_chat_request(req.body, req.model)
 
     async def _count_prompt(self, req: ChatRequest) -> int:
         """Prompt tokens; a big request is counted in the CPU pool (tiktoken releases the GIL), so

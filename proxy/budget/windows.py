@@ -15,7 +15,7 @@ small when traffic is roughly uniform).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 WINDOWS: dict[str, int] = {
     "second": 1,
@@ -79,9 +79,9 @@ def format_duration(seconds: float) -> str:
     return f"{s}s"
 
 
-@dataclass(frozen=True, slots=True)
-class WindowState:
-    """One limit's counters as read at decision time."""
+class WindowState(NamedTuple):
+    """One limit's counters as read at decision time (immutable; a named tuple for the reason
+    ``proxy.budget.backends.WindowCheck`` gives)."""
 
     prev: float
     cur: float
