@@ -34,6 +34,11 @@ from proxy.detectors.pii.capitalised import Gazetteer, NameGazetteer, _Found, ca
 from proxy.detectors.pii.presidio_rules import Recognizer
 from proxy.detectors.pii.tuned import TUNED_RULES, TunedRule
 
+try:  # built by setup.py when a C compiler is there (optional: see ``RuleSet._context_words``)
+    from proxy.detectors.pii import _pii_kernel as kernel
+except ImportError:  # pragma: no cover - installs without a compiler
+    kernel = None  # type: ignore[assignment]
+
 FLAGS = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE  # presidio's global regex flags
 #: per regex scan of a rule that is not ``bounded``: a pathological input costs at most this,
 #: never hangs a worker. The ``regex`` module pays for the timeout on every call and every
@@ -472,6 +477,13 @@ class RuleSet:
             if words and all(w[0] in _ASCII_WORD for w in words)
             else None
         )
+        # The same lookup compiled (``_pii_kernel.context_words``): per ASCII first character,
+        # the words starting with it, longest first.
+        self._context_buckets = (
+            tuple(tuple(w for w in words if w[0] == chr(c)) for c in range(128))
+            if kernel is not None and words and all(w[0] in _ASCII_WORD for w in words)
+            else None
+        )
         self._context = {
             r.context: (tuple(c for c in r.context if " " not in c), tuple(c for c in r.context if " " in c))
             for r in rules
@@ -685,7 +697,12 @@ class RuleSet:
         longest word occurring there, and the pass reports every occurrence, sorted by (start,
         end): the last one of a start is that match, no regex call needed. Taken in order, from
         the end of the last match on, they are exactly ``finditer``'s matches (never empty).
-        Non-ASCII texts take ``finditer``."""
+        Non-ASCII texts take ``finditer``. With the compiled kernel the same walk is done in C
+        (``_pii_kernel.context_words``: no Hyperscan pass, no callback per occurrence)."""
+        if self._context_buckets is not None:
+            found = kernel.context_words(low, self._context_buckets)
+            if found is not None:
+                return found
         spans = self._context_literals.spans(low) if self._context_literals is not None else None
         if spans is None:
             return {m.group(0) for m in self._all_context.finditer(low)}

@@ -1,0 +1,146 @@
+/* Compiled per-character scans of the PII pattern engine, for ASCII texts only.
+ *
+ * Both functions return exactly what their Python references return (tests/unit/
+ * test_pii_kernel.py compares them on generated, corpus and dataset texts) and None for a text
+ * they do not handle (non-ASCII), so the caller takes the Python path there:
+ *
+ * - capitalised(text): capitalised.ascii_capitalised, the capitalised-word scan the
+ *   gazetteers share (a regex match object, a slice and a lower() per word in Python);
+ * - context_words(low, buckets): recognizers.RuleSet._context_words on the lower-cased text,
+ *   the set of context words found at word starts (one Hyperscan pass with a Python callback
+ *   per occurrence, then a Python loop, in the reference).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+/* [A-Za-z0-9_]: ASCII \w (regex, re and Hyperscan agree on ASCII text). */
+static unsigned char WORD[256];
+/* [A-Za-z0-9_-]: what continues a capitalised word, and what no capitalised word follows. */
+static unsigned char WORD_OR_HYPHEN[256];
+
+/* (start, end, lower-cased word) of every match of [A-Z][\w\-]* not preceded by [\w\-], as
+ * ascii_capitalised: matches are taken left to right without overlap (as finditer does), a match
+ * preceded by [\w\-] is skipped whole. */
+static PyObject *capitalised(PyObject *self, PyObject *text) {
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "capitalised: text must be str");
+        return NULL;
+    }
+    if (PyUnicode_READY(text) < 0) return NULL;
+    if (!PyUnicode_IS_ASCII(text)) Py_RETURN_NONE;
+    const unsigned char *s = PyUnicode_1BYTE_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    Py_ssize_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c < 'A' || c > 'Z') {
+            i++;
+            continue;
+        }
+        Py_ssize_t j = i + 1;
+        while (j < n && WORD_OR_HYPHEN[s[j]]) j++;
+        if (i == 0 || !WORD_OR_HYPHEN[s[i - 1]]) {
+            PyObject *word = PyUnicode_New(j - i, 127);
+            if (word == NULL) goto fail;
+            Py_UCS1 *w = PyUnicode_1BYTE_DATA(word);
+            for (Py_ssize_t k = i; k < j; k++) {
+                unsigned char ch = s[k];
+                w[k - i] = (ch >= 'A' && ch <= 'Z') ? (Py_UCS1)(ch + 32) : ch;
+            }
+            PyObject *item = Py_BuildValue("(nnN)", i, j, word);
+            if (item == NULL) goto fail;
+            int rc = PyList_Append(out, item);
+            Py_DECREF(item);
+            if (rc < 0) goto fail;
+        }
+        i = j;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* The context words occurring in ``low`` as RuleSet._context_words finds them: at each position
+ * not inside the last word taken and not after an ASCII word character, the longest word that
+ * occurs there is taken. ``buckets``: a tuple of 128 tuples, bucket c the words starting with
+ * character c, longest first (words holding a non-ASCII character never occur in an ASCII
+ * text and are passed over). */
+static PyObject *context_words(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyTuple_Check(args[1]) ||
+        PyTuple_GET_SIZE(args[1]) != 128) {
+        PyErr_SetString(PyExc_TypeError, "context_words(low: str, buckets: tuple of 128 tuples)");
+        return NULL;
+    }
+    PyObject *low = args[0], *buckets = args[1];
+    for (Py_ssize_t c = 0; c < 128; c++) {
+        PyObject *bucket = PyTuple_GET_ITEM(buckets, c);
+        if (!PyTuple_Check(bucket)) {
+            PyErr_SetString(PyExc_TypeError, "context_words: every bucket must be a tuple");
+            return NULL;
+        }
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(bucket); k++) {
+            PyObject *w = PyTuple_GET_ITEM(bucket, k);
+            if (!PyUnicode_Check(w) || PyUnicode_READY(w) < 0 || PyUnicode_GET_LENGTH(w) == 0) {
+                PyErr_SetString(PyExc_TypeError, "context_words: buckets hold non-empty strings");
+                return NULL;
+            }
+        }
+    }
+    if (PyUnicode_READY(low) < 0) return NULL;
+    if (!PyUnicode_IS_ASCII(low)) Py_RETURN_NONE;
+    const unsigned char *s = PyUnicode_1BYTE_DATA(low);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(low);
+    PyObject *out = PySet_New(NULL);
+    if (out == NULL) return NULL;
+    Py_ssize_t p = 0;
+    while (p < n) {
+        if (p > 0 && WORD[s[p - 1]]) {
+            p++;
+            continue;
+        }
+        PyObject *bucket = PyTuple_GET_ITEM(buckets, s[p]);
+        Py_ssize_t taken = 0;
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(bucket); k++) {
+            PyObject *w = PyTuple_GET_ITEM(bucket, k);
+            if (!PyUnicode_IS_ASCII(w)) continue;
+            Py_ssize_t len = PyUnicode_GET_LENGTH(w);
+            if (len <= n - p && memcmp(s + p, PyUnicode_1BYTE_DATA(w), (size_t)len) == 0) {
+                if (PySet_Add(out, w) < 0) {
+                    Py_DECREF(out);
+                    return NULL;
+                }
+                taken = len;
+                break;
+            }
+        }
+        p += taken ? taken : 1;
+    }
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"capitalised", (PyCFunction)capitalised, METH_O,
+     "capitalised.ascii_capitalised of an ASCII text; None for any other text."},
+    {"context_words", (PyCFunction)(void (*)(void))context_words, METH_FASTCALL,
+     "RuleSet._context_words of an ASCII lower-cased text; None for any other text."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_pii_kernel",
+    "Compiled per-character scans of the PII pattern engine; the Python versions are the reference.",
+    -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__pii_kernel(void) {
+    const char *word = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_";
+    memset(WORD, 0, sizeof(WORD));
+    memset(WORD_OR_HYPHEN, 0, sizeof(WORD_OR_HYPHEN));
+    for (const char *c = word; *c; c++) WORD[(unsigned char)*c] = WORD_OR_HYPHEN[(unsigned char)*c] = 1;
+    WORD_OR_HYPHEN['-'] = 1;
+    return PyModule_Create(&module);
+}
