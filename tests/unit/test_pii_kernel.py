@@ -22,7 +22,12 @@ from proxy.detectors.pii import PiiEngine, recognizers
 from proxy.detectors.pii import capitalised as capitalised_module
 from proxy.detectors.pii.capitalised import ascii_capitalised, capitalised_words, plain_capitalised
 from proxy.detectors.pii.defaults import DEFAULT_ENTITIES
-from proxy.detectors.pii.recognizers import RuleSet
+from proxy.detectors.pii.recognizers import (
+    CONTEXT_CHARS_BEFORE,
+    CONTEXT_WORDS_BEFORE,
+    RuleSet,
+    plain_context_words,
+)
 from tests.datasets import dataset_or_skip
 from tests.unit import pii_corpus
 
@@ -107,6 +112,37 @@ def test_context_words_take_the_longest_word_and_skip_inside_ones() -> None:
     assert kernel.context_words("naïve phone", _rules()._context_buckets) is None
 
 
+@settings(max_examples=1500, deadline=None)
+@given(st.text(alphabet="aZ9_ -.\n\tx", max_size=120), st.integers(0, 200))
+def test_words_before_equal_the_regex_findall(text: str, at: int) -> None:
+    start = min(at, len(text))
+    assert kernel.words_before(
+        text, start, CONTEXT_CHARS_BEFORE, CONTEXT_WORDS_BEFORE
+    ) == plain_context_words(text, start)
+
+
+def test_words_before_cut_at_the_window_and_decline_non_ascii() -> None:
+    text = "x" * 100 + "abc Call_me NOW, 12 on the Phone"
+    end = len(text)
+    assert kernel.words_before(text, end, 90, 5) == ["now", "12", "on", "the", "phone"]
+    assert kernel.words_before(text, end, 90, 9) == plain_words(text, end, 90, 9)
+    assert kernel.words_before(text, end, 90, 9)[:2] == [
+        "x" * 58 + "abc",
+        "call_me",
+    ]  # a word cut by the window
+    assert kernel.words_before("Zoë phone", 9, 80, 5) is None
+    with pytest.raises(ValueError):
+        kernel.words_before(text, end + 1, 80, 5)
+    with pytest.raises(ValueError):
+        kernel.words_before(text, end, 80, 65)
+
+
+def plain_words(text: str, end: int, span: int, count: int) -> list[str]:
+    import re
+
+    return re.findall(r"\w+", text[max(0, end - span) : end].lower())[-count:]
+
+
 def test_both_scans_on_the_corpus() -> None:
     texts = pii_corpus.generated(300) + pii_corpus._sources()["tickets"]()
     ascii_texts = [t for t in texts if t.isascii()]
@@ -115,6 +151,10 @@ def test_both_scans_on_the_corpus() -> None:
         assert kernel.capitalised(text) == ascii_capitalised(text)
         low = text.lower()
         assert kernel.context_words(low, _rules()._context_buckets) == _reference_context(low)
+        for at in range(0, len(text), 7):
+            assert kernel.words_before(text, at, CONTEXT_CHARS_BEFORE, CONTEXT_WORDS_BEFORE) == (
+                plain_context_words(text, at)
+            )
 
 
 def test_both_scans_on_the_dataset() -> None:
@@ -152,7 +192,9 @@ def test_kernel_rejects_bad_arguments_without_crashing() -> None:
     with pytest.raises(TypeError):
         kernel.context_words("abc", ((),) * 127 + ([],))
     with pytest.raises(TypeError):
-        kernel.context_words("abc", ((),) * 127 + (("",),))
+        kernel.context_words("abc", ((),) * 97 + (("",),) + ((),) * 30)  # an empty word, visited
+    with pytest.raises(TypeError):
+        kernel.words_before(b"abc", 1, 80, 5)
     with pytest.raises(TypeError):
         kernel.context_words(b"abc", ((),) * 128)
     assert kernel.context_words("", ((),) * 128) == set()

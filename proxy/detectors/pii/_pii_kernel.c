@@ -8,7 +8,9 @@
  *   gazetteers share (a regex match object, a slice and a lower() per word in Python);
  * - context_words(low, buckets): recognizers.RuleSet._context_words on the lower-cased text,
  *   the set of context words found at word starts (one Hyperscan pass with a Python callback
- *   per occurrence, then a Python loop, in the reference).
+ *   per occurrence, then a Python loop, in the reference);
+ * - words_before(text, end, span, count): recognizers._context_words, the words a match's
+ *   context is looked up in (a slice, lower() and a regex findall per match in Python).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -77,17 +79,9 @@ static PyObject *context_words(PyObject *self, PyObject *const *args, Py_ssize_t
     }
     PyObject *low = args[0], *buckets = args[1];
     for (Py_ssize_t c = 0; c < 128; c++) {
-        PyObject *bucket = PyTuple_GET_ITEM(buckets, c);
-        if (!PyTuple_Check(bucket)) {
+        if (!PyTuple_Check(PyTuple_GET_ITEM(buckets, c))) {
             PyErr_SetString(PyExc_TypeError, "context_words: every bucket must be a tuple");
             return NULL;
-        }
-        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(bucket); k++) {
-            PyObject *w = PyTuple_GET_ITEM(bucket, k);
-            if (!PyUnicode_Check(w) || PyUnicode_READY(w) < 0 || PyUnicode_GET_LENGTH(w) == 0) {
-                PyErr_SetString(PyExc_TypeError, "context_words: buckets hold non-empty strings");
-                return NULL;
-            }
         }
     }
     if (PyUnicode_READY(low) < 0) return NULL;
@@ -106,9 +100,16 @@ static PyObject *context_words(PyObject *self, PyObject *const *args, Py_ssize_t
         Py_ssize_t taken = 0;
         for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(bucket); k++) {
             PyObject *w = PyTuple_GET_ITEM(bucket, k);
+            if (!PyUnicode_Check(w) || PyUnicode_READY(w) < 0 || PyUnicode_GET_LENGTH(w) == 0) {
+                PyErr_SetString(PyExc_TypeError, "context_words: buckets hold non-empty strings");
+                Py_DECREF(out);
+                return NULL;
+            }
             if (!PyUnicode_IS_ASCII(w)) continue;
             Py_ssize_t len = PyUnicode_GET_LENGTH(w);
-            if (len <= n - p && memcmp(s + p, PyUnicode_1BYTE_DATA(w), (size_t)len) == 0) {
+            const unsigned char *ws = PyUnicode_1BYTE_DATA(w);
+            /* the first character is the bucket's; most words differ at the second */
+            if (len <= n - p && (len == 1 || ws[1] == s[p + 1]) && memcmp(s + p, ws, (size_t)len) == 0) {
                 if (PySet_Add(out, w) < 0) {
                     Py_DECREF(out);
                     return NULL;
@@ -122,11 +123,66 @@ static PyObject *context_words(PyObject *self, PyObject *const *args, Py_ssize_t
     return out;
 }
 
+/* The last ``count`` words (runs of ASCII \w, lower-cased) of text[max(0, end - span):end], as
+ * recognizers._context_words: ``_WORD.findall(text[max(0, end - span):end].lower())[-count:]``
+ * (a word cut by the window's start counts from there). */
+static PyObject *words_before(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyUnicode_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "words_before(text: str, end: int, span: int, count: int)");
+        return NULL;
+    }
+    Py_ssize_t end = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t span = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t count = PyLong_AsSsize_t(args[3]);
+    if ((end == -1 || span == -1 || count == -1) && PyErr_Occurred()) return NULL;
+    PyObject *text = args[0];
+    if (PyUnicode_READY(text) < 0) return NULL;
+    if (!PyUnicode_IS_ASCII(text)) Py_RETURN_NONE;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    if (end < 0 || end > n || span < 0 || count < 0 || count > 64) {
+        PyErr_SetString(PyExc_ValueError, "words_before: end within the text, span >= 0, count 0-64");
+        return NULL;
+    }
+    const unsigned char *s = PyUnicode_1BYTE_DATA(text);
+    Py_ssize_t lo = end - span > 0 ? end - span : 0;
+    /* walk back from the end: the last ``count`` words, then build them in text order */
+    Py_ssize_t starts[64], ends[64];
+    Py_ssize_t found = 0, i = end;
+    while (found < count && i > lo) {
+        while (i > lo && !WORD[s[i - 1]]) i--;
+        if (i == lo) break;
+        Py_ssize_t e = i;
+        while (i > lo && WORD[s[i - 1]]) i--;
+        starts[found] = i;
+        ends[found] = e;
+        found++;
+    }
+    PyObject *out = PyList_New(found);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t k = 0; k < found; k++) {
+        Py_ssize_t a = starts[found - 1 - k], b = ends[found - 1 - k];
+        PyObject *word = PyUnicode_New(b - a, 127);
+        if (word == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_UCS1 *w = PyUnicode_1BYTE_DATA(word);
+        for (Py_ssize_t j = a; j < b; j++) {
+            unsigned char ch = s[j];
+            w[j - a] = (ch >= 'A' && ch <= 'Z') ? (Py_UCS1)(ch + 32) : ch;
+        }
+        PyList_SET_ITEM(out, k, word);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"capitalised", (PyCFunction)capitalised, METH_O,
      "capitalised.ascii_capitalised of an ASCII text; None for any other text."},
     {"context_words", (PyCFunction)(void (*)(void))context_words, METH_FASTCALL,
      "RuleSet._context_words of an ASCII lower-cased text; None for any other text."},
+    {"words_before", (PyCFunction)(void (*)(void))words_before, METH_FASTCALL,
+     "recognizers._context_words of an ASCII text; None for any other text."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -49,6 +49,7 @@ TIMEOUT_S = 0.5
 CONTEXT_BOOST = 0.35
 CONTEXT_MIN = 0.4
 CONTEXT_WORDS_BEFORE = 5
+CONTEXT_CHARS_BEFORE = 80  # the words are looked for in this many characters before a match
 _WORD = re.compile(r"\w+")
 _SPACE = re.compile(r"\s")
 Window: TypeAlias = Literal["text", "token"] | int
@@ -434,7 +435,18 @@ def _supports(context: tuple[tuple[str, ...], tuple[str, ...]], words: list[str]
 
 
 def _context_words(text: str, start: int) -> list[str]:
-    return _WORD.findall(text[max(0, start - 80) : start].lower())[-CONTEXT_WORDS_BEFORE:]
+    """The last ``CONTEXT_WORDS_BEFORE`` words (lower case) in the ``CONTEXT_CHARS_BEFORE``
+    characters before ``start``: compiled for ASCII texts (``_pii_kernel.words_before``)."""
+    if kernel is not None:
+        found = kernel.words_before(text, start, CONTEXT_CHARS_BEFORE, CONTEXT_WORDS_BEFORE)
+        if found is not None:
+            return found
+    return plain_context_words(text, start)
+
+
+def plain_context_words(text: str, start: int) -> list[str]:
+    """``_context_words`` in Python: the reference for the compiled one."""
+    return _WORD.findall(text[max(0, start - CONTEXT_CHARS_BEFORE) : start].lower())[-CONTEXT_WORDS_BEFORE:]
 
 
 class _Step(NamedTuple):
