@@ -76,7 +76,9 @@ TRIGGERS: dict[str, str] = {
 PATTERN_TRIGGERS: dict[str, str] = {
     "IPv4_mapped": r"::",
     "IPv4_embedded": r":[0-9A-Fa-f]{0,4}:",
-    "IPv4": r"\d\.\d",
+    # every IPv4 address holds two dots between 1-3 digit octets; a price or a version number
+    # ("$1234.56", "v2.5") holds one and no longer opens a window
+    "IPv4": r"\d\.\d{1,3}\.\d",
     "IPv6": r":[0-9A-Fa-f]{0,4}:",
     "IPv6_unspecified": r"::",
     "MAC_COLON_OR_HYPHEN": r"[:-][0-9A-Fa-f]{2}[:-]",
