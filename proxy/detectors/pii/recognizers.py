@@ -21,6 +21,7 @@ instead of ``phonenumbers`` (international formats, scored by context).
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -38,6 +39,10 @@ try:  # built by setup.py when a C compiler is there (optional: see ``RuleSet._c
     from proxy.detectors.pii import _pii_kernel as kernel
 except ImportError:  # pragma: no cover - installs without a compiler
     kernel = None  # type: ignore[assignment]
+    logging.getLogger("policy_sidecar.pii").warning(
+        "compiled PII scans not built (no C compiler at install time?): the pii engine uses its "
+        "Python scans for capitalised and context words: same spans, more CPU per text"
+    )
 
 FLAGS = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE  # presidio's global regex flags
 #: per regex scan of a rule that is not ``bounded``: a pathological input costs at most this,
