@@ -143,6 +143,42 @@ def plain_words(text: str, end: int, span: int, count: int) -> list[str]:
     return re.findall(r"\w+", text[max(0, end - span) : end].lower())[-count:]
 
 
+_LITERAL_TRIGGERS = [t for t in PiiEngine("off")._rules._triggers if t.startswith("=")]
+_LITERAL_PIECES = sorted({lit for t in _LITERAL_TRIGGERS for lit in t[1:].split("|")} | {"aaa", " ", "é"})
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.lists(st.sampled_from(_LITERAL_PIECES) | st.text(alphabet="zipHQsk-_ a", max_size=5), max_size=20))
+def test_literal_spans_equal_the_substring_search(parts: list[str]) -> None:
+    text = "".join(parts)
+    triggers = _rules()._triggers
+    for t in _LITERAL_TRIGGERS:
+        literals = triggers[t]
+        plain = [f.span() for f in literals.finditer_plain(text)]
+        found = kernel.literal_spans(text, literals._literals)
+        assert found == (plain if text.isascii() else None), (t, text)
+        assert [f.span() for f in literals.finditer(text)] == plain
+
+
+def test_literal_spans_overlaps_empty_and_non_ascii_literals() -> None:
+    assert kernel.literal_spans("aaaa", ("aa", "a")) == [
+        (0, 1),
+        (0, 2),
+        (1, 2),
+        (1, 3),
+        (2, 3),
+        (2, 4),
+        (3, 4),
+    ]
+    assert kernel.literal_spans("ab", ("",)) == [(0, 0), (1, 1), (2, 2)]  # as str.find says
+    assert kernel.literal_spans("I'm I\u2019m", ("I\u2019m", "I'm")) is None  # a non-ASCII text
+    assert kernel.literal_spans("I'm here", ("I\u2019m", "I'm")) == [(0, 3)]
+    with pytest.raises(TypeError):
+        kernel.literal_spans("abc", ("a", 1))
+    with pytest.raises(TypeError):
+        kernel.literal_spans("abc", ["a"])
+
+
 def test_both_scans_on_the_corpus() -> None:
     texts = pii_corpus.generated(300) + pii_corpus._sources()["tickets"]()
     ascii_texts = [t for t in texts if t.isascii()]

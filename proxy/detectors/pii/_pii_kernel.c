@@ -10,7 +10,9 @@
  *   the set of context words found at word starts (one Hyperscan pass with a Python callback
  *   per occurrence, then a Python loop, in the reference);
  * - words_before(text, end, span, count): recognizers._context_words, the words a match's
- *   context is looked up in (a slice, lower() and a regex findall per match in Python).
+ *   context is looked up in (a slice, lower() and a regex findall per match in Python);
+ * - literal_spans(text, literals): recognizers._Literals.finditer_plain, where a literal
+ *   trigger's windows go (a Hyperscan pass with a Python callback per occurrence otherwise).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -176,6 +178,83 @@ static PyObject *words_before(PyObject *self, PyObject *const *args, Py_ssize_t 
     return out;
 }
 
+static int compare_spans(const void *a, const void *b) {
+    const Py_ssize_t *x = a, *y = b;
+    if (x[0] != y[0]) return x[0] < y[0] ? -1 : 1;
+    if (x[1] != y[1]) return x[1] < y[1] ? -1 : 1;
+    return 0;
+}
+
+/* (start, end) of every occurrence of every literal in ``text`` (overlaps and repeats included),
+ * sorted, as recognizers._Literals.finditer_plain: ``str.find`` from each occurrence's start + 1.
+ * Literals holding a non-ASCII character never occur in an ASCII text; an empty one occurs at
+ * every position (as ``str.find`` says). */
+static PyObject *literal_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "literal_spans(text: str, literals: tuple of str)");
+        return NULL;
+    }
+    PyObject *text = args[0], *literals = args[1];
+    Py_ssize_t count = PyTuple_GET_SIZE(literals);
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *lit = PyTuple_GET_ITEM(literals, k);
+        if (!PyUnicode_Check(lit) || PyUnicode_READY(lit) < 0) {
+            PyErr_SetString(PyExc_TypeError, "literal_spans: literals must be str");
+            return NULL;
+        }
+    }
+    if (PyUnicode_READY(text) < 0) return NULL;
+    if (!PyUnicode_IS_ASCII(text)) Py_RETURN_NONE;
+    const char *s = (const char *)PyUnicode_1BYTE_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    Py_ssize_t cap = 64, used = 0;
+    Py_ssize_t *spans = PyMem_Malloc(sizeof(Py_ssize_t) * 2 * (size_t)cap);
+    if (spans == NULL) return PyErr_NoMemory();
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *lit = PyTuple_GET_ITEM(literals, k);
+        if (!PyUnicode_IS_ASCII(lit)) continue;
+        Py_ssize_t len = PyUnicode_GET_LENGTH(lit);
+        const char *l = (const char *)PyUnicode_1BYTE_DATA(lit);
+        for (Py_ssize_t i = 0; i + len <= n; i++) {
+            if (len > 0) {
+                const char *hit = memchr(s + i, l[0], (size_t)(n - len - i + 1));
+                if (hit == NULL) break;
+                i = hit - s;
+                if (memcmp(s + i, l, (size_t)len) != 0) continue;
+            }
+            if (used == cap) {
+                cap *= 2;
+                Py_ssize_t *grown = PyMem_Realloc(spans, sizeof(Py_ssize_t) * 2 * (size_t)cap);
+                if (grown == NULL) {
+                    PyMem_Free(spans);
+                    return PyErr_NoMemory();
+                }
+                spans = grown;
+            }
+            spans[2 * used] = i;
+            spans[2 * used + 1] = i + len;
+            used++;
+        }
+    }
+    qsort(spans, (size_t)used, sizeof(Py_ssize_t) * 2, compare_spans);
+    PyObject *out = PyList_New(used);
+    if (out == NULL) {
+        PyMem_Free(spans);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < used; k++) {
+        PyObject *item = Py_BuildValue("(nn)", spans[2 * k], spans[2 * k + 1]);
+        if (item == NULL) {
+            PyMem_Free(spans);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, k, item);
+    }
+    PyMem_Free(spans);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"capitalised", (PyCFunction)capitalised, METH_O,
      "capitalised.ascii_capitalised of an ASCII text; None for any other text."},
@@ -183,6 +262,8 @@ static PyMethodDef methods[] = {
      "RuleSet._context_words of an ASCII lower-cased text; None for any other text."},
     {"words_before", (PyCFunction)(void (*)(void))words_before, METH_FASTCALL,
      "recognizers._context_words of an ASCII text; None for any other text."},
+    {"literal_spans", (PyCFunction)(void (*)(void))literal_spans, METH_FASTCALL,
+     "recognizers._Literals.finditer_plain spans of an ASCII text; None for any other text."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -321,8 +321,12 @@ class _Literals:
         return True if any(lit in text for lit in self._literals) else None
 
     def finditer(self, text: str) -> list[_Found]:
-        """Every occurrence of every literal, by span: one Hyperscan pass, else ``str.find``."""
-        spans = self._positions.spans(text) if self._positions is not None else None
+        """Every occurrence of every literal, by span: compiled (``_pii_kernel.literal_spans``,
+        ASCII texts: no Python callback per occurrence), else one Hyperscan pass, else
+        ``str.find``."""
+        spans = kernel.literal_spans(text, self._literals) if kernel is not None else None
+        if spans is None and self._positions is not None:
+            spans = self._positions.spans(text)
         if spans is not None:
             return [_Found(s, e) for s, e in spans]
         return self.finditer_plain(text)
