@@ -26,5 +26,12 @@ setup(
             ["proxy/tokens/_piece_counter.c"],
             optional=True,
         ),
+        # The PII engine's per-character scans (capitalised words, context words): optional too,
+        # the Python versions in proxy/detectors/pii give the same output (test_pii_kernel.py).
+        Extension(
+            "proxy.detectors.pii._pii_kernel",
+            ["proxy/detectors/pii/_pii_kernel.c"],
+            optional=True,
+        ),
     ]
 )

@@ -32,10 +32,10 @@ from proxy.chain.context import deadline_exceeded, past
 from proxy.detectors.pii import (
     DEFAULT_ENTITIES,
     LITERAL,
+    Digester,
     PiiEngine,
     Span,
     Vault,
-    digest,
     engine_key,
     literal_spans,
     placeholder,
@@ -107,11 +107,15 @@ class PiiPlugin(Plugin[PiiConfig]):
         key = engine_key(config.ner, config.recognizers)
         self.engine: PiiEngine = deps.resource(key, lambda: PiiEngine(config.ner, config.recognizers))
         self._secret = secret_of(config, deps)
+        self._digest = Digester(self._secret)  # ``digest`` keyed once: one HMAC per value
         self.vault: Vault = vault_of(config, deps)
         scope = self.engine.entities | set(config.entities)
         if config.detect == "default":
             scope &= DEFAULT_ENTITIES | set(config.entities) | {r.entity_type for r in config.recognizers}
         self._rules = {name: self._rule(name) for name in scope}
+        #: ``_action`` as one dict lookup (the redaction loops ask once or twice per span)
+        self._actions: dict[str, Action] = {name: rule[0] for name, rule in self._rules.items()}
+        self._actions[LITERAL] = "redact"
         active = [n for n, (action, _) in self._rules.items() if action != "allow"]
         narrowed = config.detect == "default" or config.default_action == "allow" or config.entities
         self._entities = active if narrowed else None
@@ -206,10 +210,10 @@ class PiiPlugin(Plugin[PiiConfig]):
         return [f if f is not None else [] for f in found]
 
     def _action(self, entity_type: str) -> Action:
-        return "redact" if entity_type == LITERAL else self._rules[entity_type][0]
+        return self._actions[entity_type]
 
     def _hash(self, entity_type: str, value: str) -> str:
-        return f"[{entity_type}:{digest(self._secret, 'hash:' + entity_type, value)[:12]}]"
+        return f"[{entity_type}:{self._digest('hash:' + entity_type, value)[:12]}]"
 
     def conversation_key(self, req: ChatRequest, ctx: RequestContext) -> str:
         return conversation_key(self.config, self._secret, req, ctx)
@@ -243,7 +247,7 @@ class PiiPlugin(Plugin[PiiConfig]):
                 if self._action(s.entity_type) == "redact" and (s.entity_type, value) not in digests:
                     key = digests[(s.entity_type, value)] = (
                         s.entity_type,
-                        digest(self._secret, s.entity_type, value),
+                        self._digest(s.entity_type, value),
                     )
                     items[key] = value
         keys = list(items)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -81,3 +83,31 @@ def test_literal_spans_are_the_placeholder_matches(text: str) -> None:
 
     expected = [Span(m.start(), m.end(), LITERAL, 2.0) for m in PLACEHOLDER_RX.finditer(text)]
     assert literal_spans(text) == expected
+
+
+def _restore_reference(text: str, mapping: dict[str, str]) -> tuple[str, int, int]:
+    """``restore`` before its exact-token fast path: every token normalised, then looked up."""
+    from proxy.detectors.pii.spans import PLACEHOLDER_RX, placeholder
+
+    counts = [0, 0]
+
+    def sub(m: re.Match[str]) -> str:
+        value = mapping.get(placeholder((m.group(1) or m.group(3)).upper(), int(m.group(2) or m.group(4))))
+        counts[value is None] += 1
+        return m.group(0) if value is None else value
+
+    return PLACEHOLDER_RX.sub(sub, text), counts[0], counts[1]
+
+
+_TOKENS = st.sampled_from(
+    ["<EMAIL_ADDRESS_1>", "<EMAIL_ADDRESS_2>", "<email_address_1>", "< PERSON_1 >", "[PERSON_1]",
+     "<PERSON_01>", "<TYPE_2_1>", "<TYPE_2_10>", "<LITERAL_3>", "<X_1>", "<X_1", "x", " ", "\n", "<",
+     "_1>", "[", "]"]
+)  # fmt: skip
+_MAPPING = {"<EMAIL_ADDRESS_1>": "a@b.co", "<PERSON_1>": "Ann", "<TYPE_2_1>": "v21", "<LITERAL_3>": "<X_9>"}
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.lists(_TOKENS, max_size=12).map("".join))
+def test_restore_fast_path_equals_the_normalised_lookup(text: str) -> None:
+    assert restore(text, _MAPPING) == _restore_reference(text, _MAPPING)

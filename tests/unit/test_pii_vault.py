@@ -81,3 +81,34 @@ async def test_redis_vault_sets_a_ttl_and_stores_no_values() -> None:
     assert 0 < await client.ttl("p:conv") <= 120
     stored = await client.hgetall("p:conv")
     assert not any(b"a@x.co" in k or b"a@x.co" in v for k, v in stored.items())
+
+
+def test_conversation_key_is_the_documented_hmac() -> None:
+    """The key names the conversation's numbering in a shared (Redis) vault, so it must not change
+    across releases: HMAC-SHA256 (hex) of the JSON ``[tenant, who, conversation]``."""
+    import json
+
+    from plugins.pii.config import PiiConfig
+    from plugins.pii.vault import conversation_key
+    from proxy.chain import RequestContext
+    from proxy.models.chat import ChatRequest, Route
+
+    config = PiiConfig(ner="off", bind_to_api_key=False)
+    req = ChatRequest({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, Route.CHAT)
+    ctx = RequestContext("r", Route.CHAT, {"x-conversation-id": "c1"}, "rev", "gpt-4o")
+    ctx.tenant = "acme"
+    blob = json.dumps(["acme", "", "c1"]).encode()
+    assert (
+        conversation_key(config, b"secret", req, ctx) == hmac.new(b"secret", blob, hashlib.sha256).hexdigest()
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80), st.text(max_size=20), st.text(max_size=60))
+def test_digester_equals_digest(secret: bytes, entity_type: str, value: str) -> None:
+    """The keyed-once digester gives the vault's digests exactly (placeholders keep their numbers)."""
+    from proxy.detectors.pii import Digester
+
+    digester = Digester(secret)
+    assert digester(entity_type, value) == digest(secret, entity_type, value)
+    assert digester(entity_type, value + "x") == digest(secret, entity_type, value + "x")  # reusable

@@ -21,7 +21,7 @@ from proxy.detectors.pii.spans import (
     splice,
     stream_split,
 )
-from proxy.detectors.pii.vault import MemoryVault, RedisVault, Vault, digest
+from proxy.detectors.pii.vault import Digester, MemoryVault, RedisVault, Vault, digest
 
 __all__ = [
     "DEFAULT_ENTITIES",
@@ -29,6 +29,7 @@ __all__ = [
     "MAX_PLACEHOLDER",
     "PLACEHOLDER_RX",
     "CustomRecognizer",
+    "Digester",
     "MemoryVault",
     "NerMode",
     "PatternSpec",

@@ -21,6 +21,7 @@ instead of ``phonenumbers`` (international formats, scored by context).
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -34,6 +35,15 @@ from proxy.detectors.pii.capitalised import Gazetteer, NameGazetteer, _Found, ca
 from proxy.detectors.pii.presidio_rules import Recognizer
 from proxy.detectors.pii.tuned import TUNED_RULES, TunedRule
 
+try:  # built by setup.py when a C compiler is there (optional: see ``RuleSet._context_words``)
+    from proxy.detectors.pii import _pii_kernel as kernel
+except ImportError:  # pragma: no cover - installs without a compiler
+    kernel = None  # type: ignore[assignment]
+    logging.getLogger("policy_sidecar.pii").warning(
+        "compiled PII scans not built (no C compiler at install time?): the pii engine uses its "
+        "Python scans for capitalised and context words: same spans, more CPU per text"
+    )
+
 FLAGS = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE  # presidio's global regex flags
 #: per regex scan of a rule that is not ``bounded``: a pathological input costs at most this,
 #: never hangs a worker. The ``regex`` module pays for the timeout on every call and every
@@ -44,6 +54,7 @@ TIMEOUT_S = 0.5
 CONTEXT_BOOST = 0.35
 CONTEXT_MIN = 0.4
 CONTEXT_WORDS_BEFORE = 5
+CONTEXT_CHARS_BEFORE = 80  # the words are looked for in this many characters before a match
 _WORD = re.compile(r"\w+")
 _SPACE = re.compile(r"\s")
 Window: TypeAlias = Literal["text", "token"] | int
@@ -70,7 +81,9 @@ TRIGGERS: dict[str, str] = {
 PATTERN_TRIGGERS: dict[str, str] = {
     "IPv4_mapped": r"::",
     "IPv4_embedded": r":[0-9A-Fa-f]{0,4}:",
-    "IPv4": r"\d\.\d",
+    # every IPv4 address holds two dots between 1-3 digit octets; a price or a version number
+    # ("$1234.56", "v2.5") holds one and no longer opens a window
+    "IPv4": r"\d\.\d{1,3}\.\d",
     "IPv6": r":[0-9A-Fa-f]{0,4}:",
     "IPv6_unspecified": r"::",
     "MAC_COLON_OR_HYPHEN": r"[:-][0-9A-Fa-f]{2}[:-]",
@@ -89,8 +102,11 @@ WINDOWS: dict[str, Window] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
+class Hit(NamedTuple):
+    """One match of one rule, score context-adjusted. A named tuple, not a frozen dataclass:
+    a PII-dense text makes dozens per scan, and a frozen dataclass's ``__init__`` (one
+    ``object.__setattr__`` per field) cost four times as much to build."""
+
     start: int
     end: int
     entity_type: str
@@ -125,6 +141,11 @@ class Rule:
     #: that end at the same offset (``HS_FLAG_SOM_LEFTMOST``): the gate reports those starts and
     #: the rule's regex is tried only there (``multiscan.from_starts``)
     starts: str | None = None
+    #: a compiled regex (same engine and flags as ``pattern``, bounded: no timeout) that matches
+    #: at every position where ``pattern`` does: the ``starts`` where it does not are dropped
+    #: before ``pattern`` is tried. Why: the rule's regex with its timeout costs ~1.2 µs per
+    #: start, this ~0.3 µs, and most reported starts cannot begin a match
+    start_check: Any = None
 
 
 #: how much text before a match ``Rule.not_after`` looks at
@@ -269,6 +290,7 @@ def _tuned(rule: TunedRule) -> Rule:
         rule.window,
         linear=not (rule.people or rule.words) and bounded(rule.regex),
         starts=rule.starts,
+        start_check=regex.compile(rule.start_check, flags | regex.MULTILINE) if rule.start_check else None,
     )
 
 
@@ -299,8 +321,12 @@ class _Literals:
         return True if any(lit in text for lit in self._literals) else None
 
     def finditer(self, text: str) -> list[_Found]:
-        """Every occurrence of every literal, by span: one Hyperscan pass, else ``str.find``."""
-        spans = self._positions.spans(text) if self._positions is not None else None
+        """Every occurrence of every literal, by span: compiled (``_pii_kernel.literal_spans``,
+        ASCII texts: no Python callback per occurrence), else one Hyperscan pass, else
+        ``str.find``."""
+        spans = kernel.literal_spans(text, self._literals) if kernel is not None else None
+        if spans is None and self._positions is not None:
+            spans = self._positions.spans(text)
         if spans is not None:
             return [_Found(s, e) for s, e in spans]
         return self.finditer_plain(text)
@@ -420,7 +446,18 @@ def _supports(context: tuple[tuple[str, ...], tuple[str, ...]], words: list[str]
 
 
 def _context_words(text: str, start: int) -> list[str]:
-    return _WORD.findall(text[max(0, start - 80) : start].lower())[-CONTEXT_WORDS_BEFORE:]
+    """The last ``CONTEXT_WORDS_BEFORE`` words (lower case) in the ``CONTEXT_CHARS_BEFORE``
+    characters before ``start``: compiled for ASCII texts (``_pii_kernel.words_before``)."""
+    if kernel is not None:
+        found = kernel.words_before(text, start, CONTEXT_CHARS_BEFORE, CONTEXT_WORDS_BEFORE)
+        if found is not None:
+            return found
+    return plain_context_words(text, start)
+
+
+def plain_context_words(text: str, start: int) -> list[str]:
+    """``_context_words`` in Python: the reference for the compiled one."""
+    return _WORD.findall(text[max(0, start - CONTEXT_CHARS_BEFORE) : start].lower())[-CONTEXT_WORDS_BEFORE:]
 
 
 class _Step(NamedTuple):
@@ -461,6 +498,13 @@ class RuleSet:
         self._context_literals = (
             multiscan.literal_set(words, every_match=True, word_start=True)
             if words and all(w[0] in _ASCII_WORD for w in words)
+            else None
+        )
+        # The same lookup compiled (``_pii_kernel.context_words``): per ASCII first character,
+        # the words starting with it, longest first.
+        self._context_buckets = (
+            tuple(tuple(w for w in words if w[0] == chr(c)) for c in range(128))
+            if kernel is not None and words and all(w[0] in _ASCII_WORD for w in words)
             else None
         )
         self._context = {
@@ -623,7 +667,11 @@ class RuleSet:
             try:
                 if skey is not None and scanned is not None:
                     # Only where the rule's start hint matched (none: no match anywhere).
-                    matches = multiscan.from_starts(rule.pattern, text, scanned.ends.get(skey, ()), timeout)
+                    starts = scanned.ends.get(skey, ())
+                    check = rule.start_check
+                    if check is not None and starts:
+                        starts = [s for s in starts if check.match(text, s) is not None]
+                    matches = multiscan.from_starts(rule.pattern, text, starts, timeout)
                 elif ends is not None and len(ends) * self._widths[index] < len(text):
                     # Few matches for the text's length: search only next to their ends (one
                     # search call each costs more than walking a short stretch of text).
@@ -672,7 +720,12 @@ class RuleSet:
         longest word occurring there, and the pass reports every occurrence, sorted by (start,
         end): the last one of a start is that match, no regex call needed. Taken in order, from
         the end of the last match on, they are exactly ``finditer``'s matches (never empty).
-        Non-ASCII texts take ``finditer``."""
+        Non-ASCII texts take ``finditer``. With the compiled kernel the same walk is done in C
+        (``_pii_kernel.context_words``: no Hyperscan pass, no callback per occurrence)."""
+        if self._context_buckets is not None:
+            found = kernel.context_words(low, self._context_buckets)
+            if found is not None:
+                return found
         spans = self._context_literals.spans(low) if self._context_literals is not None else None
         if spans is None:
             return {m.group(0) for m in self._all_context.finditer(low)}

@@ -88,9 +88,13 @@ def restore(text: str, mapping: Mapping[str, str], escape: bool = False) -> tupl
 
     def sub(m: re.Match[str]) -> str:
         nonlocal restored, unknown
-        name = (m.group(1) or m.group(3)).upper()
-        number = int(m.group(2) or m.group(4))
-        value = mapping.get(placeholder(name, number))
+        # A token exactly as issued (``<EMAIL_ADDRESS_1>``, the common case) is a key itself:
+        # the same lookup as the normalised one below, without rebuilding the token.
+        value = mapping.get(m.group(0))
+        if value is None:
+            name = (m.group(1) or m.group(3)).upper()
+            number = int(m.group(2) or m.group(4))
+            value = mapping.get(placeholder(name, number))
         if value is None:
             unknown += 1
             return m.group(0)

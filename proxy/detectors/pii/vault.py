@@ -26,6 +26,20 @@ def digest(secret: bytes, entity_type: str, value: str) -> str:
     return hmac.digest(secret, f"{entity_type}\x00{value}".encode(), "sha256").hex()[:32]
 
 
+class Digester:
+    """``digest`` with one secret, keyed once: each call copies the keyed HMAC state and hashes
+    only the value (~1.1 µs instead of ~1.5 µs: ``hmac.digest`` sets the key up on every call,
+    and a 64 KB ticket has ~200 values). The same digests as ``digest`` (a test compares them)."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._keyed = hmac.new(secret, digestmod="sha256")
+
+    def __call__(self, entity_type: str, value: str) -> str:
+        h = self._keyed.copy()
+        h.update(f"{entity_type}\x00{value}".encode())
+        return h.hexdigest()[:32]
+
+
 class Vault(Protocol):
     async def assign(self, conversation: str, items: Sequence[tuple[str, str]]) -> list[int]:
         """Numbers for ``(entity_type, digest)`` items, creating new ones atomically."""
