@@ -401,8 +401,7 @@ def featurise(
     f["question"] = float(text.rstrip().endswith("?"))
     f["caps"] = 0.0
     if needed is None or "caps" in needed:
-        letters = [c for c in text if c.isalpha()]
-        f["caps"] = float(len(letters) >= 8 and sum(c.isupper() for c in letters) / len(letters) > 0.6)
+        f["caps"] = float(_mostly_capitals(text))
     if f["role_marker"] and _in_record(segs, index) and not _turn_shaped(text):
         f["role_marker"] = 0.0  # ``User: jsmith`` among ``Key: value`` lines is a field, not a turn
     # In a user's message the first segment is the user's own request ("Summarise this:"), not a header.
@@ -430,6 +429,23 @@ def featurise(
     # that addresses or instructs the reader.
     f["urgency"] *= max(imperative, addressed, f["you_directive"], f["role_marker"], f["fake_header"])
     return [f[name] for name in FEATURES]
+
+
+# Bytes that are not ASCII letters / not ASCII capitals: deleting them leaves what is counted.
+_NOT_LETTER = bytes(b for b in range(256) if not chr(b).isalpha() or b >= 128)
+_NOT_CAPITAL = bytes(b for b in range(256) if not chr(b).isupper() or b >= 128)
+
+
+def _mostly_capitals(text: str) -> bool:
+    """At least 8 letters, more than 60% of them capitals. Why the bytes: on ASCII text (where
+    ``isalpha`` / ``isupper`` are exactly A-Z, a-z / A-Z) two ``bytes.translate`` deletions count
+    both in C (~0.3 µs), where the per-character generator cost ~2.5 µs per candidate segment."""
+    if text.isascii():
+        raw = text.encode("ascii")
+        n_letters = len(raw.translate(None, _NOT_LETTER))
+        return n_letters >= 8 and len(raw.translate(None, _NOT_CAPITAL)) / n_letters > 0.6
+    letters = [c for c in text if c.isalpha()]
+    return len(letters) >= 8 and sum(c.isupper() for c in letters) / len(letters) > 0.6
 
 
 _HEADER_CUES = ("fake_header", "role_marker", "chat_token")  # what makes the previous segment a header
