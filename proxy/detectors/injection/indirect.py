@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 from .. import multiscan
 from .literals import LiteralIndex
 from .multilingual import MultilingualLexicon
+from .segment_gate import gate_segments, joinable
 
 MODEL_FILE = "indirect_model.json"
 _MAX_SEGMENT = 400
@@ -554,16 +555,17 @@ class IndirectDetector:
         segs = segments(text)
         best, best_span = _sigmoid(self.bias), None
         best_cues: tuple[str, ...] = ()
-        gate = _feature_gate()
-        may_in: dict[int, AbstractSet[Hashable] | None] = {}  # per segment: the gate's answer
+        candidates = self.candidates(text, segs)
+        # The gate's answer for every segment asked about (one pass: segment_gate.py): each
+        # candidate, and the segment before it where its header patterns are read (see featurise).
+        asked = sorted({*candidates, *(i - 1 for i in candidates if i > 1 or (i == 1 and as_data))})
+        answers = gate_segments(_feature_gate(), [segs[i].text for i in asked], joined_ok=_JOINABLE)
+        may_in = dict(zip(asked, answers, strict=True))
 
         def may(i: int) -> AbstractSet[Hashable] | None:
-            if i not in may_in:
-                may_in[i] = gate.matching(segs[i].text)
             return may_in[i]
 
-        for i in self.candidates(text, segs):
-            # The previous segment's header patterns matter only where it is read (see featurise).
+        for i in candidates:
             header = i > 1 or (i == 1 and as_data)
             x = featurise(
                 segs,
@@ -600,13 +602,17 @@ def _holding(low: str, segs: Sequence[Segment], literals: AbstractSet[str]) -> l
 
 @functools.cache
 def _feature_gate() -> multiscan.Gate:
-    """One Hyperscan pass per candidate segment that says which cue patterns can match it.
+    """One Hyperscan pass that says which cue patterns can match each candidate segment (all of
+    them at once, joined: ``segment_gate.py``; that is why every pattern's match ends are recorded).
 
     Why: ``featurise`` runs ~14 case-insensitive alternations per candidate segment (~15 µs
     each with ``re``) and most of them find nothing; the pass (a few µs) lets it skip those.
     Exact: a pattern the gate reports absent cannot match, one it reports is still confirmed
     by ``re``, and patterns or texts the gate cannot take exactly take the plain path."""
-    return multiscan.gate(list(_COMPILED.items()))
+    return multiscan.gate(list(_COMPILED.items()), ends_of=_COMPILED.keys() if _JOINABLE else ())
+
+
+_JOINABLE = joinable(_COMPILED.values())  # the cue patterns allow one gate pass over joined segments
 
 
 def _sigmoid(z: float) -> float:
