@@ -13,6 +13,11 @@ setup(
             "proxy.detectors._ngram_kernel",
             ["proxy/detectors/_ngram_kernel.c"],
             optional=True,
-        )
+        ),
+        Extension(
+            "proxy.detectors.injection._injection_kernel",
+            ["proxy/detectors/injection/_injection_kernel.c"],
+            optional=True,
+        ),
     ]
 )

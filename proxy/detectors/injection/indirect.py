@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import operator
 import re
@@ -39,6 +40,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .. import multiscan
+
+try:  # built by setup.py when a C compiler is there; _segments_python below is the reference
+    from . import _injection_kernel
+except ImportError:  # pragma: no cover - exercised only on installs without a compiler
+    _injection_kernel = None  # type: ignore[assignment]
+    logging.getLogger(__name__).warning(
+        "compiled injection kernel not built (no C compiler at install time?): the indirect path "
+        "cuts documents in Python: same results, ~20 µs more per 2 KB document"
+    )
 from .literals import LiteralIndex
 from .multilingual import MultilingualLexicon
 from .segment_gate import gate_segments, joinable
@@ -320,6 +330,16 @@ _CUT = re.compile(r"[.!?。！？\n](?:(?<=\n)|([^\S\n]+)|(?<=[。！？]))")
 
 def segments(text: str) -> list[Segment]:
     """Lines, then sentences, then chunks of at most ``_MAX_SEGMENT`` characters, with offsets.
+
+    The compiled kernel (``_injection_kernel.c``: one pass in C, ~20 -> ~3 µs per 2 KB) when it is
+    built, else ``_segments_python``; both give the same segments (tests/unit/test_injection_kernel.py)."""
+    if _injection_kernel is None:
+        return _segments_python(text)
+    return _injection_kernel.segments(text, _MAX_SEGMENT, Segment)
+
+
+def _segments_python(text: str) -> list[Segment]:
+    """``segments`` in Python: the reference, and the fallback without a compiler.
 
     One pass over the whole text: no cut pattern can cross a line break, so cutting the text at
     ``_CUT`` is cutting every line at ``_SENTENCE`` (tests/unit/test_gated_cues.py keeps the

@@ -39,8 +39,7 @@ class _Matching(Protocol):
 def joinable(patterns: Iterable[re.Pattern[str]]) -> bool:
     """Do the module docstring's conditions hold for every pattern (multi-line, no look-around)?"""
     return all(
-        p.flags & re.MULTILINE and not any(token in p.pattern for token in _LOOK_AROUND)
-        for p in patterns
+        p.flags & re.MULTILINE and not any(token in p.pattern for token in _LOOK_AROUND) for p in patterns
     )
 
 
