@@ -91,3 +91,22 @@ def test_mostly_capitals_known_cases() -> None:
     assert not indirect._mostly_capitals("Important notice")
     assert not indirect._mostly_capitals("ABCDEFG")  # seven letters: too few
     assert indirect._mostly_capitals("ÉÉÉÉÉÉÉÉ")  # non-ASCII: counted per character
+
+
+ANCHOR_WORDS = ["ignore", "you are", "system", " ai", "ai,", "<|", "http", "reply", "urgent", "a.i.", "x"]
+DOCUMENTS = st.lists(
+    st.one_of(st.sampled_from(ANCHOR_WORDS), st.text("aisy .!?\n:", max_size=10)), max_size=16
+).map("".join)
+
+
+@pytest.mark.skipif(not multiscan.available(), reason="hyperscan wheel missing: no occurrence pass")
+@settings(max_examples=500, deadline=None)
+@given(DOCUMENTS)
+def test_candidate_segments_from_one_occurrence_pass_equal_the_find_loops(text: str) -> None:
+    segs = indirect.segments(text)
+    low = text.lower()
+    anchors = indirect._anchor_spans()
+    assert anchors is not None
+    expected = indirect._holding(low, segs, indirect._GATE.present(low))
+    assert indirect._holding_spans(low, segs, anchors) == expected
+    assert indirect.IndirectDetector.default().candidates(text, segs) == expected
