@@ -1,5 +1,10 @@
 """The compiled injection kernel (proxy/detectors/injection/_injection_kernel.c) against Python.
 
+Its pre-checks (``maybe_spaced``, ``maybe_encoded``, ``leet_beyond_emails``) must answer what the
+Python they replace answers (or, for the last, never skip a text the Python walk would change),
+on generated texts over alphabets built for their edges: letters and digits of every kind
+``isalnum`` knows, the separators, padding and markers, e-mail shapes.
+
 ``segments`` must cut every document exactly as ``indirect._segments_python`` does (the indirect
 model was trained on those segments, and their offsets are the spans the records name). Generated
 texts mix the cut characters (line breaks, ``.!?``, the CJK stops), every kind of whitespace
@@ -15,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.detectors.injection import indirect
+from proxy.detectors.injection import decoders, indirect, views
 
 ALPHABET = "ab Z.!?\n\t\r\x0b\x0c\x1c\x1f\xa0\u2028\u3000\u3002\uff01\uff1f\u00e9\U0001f600"
 
@@ -70,3 +75,46 @@ def test_kernel_rejects_bad_arguments_without_crashing() -> None:
         kernel.segments("text", 0, indirect.Segment)
     with pytest.raises(TypeError):
         kernel.segments("text", 400, dict)  # type: ignore[type-var]
+    for check in (kernel.maybe_spaced, kernel.maybe_encoded, kernel.leet_beyond_emails):
+        with pytest.raises(TypeError):
+            check(b"bytes")  # type: ignore[arg-type]
+
+
+KERNEL_EDGY = "ab Z0_.-*|+~$@%\\x,:\n\u00e9\u00b2\u0660\u0430\u212a\U0001d7d8"
+EMAILS = st.sampled_from(["a1@b.c", "x@y-z.co", "n0@x", "@a.b", "a@", "l33t", "h4x0r", "a.b@c.d"])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.text(KERNEL_EDGY, max_size=40))
+def test_kernel_pre_checks_equal_the_python(text: str) -> None:
+    kernel = indirect._injection_kernel
+    assert kernel is not None
+    assert kernel.maybe_spaced(text) == views._maybe_spaced_python(text)
+    assert kernel.maybe_encoded(text) == decoders.maybe_encoded_python(text)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.one_of(EMAILS, st.text("ab1@.-$ 3\u00e9", max_size=6)), max_size=8).map(" ".join))
+def test_leet_pre_check_never_skips_a_leet_text(text: str) -> None:
+    kernel = indirect._injection_kernel
+    assert kernel is not None
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(views, "_kernel", None)
+        plain = views.unleet(text)
+    if not kernel.leet_beyond_emails(text):
+        assert plain is None
+    assert views.unleet(text) == plain
+
+
+def test_kernel_pre_checks_on_examples() -> None:
+    kernel = indirect._injection_kernel
+    assert kernel is not None
+    assert (
+        kernel.maybe_spaced("i g n o r e")
+        and kernel.maybe_spaced("x.y.z")
+        and not kernel.maybe_spaced("a bc")
+    )
+    assert kernel.maybe_encoded("aGVsbG8gd29ybGQgdGhpcyBpcw==") and kernel.maybe_encoded("50%")
+    assert kernel.maybe_encoded("0x41") and not kernel.maybe_encoded("plain prose, nothing encoded")
+    assert not kernel.leet_beyond_emails("mail rosa.tanaka1@example.com today")
+    assert kernel.leet_beyond_emails("1gn0r3 4ll") and kernel.leet_beyond_emails("\u00e9 a1")

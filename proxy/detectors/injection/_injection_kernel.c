@@ -17,6 +17,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <string.h>
 
 static inline int is_stop(Py_UCS4 c) {
     return c == '.' || c == '!' || c == '?' || c == 0x3002 || c == 0xFF01 || c == 0xFF1F;
@@ -135,9 +136,167 @@ static PyObject *segments(PyObject *Py_UNUSED(self), PyObject *args) {
     return out;
 }
 
+/* --- pre-checks of the normaliser's views and decoders (views.py, decoders.py) --------------------- */
+
+static inline Py_UCS4 at(int kind, const void *data, Py_ssize_t n, Py_ssize_t i) {
+    return i >= 0 && i < n ? PyUnicode_READ(kind, data, i) : 0;
+}
+
+/* Classes of the ASCII characters (bit flags), filled at import: the loops below look characters
+ * up here instead of calling the Unicode database for each (2 KB: ~9 -> ~2 us). */
+#define C_ALNUM 1  /* [A-Za-z0-9] */
+#define C_B64 2    /* decoders._B64_CHARS */
+#define C_HEXSEP 4 /* decoders._HEX_SEP_CHARS */
+#define C_SEP 8    /* views._SEP_GATES' separators */
+static unsigned char CLASS[128];
+
+static void fill_classes(void) {
+    for (int c = 1; c < 128; c++) {
+        int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'), digit = c >= '0' && c <= '9';
+        int hex = digit || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+        CLASS[c] = (unsigned char)(((alpha || digit) ? C_ALNUM : 0) |
+                                   ((alpha || digit || c == '+' || c == '/' || c == '_' || c == '-') ? C_B64 : 0) |
+                                   ((hex || c == ' ' || c == ',' || c == ':') ? C_HEXSEP : 0) |
+                                   (strchr(".-_*|+~", c) != NULL ? C_SEP : 0));
+    }
+}
+
+/* re's [^\W_] on a str pattern: Py_UNICODE_ISALNUM (the underscore is not alphanumeric); 0 (no
+ * character: before or after the text) is none. */
+static inline int alnum(Py_UCS4 c) {
+    if (c < 128) return CLASS[c] & C_ALNUM;
+    return Py_UNICODE_ISALNUM(c);
+}
+
+/* views._maybe_spaced: _SPACE_GATE on " " + text + " " (a space, a letter or digit, a space, a letter
+ * or digit not followed by another), or one of _SEP_GATES on text (sep, letter, sep, letter). */
+static PyObject *maybe_spaced(PyObject *Py_UNUSED(self), PyObject *arg) {
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "maybe_spaced() needs a str");
+        return NULL;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    if (PyUnicode_IS_ASCII(arg)) { /* the common case, with the table alone (same tests as below) */
+        const Py_UCS1 *t = PyUnicode_1BYTE_DATA(arg);
+        for (Py_ssize_t i = 0; i + 2 < n; i++) {
+            unsigned char cls = CLASS[t[i]];
+            if (cls & C_ALNUM) {
+                if ((i == 0 || t[i - 1] == ' ') && i + 2 < n && t[i + 1] == ' ' && (CLASS[t[i + 2]] & C_ALNUM) &&
+                    (i + 3 >= n || !(CLASS[t[i + 3]] & C_ALNUM)))
+                    Py_RETURN_TRUE;
+            } else if ((cls & C_SEP) && i + 3 < n && (CLASS[t[i + 1]] & C_ALNUM) && t[i + 2] == t[i] &&
+                       (CLASS[t[i + 3]] & C_ALNUM))
+                Py_RETURN_TRUE;
+        }
+        Py_RETURN_FALSE;
+    }
+    int kind = PyUnicode_KIND(arg);
+    const void *data = PyUnicode_DATA(arg);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (!alnum(c)) {
+            if (c < 128 && (CLASS[c] & C_SEP) && alnum(at(kind, data, n, i + 1)) && at(kind, data, n, i + 2) == c &&
+                alnum(at(kind, data, n, i + 3)))
+                Py_RETURN_TRUE;
+            continue;
+        }
+        /* c is the first letter of the space gate: a space (or the padding) before, a space after. */
+        if ((i == 0 || at(kind, data, n, i - 1) == ' ') && at(kind, data, n, i + 1) == ' ' &&
+            alnum(at(kind, data, n, i + 2)) && !alnum(at(kind, data, n, i + 3)))
+            Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
+}
+
+static inline int ascii_letter(Py_UCS1 c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; }
+static inline int ascii_alnum(Py_UCS1 c) { return ascii_letter(c) || (c >= '0' && c <= '9'); }
+static inline int run_char(Py_UCS1 c) { return ascii_alnum(c) || c == '_' || c == '@' || c == '$'; }
+
+/* views.unleet's seam walk up to the e-mail test: False only when every seam's token is the local part
+ * and domain head of an e-mail address (unleet then skips them all and returns None). True for any
+ * other seam, and for every non-ASCII text (where re's classes are wider: the Python walk decides). */
+static PyObject *leet_beyond_emails(PyObject *Py_UNUSED(self), PyObject *arg) {
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "leet_beyond_emails() needs a str");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(arg)) Py_RETURN_TRUE;
+    const Py_UCS1 *t = PyUnicode_1BYTE_DATA(arg);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    Py_ssize_t done = 0;
+    for (Py_ssize_t p = 0; p < n; p++) {
+        Py_UCS1 c = t[p];
+        if (!((c >= '0' && c <= '9') || c == '@' || c == '$')) continue;
+        /* _LEET_SEAM: a letter before (look-behind) or after */
+        if (!((p > 0 && ascii_letter(t[p - 1])) || (p + 1 < n && ascii_letter(t[p + 1])))) continue;
+        if (p < done) continue; /* a seam of the token already visited */
+        Py_ssize_t start = p;
+        while (start > 0 && run_char(t[start - 1])) start--;
+        done = p;
+        while (done < n && run_char(t[done])) done++;
+        /* _in_email: an "@" inside the token (not first, not last), then _DOMAIN_REST at its end */
+        Py_ssize_t at_sign = -1;
+        for (Py_ssize_t k = start; k < done; k++)
+            if (t[k] == '@') {
+                at_sign = k - start;
+                break;
+            }
+        int email = 0;
+        if (at_sign > 0 && at_sign < done - start - 1) {
+            Py_ssize_t q = done;
+            while (q < n && (ascii_alnum(t[q]) || t[q] == '-')) q++;
+            email = q + 1 < n && t[q] == '.' && ascii_alnum(t[q + 1]);
+        }
+        if (!email) Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
+}
+
+
+/* decoders.maybe_encoded: "%", "\\x" or "0x" in the text, or 16 base64 characters in a row, or 17 of
+ * the hex-with-separators class (a non-ASCII character is in neither class: it ends a run). */
+static PyObject *maybe_encoded(PyObject *Py_UNUSED(self), PyObject *arg) {
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "maybe_encoded() needs a str");
+        return NULL;
+    }
+    int kind = PyUnicode_KIND(arg);
+    const void *data = PyUnicode_DATA(arg);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    Py_ssize_t b64 = 0, hex = 0;
+    if (PyUnicode_IS_ASCII(arg)) { /* the common case: the same tests on bytes */
+        const Py_UCS1 *t = data;
+        if (memchr(t, '%', (size_t)n) != NULL) Py_RETURN_TRUE;
+        for (Py_ssize_t i = 1; i < n; i++) /* the markers "\\x" and "0x" */
+            if (t[i] == 'x' && (t[i - 1] == '\\' || t[i - 1] == '0')) Py_RETURN_TRUE;
+        for (Py_ssize_t i = 0; i < n; i++) { /* branch-free run lengths: a miss resets to 0 */
+            unsigned char cls = CLASS[t[i]];
+            b64 = (b64 + 1) & -(Py_ssize_t)((cls >> 1) & 1);
+            hex = (hex + 1) & -(Py_ssize_t)((cls >> 2) & 1);
+            if ((b64 >= 16) | (hex >= 17)) Py_RETURN_TRUE;
+        }
+        Py_RETURN_FALSE;
+    }
+    Py_UCS4 prev = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c == '%' || (c == 'x' && (prev == '\\' || prev == '0'))) Py_RETURN_TRUE;
+        unsigned char cls = c < 128 ? CLASS[c] : 0;
+        b64 = (cls & C_B64) ? b64 + 1 : 0;
+        hex = (cls & C_HEXSEP) ? hex + 1 : 0;
+        if (b64 >= 16 || hex >= 17) Py_RETURN_TRUE;
+        prev = c;
+    }
+    Py_RETURN_FALSE;
+}
+
 static PyMethodDef methods[] = {
     {"segments", segments, METH_VARARGS,
      "segments(text, max_segment, cls) -> list of cls(piece, start, end): indirect.segments in one pass."},
+    {"maybe_spaced", maybe_spaced, METH_O, "maybe_spaced(text) -> bool: views._maybe_spaced in one pass."},
+    {"leet_beyond_emails", leet_beyond_emails, METH_O,
+     "leet_beyond_emails(text) -> bool: False when unleet would skip every seam as an e-mail address."},
+    {"maybe_encoded", maybe_encoded, METH_O, "maybe_encoded(text) -> bool: decoders.maybe_encoded in one pass."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -145,4 +304,7 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_injection_kernel", "Compiled helpers of the injection detector.", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__injection_kernel(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__injection_kernel(void) {
+    fill_classes();
+    return PyModule_Create(&module);
+}
