@@ -1,9 +1,9 @@
 """The compiled injection kernel (proxy/detectors/injection/_injection_kernel.c) against Python.
 
-Its pre-checks (``maybe_spaced``, ``maybe_encoded``, ``leet_beyond_emails``) must answer what the
-Python they replace answers (or, for the last, never skip a text the Python walk would change),
-on generated texts over alphabets built for their edges: letters and digits of every kind
-``isalnum`` knows, the separators, padding and markers, e-mail shapes.
+Its pre-checks (``maybe_spaced``, ``maybe_encoded``, ``leet_beyond_emails``, ``plainly_english``)
+must answer what the Python they replace answers (``leet_beyond_emails``: never skip a text the
+Python walk would change), on generated texts over alphabets built for their edges: letters and
+digits of every kind ``isalnum`` knows, the separators, padding and markers, e-mail shapes.
 
 ``segments`` must cut every document exactly as ``indirect._segments_python`` does (the indirect
 model was trained on those segments, and their offsets are the spans the records name). Generated
@@ -75,7 +75,12 @@ def test_kernel_rejects_bad_arguments_without_crashing() -> None:
         kernel.segments("text", 0, indirect.Segment)
     with pytest.raises(TypeError):
         kernel.segments("text", 400, dict)  # type: ignore[type-var]
-    for check in (kernel.maybe_spaced, kernel.maybe_encoded, kernel.leet_beyond_emails):
+    for check in (
+        kernel.maybe_spaced,
+        kernel.maybe_encoded,
+        kernel.leet_beyond_emails,
+        kernel.plainly_english,
+    ):
         with pytest.raises(TypeError):
             check(b"bytes")  # type: ignore[arg-type]
 
@@ -118,3 +123,22 @@ def test_kernel_pre_checks_on_examples() -> None:
     assert kernel.maybe_encoded("0x41") and not kernel.maybe_encoded("plain prose, nothing encoded")
     assert not kernel.leet_beyond_emails("mail rosa.tanaka1@example.com today")
     assert kernel.leet_beyond_emails("1gn0r3 4ll") and kernel.leet_beyond_emails("\u00e9 a1")
+
+
+MARKER_WORDS = st.sampled_from(
+    ["the", "The", "THE", "and", "to", "of", "you", "is", "x", "", "the the", "\u00e9"]
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(MARKER_WORDS, min_size=0, max_size=80), st.sampled_from([" ", "  ", " .", "\n"]))
+def test_plainly_english_equals_the_python_counts(words: list[str], sep: str) -> None:
+    kernel = indirect._injection_kernel
+    assert kernel is not None
+    text = sep.join(words)
+    answer = kernel.plainly_english(text)
+    if text.isascii():
+        assert answer == views._plainly_english_python(text)
+    else:
+        assert answer is None
+    assert views._plainly_english(text) == views._plainly_english_python(text)

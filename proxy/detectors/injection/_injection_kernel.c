@@ -290,6 +290,57 @@ static PyObject *maybe_encoded(PyObject *Py_UNUSED(self), PyObject *arg) {
     Py_RETURN_FALSE;
 }
 
+/* views._plainly_english on an ASCII text: at least 24 spaces, and at least one marker (" the ",
+ * " and ", ...: counted as str.count counts them in the lower-cased text, each marker's occurrences
+ * left to right without overlap) per 12 spaces. The Python stops counting once there are enough,
+ * which gives the same answer as counting them all. None for a non-ASCII text (lower-casing can
+ * change its length there): the Python decides. */
+static const char *const MARKERS[] = {" the ", " and ", " to ", " of ", " you ", " is "};
+#define N_MARKERS 6
+
+static inline unsigned char lower_ascii(unsigned char c) { return c >= 'A' && c <= 'Z' ? c | 0x20 : c; }
+
+/* Does the marker occur at t[i] (lower-cased)? */
+static inline int marker_at(const Py_UCS1 *t, Py_ssize_t n, Py_ssize_t i, const char *marker) {
+    for (Py_ssize_t k = 1; marker[k] != 0; k++)
+        if (i + k >= n || lower_ascii(t[i + k]) != (unsigned char)marker[k]) return 0;
+    return 1;
+}
+
+static PyObject *plainly_english(PyObject *Py_UNUSED(self), PyObject *arg) {
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "plainly_english() needs a str");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(arg)) Py_RETURN_NONE;
+    const Py_UCS1 *t = PyUnicode_1BYTE_DATA(arg);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    Py_ssize_t spaces = 0, found = 0;
+    Py_ssize_t next_free[N_MARKERS] = {0}; /* per marker: where its next occurrence may start */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (t[i] != ' ') continue;
+        spaces++;
+        if (i + 1 >= n) continue;
+        int first = -1, second = -1; /* the markers whose second character follows this space */
+        switch (lower_ascii(t[i + 1])) {
+        case 't': first = 0, second = 2; break;
+        case 'a': first = 1; break;
+        case 'o': first = 3; break;
+        case 'y': first = 4; break;
+        case 'i': first = 5; break;
+        default: continue;
+        }
+        for (int m = first; m >= 0; m = second, second = -1) {
+            if (i >= next_free[m] && marker_at(t, n, i, MARKERS[m])) {
+                found++;
+                next_free[m] = i + (Py_ssize_t)strlen(MARKERS[m]);
+            }
+        }
+    }
+    if (spaces >= 24 && found * 12 >= spaces) Py_RETURN_TRUE;
+    Py_RETURN_FALSE;
+}
+
 static PyMethodDef methods[] = {
     {"segments", segments, METH_VARARGS,
      "segments(text, max_segment, cls) -> list of cls(piece, start, end): indirect.segments in one pass."},
@@ -297,6 +348,8 @@ static PyMethodDef methods[] = {
     {"leet_beyond_emails", leet_beyond_emails, METH_O,
      "leet_beyond_emails(text) -> bool: False when unleet would skip every seam as an e-mail address."},
     {"maybe_encoded", maybe_encoded, METH_O, "maybe_encoded(text) -> bool: decoders.maybe_encoded in one pass."},
+    {"plainly_english", plainly_english, METH_O,
+     "plainly_english(text) -> bool | None: views._plainly_english of an ASCII text (None: not ASCII)."},
     {NULL, NULL, 0, NULL},
 };
 

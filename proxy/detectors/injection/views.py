@@ -90,10 +90,10 @@ def unleet(text: str) -> str | None:
     holding a digit, ``@`` or ``$``), visited through ``_LEET_SEAM``: only tokens with a seam can
     read as a word, so the others are left as they are without being looked at
     (tests/unit/test_injection_views_fast.py checks this against the plain ``_LEET_TOKEN.sub``)."""
+    if _kernel is not None and not _kernel.leet_beyond_emails(text):
+        return None  # no seam, or every seam an e-mail address, skipped below: no leet word (compiled.py)
     if not any(c in text for c in "0134578@$"):
         return None
-    if _kernel is not None and not _kernel.leet_beyond_emails(text):
-        return None  # every seam is an e-mail address, skipped below: no leet word (compiled.py)
     out: list[str] = []
     hits = done = 0  # done: end of the last token visited (and of the text copied to ``out``)
     copied = 0
@@ -282,7 +282,16 @@ def _plainly_english(text: str) -> bool:
     """Most text is ordinary English, and judging it word by word (``_readable_after``) costs ~0.5 ms
     per 2 KB; a few C-level counts of the commonest words settle it in a few µs. Text with at least
     one marker per 12 spaces is taken as English and not searched for rot13 or reversed chunks (a
-    short hidden sentence inside long English prose is then missed: the classifier still sees it)."""
+    short hidden sentence inside long English prose is then missed: the classifier still sees it).
+    The compiled kernel counts the same on ASCII text in one pass (~4 -> ~1 µs per 2 KB)."""
+    if _kernel is not None:
+        answer = _kernel.plainly_english(text)
+        if answer is not None:
+            return answer
+    return _plainly_english_python(text)
+
+
+def _plainly_english_python(text: str) -> bool:
     low = text.lower()
     spaces = low.count(" ")
     if spaces < 24:
