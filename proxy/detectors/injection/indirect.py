@@ -573,7 +573,7 @@ class IndirectDetector:
         a user's message that wraps a document, whose first and last segments are the user's own request."""
         segs = segments(text)
         best, best_span = _sigmoid(self.bias), None
-        best_cues: tuple[str, ...] = ()
+        best_x: list[float] | None = None  # the best segment's features: its cues are named at the end
         candidates = self.candidates(text, segs)
         # The gate's answer for every segment asked about (one pass: segment_gate.py): each
         # candidate, and the segment before it where its header patterns are read (see featurise).
@@ -601,8 +601,10 @@ class IndirectDetector:
             )
             p = _sigmoid(self.bias + sum(map(operator.mul, self._w, x)))  # left to right, as before
             if p > best:
-                best, best_span = p, (segs[i].start, segs[i].end)
-                best_cues = tuple(n for n, v, w in zip(FEATURES, x, self._w, strict=True) if v and w > 0)
+                best, best_span, best_x = p, (segs[i].start, segs[i].end), x
+        best_cues: tuple[str, ...] = ()
+        if best_x is not None:
+            best_cues = tuple(n for n, v, w in zip(FEATURES, best_x, self._w, strict=True) if v and w > 0)
         return IndirectResult(best, best_span, best_cues, len(segs))
 
 
