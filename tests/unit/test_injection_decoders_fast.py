@@ -53,3 +53,40 @@ def test_run_finders_on_known_cases() -> None:
     for text, (hex_spans, b64_spans) in cases.items():
         assert list(decoders.find_hex(text)) == hex_spans == reference_hex(text), text
         assert list(decoders.find_b64(text)) == b64_spans == reference_b64(text), text
+
+
+def _reference_kinds(text: str) -> int:
+    """``encoded_kinds``' bits computed with the decoders' own tests."""
+    raw = text.encode("utf-8", "surrogatepass")
+    return (
+        ("%" in text)
+        | ("\\x" in text) << 1
+        | ("0x" in text) << 2
+        | (decoders._B64_MIN in raw.translate(decoders._B64_CLASS)) << 3
+        | (decoders._HEX_RUN.search(text) is not None) << 4
+        | (decoders._HEX_SEP_MIN in raw.translate(decoders._HEX_SEP_CLASS)) << 5
+    )
+
+
+KIND_ALPHABET = ALPHABET + "%\\x0"
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.lists(st.one_of(st.text(KIND_ALPHABET, max_size=24), RUNS), max_size=12).map("".join))
+def test_applicable_finders_find_every_span(text: str) -> None:
+    kernel = decoders._kernel
+    if kernel is not None:
+        assert kernel.encoded_kinds(text) == _reference_kinds(text)
+    everything = [(name, list(finder(text))) for name, finder, _ in decoders.FINDERS]
+    chosen = {name for name, _, _ in decoders.applicable(text)}
+    assert [(name, spans) for name, spans in everything if spans] == [
+        (name, spans) for name, spans in everything if spans and name in chosen
+    ]
+    assert [f[0] for f in decoders.applicable(text)] == [f[0] for f in decoders.FINDERS if f[0] in chosen]
+
+
+def test_applicable_finders_on_examples() -> None:
+    assert decoders.applicable("plain prose") == ()
+    assert [f[0] for f in decoders.applicable("see umbrella-freight today")] == ["base64"]
+    assert [f[0] for f in decoders.applicable("68656c6c6f20776f726c64 and 50%")] == ["hex", "base64", "url"]
+    assert [f[0] for f in decoders.applicable("0x41 0x42")] == ["hex"]

@@ -80,6 +80,7 @@ def test_kernel_rejects_bad_arguments_without_crashing() -> None:
         kernel.maybe_encoded,
         kernel.leet_beyond_emails,
         kernel.plainly_english,
+        kernel.encoded_kinds,
     ):
         with pytest.raises(TypeError):
             check(b"bytes")  # type: ignore[arg-type]
@@ -142,3 +143,9 @@ def test_plainly_english_equals_the_python_counts(words: list[str], sep: str) ->
     else:
         assert answer is None
     assert views._plainly_english(text) == views._plainly_english_python(text)
+
+
+def test_without_the_kernel_the_finders_are_all_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decoders, "_kernel", None)
+    assert decoders.applicable("plain prose") == ()
+    assert decoders.applicable("see umbrella-freight today") == decoders.FINDERS

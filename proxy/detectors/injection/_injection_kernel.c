@@ -290,6 +290,37 @@ static PyObject *maybe_encoded(PyObject *Py_UNUSED(self), PyObject *arg) {
     Py_RETURN_FALSE;
 }
 
+/* Which of the decoders' pre-conditions hold (bits): 1 "%", 2 "\\x", 4 "0x", 8 a run of 16 base64
+ * characters, 16 a run of 16 hex digits, 32 a run of 17 of the hex-with-separators class. A
+ * non-ASCII character is in no class (in the regexes' str classes neither). */
+static PyObject *encoded_kinds(PyObject *Py_UNUSED(self), PyObject *arg) {
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "encoded_kinds() needs a str");
+        return NULL;
+    }
+    int kind = PyUnicode_KIND(arg);
+    const void *data = PyUnicode_DATA(arg);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    Py_ssize_t b64 = 0, hex = 0, hexsep = 0;
+    long bits = 0;
+    Py_UCS4 prev = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        unsigned char cls = c < 128 ? CLASS[c] : 0;
+        if (c == '%') bits |= 1;
+        if (c == 'x' && prev == '\\') bits |= 2;
+        if (c == 'x' && prev == '0') bits |= 4;
+        b64 = (b64 + 1) & -(Py_ssize_t)((cls >> 1) & 1);
+        hexsep = (hexsep + 1) & -(Py_ssize_t)((cls >> 2) & 1);
+        hex = (hex + 1) & -(Py_ssize_t)((cls & C_HEXSEP) && c != ' ' && c != ',' && c != ':');
+        if (b64 >= 16) bits |= 8;
+        if (hex >= 16) bits |= 16;
+        if (hexsep >= 17) bits |= 32;
+        prev = c;
+    }
+    return PyLong_FromLong(bits);
+}
+
 /* views._plainly_english on an ASCII text: at least 24 spaces, and at least one marker (" the ",
  * " and ", ...: counted as str.count counts them in the lower-cased text, each marker's occurrences
  * left to right without overlap) per 12 spaces. The Python stops counting once there are enough,
@@ -350,6 +381,8 @@ static PyMethodDef methods[] = {
     {"maybe_encoded", maybe_encoded, METH_O, "maybe_encoded(text) -> bool: decoders.maybe_encoded in one pass."},
     {"plainly_english", plainly_english, METH_O,
      "plainly_english(text) -> bool | None: views._plainly_english of an ASCII text (None: not ASCII)."},
+    {"encoded_kinds", encoded_kinds, METH_O,
+     "encoded_kinds(text) -> int: bits of the decoders' pre-conditions that hold (decoders.applicable)."},
     {NULL, NULL, 0, NULL},
 };
 
