@@ -148,6 +148,7 @@ static inline Py_UCS4 at(int kind, const void *data, Py_ssize_t n, Py_ssize_t i)
 #define C_B64 2    /* decoders._B64_CHARS */
 #define C_HEXSEP 4 /* decoders._HEX_SEP_CHARS */
 #define C_SEP 8    /* views._SEP_GATES' separators */
+#define C_HEX 16   /* [0-9A-Fa-f] */
 static unsigned char CLASS[128];
 
 static void fill_classes(void) {
@@ -157,7 +158,7 @@ static void fill_classes(void) {
         CLASS[c] = (unsigned char)(((alpha || digit) ? C_ALNUM : 0) |
                                    ((alpha || digit || c == '+' || c == '/' || c == '_' || c == '-') ? C_B64 : 0) |
                                    ((hex || c == ' ' || c == ',' || c == ':') ? C_HEXSEP : 0) |
-                                   (strchr(".-_*|+~", c) != NULL ? C_SEP : 0));
+                                   (strchr(".-_*|+~", c) != NULL ? C_SEP : 0) | (hex ? C_HEX : 0));
     }
 }
 
@@ -303,6 +304,25 @@ static PyObject *encoded_kinds(PyObject *Py_UNUSED(self), PyObject *arg) {
     Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
     Py_ssize_t b64 = 0, hex = 0, hexsep = 0;
     long bits = 0;
+    if (PyUnicode_IS_ASCII(arg)) { /* the common case: the same tests on bytes, the runs branch-free */
+        const Py_UCS1 *t = data;
+        if (memchr(t, '%', (size_t)n) != NULL) bits |= 1;
+        for (const Py_UCS1 *x = memchr(t, 'x', (size_t)n); x != NULL;
+             x = memchr(x + 1, 'x', (size_t)(t + n - x - 1)))
+            if (x > t) bits |= (x[-1] == '\\' ? 2 : 0) | (x[-1] == '0' ? 4 : 0);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            unsigned char cls = CLASS[t[i]];
+            b64 = (b64 + 1) & -(Py_ssize_t)((cls >> 1) & 1);
+            hexsep = (hexsep + 1) & -(Py_ssize_t)((cls >> 2) & 1);
+            bits |= (b64 >= 16 ? 8 : 0) | (hexsep >= 17 ? 32 : 0);
+        }
+        if (bits & 8) /* hex digits are base64 characters: a hex run needs a base64 run */
+            for (Py_ssize_t i = 0; i < n && !(bits & 16); i++) {
+                hex = (hex + 1) & -(Py_ssize_t)((CLASS[t[i]] >> 4) & 1);
+                bits |= hex >= 16 ? 16 : 0;
+            }
+        return PyLong_FromLong(bits);
+    }
     Py_UCS4 prev = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
@@ -312,7 +332,7 @@ static PyObject *encoded_kinds(PyObject *Py_UNUSED(self), PyObject *arg) {
         if (c == 'x' && prev == '0') bits |= 4;
         b64 = (b64 + 1) & -(Py_ssize_t)((cls >> 1) & 1);
         hexsep = (hexsep + 1) & -(Py_ssize_t)((cls >> 2) & 1);
-        hex = (hex + 1) & -(Py_ssize_t)((cls & C_HEXSEP) && c != ' ' && c != ',' && c != ':');
+        hex = (hex + 1) & -(Py_ssize_t)((cls >> 4) & 1);
         if (b64 >= 16) bits |= 8;
         if (hex >= 16) bits |= 16;
         if (hexsep >= 17) bits |= 32;
