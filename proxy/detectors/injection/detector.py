@@ -289,6 +289,8 @@ def _best_view(normalised: NormalisedText, heuristics: HeuristicResult, classifi
     classifier score combine highest; ties go to the text itself."""
     folded = sorted(normalised.flags & _FOLDING)
     text_view = "text" if not folded else "text:" + "+".join(folded)
+    if len(classifier) == 1:
+        return text_view  # no other view (most texts): the loop below would pick the text itself
     best, best_score = text_view, -1.0
     for index in range(len(classifier)):
         segment = None if index == 0 else index - 1

@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 
-from .decoders import FINDERS, maybe_encoded, rot13
+from .decoders import applicable, rot13
 from .views import views
 
 Rot13Probe = Callable[[str], bool]
@@ -190,7 +190,7 @@ class Normaliser:
             return NormalisedText(text, folded, tuple(segments), frozenset(flags), offsets)
         candidates: list[tuple[str, tuple[int, int], str]] = []
         taken: list[tuple[int, int]] = []
-        for encoding, finder, decoder in FINDERS if maybe_encoded(folded) else ():
+        for encoding, finder, decoder in applicable(folded):  # the finders that can find a span
             for attempt, (start, end) in enumerate(finder(folded)):
                 if len(candidates) >= self._max_segments or attempt >= _MAX_ATTEMPTS:
                     break  # bounds the work on inputs stuffed with encoded-looking runs

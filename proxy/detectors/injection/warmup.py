@@ -1,12 +1,13 @@
 """Build every lazily compiled part of the injection detector before the first request.
 
 Why: several parts are built on first use and cached for the process (the indirect path's
-Hyperscan cue gate, the heuristics and the multilingual lexicon, the views' vocabulary, the
-hashers' power tables). The cue gate alone takes 2-9 s to compile on a loaded 2-core machine, and
-it was compiled inside the first scan: the first request that reached an injection step waited
-that long, and, scanned inline, stalled the event loop for every other request. The plugin now
-calls ``warmed`` while the policy compiles (at start in the server's start-up, on a reload in a
-worker thread), so requests only ever find the parts built.
+Hyperscan cue gate and anchor-occurrence pass, the rule layer's Hyperscan gate, the heuristics
+and the multilingual lexicon, the views' vocabulary, the hashers' power tables). The cue gate
+alone takes 2-9 s to compile on a loaded 2-core machine (the rule gate ~5 s), and it was compiled
+inside the first scan: the first request that reached an injection step waited that long, and,
+scanned inline, stalled the event loop for every other request. The plugin now calls ``warmed``
+while the policy compiles (at start in the server's start-up, on a reload in a worker thread), so
+requests only ever find the parts built.
 
 The texts below are chosen to walk every path a scan can take: a document read as data (the
 indirect path and its gate), a user message of document size (the indirect path's user form),
