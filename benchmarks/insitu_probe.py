@@ -1,0 +1,157 @@
+#!/usr/bin/env python
+"""Why does a detector call cost more inside the request path than in a loop? (issue 17)
+
+    python benchmarks/insitu_probe.py                 # pii RuleSet.scan: in situ vs replayed
+    python benchmarks/insitu_probe.py --target moderation --policy guarded
+
+Apples to apples: the same function (``--target``) on the same texts, timed the same way
+(thread CPU, ``time.thread_time_ns`` around each call). Phase 1 drives the real chain in process
+(``guard_profile.one_call``, policy ``--policy``) with the wrapper recording every call's
+arguments and CPU; phase 2 replays exactly those arguments in a tight loop. Both phases run in
+alternating blocks in one process, so machine noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import guard_profile
+import numpy
+import tickets
+from config import GUARD_PARTS, GUARDED_PLUGINS
+
+from proxy.detectors.injection.detector import InjectionDetector
+from proxy.detectors.moderation.detector import ModerationDetector
+from proxy.detectors.pii.recognizers import RuleSet
+
+TARGETS: dict[str, tuple[type, str]] = {
+    "pii": (RuleSet, "scan"),
+    "moderation": (ModerationDetector, "scan"),
+    "injection": (InjectionDetector, "scan"),
+}
+
+
+class Probe:
+    """Wraps ``cls.name``: records (target, self, args, kwargs) and thread CPU of each call while
+    ``on``, into a log shared by every probe (so the calls' order across detectors is kept)."""
+
+    on = False
+    log: list[tuple[str, Callable[..., Any], Any, tuple[Any, ...], dict[str, Any], int]] = []
+
+    def __init__(self, target: str, cls: type, name: str) -> None:
+        original: Callable[..., Any] = getattr(cls, name)
+
+        def wrapper(self_: Any, *args: Any, **kwargs: Any) -> Any:
+            if not Probe.on:
+                return original(self_, *args, **kwargs)
+            t0 = time.thread_time_ns()
+            out = original(self_, *args, **kwargs)
+            Probe.log.append((target, original, self_, args, kwargs, time.thread_time_ns() - t0))
+            return out
+
+        setattr(cls, name, wrapper)
+
+
+def _uncached(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The request's ``ScanCache`` is replaced by None: it already holds this text's results."""
+    kwargs = {k: None if k == "cache" else v for k, v in kwargs.items()}
+    args = tuple(None if type(a).__name__ == "ScanCache" else a for a in args)
+    return args, kwargs
+
+
+def replay(log: list[Any], interleaved: bool, sweep: Any = None) -> dict[str, list[int]]:
+    """The recorded calls again, timed as in situ: in their recorded order (``interleaved``:
+    pii, then moderation, ... per request) or grouped by target (each detector's calls back
+    to back, the tight loop)."""
+    order = log if interleaved else sorted(log, key=lambda entry: entry[0])
+    out: dict[str, list[int]] = {}
+    for target, original, self_, args, kwargs, _ in order:
+        args, kwargs = _uncached(args, kwargs)
+        t0 = time.thread_time_ns()
+        original(self_, *args, **kwargs)
+        out.setdefault(target, []).append(time.thread_time_ns() - t0)
+        if sweep is not None:
+            sweep.sum()  # untimed: reads the whole buffer (data caches only)
+    return out
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    for target in args.target.split(","):
+        cls, name = TARGETS[target]
+        Probe(target, cls, name)
+    plugins = GUARDED_PLUGINS if args.policy == "guarded" else GUARD_PARTS[args.policy]
+    rotating = tickets.TicketSet(args.size)
+    with tempfile.TemporaryDirectory() as tmp:
+        app = guard_profile.compile_policy(plugins, Path(tmp), args.policy)
+    if args.freeze:
+        gc.collect()
+        gc.freeze()
+    if args.threshold:
+        gc.set_threshold(args.threshold, 10, 10)
+    n = 0
+    for i in range(300):  # warm-up
+        await guard_profile.one_call(app, rotating.body(n), i)
+        n += 1
+    rows: dict[str, dict[str, list[float]]] = {}
+    for block in range(args.blocks):
+        Probe.on, Probe.log = True, []
+        bodies = [rotating.body(n + i) for i in range(args.calls)]
+        n += args.calls
+        for i, body in enumerate(bodies):
+            await guard_profile.one_call(app, body, i)
+        Probe.on = False
+        log = Probe.log
+        insitu: dict[str, list[int]] = {}
+        for entry in log:
+            insitu.setdefault(entry[0], []).append(entry[-1])
+        modes = {
+            "in situ": insitu,
+            "replay interleaved": replay(log, True),
+            "replay grouped": replay(log, False),
+        }
+        for kb in args.sweep:
+            modes[f"grouped + {kb} KB sweep"] = replay(log, False, numpy.ones(kb * 128))
+        for mode, by_target in modes.items():
+            for target, times in by_target.items():
+                rows.setdefault(target, {}).setdefault(mode, []).append(statistics.median(times) / 1000)
+        print(f"block {block}: {len(log)} calls", flush=True)
+    for target, by_mode in rows.items():
+        base = statistics.median(by_mode["replay grouped"])
+        print(
+            f"{target} in {args.policy}: "
+            + ", ".join(
+                f"{m} {statistics.median(v):.1f} µs ({statistics.median(v) / base:.2f}x)"
+                for m, v in by_mode.items()
+            )
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--target", default="pii,moderation,injection", help="comma-separated: " + ", ".join(TARGETS)
+    )
+    parser.add_argument("--policy", default="guarded", help="guarded or a GUARD_PARTS name")
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--blocks", type=int, default=5)
+    parser.add_argument("--sweep", type=int, nargs="*", default=[], help="KB read between grouped calls")
+    parser.add_argument("--freeze", action="store_true", help="gc.freeze() after compiling")
+    parser.add_argument("--threshold", type=int, default=0, help="gc first-generation threshold")
+    asyncio.run(main_async(parser.parse_args()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
