@@ -82,7 +82,7 @@ def replay(log: list[Any], interleaved: bool, sweep: Any = None) -> dict[str, li
         original(self_, *args, **kwargs)
         out.setdefault(target, []).append(time.thread_time_ns() - t0)
         if sweep is not None:
-            sweep.sum()  # untimed: reads the whole buffer (data caches only)
+            sweep.sum()  # untimed: reads the buffer (a strided view: one byte per page)
     return out
 
 
@@ -122,6 +122,9 @@ async def main_async(args: argparse.Namespace) -> None:
         }
         for kb in args.sweep:
             modes[f"grouped + {kb} KB sweep"] = replay(log, False, numpy.ones(kb * 128))
+        for mb in args.page_sweep:
+            pages = numpy.ones(mb << 20, dtype=numpy.uint8)[:: 1 << 12]
+            modes[f"grouped + 1 byte per page of {mb} MB"] = replay(log, False, pages)
         for mode, by_target in modes.items():
             for target, times in by_target.items():
                 rows.setdefault(target, {}).setdefault(mode, []).append(statistics.median(times) / 1000)
@@ -147,6 +150,13 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--blocks", type=int, default=5)
     parser.add_argument("--sweep", type=int, nargs="*", default=[], help="KB read between grouped calls")
+    parser.add_argument(
+        "--page-sweep",
+        type=int,
+        nargs="*",
+        default=[],
+        help="MB touched once per 4 KB page (TLB, not caches)",
+    )
     parser.add_argument("--freeze", action="store_true", help="gc.freeze() after compiling")
     parser.add_argument("--threshold", type=int, default=0, help="gc first-generation threshold")
     asyncio.run(main_async(parser.parse_args()))
