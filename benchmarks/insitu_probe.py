@@ -34,13 +34,20 @@ import tickets
 from config import GUARD_PARTS, GUARDED_PLUGINS
 
 from proxy.detectors.injection.detector import InjectionDetector
+from proxy.detectors.moderation.classifier import ModerationClassifier
 from proxy.detectors.moderation.detector import ModerationDetector
+from proxy.detectors.moderation.rules import RuleScanner
+from proxy.detectors.multiscan import Gate
 from proxy.detectors.pii.recognizers import RuleSet
 
 TARGETS: dict[str, tuple[type, str]] = {
     "pii": (RuleSet, "scan"),
     "moderation": (ModerationDetector, "scan"),
     "injection": (InjectionDetector, "scan"),
+    # parts of those
+    "gate": (Gate, "scan"),  # the Hyperscan pre-scans (pii, moderation, injection)
+    "mod-classifier": (ModerationClassifier, "score_list"),  # the 2 MB float16 table's sums
+    "mod-rules": (RuleScanner, "scan"),
 }
 
 
@@ -81,8 +88,6 @@ def hugepage_copy(array: Any) -> Any:
 
 def huge_moderation_tables() -> int:
     """Every moderation classifier's float16 table moved to huge pages; returns how many."""
-    from proxy.detectors.moderation.classifier import ModerationClassifier
-
     moved = 0
     for obj in gc.get_objects():
         if isinstance(obj, ModerationClassifier) and obj._half is not None:
@@ -92,9 +97,10 @@ def huge_moderation_tables() -> int:
 
 
 def _uncached(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The request's ``ScanCache`` is replaced by None: it already holds this text's results."""
+    """The request's ``ScanCache`` / ``HashCache`` is replaced by None: it already holds this
+    text's results."""
     kwargs = {k: None if k == "cache" else v for k, v in kwargs.items()}
-    args = tuple(None if type(a).__name__ == "ScanCache" else a for a in args)
+    args = tuple(None if type(a).__name__.endswith("Cache") else a for a in args)
     return args, kwargs
 
 
