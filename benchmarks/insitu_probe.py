@@ -53,7 +53,7 @@ from proxy.detectors.injection.detector import InjectionDetector
 from proxy.detectors.moderation.classifier import ModerationClassifier
 from proxy.detectors.moderation.detector import ModerationDetector
 from proxy.detectors.moderation.rules import RuleScanner
-from proxy.detectors.multiscan import Gate
+from proxy.detectors.multiscan import Gate, LiteralSet
 from proxy.detectors.pii.recognizers import RuleSet
 
 TARGETS: dict[str, tuple[type, str]] = {
@@ -62,6 +62,9 @@ TARGETS: dict[str, tuple[type, str]] = {
     "injection": (InjectionDetector, "scan"),
     # parts of those
     "gate": (Gate, "scan"),  # the Hyperscan pre-scans (pii, moderation, injection)
+    "gate-matching": (Gate, "matching"),
+    "literal-spans": (LiteralSet, "spans"),  # Hyperscan literal passes
+    "literal-present": (LiteralSet, "present"),
     "mod-classifier": (ModerationClassifier, "score_list"),  # the 2 MB float16 table's sums
     "mod-rules": (RuleScanner, "scan"),
 }
@@ -223,7 +226,8 @@ async def main_async(args: argparse.Namespace) -> None:
         for mode, by_target in modes.items():
             for target, times in by_target.items():
                 rows.setdefault(target, {}).setdefault(mode, []).append(statistics.fmean(times) / 1000)
-        print(f"block {block}: {len(log)} calls", flush=True)
+        per = {target: f"{len(times) / args.calls:.1f}" for target, times in insitu.items()}
+        print(f"block {block}: {len(log)} calls; per request: {per}", flush=True)
     for target, by_mode in rows.items():
         base = statistics.median(by_mode["replay grouped"])
         print(
