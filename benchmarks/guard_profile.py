@@ -4,6 +4,7 @@
     python benchmarks/guard_profile.py                    # µs per call: guarded + each part, 2 KB
     python benchmarks/guard_profile.py --size 65536       # the same on a 64 KB ticket
     python benchmarks/guard_profile.py --same-body        # only the old way: one body every call
+    python benchmarks/guard_profile.py --evict 8192       # cold caches before every call (as served)
     python benchmarks/guard_profile.py --cprofile 25      # top 25 functions of the guarded policy
     python benchmarks/guard_profile.py --cprofile 25 --callers 'search|sub'   # + who calls them
 
@@ -133,13 +134,25 @@ async def one_call(app: Any, body: bytes, n: int) -> None:
         raise RuntimeError(f"unexpected status {status}")
 
 
+def evict_caches(buffer: bytes) -> None:
+    """Read all of ``buffer`` (sized above the CPU's L2): what a request leaves in the data
+    caches is gone, as in a served sidecar, where other requests, uvicorn and the kernel's
+    network stack run between two requests of one worker (see ``--evict``)."""
+    buffer.find(1)  # memchr over all of it: the buffer is zeros
+
+
 async def measure(
-    policies: dict[str, Any], sets: dict[str, tickets.TicketSet], calls: int, blocks: int
+    policies: dict[str, Any],
+    sets: dict[str, tickets.TicketSet],
+    calls: int,
+    blocks: int,
+    evict: bytes | None = None,
 ) -> dict[str, dict[str, float]]:
     """Median µs per call per body mode (``sets``' keys) and policy. Blocks alternate policies and
     modes (order reversed every other block); one call counter runs over all of them, so with a
     rotating set no body is ever sent twice, and each block's bodies are built before its clock
-    starts."""
+    starts. With ``evict``, the caches are emptied before every call (``evict_caches``, outside
+    the clock: each call is timed on its own)."""
     runs = [(mode, name) for name in policies for mode in sets]
     samples: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
     n = 0
@@ -154,10 +167,19 @@ async def measure(
             bodies = [sets[mode].body(n + i) for i in range(calls)]
             n += calls
             policy = policies[name]
-            t0 = time.process_time_ns()
-            for i, body in enumerate(bodies):
-                await one_call(policy, body, i)
-            samples[(mode, name)].append((time.process_time_ns() - t0) / calls / 1000)
+            if evict is None:
+                t0 = time.process_time_ns()
+                for i, body in enumerate(bodies):
+                    await one_call(policy, body, i)
+                spent = time.process_time_ns() - t0
+            else:
+                spent = 0
+                for i, body in enumerate(bodies):
+                    evict_caches(evict)
+                    t0 = time.process_time_ns()
+                    await one_call(policy, body, i)
+                    spent += time.process_time_ns() - t0
+            samples[(mode, name)].append(spent / calls / 1000)
     return {mode: {name: statistics.median(samples[(mode, name)]) for name in policies} for mode in sets}
 
 
@@ -169,6 +191,13 @@ def main() -> int:
     parser.add_argument("--cprofile", type=int, default=0, help="print this many top functions")
     parser.add_argument("--policy", default="guarded", help="what --cprofile profiles: guarded, pii...")
     parser.add_argument("--callers", default="", help="with --cprofile: who calls functions matching this")
+    parser.add_argument(
+        "--evict",
+        type=int,
+        default=0,
+        metavar="KB",
+        help="read this many KB between calls (cold caches, as served; e.g. 8192)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     parser.add_argument(
         "--same-body", action="store_true", help="only one body on every call (default: rotating, and same)"
@@ -204,7 +233,8 @@ def main() -> int:
             if args.callers:
                 stats.print_callers(args.callers)
             return 0
-        result = asyncio.run(measure(policies, sets, args.calls, args.blocks))
+        evict = bytes(args.evict << 10) if args.evict else None
+        result = asyncio.run(measure(policies, sets, args.calls, args.blocks, evict))
     if args.json:
         print(json.dumps({"size": args.size, "us": result}))
         return 0
