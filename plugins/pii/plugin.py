@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,7 +95,12 @@ class _InstructionCache:
 
 
 def _counts(spans: Sequence[Span]) -> dict[str, int]:
-    return dict(Counter(s.entity_type for s in spans))
+    """Spans per entity type, in first-seen order (``dict(Counter(...))``, without building a
+    ``Counter``: it costs more than the few spans it counts)."""
+    counts: dict[str, int] = {}
+    for s in spans:
+        counts[s.entity_type] = counts.get(s.entity_type, 0) + 1
+    return counts
 
 
 class PiiPlugin(Plugin[PiiConfig]):
@@ -215,12 +220,13 @@ class PiiPlugin(Plugin[PiiConfig]):
     def _hash(self, entity_type: str, value: str) -> str:
         return f"[{entity_type}:{self._digest('hash:' + entity_type, value)[:12]}]"
 
-    def conversation_key(self, req: ChatRequest, ctx: RequestContext) -> str:
-        return conversation_key(self.config, self._secret, req, ctx)
+    def conversation_key(self, req: ChatRequest, ctx: RequestContext, first_user: str | None = None) -> str:
+        return conversation_key(self.config, self._secret, req, ctx, first_user)
 
     # -- hooks ---------------------------------------------------------------------------
     async def on_request(self, req: ChatRequest, ctx: RequestContext) -> None:
-        slots = [s for s in req.text_slots() if s.role in self._roles]
+        every_slot = list(req.text_slots())
+        slots = [s for s in every_slot if s.role in self._roles]
         ctx.check_deadline()
         found = await self._detect_slots([s.text for s in slots], [s.role for s in slots], ctx.deadline)
         every = [s for spans in found for s in spans]
@@ -254,12 +260,14 @@ class PiiPlugin(Plugin[PiiConfig]):
         # In shadow too: like a shadow budget's counters, the vault numbers "as if enforced" so
         # the would-be placeholders match what enforcing would produce; the edit itself happens
         # on the chain's copy of the request and never reaches the provider.
-        numbers = await self.vault.assign(self.conversation_key(req, ctx), keys)
+        # The texts as the key reads them: no slot is edited before the vault call.
+        first_user = next((s.text for s in every_slot if s.role == "user"), "")
+        numbers = await self.vault.assign(self.conversation_key(req, ctx, first_user), keys)
         token: dict[tuple[str, str], str] = {}
         for (etype, dig), n in zip(keys, numbers, strict=True):
             token[(etype, dig)] = ph = placeholder(etype, n)
             state.mapping[ph] = items[(etype, dig)]
-        actions: Counter[str] = Counter()
+        actions: dict[str, int] = {}  # a plain dict: ``Counter``'s set-up costs more than the counting
         for slot, spans in zip(slots, found, strict=True):
             if not spans:
                 continue
@@ -267,7 +275,7 @@ class PiiPlugin(Plugin[PiiConfig]):
             edits: list[tuple[int, int, str]] = []
             for s in reversed(spans):  # from the end: the order actions have always been counted in
                 value, action = text[s.start : s.end], self._action(s.entity_type)
-                actions[action] += 1
+                actions[action] = actions.get(action, 0) + 1
                 if action == "redact":
                     new = token[digests[(s.entity_type, value)]]
                 elif action == "mask":
@@ -276,8 +284,8 @@ class PiiPlugin(Plugin[PiiConfig]):
                     new = self._hash(s.entity_type, value)
                 edits.append((s.start, s.end, new))
             slot.set(splice(text, edits))
-        detail["actions"] = dict(actions)
-        main = "redact" if actions["redact"] else max(actions, key=lambda a: actions[a])
+        detail["actions"] = actions
+        main = "redact" if "redact" in actions else max(actions, key=lambda a: actions[a])
         ctx.record("request_pii", main, detail=detail)
 
     async def on_response(self, resp: ChatResponse, ctx: RequestContext) -> None:
