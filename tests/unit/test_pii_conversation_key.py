@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from plugins.pii import PiiConfig, PiiPlugin
 from plugins.pii.plugin import _counts
@@ -89,7 +90,7 @@ def test_counts_are_what_counter_gave(types: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def plugin() -> PiiPlugin:
-    return PiiPlugin(PiiConfig(ner="off", secret="k" * 32), Deps(Resources()))
+    return PiiPlugin(PiiConfig(ner="off", secret=SecretStr("k" * 32)), Deps(Resources()))
 
 
 def test_on_request_numbers_values_under_the_defined_key(plugin: PiiPlugin) -> None:
