@@ -101,6 +101,9 @@ _CASES = [
     "example.xn--zzzzzz",
     "example.xn--",
     "公司.cn",
+    "example.ΕΛ",  # upper-case Greek: lowered per label (a final sigma lowers by its context)
+    "ΑΣ.ελ",
+    "ΟΔΟΣ.ΕΛ.",
     "例子.公司.cn",
     "a.xn--55qx5d.cn",
     # IPs, ports, user info, schemes, paths
