@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,7 +95,12 @@ class _InstructionCache:
 
 
 def _counts(spans: Sequence[Span]) -> dict[str, int]:
-    return dict(Counter(s.entity_type for s in spans))
+    """Spans per entity type, in first-seen order (``dict(Counter(...))``, without building a
+    ``Counter``: it costs more than the few spans it counts)."""
+    counts: dict[str, int] = {}
+    for s in spans:
+        counts[s.entity_type] = counts.get(s.entity_type, 0) + 1
+    return counts
 
 
 class PiiPlugin(Plugin[PiiConfig]):
@@ -113,7 +118,7 @@ class PiiPlugin(Plugin[PiiConfig]):
         if config.detect == "default":
             scope &= DEFAULT_ENTITIES | set(config.entities) | {r.entity_type for r in config.recognizers}
         self._rules = {name: self._rule(name) for name in scope}
-        #: ``_action`` as one dict lookup (the redaction loops ask once or twice per span)
+        #: each type's action, one dict lookup (the redaction loops ask two or three times per span)
         self._actions: dict[str, Action] = {name: rule[0] for name, rule in self._rules.items()}
         self._actions[LITERAL] = "redact"
         active = [n for n, (action, _) in self._rules.items() if action != "allow"]
@@ -209,18 +214,16 @@ class PiiPlugin(Plugin[PiiConfig]):
                     self._instructions.put(texts[i], True, spans)
         return [f if f is not None else [] for f in found]
 
-    def _action(self, entity_type: str) -> Action:
-        return self._actions[entity_type]
-
     def _hash(self, entity_type: str, value: str) -> str:
         return f"[{entity_type}:{self._digest('hash:' + entity_type, value)[:12]}]"
 
-    def conversation_key(self, req: ChatRequest, ctx: RequestContext) -> str:
-        return conversation_key(self.config, self._secret, req, ctx)
+    def conversation_key(self, req: ChatRequest, ctx: RequestContext, first_user: str | None = None) -> str:
+        return conversation_key(self.config, self._secret, req, ctx, first_user)
 
     # -- hooks ---------------------------------------------------------------------------
     async def on_request(self, req: ChatRequest, ctx: RequestContext) -> None:
-        slots = [s for s in req.text_slots() if s.role in self._roles]
+        every_slot = list(req.text_slots())
+        slots = [s for s in every_slot if s.role in self._roles]
         ctx.check_deadline()
         found = await self._detect_slots([s.text for s in slots], [s.role for s in slots], ctx.deadline)
         every = [s for spans in found for s in spans]
@@ -232,7 +235,8 @@ class PiiPlugin(Plugin[PiiConfig]):
         detail: dict[str, Any] = {"entities": _counts(pii)}
         if len(pii) < len(every):
             detail["placeholder_literals"] = len(every) - len(pii)
-        blocked = [s for s in pii if self._action(s.entity_type) == "block"]
+        action_of = self._actions  # a local: read two or three times per span
+        blocked = [s for s in pii if action_of[s.entity_type] == "block"]
         if blocked:
             ctx.record("request_pii", "block", detail={"entities": _counts(blocked)})
             raise Rejected(self.config.message, code="pii_blocked")
@@ -244,7 +248,7 @@ class PiiPlugin(Plugin[PiiConfig]):
             for s in spans:
                 value = slot.text[s.start : s.end]
                 state.values.add(value)
-                if self._action(s.entity_type) == "redact" and (s.entity_type, value) not in digests:
+                if action_of[s.entity_type] == "redact" and (s.entity_type, value) not in digests:
                     key = digests[(s.entity_type, value)] = (
                         s.entity_type,
                         self._digest(s.entity_type, value),
@@ -254,20 +258,22 @@ class PiiPlugin(Plugin[PiiConfig]):
         # In shadow too: like a shadow budget's counters, the vault numbers "as if enforced" so
         # the would-be placeholders match what enforcing would produce; the edit itself happens
         # on the chain's copy of the request and never reaches the provider.
-        numbers = await self.vault.assign(self.conversation_key(req, ctx), keys)
+        # The texts as the key reads them: no slot is edited before the vault call.
+        first_user = next((s.text for s in every_slot if s.role == "user"), "")
+        numbers = await self.vault.assign(self.conversation_key(req, ctx, first_user), keys)
         token: dict[tuple[str, str], str] = {}
         for (etype, dig), n in zip(keys, numbers, strict=True):
             token[(etype, dig)] = ph = placeholder(etype, n)
             state.mapping[ph] = items[(etype, dig)]
-        actions: Counter[str] = Counter()
+        actions: dict[str, int] = {}  # a plain dict: ``Counter``'s set-up costs more than the counting
         for slot, spans in zip(slots, found, strict=True):
             if not spans:
                 continue
             text = slot.text
             edits: list[tuple[int, int, str]] = []
             for s in reversed(spans):  # from the end: the order actions have always been counted in
-                value, action = text[s.start : s.end], self._action(s.entity_type)
-                actions[action] += 1
+                value, action = text[s.start : s.end], action_of[s.entity_type]
+                actions[action] = actions.get(action, 0) + 1
                 if action == "redact":
                     new = token[digests[(s.entity_type, value)]]
                 elif action == "mask":
@@ -276,8 +282,8 @@ class PiiPlugin(Plugin[PiiConfig]):
                     new = self._hash(s.entity_type, value)
                 edits.append((s.start, s.end, new))
             slot.set(splice(text, edits))
-        detail["actions"] = dict(actions)
-        main = "redact" if actions["redact"] else max(actions, key=lambda a: actions[a])
+        detail["actions"] = actions
+        main = "redact" if "redact" in actions else max(actions, key=lambda a: actions[a])
         ctx.record("request_pii", main, detail=detail)
 
     async def on_response(self, resp: ChatResponse, ctx: RequestContext) -> None:

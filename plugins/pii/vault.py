@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 
 from proxy.chain import Deps, RequestContext, StateKey
 from proxy.detectors.pii import MemoryVault, RedisVault, Vault
@@ -62,12 +63,19 @@ def vault_of(config: PiiConfig, deps: Deps) -> Vault:
     return memory
 
 
-def conversation_key(config: PiiConfig, secret: bytes, req: ChatRequest, ctx: RequestContext) -> str:
-    """The keyed id of this request's conversation: header (or first user message), tenant, client."""
+def conversation_key(
+    config: PiiConfig, secret: bytes, req: ChatRequest, ctx: RequestContext, first_user: str | None = None
+) -> str:
+    """The keyed id of this request's conversation: header (or first user message), tenant, client.
+
+    ``first_user``: the first user text of ``req.text_slots()`` when the caller already walked
+    them (``on_request`` has), so the walk is not repeated; None walks them here.
+    """
     conv = ctx.headers.get(config.conversation_header)
     if not conv:
-        first = next((s.text for s in req.text_slots() if s.role == "user"), "")
-        conv = "first:" + hashlib.sha256(first.encode()).hexdigest()
+        if first_user is None:
+            first_user = next((s.text for s in req.text_slots() if s.role == "user"), "")
+        conv = "first:" + hashlib.sha256(first_user.encode()).hexdigest()
     who = ""
     if config.bind_to_api_key and ctx.identity is not None:
         who = "id:" + ctx.identity.key_id  # clients: the verified key, stable across token refreshes
@@ -75,6 +83,12 @@ def conversation_key(config: PiiConfig, secret: bytes, req: ChatRequest, ctx: Re
         h = ctx.headers
         raw = h.get("authorization") or h.get("api-key") or h.get("x-api-key")
         who = hashlib.sha256((raw or "").encode()).hexdigest()
-    blob = json.dumps([ctx.tenant or "", who, conv])
     # one-shot C HMAC: the same hex digest as ``hmac.new(...).hexdigest()``, no HMAC object built
-    return hmac.digest(secret, blob.encode(), "sha256").hex()
+    return hmac.digest(secret, json_string_list((ctx.tenant or "", who, conv)).encode(), "sha256").hex()
+
+
+def json_string_list(items: Sequence[str]) -> str:
+    """``json.dumps(list(items))`` for strings (default separators, ASCII escapes), without the
+    encoder's set-up: the keyed blob of ``conversation_key``, which Redis vault numbering
+    depends on across releases. tests/unit/test_pii_conversation_key.py compares them."""
+    return "[" + ", ".join(map(encode_basestring_ascii, items)) + "]"

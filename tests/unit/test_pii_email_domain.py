@@ -1,4 +1,5 @@
-"""The e-mail validator's per-domain cache against tldextract on the whole address.
+"""The engine's e-mail validator (per-domain cache over ``public_suffix``) against tldextract
+on the whole address.
 
 ``engine.email_validator`` answers from the part after the last ``@`` when the address holds
 no ``/``, ``?`` or ``#``; it must give exactly ``bool(extract(address).fqdn)`` (what presidio's
@@ -15,7 +16,8 @@ from hypothesis import strategies as st
 
 from proxy.detectors.pii.engine import email_validator
 from proxy.detectors.pii.presidio_rules import EMAIL
-from proxy.detectors.pii.tuned import offline_tldextract
+from proxy.detectors.pii.public_suffix import split_host
+from tests.unit.pii_tldextract_reference import offline_tldextract
 
 _EXTRACT = offline_tldextract()
 
@@ -57,7 +59,8 @@ def _reference(text: str) -> bool:
 
 
 def _validator() -> Any:
-    return email_validator(_EXTRACT)
+    """The engine's validator: the per-domain cache over ``public_suffix.split_host``."""
+    return email_validator(split_host)
 
 
 def test_known_addresses_match_tldextract_on_the_whole_address() -> None:

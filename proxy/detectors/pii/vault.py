@@ -29,15 +29,36 @@ def digest(secret: bytes, entity_type: str, value: str) -> str:
 class Digester:
     """``digest`` with one secret, keyed once: each call copies the keyed HMAC state and hashes
     only the value (~1.1 µs instead of ~1.5 µs: ``hmac.digest`` sets the key up on every call,
-    and a 64 KB ticket has ~200 values). The same digests as ``digest`` (a test compares them)."""
+    and a 64 KB ticket has ~200 values). The same digests as ``digest`` (a test compares them).
+
+    The keyed state is OpenSSL's HMAC object itself (``_hashlib.hmac_new``, what ``hmac.new``
+    wraps when OpenSSL is there), so a call is three C methods, not ``hmac.HMAC``'s Python
+    ``copy``/``update``/``hexdigest`` frames (~0.35 µs less per value in a tight loop, more on
+    the request path); without it, ``hmac.new``'s object does the same job."""
 
     def __init__(self, secret: bytes) -> None:
-        self._keyed = hmac.new(secret, digestmod="sha256")
+        self._keyed: _Hmac = _keyed_hmac(secret)
 
     def __call__(self, entity_type: str, value: str) -> str:
         h = self._keyed.copy()
         h.update(f"{entity_type}\x00{value}".encode())
         return h.hexdigest()[:32]
+
+
+class _Hmac(Protocol):
+    """What ``Digester`` uses of a keyed HMAC (``hmac.HMAC`` and OpenSSL's ``_hashlib.HMAC``)."""
+
+    def copy(self) -> _Hmac: ...
+    def update(self, msg: bytes, /) -> None: ...
+    def hexdigest(self) -> str: ...
+
+
+def _keyed_hmac(secret: bytes) -> _Hmac:
+    try:
+        from _hashlib import hmac_new
+    except ImportError:  # a Python built without OpenSSL: the stdlib's pure wrapper
+        return hmac.new(secret, digestmod="sha256")
+    return hmac_new(secret, digestmod="sha256")
 
 
 class Vault(Protocol):
