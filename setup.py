@@ -14,11 +14,13 @@ setup(
         Extension(
             "proxy.detectors._ngram_kernel",
             ["proxy/detectors/_ngram_kernel.c"],
+            depends=["proxy/detectors/ngram_hash.h"],
             optional=True,
         ),
         Extension(
             "proxy.detectors.moderation._moderation_kernel",
             ["proxy/detectors/moderation/_moderation_kernel.c"],
+            depends=["proxy/detectors/ngram_hash.h"],
             optional=True,
         ),
         Extension(

@@ -8,8 +8,9 @@
  *
  * The sums: the same (char_sums, word_sums) as _ngram_kernel's hash_bucket_sums / bucket_sums on the
  * model's float32 table, read from the file's float16 table instead (rows of 8 halves: 16 bytes).
- * The hashing (read_text, fill_hashes) is a copy of _ngram_kernel.c's, which this module must not
- * change; tests/unit/test_moderation_kernel16.py compares the two bit for bit.
+ * The hashing primitives (mix, word classes, read_text) come from ../ngram_hash.h, shared with
+ * _ngram_kernel.c; fill_hashes adds an AVX-512 path to the same arithmetic, and
+ * tests/unit/test_moderation_kernel16.py compares the two modules bit for bit.
  *
  * Why float16: the model's weights are float16 in moderation_model.npz; widened to float32 the
  * table is 4 MB, more than a core's L2, and a 2 KB scan gathers ~6,500 random rows of it. At 2 MB
@@ -37,56 +38,11 @@
 #define HAVE_X86_F16C 0
 #endif
 
-#define P 0x100000001B3ULL
-#define M1 0xFF51AFD7ED558CCDULL
-#define M2 0xC4CEB9FE1A85EC53ULL
-#define BIGRAM 0x9E3779B97F4A7C15ULL
-#define MAX_CHAR_SIZES 8
-#define MAX_CHAR_LEN 16
 #define COLUMNS 8
 /* Four accumulators only while every partial sum is provably exact (see the header). */
 #define EXACT_LIMIT 268435456.0 /* 2^28 */
-#define RELEASE_GIL_FROM 16384
 
-static inline uint64_t mix_partial(uint64_t h) {
-    h ^= h >> 33;
-    h *= M1;
-    h ^= h >> 33;
-    h *= M2;
-    return h;
-}
-
-static inline uint64_t mix_full(uint64_t h) {
-    h = mix_partial(h);
-    return h ^ (h >> 33);
-}
-
-static unsigned char WORD_ASCII[128];
-
-static inline int is_word(uint32_t c) { return c >= 128 ? 1 : WORD_ASCII[c]; }
-
-static int read_u64(PyObject *obj, uint64_t *out) {
-    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
-    if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
-    *out = (uint64_t)v;
-    return 0;
-}
-
-/* _ngram_kernel.c's read_text: code points into cp, word boundaries into bounds. */
-static Py_ssize_t read_text(int kind, const void *data, Py_ssize_t n, uint32_t *cp, Py_ssize_t *bounds) {
-    Py_ssize_t n_bounds = 0;
-    int prev = 0;
-    for (Py_ssize_t t = 0; t < n; t++) {
-        uint32_t c = PyUnicode_READ(kind, data, t);
-        cp[t] = c;
-        int cur = is_word(c);
-        bounds[n_bounds] = t;
-        n_bounds += cur ^ prev;
-        prev = cur;
-    }
-    if (prev) bounds[n_bounds++] = n;
-    return n_bounds;
-}
+#include "../ngram_hash.h"
 
 static int use_avx512 = 0; /* set at import when the CPU has AVX-512 F and DQ (set_simd for tests) */
 
@@ -745,8 +701,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__moderation_kernel(void) {
-    memset(WORD_ASCII, 0, sizeof(WORD_ASCII));
-    for (const char *c = "abcdefghijklmnopqrstuvwxyz0123456789_"; *c; c++) WORD_ASCII[(unsigned char)*c] = 1;
+    init_word_ascii();
     memset(SPLIT_ASCII, 0, sizeof(SPLIT_ASCII));
     for (const char *c = " \t\n\v\f\r\x1c\x1d\x1e\x1f"; *c; c++) SPLIT_ASCII[(unsigned char)*c] = 1;
     memset(DOUBLING, 0, sizeof(DOUBLING));
