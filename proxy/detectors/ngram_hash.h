@@ -68,4 +68,59 @@ static Py_ssize_t read_text(int kind, const void *data, Py_ssize_t n, uint32_t *
     return n_bounds;
 }
 
+/* A vectorised char n-gram pass (e.g. the moderation kernel's AVX-512 one): fills the char blocks
+ * for the first starts and returns the first start left to the scalar loop. */
+typedef Py_ssize_t (*char_hashes_fn)(const uint32_t *cp, Py_ssize_t n, Py_ssize_t longest,
+                                     const Py_ssize_t *block_at, const uint64_t *salt_at, uint64_t *out);
+
+/* Writes every n-gram's mixed hash into out (layout: see _ngram_kernel's hash_ngrams) and, when
+ * start_at is not NULL, the word starts and ends; simd (may be NULL) hashes a first run of starts.
+ * Pure C: may run without the GIL. */
+static inline void fill_hashes(const uint32_t *cp, Py_ssize_t n, const Py_ssize_t *ks, const uint64_t *char_salts,
+                               Py_ssize_t n_sizes, const Py_ssize_t *bounds, Py_ssize_t n_words, Py_ssize_t n_uni,
+                               Py_ssize_t n_bi, uint64_t salt_w1, uint64_t salt_w2, uint64_t *out,
+                               Py_ssize_t *start_at, Py_ssize_t *end_at, char_hashes_fn simd) {
+    Py_ssize_t pos = 0;
+
+    /* Char n-grams: for each start i, Horner's rule over the longest size, emitting a hash each time
+     * the length reaches a requested size. Every start is independent, so the multiplications of
+     * neighbouring starts overlap in the CPU (a rolling hash would chain them: ~2.5x slower). */
+    Py_ssize_t block_at[MAX_CHAR_LEN + 1]; /* by n-gram length: its block's offset, or -1 */
+    uint64_t salt_at[MAX_CHAR_LEN + 1];
+    Py_ssize_t longest = 0;
+    for (Py_ssize_t len = 0; len <= MAX_CHAR_LEN; len++) block_at[len] = -1;
+    for (Py_ssize_t s = 0; s < n_sizes; s++) {
+        Py_ssize_t k = ks[s];
+        if (n < k) continue;
+        block_at[k] = pos;
+        salt_at[k] = char_salts[s];
+        pos += n - k + 1;
+        if (k > longest) longest = k;
+    }
+    Py_ssize_t first = simd != NULL && longest > 0 ? simd(cp, n, longest, block_at, salt_at, out) : 0;
+    for (Py_ssize_t i = first; i < n; i++) {
+        Py_ssize_t reach = n - i < longest ? n - i : longest;
+        uint64_t h = 0;
+        for (Py_ssize_t len = 1; len <= reach; len++) {
+            h = h * P + cp[i + len - 1];
+            if (block_at[len] >= 0) out[block_at[len] + i] = mix_partial(h ^ salt_at[len]);
+        }
+    }
+
+    Py_ssize_t uni_pos = pos, bi_pos = pos + n_uni;
+    uint64_t previous = 0;
+    for (Py_ssize_t w = 0; w < n_words; w++) {
+        Py_ssize_t a = bounds[2 * w], b = bounds[2 * w + 1];
+        if (start_at != NULL) {
+            start_at[w] = a;
+            end_at[w] = b;
+        }
+        uint64_t h = 0;
+        for (Py_ssize_t j = a; j < b; j++) h = h * P + cp[j];
+        if (n_uni) out[uni_pos + w] = mix_partial(h ^ salt_w1);
+        if (n_bi && w > 0) out[bi_pos + w - 1] = mix_partial((mix_full(previous) * BIGRAM + h) ^ salt_w2);
+        previous = h;
+    }
+}
+
 #endif

@@ -78,45 +78,13 @@ __attribute__((target("avx2,avx512f,avx512dq"))) static Py_ssize_t char_hashes_a
 }
 #endif
 
-/* _ngram_kernel.c's fill_hashes (without the word starts and ends nobody reads here). */
-static void fill_hashes(const uint32_t *cp, Py_ssize_t n, const Py_ssize_t *ks, const uint64_t *char_salts,
-                        Py_ssize_t n_sizes, const Py_ssize_t *bounds, Py_ssize_t n_words, Py_ssize_t n_uni,
-                        Py_ssize_t n_bi, uint64_t salt_w1, uint64_t salt_w2, uint64_t *out) {
-    Py_ssize_t pos = 0;
-    Py_ssize_t block_at[MAX_CHAR_LEN + 1];
-    uint64_t salt_at[MAX_CHAR_LEN + 1];
-    Py_ssize_t longest = 0;
-    for (Py_ssize_t len = 0; len <= MAX_CHAR_LEN; len++) block_at[len] = -1;
-    for (Py_ssize_t s = 0; s < n_sizes; s++) {
-        Py_ssize_t k = ks[s];
-        if (n < k) continue;
-        block_at[k] = pos;
-        salt_at[k] = char_salts[s];
-        pos += n - k + 1;
-        if (k > longest) longest = k;
-    }
-    Py_ssize_t first = 0;
+/* The vectorised char n-gram pass fill_hashes may use now (set_simd switches it for the tests). */
+static inline char_hashes_fn mod_simd(void) {
 #if HAVE_X86_F16C
-    if (use_avx512 && longest > 0) first = char_hashes_avx512(cp, n, longest, block_at, salt_at, out);
+    return use_avx512 ? char_hashes_avx512 : NULL;
+#else
+    return NULL;
 #endif
-    for (Py_ssize_t i = first; i < n; i++) {
-        Py_ssize_t reach = n - i < longest ? n - i : longest;
-        uint64_t h = 0;
-        for (Py_ssize_t len = 1; len <= reach; len++) {
-            h = h * P + cp[i + len - 1];
-            if (block_at[len] >= 0) out[block_at[len] + i] = mix_partial(h ^ salt_at[len]);
-        }
-    }
-    Py_ssize_t uni_pos = pos, bi_pos = pos + n_uni;
-    uint64_t previous = 0;
-    for (Py_ssize_t w = 0; w < n_words; w++) {
-        Py_ssize_t a = bounds[2 * w], b = bounds[2 * w + 1];
-        uint64_t h = 0;
-        for (Py_ssize_t j = a; j < b; j++) h = h * P + cp[j];
-        if (n_uni) out[uni_pos + w] = mix_partial(h ^ salt_w1);
-        if (n_bi && w > 0) out[bi_pos + w - 1] = mix_partial((mix_full(previous) * BIGRAM + h) ^ salt_w2);
-        previous = h;
-    }
 }
 
 /* IEEE half -> float, exact (every half is a float): the portable path. */
@@ -348,7 +316,7 @@ static PyObject *hash_sums16(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
     double sums[2][COLUMNS];
     PyThreadState *released = n >= RELEASE_GIL_FROM ? PyEval_SaveThread() : NULL;
-    fill_hashes(cp, n, ks, char_salts, n_sizes, bounds, n_words, n_uni, n_bi, salt_w1, salt_w2, hashes);
+    fill_hashes(cp, n, ks, char_salts, n_sizes, bounds, n_words, n_uni, n_bi, salt_w1, salt_w2, hashes, NULL, NULL, mod_simd());
     group_sums(hashes, n_char, n_char + n_word, (int)shift, (const uint16_t *)wb.buf, bound, sums);
     if (released) PyEval_RestoreThread(released);
     PyObject *pair = sums_tuple((const double(*)[COLUMNS])sums);
@@ -510,7 +478,7 @@ static PyObject *ascii_scores16(PyObject *self, PyObject *const *args, Py_ssize_
         goto done;
     }
     double sums[2][COLUMNS];
-    fill_hashes(cp, n, h.ks, h.char_salts, h.n_sizes, bounds, n_words, n_uni, n_bi, h.salt_w1, h.salt_w2, hashes);
+    fill_hashes(cp, n, h.ks, h.char_salts, h.n_sizes, bounds, n_words, n_uni, n_bi, h.salt_w1, h.salt_w2, hashes, NULL, NULL, mod_simd());
     group_sums(hashes, n_char, n_char + n_word, (int)shift, (const uint16_t *)wb.buf, bound, sums);
     double char_scale = n_char ? 1.0 / (double)(n_char + char_k) : 0.0;
     double word_scale = n_word ? 1.0 / (double)(n_word + word_k) : 0.0;
