@@ -25,53 +25,6 @@
 
 #include "ngram_hash.h"
 
-/* The hashing arguments hash_ngrams and hash_bucket_sums share: args[0..6] = (text, char_sizes,
- * char_salts, word_unigrams, word_bigrams, salt_w1, salt_w2). Fills h; -1 with an exception set when
- * an argument is wrong (signature: the TypeError message, naming the caller). */
-typedef struct {
-    Py_ssize_t n_sizes;
-    Py_ssize_t ks[MAX_CHAR_SIZES];
-    uint64_t char_salts[MAX_CHAR_SIZES];
-    int want_uni, want_bi;
-    uint64_t salt_w1, salt_w2;
-} HashArgs;
-
-static int read_hash_args(PyObject *const *args, HashArgs *h, const char *signature) {
-    PyObject *text = args[0], *sizes = args[1], *salts = args[2];
-    if (!PyUnicode_Check(text) || !PyTuple_Check(sizes) || !PyTuple_Check(salts)) {
-        PyErr_SetString(PyExc_TypeError, signature);
-        return -1;
-    }
-    h->n_sizes = PyTuple_GET_SIZE(sizes);
-    if (h->n_sizes != PyTuple_GET_SIZE(salts) || h->n_sizes > MAX_CHAR_SIZES) {
-        PyErr_SetString(PyExc_ValueError, "one salt per char n-gram size, at most 8 sizes");
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < h->n_sizes; i++) {
-        h->ks[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(sizes, i));
-        if (h->ks[i] == -1 && PyErr_Occurred()) return -1;
-        if (h->ks[i] < 1 || h->ks[i] > MAX_CHAR_LEN) {
-            PyErr_SetString(PyExc_ValueError, "char n-gram sizes must be within [1, 16]");
-            return -1;
-        }
-        for (Py_ssize_t j = 0; j < i; j++) {
-            if (h->ks[j] == h->ks[i]) {
-                PyErr_SetString(PyExc_ValueError, "char n-gram sizes must be distinct");
-                return -1;
-            }
-        }
-        if (read_u64(PyTuple_GET_ITEM(salts, i), &h->char_salts[i]) < 0) return -1;
-    }
-    h->want_uni = PyObject_IsTrue(args[3]);
-    h->want_bi = PyObject_IsTrue(args[4]);
-    if (h->want_uni < 0 || h->want_bi < 0) return -1;
-    if (read_u64(args[5], &h->salt_w1) < 0 || read_u64(args[6], &h->salt_w2) < 0) return -1;
-#if PY_VERSION_HEX < 0x030C0000
-    if (PyUnicode_READY(text) < 0) return -1; /* legacy (wstr) strings only; a no-op otherwise */
-#endif
-    return 0;
-}
-
 /* hash_ngrams(text, char_sizes, char_salts, word_unigrams, word_bigrams, salt_w1, salt_w2)
  *   -> (hashes: bytes of uint64, starts: bytes of intp, ends: bytes of intp, n_uni, n_bi)
  * Layout of hashes: one block per char size present (n - k + 1 values, only when n >= k), then the

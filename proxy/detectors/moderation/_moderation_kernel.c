@@ -227,45 +227,6 @@ fail:
     return NULL;
 }
 
-/* The hashing arguments (args[1..6]: char_sizes, char_salts, word_unigrams, word_bigrams, salt_w1,
- * salt_w2), checked as _ngram_kernel.c checks them; -1 with an exception set when one is wrong. */
-typedef struct {
-    Py_ssize_t n_sizes;
-    Py_ssize_t ks[MAX_CHAR_SIZES];
-    uint64_t char_salts[MAX_CHAR_SIZES];
-    int want_uni, want_bi;
-    uint64_t salt_w1, salt_w2;
-} HashArgs;
-
-static int read_hash_args(PyObject *const *args, HashArgs *h) {
-    PyObject *sizes = args[1], *salts = args[2];
-    h->n_sizes = PyTuple_GET_SIZE(sizes);
-    if (h->n_sizes != PyTuple_GET_SIZE(salts) || h->n_sizes > MAX_CHAR_SIZES) {
-        PyErr_SetString(PyExc_ValueError, "one salt per char n-gram size, at most 8 sizes");
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < h->n_sizes; i++) {
-        h->ks[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(sizes, i));
-        if (h->ks[i] == -1 && PyErr_Occurred()) return -1;
-        if (h->ks[i] < 1 || h->ks[i] > MAX_CHAR_LEN) {
-            PyErr_SetString(PyExc_ValueError, "char n-gram sizes must be within [1, 16]");
-            return -1;
-        }
-        for (Py_ssize_t j = 0; j < i; j++) {
-            if (h->ks[j] == h->ks[i]) {
-                PyErr_SetString(PyExc_ValueError, "char n-gram sizes must be distinct");
-                return -1;
-            }
-        }
-        if (read_u64(PyTuple_GET_ITEM(salts, i), &h->char_salts[i]) < 0) return -1;
-    }
-    h->want_uni = PyObject_IsTrue(args[3]);
-    h->want_bi = PyObject_IsTrue(args[4]);
-    if (h->want_uni < 0 || h->want_bi < 0) return -1;
-    if (read_u64(args[5], &h->salt_w1) < 0 || read_u64(args[6], &h->salt_w2) < 0) return -1;
-    return 0;
-}
-
 /* hash_sums16(text, char_sizes, char_salts, word_unigrams, word_bigrams, salt_w1, salt_w2, shift,
  *             weights16, bound) -> (char_sums, word_sums, n_char, n_word)
  *   _ngram_kernel.hash_bucket_sums with the float16 table; bound: max |weight| of the table. */
@@ -278,7 +239,8 @@ static PyObject *hash_sums16(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
     PyObject *text = args[0];
     HashArgs h;
-    if (read_hash_args(args, &h) < 0) return NULL;
+    if (read_hash_args(args, &h, "hash_sums16(str, tuple, tuple, bool, bool, int, int, int, array, float)") < 0)
+        return NULL;
     Py_ssize_t n_sizes = h.n_sizes;
     const Py_ssize_t *ks = h.ks;
     const uint64_t *char_salts = h.char_salts;
@@ -408,7 +370,10 @@ static PyObject *ascii_scores16(PyObject *self, PyObject *const *args, Py_ssize_
 #endif
     if (!PyUnicode_IS_ASCII(text)) Py_RETURN_NONE;
     HashArgs h;
-    if (read_hash_args(args, &h) < 0) return NULL;
+    if (read_hash_args(args, &h,
+                       "ascii_scores16(str, tuple, tuple, bool, bool, int, int, int, array, float, tuple, int, int, "
+                       "int)") < 0)
+        return NULL;
     Py_ssize_t shift;
     if (read_shift(args[7], &shift) < 0) return NULL;
     double bound = PyFloat_AsDouble(args[9]);
