@@ -242,10 +242,8 @@ def test_rules_file_is_valid(scanner: HeuristicScanner) -> None:
 # --- classifier ----------------------------------------------------------------------------------------
 
 
-def test_classifier_loads_fast_from_package_and_separates_examples() -> None:
-    start = time.perf_counter()
+def test_classifier_loads_from_package_and_separates_examples() -> None:
     clf = InjectionClassifier.load()
-    assert time.perf_counter() - start < 1.0
     threshold = clf.meta.thresholds["classifier"]
     assert clf.score(DAN) >= threshold
     assert clf.score(BENIGN) < threshold
