@@ -41,7 +41,6 @@ static PyObject *hash_ngrams(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_ssize_t n_sizes = h.n_sizes;
     const Py_ssize_t *ks = h.ks;
     const uint64_t *char_salts = h.char_salts;
-    int want_uni = h.want_uni, want_bi = h.want_bi;
     uint64_t salt_w1 = h.salt_w1, salt_w2 = h.salt_w2;
 
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
@@ -61,13 +60,9 @@ static PyObject *hash_ngrams(PyObject *self, PyObject *const *args, Py_ssize_t n
     PyThreadState *released = n >= RELEASE_GIL_FROM ? PyEval_SaveThread() : NULL;
     Py_ssize_t n_bounds = read_text(kind, data, n, cp, bounds);
     if (released) PyEval_RestoreThread(released);
-    Py_ssize_t n_words = n_bounds / 2;
-    Py_ssize_t n_uni = want_uni ? n_words : 0;
-    Py_ssize_t n_bi = (want_bi && n_words > 1) ? n_words - 1 : 0;
-
-    Py_ssize_t total = n_uni + n_bi;
-    for (Py_ssize_t i = 0; i < n_sizes; i++)
-        if (n >= ks[i]) total += n - ks[i] + 1;
+    HashLayout l = hash_layout(&h, n, n_bounds);
+    Py_ssize_t n_words = l.n_words, n_uni = l.n_uni, n_bi = l.n_bi;
+    Py_ssize_t total = l.n_char + l.n_word;
 
     PyObject *hashes = PyBytes_FromStringAndSize(NULL, total * (Py_ssize_t)sizeof(uint64_t));
     PyObject *starts = PyBytes_FromStringAndSize(NULL, n_words * (Py_ssize_t)sizeof(Py_ssize_t));
@@ -466,7 +461,6 @@ static PyObject *hash_bucket_sums(PyObject *self, PyObject *const *args, Py_ssiz
     Py_ssize_t n_sizes = h.n_sizes;
     const Py_ssize_t *ks = h.ks;
     const uint64_t *char_salts = h.char_salts;
-    int want_uni = h.want_uni, want_bi = h.want_bi;
     uint64_t salt_w1 = h.salt_w1, salt_w2 = h.salt_w2;
     Py_ssize_t shift = PyLong_AsSsize_t(args[7]);
     if (shift == -1 && PyErr_Occurred()) return NULL;
@@ -495,13 +489,8 @@ static PyObject *hash_bucket_sums(PyObject *self, PyObject *const *args, Py_ssiz
         PyErr_NoMemory();
         goto done;
     }
-    Py_ssize_t n_words = read_text(PyUnicode_KIND(text), PyUnicode_DATA(text), n, cp, bounds) / 2;
-    Py_ssize_t n_uni = want_uni ? n_words : 0;
-    Py_ssize_t n_bi = (want_bi && n_words > 1) ? n_words - 1 : 0;
-    Py_ssize_t n_char = 0;
-    for (Py_ssize_t i = 0; i < n_sizes; i++)
-        if (n >= ks[i]) n_char += n - ks[i] + 1;
-    Py_ssize_t n_word = n_uni + n_bi;
+    HashLayout l = hash_layout(&h, n, read_text(PyUnicode_KIND(text), PyUnicode_DATA(text), n, cp, bounds));
+    Py_ssize_t n_words = l.n_words, n_uni = l.n_uni, n_bi = l.n_bi, n_char = l.n_char, n_word = l.n_word;
     /* hash_ngrams' own arithmetic into a scratch buffer (summing while hashing was slower: the
      * gathers of a separate pass over ready hashes overlap far better), then bucket_sums' loop. */
     hashes = PyMem_Malloc((size_t)(n_char + n_word + 1) * sizeof(uint64_t));

@@ -171,4 +171,23 @@ static int read_hash_args(PyObject *const *args, HashArgs *h, const char *signat
     return 0;
 }
 
+/* How many hashes a text of n code points with n_bounds word boundaries gets under h: the
+ * layout every entry point allocates for and fill_hashes writes (char blocks, then unigrams, then
+ * bigrams). */
+typedef struct {
+    Py_ssize_t n_words, n_uni, n_bi, n_char, n_word;
+} HashLayout;
+
+static inline HashLayout hash_layout(const HashArgs *h, Py_ssize_t n, Py_ssize_t n_bounds) {
+    HashLayout l;
+    l.n_words = n_bounds / 2;
+    l.n_uni = h->want_uni ? l.n_words : 0;
+    l.n_bi = (h->want_bi && l.n_words > 1) ? l.n_words - 1 : 0;
+    l.n_char = 0;
+    for (Py_ssize_t i = 0; i < h->n_sizes; i++)
+        if (n >= h->ks[i]) l.n_char += n - h->ks[i] + 1;
+    l.n_word = l.n_uni + l.n_bi;
+    return l;
+}
+
 #endif

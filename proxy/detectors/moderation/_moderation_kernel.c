@@ -244,7 +244,6 @@ static PyObject *hash_sums16(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_ssize_t n_sizes = h.n_sizes;
     const Py_ssize_t *ks = h.ks;
     const uint64_t *char_salts = h.char_salts;
-    int want_uni = h.want_uni, want_bi = h.want_bi;
     uint64_t salt_w1 = h.salt_w1, salt_w2 = h.salt_w2;
     Py_ssize_t shift;
     if (read_shift(args[7], &shift) < 0) return NULL;
@@ -264,13 +263,8 @@ static PyObject *hash_sums16(PyObject *self, PyObject *const *args, Py_ssize_t n
         PyErr_NoMemory();
         goto done;
     }
-    Py_ssize_t n_words = read_text(PyUnicode_KIND(text), PyUnicode_DATA(text), n, cp, bounds) / 2;
-    Py_ssize_t n_uni = want_uni ? n_words : 0;
-    Py_ssize_t n_bi = (want_bi && n_words > 1) ? n_words - 1 : 0;
-    Py_ssize_t n_char = 0;
-    for (Py_ssize_t i = 0; i < n_sizes; i++)
-        if (n >= ks[i]) n_char += n - ks[i] + 1;
-    Py_ssize_t n_word = n_uni + n_bi;
+    HashLayout l = hash_layout(&h, n, read_text(PyUnicode_KIND(text), PyUnicode_DATA(text), n, cp, bounds));
+    Py_ssize_t n_words = l.n_words, n_uni = l.n_uni, n_bi = l.n_bi, n_char = l.n_char, n_word = l.n_word;
     hashes = PyMem_Malloc((size_t)(n_char + n_word + 1) * sizeof(uint64_t));
     if (hashes == NULL) {
         PyErr_NoMemory();
@@ -430,13 +424,8 @@ static PyObject *ascii_scores16(PyObject *self, PyObject *const *args, Py_ssize_
         prev = cur;
     }
     if (prev) bounds[n_bounds++] = n;
-    Py_ssize_t n_words = n_bounds / 2;
-    Py_ssize_t n_uni = h.want_uni ? n_words : 0;
-    Py_ssize_t n_bi = (h.want_bi && n_words > 1) ? n_words - 1 : 0;
-    Py_ssize_t n_char = 0;
-    for (Py_ssize_t i = 0; i < h.n_sizes; i++)
-        if (n >= h.ks[i]) n_char += n - h.ks[i] + 1;
-    Py_ssize_t n_word = n_uni + n_bi;
+    HashLayout l = hash_layout(&h, n, n_bounds);
+    Py_ssize_t n_words = l.n_words, n_uni = l.n_uni, n_bi = l.n_bi, n_char = l.n_char, n_word = l.n_word;
     hashes = PyMem_Malloc((size_t)(n_char + n_word + 1) * sizeof(uint64_t));
     if (hashes == NULL) {
         PyErr_NoMemory();
