@@ -80,6 +80,13 @@ class SidecarHarness:
         tmp.write_text(text)
         tmp.replace(self.policy_path)
 
+    def wait_idle(self, timeout: float = 5.0) -> None:
+        """Wait until no request is in flight on the current revision (or ``timeout`` passes):
+        a request that ended by a disconnect is finished by the server a moment later."""
+        deadline = time.monotonic() + timeout
+        while self.sidecar.store.current.in_flight and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     def wait_for_revision(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

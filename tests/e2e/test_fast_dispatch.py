@@ -86,9 +86,7 @@ def test_piped_stream_is_relayed_whole(tmp_path: Path) -> None:
         ]
         assert "".join(deltas) == "abcdefgh" * 20
         assert raw.rstrip().endswith(b"data: [DONE]")
-        deadline = time.monotonic() + 5
-        while h.sidecar.store.current.in_flight and time.monotonic() < deadline:
-            time.sleep(0.02)
+        h.wait_idle()
         assert h.sidecar.store.current.in_flight == 0
 
 
@@ -100,9 +98,7 @@ def test_piped_stream_disconnect_cancels_the_upstream_read(tmp_path: Path) -> No
         with httpx.stream("POST", f"{h.v1}/chat/completions", json=body, headers=headers) as r:
             assert r.status_code == 200
             next(r.iter_bytes())
-        started = time.monotonic()
-        while h.sidecar.store.current.in_flight and time.monotonic() - started < 5:
-            time.sleep(0.02)
+        h.wait_idle()
         assert h.sidecar.store.current.in_flight == 0
         assert not h.sidecar.live_streams
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -243,7 +242,5 @@ def test_client_disconnect_cancels_the_upstream_read(tmp_path: Path) -> None:
         with httpx.stream("POST", f"{h.v1}/chat/completions", json=body, headers=headers) as r:
             assert r.status_code == 200
             next(r.iter_bytes())
-        started = time.monotonic()
-        while h.sidecar.store.current.in_flight and time.monotonic() - started < 5:
-            time.sleep(0.02)
+        h.wait_idle()
         assert h.sidecar.store.current.in_flight == 0  # released long before the upstream would end
