@@ -113,16 +113,7 @@ def count_chat_request(body: Mapping[str, Any], model: str | None = None) -> int
     total = REPLY_PRIMING_TOKENS
     messages = body.get("messages")
     if isinstance(messages, list):
-        for m in messages:
-            # The usual message, {"role": ..., "content": "..."}: what ``_message_tokens`` counts
-            # for it (the message overhead, the role, the content), without its general walk.
-            if type(m) is dict and len(m) == 2:
-                role, content = m.get("role"), m.get("content")
-                if type(role) is str and type(content) is str:
-                    total += TOKENS_PER_MESSAGE + _count(enc, role) + _count(enc, content)
-                    continue
-            if isinstance(m, Mapping):
-                total += _message_tokens(enc, m)
+        total += sum(_message_tokens(enc, m) for m in messages if isinstance(m, Mapping))
     else:
         total += _responses_input_tokens(enc, body)
     total += _schema_tokens(enc, body)
@@ -196,6 +187,13 @@ def _count(enc: tiktoken.Encoding, text: str) -> int:
 
 
 def _message_tokens(enc: tiktoken.Encoding, message: Mapping[str, Any]) -> int:
+    if type(message) is dict and len(message) == 2:
+        # The usual message, {"role": ..., "content": "..."}: what the walk below counts for it
+        # (the message overhead, the role, the content), without the walk (every budgeted request
+        # counts its messages; issue 17).
+        role, content = message.get("role"), message.get("content")
+        if type(role) is str and type(content) is str:
+            return TOKENS_PER_MESSAGE + _count(enc, role) + _count(enc, content)
     total = TOKENS_PER_MESSAGE + _content_tokens(enc, message.get("content"))
     for key, value in message.items():
         # The cookbook counts every string field (role, name, tool_call_id...), not only content.
