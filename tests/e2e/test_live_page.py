@@ -87,6 +87,22 @@ def _browser() -> Any:
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
+def cell_text(browser: Any, selector: str) -> str:
+    """The text of the first element ``selector`` finds, "" when there is none yet.
+
+    The live page re-renders its tables on every poll, so an element found a moment ago may be
+    gone when its text is read (a stale element): that is "not there yet" too, and the
+    ``WebDriverWait`` around it looks again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        found = browser.find_elements(By.CSS_SELECTOR, selector)
+        return str(found[0].text) if found else ""
+    except StaleElementReferenceException:
+        return ""
+
+
 def test_live_page_in_a_browser_shows_a_shadow_rule(harness: SidecarHarness) -> None:
     browser = _browser()
     from selenium.webdriver.common.by import By
@@ -95,8 +111,7 @@ def test_live_page_in_a_browser_shows_a_shadow_rule(harness: SidecarHarness) -> 
     row = 'tr[data-rule="competitors/request_match"]'
 
     def cell(css: str) -> str:
-        found = browser.find_elements(By.CSS_SELECTOR, f"{row} {css}")
-        return str(found[0].text) if found else ""
+        return cell_text(browser, f"{row} {css}")
 
     try:
         _chat(harness, "is globex hiring?")

@@ -180,7 +180,7 @@ def test_state_survives_a_restart_with_redis(tmp_path: Path, redis_server: Redis
 
 
 def test_the_live_page_shows_the_promotion_in_a_browser(tmp_path: Path) -> None:
-    from tests.e2e.test_live_page import _browser
+    from tests.e2e.test_live_page import _browser, cell_text
 
     with sidecar_harness(tmp_path, WORDS % "") as h:
         browser = _browser()
@@ -188,8 +188,7 @@ def test_the_live_page_shows_the_promotion_in_a_browser(tmp_path: Path) -> None:
         from selenium.webdriver.support.ui import WebDriverWait
 
         def cell(css: str) -> str:
-            found = browser.find_elements(By.CSS_SELECTOR, f'#promotions tr[data-step="words"] {css}')
-            return str(found[0].text) if found else ""
+            return cell_text(browser, f'#promotions tr[data-step="words"] {css}')
 
         try:
             browser.get(f"{h.base_url}/admin/live?every=1")
